@@ -1,0 +1,189 @@
+"""The `isolate` command: a thin front over the library.
+
+Exit status of `isolate run`: the program's own code, or 128+N when a signal N ended
+it; 2 for a bad profile or bad usage; 125 when the sandbox could not be set up; 126
+when the program may not be executed; 127 when it was not found.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+
+EXIT_USAGE = 2
+EXIT_SETUP = 125
+EXIT_NOEXEC = 126
+EXIT_NOTFOUND = 127
+
+_FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2,
+              signal.SIGWINCH)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line and exit 2, like every other bad input
+        self.print_usage(sys.stderr)
+        print(f"isolate: {message}", file=sys.stderr)
+        sys.exit(EXIT_USAGE)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="isolate", description="Run programs in sandboxes described by declarative profiles.")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    r = sub.add_parser("run", help="run a command in a sandbox",
+                       description="Run COMMAND in a sandbox built from PROFILE. Exits with the command's "
+                                   "status (128+N if signal N ended it).")
+    r.add_argument("-p", "--profile", default="default",
+                   help="profile name (see `isolate profiles`) or path to a .toml file [default]")
+    r.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a profile field, e.g. --set rlimits.nofile=64 (repeatable)")
+    r.add_argument("-C", "--cwd", help="working directory inside the sandbox (default: the profile's)")
+    r.add_argument("-e", "--env", action="append", default=[], metavar="NAME=VALUE",
+                   help="add an environment variable (repeatable)")
+    r.add_argument("-t", "--timeout", type=float, help="kill the whole sandbox after this many seconds")
+    r.add_argument("--timing", action="store_true", help="print where the launch time went, on stderr")
+    r.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- COMMAND [ARG...]")
+
+    e = sub.add_parser("explain", help="print a resolved profile and its seccomp filter",
+                       description="Print PROFILE after `extends` and --set are applied, the plan compiled "
+                                   "from it, and its seccomp filter in readable form.")
+    e.add_argument("profile", help="profile name or path")
+    e.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    e.add_argument("--json", action="store_true", help="print the resolved profile as JSON only")
+
+    sub.add_parser("profiles", help="list the profiles that can be named with -p")
+    d = sub.add_parser("doctor", help="report what this kernel and user can enforce")
+    d.add_argument("--json", action="store_true")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "run":
+            return _run(args)
+        if args.command == "explain":
+            return _explain(args)
+        if args.command == "profiles":
+            return _profiles()
+        if args.command == "doctor":
+            from isolate import doctor
+
+            return doctor.main(json_output=args.json)
+        _parser().print_help()
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 128 + signal.SIGINT
+    except Exception as e:  # every failure is one line, never a traceback
+        return _report(e)
+
+
+def _report(e: BaseException) -> int:
+    from isolate import errors, process
+
+    print(f"isolate: {e}", file=sys.stderr)
+    if isinstance(e, errors.ProfileError):
+        return EXIT_USAGE
+    if isinstance(e, process.ExecutableNotFound):
+        return EXIT_NOTFOUND
+    if isinstance(e, process.ExecutablePermission):
+        return EXIT_NOEXEC
+    if isinstance(e, (errors.SandboxSetupError, OSError, ValueError)):
+        return EXIT_SETUP
+    print("isolate: this is a bug; please report it", file=sys.stderr)
+    return EXIT_SETUP
+
+
+def _run(args) -> int:
+    import isolate
+
+    argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
+    if not argv:
+        print("isolate: run: no command given (isolate run -p PROFILE -- COMMAND [ARG...])", file=sys.stderr)
+        return EXIT_USAGE
+    env = {}
+    for item in args.env:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            print(f"isolate: --env: expected NAME=VALUE, got {item!r}", file=sys.stderr)
+            return EXIT_USAGE
+        env[name] = value
+    p = isolate.Popen(argv, profile=args.profile, overrides=args.overrides, cwd=args.cwd, env=env or None)
+    if args.timing:
+        for name, ms in p.timings.items():
+            print(f"isolate: timing: {name:>14} {ms:8.3f} ms", file=sys.stderr)
+    # Our signals go to the sandbox, whose pid 1 hands them to the program.
+    for sig in _FORWARDED:
+        signal.signal(sig, lambda s, _f: p.send_signal(s))
+    try:
+        p.wait(timeout=args.timeout)
+    except isolate.TimeoutExpired:
+        p.kill()
+        p.wait()
+        print(f"isolate: timed out after {args.timeout} s; the sandbox was killed", file=sys.stderr)
+        return 124
+    rc = p.returncode
+    return 128 - rc if rc < 0 else rc
+
+
+def _explain(args) -> int:
+    from isolate import compile as compile_mod
+    from isolate import process, seccomp
+
+    profile = process.load_profile(args.profile, args.overrides)
+    data = compile_mod._plain(profile.data)
+    if args.json:
+        print(json.dumps(data, indent=2, sort_keys=True))
+        return 0
+    plan = compile_mod.compile_profile(profile)
+    print(f"# profile {profile.name}  (hash {profile.hash[:16]})")
+    print("# files: " + " -> ".join(str(f) for f in profile.files))
+    print("\n## resolved profile")
+    print(json.dumps(data, indent=2, sort_keys=True))
+    print("\n## plan")
+    flags = [n for n, f in compile_mod.NAMESPACE_FLAGS.items() if plan.clone_flags & f]
+    print(f"namespaces: {', '.join(flags) or 'none'}")
+    print(f"pid 1 in the sandbox: {'isolate-init' if plan.use_init else 'the program itself'}")
+    print(f"uid_map: {plan.uid_map!r}  gid_map: {plan.gid_map!r}")
+    print(f"inside: uid {plan.inside_uid} gid {plan.inside_gid}  hostname: {plan.hostname!r}")
+    print(f"rlimits: " + (", ".join(f"{compile_mod.RLIMIT_NAMES[r]}={s}/{h}" for r, s, h in plan.rlimits) or "inherited"))
+    print(f"capabilities kept: {', '.join(plan.keep_caps) or 'none'}")
+    print(f"cwd: {plan.cwd}")
+    env = plan.environment()
+    print("environment: " + (" ".join(f"{k}={v}" for k, v in sorted(env.items())) or "(empty)"))
+    if plan.mount_ops:
+        print("mount operations:")
+        for i, op in enumerate(plan.mount_ops):
+            print(f"  {i:3d} {op.describe()}")
+    print(f"\n## seccomp filter ({len(plan.bpf or b'') // 8} BPF instructions)")
+    print(seccomp.describe(dict(compile_mod._plain(profile.data["seccomp"]))))
+    return 0
+
+
+def _profiles() -> int:
+    from isolate import profile as profile_mod
+
+    for name in profile_mod.shipped_profiles():
+        path = profile_mod.resolve_name(name)
+        first = ""
+        try:
+            with open(path) as f:
+                for line in f:
+                    if line.startswith("#"):
+                        first = line.lstrip("# ").strip()
+                        break
+        except OSError:
+            pass
+        print(f"{name:12} {first}")
+    return 0
+
+
+def entry() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry()

@@ -1,0 +1,19 @@
+"""isolate: spawn a blank process, then opt in to what it gets.
+
+    import isolate
+    r = isolate.run(["id"], profile="default", capture_output=True)
+
+A profile (TOML) is compiled once into a Plan; each launch is a clone-based start
+from that Plan (see isolate/_launch.c).
+"""
+
+from .errors import IsolateError, ProfileError, SandboxSetupError, UnsupportedError
+from .process import (DEVNULL, PIPE, STDOUT, CalledProcessError, ExecutableNotFound, ExecutablePermission, Popen,
+                      Result, Rusage, TimeoutExpired, load_profile, plan_for, run)
+
+__all__ = [
+    "run", "Popen", "Result", "Rusage", "PIPE", "DEVNULL", "STDOUT", "TimeoutExpired", "CalledProcessError",
+    "IsolateError", "ProfileError", "SandboxSetupError", "UnsupportedError", "ExecutableNotFound",
+    "ExecutablePermission", "load_profile", "plan_for",
+]
+__version__ = "0.1.0"

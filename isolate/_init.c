@@ -1,0 +1,251 @@
+/* isolate-init: the sandbox's pid 1 (or, without a pid namespace, a subreaper).
+ *
+ * The launch child execs this small static program before the real one, so that the
+ * process which stays behind in the sandbox shares no memory with the caller (a
+ * CLONE_VM helper kept as pid 1 would be reachable through ptrace or /proc/1/mem).
+ *
+ *   argv: isolate-init STATUS_FD PARENT_PIDFD BPF_FD FLAGS FIRST_PRIVATE LANDLOCK_FD
+ *                      NEXEC PATH... ARGV...
+ *
+ * It starts the program (Landlock and seccomp last, in the program's own process),
+ * reports "started" or (step, errno) on STATUS_FD, then reaps every orphan, forwards
+ * SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2 and SIGWINCH to the program, and
+ * when the program ends reports its wait status and exits, which takes down every
+ * other process of the sandbox. If the caller process dies (PARENT_PIDFD becomes
+ * readable) it kills the sandbox: unlike PR_SET_PDEATHSIG this follows the caller
+ * process, not the thread that happened to start the sandbox.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "_protocol.h"
+
+#define FLAG_PIDNS 1
+#define FLAG_DIE_WITH_PARENT 2
+
+#ifndef SYS_landlock_restrict_self
+#define SYS_landlock_restrict_self 446
+#endif
+#ifndef SYS_close_range
+#define SYS_close_range 436
+#endif
+
+static int status_fd = -1;
+
+static int64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+static void send_msg(int fd, int kind, int a, int b, int c)
+{
+    struct isolate_msg m = {kind, a, b, c, now_ns()};
+    while (write(fd, &m, sizeof m) < 0 && errno == EINTR)
+        ;
+}
+
+static void fail(int step, int index, int err)
+{
+    send_msg(status_fd, MSG_ERROR, step, index, err);
+    _exit(127);
+}
+
+static const int forwarded[] = {SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH};
+
+/* Kill everything that is left of the sandbox. */
+static void kill_all(int pidns, pid_t program)
+{
+    if (pidns && getpid() == 1)
+        kill(-1, SIGKILL); /* as pid 1: every process in this namespace but us */
+    else {
+        if (program > 0)
+            kill(program, SIGKILL);
+        kill(0, SIGKILL); /* our process group (setsid made it ours), us included */
+    }
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 9)
+        return 127;
+    status_fd = atoi(argv[1]);
+    int parent_pidfd = atoi(argv[2]);
+    int bpf_fd = atoi(argv[3]);
+    int flags = atoi(argv[4]);
+    int first_private = atoi(argv[5]);
+    int landlock_fd = atoi(argv[6]);
+    int nexec = atoi(argv[7]);
+    if (nexec < 1 || 8 + nexec >= argc)
+        return 127;
+    char **paths = argv + 8;
+    char **prog_argv = argv + 8 + nexec;
+    int pidns = flags & FLAG_PIDNS;
+    int64_t t_init = now_ns();
+
+    int private_fds[] = {status_fd, parent_pidfd, bpf_fd, landlock_fd};
+    for (unsigned i = 0; i < sizeof private_fds / sizeof *private_fds; i++)
+        if (private_fds[i] >= 0)
+            fcntl(private_fds[i], F_SETFD, FD_CLOEXEC);
+
+    /* The caller may have died while the sandbox was being set up. */
+    if (parent_pidfd >= 0) {
+        struct pollfd p = {parent_pidfd, POLLIN, 0};
+        if (poll(&p, 1, 0) > 0)
+            fail(STEP_INIT, 1, ESRCH);
+    }
+
+    /* The seccomp program is loaded into the program's process, not ours: pid 1
+     * must keep the calls it needs to reap and forward signals. */
+    struct sock_fprog prog = {0, NULL};
+    if (bpf_fd >= 0) {
+        struct stat st;
+        if (fstat(bpf_fd, &st) < 0)
+            fail(STEP_SECCOMP, 1, errno);
+        if (st.st_size <= 0 || st.st_size % sizeof(struct sock_filter) || st.st_size > BPF_MAXINSNS * 8)
+            fail(STEP_SECCOMP, 2, EINVAL);
+        prog.filter = malloc((size_t)st.st_size);
+        if (!prog.filter)
+            fail(STEP_SECCOMP, 3, ENOMEM);
+        if (pread(bpf_fd, prog.filter, (size_t)st.st_size, 0) != st.st_size)
+            fail(STEP_SECCOMP, 4, errno ? errno : EIO);
+        prog.len = (unsigned short)(st.st_size / sizeof(struct sock_filter));
+        close(bpf_fd);
+    }
+
+    sigset_t mask;
+    sigemptyset(&mask);
+    sigaddset(&mask, SIGCHLD);
+    for (unsigned i = 0; i < sizeof forwarded / sizeof *forwarded; i++)
+        sigaddset(&mask, forwarded[i]);
+    if (sigprocmask(SIG_BLOCK, &mask, NULL) < 0)
+        fail(STEP_INIT, 2, errno);
+    int sfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
+    if (sfd < 0)
+        fail(STEP_INIT, 3, errno);
+    if (!pidns && prctl(PR_SET_CHILD_SUBREAPER, 1) < 0)
+        fail(STEP_INIT, 4, errno);
+
+    int started[2];
+    if (pipe2(started, O_CLOEXEC) < 0)
+        fail(STEP_INIT, 5, errno);
+
+    pid_t program = fork();
+    if (program < 0)
+        fail(STEP_INIT, 6, errno);
+    if (program == 0) {
+        /* The program's process: Landlock, seccomp, exec. */
+        close(started[0]);
+        close(sfd);
+        sigset_t none;
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, NULL);
+        struct isolate_msg m = {MSG_ERROR, 0, 0, 0, 0};
+        if (landlock_fd >= 0 && syscall(SYS_landlock_restrict_self, landlock_fd, 0) < 0) {
+            m.a = STEP_LANDLOCK;
+            m.c = errno;
+        } else if (prog.filter && syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) < 0) {
+            m.a = STEP_SECCOMP;
+            m.c = errno;
+        } else {
+            if (landlock_fd >= 0)
+                close(landlock_fd);
+            int err = ENOENT;
+            for (int i = 0; i < nexec; i++) {
+                execve(paths[i], prog_argv, environ);
+                if (errno == EACCES)
+                    err = errno;
+                else if (errno != ENOENT && errno != ENOTDIR && errno != ENAMETOOLONG) {
+                    err = errno;
+                    break;
+                }
+            }
+            m.a = STEP_EXEC;
+            m.c = err;
+        }
+        while (write(started[1], &m, sizeof m) < 0 && errno == EINTR)
+            ;
+        _exit(127);
+    }
+
+    /* pid 1 keeps none of the program's fds: a pipe the program closes must reach
+     * EOF at the caller without waiting for us. */
+    close(started[1]);
+    if (first_private > 0)
+        syscall(SYS_close_range, 0, first_private - 1, 0);
+    if (landlock_fd >= 0)
+        close(landlock_fd);
+    free(prog.filter);
+
+    struct isolate_msg m;
+    ssize_t n;
+    do {
+        n = read(started[0], &m, sizeof m);
+    } while (n < 0 && errno == EINTR);
+    close(started[0]);
+    if (n == (ssize_t)sizeof m) {
+        int st;
+        waitpid(program, &st, 0);
+        send_msg(status_fd, MSG_ERROR, m.a, m.b, m.c);
+        _exit(127);
+    }
+    {
+        struct isolate_msg s = {MSG_STARTED, program, 0, 0, t_init};
+        while (write(status_fd, &s, sizeof s) < 0 && errno == EINTR)
+            ;
+    }
+
+    struct pollfd pfd[2] = {{sfd, POLLIN, 0}, {parent_pidfd, POLLIN, 0}};
+    int npfd = parent_pidfd >= 0 ? 2 : 1;
+    int program_status = 0, program_done = 0;
+    while (!program_done) {
+        if (poll(pfd, npfd, -1) < 0) {
+            if (errno == EINTR)
+                continue;
+            break;
+        }
+        if (npfd == 2 && (pfd[1].revents & (POLLIN | POLLHUP | POLLERR))) {
+            kill_all(pidns, program);
+            _exit(137);
+        }
+        struct signalfd_siginfo si;
+        while (read(sfd, &si, sizeof si) == (ssize_t)sizeof si) {
+            if (si.ssi_signo != SIGCHLD) {
+                kill(program, (int)si.ssi_signo);
+                continue;
+            }
+        }
+        /* Reap every child that has ended: the program and any orphan. */
+        for (;;) {
+            int st;
+            pid_t r = waitpid(-1, &st, WNOHANG);
+            if (r <= 0)
+                break;
+            if (r == program) {
+                program_status = st;
+                program_done = 1;
+            }
+        }
+    }
+    /* The program has ended: so does its sandbox. Report first: without a pid
+     * namespace the kill below takes our own process group, us included. */
+    send_msg(status_fd, MSG_EXITED, program_status, 0, 0);
+    kill_all(pidns, 0);
+    _exit(0);
+}

@@ -1,0 +1,1133 @@
+/* isolate._launch: the launch path, and nothing else.
+ *
+ * make_plan(...) turns a compiled profile into a C struct once (a capsule).
+ * spawn(plan, ...) starts one sandbox from it:
+ *
+ *   parent                                    child (shares the parent's memory)
+ *   ------                                    -----
+ *   block all signals
+ *   clone3(CLONE_VM|CLONE_PIDFD|ns flags)  -> reset signal handlers
+ *   restore signal mask                       wait for id maps
+ *   write uid_map / gid_map, release child    then the steps of child_main(), in order
+ *   read the status pipe until EOF/message    execve (program, or the sandbox's pid 1)
+ *
+ * The child runs only raw system calls (see _syscall.h): no malloc, no locks, no
+ * errno, no Python. Everything it needs was prepared by the parent before the clone.
+ * It never keeps running in the caller's address space: it either execs or exits.
+ * A step that fails sends (step, index, errno) to the parent, which raises.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h> /* first: it defines _GNU_SOURCE */
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/capability.h>
+#include <linux/filter.h>
+#include <linux/sched.h>
+#include <linux/seccomp.h>
+#include <net/if.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "_protocol.h"
+#include "_syscall.h"
+
+#ifndef CLONE_PIDFD
+#define CLONE_PIDFD 0x00001000
+#endif
+#ifndef CLONE_NEWTIME
+#define CLONE_NEWTIME 0x00000080
+#endif
+#ifndef SYS_clone3
+#define SYS_clone3 435
+#endif
+#ifndef SYS_close_range
+#define SYS_close_range 436
+#endif
+#ifndef SYS_pidfd_send_signal
+#define SYS_pidfd_send_signal 424
+#endif
+#ifndef SYS_landlock_restrict_self
+#define SYS_landlock_restrict_self 446
+#endif
+#ifndef SYS_mount_setattr
+#define SYS_mount_setattr 442
+#endif
+#ifndef AT_RECURSIVE
+#define AT_RECURSIVE 0x8000
+#endif
+#ifndef PR_CAP_AMBIENT
+#define PR_CAP_AMBIENT 47
+#define PR_CAP_AMBIENT_RAISE 2
+#define PR_CAP_AMBIENT_CLEAR_ALL 4
+#endif
+#ifndef AT_EMPTY_PATH
+#define AT_EMPTY_PATH 0x1000
+#endif
+
+#define CHILD_STACK_SIZE (256 * 1024)
+#define MAX_RLIMITS 16
+#define MAX_TIMINGS 32
+
+/* ---- mount operations (compiled by isolate/fs.py) ------------------------------ */
+enum mount_op_kind {
+    OP_MOUNT = 1,    /* mount(a, b, c, flags, d) */
+    OP_MKDIR = 2,    /* mkdir(b, num) ; EEXIST is fine */
+    OP_SYMLINK = 3,  /* symlink(a, b) */
+    OP_WRITE = 4,    /* create b with mode num, write d */
+    OP_BIND = 5,     /* bind a onto b (created to match a's type); flags: BIND_* */
+    OP_PIVOT = 6,    /* pivot_root(b, b/.oldroot); chdir /; detach the old root */
+    OP_REMOUNT = 7,  /* mount(NULL, b, NULL, MS_REMOUNT|MS_BIND|flags, NULL) */
+    OP_CHMOD = 8,    /* chmod(b, num) */
+};
+#define BIND_READONLY 1
+#define BIND_OPTIONAL 2
+#define BIND_DEV 4
+
+struct mount_op {
+    int kind;
+    const char *a, *b, *c, *d;
+    size_t d_len;
+    unsigned long flags;
+    long num;
+};
+
+/* ---- the plan: everything that is the same for every launch of a profile ------ */
+struct plan {
+    unsigned long clone_flags;        /* CLONE_NEW* */
+    char *uid_map, *gid_map;          /* written by the parent into /proc/PID/ */
+    int deny_setgroups;
+    long set_uid, set_gid;            /* -1: keep what the maps give */
+    int clear_groups;
+    char *hostname;
+    int loopback;
+    int nrlimits;
+    struct { int resource; struct rlimit lim; } rlimits[MAX_RLIMITS];
+    int no_new_privs;
+    int drop_caps;
+    uint64_t keep_caps;
+    int last_cap;
+    unsigned char *bpf;               /* seccomp program, or NULL */
+    size_t bpf_len;
+    int use_init;                     /* exec the sandbox's pid 1 before the program */
+    int die_with_parent;
+    int pidns;
+    int netns_fd;                     /* setns() into this network namespace, or -1 */
+    int nops;
+    struct mount_op *ops;
+    char *strings;                    /* storage for every string above */
+    unsigned char *landlock;          /* landlock ruleset fd is per launch; see spawn */
+};
+
+/* ---- what one launch passes to its child ---------------------------------------- */
+struct launch {
+    const struct plan *plan;
+    char *const *exec_paths;          /* candidate paths for argv[0] */
+    int nexec;
+    char *const *argv;
+    char *const *envp;
+    const char *cwd;
+    int nfds;
+    const int *fd_src, *fd_dst;       /* the program's fd table */
+    int status_fd;                    /* write end of the status pipe (O_CLOEXEC) */
+    int sync_fd;                      /* read end: released once id maps are written */
+    int init_fd;                      /* O_PATH fd of isolate-init, or -1 */
+    char *const *init_argv;           /* argv for init, fds already numbered */
+    int first_private;                /* first fd number after the program's fds */
+    int parent_pidfd;                 /* pidfd of the caller process (for init) */
+    int bpf_fd;                       /* memfd with the BPF program (for init) */
+    int landlock_fd;                  /* landlock ruleset, or -1 */
+    int64_t *timings;                 /* CLOCK_MONOTONIC ns per step (shared memory) */
+};
+
+/* ---- child side ------------------------------------------------------------------- */
+
+static int64_t now_ns(void)
+{
+    struct timespec ts;
+    rsys2(SYS_clock_gettime, CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+static void mark(const struct launch *l, int step)
+{
+    if (l->timings && step < MAX_TIMINGS)
+        l->timings[step] = now_ns();
+}
+
+__attribute__((noreturn)) static void child_fail(const struct launch *l, int step, int index, long err)
+{
+    struct isolate_msg m = {MSG_ERROR, step, index, (int32_t)(err < 0 ? -err : err), 0};
+    rsys3(SYS_write, l->status_fd, &m, sizeof m);
+    for (;;)
+        rsys1(SYS_exit_group, 127);
+}
+
+#define CHECK(l, step, index, expr)                  \
+    do {                                             \
+        long _r = (expr);                            \
+        if (_r < 0)                                  \
+            child_fail((l), (step), (index), _r);    \
+    } while (0)
+
+static size_t c_strlen(const char *s)
+{
+    size_t n = 0;
+    while (s[n])
+        n++;
+    return n;
+}
+
+/* The child starts with every signal blocked (the parent blocked them around the
+ * clone) and with a copy of the parent's handlers, which point into the parent's
+ * code: reset them all before anything could unblock a signal. */
+static void step_signals(const struct launch *l)
+{
+    struct sigaction_raw { void *handler; unsigned long flags; void *restorer; uint64_t mask; } dfl = {0};
+    for (int sig = 1; sig < 65; sig++) {
+        if (sig == SIGKILL || sig == SIGSTOP)
+            continue;
+        rsys4(SYS_rt_sigaction, sig, &dfl, 0, 8);
+    }
+    (void)l;
+}
+
+/* The parent writes uid_map/gid_map (only it may map ranges), then writes a byte;
+ * EOF means the parent gave up. */
+static void step_wait_for_id_maps(const struct launch *l)
+{
+    char b;
+    if (l->sync_fd < 0)
+        return;
+    long r = rsys3(SYS_read, l->sync_fd, &b, 1);
+    if (r != 1)
+        child_fail(l, STEP_ID_MAPS, 0, r < 0 ? r : -EPIPE);
+    rsys1(SYS_close, l->sync_fd);
+}
+
+/* A new session: the program has no controlling terminal, so it cannot push
+ * keystrokes into the caller's terminal (TIOCSTI) or get its signals. */
+static void step_setsid(const struct launch *l)
+{
+    CHECK(l, STEP_SETSID, 0, rsys0(SYS_setsid));
+}
+
+static void step_netns(const struct launch *l)
+{
+    if (l->plan->netns_fd >= 0)
+        CHECK(l, STEP_NETNS, 0, rsys2(SYS_setns, l->plan->netns_fd, CLONE_NEWNET));
+}
+
+static void step_hostname(const struct launch *l)
+{
+    const char *h = l->plan->hostname;
+    if (h)
+        CHECK(l, STEP_HOSTNAME, 0, rsys2(SYS_sethostname, h, c_strlen(h)));
+}
+
+/* Creates the mount point for a bind of `src`: a directory for a directory, an empty
+ * file for anything else. */
+static long make_mount_point(const char *src, const char *dst)
+{
+    struct stat st;
+    long r = rsys4(SYS_newfstatat, AT_FDCWD, src, &st, 0);
+    if (r < 0)
+        return r;
+    if (S_ISDIR(st.st_mode)) {
+        r = rsys2(SYS_mkdir, dst, 0755);
+        return r == -EEXIST ? 0 : r;
+    }
+    r = rsys4(SYS_openat, AT_FDCWD, dst, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
+    if (r == -EEXIST || r == -EISDIR)
+        return 0;
+    if (r < 0)
+        return r;
+    rsys1(SYS_close, r);
+    return 0;
+}
+
+static void step_mounts(const struct launch *l)
+{
+    const struct plan *p = l->plan;
+    for (int i = 0; i < p->nops; i++) {
+        const struct mount_op *op = &p->ops[i];
+        long r = 0;
+        switch (op->kind) {
+        case OP_MOUNT:
+            r = rsys5(SYS_mount, op->a, op->b, op->c, op->flags, op->d);
+            break;
+        case OP_MKDIR:
+            r = rsys2(SYS_mkdir, op->b, op->num);
+            if (r == -EEXIST)
+                r = 0;
+            break;
+        case OP_SYMLINK:
+            r = rsys2(SYS_symlink, op->a, op->b);
+            break;
+        case OP_CHMOD:
+            r = rsys2(SYS_chmod, op->b, op->num);
+            break;
+        case OP_WRITE: {
+            long fd = rsys4(SYS_openat, AT_FDCWD, op->b, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, op->num);
+            if (fd < 0) {
+                r = fd;
+                break;
+            }
+            size_t off = 0;
+            while (off < op->d_len) {
+                long w = rsys3(SYS_write, fd, op->d + off, op->d_len - off);
+                if (w <= 0) {
+                    r = w < 0 ? w : -EIO;
+                    break;
+                }
+                off += (size_t)w;
+            }
+            rsys1(SYS_close, fd);
+            break;
+        }
+        case OP_BIND: {
+            r = make_mount_point(op->a, op->b);
+            if (r == -ENOENT && (op->flags & BIND_OPTIONAL)) {
+                r = 0;
+                break;
+            }
+            if (r < 0)
+                break;
+            r = rsys5(SYS_mount, op->a, op->b, 0, MS_BIND | MS_REC, 0);
+            if (r < 0)
+                break;
+            /* A bind ignores MS_RDONLY and friends; mount_setattr sets them on the
+             * whole subtree at once. nosuid always, nodev unless asked for. */
+            struct mount_attr attr = {MOUNT_ATTR_NOSUID, 0, 0, 0};
+            if (op->flags & BIND_READONLY)
+                attr.attr_set |= MOUNT_ATTR_RDONLY;
+            if (!(op->flags & BIND_DEV))
+                attr.attr_set |= MOUNT_ATTR_NODEV;
+            r = rsys5(SYS_mount_setattr, AT_FDCWD, op->b, AT_RECURSIVE, &attr, sizeof attr);
+            break;
+        }
+        case OP_REMOUNT:
+            r = rsys5(SYS_mount, 0, op->b, 0, MS_REMOUNT | MS_BIND | op->flags, 0);
+            break;
+        case OP_PIVOT: {
+            /* pivot_root(new, new/.oldroot), then detach the old root so nothing of
+             * the host's tree stays reachable through it. */
+            r = rsys1(SYS_chdir, op->b);
+            if (r < 0)
+                break;
+            r = rsys2(SYS_pivot_root, ".", ".");
+            if (r < 0)
+                break;
+            r = rsys2(SYS_umount2, ".", MNT_DETACH);
+            if (r < 0)
+                break;
+            r = rsys1(SYS_chdir, "/");
+            break;
+        }
+        default:
+            r = -EINVAL;
+        }
+        if (r < 0)
+            child_fail(l, STEP_MOUNT, i, r);
+    }
+}
+
+/* The loopback interface of a fresh network namespace starts down. */
+static void step_loopback(const struct launch *l)
+{
+    if (!l->plan->loopback)
+        return;
+    long s = rsys3(SYS_socket, AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (s < 0)
+        child_fail(l, STEP_LOOPBACK, 0, s);
+    struct ifreq ifr;
+    memset(&ifr, 0, sizeof ifr);
+    ifr.ifr_name[0] = 'l';
+    ifr.ifr_name[1] = 'o';
+    ifr.ifr_flags = IFF_UP | IFF_LOOPBACK | IFF_RUNNING;
+    CHECK(l, STEP_LOOPBACK, 1, rsys3(SYS_ioctl, s, SIOCSIFFLAGS, &ifr));
+    rsys1(SYS_close, s);
+}
+
+/* The fd table: the program gets exactly fd_dst[i] <- fd_src[i]; the status pipe and
+ * the private fds of init go right after; everything else is closed.
+ * Done before rlimits: a low RLIMIT_NOFILE would make the temporary dups fail. */
+static void step_fds(const struct launch *l)
+{
+    int top = l->first_private;
+    int nprivate = 0;
+    int priv_src[4];
+    priv_src[nprivate++] = l->status_fd;
+    if (l->plan->use_init) {
+        priv_src[nprivate++] = l->parent_pidfd;
+        priv_src[nprivate++] = l->bpf_fd;
+    }
+    if (l->landlock_fd >= 0)
+        priv_src[nprivate++] = l->landlock_fd;
+
+    /* Above every source and every destination: moving fds there first means no
+     * dup3 below can clobber a source that is still needed. */
+    int base = top + nprivate;
+    for (int i = 0; i < l->nfds; i++)
+        if (l->fd_src[i] >= base)
+            base = l->fd_src[i] + 1;
+    for (int i = 0; i < nprivate; i++)
+        if (priv_src[i] >= base)
+            base = priv_src[i] + 1;
+
+    int tmp[1024 + 4];
+    if (l->nfds > 1024)
+        child_fail(l, STEP_FDS, -1, -EMFILE);
+    for (int i = 0; i < l->nfds; i++) {
+        long r = rsys3(SYS_fcntl, l->fd_src[i], F_DUPFD_CLOEXEC, base);
+        if (r < 0)
+            child_fail(l, STEP_FDS, l->fd_dst[i], r);
+        tmp[i] = (int)r;
+    }
+    for (int i = 0; i < nprivate; i++) {
+        if (priv_src[i] < 0) {
+            tmp[l->nfds + i] = -1;
+            continue;
+        }
+        long r = rsys3(SYS_fcntl, priv_src[i], F_DUPFD_CLOEXEC, base);
+        if (r < 0)
+            child_fail(l, STEP_FDS, top + i, r);
+        tmp[l->nfds + i] = (int)r;
+    }
+    /* The status pipe's original number may be a destination below (a caller that
+     * closed fd 0 gets its pipe there): report through the temporary copy. */
+    struct launch *ml = (struct launch *)l;
+    ml->status_fd = tmp[l->nfds];
+    for (int i = 0; i < l->nfds; i++)
+        CHECK(l, STEP_FDS, l->fd_dst[i], rsys3(SYS_dup3, tmp[i], l->fd_dst[i], 0));
+    for (int i = 0; i < nprivate; i++) {
+        if (tmp[l->nfds + i] < 0)
+            continue;
+        /* The status pipe stays close-on-exec unless init inherits it. */
+        int cloexec = (i == 0 && !l->plan->use_init) ? O_CLOEXEC : 0;
+        CHECK(l, STEP_FDS, top + i, rsys3(SYS_dup3, tmp[l->nfds + i], top + i, cloexec));
+    }
+    ml->status_fd = top;
+    if (l->landlock_fd >= 0)
+        ml->landlock_fd = top + nprivate - 1;
+
+    /* Close every fd that is not in the table: gaps below `top`, then all above. */
+    int lo = 0;
+    for (int fd = 0; fd < top; fd++) {
+        int keep = 0;
+        for (int i = 0; i < l->nfds; i++)
+            if (l->fd_dst[i] == fd)
+                keep = 1;
+        if (keep) {
+            if (lo < fd)
+                rsys3(SYS_close_range, lo, fd - 1, 0);
+            lo = fd + 1;
+        }
+    }
+    if (lo < top)
+        rsys3(SYS_close_range, lo, top - 1, 0);
+    long r = rsys3(SYS_close_range, top + nprivate, ~0U, 0);
+    if (r == -ENOSYS) {
+        for (int fd = top + nprivate; fd < base + l->nfds + nprivate; fd++)
+            rsys1(SYS_close, fd);
+    }
+}
+
+static void step_rlimits(const struct launch *l)
+{
+    const struct plan *p = l->plan;
+    for (int i = 0; i < p->nrlimits; i++)
+        CHECK(l, STEP_RLIMIT, p->rlimits[i].resource,
+              rsys4(SYS_prlimit64, 0, p->rlimits[i].resource, &p->rlimits[i].lim, 0));
+}
+
+static void step_chdir(const struct launch *l)
+{
+    if (l->cwd)
+        CHECK(l, STEP_CHDIR, 0, rsys1(SYS_chdir, l->cwd));
+}
+
+/* Drop the bounding set while we still hold CAP_SETPCAP (before any uid change). */
+static void step_caps_bounding(const struct launch *l)
+{
+    const struct plan *p = l->plan;
+    if (!p->drop_caps)
+        return;
+    for (int c = 0; c <= p->last_cap; c++) {
+        if (p->keep_caps & (1ULL << c))
+            continue;
+        long r = rsys5(SYS_prctl, PR_CAPBSET_DROP, c, 0, 0, 0);
+        /* Without CAP_SETPCAP (an unprivileged caller without a user namespace) the
+         * bounding set cannot shrink; such a caller holds no capability and
+         * no_new_privs stops exec from granting any, so nothing is lost. */
+        if (r == -EPERM && p->no_new_privs && p->keep_caps == 0)
+            break;
+        if (r < 0 && r != -EINVAL)
+            child_fail(l, STEP_CAPS_BOUND, c, r);
+    }
+}
+
+static void step_ids(const struct launch *l)
+{
+    const struct plan *p = l->plan;
+    if (p->keep_caps)
+        CHECK(l, STEP_CAPS, -1, rsys5(SYS_prctl, PR_SET_KEEPCAPS, 1, 0, 0, 0));
+    if (p->clear_groups)
+        CHECK(l, STEP_SETGROUPS, 0, rsys2(SYS_setgroups, 0, 0));
+    if (p->set_gid >= 0)
+        CHECK(l, STEP_SETGID, 0, rsys3(SYS_setresgid, p->set_gid, p->set_gid, p->set_gid));
+    if (p->set_uid >= 0)
+        CHECK(l, STEP_SETUID, 0, rsys3(SYS_setresuid, p->set_uid, p->set_uid, p->set_uid));
+}
+
+static void step_no_new_privs(const struct launch *l)
+{
+    if (l->plan->no_new_privs)
+        CHECK(l, STEP_NO_NEW_PRIVS, 0, rsys5(SYS_prctl, PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0));
+}
+
+/* Effective, permitted and inheritable become exactly the kept set; kept
+ * capabilities are raised as ambient so they survive exec for a non-root uid. */
+static void step_caps(const struct launch *l)
+{
+    const struct plan *p = l->plan;
+    if (!p->drop_caps)
+        return;
+    struct __user_cap_header_struct hdr = {_LINUX_CAPABILITY_VERSION_3, 0};
+    struct __user_cap_data_struct data[2];
+    uint32_t lo = (uint32_t)(p->keep_caps & 0xffffffffu), hi = (uint32_t)(p->keep_caps >> 32);
+    data[0].effective = data[0].permitted = data[0].inheritable = lo;
+    data[1].effective = data[1].permitted = data[1].inheritable = hi;
+    CHECK(l, STEP_CAPS, 0, rsys2(SYS_capset, &hdr, data));
+    rsys5(SYS_prctl, PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
+    for (int c = 0; c <= p->last_cap; c++)
+        if (p->keep_caps & (1ULL << c))
+            CHECK(l, STEP_CAPS, c, rsys5(SYS_prctl, PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, c, 0, 0));
+}
+
+static void step_landlock(const struct launch *l)
+{
+    if (l->landlock_fd < 0)
+        return;
+    CHECK(l, STEP_LANDLOCK, 0, rsys2(SYS_landlock_restrict_self, l->landlock_fd, 0));
+    rsys1(SYS_close, l->landlock_fd);
+}
+
+/* Last before exec: from here on every system call, exec included, is filtered. */
+static void step_seccomp(const struct launch *l)
+{
+    const struct plan *p = l->plan;
+    if (!p->bpf || p->use_init)
+        return; /* with init, pid 1 installs it in the program's own process */
+    struct sock_fprog prog = {(unsigned short)(p->bpf_len / sizeof(struct sock_filter)),
+                              (struct sock_filter *)p->bpf};
+    CHECK(l, STEP_SECCOMP, 0, rsys3(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog));
+}
+
+static void step_unblock_signals(const struct launch *l)
+{
+    uint64_t none = 0;
+    (void)l;
+    rsys4(SYS_rt_sigprocmask, SIG_SETMASK, &none, 0, 8);
+}
+
+__attribute__((noreturn)) static void step_exec(const struct launch *l)
+{
+    if (l->plan->use_init) {
+        long r = rsys5(SYS_execveat, l->init_fd, "", l->init_argv, l->envp, AT_EMPTY_PATH);
+        child_fail(l, STEP_EXEC_INIT, 0, r);
+    }
+    /* Like execvpe: try each candidate path; remember EACCES over ENOENT. */
+    long err = -ENOENT;
+    for (int i = 0; i < l->nexec; i++) {
+        long r = rsys3(SYS_execve, l->exec_paths[i], l->argv, l->envp);
+        if (r == -EACCES)
+            err = r;
+        else if (r != -ENOENT && r != -ENOTDIR && r != -ENAMETOOLONG) {
+            err = r;
+            break;
+        }
+    }
+    child_fail(l, STEP_EXEC, 0, err);
+}
+
+/* The order matters, and each line says why it is where it is. */
+static int child_main(void *arg)
+{
+    const struct launch *l = arg;
+    mark(l, STEP_CLONE);
+    step_signals(l);              /* before anything: parent handlers must never run here */
+    step_wait_for_id_maps(l);     /* everything below needs our uid/gid to be mapped */
+    mark(l, STEP_ID_MAPS);
+    step_setsid(l);               /* detach from the caller's terminal and process group */
+    step_netns(l);                /* join a prepared network namespace (pool / named) */
+    step_hostname(l);             /* in our own UTS namespace */
+    step_mounts(l);               /* the filesystem view; ends with pivot_root */
+    mark(l, STEP_MOUNT);
+    step_loopback(l);             /* lo up in a new network namespace */
+    mark(l, STEP_LOOPBACK);
+    step_fds(l);                  /* before rlimits: RLIMIT_NOFILE could block the dups */
+    mark(l, STEP_FDS);
+    step_rlimits(l);
+    step_chdir(l);                /* after the mounts: cwd is a path in the new view */
+    step_caps_bounding(l);        /* while CAP_SETPCAP is still ours */
+    step_ids(l);                  /* may drop root, and with it our capabilities */
+    step_no_new_privs(l);         /* required for an unprivileged seccomp filter */
+    step_caps(l);
+    step_landlock(l);
+    mark(l, STEP_CAPS);
+    step_seccomp(l);              /* last: it filters what follows */
+    mark(l, STEP_SECCOMP);
+    step_unblock_signals(l);      /* exec keeps the mask: the program starts with none */
+    step_exec(l);
+}
+
+/* ---- parent side ------------------------------------------------------------------- */
+
+#if defined(__x86_64__)
+/* clone3 with a new stack: the child comes back from the syscall on that stack, so
+ * it must not return into C code compiled for the parent's frame. It calls fn(arg)
+ * and exits. (glibc offers no public clone3 wrapper.) */
+static long clone3_vm(struct clone_args *args, int (*fn)(void *), void *arg)
+{
+    long ret;
+    register long r12 __asm__("r12") = (long)fn;
+    register long r13 __asm__("r13") = (long)arg;
+    __asm__ volatile(
+        "syscall\n\t"
+        "test %%rax, %%rax\n\t"
+        "jnz 1f\n\t"
+        "xor %%ebp, %%ebp\n\t"
+        "mov %%r13, %%rdi\n\t"
+        "call *%%r12\n\t"
+        "mov %%eax, %%edi\n\t"
+        "mov $60, %%eax\n\t"
+        "syscall\n\t"
+        "hlt\n\t"
+        "1:\n\t"
+        : "=a"(ret)
+        : "0"((long)SYS_clone3), "D"(args), "S"(sizeof *args), "r"(r12), "r"(r13)
+        : "rcx", "r11", "memory");
+    return ret;
+}
+#define HAVE_CLONE3_VM 1
+#endif
+
+static int force_legacy_clone = 0;
+
+/* Returns the child's pid (>0) with *pidfd set, or -errno. */
+static long do_clone(unsigned long flags, void *stack, size_t stack_size, struct launch *l, int *pidfd, int *used_clone3)
+{
+    *used_clone3 = 0;
+#ifdef HAVE_CLONE3_VM
+    if (!force_legacy_clone) {
+        struct clone_args args;
+        memset(&args, 0, sizeof args);
+        args.flags = flags | CLONE_VM | CLONE_PIDFD;
+        args.pidfd = (uint64_t)(uintptr_t)pidfd;
+        args.exit_signal = SIGCHLD;
+        args.stack = (uint64_t)(uintptr_t)stack;
+        args.stack_size = stack_size;
+        long r = clone3_vm(&args, child_main, l);
+        if (r != -ENOSYS && r != -EPERM) {
+            *used_clone3 = 1;
+            return r;
+        }
+        /* ENOSYS: an old kernel, or a container policy that refuses clone3 so that
+         * its flags can be inspected: fall back to clone, which carries them in a
+         * register. */
+    }
+#endif
+    int r = clone(child_main, (char *)stack + stack_size, (int)(flags | CLONE_VM | CLONE_PIDFD | SIGCHLD), l, pidfd);
+    return r < 0 ? -errno : r;
+}
+
+static int write_proc_file(pid_t pid, const char *name, const char *data)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/%s", (int)pid, name);
+    int fd = open(path, O_WRONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    size_t len = strlen(data);
+    ssize_t w = write(fd, data, len);
+    int err = w < 0 ? -errno : ((size_t)w == len ? 0 : -EIO);
+    close(fd);
+    return err;
+}
+
+static PyObject *ChildError;
+
+static void free_plan(struct plan *p)
+{
+    if (!p)
+        return;
+    PyMem_RawFree(p->ops);
+    PyMem_RawFree(p->strings);
+    PyMem_RawFree(p->bpf);
+    PyMem_RawFree(p);
+}
+
+static void plan_capsule_destructor(PyObject *cap)
+{
+    free_plan(PyCapsule_GetPointer(cap, "isolate.plan"));
+}
+
+/* A bump allocator for a plan's strings: one block, freed with the plan. */
+struct strbuf { char *base; size_t used, cap; };
+
+static const char *sb_add(struct strbuf *sb, PyObject *o, size_t *len_out)
+{
+    if (o == Py_None)
+        return NULL;
+    char *s;
+    Py_ssize_t n;
+    if (PyBytes_AsStringAndSize(o, &s, &n) < 0)
+        return NULL;
+    if (sb->used + (size_t)n + 1 > sb->cap) {
+        PyErr_SetString(PyExc_OverflowError, "plan strings exceed their block");
+        return NULL;
+    }
+    char *dst = sb->base + sb->used;
+    memcpy(dst, s, (size_t)n);
+    dst[n] = 0;
+    sb->used += (size_t)n + 1;
+    if (len_out)
+        *len_out = (size_t)n;
+    return dst;
+}
+
+static size_t obj_len(PyObject *o)
+{
+    return (o && PyBytes_Check(o)) ? (size_t)PyBytes_GET_SIZE(o) + 1 : 0;
+}
+
+/* make_plan(**fields) -> capsule. isolate/compile.py is the only caller. */
+static PyObject *make_plan(PyObject *self, PyObject *args, PyObject *kw)
+{
+    static char *kwlist[] = {"clone_flags", "uid_map", "gid_map", "deny_setgroups", "set_uid", "set_gid",
+                             "clear_groups", "hostname", "loopback", "rlimits", "no_new_privs", "drop_caps",
+                             "keep_caps", "last_cap", "bpf", "use_init", "die_with_parent", "netns_fd", "ops",
+                             NULL};
+    unsigned long clone_flags = 0;
+    PyObject *uid_map = Py_None, *gid_map = Py_None, *hostname = Py_None, *rlimits = NULL, *bpf = Py_None, *ops = NULL;
+    int deny_setgroups = 0, clear_groups = 0, loopback = 0, nnp = 1, drop_caps = 1, last_cap = 40, use_init = 0,
+        dwp = 0, netns_fd = -1;
+    long set_uid = -1, set_gid = -1;
+    unsigned long long keep_caps = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "|kOOpllpOpO!ppKiOppiO!", kwlist, &clone_flags, &uid_map, &gid_map,
+                                     &deny_setgroups, &set_uid, &set_gid, &clear_groups, &hostname, &loopback,
+                                     &PyList_Type, &rlimits, &nnp, &drop_caps, &keep_caps, &last_cap, &bpf,
+                                     &use_init, &dwp, &netns_fd, &PyList_Type, &ops))
+        return NULL;
+
+    struct plan *p = PyMem_RawCalloc(1, sizeof *p);
+    if (!p)
+        return PyErr_NoMemory();
+    p->clone_flags = clone_flags;
+    p->deny_setgroups = deny_setgroups;
+    p->set_uid = set_uid;
+    p->set_gid = set_gid;
+    p->clear_groups = clear_groups;
+    p->loopback = loopback;
+    p->no_new_privs = nnp;
+    p->drop_caps = drop_caps;
+    p->keep_caps = keep_caps;
+    p->last_cap = last_cap;
+    p->use_init = use_init;
+    p->die_with_parent = dwp;
+    p->pidns = (clone_flags & CLONE_NEWPID) != 0;
+    p->netns_fd = netns_fd;
+
+    /* Size the string block: maps, hostname, every op string. */
+    size_t need = obj_len(uid_map) + obj_len(gid_map) + obj_len(hostname) + 1;
+    Py_ssize_t nops = ops ? PyList_GET_SIZE(ops) : 0;
+    for (Py_ssize_t i = 0; i < nops; i++) {
+        PyObject *t = PyList_GET_ITEM(ops, i);
+        if (!PyTuple_Check(t) || PyTuple_GET_SIZE(t) != 7) {
+            free_plan(p);
+            PyErr_SetString(PyExc_TypeError, "ops: expected (kind, a, b, c, d, flags, num) tuples");
+            return NULL;
+        }
+        for (int j = 1; j <= 4; j++)
+            need += obj_len(PyTuple_GET_ITEM(t, j));
+    }
+    struct strbuf sb = {PyMem_RawMalloc(need), 0, need};
+    p->strings = sb.base;
+    if (!sb.base) {
+        free_plan(p);
+        return PyErr_NoMemory();
+    }
+    p->uid_map = (char *)sb_add(&sb, uid_map, NULL);
+    p->gid_map = (char *)sb_add(&sb, gid_map, NULL);
+    p->hostname = (char *)sb_add(&sb, hostname, NULL);
+    if (PyErr_Occurred()) {
+        free_plan(p);
+        return NULL;
+    }
+
+    if (rlimits) {
+        Py_ssize_t n = PyList_GET_SIZE(rlimits);
+        if (n > MAX_RLIMITS) {
+            free_plan(p);
+            PyErr_SetString(PyExc_ValueError, "too many rlimits");
+            return NULL;
+        }
+        for (Py_ssize_t i = 0; i < n; i++) {
+            int res;
+            unsigned long long soft, hard;
+            if (!PyArg_ParseTuple(PyList_GET_ITEM(rlimits, i), "iKK", &res, &soft, &hard)) {
+                free_plan(p);
+                return NULL;
+            }
+            p->rlimits[i].resource = res;
+            p->rlimits[i].lim.rlim_cur = (rlim_t)soft;
+            p->rlimits[i].lim.rlim_max = (rlim_t)hard;
+        }
+        p->nrlimits = (int)n;
+    }
+
+    if (bpf != Py_None) {
+        char *s;
+        Py_ssize_t n;
+        if (PyBytes_AsStringAndSize(bpf, &s, &n) < 0 || n % sizeof(struct sock_filter) != 0 || n == 0 ||
+            n / (Py_ssize_t)sizeof(struct sock_filter) > BPF_MAXINSNS) {
+            free_plan(p);
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_ValueError, "bpf: not a seccomp program");
+            return NULL;
+        }
+        p->bpf = PyMem_RawMalloc((size_t)n);
+        if (!p->bpf) {
+            free_plan(p);
+            return PyErr_NoMemory();
+        }
+        memcpy(p->bpf, s, (size_t)n);
+        p->bpf_len = (size_t)n;
+    }
+
+    if (nops) {
+        p->ops = PyMem_RawCalloc((size_t)nops, sizeof *p->ops);
+        if (!p->ops) {
+            free_plan(p);
+            return PyErr_NoMemory();
+        }
+        for (Py_ssize_t i = 0; i < nops; i++) {
+            PyObject *t = PyList_GET_ITEM(ops, i);
+            struct mount_op *op = &p->ops[i];
+            op->kind = (int)PyLong_AsLong(PyTuple_GET_ITEM(t, 0));
+            op->a = sb_add(&sb, PyTuple_GET_ITEM(t, 1), NULL);
+            op->b = sb_add(&sb, PyTuple_GET_ITEM(t, 2), NULL);
+            op->c = sb_add(&sb, PyTuple_GET_ITEM(t, 3), NULL);
+            op->d = sb_add(&sb, PyTuple_GET_ITEM(t, 4), &op->d_len);
+            op->flags = PyLong_AsUnsignedLong(PyTuple_GET_ITEM(t, 5));
+            op->num = PyLong_AsLong(PyTuple_GET_ITEM(t, 6));
+            if (PyErr_Occurred()) {
+                free_plan(p);
+                return NULL;
+            }
+        }
+        p->nops = (int)nops;
+    }
+    PyObject *cap = PyCapsule_New(p, "isolate.plan", plan_capsule_destructor);
+    if (!cap)
+        free_plan(p);
+    return cap;
+}
+
+/* A NULL-terminated char* array pointing into the bytes objects of a sequence. The
+ * caller keeps the sequence (and so the bytes) alive. */
+static char **bytes_array(PyObject *seq, int *count)
+{
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    char **arr = PyMem_RawCalloc((size_t)n + 1, sizeof(char *));
+    if (!arr) {
+        PyErr_NoMemory();
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *o = PySequence_Fast_GET_ITEM(seq, i);
+        if (!PyBytes_Check(o)) {
+            PyMem_RawFree(arr);
+            PyErr_SetString(PyExc_TypeError, "expected bytes");
+            return NULL;
+        }
+        arr[i] = PyBytes_AS_STRING(o);
+    }
+    if (count)
+        *count = (int)n;
+    return arr;
+}
+
+static const char *step_names[] = {
+    "none", "clone", "id_maps", "setsid", "hostname", "mount", "loopback", "fds", "rlimit", "chdir",
+    "caps_bounding", "setgroups", "setgid", "setuid", "no_new_privs", "caps", "seccomp", "exec", "exec_init",
+    "init", "signals", "netns", "landlock", "cgroup", "pdeathsig",
+};
+
+/* spawn(plan, exec_paths, argv, envp, cwd, fd_src, fd_dst, init_fd, init_argv,
+ *       first_private, parent_pidfd, bpf_fd, landlock_fd) -> (pid, pidfd, status_fd, timings)
+ * status_fd is the read end of the status pipe; with init it carries the program's
+ * exit status later, without it the parent may close it. */
+static PyObject *spawn(PyObject *self, PyObject *args)
+{
+    PyObject *cap, *exec_paths, *argv, *envp, *cwd, *fd_src, *fd_dst, *init_argv;
+    int init_fd, first_private, parent_pidfd, bpf_fd, landlock_fd;
+    if (!PyArg_ParseTuple(args, "OOOOOOOiOiiii", &cap, &exec_paths, &argv, &envp, &cwd, &fd_src, &fd_dst,
+                          &init_fd, &init_argv, &first_private, &parent_pidfd, &bpf_fd, &landlock_fd))
+        return NULL;
+    struct plan *p = PyCapsule_GetPointer(cap, "isolate.plan");
+    if (!p)
+        return NULL;
+
+    PyObject *ep = NULL, *av = NULL, *ev = NULL, *iav = NULL, *fs = NULL, *fdd = NULL, *result = NULL;
+    char **c_exec = NULL, **c_argv = NULL, **c_envp = NULL, **c_init_argv = NULL;
+    int *c_src = NULL, *c_dst = NULL;
+    int nexec = 0, nfds = 0;
+    void *stack = MAP_FAILED;
+    int pipefd[2] = {-1, -1}, syncfd[2] = {-1, -1}, pidfd = -1;
+    int64_t timings[MAX_TIMINGS];
+    memset(timings, 0, sizeof timings);
+
+    if (!(ep = PySequence_Fast(exec_paths, "exec_paths")) || !(av = PySequence_Fast(argv, "argv")) ||
+        !(ev = PySequence_Fast(envp, "envp")) || !(iav = PySequence_Fast(init_argv, "init_argv")) ||
+        !(fs = PySequence_Fast(fd_src, "fd_src")) || !(fdd = PySequence_Fast(fd_dst, "fd_dst")))
+        goto done;
+    if (!(c_exec = bytes_array(ep, &nexec)) || !(c_argv = bytes_array(av, NULL)) ||
+        !(c_envp = bytes_array(ev, NULL)) || !(c_init_argv = bytes_array(iav, NULL)))
+        goto done;
+    if (cwd != Py_None && !PyBytes_Check(cwd)) {
+        PyErr_SetString(PyExc_TypeError, "cwd: expected bytes or None");
+        goto done;
+    }
+    nfds = (int)PySequence_Fast_GET_SIZE(fs);
+    if (nfds != PySequence_Fast_GET_SIZE(fdd)) {
+        PyErr_SetString(PyExc_ValueError, "fd_src and fd_dst differ in length");
+        goto done;
+    }
+    c_src = PyMem_RawCalloc((size_t)nfds + 1, sizeof(int));
+    c_dst = PyMem_RawCalloc((size_t)nfds + 1, sizeof(int));
+    if (!c_src || !c_dst) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (int i = 0; i < nfds; i++) {
+        c_src[i] = (int)PyLong_AsLong(PySequence_Fast_GET_ITEM(fs, i));
+        c_dst[i] = (int)PyLong_AsLong(PySequence_Fast_GET_ITEM(fdd, i));
+    }
+    if (PyErr_Occurred())
+        goto done;
+
+    struct launch l = {
+        .plan = p, .exec_paths = c_exec, .nexec = nexec, .argv = c_argv, .envp = c_envp,
+        .cwd = cwd == Py_None ? NULL : PyBytes_AS_STRING(cwd), .nfds = nfds, .fd_src = c_src, .fd_dst = c_dst,
+        .init_fd = init_fd, .init_argv = c_init_argv, .first_private = first_private,
+        .parent_pidfd = parent_pidfd, .bpf_fd = bpf_fd, .landlock_fd = landlock_fd, .timings = timings,
+    };
+
+    int err = 0, step = STEP_NONE, index = 0, used_clone3 = 0;
+    long pid = -1;
+    struct isolate_msg msg;
+    int have_msg = 0;
+    int64_t t_start = 0, t_end = 0;
+
+    Py_BEGIN_ALLOW_THREADS
+    t_start = now_ns();
+    stack = mmap(NULL, CHILD_STACK_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+    if (stack == MAP_FAILED) {
+        err = errno;
+        step = STEP_CLONE;
+    } else if (pipe2(pipefd, O_CLOEXEC) < 0 || ((p->clone_flags & CLONE_NEWUSER) && pipe2(syncfd, O_CLOEXEC) < 0)) {
+        err = errno;
+        step = STEP_CLONE;
+    } else {
+        l.status_fd = pipefd[1];
+        l.sync_fd = syncfd[0];
+        sigset_t all, old;
+        sigfillset(&all);
+        pthread_sigmask(SIG_SETMASK, &all, &old);
+        pid = do_clone(p->clone_flags, stack, CHILD_STACK_SIZE, &l, &pidfd, &used_clone3);
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+        close(pipefd[1]);
+        pipefd[1] = -1;
+        if (syncfd[0] >= 0) {
+            close(syncfd[0]);
+            syncfd[0] = -1;
+        }
+        if (pid < 0) {
+            err = (int)-pid;
+            step = STEP_CLONE;
+        } else {
+            if (syncfd[1] >= 0) {
+                /* Only the parent may write a map of more than its own id. Without
+                 * privilege, setgroups must be denied before gid_map is written. */
+                int r = 0;
+                if (p->deny_setgroups)
+                    r = write_proc_file((pid_t)pid, "setgroups", "deny");
+                if (!r && p->gid_map)
+                    r = write_proc_file((pid_t)pid, "gid_map", p->gid_map);
+                if (!r && p->uid_map)
+                    r = write_proc_file((pid_t)pid, "uid_map", p->uid_map);
+                if (r) {
+                    err = -r;
+                    step = STEP_ID_MAPS;
+                } else if (write(syncfd[1], "x", 1) != 1) {
+                    err = errno;
+                    step = STEP_ID_MAPS;
+                }
+                close(syncfd[1]);
+                syncfd[1] = -1;
+            }
+            /* The first record tells how the setup went; EOF means the program
+             * exec'd (the pipe is close-on-exec in it). */
+            ssize_t n;
+            do {
+                n = read(pipefd[0], &msg, sizeof msg);
+            } while (n < 0 && errno == EINTR);
+            if (n == (ssize_t)sizeof msg) {
+                have_msg = 1;
+                if (msg.kind == MSG_ERROR && !err) {
+                    step = msg.a;
+                    index = msg.b;
+                    err = msg.c;
+                }
+            }
+            if (err) {
+                /* The child (or init) is exiting: kill it to be sure, then reap it
+                 * so that its stack (our memory) is no longer in use. */
+                syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, NULL, 0);
+                int st;
+                while (waitpid((pid_t)pid, &st, __WALL) < 0 && errno == EINTR)
+                    ;
+            }
+        }
+    }
+    if (stack != MAP_FAILED)
+        munmap(stack, CHILD_STACK_SIZE);
+    t_end = now_ns();
+    Py_END_ALLOW_THREADS
+
+    if (syncfd[0] >= 0)
+        close(syncfd[0]);
+    if (syncfd[1] >= 0)
+        close(syncfd[1]);
+    if (err) {
+        if (pipefd[0] >= 0)
+            close(pipefd[0]);
+        if (pidfd >= 0)
+            close(pidfd);
+        const char *name = (step >= 0 && step < STEP__COUNT) ? step_names[step] : "unknown";
+        PyObject *e = Py_BuildValue("(siii)", name, index, err, used_clone3);
+        if (e) {
+            PyErr_SetObject(ChildError, e);
+            Py_DECREF(e);
+        }
+        goto done;
+    }
+    /* Without init the status pipe has done its job. With init, the first record was
+     * MSG_STARTED and the pipe stays open for MSG_EXITED. */
+    int status_fd = pipefd[0];
+    if (!p->use_init) {
+        close(status_fd);
+        status_fd = -1;
+    } else if (!have_msg || msg.kind != MSG_STARTED) {
+        /* init ended without a word: it was killed before the program started. */
+        close(status_fd);
+        status_fd = -1;
+    }
+    PyObject *tl = PyList_New(0);
+    if (!tl)
+        goto done;
+    PyObject *item = Py_BuildValue("(sL)", "start", (long long)t_start);
+    PyList_Append(tl, item);
+    Py_XDECREF(item);
+    for (int i = 0; i < MAX_TIMINGS; i++) {
+        if (!timings[i])
+            continue;
+        item = Py_BuildValue("(sL)", i < STEP__COUNT ? step_names[i] : "?", (long long)timings[i]);
+        PyList_Append(tl, item);
+        Py_XDECREF(item);
+    }
+    item = Py_BuildValue("(sL)", "returned", (long long)t_end);
+    PyList_Append(tl, item);
+    Py_XDECREF(item);
+    result = Py_BuildValue("(liiNi)", pid, pidfd, status_fd, tl, used_clone3);
+
+done:
+    Py_XDECREF(ep);
+    Py_XDECREF(av);
+    Py_XDECREF(ev);
+    Py_XDECREF(iav);
+    Py_XDECREF(fs);
+    Py_XDECREF(fdd);
+    PyMem_RawFree(c_exec);
+    PyMem_RawFree(c_argv);
+    PyMem_RawFree(c_envp);
+    PyMem_RawFree(c_init_argv);
+    PyMem_RawFree(c_src);
+    PyMem_RawFree(c_dst);
+    return result;
+}
+
+static PyObject *set_force_legacy_clone(PyObject *self, PyObject *arg)
+{
+    force_legacy_clone = PyObject_IsTrue(arg);
+    Py_RETURN_NONE;
+}
+
+static PyObject *monotonic_ns(PyObject *self, PyObject *unused)
+{
+    return PyLong_FromLongLong(now_ns());
+}
+
+static PyMethodDef methods[] = {
+    {"make_plan", (PyCFunction)(void (*)(void))make_plan, METH_VARARGS | METH_KEYWORDS,
+     "Turn compiled profile fields into a plan capsule."},
+    {"spawn", spawn, METH_VARARGS, "Start one sandbox from a plan."},
+    {"set_force_legacy_clone", set_force_legacy_clone, METH_O, "Use clone instead of clone3 (for tests)."},
+    {"monotonic_ns", monotonic_ns, METH_NOARGS, "CLOCK_MONOTONIC in ns, the clock of the timings."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef moduledef = {PyModuleDef_HEAD_INIT, "isolate._launch", NULL, -1, methods};
+
+PyMODINIT_FUNC PyInit__launch(void)
+{
+    PyObject *m = PyModule_Create(&moduledef);
+    if (!m)
+        return NULL;
+    ChildError = PyErr_NewException("isolate._launch.ChildError", PyExc_OSError, NULL);
+    if (!ChildError || PyModule_AddObject(m, "ChildError", ChildError) < 0)
+        return NULL;
+    Py_INCREF(ChildError);
+    PyModule_AddIntConstant(m, "OP_MOUNT", OP_MOUNT);
+    PyModule_AddIntConstant(m, "OP_MKDIR", OP_MKDIR);
+    PyModule_AddIntConstant(m, "OP_SYMLINK", OP_SYMLINK);
+    PyModule_AddIntConstant(m, "OP_WRITE", OP_WRITE);
+    PyModule_AddIntConstant(m, "OP_BIND", OP_BIND);
+    PyModule_AddIntConstant(m, "OP_PIVOT", OP_PIVOT);
+    PyModule_AddIntConstant(m, "OP_REMOUNT", OP_REMOUNT);
+    PyModule_AddIntConstant(m, "OP_CHMOD", OP_CHMOD);
+    PyModule_AddIntConstant(m, "BIND_READONLY", BIND_READONLY);
+    PyModule_AddIntConstant(m, "BIND_OPTIONAL", BIND_OPTIONAL);
+    PyModule_AddIntConstant(m, "BIND_DEV", BIND_DEV);
+    PyModule_AddIntConstant(m, "MSG_ERROR", MSG_ERROR);
+    PyModule_AddIntConstant(m, "MSG_STARTED", MSG_STARTED);
+    PyModule_AddIntConstant(m, "MSG_EXITED", MSG_EXITED);
+    PyModule_AddIntConstant(m, "MSG_TIMING", MSG_TIMING);
+    PyModule_AddIntConstant(m, "MSG_SIZE", sizeof(struct isolate_msg));
+    return m;
+}

@@ -1,0 +1,369 @@
+"""Profile -> Plan: everything that is the same for every launch of a profile, once.
+
+A Plan is immutable and cached by the profile's content hash plus what its
+placeholders and id maps resolve to for this caller (cwd, home, uid, gid). The
+second launch of a profile compiles nothing: it finds the Plan here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+import hashlib
+import os
+import threading
+from collections import OrderedDict
+from typing import Mapping
+
+from . import _launch
+from .errors import ProfileError, UnsupportedError
+
+CLONE_NEWNS = 0x00020000
+CLONE_NEWCGROUP = 0x02000000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
+
+NAMESPACE_FLAGS = {
+    "user": CLONE_NEWUSER,
+    "pid": CLONE_NEWPID,
+    "net": CLONE_NEWNET,
+    "mount": CLONE_NEWNS,
+    "ipc": CLONE_NEWIPC,
+    "uts": CLONE_NEWUTS,
+    "cgroup": CLONE_NEWCGROUP,
+}
+
+RLIMITS = {
+    "cpu": 0, "fsize": 1, "data": 2, "stack": 3, "core": 4, "nproc": 6, "nofile": 7, "memlock": 8, "as": 9,
+}
+RLIMIT_NAMES = {v: k for k, v in RLIMITS.items()}
+RLIM_INFINITY = 2**64 - 1
+
+MS_REC = 0x4000
+MS_PRIVATE = 1 << 18
+MS_NOSUID = 2
+MS_NODEV = 4
+MS_NOEXEC = 8
+
+DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
+
+
+def _last_cap() -> int:
+    try:
+        with open("/proc/sys/kernel/cap_last_cap") as f:
+            return int(f.read())
+    except OSError:
+        return 40
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Plan:
+    """A compiled profile, ready to launch many times."""
+
+    key: str                      # cache key: profile hash + caller-dependent inputs
+    profile_name: str
+    profile_hash: str
+    clone_flags: int
+    use_init: bool
+    pidns: bool
+    die_with_parent: bool
+    uid_map: str | None
+    gid_map: str | None
+    inside_uid: int
+    inside_gid: int
+    hostname: str | None
+    rlimits: tuple                # ((resource, soft, hard), ...)
+    keep_caps: tuple
+    cwd: str
+    env_clear: bool
+    env_set: tuple                # ((name, value), ...)
+    env_keep: tuple               # names or globs
+    stdio: tuple                  # (stdin, stdout, stderr) profile values
+    pass_fds: tuple
+    bpf: bytes | None
+    mount_ops: tuple
+    capsule: object = dataclasses.field(repr=False)
+    bpf_fd: int = -1              # sealed memfd holding bpf, for the sandbox's pid 1
+
+    def environment(self, caller_env: Mapping[str, str] | None = None, extra: Mapping[str, str] | None = None) -> dict:
+        """The program's environment: cleared (or the caller's), + kept names, + set, + extra."""
+        caller_env = os.environ if caller_env is None else caller_env
+        env = {} if self.env_clear else dict(caller_env)
+        for pattern in self.env_keep:
+            for name, value in caller_env.items():
+                if fnmatch.fnmatchcase(name, pattern):
+                    env[name] = value
+        env.update(self.env_set)
+        if extra:
+            env.update(extra)
+        return env
+
+    def __del__(self):
+        if self.bpf_fd >= 0:
+            try:
+                os.close(self.bpf_fd)
+            except OSError:
+                pass
+
+
+def _resolve_placeholders(text: str, values: Mapping[str, str], key: str, file: str | None) -> str:
+    try:
+        return text.format_map(values)
+    except (KeyError, ValueError, IndexError) as e:
+        raise ProfileError(f"cannot resolve placeholders in {text!r}: {e}", file=file, key=key) from None
+
+
+def _map_text(entries) -> str:
+    return "".join(f"{i} {o} {c}\n" for i, o, c in entries)
+
+
+def _in_map(value: int, entries) -> bool:
+    return any(i <= value < i + c for i, o, c in entries)
+
+
+def _id_maps(ns: Mapping, ident: Mapping, euid: int, egid: int, file):
+    """uid/gid maps and the setresuid/setresgid the child must make.
+
+    Unprivileged callers map exactly their own ids (the kernel allows nothing more);
+    root may map ranges, written by the parent into /proc/PID/{uid,gid}_map.
+    """
+    uid_ranges = [tuple(e) for e in ident.get("uid_map") or ()]
+    gid_ranges = [tuple(e) for e in ident.get("gid_map") or ()]
+    want_uid, want_gid = ident.get("uid"), ident.get("gid")
+    if not ns["user"]:
+        if uid_ranges or gid_ranges:
+            raise ProfileError("uid_map/gid_map need namespaces.user = true", file=file, key="identity.uid_map")
+        set_uid = want_uid if want_uid is not None and want_uid != euid else -1
+        set_gid = want_gid if want_gid is not None and want_gid != egid else -1
+        if (set_uid >= 0 or set_gid >= 0) and euid != 0:
+            raise UnsupportedError("identity.uid", "changing uid/gid without a user namespace needs root")
+        return None, None, False, set_uid, set_gid, euid if set_uid < 0 else set_uid, egid if set_gid < 0 else set_gid
+    if (uid_ranges or gid_ranges) and euid != 0:
+        raise UnsupportedError("identity.uid_map", "mapping ranges needs root (CAP_SETUID); an unprivileged "
+                               "caller can map only its own uid")
+    if uid_ranges:
+        inside_uid = 0 if want_uid is None else want_uid
+        if not _in_map(inside_uid, uid_ranges):
+            raise ProfileError(f"uid {inside_uid} is not mapped by identity.uid_map", file=file, key="identity.uid")
+        uid_map, set_uid = _map_text(uid_ranges), inside_uid
+    else:
+        inside_uid = euid if want_uid is None else want_uid
+        uid_map, set_uid = f"{inside_uid} {euid} 1\n", -1
+    if gid_ranges:
+        inside_gid = 0 if want_gid is None else want_gid
+        if not _in_map(inside_gid, gid_ranges):
+            raise ProfileError(f"gid {inside_gid} is not mapped by identity.gid_map", file=file, key="identity.gid")
+        gid_map, set_gid = _map_text(gid_ranges), inside_gid
+    else:
+        inside_gid = egid if want_gid is None else want_gid
+        gid_map, set_gid = f"{inside_gid} {egid} 1\n", -1
+    deny_setgroups = euid != 0
+    return uid_map, gid_map, deny_setgroups, set_uid, set_gid, inside_uid, inside_gid
+
+
+def _rlimits(section: Mapping) -> tuple:
+    out = []
+    for name, value in section.items():
+        if value is None:
+            continue
+        soft, hard = value
+        soft = RLIM_INFINITY if soft == "unlimited" else int(soft)
+        hard = RLIM_INFINITY if hard == "unlimited" else int(hard)
+        out.append((RLIMITS[name], soft, hard))
+    return tuple(out)
+
+
+def _sealed_memfd(data: bytes) -> int:
+    fd = os.memfd_create("isolate-seccomp", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+    try:
+        os.write(fd, data)
+        import fcntl
+
+        fcntl.fcntl(fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+_cache: "OrderedDict[str, Plan]" = OrderedDict()
+_cache_lock = threading.Lock()
+CACHE_SIZE = 64
+stats = {"compiled": 0, "hits": 0}
+
+
+def caller_context(cwd: str | None = None) -> dict:
+    home = os.environ.get("HOME") or os.path.expanduser("~")
+    return {"cwd": cwd or os.getcwd(), "home": home, "uid": str(os.geteuid()), "gid": str(os.getegid())}
+
+
+def compile_profile(profile, cwd: str | None = None) -> Plan:
+    """The Plan of `profile` for this caller; cached by content, compiled at most once."""
+    ctx = caller_context(cwd)
+    key = hashlib.sha256(repr((profile.hash, sorted(ctx.items()))).encode()).hexdigest()
+    with _cache_lock:
+        plan = _cache.get(key)
+        if plan is not None:
+            _cache.move_to_end(key)
+            stats["hits"] += 1
+            return plan
+    plan = _compile(profile, ctx, key)
+    with _cache_lock:
+        stats["compiled"] += 1
+        _cache[key] = plan
+        while len(_cache) > CACHE_SIZE:
+            _cache.popitem(last=False)
+    return plan
+
+
+def _compile(profile, ctx: Mapping[str, str], key: str) -> Plan:
+    data = profile.data
+    file = profile.files[0] if getattr(profile, "files", None) else profile.name
+    ns = data["namespaces"]
+    ident = data["identity"]
+    proc = data["process"]
+    euid, egid = os.geteuid(), os.getegid()
+
+    flags = 0
+    for name, flag in NAMESPACE_FLAGS.items():
+        if ns[name]:
+            flags |= flag
+    if flags & ~CLONE_NEWUSER and not ns["user"] and euid != 0:
+        first = next(n for n in NAMESPACE_FLAGS if ns[n] and n != "user")
+        raise UnsupportedError(f"namespaces.{first}", "a namespace without namespaces.user = true needs root")
+
+    uid_map, gid_map, deny_setgroups, set_uid, set_gid, inside_uid, inside_gid = _id_maps(ns, ident, euid, egid, file)
+    hostname = ident.get("hostname")
+    if hostname is not None and not ns["uts"]:
+        raise ProfileError("setting a hostname needs namespaces.uts = true", file=file, key="identity.hostname")
+
+    keep = tuple(data["capabilities"]["keep"])
+    from .profile import CAPABILITIES
+
+    last_cap = _last_cap()
+    keep_mask = 0
+    for cap in keep:
+        bit = CAPABILITIES[cap]
+        if bit > last_cap:
+            raise UnsupportedError(f"capabilities.keep", f"{cap} is not known to this kernel")
+        keep_mask |= 1 << bit
+
+    from . import seccomp
+
+    bpf = seccomp.compile_filter(dict(_plain(data["seccomp"])))
+
+    cwd = _resolve_placeholders(proc["cwd"], ctx, "process.cwd", file)
+    if not cwd.startswith("/"):
+        raise ProfileError(f"expected an absolute path, got {cwd!r}", file=file, key="process.cwd")
+
+    ops = _mount_ops(data, ns, ctx, file)
+    pidns = bool(ns["pid"])
+    die = bool(proc["die_with_parent"])
+    use_init = pidns or die
+
+    capsule = _launch.make_plan(
+        clone_flags=flags,
+        uid_map=uid_map.encode() if uid_map else None,
+        gid_map=gid_map.encode() if gid_map else None,
+        deny_setgroups=deny_setgroups,
+        set_uid=set_uid,
+        set_gid=set_gid,
+        clear_groups=(euid == 0 and not (ns["user"] and deny_setgroups)),
+        hostname=hostname.encode() if hostname else None,
+        loopback=bool(ns["net"]),
+        rlimits=list(_rlimits(data["rlimits"])),
+        no_new_privs=bool(proc["no_new_privs"]),
+        drop_caps=True,
+        keep_caps=keep_mask,
+        last_cap=last_cap,
+        bpf=bpf,
+        use_init=use_init,
+        die_with_parent=die,
+        netns_fd=-1,
+        ops=[op.as_tuple() for op in ops],
+    )
+    env = data["env"]
+    fds = data["fds"]
+    return Plan(
+        key=key,
+        profile_name=profile.name,
+        profile_hash=profile.hash,
+        clone_flags=flags,
+        use_init=use_init,
+        pidns=pidns,
+        die_with_parent=die,
+        uid_map=uid_map,
+        gid_map=gid_map,
+        inside_uid=inside_uid,
+        inside_gid=inside_gid,
+        hostname=hostname,
+        rlimits=_rlimits(data["rlimits"]),
+        keep_caps=keep,
+        cwd=cwd,
+        env_clear=bool(env["clear"]),
+        env_set=tuple(sorted(env["set"].items())),
+        env_keep=tuple(env["keep"]),
+        stdio=(fds["stdin"], fds["stdout"], fds["stderr"]),
+        pass_fds=tuple(fds["pass"]),
+        bpf=bpf,
+        mount_ops=tuple(ops),
+        capsule=capsule,
+        bpf_fd=_sealed_memfd(bpf) if (bpf and use_init) else -1,
+    )
+
+
+def _plain(obj):
+    """Deep copy of read-only profile data into plain dicts and lists."""
+    if isinstance(obj, Mapping):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    return obj
+
+
+@dataclasses.dataclass(frozen=True)
+class MountOp:
+    """One step of building the filesystem view, applied in order by the launch child."""
+
+    kind: int
+    a: str | None = None
+    b: str | None = None
+    c: str | None = None
+    d: bytes | None = None
+    flags: int = 0
+    num: int = 0
+    source: str = ""  # the profile entry it came from, for error messages
+
+    def as_tuple(self):
+        enc = lambda s: None if s is None else os.fsencode(s)  # noqa: E731
+        return (self.kind, enc(self.a), enc(self.b), enc(self.c), self.d, self.flags, self.num)
+
+    def describe(self) -> str:
+        names = {v: k for k, v in vars(_launch).items() if k.startswith("OP_")}
+        parts = [names.get(self.kind, str(self.kind))]
+        parts += [repr(x) for x in (self.a, self.b, self.c) if x is not None]
+        if self.flags:
+            parts.append(f"flags={self.flags:#x}")
+        return " ".join(parts)
+
+
+def _mount_ops(data, ns, ctx, file) -> list:
+    """The mount operations of the filesystem view (see fs.py when the profile has one)."""
+    if not ns["mount"]:
+        return []
+    # Our mount events must never propagate back to the host.
+    ops = [MountOp(_launch.OP_MOUNT, None, "/", None, None, MS_REC | MS_PRIVATE, 0, "namespaces.mount")]
+    try:
+        from . import fs
+    except ImportError:
+        fs = None
+    if fs is not None and hasattr(fs, "mount_ops"):
+        ops += fs.mount_ops(data, ns, ctx, file)
+    elif ns["pid"]:
+        # /proc of our own pid namespace, so the program sees only its sandbox.
+        ops.append(MountOp(_launch.OP_MOUNT, "proc", "/proc", "proc", None, MS_NOSUID | MS_NODEV | MS_NOEXEC, 0,
+                           "namespaces.pid"))
+    return ops

@@ -1,0 +1,424 @@
+"""run / Popen / Result: starting sandboxes, waiting for them, killing the whole tree.
+
+`isolate.Popen` is `subprocess.Popen` with one difference: the child is started by
+the launch path from a compiled profile. Pipes, `communicate`, `wait`, `poll`,
+`send_signal`, text mode and `TimeoutExpired` are subprocess's own, so code that
+uses subprocess switches by changing its import.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno as errno_mod
+import os
+import signal
+import struct
+import subprocess
+import threading
+import time
+from typing import Any, Mapping, Sequence
+
+from . import _launch
+from .compile import RLIMIT_NAMES, Plan, compile_profile
+from .errors import ProfileError, SandboxSetupError
+
+PIPE = subprocess.PIPE
+DEVNULL = subprocess.DEVNULL
+STDOUT = subprocess.STDOUT
+TimeoutExpired = subprocess.TimeoutExpired
+CalledProcessError = subprocess.CalledProcessError
+
+_FROM_PROFILE = object()  # "as the profile says" for stdin/stdout/stderr
+_MSG = struct.Struct("=iiiiq")
+assert _MSG.size == _launch.MSG_SIZE
+
+INIT_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "isolate-init")
+FLAG_PIDNS, FLAG_DIE_WITH_PARENT = 1, 2
+
+
+class ExecutableNotFound(SandboxSetupError, FileNotFoundError):
+    """The program does not exist in the sandbox (subprocess raises FileNotFoundError here too)."""
+
+
+class ExecutablePermission(SandboxSetupError, PermissionError):
+    """The program exists but may not be executed."""
+
+
+# ---- per-process resources: the init binary and a pidfd of this process -----------
+_proc_lock = threading.Lock()
+_proc_fds: dict = {}
+
+
+def _process_fds() -> tuple[int, int]:
+    """(O_PATH fd of isolate-init, pidfd of this process), opened once per process."""
+    pid = os.getpid()
+    fds = _proc_fds.get(pid)
+    if fds is None:
+        with _proc_lock:
+            fds = _proc_fds.get(pid)
+            if fds is None:
+                try:
+                    init_fd = os.open(INIT_PATH, os.O_PATH | os.O_CLOEXEC)
+                except OSError as e:
+                    raise SandboxSetupError("exec_init", e.errno, "isolate-init is missing: reinstall isolate",
+                                            INIT_PATH) from None
+                self_fd = os.pidfd_open(pid)
+                _proc_fds.clear()
+                _proc_fds[pid] = fds = (init_fd, self_fd)
+    return fds
+
+
+def _forget_after_fork():
+    # The child of a fork must not use its parent's pidfd: it is not that process.
+    _proc_fds.clear()
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)
+
+
+# ---- profiles and plans -------------------------------------------------------------
+_profile_cache: dict = {}
+_profile_lock = threading.Lock()
+
+
+def _signature(files) -> tuple:
+    out = []
+    for f in files:
+        try:
+            st = os.stat(f)
+            out.append((str(f), st.st_mtime_ns, st.st_size))
+        except OSError:
+            out.append((str(f), None, None))
+    return tuple(out)
+
+
+def load_profile(profile: Any, overrides: Sequence[str] = ()):
+    """A Profile from a name, a path, a dict or a Profile; files re-read only when changed."""
+    from . import profile as profile_mod
+
+    if isinstance(profile, profile_mod.Profile):
+        if overrides:
+            raise ProfileError("overrides need a profile name or path", key="--set")
+        return profile
+    if isinstance(profile, Mapping):
+        return profile_mod.from_dict(dict(profile))
+    if not isinstance(profile, (str, os.PathLike)):
+        raise ProfileError(f"expected a profile name, path, dict or Profile, got {type(profile).__name__}")
+    key = (os.fspath(profile), tuple(overrides), os.getcwd())
+    with _profile_lock:
+        hit = _profile_cache.get(key)
+    if hit is not None and _signature(hit[0].files) == hit[1]:
+        return hit[0]
+    loaded = profile_mod.load(os.fspath(profile), overrides)
+    with _profile_lock:
+        _profile_cache[key] = (loaded, _signature(loaded.files))
+    return loaded
+
+
+def plan_for(profile: Any = "default", overrides: Sequence[str] = (), cwd: str | None = None) -> Plan:
+    if isinstance(profile, Plan):
+        return profile
+    return compile_profile(load_profile(profile, overrides), cwd=cwd)
+
+
+# ---- results --------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class Rusage:
+    maxrss_kb: int        # peak resident set size of the sandbox's largest process
+    utime: float          # user CPU seconds, whole sandbox
+    stime: float          # system CPU seconds, whole sandbox
+
+    @classmethod
+    def from_os(cls, ru) -> "Rusage":
+        return cls(ru.ru_maxrss, ru.ru_utime, ru.ru_stime)
+
+
+@dataclasses.dataclass(frozen=True)
+class Result:
+    """How a sandboxed program ended."""
+
+    args: list
+    returncode: int               # as subprocess: exit code, or -N when killed by signal N
+    stdout: Any
+    stderr: Any
+    timed_out: bool
+    duration: float               # seconds from launch to exit
+    rusage: Rusage | None
+    timings: dict                 # launch phases, milliseconds since the launch began
+
+    @property
+    def signal(self) -> int | None:
+        return -self.returncode if self.returncode < 0 else None
+
+    @property
+    def outcome(self) -> str:
+        if self.timed_out:
+            return "timed_out"
+        if self.returncode < 0:
+            return "signaled"
+        return "exited"
+
+    def check_returncode(self):
+        if self.returncode:
+            raise CalledProcessError(self.returncode, self.args, self.stdout, self.stderr)
+
+
+def _stdio_from_profile(value: str, index: int, opened: list):
+    if value == "inherit":
+        return None
+    if value == "null":
+        return DEVNULL
+    if value == "pipe":
+        return PIPE
+    if value.startswith("append:"):
+        path, flags = value[len("append:"):], os.O_WRONLY | os.O_CREAT | os.O_APPEND
+    elif index == 0:
+        path, flags = value, os.O_RDONLY
+    else:
+        path, flags = value, os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+    try:
+        fd = os.open(path, flags | os.O_CLOEXEC, 0o644)
+    except OSError as e:
+        key = ("fds.stdin", "fds.stdout", "fds.stderr")[index]
+        raise SandboxSetupError("fds", e.errno, f"{key}: cannot open", path) from None
+    opened.append(fd)
+    return fd
+
+
+class Popen(subprocess.Popen):
+    """subprocess.Popen whose child starts in a sandbox described by `profile`.
+
+    stdin/stdout/stderr default to what the profile's [fds] says; pass PIPE, DEVNULL,
+    a file or an fd to override. `env` is added on top of the profile's environment
+    (which starts empty unless the profile keeps or sets names). `cwd` overrides the
+    profile's process.cwd. Killing (kill(), a timeout) takes the whole sandbox.
+    """
+
+    def __init__(self, args, *, profile: Any = "default", overrides: Sequence[str] = (),
+                 stdin=_FROM_PROFILE, stdout=_FROM_PROFILE, stderr=_FROM_PROFILE,
+                 pass_fds: Sequence[int] = (), cwd=None, env: Mapping[str, str] | None = None,
+                 executable=None, bufsize=-1, text=None, encoding=None, errors=None,
+                 universal_newlines=None, pipesize=-1):
+        if isinstance(args, (str, bytes, os.PathLike)):
+            args = [args]
+        args = list(args)
+        if not args:
+            raise ValueError("args must name a program")
+        self.plan = plan_for(profile, overrides, cwd=os.fspath(cwd) if cwd is not None else None)
+        self.timings: dict = {}
+        self._pidfd = -1
+        self._status_fd = -1
+        self._rusage = None
+        self._start = time.monotonic()
+        self._extra_env = env
+        self._opened: list = []
+        try:
+            std = [stdin, stdout, stderr]
+            for i, v in enumerate(std):
+                if v is _FROM_PROFILE:
+                    std[i] = _stdio_from_profile(self.plan.stdio[i], i, self._opened)
+            self._pass = tuple(sorted(set(self.plan.pass_fds) | set(int(f) for f in pass_fds)))
+            super().__init__(args, bufsize=bufsize, executable=executable, stdin=std[0], stdout=std[1],
+                             stderr=std[2], close_fds=True, cwd=cwd, text=text, encoding=encoding,
+                             errors=errors, universal_newlines=universal_newlines, pipesize=pipesize)
+        finally:
+            for fd in self._opened:
+                os.close(fd)
+            self._opened = []
+
+    # subprocess calls this with its resolved pipe ends; -1 means "inherit".
+    def _execute_child(self, args, executable, preexec_fn, close_fds, pass_fds, cwd, env, startupinfo,
+                       creationflags, shell, p2cread, p2cwrite, c2pread, c2pwrite, errread, errwrite, *rest):
+        plan = self.plan
+        environment = plan.environment(extra=self._extra_env)
+        program = os.fspath(executable if executable is not None else args[0])
+        argv = [os.fsencode(a) for a in args]
+        exec_paths = self._exec_paths(os.fsencode(program), environment)
+        envp = []
+        for k, v in environment.items():
+            k = os.fsencode(k)
+            if not k or b"=" in k or b"\0" in k:
+                raise ValueError(f"illegal environment variable name {k!r}")
+            envp.append(k + b"=" + os.fsencode(v))
+
+        # The program's fd table: 0, 1, 2 and the passed fds, each at its number.
+        src, dst = [], []
+        for target, fd in ((0, p2cread), (1, c2pwrite), (2, errwrite)):
+            if fd == -1:
+                fd = target  # inherit the caller's own
+                if not _fd_open(fd):
+                    continue
+            src.append(fd)
+            dst.append(target)
+        for fd in self._pass:
+            if fd < 3:
+                raise ValueError(f"pass_fds: {fd} is a standard stream; use stdin/stdout/stderr")
+            if not _fd_open(fd):
+                raise SandboxSetupError("fds", errno_mod.EBADF, "pass_fds: not an open fd in the caller", str(fd))
+            src.append(fd)
+            dst.append(fd)
+        first_private = max(dst + [2]) + 1
+
+        init_fd, self_pidfd = _process_fds()
+        init_argv: list = []
+        bpf_fd = plan.bpf_fd
+        if plan.use_init:
+            status = first_private
+            pidfd_slot = first_private + 1 if plan.die_with_parent else -1
+            bpf_slot = first_private + 2 if bpf_fd >= 0 else -1
+            flags = (FLAG_PIDNS if plan.pidns else 0) | (FLAG_DIE_WITH_PARENT if plan.die_with_parent else 0)
+            init_argv = [b"isolate-init", b"%d" % status, b"%d" % pidfd_slot, b"%d" % bpf_slot, b"%d" % flags,
+                         b"%d" % first_private, b"-1", b"%d" % len(exec_paths), *exec_paths, *argv]
+        cwd_b = os.fsencode(os.fspath(cwd)) if cwd is not None else os.fsencode(plan.cwd)
+        try:
+            pid, pidfd, status_fd, timings, used_clone3 = _launch.spawn(
+                plan.capsule, exec_paths, argv, envp, cwd_b, src, dst, init_fd, init_argv, first_private,
+                self_pidfd if plan.die_with_parent else -1, bpf_fd, -1)
+        except _launch.ChildError as e:
+            self._close_pipe_fds(p2cread, p2cwrite, c2pread, c2pwrite, errread, errwrite)
+            raise _setup_error(e.args, plan, program, cwd_b) from None
+        self.pid = pid
+        self._pidfd = pidfd
+        self._status_fd = status_fd
+        self._child_created = True
+        self._used_clone3 = bool(used_clone3)
+        self.timings = _phases(timings)
+        self._close_pipe_fds(p2cread, p2cwrite, c2pread, c2pwrite, errread, errwrite)
+
+    @staticmethod
+    def _exec_paths(program: bytes, environment: Mapping[str, str]) -> list:
+        if b"/" in program:
+            return [program]
+        path = environment.get("PATH") or os.environ.get("PATH") or "/usr/local/bin:/usr/bin:/bin"
+        return [os.path.join(os.fsencode(d or "."), program) for d in path.split(":")]
+
+    def _try_wait(self, wait_flags):
+        try:
+            pid, sts, ru = os.wait4(self.pid, wait_flags)
+        except ChildProcessError:
+            return (self.pid, 0)
+        if pid == self.pid:
+            self._rusage = Rusage.from_os(ru)
+        return (pid, sts)
+
+    def _handle_exitstatus(self, sts, *args, **kwargs):
+        # With a pid 1 in the sandbox, the wait status is pid 1's; the program's own
+        # arrives as a record on the status pipe just before pid 1 exits.
+        if self._status_fd >= 0:
+            try:
+                data = os.read(self._status_fd, _MSG.size * 8)
+            except OSError:
+                data = b""
+            for off in range(0, len(data) - _MSG.size + 1, _MSG.size):
+                kind, a, _b, _c, _t = _MSG.unpack_from(data, off)
+                if kind == _launch.MSG_EXITED:
+                    sts = a
+            os.close(self._status_fd)
+            self._status_fd = -1
+        if self._pidfd >= 0:
+            os.close(self._pidfd)
+            self._pidfd = -1
+        self.duration = time.monotonic() - self._start
+        super()._handle_exitstatus(sts, *args, **kwargs)
+
+    def send_signal(self, sig):
+        """Send `sig` to the sandbox: its pid 1 forwards it to the program."""
+        self.poll()
+        if self.returncode is not None or self._pidfd < 0:
+            return
+        try:
+            signal.pidfd_send_signal(self._pidfd, sig)
+        except ProcessLookupError:
+            pass
+
+    def kill(self):
+        """Kill the whole sandbox: pid 1 and with it every process in it."""
+        self.poll()
+        if self.returncode is not None or self._pidfd < 0:
+            return
+        if not self.plan.pidns:
+            # No pid namespace: the tree is our child's process group (it called setsid).
+            try:
+                os.killpg(self.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        try:
+            signal.pidfd_send_signal(self._pidfd, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+def _fd_open(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+        return True
+    except OSError:
+        return False
+
+
+def _phases(raw) -> dict:
+    """Raw CLOCK_MONOTONIC stamps from the launch -> milliseconds since it began."""
+    if not raw:
+        return {}
+    t0 = raw[0][1]
+    return {name: (t - t0) / 1e6 for name, t in raw}
+
+
+def _setup_error(args, plan: Plan, program: str, cwd: bytes) -> SandboxSetupError:
+    step, index, err, _used_clone3 = args
+    if step == "exec":
+        cls = ExecutableNotFound if err == errno_mod.ENOENT else (
+            ExecutablePermission if err == errno_mod.EACCES else SandboxSetupError)
+        return cls("exec", err, "cannot run the program in the sandbox", program)
+    if step == "chdir":
+        return SandboxSetupError("chdir", err, "working directory", os.fsdecode(cwd))
+    if step == "rlimit":
+        name = RLIMIT_NAMES.get(index, str(index))
+        return SandboxSetupError("rlimit", err, f"rlimits.{name}", None)
+    if step == "mount" and 0 <= index < len(plan.mount_ops):
+        op = plan.mount_ops[index]
+        return SandboxSetupError("mount", err, f"{op.source}: {op.describe()}", op.b)
+    if step == "fds":
+        return SandboxSetupError("fds", err, f"fd {index}", None)
+    if step == "id_maps":
+        return SandboxSetupError("id_maps", err, "writing uid_map/gid_map", None)
+    if step == "clone":
+        return SandboxSetupError("clone", err, "creating the sandbox's namespaces", None)
+    return SandboxSetupError(step, err, None, None)
+
+
+def run(args, *, profile: Any = "default", overrides: Sequence[str] = (), input=None, timeout: float | None = None,
+        capture_output: bool = False, cwd=None, env: Mapping[str, str] | None = None, stdin=_FROM_PROFILE,
+        stdout=_FROM_PROFILE, stderr=_FROM_PROFILE, pass_fds: Sequence[int] = (), text=None, encoding=None,
+        errors=None, check: bool = False, executable=None) -> Result:
+    """Run `args` in a sandbox and wait for it, like subprocess.run; returns a Result.
+
+    A timeout kills the whole sandbox and is reported as Result.timed_out (no
+    exception), with whatever output came before it.
+    """
+    if input is not None:
+        if stdin is not _FROM_PROFILE:
+            raise ValueError("stdin and input arguments may not both be used")
+        stdin = PIPE
+    if capture_output:
+        if stdout is not _FROM_PROFILE or stderr is not _FROM_PROFILE:
+            raise ValueError("stdout and stderr arguments may not be used with capture_output")
+        stdout = stderr = PIPE
+    timed_out = False
+    with Popen(args, profile=profile, overrides=overrides, stdin=stdin, stdout=stdout, stderr=stderr,
+               pass_fds=pass_fds, cwd=cwd, env=env, text=text, encoding=encoding, errors=errors,
+               executable=executable) as p:
+        try:
+            out, err = p.communicate(input, timeout=timeout)
+        except TimeoutExpired:
+            timed_out = True
+            p.kill()
+            out, err = p.communicate()
+        except BaseException:
+            p.kill()
+            raise
+    result = Result(args=list(args) if not isinstance(args, (str, bytes)) else [args], returncode=p.returncode,
+                    stdout=out, stderr=err, timed_out=timed_out, duration=getattr(p, "duration", 0.0),
+                    rusage=p._rusage, timings=p.timings)
+    if check and not timed_out:
+        result.check_returncode()
+    return result

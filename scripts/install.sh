@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs everything isolate needs on a fresh Debian/Ubuntu machine, then the
+# package itself (editable) into .venv. Safe to run again: it skips what is there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(gcc libc6-dev libcap-dev libseccomp-dev libseccomp2 iproute2 util-linux bubblewrap hyperfine)
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    SUDO=""
+    [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+    "$PY" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --upgrade pip setuptools wheel >.venv/install.log 2>&1 \
+    || { cat .venv/install.log; exit 1; }
+.venv/bin/python -m pip install -q -e '.[test]' >>.venv/install.log 2>&1 \
+    || { cat .venv/install.log; exit 1; }

@@ -1,0 +1,45 @@
+"""Build: the C extension isolate._launch and the static helper isolate/isolate-init.
+
+isolate-init is the sandbox's pid 1. It is linked statically so that it runs in any
+filesystem view, even one without a dynamic loader or libc in it.
+"""
+import os
+import subprocess
+import sysconfig
+
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+CFLAGS = ["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter", "-Wno-missing-field-initializers",
+          "-fno-strict-aliasing"]
+
+
+class BuildWithInit(build_ext):
+    def run(self):
+        super().run()
+        here = os.path.dirname(os.path.abspath(__file__))
+        src = os.path.join(here, "isolate", "_init.c")
+        if self.inplace:
+            out_dir = os.path.join(here, "isolate")
+        else:
+            out_dir = os.path.join(os.path.abspath(self.build_lib), "isolate")
+        os.makedirs(out_dir, exist_ok=True)
+        out = os.path.join(out_dir, "isolate-init")
+        cc = os.environ.get("CC") or sysconfig.get_config_var("CC").split()[0] or "cc"
+        cmd = [cc, *CFLAGS, "-static", "-o", out, src]
+        self.announce(" ".join(cmd), level=2)
+        subprocess.check_call(cmd)
+        os.chmod(out, 0o755)
+
+
+setup(
+    ext_modules=[
+        Extension(
+            "isolate._launch",
+            sources=["isolate/_launch.c"],
+            depends=["isolate/_protocol.h", "isolate/_syscall.h"],
+            extra_compile_args=CFLAGS,
+        )
+    ],
+    cmdclass={"build_ext": BuildWithInit},
+)
