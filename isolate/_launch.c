@@ -362,69 +362,64 @@ static void step_loopback(const struct launch *l)
     rsys1(SYS_close, s);
 }
 
-/* The fd table: the program gets exactly fd_dst[i] <- fd_src[i]; the status pipe and
- * the private fds of init go right after; everything else is closed.
+/* The fd table: the program gets exactly fd_dst[i] <- fd_src[i]; the private fds
+ * go right after, at fixed slots (PRIV_*, known to the caller, which numbers init's
+ * argv from them); everything else is closed.
  * Done before rlimits: a low RLIMIT_NOFILE would make the temporary dups fail. */
+enum { PRIV_STATUS, PRIV_PARENT_PIDFD, PRIV_BPF, PRIV_LANDLOCK, PRIV_INIT, PRIV_COUNT };
+
 static void step_fds(const struct launch *l)
 {
+    struct launch *ml = (struct launch *)l;
     int top = l->first_private;
-    int nprivate = 0;
-    int priv_src[4];
-    priv_src[nprivate++] = l->status_fd;
-    if (l->plan->use_init) {
-        priv_src[nprivate++] = l->parent_pidfd;
-        priv_src[nprivate++] = l->bpf_fd;
-    }
-    if (l->landlock_fd >= 0)
-        priv_src[nprivate++] = l->landlock_fd;
+    int use_init = l->plan->use_init;
+    int priv_src[PRIV_COUNT] = {l->status_fd, use_init ? l->parent_pidfd : -1, use_init ? l->bpf_fd : -1,
+                                l->landlock_fd, use_init ? l->init_fd : -1};
+    /* Close-on-exec unless isolate-init is exec'd next and needs it. */
+    int priv_cloexec[PRIV_COUNT] = {!use_init, 0, 0, !use_init, 1};
 
     /* Above every source and every destination: moving fds there first means no
      * dup3 below can clobber a source that is still needed. */
-    int base = top + nprivate;
+    int base = top + PRIV_COUNT;
     for (int i = 0; i < l->nfds; i++)
         if (l->fd_src[i] >= base)
             base = l->fd_src[i] + 1;
-    for (int i = 0; i < nprivate; i++)
+    for (int i = 0; i < PRIV_COUNT; i++)
         if (priv_src[i] >= base)
             base = priv_src[i] + 1;
 
-    int tmp[1024 + 4];
+    int tmp[1024 + PRIV_COUNT] = {0};
     if (l->nfds > 1024)
         child_fail(l, STEP_FDS, -1, -EMFILE);
-    for (int i = 0; i < l->nfds; i++) {
-        long r = rsys3(SYS_fcntl, l->fd_src[i], F_DUPFD_CLOEXEC, base);
-        if (r < 0)
-            child_fail(l, STEP_FDS, l->fd_dst[i], r);
-        tmp[i] = (int)r;
-    }
-    for (int i = 0; i < nprivate; i++) {
-        if (priv_src[i] < 0) {
-            tmp[l->nfds + i] = -1;
+    for (int i = 0; i < l->nfds + PRIV_COUNT; i++) {
+        int src = i < l->nfds ? l->fd_src[i] : priv_src[i - l->nfds];
+        tmp[i] = -1;
+        if (src < 0)
             continue;
-        }
-        long r = rsys3(SYS_fcntl, priv_src[i], F_DUPFD_CLOEXEC, base);
+        long r = rsys3(SYS_fcntl, src, F_DUPFD_CLOEXEC, base);
         if (r < 0)
-            child_fail(l, STEP_FDS, top + i, r);
-        tmp[l->nfds + i] = (int)r;
+            child_fail(l, STEP_FDS, i < l->nfds ? l->fd_dst[i] : top + i - l->nfds, r);
+        tmp[i] = (int)r;
     }
     /* The status pipe's original number may be a destination below (a caller that
      * closed fd 0 gets its pipe there): report through the temporary copy. */
-    struct launch *ml = (struct launch *)l;
-    ml->status_fd = tmp[l->nfds];
+    ml->status_fd = tmp[l->nfds + PRIV_STATUS];
     for (int i = 0; i < l->nfds; i++)
         CHECK(l, STEP_FDS, l->fd_dst[i], rsys3(SYS_dup3, tmp[i], l->fd_dst[i], 0));
-    for (int i = 0; i < nprivate; i++) {
-        if (tmp[l->nfds + i] < 0)
+    for (int i = 0; i < PRIV_COUNT; i++) {
+        int t = tmp[l->nfds + i];
+        if (t < 0)
             continue;
-        /* The status pipe stays close-on-exec unless init inherits it. */
-        int cloexec = (i == 0 && !l->plan->use_init) ? O_CLOEXEC : 0;
-        CHECK(l, STEP_FDS, top + i, rsys3(SYS_dup3, tmp[l->nfds + i], top + i, cloexec));
+        CHECK(l, STEP_FDS, top + i, rsys3(SYS_dup3, t, top + i, priv_cloexec[i] ? O_CLOEXEC : 0));
     }
-    ml->status_fd = top;
+    ml->status_fd = top + PRIV_STATUS;
     if (l->landlock_fd >= 0)
-        ml->landlock_fd = top + nprivate - 1;
+        ml->landlock_fd = top + PRIV_LANDLOCK;
+    if (l->init_fd >= 0 && use_init)
+        ml->init_fd = top + PRIV_INIT;
 
-    /* Close every fd that is not in the table: gaps below `top`, then all above. */
+    /* Close every fd that is not in the table: gaps below `top`, unused private
+     * slots, then everything above. */
     int lo = 0;
     for (int fd = 0; fd < top; fd++) {
         int keep = 0;
@@ -439,9 +434,9 @@ static void step_fds(const struct launch *l)
     }
     if (lo < top)
         rsys3(SYS_close_range, lo, top - 1, 0);
-    long r = rsys3(SYS_close_range, top + nprivate, ~0U, 0);
+    long r = rsys3(SYS_close_range, top + PRIV_COUNT, ~0U, 0);
     if (r == -ENOSYS) {
-        for (int fd = top + nprivate; fd < base + l->nfds + nprivate; fd++)
+        for (int fd = top + PRIV_COUNT; fd < base + l->nfds + PRIV_COUNT; fd++)
             rsys1(SYS_close, fd);
     }
 }
@@ -520,8 +515,8 @@ static void step_caps(const struct launch *l)
 
 static void step_landlock(const struct launch *l)
 {
-    if (l->landlock_fd < 0)
-        return;
+    if (l->landlock_fd < 0 || l->plan->use_init)
+        return; /* with init, pid 1 restricts the program's own process */
     CHECK(l, STEP_LANDLOCK, 0, rsys2(SYS_landlock_restrict_self, l->landlock_fd, 0));
     rsys1(SYS_close, l->landlock_fd);
 }
@@ -1109,7 +1104,7 @@ PyMODINIT_FUNC PyInit__launch(void)
     PyObject *m = PyModule_Create(&moduledef);
     if (!m)
         return NULL;
-    ChildError = PyErr_NewException("isolate._launch.ChildError", PyExc_OSError, NULL);
+    ChildError = PyErr_NewException("isolate._launch.ChildError", NULL, NULL);
     if (!ChildError || PyModule_AddObject(m, "ChildError", ChildError) < 0)
         return NULL;
     Py_INCREF(ChildError);
