@@ -1,0 +1,1293 @@
+"""Profiles: the TOML schema, defined once, and the loader.
+
+A profile is a TOML file.  Everything about its format lives in ``SECTIONS``
+below: every field's dotted key, validator/normalizer, default and one-line
+doc.  Validation, defaults, ``isolate explain`` and the generated reference
+(``reference_markdown()``) all read that one table; nothing is written twice.
+
+Public API
+----------
+``load(name_or_path, overrides=())``  a shipped/user profile name or a path
+``from_toml(text, name)``             TOML text
+``from_dict(data, name)``             a plain dict (may contain ``extends``)
+``resolve_name(name)``                where a name or path points
+``shipped_profiles()``                names of the profiles shipped with isolate
+``reference_markdown()``              the schema as a markdown reference
+``Profile``                           the immutable result (see its docstring)
+``CAPABILITIES``                      capability name -> number
+``SECTIONS`` / ``FIELDS``             the schema itself
+
+Adding a section (filesystem, network, cgroup, ...) is one ``Section(...)``
+entry appended to ``SECTIONS``, built from the small validators below
+(``Bool``, ``Int``, ``Str``, ``Choice``, ``Optional``, ``ListOf``, ``MapOf``,
+``Table``) or any callable that returns the normalized value and raises
+``Invalid`` on bad input.
+
+Every problem with a profile, whatever the input, is a ``ProfileError`` naming
+the file, the dotted key (with list indexes) and what was expected.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import datetime
+import difflib
+import hashlib
+import json
+import os
+import re
+import tomllib
+import types
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+from .errors import ProfileError
+
+__all__ = [
+    "CAPABILITIES",
+    "FIELDS",
+    "SECTIONS",
+    "Field",
+    "Invalid",
+    "Profile",
+    "Section",
+    "from_dict",
+    "from_toml",
+    "load",
+    "profile_dirs",
+    "reference_markdown",
+    "resolve_name",
+    "shipped_profiles",
+]
+
+MAX_ID = 4294967294  # (uid_t)-1 is "no id"; the largest usable id is one less
+RLIM_MAX = 2**63 - 1  # the largest finite rlimit value we accept
+OVERRIDE_FILE = "--set"
+
+# --------------------------------------------------------------------------
+# Validation primitives
+# --------------------------------------------------------------------------
+
+
+class Invalid(Exception):
+    """Raised by validators. ``path`` is relative to the value being checked:
+    a list of str (table keys) and int (array indexes)."""
+
+    def __init__(self, message: str, path: Sequence[str | int] = ()):
+        super().__init__(message)
+        self.message = message
+        self.path = list(path)
+
+    def under(self, part: str | int) -> "Invalid":
+        self.path.insert(0, part)
+        return self
+
+
+_BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+def _key_part(k: str) -> str:
+    return k if _BARE_KEY.match(k) else json.dumps(k)
+
+
+def _dotted(path: Iterable[str | int]) -> str:
+    out = ""
+    for p in path:
+        if isinstance(p, int):
+            out += f"[{p}]"
+        else:
+            out += ("." if out else "") + _key_part(p)
+    return out
+
+
+def _short(s: str, limit: int = 60) -> str:
+    r = repr(s)
+    return r if len(r) <= limit else r[: limit - 4] + "...'"
+
+
+def _describe(v: Any) -> str:
+    """Describe a value for 'got ...' in messages (never fails, never huge)."""
+    if v is None:
+        return "no value (None)"
+    if isinstance(v, bool):
+        return "boolean " + ("true" if v else "false")
+    if isinstance(v, int):
+        if v.bit_length() > 96:
+            return f"integer of {v.bit_length()} bits"
+        return f"integer {v}"
+    if isinstance(v, float):
+        return f"float {v!r}"
+    if isinstance(v, str):
+        return f"string {_short(v)}"
+    if isinstance(v, (list, tuple)):
+        return f"array of {len(v)} item" + ("" if len(v) == 1 else "s")
+    if isinstance(v, Mapping):
+        return "table"
+    if isinstance(v, datetime.datetime):
+        return f"datetime {v.isoformat()}"
+    if isinstance(v, datetime.date):
+        return f"date {v.isoformat()}"
+    if isinstance(v, datetime.time):
+        return f"time {v.isoformat()}"
+    return f"{type(v).__name__} object"
+
+
+def _expected(what: str, v: Any) -> Invalid:
+    return Invalid(f"expected {what}, got {_describe(v)}")
+
+
+def _suggest(word: str, candidates: Iterable[str]) -> str:
+    m = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
+    return f"; did you mean '{m[0]}'?" if m else ""
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+class Validator:
+    """Checks and normalizes one value. ``describe`` is shown in the reference."""
+
+    describe = "value"
+
+    def __call__(self, v: Any) -> Any:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class Bool(Validator):
+    describe = "boolean"
+
+    def __call__(self, v):
+        if isinstance(v, bool):
+            return v
+        raise _expected("a boolean", v)
+
+
+class Int(Validator):
+    def __init__(self, lo: int | None = None, hi: int | None = None):
+        self.lo, self.hi = lo, hi
+        if lo is not None and hi is not None:
+            self.what = f"an integer between {lo} and {hi}"
+        elif lo is not None:
+            self.what = f"an integer >= {lo}"
+        elif hi is not None:
+            self.what = f"an integer <= {hi}"
+        else:
+            self.what = "an integer"
+        self.describe = self.what[3:] if self.what.startswith("an ") else self.what
+
+    def __call__(self, v):
+        if not _is_int(v):
+            raise _expected(self.what, v)
+        if (self.lo is not None and v < self.lo) or (self.hi is not None and v > self.hi):
+            raise _expected(self.what, v)
+        return v
+
+
+class Str(Validator):
+    """A string without NUL; ``check(s)`` may normalize it or raise Invalid."""
+
+    def __init__(self, check: Callable[[str], Any] | None = None, describe: str = "string",
+                 what: str = "a string"):
+        self.check, self.describe, self.what = check, describe, what
+
+    def __call__(self, v):
+        if not isinstance(v, str):
+            raise _expected(self.what, v)
+        if "\0" in v:
+            raise Invalid("must not contain a NUL character")
+        return self.check(v) if self.check else v
+
+
+class Choice(Validator):
+    def __init__(self, *choices: str):
+        self.choices = choices
+        self.describe = " or ".join(f'"{c}"' for c in choices)
+
+    def __call__(self, v):
+        if isinstance(v, str) and v in self.choices:
+            return v
+        raise _expected("one of " + ", ".join(self.choices), v)
+
+
+class Optional(Validator):
+    """Absent (None) or the inner value. TOML cannot write None: just omit the key."""
+
+    def __init__(self, inner: Validator):
+        self.inner = inner
+        self.describe = inner.describe
+
+    def __call__(self, v):
+        return None if v is None else self.inner(v)
+
+
+class ListOf(Validator):
+    def __init__(self, item: Validator, *, unique: bool = False, dedupe: bool = False,
+                 sort_key: Callable[[Any], Any] | None = None, max_len: int | None = None,
+                 post: Callable[[list], None] | None = None, describe: str | None = None):
+        self.item, self.unique, self.dedupe = item, unique, dedupe
+        self.sort_key, self.max_len, self.post = sort_key, max_len, post
+        self.describe = describe or f"array of {item.describe}"
+
+    def __call__(self, v):
+        if not isinstance(v, (list, tuple)):
+            raise _expected("an array", v)
+        if self.max_len is not None and len(v) > self.max_len:
+            raise Invalid(f"expected at most {self.max_len} items, got {len(v)}")
+        out: list = []
+        for i, x in enumerate(v):
+            try:
+                y = self.item(x)
+            except Invalid as e:
+                raise e.under(i) from None
+            if y in out:
+                if self.unique:
+                    raise Invalid(f"duplicate value {_describe(y).split(' ', 1)[-1]}", [i])
+                if self.dedupe:
+                    continue
+            out.append(y)
+        if self.sort_key is not None:
+            out.sort(key=self.sort_key)
+        if self.post is not None:
+            self.post(out)
+        return out
+
+
+class MapOf(Validator):
+    """A table whose keys are free-form (checked by ``key``) and values uniform."""
+
+    def __init__(self, key: Callable[[str], None], value: Validator, describe: str):
+        self.key, self.value, self.describe = key, value, describe
+
+    def __call__(self, v):
+        if not isinstance(v, Mapping):
+            raise _expected("a table", v)
+        out = {}
+        for k, x in v.items():
+            try:
+                self.key(k)
+                out[k] = self.value(x)
+            except Invalid as e:
+                raise e.under(k) from None
+        return out
+
+
+class Table(Validator):
+    """A table with a fixed set of keys. ``fields`` maps key -> validator;
+    keys in ``required`` must be present, the others default to ``defaults``
+    (or None). ``post(out)`` may cross-check the result."""
+
+    def __init__(self, fields: dict[str, Callable[[Any], Any]], required: Iterable[str] = (),
+                 defaults: dict[str, Any] | None = None,
+                 post: Callable[[dict], None] | None = None, describe: str = "table"):
+        self.fields, self.required = fields, tuple(required)
+        self.defaults, self.post, self.describe = defaults or {}, post, describe
+
+    def __call__(self, v):
+        if not isinstance(v, Mapping):
+            raise _expected("a table", v)
+        for k in v:
+            if k not in self.fields:
+                raise Invalid(f"unknown key '{k}'" + _suggest(k, self.fields), [k])
+        out = {}
+        for name, val in self.fields.items():
+            if name in v:
+                try:
+                    out[name] = val(v[name])
+                except Invalid as e:
+                    raise e.under(name) from None
+            elif name in self.required:
+                raise Invalid(f"missing required key '{name}'")
+            else:
+                out[name] = copy.deepcopy(self.defaults.get(name))
+        if self.post is not None:
+            self.post(out)
+        return out
+
+
+# --------------------------------------------------------------------------
+# Field-specific validators
+# --------------------------------------------------------------------------
+
+_HOSTNAME = re.compile(r"[A-Za-z0-9.][A-Za-z0-9.-]{0,63}", re.ASCII)
+
+
+def _check_hostname(s: str) -> str:
+    if not _HOSTNAME.fullmatch(s):
+        raise _expected("1 to 64 characters of A-Z a-z 0-9 . - not starting with '-'", s)
+    return s
+
+
+# -- id maps ---------------------------------------------------------------
+
+_ID = Int(0, MAX_ID)
+_COUNT = Int(1, MAX_ID + 1)
+_IDMAP_TABLE = Table({"inside": _ID, "outside": _ID, "count": _COUNT},
+                     required=("inside", "outside", "count"))
+
+
+class IdMapEntry(Validator):
+    describe = '"INSIDE OUTSIDE COUNT" or {inside, outside, count}'
+    what = 'a string "INSIDE OUTSIDE COUNT" or a table {inside=, outside=, count=}'
+
+    def __call__(self, v):
+        if isinstance(v, str):
+            parts = v.split()
+            if len(parts) != 3 or not all(p.isascii() and p.isdigit() for p in parts):
+                raise _expected(self.what, v)
+            nums = [int(p) for p in parts]
+            for name, n, check in zip(("inside", "outside", "count"), nums, (_ID, _ID, _COUNT)):
+                try:
+                    check(n)
+                except Invalid as e:
+                    raise Invalid(f"{name}: {e.message}") from None
+        elif isinstance(v, Mapping):
+            t = _IDMAP_TABLE(v)
+            nums = [t["inside"], t["outside"], t["count"]]
+        elif isinstance(v, (list, tuple)) and len(v) == 3:  # the normalized form
+            nums = []
+            for i, (n, check) in enumerate(zip(v, (_ID, _ID, _COUNT))):
+                try:
+                    nums.append(check(n))
+                except Invalid as e:
+                    raise e.under(i) from None
+        else:
+            raise _expected(self.what, v)
+        inside, outside, count = nums
+        for name, start in (("inside", inside), ("outside", outside)):
+            if start + count - 1 > MAX_ID:
+                raise Invalid(f"{name} range {start}..{start + count - 1} goes past the "
+                              f"largest id {MAX_ID}")
+        return nums
+
+
+def _check_idmap_overlaps(entries: list) -> None:
+    for col, name in ((0, "inside"), (1, "outside")):
+        spans = sorted((e[col], e[col] + e[2], i) for i, e in enumerate(entries))
+        for (s1, e1, i1), (s2, e2, i2) in zip(spans, spans[1:]):
+            if s2 < e1:
+                later = max(i1, i2)
+                raise Invalid(f"{name} range overlaps entry [{min(i1, i2)}]", [later])
+
+
+_IDMAP = ListOf(IdMapEntry(), max_len=340, post=_check_idmap_overlaps,
+                describe='array of "INSIDE OUTSIDE COUNT" or {inside, outside, count}')
+
+
+def _check_identity(section: dict) -> None:
+    for idkey, mapkey in (("uid", "uid_map"), ("gid", "gid_map")):
+        ident, entries = section[idkey], section[mapkey]
+        if ident is None or not entries:
+            continue
+        if not any(e[0] <= ident < e[0] + e[2] for e in entries):
+            raise Invalid(f"{ident} is not mapped by identity.{mapkey}", [idkey])
+
+
+# -- rlimits ---------------------------------------------------------------
+
+_SIZE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*([kmgtpe]?)(i?b)?", re.IGNORECASE | re.ASCII)
+_SIZE_POWERS = {"": 0, "k": 1, "m": 2, "g": 3, "t": 4, "p": 5, "e": 6}
+
+
+def parse_size(text: str) -> int:
+    """'512K', '64M', '1.5G', '4GiB', '100B', '100' -> bytes (binary multiples,
+    case-insensitive, rounded down). ValueError on anything else."""
+    m = _SIZE.fullmatch(text.strip())
+    if not m or (m.group(3) and m.group(3).lower() == "ib" and not m.group(2)):
+        raise ValueError(f"not a size: {text!r}")
+    try:
+        amount = Decimal(m.group(1)) * (1024 ** _SIZE_POWERS[m.group(2).lower()])
+    except InvalidOperation:  # pragma: no cover - the regex admits only valid numbers
+        raise ValueError(f"not a size: {text!r}") from None
+    if amount > RLIM_MAX:
+        raise ValueError(f"size {text!r} is too large (at most {RLIM_MAX} bytes)")
+    return int(amount)
+
+
+class RLimit(Validator):
+    def __init__(self, sizes: bool):
+        self.sizes = sizes
+        if sizes:
+            self.what = 'an integer >= 0, "unlimited" or a size like "64M"'
+            self.describe = 'integer, size string ("64M") or "unlimited"; or {soft, hard}'
+        else:
+            self.what = 'an integer >= 0 or "unlimited"'
+            self.describe = 'integer or "unlimited"; or {soft, hard}'
+
+    def one(self, v):
+        if isinstance(v, str):
+            s = v.strip()
+            if s.lower() == "unlimited":
+                return "unlimited"
+            if self.sizes:
+                try:
+                    return parse_size(s)
+                except ValueError:
+                    if _SIZE.fullmatch(s):
+                        raise Invalid(f"size {_short(v)} is too large "
+                                      f"(at most {RLIM_MAX} bytes)") from None
+            raise _expected(self.what, v)
+        if not _is_int(v) or v < 0 or v > RLIM_MAX:
+            raise _expected(self.what, v)
+        return v
+
+    def __call__(self, v):
+        if v is None:
+            return None
+        if isinstance(v, Mapping):
+            got = Table({"soft": self.one, "hard": self.one}, required=("soft", "hard"))(v)
+            soft, hard = got["soft"], got["hard"]
+        elif isinstance(v, (list, tuple)) and len(v) == 2:  # the normalized form
+            pair = []
+            for i, x in enumerate(v):
+                try:
+                    pair.append(self.one(x))
+                except Invalid as e:
+                    raise e.under(i) from None
+            soft, hard = pair
+        else:
+            soft = hard = self.one(v)
+        if hard != "unlimited" and (soft == "unlimited" or soft > hard):
+            raise Invalid(f"soft limit {soft} is greater than hard limit {hard}")
+        return [soft, hard]
+
+
+# -- fds -------------------------------------------------------------------
+
+
+class FdTarget(Validator):
+    def __init__(self, output: bool):
+        self.output = output
+        if output:
+            self.what = '"inherit", "null", "pipe", an absolute path or "append:/absolute/path"'
+        else:
+            self.what = '"inherit", "null", "pipe" or an absolute path'
+        self.describe = self.what
+
+    def __call__(self, v):
+        if not isinstance(v, str):
+            raise _expected(self.what, v)
+        if "\0" in v:
+            raise Invalid("must not contain a NUL character")
+        if v in ("inherit", "null", "pipe"):
+            return v
+        if v.startswith("append:"):
+            if not self.output:
+                raise Invalid(f"'append:' is only for stdout and stderr, got {_describe(v)}")
+            if not v[len("append:"):].startswith("/"):
+                raise _expected("an absolute path after 'append:'", v)
+            return v
+        if v.startswith("/"):
+            return v
+        raise _expected(self.what, v)
+
+
+# -- env -------------------------------------------------------------------
+
+
+def _check_env_name(name: Any) -> None:
+    if not isinstance(name, str) or not name or "=" in name or "\0" in name:
+        raise _expected("an environment variable name (non-empty, no '=' or NUL)", name)
+
+
+def _env_pattern(s: str) -> str:
+    _check_env_name(s)
+    return s
+
+
+# -- process ---------------------------------------------------------------
+
+PLACEHOLDERS = ("{cwd}", "{home}", "{uid}")
+_BRACES = re.compile(r"\{[^{}]*\}")
+
+
+def _check_cwd(s: str) -> str:
+    for m in _BRACES.finditer(s):
+        if m.group(0) not in PLACEHOLDERS:
+            raise Invalid(f"unknown placeholder '{m.group(0)}' in {_short(s)}; "
+                          f"allowed: {', '.join(PLACEHOLDERS)}")
+    if "{" in _BRACES.sub("", s) or "}" in _BRACES.sub("", s):
+        raise Invalid(f"unbalanced '{{' or '}}' in {_short(s)}")
+    if not (s.startswith("/") or any(s.startswith(p) for p in PLACEHOLDERS)):
+        raise _expected("an absolute path (may start with {cwd}, {home} or {uid})", s)
+    return s
+
+
+# -- seccomp (names and actions come from isolate.seccomp, imported lazily) --
+
+
+def _seccomp():
+    from . import seccomp
+
+    return seccomp
+
+
+def _check_action(s: str) -> str:
+    try:
+        _seccomp().parse_action(s)
+    except (ValueError, LookupError) as e:
+        raise Invalid(str(e) or f"unknown action {_short(s)}") from None
+    return s
+
+
+def _check_syscall(s: str) -> str:
+    try:
+        _seccomp().check_syscall_name(s)
+    except (ValueError, LookupError) as e:
+        raise Invalid(str(e) or f"unknown syscall {_short(s)}") from None
+    return s
+
+
+def _lookup_name(kind: str, table: Mapping[str, int], v: str, strip_prefix: str = "") -> str:
+    """Find ``v`` among the keys of ``table`` (exact, then case-insensitive,
+    then without ``strip_prefix``); returns the table's spelling."""
+    if v in table:
+        return v
+    folded = {k.lower(): k for k in table}
+    for cand in (v.lower(), v.lower().removeprefix(strip_prefix.lower()) if strip_prefix else None):
+        if cand is not None and cand in folded:
+            return folded[cand]
+    raise Invalid(f"unknown {kind} {_short(v)}" + _suggest(v, table))
+
+
+def _check_family(s: str) -> str:
+    return _lookup_name("socket family", _seccomp().SOCKET_FAMILIES, s, "AF_")
+
+
+class Ioctl(Validator):
+    describe = "ioctl name or number"
+
+    def __call__(self, v):
+        if _is_int(v):
+            if 0 <= v <= 0xFFFFFFFF:
+                return v
+            raise _expected("an ioctl request number between 0 and 0xffffffff", v)
+        if isinstance(v, str):
+            return _lookup_name("ioctl", _seccomp().IOCTLS, v)
+        raise _expected("an ioctl name or number", v)
+
+
+ARG_OPS = ("eq", "ne", "lt", "le", "gt", "ge", "masked_eq")
+_U64 = Int(0, 2**64 - 1)
+
+
+def _check_arg(a: dict) -> None:
+    if a["op"] == "masked_eq" and a["mask"] is None:
+        raise Invalid("missing required key 'mask' (op is 'masked_eq')")
+    if a["op"] != "masked_eq" and a["mask"] is not None:
+        raise Invalid("'mask' is only allowed when op is 'masked_eq'", ["mask"])
+    if a["op"] == "masked_eq" and a["value"] & ~a["mask"]:
+        raise Invalid(f"value {a['value']:#x} has bits outside mask {a['mask']:#x}, "
+                      "so it could never match", ["value"])
+
+
+_ARG = Table({"index": Int(0, 5), "op": Choice(*ARG_OPS), "value": _U64, "mask": Optional(_U64)},
+             required=("index", "op", "value"), post=_check_arg,
+             describe="{index, op, value, mask}")
+_ACTION = Str(_check_action, describe="action string", what="an action string")
+_SYSCALL = Str(_check_syscall, describe="syscall name or @group",
+               what="a syscall name or @group")
+_RULE = Table({"syscall": _SYSCALL, "action": _ACTION,
+               "args": ListOf(_ARG, max_len=6, describe="array of {index, op, value, mask}")},
+              required=("syscall", "action"), defaults={"args": []},
+              describe="{syscall, action, args}")
+
+
+# -- capabilities ----------------------------------------------------------
+
+CAPABILITIES: dict[str, int] = {
+    f"CAP_{n}": i
+    for i, n in enumerate(
+        "CHOWN DAC_OVERRIDE DAC_READ_SEARCH FOWNER FSETID KILL SETGID SETUID SETPCAP "
+        "LINUX_IMMUTABLE NET_BIND_SERVICE NET_BROADCAST NET_ADMIN NET_RAW IPC_LOCK "
+        "IPC_OWNER SYS_MODULE SYS_RAWIO SYS_CHROOT SYS_PTRACE SYS_PACCT SYS_ADMIN "
+        "SYS_BOOT SYS_NICE SYS_RESOURCE SYS_TIME SYS_TTY_CONFIG MKNOD LEASE AUDIT_WRITE "
+        "AUDIT_CONTROL SETFCAP MAC_OVERRIDE MAC_ADMIN SYSLOG WAKE_ALARM BLOCK_SUSPEND "
+        "AUDIT_READ PERFMON BPF CHECKPOINT_RESTORE".split()
+    )
+}
+
+
+def _check_cap(s: str) -> str:
+    name = s.strip().upper()
+    if not name.startswith("CAP_"):
+        name = "CAP_" + name
+    if name not in CAPABILITIES:
+        prefixed = [c for c in CAPABILITIES if c.startswith(name)]
+        hint = f"; did you mean '{prefixed[0]}'?" if len(prefixed) == 1 else ""
+        raise Invalid(f"unknown capability {_short(s)}" + (hint or _suggest(name, CAPABILITIES)))
+    return name
+
+
+# -- extends ---------------------------------------------------------------
+
+
+class Extends(Validator):
+    describe = "string or array of strings"
+
+    def __call__(self, v):
+        if isinstance(v, str):
+            refs = [v]
+        elif isinstance(v, (list, tuple)):
+            refs = list(v)
+        else:
+            raise _expected("a profile name or path, or an array of them", v)
+        for i, r in enumerate(refs):
+            if not isinstance(r, str) or not r or "\0" in r:
+                e = _expected("a profile name or path", r)
+                raise e.under(i) if isinstance(v, (list, tuple)) else e
+        return refs
+
+
+# --------------------------------------------------------------------------
+# The schema
+# --------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Field:
+    """One profile key. ``default`` is already normalized (None = absent).
+    ``default_doc`` replaces the rendered default in the reference.
+    ``meta`` fields (extends) are consumed by the loader, not kept in data."""
+
+    name: str
+    type: Callable[[Any], Any]
+    default: Any
+    doc: str
+    default_doc: str | None = None
+    meta: bool = False
+    section: str = ""
+
+    @property
+    def key(self) -> str:
+        return f"{self.section}.{self.name}" if self.section else self.name
+
+    @property
+    def type_doc(self) -> str:
+        return getattr(self.type, "describe", "value")
+
+
+@dataclasses.dataclass(frozen=True)
+class Section:
+    """A ``[name]`` table of fields. ``name == ""`` is the top level.
+    ``check(section_dict)`` may cross-check the normalized section and raise
+    Invalid with a path relative to the section."""
+
+    name: str
+    doc: str
+    fields: tuple[Field, ...]
+    check: Callable[[dict], None] | None = None
+
+    def __post_init__(self):
+        object.__setattr__(self, "fields", tuple(
+            dataclasses.replace(f, section=self.name) for f in self.fields))
+
+
+def _rlimit(name: str, unit: str, sizes: bool) -> Field:
+    return Field(name, RLimit(sizes), None, f"RLIMIT_{name.upper()} ({unit})",
+                 default_doc="absent = inherit")
+
+
+_NS_DOCS = {
+    "user": "new user namespace (ids mapped by [identity])",
+    "pid": "new PID namespace (own process tree)",
+    "net": "new network namespace (only loopback)",
+    "mount": "new mount namespace",
+    "ipc": "new IPC namespace (System V IPC, POSIX message queues)",
+    "uts": "new UTS namespace (own hostname)",
+    "cgroup": "new cgroup namespace",
+}
+
+SECTIONS: tuple[Section, ...] = (
+    Section("", "Top-level keys.", (
+        Field("extends", Optional(Extends()), None,
+              "parent profile(s), applied left to right, then this file merged on top",
+              default_doc="none", meta=True),
+    )),
+    Section("namespaces", "Which Linux namespaces the sandbox gets.", tuple(
+        Field(ns, Bool(), True, doc) for ns, doc in _NS_DOCS.items())),
+    Section("identity", "Who the process is inside the sandbox.", (
+        Field("uid", Optional(_ID), None, "user id inside the sandbox",
+              default_doc="absent = same as the caller's"),
+        Field("gid", Optional(_ID), None, "group id inside the sandbox",
+              default_doc="absent = same as the caller's"),
+        Field("hostname", Optional(Str(_check_hostname, describe="hostname (1-64 of A-Za-z0-9.-)")),
+              None, "hostname inside the UTS namespace", default_doc="absent = unchanged"),
+        Field("uid_map", _IDMAP, [], "user namespace uid map; normalized to [inside, outside, count]",
+              default_doc="[] = map only the caller's own uid"),
+        Field("gid_map", _IDMAP, [], "user namespace gid map; normalized to [inside, outside, count]",
+              default_doc="[] = map only the caller's own gid"),
+    ), check=_check_identity),
+    Section("rlimits", "Resource limits; each is a value (soft = hard) or {soft, hard}; "
+                       "normalized to [soft, hard].", (
+        _rlimit("cpu", "seconds", False),
+        _rlimit("as", "address space, bytes", True),
+        _rlimit("nofile", "open files", False),
+        _rlimit("nproc", "processes of the user", False),
+        _rlimit("fsize", "largest file written, bytes", True),
+        _rlimit("core", "core dump size, bytes", True),
+        _rlimit("stack", "stack size, bytes", True),
+        _rlimit("data", "data segment, bytes", True),
+        _rlimit("memlock", "locked memory, bytes", True),
+    )),
+    Section("fds", "File descriptors. Every fd of the parent not named here is closed.", (
+        Field("stdin", FdTarget(False), "inherit", "fd 0 (a path is opened read-only)"),
+        Field("stdout", FdTarget(True), "inherit",
+              "fd 1 (a path is created/truncated; append:PATH appends)"),
+        Field("stderr", FdTarget(True), "inherit",
+              "fd 2 (a path is created/truncated; append:PATH appends)"),
+        Field("pass", ListOf(Int(3, 2**31 - 1), unique=True, sort_key=lambda x: x,
+                             describe="array of integers >= 3"),
+              [], "extra fds kept open at the same number (normalized sorted)"),
+    )),
+    Section("env", "The environment of the command.", (
+        Field("clear", Bool(), True, "start from an empty environment"),
+        Field("set", MapOf(_check_env_name, Str(), describe="table of string to string"), {},
+              "variables to set (after keep)"),
+        Field("keep", ListOf(Str(_env_pattern, describe="name or glob")), [],
+              'names or shell globs ("LC_*") copied from the caller\'s environment'),
+    )),
+    Section("process", "How the command is started.", (
+        Field("cwd", Str(_check_cwd, describe="absolute path; placeholders {cwd} {home} {uid}"),
+              "{cwd}", "working directory; placeholders are resolved by the compiler"),
+        Field("die_with_parent", Bool(), True, "kill the sandbox when isolate dies (PDEATHSIG)"),
+        Field("no_new_privs", Bool(), True, "set PR_SET_NO_NEW_PRIVS (no setuid gains)"),
+    )),
+    Section("seccomp", "The syscall filter (compiled by isolate.seccomp). Per syscall: "
+                       "if it is in `deny`, `deny_action` whatever its arguments; else if "
+                       "argument rules (`rules`, `socket_families`, `deny_ioctls`, "
+                       "`deny_namespace_flags`) match, their action (the most restrictive "
+                       "when several match); else allow if it is in `allow`; else "
+                       "`default_action`.", (
+        Field("default_action", _ACTION, "allow", "action for syscalls nothing else matches"),
+        Field("deny", ListOf(_SYSCALL), [], "syscalls/@groups that get deny_action, "
+                                            "whatever their arguments (rules for them are ignored)"),
+        Field("deny_action", _ACTION, "errno:EPERM", "action for the deny list"),
+        Field("allow", ListOf(_SYSCALL), [], "syscalls/@groups allowed when no argument rule "
+                                             "matches (for a non-allow default_action)"),
+        Field("rules", ListOf(_RULE, describe="array of {syscall, action, args}"), [],
+              "per-syscall rules with argument conditions (all args must match; "
+              "the most restrictive matching action wins); "
+              "args = [{index 0-5, op eq/ne/lt/le/gt/ge/masked_eq, value, mask}]; "
+              "mask is required for masked_eq and normalized to null otherwise"),
+        Field("socket_families", Optional(ListOf(Str(_check_family, describe="family"),
+                                                 describe="array of family names")),
+              None, "socket()/socketpair() address families allowed; others get deny_action",
+              default_doc="absent = any"),
+        Field("deny_ioctls", ListOf(Ioctl()), [], "ioctl requests that get deny_action "
+                                                  "(names or 32-bit numbers)"),
+        Field("deny_namespace_flags", Bool(), False,
+              "deny_action for unshare, setns and clone with CLONE_NEW* flags; "
+              "clone3 gets ENOSYS (libc then falls back to clone)"),
+        Field("other_arches", _ACTION, "kill", "action for syscalls from other architectures "
+                                               "(e.g. i386 on x86_64)"),
+    )),
+    Section("capabilities", "Capabilities kept in the sandbox (all others dropped).", (
+        Field("keep", ListOf(Str(_check_cap, describe="capability"), dedupe=True,
+                             sort_key=CAPABILITIES.__getitem__,
+                             describe='array of capability names ("CAP_NET_RAW" or "net_raw")'),
+              [], "capabilities kept; normalized to CAP_* upper-case, sorted by number",
+              default_doc="[] = all dropped"),
+    )),
+)
+
+SECTION_BY_NAME: dict[str, Section] = {s.name: s for s in SECTIONS if s.name}
+TOP_FIELDS: dict[str, Field] = {f.name: f for s in SECTIONS if not s.name for f in s.fields}
+FIELDS: dict[str, Field] = {f.key: f for s in SECTIONS for f in s.fields}
+
+MERGE_DOC = """\
+Profiles are TOML. `extends` names parent profiles: a name without "/" and not
+ending in ".toml" is looked up as NAME.toml in each directory of
+`$ISOLATE_PROFILE_PATH` (separated by `{sep}`), then `~/.config/isolate/profiles`,
+then the profiles shipped with isolate; anything else is a path relative to the
+extending file's directory. Several parents are applied left to right.
+
+Merging: the child's tables merge recursively into the parent's (so
+`[env] set = {{ FOO = "1" }}` adds FOO to the parent's `env.set`, and
+`[rlimits] nofile = {{ soft = 10 }}` over a parent's `{{ soft = 5, hard = 20 }}`
+keeps hard = 20); scalars and arrays in the child replace the parent's
+(`seccomp.deny = [...]` replaces the whole list). There is no other magic, and
+TOML has no null: an inherited value can be replaced but not removed.
+
+Command-line overrides (`--set KEY=VALUE`, VALUE parsed as TOML, else taken as
+a plain string) are applied after `extends`, with the same merge rules.
+"""
+
+
+# --------------------------------------------------------------------------
+# Validation of a merged raw dict
+# --------------------------------------------------------------------------
+
+
+class _Origins:
+    """Which file set each table key path (for error messages)."""
+
+    def __init__(self, default: str):
+        self.default = default
+        self.map: dict[tuple[str, ...], str] = {}
+
+    def mark(self, raw: Mapping, file: str, prefix: tuple[str, ...] = ()) -> None:
+        for k, v in raw.items():
+            p = prefix + (k,)
+            self.map[p] = file
+            if isinstance(v, Mapping):
+                self.mark(v, file, p)
+
+    def lookup(self, path: Sequence[str | int]) -> str:
+        keys: list[str] = []
+        for p in path:
+            if isinstance(p, int):
+                break
+            keys.append(p)
+        for i in range(len(keys), 0, -1):
+            f = self.map.get(tuple(keys[:i]))
+            if f is not None:
+                return f
+        return self.default
+
+
+def _merge(base: dict, base_o: _Origins, over: Mapping, over_o: _Origins,
+           prefix: tuple[str, ...] = ()) -> None:
+    """Merge ``over`` into ``base`` in place: tables recursively, anything else replaced."""
+    for k, v in over.items():
+        p = prefix + (k,)
+        if isinstance(v, dict) and isinstance(base.get(k), dict):
+            _merge(base[k], base_o, v, over_o, p)
+        else:
+            base[k] = copy.deepcopy(v)
+            n = len(p)
+            for q in [q for q in base_o.map if q[:n] == p]:
+                del base_o.map[q]
+            if isinstance(v, dict):
+                for q, f in over_o.map.items():
+                    if q[:n] == p:
+                        base_o.map[q] = f
+        base_o.map[p] = over_o.map.get(p, over_o.default)
+
+
+def _plain(v: Any, file: str, path: tuple = ()) -> Any:
+    """Deep copy into dict/list form (accepting any Mapping/tuple), checking keys are str."""
+    if isinstance(v, Mapping):
+        out = {}
+        for k, x in v.items():
+            if not isinstance(k, str):
+                raise ProfileError(f"expected a string key, got {_describe(k)}",
+                                   file=file, key=_dotted(path) or None)
+            out[k] = _plain(x, file, path + (k,))
+        return out
+    if isinstance(v, (list, tuple)):
+        return [_plain(x, file, path + (i,)) for i, x in enumerate(v)]
+    return v
+
+
+def _unknown_key_message(k: str, local: Iterable[str]) -> str:
+    msg = f"unknown key '{k}'" + _suggest(k, local)
+    if "did you mean" not in msg:
+        elsewhere = [f.key for f in FIELDS.values() if f.name == k and not f.meta]
+        if elsewhere:
+            msg += f"; did you mean '{elsewhere[0]}'?"
+    return msg
+
+
+def _validate(raw: Mapping, origins: _Origins) -> dict:
+    def fail(message: str, path: Sequence[str | int]):
+        raise ProfileError(message, file=origins.lookup(path), key=_dotted(path) or None)
+
+    for k in raw:
+        if k not in SECTION_BY_NAME and k not in TOP_FIELDS:
+            fail(_unknown_key_message(k, list(SECTION_BY_NAME) + list(TOP_FIELDS)), [k])
+    data: dict[str, Any] = {}
+    for sec in SECTIONS:
+        if not sec.name:
+            for f in sec.fields:
+                if f.meta:
+                    continue
+                try:  # pragma: no cover - no non-meta top-level field yet
+                    data[f.name] = f.type(raw[f.name]) if f.name in raw else copy.deepcopy(f.default)
+                except Invalid as e:  # pragma: no cover
+                    fail(e.message, [f.name] + e.path)
+            continue
+        given = raw.get(sec.name, {})
+        if not isinstance(given, Mapping):
+            fail(_expected("a table", given).message, [sec.name])
+        names = {f.name: f for f in sec.fields}
+        for k in given:
+            if k not in names:
+                fail(_unknown_key_message(k, names), [sec.name, k])
+        out: dict[str, Any] = {}
+        for f in sec.fields:
+            if f.name in given:
+                try:
+                    out[f.name] = f.type(given[f.name])
+                except Invalid as e:
+                    fail(e.message, [sec.name, f.name] + e.path)
+            else:
+                out[f.name] = copy.deepcopy(f.default)
+        if sec.check is not None:
+            try:
+                sec.check(out)
+            except Invalid as e:
+                fail(e.message, [sec.name] + e.path)
+        data[sec.name] = out
+    return data
+
+
+# --------------------------------------------------------------------------
+# Files, names, extends
+# --------------------------------------------------------------------------
+
+
+def shipped_dir() -> Path:
+    """The directory of the profiles shipped with isolate (package isolate.profiles)."""
+    try:
+        import importlib.resources
+
+        p = importlib.resources.files("isolate.profiles")
+        if isinstance(p, Path) and p.is_dir():
+            return p
+        p = Path(str(p))
+        if p.is_dir():
+            return p
+    except Exception:  # not installed as a package: use the source tree layout
+        pass
+    return Path(__file__).resolve().parent.parent / "profiles"
+
+
+def profile_dirs() -> list[Path]:
+    """Where profile names are looked up, in order."""
+    dirs = [Path(d) for d in os.environ.get("ISOLATE_PROFILE_PATH", "").split(os.pathsep) if d]
+    home = os.path.expanduser("~/.config/isolate/profiles")
+    if not home.startswith("~"):
+        dirs.append(Path(home))
+    dirs.append(shipped_dir())
+    return dirs
+
+
+def _is_name(ref: str) -> bool:
+    return "/" not in ref and not ref.endswith(".toml")
+
+
+def resolve_name(name: str, base_dir: str | os.PathLike | None = None, *,
+                 _file: str | None = None, _key: str | None = None) -> Path:
+    """A profile name -> the first NAME.toml found in ``profile_dirs()``
+    (ProfileError if none); anything else is a path, relative to ``base_dir``
+    (default: the current directory). Paths are not checked for existence."""
+    if not isinstance(name, str) or not name or "\0" in name:
+        raise ProfileError(_expected("a profile name or path", name).message,
+                           file=_file, key=_key)
+    if _is_name(name):
+        dirs = profile_dirs()
+        for d in dirs:
+            p = d / f"{name}.toml"
+            try:
+                if p.is_file():
+                    return p
+            except OSError:
+                continue
+        raise ProfileError(f"no profile named '{name}' (searched: "
+                           f"{', '.join(str(d) for d in dirs)})"
+                           + _suggest(name, _all_names(dirs)),
+                           file=_file or name, key=_key)
+    p = Path(os.path.expanduser(name))
+    if not p.is_absolute() and base_dir is not None:
+        p = Path(base_dir) / p
+    return p
+
+
+def _all_names(dirs: Iterable[Path]) -> list[str]:
+    names = []
+    for d in dirs:
+        try:
+            names += [p.stem for p in d.glob("*.toml")]
+        except OSError:
+            pass
+    return names
+
+
+def shipped_profiles() -> list[str]:
+    """Names of the profiles shipped with isolate, sorted."""
+    try:
+        return sorted(p.stem for p in shipped_dir().glob("*.toml") if p.is_file())
+    except OSError:
+        return []
+
+
+_TOML_POS = re.compile(r"^(.*) \(at (line \d+, column \d+|end of document)\)$", re.DOTALL)
+
+
+def _parse_toml(text: str, file: str) -> dict:
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        msg = str(e)
+        m = _TOML_POS.match(msg)
+        if m:
+            msg = f"invalid TOML at {m.group(2)}: {m.group(1)}"
+        else:
+            msg = f"invalid TOML: {msg}"
+        raise ProfileError(msg, file=file) from None
+    except RecursionError:
+        raise ProfileError("invalid TOML: nested too deeply", file=file) from None
+    except ValueError as e:  # e.g. an integer literal longer than int's str-conversion limit
+        raise ProfileError(f"invalid TOML: {e}", file=file) from None
+
+
+def _read_file(path: Path) -> dict:
+    file = str(path)
+    try:
+        blob = path.read_bytes()
+    except FileNotFoundError:
+        raise ProfileError("file not found", file=file) from None
+    except IsADirectoryError:
+        raise ProfileError("is a directory, expected a TOML file", file=file) from None
+    except OSError as e:
+        raise ProfileError(f"cannot read: {e.strerror or e}", file=file) from None
+    except ValueError as e:  # e.g. embedded NUL in the path
+        raise ProfileError(f"cannot read: {e}", file=file) from None
+    try:
+        text = blob.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ProfileError(f"not valid UTF-8 (byte {e.start})", file=file) from None
+    return _parse_toml(text, file)
+
+
+class _Loader:
+    def __init__(self):
+        self.files: list[str] = []
+
+    def expand(self, raw: Any, file: str, base_dir: Path | None,
+               chain: list[tuple[str | None, str]]) -> tuple[dict, _Origins]:
+        """Resolve ``extends`` of ``raw`` (read from ``file``): returns the merged
+        raw dict (parents, then raw) and who set what."""
+        if not isinstance(raw, Mapping):
+            raise ProfileError(_expected("a table", raw).message, file=file)
+        raw = _plain(raw, file)
+        ext = raw.pop("extends", None)
+        try:
+            parents = Extends()(ext) if ext is not None else []
+        except Invalid as e:
+            raise ProfileError(e.message, file=file, key=_dotted(["extends"] + e.path)) from None
+        merged: dict = {}
+        origins = _Origins(file)
+        many = len(parents) > 1
+        for i, ref in enumerate(parents):
+            key = f"extends[{i}]" if many else "extends"
+            path = resolve_name(ref, base_dir, _file=file, _key=key)
+            real = os.path.realpath(path)
+            if real in [c[0] for c in chain]:
+                shown = [c[1] for c in chain] + [ref]
+                raise ProfileError("extends cycle: " + " -> ".join(shown), file=file, key=key)
+            try:
+                praw = _read_file(path)
+            except ProfileError as e:
+                if e.message == "file not found":
+                    raise ProfileError(f"file not found: {path}", file=file, key=key) from None
+                raise
+            pm, po = self.expand(praw, str(path), path.parent, chain + [(real, ref)])
+            _merge(merged, origins, pm, po)
+        own = _Origins(file)
+        own.mark(raw, file)
+        _merge(merged, origins, raw, own)
+        if chain[-1][0] is not None and chain[-1][0] not in self.files:
+            self.files.append(chain[-1][0])
+        return merged, origins
+
+
+def _parse_override_value(text: str) -> Any:
+    try:
+        doc = tomllib.loads(f"v = {text}")
+    except (ValueError, RecursionError):  # TOMLDecodeError is a ValueError
+        return text
+    if set(doc) != {"v"}:
+        return text
+    return doc["v"]
+
+
+def _override(item: Any) -> dict:
+    if not isinstance(item, str):
+        raise ProfileError(_expected("a KEY=VALUE string", item).message, file=OVERRIDE_FILE)
+    key, sep, text = item.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ProfileError(f"expected KEY=VALUE, got {_short(item)}", file=OVERRIDE_FILE,
+                           key=key or None)
+    parts = [p.strip() for p in key.split(".")]
+    if not all(parts):
+        raise ProfileError("empty component in dotted key", file=OVERRIDE_FILE, key=key)
+    if parts[0] in TOP_FIELDS:
+        raise ProfileError("cannot be overridden: it is resolved before overrides apply",
+                           file=OVERRIDE_FILE, key=key)
+    sec = SECTION_BY_NAME.get(parts[0])
+    if sec is None:
+        raise ProfileError(_unknown_key_message(parts[0], SECTION_BY_NAME), file=OVERRIDE_FILE,
+                           key=key)
+    names = [f.name for f in sec.fields]
+    if len(parts) > 1 and parts[1] not in names:
+        raise ProfileError(_unknown_key_message(parts[1], names), file=OVERRIDE_FILE, key=key)
+    value: Any = _parse_override_value(text)
+    for p in reversed(parts):
+        value = {p: value}
+    return value
+
+
+# --------------------------------------------------------------------------
+# Profile
+# --------------------------------------------------------------------------
+
+
+def _freeze(v: Any) -> Any:
+    if isinstance(v, dict):
+        return types.MappingProxyType({k: _freeze(x) for k, x in v.items()})
+    if isinstance(v, list):
+        return tuple(_freeze(x) for x in v)
+    return v
+
+
+def _thaw(v: Any) -> Any:
+    if isinstance(v, Mapping):
+        return {k: _thaw(x) for k, x in v.items()}
+    if isinstance(v, tuple):
+        return [_thaw(x) for x in v]
+    return v
+
+
+def _canonical_hash(data: dict) -> str:
+    blob = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Profile:
+    """A validated profile. Immutable.
+
+    ``name``   the name or path as given (or the name passed to from_dict/from_toml)
+    ``data``   every field, defaults filled in, deep-frozen: nested
+               ``MappingProxyType`` for tables and tuples for arrays.
+               ``data["rlimits"]["nofile"] == (1024, 1024)``.
+               ``to_dict()`` returns a mutable deep copy (dicts and lists).
+    ``files``  real (absolute, symlink-resolved) paths of the files read,
+               parents before children, each once; () for from_dict/from_toml
+               without extends
+    ``hash``   hex sha256 of the canonical JSON of the normalized data
+    Profiles compare equal when their hashes are equal.
+    """
+
+    name: str
+    data: Mapping[str, Any]
+    files: tuple[str, ...]
+    hash: str
+
+    def get(self, dotted_key: str) -> Any:
+        """``get("rlimits.nofile")`` -> (1024, 1024); ``get("env")`` -> the section;
+        deeper table keys work too (``get("env.set.PATH")``)."""
+        if not isinstance(dotted_key, str):
+            raise ProfileError(_expected("a dotted key", dotted_key).message, file=self.name)
+        node: Any = self.data
+        for p in dotted_key.split("."):
+            if not isinstance(node, Mapping) or p not in node:
+                local = list(node) if isinstance(node, Mapping) else []
+                msg = f"unknown key '{p}'" + _suggest(str(p), local)
+                raise ProfileError(msg, file=self.name, key=str(dotted_key))
+            node = node[p]
+        return node
+
+    def to_dict(self) -> dict:
+        """A mutable deep copy of ``data`` (dicts and lists); from_dict() accepts it back."""
+        return _thaw(self.data)
+
+    def __eq__(self, other):
+        return isinstance(other, Profile) and other.hash == self.hash
+
+    def __hash__(self):
+        return hash(self.hash)
+
+    def __repr__(self):
+        return f"Profile(name={self.name!r}, hash={self.hash[:12]}..., files={self.files!r})"
+
+    def __reduce__(self):
+        return (_rebuild, (self.name, self.to_dict(), self.files, self.hash))
+
+
+def _rebuild(name, data, files, hash_):
+    return Profile(name, _freeze(data), tuple(files), hash_)
+
+
+def _finish(name: str, raw: Any, file: str, base_dir: Path | None, real: str | None,
+            overrides: Sequence[str]) -> Profile:
+    loader = _Loader()
+    try:
+        merged, origins = loader.expand(raw, file, base_dir, [(real, name)])
+        if isinstance(overrides, str):
+            overrides = [overrides]
+        for item in overrides:
+            over = _override(item)
+            over_o = _Origins(OVERRIDE_FILE)
+            over_o.mark(over, OVERRIDE_FILE)
+            _merge(merged, origins, over, over_o)
+        data = _validate(merged, origins)
+    except RecursionError:
+        raise ProfileError("value nested too deeply", file=file) from None
+    return Profile(name=name, data=_freeze(data), files=tuple(loader.files),
+                   hash=_canonical_hash(data))
+
+
+def load(name_or_path: str, overrides: Sequence[str] = ()) -> Profile:
+    """Load a profile by name (searched like ``extends``) or path (relative to
+    the current directory), resolve ``extends``, apply ``overrides``
+    ("dotted.key=TOML value", or a plain string if it is not TOML) and validate."""
+    path = resolve_name(name_or_path)
+    raw = _read_file(path)
+    return _finish(name_or_path, raw, str(path), path.parent,
+                   os.path.realpath(path), overrides)
+
+
+def from_toml(text: str, name: str = "<string>", overrides: Sequence[str] = ()) -> Profile:
+    """Validate TOML text; relative ``extends`` paths are relative to the current directory."""
+    if not isinstance(text, str):
+        raise ProfileError(_expected("TOML text", text).message, file=name)
+    return _finish(name, _parse_toml(text, name), name, None, None, overrides)
+
+
+def from_dict(data: Mapping, name: str = "<dict>", overrides: Sequence[str] = ()) -> Profile:
+    """Validate a dict shaped like the TOML (it may contain ``extends``; None
+    means absent). Profile.data and Profile.to_dict() are accepted back as-is."""
+    return _finish(name, data, name, None, None, overrides)
+
+
+# --------------------------------------------------------------------------
+# Reference documentation
+# --------------------------------------------------------------------------
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return json.dumps(v)
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{k} = {_toml_value(x)}" for k, x in v.items()) + "}"
+    return str(v)
+
+
+def _cell(s: str) -> str:
+    return s.replace("|", "\\|").replace("\n", " ")
+
+
+def reference_markdown() -> str:
+    """The schema rendered as markdown: an intro, then one table per section."""
+    out = ["# Profile reference", "",
+           "<!-- generated by isolate.profile.reference_markdown(); do not edit -->", "",
+           MERGE_DOC.format(sep=os.pathsep)]
+    for sec in SECTIONS:
+        out.append(f"## {'[' + sec.name + ']' if sec.name else 'Top level'}")
+        out += ["", sec.doc, "", "| Key | Type | Default | Description |",
+                "|---|---|---|---|"]
+        for f in sec.fields:
+            default = f.default_doc if f.default_doc is not None else f"`{_toml_value(f.default)}`"
+            out.append(f"| `{f.key}` | {_cell(f.type_doc)} | {_cell(default)} | {_cell(f.doc)} |")
+        out.append("")
+    return "\n".join(out)
