@@ -89,9 +89,10 @@ enum mount_op_kind {
     OP_SYMLINK = 3,  /* symlink(a, b) */
     OP_WRITE = 4,    /* create b with mode num, write d */
     OP_BIND = 5,     /* bind a onto b (created to match a's type); flags: BIND_* */
-    OP_PIVOT = 6,    /* pivot_root(b, b/.oldroot); chdir /; detach the old root */
+    OP_PIVOT = 6,    /* a: pivot_root(b, b/a); else pivot_root(b, b) and detach the old root */
     OP_REMOUNT = 7,  /* mount(NULL, b, NULL, MS_REMOUNT|MS_BIND|flags, NULL) */
     OP_CHMOD = 8,    /* chmod(b, num) */
+    OP_UMOUNT = 9,   /* umount2(b, MNT_DETACH) */
 };
 #define BIND_READONLY 1
 #define BIND_OPTIONAL 2
@@ -111,6 +112,7 @@ struct plan {
     char *uid_map, *gid_map;          /* written by the parent into /proc/PID/ */
     int deny_setgroups;
     long set_uid, set_gid;            /* -1: keep what the maps give */
+    int become_root;                  /* our own ids are not mapped: switch to 0 inside first */
     int clear_groups;
     char *hostname;
     int loopback;
@@ -150,6 +152,7 @@ struct launch {
     int parent_pidfd;                 /* pidfd of the caller process (for init) */
     int bpf_fd;                       /* memfd with the BPF program (for init) */
     int landlock_fd;                  /* landlock ruleset, or -1 */
+    int netns_fd;                     /* per-launch network namespace (pool), or -1 */
     int64_t *timings;                 /* CLOCK_MONOTONIC ns per step (shared memory) */
 };
 
@@ -216,6 +219,12 @@ static void step_wait_for_id_maps(const struct launch *l)
     if (r != 1)
         child_fail(l, STEP_ID_MAPS, 0, r < 0 ? r : -EPIPE);
     rsys1(SYS_close, l->sync_fd);
+    /* With ranges that do not map the caller's own ids, we are an unmapped id that
+     * may create no file: become root of the namespace (we hold CAP_SETUID there). */
+    if (l->plan->become_root) {
+        CHECK(l, STEP_SETGID, 1, rsys3(SYS_setresgid, 0, 0, 0));
+        CHECK(l, STEP_SETUID, 1, rsys3(SYS_setresuid, 0, 0, 0));
+    }
 }
 
 /* A new session: the program has no controlling terminal, so it cannot push
@@ -223,12 +232,6 @@ static void step_wait_for_id_maps(const struct launch *l)
 static void step_setsid(const struct launch *l)
 {
     CHECK(l, STEP_SETSID, 0, rsys0(SYS_setsid));
-}
-
-static void step_netns(const struct launch *l)
-{
-    if (l->plan->netns_fd >= 0)
-        CHECK(l, STEP_NETNS, 0, rsys2(SYS_setns, l->plan->netns_fd, CLONE_NEWNET));
 }
 
 static void step_hostname(const struct launch *l)
@@ -246,6 +249,8 @@ static long make_mount_point(const char *src, const char *dst)
     long r = rsys4(SYS_newfstatat, AT_FDCWD, src, &st, 0);
     if (r < 0)
         return r;
+    if (rsys4(SYS_newfstatat, AT_FDCWD, dst, &st, AT_SYMLINK_NOFOLLOW) == 0)
+        return 0; /* already there: mount over it */
     if (S_ISDIR(st.st_mode)) {
         r = rsys2(SYS_mkdir, dst, 0755);
         return r == -EEXIST ? 0 : r;
@@ -323,20 +328,26 @@ static void step_mounts(const struct launch *l)
             r = rsys5(SYS_mount, 0, op->b, 0, MS_REMOUNT | MS_BIND | op->flags, 0);
             break;
         case OP_PIVOT: {
-            /* pivot_root(new, new/.oldroot), then detach the old root so nothing of
-             * the host's tree stays reachable through it. */
             r = rsys1(SYS_chdir, op->b);
             if (r < 0)
                 break;
-            r = rsys2(SYS_pivot_root, ".", ".");
-            if (r < 0)
-                break;
-            r = rsys2(SYS_umount2, ".", MNT_DETACH);
-            if (r < 0)
-                break;
-            r = rsys1(SYS_chdir, "/");
+            if (op->a) {
+                /* The old root stays reachable at b/a, to bind from. */
+                r = rsys2(SYS_pivot_root, ".", op->a);
+            } else {
+                /* pivot_root(".", ".") stacks the old root under the new one; detaching
+                 * it leaves nothing of the previous tree reachable. */
+                r = rsys2(SYS_pivot_root, ".", ".");
+                if (r >= 0)
+                    r = rsys2(SYS_umount2, ".", MNT_DETACH);
+            }
+            if (r >= 0)
+                r = rsys1(SYS_chdir, "/");
             break;
         }
+        case OP_UMOUNT:
+            r = rsys2(SYS_umount2, op->b, MNT_DETACH);
+            break;
         default:
             r = -EINVAL;
         }
@@ -568,7 +579,6 @@ static int child_main(void *arg)
     step_wait_for_id_maps(l);     /* everything below needs our uid/gid to be mapped */
     mark(l, STEP_ID_MAPS);
     step_setsid(l);               /* detach from the caller's terminal and process group */
-    step_netns(l);                /* join a prepared network namespace (pool / named) */
     step_hostname(l);             /* in our own UTS namespace */
     step_mounts(l);               /* the filesystem view; ends with pivot_root */
     mark(l, STEP_MOUNT);
@@ -716,17 +726,17 @@ static PyObject *make_plan(PyObject *self, PyObject *args, PyObject *kw)
     static char *kwlist[] = {"clone_flags", "uid_map", "gid_map", "deny_setgroups", "set_uid", "set_gid",
                              "clear_groups", "hostname", "loopback", "rlimits", "no_new_privs", "drop_caps",
                              "keep_caps", "last_cap", "bpf", "use_init", "die_with_parent", "netns_fd", "ops",
-                             NULL};
+                             "become_root", NULL};
     unsigned long clone_flags = 0;
     PyObject *uid_map = Py_None, *gid_map = Py_None, *hostname = Py_None, *rlimits = NULL, *bpf = Py_None, *ops = NULL;
     int deny_setgroups = 0, clear_groups = 0, loopback = 0, nnp = 1, drop_caps = 1, last_cap = 40, use_init = 0,
-        dwp = 0, netns_fd = -1;
+        dwp = 0, netns_fd = -1, become_root = 0;
     long set_uid = -1, set_gid = -1;
     unsigned long long keep_caps = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "|kOOpllpOpO!ppKiOppiO!", kwlist, &clone_flags, &uid_map, &gid_map,
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "|kOOpllpOpO!ppKiOppiO!p", kwlist, &clone_flags, &uid_map, &gid_map,
                                      &deny_setgroups, &set_uid, &set_gid, &clear_groups, &hostname, &loopback,
                                      &PyList_Type, &rlimits, &nnp, &drop_caps, &keep_caps, &last_cap, &bpf,
-                                     &use_init, &dwp, &netns_fd, &PyList_Type, &ops))
+                                     &use_init, &dwp, &netns_fd, &PyList_Type, &ops, &become_root))
         return NULL;
 
     struct plan *p = PyMem_RawCalloc(1, sizeof *p);
@@ -736,6 +746,7 @@ static PyObject *make_plan(PyObject *self, PyObject *args, PyObject *kw)
     p->deny_setgroups = deny_setgroups;
     p->set_uid = set_uid;
     p->set_gid = set_gid;
+    p->become_root = become_root;
     p->clear_groups = clear_groups;
     p->loopback = loopback;
     p->no_new_privs = nnp;
@@ -880,9 +891,9 @@ static const char *step_names[] = {
 static PyObject *spawn(PyObject *self, PyObject *args)
 {
     PyObject *cap, *exec_paths, *argv, *envp, *cwd, *fd_src, *fd_dst, *init_argv;
-    int init_fd, first_private, parent_pidfd, bpf_fd, landlock_fd;
-    if (!PyArg_ParseTuple(args, "OOOOOOOiOiiii", &cap, &exec_paths, &argv, &envp, &cwd, &fd_src, &fd_dst,
-                          &init_fd, &init_argv, &first_private, &parent_pidfd, &bpf_fd, &landlock_fd))
+    int init_fd, first_private, parent_pidfd, bpf_fd, landlock_fd, netns_fd = -1;
+    if (!PyArg_ParseTuple(args, "OOOOOOOiOiiii|i", &cap, &exec_paths, &argv, &envp, &cwd, &fd_src, &fd_dst,
+                          &init_fd, &init_argv, &first_private, &parent_pidfd, &bpf_fd, &landlock_fd, &netns_fd))
         return NULL;
     struct plan *p = PyCapsule_GetPointer(cap, "isolate.plan");
     if (!p)
@@ -930,7 +941,8 @@ static PyObject *spawn(PyObject *self, PyObject *args)
         .plan = p, .exec_paths = c_exec, .nexec = nexec, .argv = c_argv, .envp = c_envp,
         .cwd = cwd == Py_None ? NULL : PyBytes_AS_STRING(cwd), .nfds = nfds, .fd_src = c_src, .fd_dst = c_dst,
         .init_fd = init_fd, .init_argv = c_init_argv, .first_private = first_private,
-        .parent_pidfd = parent_pidfd, .bpf_fd = bpf_fd, .landlock_fd = landlock_fd, .timings = timings,
+        .parent_pidfd = parent_pidfd, .bpf_fd = bpf_fd, .landlock_fd = landlock_fd, .netns_fd = netns_fd,
+        .timings = timings,
     };
 
     int err = 0, step = STEP_NONE, index = 0, used_clone3 = 0;
@@ -954,7 +966,25 @@ static PyObject *spawn(PyObject *self, PyObject *args)
         sigset_t all, old;
         sigfillset(&all);
         pthread_sigmask(SIG_SETMASK, &all, &old);
-        pid = do_clone(p->clone_flags, stack, CHILD_STACK_SIZE, &l, &pidfd, &used_clone3);
+        /* A prepared network namespace is joined by this thread around the clone: the
+         * child, born in its own user namespace, could not join one owned by ours.
+         * setns(CLONE_NEWNET) affects only the calling thread. */
+        int netns_fd = l.netns_fd >= 0 ? l.netns_fd : p->netns_fd;
+        int saved_netns = -1;
+        if (netns_fd >= 0) {
+            saved_netns = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
+            if (saved_netns < 0 || setns(netns_fd, CLONE_NEWNET) < 0) {
+                err = errno;
+                step = STEP_NETNS;
+            }
+        }
+        if (!err)
+            pid = do_clone(p->clone_flags, stack, CHILD_STACK_SIZE, &l, &pidfd, &used_clone3);
+        if (saved_netns >= 0) {
+            if (setns(saved_netns, CLONE_NEWNET) < 0)
+                abort(); /* this thread must not stay in the sandbox's network */
+            close(saved_netns);
+        }
         pthread_sigmask(SIG_SETMASK, &old, NULL);
         close(pipefd[1]);
         pipefd[1] = -1;
@@ -962,7 +992,9 @@ static PyObject *spawn(PyObject *self, PyObject *args)
             close(syncfd[0]);
             syncfd[0] = -1;
         }
-        if (pid < 0) {
+        if (err) {
+            pid = -1;
+        } else if (pid < 0) {
             err = (int)-pid;
             step = STEP_CLONE;
         } else {
@@ -1116,6 +1148,7 @@ PyMODINIT_FUNC PyInit__launch(void)
     PyModule_AddIntConstant(m, "OP_PIVOT", OP_PIVOT);
     PyModule_AddIntConstant(m, "OP_REMOUNT", OP_REMOUNT);
     PyModule_AddIntConstant(m, "OP_CHMOD", OP_CHMOD);
+    PyModule_AddIntConstant(m, "OP_UMOUNT", OP_UMOUNT);
     PyModule_AddIntConstant(m, "BIND_READONLY", BIND_READONLY);
     PyModule_AddIntConstant(m, "BIND_OPTIONAL", BIND_OPTIONAL);
     PyModule_AddIntConstant(m, "BIND_DEV", BIND_DEV);

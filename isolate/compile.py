@@ -87,6 +87,8 @@ class Plan:
     mount_ops: tuple
     capsule: object = dataclasses.field(repr=False)
     bpf_fd: int = -1              # sealed memfd holding bpf, for the sandbox's pid 1
+    netns_fd: int = -1            # network namespace joined around the clone (mode "netns")
+    network_mode: str = "none"
 
     def environment(self, caller_env: Mapping[str, str] | None = None, extra: Mapping[str, str] | None = None) -> dict:
         """The program's environment: cleared (or the caller's), + kept names, + set, + extra."""
@@ -102,11 +104,12 @@ class Plan:
         return env
 
     def __del__(self):
-        if self.bpf_fd >= 0:
-            try:
-                os.close(self.bpf_fd)
-            except OSError:
-                pass
+        for fd in (self.bpf_fd, self.netns_fd):
+            if fd >= 0:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
 
 
 def _resolve_placeholders(text: str, values: Mapping[str, str], key: str, file: str | None) -> str:
@@ -140,7 +143,8 @@ def _id_maps(ns: Mapping, ident: Mapping, euid: int, egid: int, file):
         set_gid = want_gid if want_gid is not None and want_gid != egid else -1
         if (set_uid >= 0 or set_gid >= 0) and euid != 0:
             raise UnsupportedError("identity.uid", "changing uid/gid without a user namespace needs root")
-        return None, None, False, set_uid, set_gid, euid if set_uid < 0 else set_uid, egid if set_gid < 0 else set_gid
+        return (None, None, False, set_uid, set_gid, euid if set_uid < 0 else set_uid,
+                egid if set_gid < 0 else set_gid, False)
     if (uid_ranges or gid_ranges) and euid != 0:
         raise UnsupportedError("identity.uid_map", "mapping ranges needs root (CAP_SETUID); an unprivileged "
                                "caller can map only its own uid")
@@ -161,7 +165,14 @@ def _id_maps(ns: Mapping, ident: Mapping, euid: int, egid: int, file):
         inside_gid = egid if want_gid is None else want_gid
         gid_map, set_gid = f"{inside_gid} {egid} 1\n", -1
     deny_setgroups = euid != 0
-    return uid_map, gid_map, deny_setgroups, set_uid, set_gid, inside_uid, inside_gid
+    # Ranges that leave the caller's own ids unmapped: the child first becomes uid 0
+    # of the namespace, which must then be mapped.
+    become_root = bool(uid_ranges and not any(o <= euid < o + c for i, o, c in uid_ranges)) or \
+        bool(gid_ranges and not any(o <= egid < o + c for i, o, c in gid_ranges))
+    if become_root and not (_in_map(0, uid_ranges or [(euid, euid, 1)]) and _in_map(0, gid_ranges or [(egid, egid, 1)])):
+        raise ProfileError("the maps must cover the caller's own id or inside id 0", file=file,
+                           key="identity.uid_map")
+    return uid_map, gid_map, deny_setgroups, set_uid, set_gid, inside_uid, inside_gid, become_root
 
 
 def _rlimits(section: Mapping) -> tuple:
@@ -235,7 +246,8 @@ def _compile(profile, ctx: Mapping[str, str], key: str) -> Plan:
         first = next(n for n in NAMESPACE_FLAGS if ns[n] and n != "user")
         raise UnsupportedError(f"namespaces.{first}", "a namespace without namespaces.user = true needs root")
 
-    uid_map, gid_map, deny_setgroups, set_uid, set_gid, inside_uid, inside_gid = _id_maps(ns, ident, euid, egid, file)
+    uid_map, gid_map, deny_setgroups, set_uid, set_gid, inside_uid, inside_gid, become_root = _id_maps(
+        ns, ident, euid, egid, file)
     hostname = ident.get("hostname")
     if hostname is not None and not ns["uts"]:
         raise ProfileError("setting a hostname needs namespaces.uts = true", file=file, key="identity.hostname")
@@ -260,6 +272,7 @@ def _compile(profile, ctx: Mapping[str, str], key: str) -> Plan:
         raise ProfileError(f"expected an absolute path, got {cwd!r}", file=file, key="process.cwd")
 
     ops = _mount_ops(data, ns, ctx, file)
+    flags, loopback, netns_fd, net_mode = _network(data, flags, euid, file)
     pidns = bool(ns["pid"])
     die = bool(proc["die_with_parent"])
     use_init = pidns or die
@@ -273,7 +286,7 @@ def _compile(profile, ctx: Mapping[str, str], key: str) -> Plan:
         set_gid=set_gid,
         clear_groups=(euid == 0 and not (ns["user"] and deny_setgroups)),
         hostname=hostname.encode() if hostname else None,
-        loopback=bool(ns["net"]),
+        loopback=loopback,
         rlimits=list(_rlimits(data["rlimits"])),
         no_new_privs=bool(proc["no_new_privs"]),
         drop_caps=True,
@@ -282,8 +295,9 @@ def _compile(profile, ctx: Mapping[str, str], key: str) -> Plan:
         bpf=bpf,
         use_init=use_init,
         die_with_parent=die,
-        netns_fd=-1,
+        netns_fd=netns_fd,
         ops=[op.as_tuple() for op in ops],
+        become_root=become_root,
     )
     env = data["env"]
     fds = data["fds"]
@@ -312,6 +326,8 @@ def _compile(profile, ctx: Mapping[str, str], key: str) -> Plan:
         mount_ops=tuple(ops),
         capsule=capsule,
         bpf_fd=_sealed_memfd(bpf) if (bpf and use_init) else -1,
+        netns_fd=netns_fd,
+        network_mode=net_mode,
     )
 
 
@@ -351,19 +367,36 @@ class MountOp:
 
 
 def _mount_ops(data, ns, ctx, file) -> list:
-    """The mount operations of the filesystem view (see fs.py when the profile has one)."""
+    """The mount operations: a private / first, then the filesystem view (fs.py)."""
     if not ns["mount"]:
+        if data["filesystem"]["view"] != "host" and data["filesystem"]["enforce"] in ("namespaces", "both"):
+            raise ProfileError('filesystem.view = "new" needs namespaces.mount = true', file=file,
+                               key="filesystem.view")
         return []
+    from . import fs
+
     # Our mount events must never propagate back to the host.
     ops = [MountOp(_launch.OP_MOUNT, None, "/", None, None, MS_REC | MS_PRIVATE, 0, "namespaces.mount")]
+    if data["filesystem"]["enforce"] == "landlock":
+        view = dict(data["filesystem"], view="host")
+        return ops + fs.mount_ops(dict(data, filesystem=view), ns, ctx, file)
+    return ops + fs.mount_ops(data, ns, ctx, file)
+
+
+def _network(data, flags: int, euid: int, file) -> tuple:
+    """(clone flags, loopback up?, fd of a network namespace to join or -1, mode)."""
+    mode = data["network"]["mode"] or ("none" if data["namespaces"]["net"] else "host")
+    flags &= ~CLONE_NEWNET
+    if mode == "none":
+        return flags | CLONE_NEWNET, True, -1, mode
+    if mode == "host":
+        return flags, False, -1, mode
+    name = data["network"]["netns"]
+    path = name if name.startswith("/") else f"/run/netns/{name}"
+    if euid != 0:
+        raise UnsupportedError("network.netns", "joining a network namespace needs root (CAP_SYS_ADMIN)")
     try:
-        from . import fs
-    except ImportError:
-        fs = None
-    if fs is not None and hasattr(fs, "mount_ops"):
-        ops += fs.mount_ops(data, ns, ctx, file)
-    elif ns["pid"]:
-        # /proc of our own pid namespace, so the program sees only its sandbox.
-        ops.append(MountOp(_launch.OP_MOUNT, "proc", "/proc", "proc", None, MS_NOSUID | MS_NODEV | MS_NOEXEC, 0,
-                           "namespaces.pid"))
-    return ops
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as e:
+        raise UnsupportedError("network.netns", f"{path}: {e.strerror}") from None
+    return flags, False, fd, mode

@@ -101,7 +101,7 @@ def load_profile(profile: Any, overrides: Sequence[str] = ()):
             raise ProfileError("overrides need a profile name or path", key="--set")
         return profile
     if isinstance(profile, Mapping):
-        return profile_mod.from_dict(dict(profile))
+        return profile_mod.from_dict(dict(profile), overrides=tuple(overrides))
     if not isinstance(profile, (str, os.PathLike)):
         raise ProfileError(f"expected a profile name, path, dict or Profile, got {type(profile).__name__}")
     key = (os.fspath(profile), tuple(overrides), os.getcwd())

@@ -641,6 +641,98 @@ class Extends(Validator):
         return refs
 
 
+# -- filesystem --------------------------------------------------------------
+
+
+def _check_path(s: str) -> str:
+    """An absolute path, maybe starting with a placeholder; no '..' components."""
+    s = _check_cwd(s)
+    if any(part == ".." for part in s.split("/")):
+        raise Invalid(f"'..' is not allowed in a path: {_short(s)}")
+    return s
+
+
+_PATH = Str(_check_path, describe="absolute path (placeholders {cwd} {home} {uid})",
+            what="an absolute path")
+
+
+def _check_tmpfs_size(v: Any) -> int:
+    if _is_int(v) and v > 0:
+        return v
+    if isinstance(v, str):
+        try:
+            n = parse_size(v)
+        except ValueError:
+            raise _expected('a size like "64M"', v) from None
+        if n > 0:
+            return n
+    raise _expected('a size > 0 like "64M"', v)
+
+
+class BindEntry(Validator):
+    """"PATH" or {source, target = source, optional = false}."""
+
+    describe = 'path, or {source, target, optional}'
+
+    def __call__(self, v):
+        if isinstance(v, str):
+            p = _PATH(v)
+            return {"source": p, "target": p, "optional": False}
+        if isinstance(v, Mapping):
+            out = Table({"source": _PATH, "target": Optional(_PATH), "optional": Bool()},
+                        required=("source",), defaults={"optional": False})(v)
+            if out["target"] is None:
+                out["target"] = out["source"]
+            return out
+        raise _expected("a path or a table {source, target, optional}", v)
+
+
+class TmpfsEntry(Validator):
+    """"PATH" or {path, size = "64M", mode = 0o1777}."""
+
+    describe = 'path, or {path, size, mode}'
+
+    def __call__(self, v):
+        if isinstance(v, str):
+            return {"path": _PATH(v), "size": 64 << 20, "mode": 0o1777}
+        if isinstance(v, Mapping):
+            return Table({"path": _PATH, "size": _check_tmpfs_size, "mode": Int(0, 0o7777)},
+                         required=("path",), defaults={"size": 64 << 20, "mode": 0o1777})(v)
+        raise _expected("a path or a table {path, size, mode}", v)
+
+
+_SYMLINK = Table({"path": _PATH, "target": Str(describe="link target")}, required=("path", "target"),
+                 describe="{path, target}")
+_FILE = Table({"path": _PATH, "content": Str(), "mode": Int(0, 0o7777)}, required=("path", "content"),
+              defaults={"mode": 0o644}, describe="{path, content, mode}")
+_LANDLOCK_PATHS = ListOf(_PATH, dedupe=True)
+
+
+def _check_filesystem(section: dict) -> None:
+    seen: dict[str, str] = {}
+    for key in ("ro", "rw"):
+        for i, e in enumerate(section[key]):
+            where = f"{key}[{i}]"
+            if e["target"] in seen:
+                raise Invalid(f"target {e['target']} is also given by filesystem.{seen[e['target']]}", [key, i])
+            seen[e["target"]] = where
+
+
+def _check_network(section: dict) -> None:
+    if section["mode"] == "netns" and not section["netns"]:
+        raise Invalid('mode = "netns" needs netns = NAME (in /run/netns) or an absolute path', ["netns"])
+    if section["netns"] and section["mode"] != "netns":
+        raise Invalid('netns is used only with mode = "netns"', ["netns"])
+
+
+def _check_netns(s: str) -> str:
+    if s.startswith("/"):
+        return s
+    if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", s) or s in (".", ".."):
+        raise _expected("a name from `ip netns` or an absolute path", s)
+    return s
+
+
 # --------------------------------------------------------------------------
 # The schema
 # --------------------------------------------------------------------------
@@ -791,6 +883,38 @@ SECTIONS: tuple[Section, ...] = (
               [], "capabilities kept; normalized to CAP_* upper-case, sorted by number",
               default_doc="[] = all dropped"),
     )),
+    Section("filesystem", "What the program sees of the filesystem. With view = \"new\" the "
+                          "sandbox gets a new root: an empty tmpfs, then the entries below "
+                          "(mounts in order of target depth, then dirs, symlinks, files), then "
+                          "pivot_root with the old root detached. A bind whose host source is a "
+                          "symlink becomes the same symlink.", (
+        Field("view", Choice("host", "new"), "host",
+              '"host": the host\'s tree (in a private mount namespace; the entries below are not '
+              'used); "new": build a new root from them'),
+        Field("enforce", Choice("namespaces", "landlock", "both", "either"), "namespaces",
+              "how the view is enforced: a mount namespace, Landlock rules on the host's tree, "
+              "both, or namespaces where available else Landlock"),
+        Field("ro", ListOf(BindEntry()), [], "read-only binds of host paths"),
+        Field("rw", ListOf(BindEntry()), [], "read-write binds of host paths"),
+        Field("tmpfs", ListOf(TmpfsEntry()), [], 'private tmpfs mounts (default size "64M", mode 0o1777)'),
+        Field("proc", Bool(), False, "mount /proc of the sandbox's own pid namespace"),
+        Field("dev", Bool(), False, "a minimal /dev: null zero full random urandom tty, shm, pts, "
+                                    "fd/stdin/stdout/stderr links"),
+        Field("dirs", ListOf(_PATH, dedupe=True), [], "empty directories to create"),
+        Field("symlinks", ListOf(_SYMLINK), [], "symlinks to create"),
+        Field("files", ListOf(_FILE), [], "small files with the given content"),
+        Field("root_size", _check_tmpfs_size, 16 << 20, "size of the tmpfs that is the new root"),
+        Field("root_readonly", Bool(), True, "make the new root itself read-only once built "
+                                             "(binds and tmpfs mounts keep their own mode)"),
+    ), check=_check_filesystem),
+    Section("network", "The network the program sees.", (
+        Field("mode", Optional(Choice("none", "host", "netns")), None,
+              '"none": own network namespace with only loopback up; "host": the host\'s network; '
+              '"netns": join an existing named network namespace',
+              default_doc="absent = none if namespaces.net else host"),
+        Field("netns", Optional(Str(_check_netns, describe="name or path")), None,
+              "for mode = \"netns\": a name in /run/netns (ip netns) or an absolute path"),
+    ), check=_check_network),
 )
 
 SECTION_BY_NAME: dict[str, Section] = {s.name: s for s in SECTIONS if s.name}

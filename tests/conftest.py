@@ -12,8 +12,27 @@ PROBE = TESTS / "probe.py"
 ROOT = TESTS.parent
 
 
+# Where this interpreter lives, so that a profile can make it visible in a new root.
+PYTHON_DIRS = sorted({os.path.realpath(sys.base_prefix), os.path.realpath(sys.prefix)})
+
+
+def with_python(profile="default", ro=(), rw=(), **sections) -> dict:
+    """`profile` plus read-only binds of this Python (and `ro`), `rw` binds, other sections."""
+    base = isolate.load_profile(profile)
+    fs = base.to_dict()["filesystem"]
+    # The checkout too (our venv and probe.py live there) in case {cwd} is elsewhere.
+    fs["ro"] = list(fs["ro"]) + [d for d in PYTHON_DIRS if not d.startswith(str(ROOT))] + [str(ROOT)] + list(ro)
+    fs["rw"] = list(fs["rw"]) + list(rw)
+    out = {"extends": profile, "filesystem": fs}
+    for name, value in sections.items():
+        out[name] = value
+    return out
+
+
 def run_probe(profile="default", overrides=(), checks=(), **kw) -> dict:
-    """Run tests/probe.py in a sandbox and return what it saw."""
+    """Run tests/probe.py in a sandbox (with this Python visible) and return what it saw."""
+    if isinstance(profile, str):
+        profile = with_python(profile)
     r = isolate.run([sys.executable, str(PROBE), *checks], profile=profile, overrides=list(overrides),
                     capture_output=True, timeout=60, **kw)
     assert r.returncode == 0, (r.returncode, r.stderr)

@@ -17,7 +17,9 @@ import pytest
 import isolate
 from isolate import _launch, compile as compile_mod
 
-from conftest import PROBE, ROOT, cli, open_fds, pids_with_cmdline, run_probe, zombies_of
+from conftest import PROBE, ROOT, cli, open_fds, pids_with_cmdline, run_probe, with_python, zombies_of
+
+NO_PID_NS = ["namespaces.pid=false", "process.die_with_parent=false", "filesystem.view=host"]
 
 EUID = os.geteuid()
 
@@ -38,7 +40,7 @@ def test_inside_uid_is_mapped_to_the_caller():
 
 def test_root_may_map_ranges():
     assert EUID == 0, "this suite runs as root; the unprivileged side is tested with _as_nobody below"
-    r = isolate.run(["sh", "-c", "cat /proc/self/uid_map /proc/self/gid_map; id -u; id -g"], cwd="/",
+    r = isolate.run(["sh", "-c", "cat /proc/self/uid_map /proc/self/gid_map; id -u; id -g"], cwd=str(ROOT),
                     overrides=['identity.uid_map=["0 100000 65536"]', 'identity.gid_map=["0 100000 65536"]',
                                "identity.uid=1000", "identity.gid=1000"], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
@@ -186,7 +188,7 @@ def test_sandbox_started_from_a_thread_outlives_the_thread():
 
 
 def test_without_die_with_parent_and_pid_namespace_the_program_is_the_child():
-    seen = run_probe(overrides=["namespaces.pid=false", "process.die_with_parent=false"])
+    seen = run_probe(overrides=NO_PID_NS)
     assert seen["pid"] != 1 and seen["pid"] != 2
     assert seen["sid"] == seen["pid"]  # still a session of its own
 
@@ -265,7 +267,7 @@ def test_soft_and_hard_rlimits():
 def test_fsize_limit_holds(tmp_path):
     big = tmp_path / "big"
     r = isolate.run(["sh", "-c", 'head -c 200000 /dev/zero > "$0"', str(big)], overrides=['rlimits.fsize="64K"'],
-                    capture_output=True)
+                    profile=with_python(rw=[str(tmp_path)]), capture_output=True)
     assert r.returncode != 0
     assert big.stat().st_size == 64 * 1024
 
@@ -282,11 +284,11 @@ def test_kept_capability_is_the_only_one():
     assert seen["uid"] == 1000
     assert seen["cap_eff"] == bit and seen["cap_bnd"] == bit and seen["cap_amb"] == bit
     r = isolate.run([sys.executable, "-c", "import socket; s=socket.socket(); s.bind(('127.0.0.1', 80)); print('ok')"],
-                    overrides=['capabilities.keep=["CAP_NET_BIND_SERVICE"]', "identity.uid=1000"],
+                    profile=with_python(), overrides=['capabilities.keep=["CAP_NET_BIND_SERVICE"]', "identity.uid=1000"],
                     capture_output=True, text=True)
     assert r.stdout.strip() == "ok", r.stderr
     r = isolate.run([sys.executable, "-c", "import socket; s=socket.socket(); s.bind(('127.0.0.1', 80))"],
-                    overrides=["identity.uid=1000"], capture_output=True, text=True)
+                    profile=with_python(), overrides=["identity.uid=1000"], capture_output=True, text=True)
     assert "PermissionError" in r.stderr
 
 
@@ -339,15 +341,21 @@ def test_environment_is_cleared_then_set_and_kept():
 
 def test_cwd_defaults_to_the_callers_and_can_be_set(tmp_path):
     assert run_probe()["cwd"] == os.getcwd()
+    # The default profile binds {cwd} read-write, so a cwd= given is both bound and entered.
     assert run_probe(cwd=str(tmp_path))["cwd"] == str(tmp_path)
 
 
 def test_missing_cwd_names_step_and_path(tmp_path):
     missing = str(tmp_path / "nope")
+    # With the host's tree: the launch child's chdir fails, and says where.
     with pytest.raises(isolate.SandboxSetupError) as e:
-        isolate.run(["true"], cwd=missing)
+        isolate.run(["true"], cwd=missing, overrides=["filesystem.view=host"])
     assert e.value.step == "chdir" and e.value.path == missing and e.value.errno == errno.ENOENT
     assert missing in str(e.value) and "No such file" in str(e.value)
+    # With a new root whose rw bind is {cwd}: the profile cannot be built, and says which entry.
+    with pytest.raises(isolate.ProfileError) as e:
+        isolate.run(["true"], cwd=missing)
+    assert "filesystem.rw[0]" in str(e.value) and missing in str(e.value)
 
 
 # ---- errors ------------------------------------------------------------------------------
@@ -361,7 +369,7 @@ def test_missing_executable_is_reported_as_such():
 
 def test_missing_executable_without_init():
     with pytest.raises(isolate.ExecutableNotFound):
-        isolate.run(["/no/such/program"], overrides=["namespaces.pid=false", "process.die_with_parent=false"])
+        isolate.run(["/no/such/program"], overrides=NO_PID_NS)
 
 
 def test_non_executable_file(tmp_path):
@@ -369,7 +377,7 @@ def test_non_executable_file(tmp_path):
     f.write_text("#!/bin/sh\necho hi\n")
     f.chmod(0o644)
     with pytest.raises(isolate.ExecutablePermission):
-        isolate.run([str(f)], overrides=["identity.uid=1000"])
+        isolate.run([str(f)], profile=with_python(rw=[str(tmp_path)]), overrides=["identity.uid=1000"])
 
 
 def test_failing_rlimit_names_the_resource():
@@ -391,7 +399,7 @@ def test_clone3_is_used_and_clone_fallback_works():
     assert p._used_clone3
     _launch.set_force_legacy_clone(True)
     try:
-        p = isolate.Popen([sys.executable, str(PROBE)], stdout=isolate.PIPE)
+        p = isolate.Popen([sys.executable, str(PROBE)], profile=with_python(), stdout=isolate.PIPE)
         out, _ = p.communicate(timeout=30)
         assert not p._used_clone3
         seen = json.loads(out)
@@ -450,7 +458,8 @@ def test_popen_mirrors_subprocess():
 
 
 def test_result_has_duration_and_rusage():
-    r = isolate.run([sys.executable, "-c", "x = bytearray(64 << 20); x[::4096] = b'1' * (len(x) // 4096)"])
+    r = isolate.run([sys.executable, "-c", "x = bytearray(64 << 20); x[::4096] = b'1' * (len(x) // 4096)"],
+                    profile=with_python())
     assert r.returncode == 0
     assert r.duration > 0
     assert r.rusage.maxrss_kb >= 64 * 1024
@@ -578,7 +587,7 @@ def test_unprivileged_caller_gets_the_same_sandbox():
     def inside():
         # /usr/bin/python3: our own interpreter lives under /root, which nobody may not enter.
         r = isolate.run(["/usr/bin/python3", str(PROBE), "syscall:netlink_socket"], profile="default",
-                        capture_output=True, cwd="/")
+                        capture_output=True, cwd=str(ROOT))
         return {"rc": r.returncode, "seen": json.loads(r.stdout or "{}"), "err": r.stderr.decode()}
 
     res = _as_nobody(inside)
@@ -594,7 +603,7 @@ def test_unprivileged_caller_gets_the_same_sandbox():
 def test_unprivileged_caller_cannot_map_ranges():
     def inside():
         try:
-            isolate.run(["true"], overrides=['identity.uid_map=["0 100000 65536"]'], cwd="/")
+            isolate.run(["true"], overrides=['identity.uid_map=["0 100000 65536"]'], cwd=str(ROOT))
         except isolate.UnsupportedError as e:
             return {"error_type": "UnsupportedError", "msg": str(e)}
         return {"error_type": None}

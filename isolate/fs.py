@@ -1,0 +1,216 @@
+"""The filesystem view: profile [filesystem] -> an ordered list of mount operations.
+
+The launch child applies them in order with raw system calls (see OP_* in
+_launch.c); nothing here runs per launch, and nothing reads /proc/self/mountinfo.
+
+The new root is built the way that keeps every host path reachable while it is
+assembled:
+
+    mount a small tmpfs on STAGE; mkdir STAGE/newroot STAGE/oldroot
+    mount the root tmpfs on STAGE/newroot
+    pivot_root(STAGE, STAGE/oldroot)   -> /newroot is the view, /oldroot the host
+    binds from /oldroot/SRC to /newroot/DST, tmpfs, /proc, /dev; dirs, symlinks, files
+    detach /oldroot; pivot_root into /newroot; detach the staging tmpfs
+    remount the new root read-only
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Mapping
+
+from . import _launch
+from .errors import ProfileError
+
+MS_RDONLY = 1
+MS_NOSUID = 2
+MS_NODEV = 4
+MS_NOEXEC = 8
+MS_REC = 0x4000
+MS_PRIVATE = 1 << 18
+
+STAGE = "/tmp"           # any host directory; the staging tmpfs hides it only in our namespace
+NEW = "/newroot"
+OLD = "/oldroot"
+
+# What a minimal /dev holds: bound from the host's device nodes.
+DEV_NODES = ("null", "zero", "full", "random", "urandom", "tty")
+# /proc entries that reach beyond the sandbox: read-only, or hidden behind /dev/null.
+PROC_READONLY = ("sys", "sysrq-trigger", "irq", "bus", "fs")
+PROC_MASKED = ("kcore", "keys", "timer_list", "sched_debug", "latency_stats", "kallsyms", "kmsg")
+DEV_LINKS = (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"),
+             ("stderr", "/proc/self/fd/2"), ("ptmx", "pts/ptmx"))
+
+
+def _op(kind, a=None, b=None, c=None, d=None, flags=0, num=0, source=""):
+    from .compile import MountOp
+
+    return MountOp(kind, a, b, c, d, flags, num, source)
+
+
+def resolve(path: str, ctx: Mapping[str, str], key: str, file) -> str:
+    from .compile import _resolve_placeholders
+
+    out = os.path.normpath(_resolve_placeholders(path, ctx, key, file))
+    if not out.startswith("/"):
+        raise ProfileError(f"expected an absolute path, got {out!r}", file=file, key=key)
+    return "/" if out == "//" else out
+
+
+def _depth(path: str) -> int:
+    return 0 if path == "/" else path.count("/")
+
+
+class _Builder:
+    def __init__(self):
+        self.ops: list = []
+        self.made: set = {"/"}
+
+    def add(self, *args, **kw):
+        self.ops.append(_op(*args, **kw))
+
+    def parents(self, target: str, source: str):
+        """mkdir -p the parents of `target` inside the new root."""
+        parts = target.strip("/").split("/")[:-1]
+        path = ""
+        for part in parts:
+            path += "/" + part
+            if path not in self.made:
+                self.made.add(path)
+                self.add(_launch.OP_MKDIR, None, NEW + path, num=0o755, source=source)
+
+    def mkdir(self, target: str, source: str, mode: int = 0o755):
+        self.parents(target, source)
+        if target not in self.made:
+            self.made.add(target)
+            self.add(_launch.OP_MKDIR, None, NEW + target, num=mode, source=source)
+
+
+def mount_ops(data, ns, ctx, file) -> list:
+    """Mount operations for the profile's filesystem view (after the private remount of /)."""
+    fs = data["filesystem"]
+    if fs["view"] == "host":
+        if ns["pid"]:
+            # The host's tree, but /proc of our own pid namespace.
+            b = _Builder()
+            _proc(b, "", "/dev/null", "namespaces.pid")
+            return b.ops
+        return []
+    if fs["proc"] and not ns["pid"]:
+        raise ProfileError("/proc of the host's pid namespace would show every host process; "
+                           "set namespaces.pid = true", file=file, key="filesystem.proc")
+
+    b = _Builder()
+    root_size = fs["root_size"]
+    b.add(_launch.OP_MOUNT, "tmpfs", STAGE, "tmpfs", b"mode=0755,size=1m", MS_NOSUID | MS_NODEV,
+          source="filesystem (staging)")
+    b.add(_launch.OP_MKDIR, None, STAGE + NEW, num=0o755, source="filesystem (staging)")
+    b.add(_launch.OP_MKDIR, None, STAGE + OLD, num=0o755, source="filesystem (staging)")
+    b.add(_launch.OP_MOUNT, "tmpfs", STAGE + NEW, "tmpfs", f"mode=0755,size={root_size}".encode(),
+          MS_NOSUID | MS_NODEV, source="filesystem.root_size")
+    b.add(_launch.OP_PIVOT, OLD.lstrip("/"), STAGE, source="filesystem (staging)")
+
+    # Mounts in order of target depth, so a parent is in place before what goes on it;
+    # entries of equal depth keep the profile's order.
+    mounts = []
+    for key, readonly in (("ro", True), ("rw", False)):
+        for i, e in enumerate(fs[key]):
+            where = f"filesystem.{key}[{i}]"
+            src = resolve(e["source"], ctx, where, file)
+            dst = resolve(e["target"], ctx, where, file)
+            mounts.append((_depth(dst), len(mounts), "bind", where, src, dst, readonly, e["optional"]))
+    for i, e in enumerate(fs["tmpfs"]):
+        where = f"filesystem.tmpfs[{i}]"
+        mounts.append((_depth(resolve(e["path"], ctx, where, file)), len(mounts), "tmpfs", where,
+                       None, resolve(e["path"], ctx, where, file), e["size"], e["mode"]))
+    if fs["proc"]:
+        mounts.append((1, len(mounts), "proc", "filesystem.proc", None, "/proc", None, None))
+    if fs["dev"]:
+        mounts.append((1, len(mounts), "dev", "filesystem.dev", None, "/dev", None, None))
+    mounts.sort(key=lambda m: (m[0], m[1]))
+
+    for _depth_, _n, kind, where, src, dst, x, y in mounts:
+        if kind == "bind":
+            _bind(b, where, src, dst, readonly=x, optional=y, file=file)
+        elif kind == "tmpfs":
+            b.mkdir(dst, where)
+            b.add(_launch.OP_MOUNT, "tmpfs", NEW + dst, "tmpfs", f"mode={y:o},size={x}".encode(),
+                  MS_NOSUID | MS_NODEV, source=where)
+        elif kind == "proc":
+            b.mkdir("/proc", where)
+            _proc(b, NEW, OLD + "/dev/null", where)
+        elif kind == "dev":
+            _dev(b, where)
+
+    for i, path in enumerate(fs["dirs"]):
+        where = f"filesystem.dirs[{i}]"
+        b.mkdir(resolve(path, ctx, where, file), where)
+    for i, e in enumerate(fs["symlinks"]):
+        where = f"filesystem.symlinks[{i}]"
+        path = resolve(e["path"], ctx, where, file)
+        b.parents(path, where)
+        b.add(_launch.OP_SYMLINK, e["target"], NEW + path, source=where)
+    for i, e in enumerate(fs["files"]):
+        where = f"filesystem.files[{i}]"
+        path = resolve(e["path"], ctx, where, file)
+        b.parents(path, where)
+        b.add(_launch.OP_WRITE, None, NEW + path, None, e["content"].encode(), num=e["mode"], source=where)
+
+    b.add(_launch.OP_UMOUNT, None, OLD, source="filesystem (detach the host's tree)")
+    b.add(_launch.OP_PIVOT, None, NEW, source="filesystem (pivot_root)")
+    if fs["root_readonly"]:
+        b.add(_launch.OP_REMOUNT, None, "/", flags=MS_RDONLY | MS_NOSUID | MS_NODEV,
+              source="filesystem.root_readonly")
+    return b.ops
+
+
+def _bind(b: _Builder, where: str, src: str, dst: str, *, readonly: bool, optional: bool, file) -> None:
+    if os.path.islink(src):
+        # A host symlink (/bin -> usr/bin on merged-/usr systems) is reproduced as
+        # the same symlink; what it points to must be in the view by its own entry.
+        b.parents(dst, where)
+        b.made.add(dst)
+        b.add(_launch.OP_SYMLINK, os.readlink(src), NEW + dst, source=where)
+        return
+    if not os.path.exists(src):
+        if optional:
+            return
+        raise ProfileError(f"bind source {src} does not exist (mark it optional = true to skip it when missing)",
+                           file=file, key=where)
+    if src == "/" and not readonly:
+        raise ProfileError("resolves to / : refusing to bind the whole host read-write", file=file, key=where)
+    b.parents(dst, where)
+    b.made.add(dst)
+    flags = _launch.BIND_READONLY if readonly else 0
+    if optional:
+        flags |= _launch.BIND_OPTIONAL
+    b.add(_launch.OP_BIND, OLD + src, NEW + dst, flags=flags, source=where)
+
+
+def _proc(b: _Builder, root: str, devnull: str, where: str) -> None:
+    """/proc of the sandbox's pid namespace, with what reaches the host made read-only or hidden."""
+    b.add(_launch.OP_MOUNT, "proc", root + "/proc", "proc", None, MS_NOSUID | MS_NODEV | MS_NOEXEC, source=where)
+    for name in PROC_READONLY:
+        path = f"{root}/proc/{name}"
+        b.add(_launch.OP_BIND, path, path, flags=_launch.BIND_READONLY | _launch.BIND_OPTIONAL,
+              source=f"{where} (read-only /proc/{name})")
+    for name in PROC_MASKED:
+        b.add(_launch.OP_BIND, devnull, f"{root}/proc/{name}", flags=_launch.BIND_READONLY | _launch.BIND_OPTIONAL,
+              source=f"{where} (hide /proc/{name})")
+
+
+def _dev(b: _Builder, where: str) -> None:
+    b.mkdir("/dev", where)
+    b.add(_launch.OP_MOUNT, "tmpfs", NEW + "/dev", "tmpfs", b"mode=0755,size=64k", MS_NOSUID | MS_NOEXEC,
+          source=where)
+    for node in DEV_NODES:
+        b.add(_launch.OP_BIND, OLD + "/dev/" + node, NEW + "/dev/" + node, flags=_launch.BIND_DEV, source=where)
+    for name, target in DEV_LINKS:
+        b.add(_launch.OP_SYMLINK, target, NEW + "/dev/" + name, source=where)
+    b.add(_launch.OP_MKDIR, None, NEW + "/dev/shm", num=0o1777, source=where)
+    b.add(_launch.OP_MOUNT, "tmpfs", NEW + "/dev/shm", "tmpfs", b"mode=1777,size=64m",
+          MS_NOSUID | MS_NODEV, source=where + " (shm)")
+    b.add(_launch.OP_MKDIR, None, NEW + "/dev/pts", num=0o755, source=where)
+    b.add(_launch.OP_MOUNT, "devpts", NEW + "/dev/pts", "devpts", b"newinstance,ptmxmode=0666,mode=620",
+          MS_NOSUID | MS_NOEXEC, source=where + " (pts)")
+    b.add(_launch.OP_REMOUNT, None, NEW + "/dev", flags=MS_RDONLY | MS_NOSUID | MS_NOEXEC, source=where)
