@@ -657,14 +657,14 @@ _PATH = Str(_check_path, describe="absolute path (placeholders {cwd} {home} {uid
 
 
 def _check_tmpfs_size(v: Any) -> int:
-    if _is_int(v) and v > 0:
+    if _is_int(v) and 0 < v <= RLIM_MAX:
         return v
     if isinstance(v, str):
         try:
             n = parse_size(v)
         except ValueError:
             raise _expected('a size like "64M"', v) from None
-        if n > 0:
+        if 0 < n <= RLIM_MAX:
             return n
     raise _expected('a size > 0 like "64M"', v)
 

@@ -180,18 +180,18 @@ def test_reference_markdown_mentions_every_field():
 
 
 def test_new_section_is_a_few_lines(monkeypatch):
-    sec = P.Section("network", "Networking.", (
+    sec = P.Section("example", "An example.", (
         P.Field("loopback", P.Bool(), True, "bring lo up"),
         P.Field("mtu", P.Optional(P.Int(68, 65535)), None, "MTU"),
     ))
     monkeypatch.setattr(P, "SECTIONS", P.SECTIONS + (sec,))
-    monkeypatch.setattr(P, "SECTION_BY_NAME", {**P.SECTION_BY_NAME, "network": sec})
+    monkeypatch.setattr(P, "SECTION_BY_NAME", {**P.SECTION_BY_NAME, "example": sec})
     monkeypatch.setattr(P, "FIELDS", {**P.FIELDS, **{f.key: f for f in sec.fields}})
-    p = P.from_toml("[network]\nmtu = 1500")
-    assert p.get("network.loopback") is True and p.get("network.mtu") == 1500
-    check(err("[network]\nmtu = 1"), "t.toml", "network.mtu", "between 68 and 65535")
-    check(err("[network]\nloopbak = true"), "t.toml", "network.loopbak", "did you mean 'loopback'?")
-    assert "`network.mtu`" in P.reference_markdown()
+    p = P.from_toml("[example]\nmtu = 1500")
+    assert p.get("example.loopback") is True and p.get("example.mtu") == 1500
+    check(err("[example]\nmtu = 1"), "t.toml", "example.mtu", "between 68 and 65535")
+    check(err("[example]\nloopbak = true"), "t.toml", "example.loopbak", "did you mean 'loopback'?")
+    assert "`example.mtu`" in P.reference_markdown()
 
 
 # --------------------------------------------------------------------------
