@@ -130,8 +130,13 @@ struct plan {
     int netns_fd;                     /* setns() into this network namespace, or -1 */
     int nops;
     struct mount_op *ops;
+    /* Landlock: the ruleset is built in the child, on the paths of its own view. */
+    int landlock;
+    uint64_t ll_handled_fs, ll_handled_net, ll_scoped;
+    size_t ll_attr_size;
+    int nll;
+    struct ll_rule { const char *path; uint64_t access; int optional; } *ll_rules;
     char *strings;                    /* storage for every string above */
-    unsigned char *landlock;          /* landlock ruleset fd is per launch; see spawn */
 };
 
 /* ---- what one launch passes to its child ---------------------------------------- */
@@ -524,12 +529,51 @@ static void step_caps(const struct launch *l)
             CHECK(l, STEP_CAPS, c, rsys5(SYS_prctl, PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, c, 0, 0));
 }
 
+#ifndef SYS_landlock_create_ruleset
+#define SYS_landlock_create_ruleset 444
+#define SYS_landlock_add_rule 445
+#endif
+#define LL_EXECUTE 1ULL
+#define LL_READ_FILE (1ULL << 2)
+#define LL_FILE_RIGHTS (LL_EXECUTE | (1ULL << 1) | LL_READ_FILE | (1ULL << 14) | (1ULL << 15))
+
+/* Landlock, built here because its rules name objects of the finished view (a
+ * tmpfs or /proc made a moment ago has no inode the parent could have named).
+ * With init, the sandbox's pid 1 binary gets execute and read, nothing else. */
 static void step_landlock(const struct launch *l)
 {
-    if (l->landlock_fd < 0 || l->plan->use_init)
-        return; /* with init, pid 1 restricts the program's own process */
-    CHECK(l, STEP_LANDLOCK, 0, rsys2(SYS_landlock_restrict_self, l->landlock_fd, 0));
-    rsys1(SYS_close, l->landlock_fd);
+    const struct plan *p = l->plan;
+    if (!p->landlock)
+        return;
+    struct { uint64_t fs, net, scoped; } attr = {p->ll_handled_fs, p->ll_handled_net, p->ll_scoped};
+    long rs = rsys3(SYS_landlock_create_ruleset, &attr, p->ll_attr_size, 0);
+    if (rs < 0)
+        child_fail(l, STEP_LANDLOCK, -1, rs);
+    struct __attribute__((packed)) { uint64_t allowed; int32_t parent_fd; } rule;
+    for (int i = 0; i < p->nll; i++) {
+        long fd = rsys4(SYS_openat, AT_FDCWD, p->ll_rules[i].path, O_PATH | O_CLOEXEC, 0);
+        if (fd < 0) {
+            if (fd == -ENOENT && p->ll_rules[i].optional)
+                continue;
+            child_fail(l, STEP_LANDLOCK, i, fd);
+        }
+        rule.allowed = p->ll_rules[i].access;
+        struct stat st;
+        if (rsys4(SYS_newfstatat, fd, "", &st, AT_EMPTY_PATH) == 0 && !S_ISDIR(st.st_mode))
+            rule.allowed &= LL_FILE_RIGHTS; /* a rule on a file takes only file rights */
+        rule.parent_fd = (int32_t)fd;
+        long r = rsys4(SYS_landlock_add_rule, rs, 1 /* LANDLOCK_RULE_PATH_BENEATH */, &rule, 0);
+        rsys1(SYS_close, fd);
+        if (r < 0)
+            child_fail(l, STEP_LANDLOCK, i, r);
+    }
+    if (p->use_init) {
+        rule.allowed = LL_EXECUTE | LL_READ_FILE;
+        rule.parent_fd = l->init_fd;
+        CHECK(l, STEP_LANDLOCK, p->nll, rsys4(SYS_landlock_add_rule, rs, 1, &rule, 0));
+    }
+    CHECK(l, STEP_LANDLOCK, -2, rsys2(SYS_landlock_restrict_self, rs, 0));
+    rsys1(SYS_close, rs);
 }
 
 /* Last before exec: from here on every system call, exec included, is filtered. */
@@ -681,6 +725,7 @@ static void free_plan(struct plan *p)
     if (!p)
         return;
     PyMem_RawFree(p->ops);
+    PyMem_RawFree(p->ll_rules);
     PyMem_RawFree(p->strings);
     PyMem_RawFree(p->bpf);
     PyMem_RawFree(p);
@@ -726,17 +771,18 @@ static PyObject *make_plan(PyObject *self, PyObject *args, PyObject *kw)
     static char *kwlist[] = {"clone_flags", "uid_map", "gid_map", "deny_setgroups", "set_uid", "set_gid",
                              "clear_groups", "hostname", "loopback", "rlimits", "no_new_privs", "drop_caps",
                              "keep_caps", "last_cap", "bpf", "use_init", "die_with_parent", "netns_fd", "ops",
-                             "become_root", NULL};
+                             "become_root", "landlock", NULL};
     unsigned long clone_flags = 0;
     PyObject *uid_map = Py_None, *gid_map = Py_None, *hostname = Py_None, *rlimits = NULL, *bpf = Py_None, *ops = NULL;
     int deny_setgroups = 0, clear_groups = 0, loopback = 0, nnp = 1, drop_caps = 1, last_cap = 40, use_init = 0,
         dwp = 0, netns_fd = -1, become_root = 0;
     long set_uid = -1, set_gid = -1;
     unsigned long long keep_caps = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "|kOOpllpOpO!ppKiOppiO!p", kwlist, &clone_flags, &uid_map, &gid_map,
+    PyObject *landlock = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "|kOOpllpOpO!ppKiOppiO!pO", kwlist, &clone_flags, &uid_map, &gid_map,
                                      &deny_setgroups, &set_uid, &set_gid, &clear_groups, &hostname, &loopback,
                                      &PyList_Type, &rlimits, &nnp, &drop_caps, &keep_caps, &last_cap, &bpf,
-                                     &use_init, &dwp, &netns_fd, &PyList_Type, &ops, &become_root))
+                                     &use_init, &dwp, &netns_fd, &PyList_Type, &ops, &become_root, &landlock))
         return NULL;
 
     struct plan *p = PyMem_RawCalloc(1, sizeof *p);
@@ -770,6 +816,24 @@ static PyObject *make_plan(PyObject *self, PyObject *args, PyObject *kw)
         }
         for (int j = 1; j <= 4; j++)
             need += obj_len(PyTuple_GET_ITEM(t, j));
+    }
+    /* landlock = (handled_fs, handled_net, scoped, attr_size, [(path, access, optional), ...]) */
+    PyObject *ll_list = NULL;
+    unsigned long long ll_fs = 0, ll_net = 0, ll_scoped = 0, ll_size = 0;
+    if (landlock != Py_None) {
+        if (!PyArg_ParseTuple(landlock, "KKKKO!", &ll_fs, &ll_net, &ll_scoped, &ll_size, &PyList_Type, &ll_list)) {
+            free_plan(p);
+            return NULL;
+        }
+        for (Py_ssize_t i = 0; i < PyList_GET_SIZE(ll_list); i++) {
+            PyObject *t = PyList_GET_ITEM(ll_list, i);
+            if (!PyTuple_Check(t) || PyTuple_GET_SIZE(t) != 3) {
+                free_plan(p);
+                PyErr_SetString(PyExc_TypeError, "landlock rules: expected (path, access, optional)");
+                return NULL;
+            }
+            need += obj_len(PyTuple_GET_ITEM(t, 0));
+        }
     }
     struct strbuf sb = {PyMem_RawMalloc(need), 0, need};
     p->strings = sb.base;
@@ -847,6 +911,32 @@ static PyObject *make_plan(PyObject *self, PyObject *args, PyObject *kw)
             }
         }
         p->nops = (int)nops;
+    }
+    if (ll_list) {
+        Py_ssize_t n = PyList_GET_SIZE(ll_list);
+        p->landlock = 1;
+        p->ll_handled_fs = ll_fs;
+        p->ll_handled_net = ll_net;
+        p->ll_scoped = ll_scoped;
+        p->ll_attr_size = (size_t)ll_size;
+        p->ll_rules = PyMem_RawCalloc((size_t)n + 1, sizeof *p->ll_rules);
+        if (!p->ll_rules) {
+            free_plan(p);
+            return PyErr_NoMemory();
+        }
+        for (Py_ssize_t i = 0; i < n; i++) {
+            PyObject *t = PyList_GET_ITEM(ll_list, i);
+            p->ll_rules[i].path = sb_add(&sb, PyTuple_GET_ITEM(t, 0), NULL);
+            p->ll_rules[i].access = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(t, 1));
+            p->ll_rules[i].optional = PyObject_IsTrue(PyTuple_GET_ITEM(t, 2));
+            if (PyErr_Occurred() || !p->ll_rules[i].path) {
+                free_plan(p);
+                if (!PyErr_Occurred())
+                    PyErr_SetString(PyExc_TypeError, "landlock rule path: expected bytes");
+                return NULL;
+            }
+        }
+        p->nll = (int)n;
     }
     PyObject *cap = PyCapsule_New(p, "isolate.plan", plan_capsule_destructor);
     if (!cap)

@@ -89,6 +89,8 @@ class Plan:
     bpf_fd: int = -1              # sealed memfd holding bpf, for the sandbox's pid 1
     netns_fd: int = -1            # network namespace joined around the clone (mode "netns")
     network_mode: str = "none"
+    enforcement: str = "namespaces"  # how the filesystem view is enforced
+    landlock_rules: tuple = ()
 
     def environment(self, caller_env: Mapping[str, str] | None = None, extra: Mapping[str, str] | None = None) -> dict:
         """The program's environment: cleared (or the caller's), + kept names, + set, + extra."""
@@ -271,7 +273,21 @@ def _compile(profile, ctx: Mapping[str, str], key: str) -> Plan:
     if not cwd.startswith("/"):
         raise ProfileError(f"expected an absolute path, got {cwd!r}", file=file, key="process.cwd")
 
+    enforce = _enforcement(data, euid)
+    if enforce == "landlock-only":
+        # enforce = "either" where namespaces cannot be had: no namespaces at all; the
+        # filesystem is confined by Landlock alone (the profile accepted this).
+        ns = {name: False for name in ns}
+        flags = 0
+        uid_map = gid_map = None
+        deny_setgroups, set_uid, set_gid, become_root = False, -1, -1, False
+        inside_uid, inside_gid = euid, egid
+        if hostname is not None:
+            hostname = None
+        data = dict(data, namespaces=ns, network=dict(data["network"], mode="host"),
+                    filesystem=dict(data["filesystem"], enforce="landlock"))
     ops = _mount_ops(data, ns, ctx, file)
+    landlock_rules = _landlock(data, ctx, file)
     flags, loopback, netns_fd, net_mode = _network(data, flags, euid, file)
     pidns = bool(ns["pid"])
     die = bool(proc["die_with_parent"])
@@ -298,10 +314,11 @@ def _compile(profile, ctx: Mapping[str, str], key: str) -> Plan:
         netns_fd=netns_fd,
         ops=[op.as_tuple() for op in ops],
         become_root=become_root,
+        landlock=landlock_rules,
     )
     env = data["env"]
     fds = data["fds"]
-    return Plan(
+    plan = Plan(
         key=key,
         profile_name=profile.name,
         profile_hash=profile.hash,
@@ -328,7 +345,14 @@ def _compile(profile, ctx: Mapping[str, str], key: str) -> Plan:
         bpf_fd=_sealed_memfd(bpf) if (bpf and use_init) else -1,
         netns_fd=netns_fd,
         network_mode=net_mode,
+        enforcement=enforce,
+        landlock_rules=tuple(landlock_rules[4]) if landlock_rules else (),
     )
+    # Fail closed: whatever this plan asks of the kernel must be there.
+    from . import doctor
+
+    doctor.check(plan)
+    return plan
 
 
 def _plain(obj):
@@ -381,6 +405,35 @@ def _mount_ops(data, ns, ctx, file) -> list:
         view = dict(data["filesystem"], view="host")
         return ops + fs.mount_ops(dict(data, filesystem=view), ns, ctx, file)
     return ops + fs.mount_ops(data, ns, ctx, file)
+
+
+def _userns_possible(euid: int) -> bool:
+    """Can this caller create user namespaces here (what the profiles are built on)."""
+    from . import doctor
+
+    return doctor.features()["user_namespaces"].available
+
+
+def _enforcement(data, euid: int) -> str:
+    """namespaces | landlock | both | landlock-only (enforce = "either" without namespaces)."""
+    fs = data["filesystem"]
+    if fs["view"] == "host":
+        return "namespaces"
+    enforce = fs["enforce"]
+    if enforce == "either":
+        return "namespaces" if _userns_possible(euid) else "landlock-only"
+    return enforce
+
+
+def _landlock(data, ctx, file):
+    fs = data["filesystem"]
+    if fs["view"] == "host" or fs["enforce"] == "namespaces":
+        return None
+    from . import fs as fs_mod
+    from . import landlock
+
+    return landlock.compile_rules(fs, with_view=fs["enforce"] == "both",
+                                  resolve=lambda p, key: fs_mod.resolve(p, ctx, key, file), file=file)
 
 
 def _network(data, flags: int, euid: int, file) -> tuple:

@@ -1,0 +1,120 @@
+"""Landlock: the filesystem view's entries as Landlock rules, a second wall or the only one.
+
+The rules are compiled here once; the launch child creates the ruleset, adds the
+rules on the paths of its own (finished) view and restricts itself (_launch.c,
+step_landlock). With enforce = "landlock" there is no mount namespace: the paths are
+the host's and every entry must keep its host path.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import os
+
+from .errors import ProfileError, UnsupportedError
+
+SYS_LANDLOCK_CREATE_RULESET = 444
+CREATE_RULESET_VERSION = 1
+
+EXECUTE = 1 << 0
+WRITE_FILE = 1 << 1
+READ_FILE = 1 << 2
+READ_DIR = 1 << 3
+REMOVE_DIR = 1 << 4
+REMOVE_FILE = 1 << 5
+MAKE_CHAR = 1 << 6
+MAKE_DIR = 1 << 7
+MAKE_REG = 1 << 8
+MAKE_SOCK = 1 << 9
+MAKE_FIFO = 1 << 10
+MAKE_BLOCK = 1 << 11
+MAKE_SYM = 1 << 12
+REFER = 1 << 13        # ABI 2
+TRUNCATE = 1 << 14     # ABI 3
+IOCTL_DEV = 1 << 15    # ABI 5
+
+SCOPE_ABSTRACT_UNIX_SOCKET = 1  # ABI 6
+SCOPE_SIGNAL = 2                # ABI 6
+
+READ = READ_FILE | READ_DIR
+WRITE = (WRITE_FILE | REMOVE_DIR | REMOVE_FILE | MAKE_DIR | MAKE_REG | MAKE_SOCK | MAKE_FIFO | MAKE_SYM
+         | REFER | TRUNCATE)
+
+
+def handled_fs(abi: int) -> int:
+    """Every filesystem right this ABI knows: all of them are denied unless a rule grants them."""
+    mask = (1 << 13) - 1
+    if abi >= 2:
+        mask |= REFER
+    if abi >= 3:
+        mask |= TRUNCATE
+    if abi >= 5:
+        mask |= IOCTL_DEV
+    return mask
+
+
+@functools.lru_cache(maxsize=1)
+def abi_version() -> int:
+    """The Landlock ABI of this kernel, 0 when Landlock is missing or disabled."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.syscall.restype = ctypes.c_long
+    r = libc.syscall(ctypes.c_long(SYS_LANDLOCK_CREATE_RULESET), None, ctypes.c_size_t(0),
+                     ctypes.c_uint32(CREATE_RULESET_VERSION))
+    return max(int(r), 0)
+
+
+def available() -> int:
+    """The ABI, honouring the doctor's simulation of missing features."""
+    if "landlock" in os.environ.get("ISOLATE_DOCTOR_DISABLE", "").split(","):
+        return 0
+    return abi_version()
+
+
+def compile_rules(fs: dict, *, with_view: bool, resolve, file) -> tuple:
+    """(handled_fs, handled_net, scoped, attr_size, [(path, access, optional)]) for make_plan.
+
+    with_view: the rules apply inside the new root (enforce = "both"); otherwise to the
+    host's tree (enforce = "landlock"), where an entry cannot move a path elsewhere.
+    """
+    abi = available()
+    if abi < 1:
+        raise UnsupportedError("filesystem.enforce", "Landlock is not available on this kernel"
+                               + (" (disabled by ISOLATE_DOCTOR_DISABLE)" if abi_version() else ""))
+    mask = handled_fs(abi)
+    rules: list = []
+
+    def add(path: str, access: int, optional: bool = False):
+        rules.append((os.fsencode(path), access & mask, optional))
+
+    for key, access in (("ro", READ | EXECUTE), ("rw", READ | EXECUTE | WRITE)):
+        for i, e in enumerate(fs[key]):
+            where = f"filesystem.{key}[{i}]"
+            src, dst = resolve(e["source"], where), resolve(e["target"], where)
+            if not with_view and src != dst:
+                raise ProfileError(f"Landlock alone cannot show {src} at {dst}; use enforce = \"namespaces\" "
+                                   "or \"both\"", file=file, key=where)
+            if not with_view and not os.path.exists(src) and not e["optional"]:
+                raise ProfileError(f"{src} does not exist (mark it optional = true to skip it when missing)",
+                                   file=file, key=where)
+            add(dst if with_view else src, access, e["optional"])
+    if fs["tmpfs"]:
+        if not with_view:
+            raise ProfileError("a private tmpfs needs a mount namespace; Landlock alone cannot give one",
+                               file=file, key="filesystem.tmpfs")
+        for i, e in enumerate(fs["tmpfs"]):
+            add(resolve(e["path"], f"filesystem.tmpfs[{i}]"), READ | EXECUTE | WRITE)
+    if fs["proc"]:
+        add("/proc", READ | WRITE_FILE)
+    if fs["dev"]:
+        add("/dev", READ | WRITE_FILE | IOCTL_DEV)
+    if with_view:
+        add("/", READ_DIR)  # the new root holds only the profile's entries
+        for i, path in enumerate(fs["dirs"]):
+            add(resolve(path, f"filesystem.dirs[{i}]"), READ)
+        for i, e in enumerate(fs["files"]):
+            add(resolve(e["path"], f"filesystem.files[{i}]"), READ_FILE)
+    # ABI 6: no connecting to abstract unix sockets, nor signalling, outside the sandbox.
+    scoped = SCOPE_ABSTRACT_UNIX_SOCKET | SCOPE_SIGNAL if abi >= 6 else 0
+    attr_size = 24 if scoped else 8
+    return (mask, 0, scoped, attr_size, rules)

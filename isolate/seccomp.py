@@ -1,0 +1,1250 @@
+"""Seccomp: syscall names, systemd-style groups and actions -> BPF bytes via libseccomp.
+
+CONTRACT (other modules code against these names; keep the signatures):
+
+    parse_action(text) -> int          libseccomp action value; ValueError on bad text
+    check_syscall_name(name) -> None   name or "@group"; ValueError naming it otherwise
+    expand(names) -> list[str]         groups expanded, sorted, unique
+    compile_filter(spec) -> bytes      BPF program (array of struct sock_filter)
+    describe(spec) -> str              readable form of the same filter
+
+`spec` is the normalized [seccomp] section of a profile (see isolate/profile.py).
+
+Also public: SOCKET_FAMILIES, IOCTLS, CLONE_NAMESPACE_FLAGS, EXTRA_X86_64_SYSCALLS,
+format_action(value) -> str, socket_family(name) -> int, ioctl_request(item) -> int,
+CACHE (compile results by spec).
+
+Semantics of a compiled filter, per syscall made through the native ABI:
+
+  1. the syscall is in `deny` (after group expansion): `deny_action`, whatever its
+     arguments (argument rules for it are ignored);
+  2. otherwise, if argument rules exist for it (`rules`, `socket_families`,
+     `deny_ioctls`, `deny_namespace_flags`) and the conditions of at least one
+     match: that rule's action.  When several match, the most restrictive action
+     wins, in the kernel's order for stacked filters (kill-process > kill-thread >
+     trap > errno > trace > log > allow); between equally restrictive actions the
+     rule listed first wins (user `rules` first, then namespace flags, ioctls,
+     socket families);
+  3. otherwise ALLOW if the syscall is in `allow`;
+  4. otherwise `default_action`.
+  Syscalls made through another ABI (x86 `int 0x80`, x32) get `other_arches`.
+
+libseccomp cannot express that directly: it drops every conditional rule of a
+syscall that also has an unconditional one, keeps only the shorter of two rules
+when one's comparisons extend the other's, refuses two rules with identical
+comparisons but different actions (EEXIST), refuses two comparisons of the same
+argument in one rule (EINVAL), and refuses rules whose action is the default
+action (EACCES).  So the compiler below computes, per syscall, the exact region
+of argument space that gets each action (as disjoint unions of bit "cubes": for
+every argument a mask and the value the masked bits must have) and hands
+libseccomp only rules whose regions do not overlap unless their actions are
+equal, never an unconditional rule next to conditional ones of another action,
+and never a rule for the default action.
+"""
+
+from __future__ import annotations
+
+import errno as _errno
+import io
+import json
+import os
+import select
+import signal
+import struct
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import Iterable
+
+import pyseccomp as seccomp
+
+from .syscall_groups import DESCRIPTIONS as GROUP_DESCRIPTIONS
+from .syscall_groups import GROUPS
+
+__all__ = [
+    "CACHE",
+    "CLONE_NAMESPACE_FLAGS",
+    "EXTRA_X86_64_SYSCALLS",
+    "GROUPS",
+    "GROUP_DESCRIPTIONS",
+    "IOCTLS",
+    "SOCKET_FAMILIES",
+    "check_syscall_name",
+    "compile_filter",
+    "describe",
+    "expand",
+    "format_action",
+    "ioctl_request",
+    "parse_action",
+    "socket_family",
+]
+
+# ---------------------------------------------------------------------------
+# actions
+# ---------------------------------------------------------------------------
+
+_ACTION_WORDS = {
+    "allow": seccomp.ALLOW,
+    "kill": seccomp.KILL_PROCESS,
+    "kill-process": seccomp.KILL_PROCESS,
+    "kill-thread": seccomp.KILL_THREAD,
+    "log": seccomp.LOG,
+    "trap": seccomp.TRAP,
+}
+
+_ACCEPTED_ACTIONS = (
+    "allow, kill (= kill-process), kill-process, kill-thread, log, trap, "
+    "errno:NAME (e.g. errno:EPERM), errno:N (0..4095), trace:N (0..65535)"
+)
+
+_RET_ACTION_MASK = 0xFFFF0000
+_RET_DATA_MASK = 0x0000FFFF
+_RET_ERRNO = 0x00050000
+_RET_TRACE = 0x7FF00000
+
+
+def parse_action(text: str) -> int:
+    """Action text -> libseccomp action value ("errno:EPERM" -> SCMP_ACT_ERRNO(1))."""
+    if not isinstance(text, str):
+        raise ValueError(f"invalid seccomp action {text!r}: expected a string, one of: {_ACCEPTED_ACTIONS}")
+    word = text.strip().lower()
+    if word in _ACTION_WORDS:
+        return _ACTION_WORDS[word]
+    kind, sep, arg = word.partition(":")
+    arg = arg.strip()
+    if sep and kind == "errno" and arg:
+        if arg.isdigit():
+            n = int(arg)
+            if n <= 4095:
+                return seccomp.ERRNO(n)
+        else:
+            n = getattr(_errno, arg.upper(), None)
+            if isinstance(n, int) and arg.upper().startswith("E") and 0 <= n <= 4095:
+                return seccomp.ERRNO(n)
+    if sep and kind == "trace" and arg.isdigit() and int(arg) <= 0xFFFF:
+        return seccomp.TRACE(int(arg))
+    raise ValueError(f"invalid seccomp action {text!r}: expected one of: {_ACCEPTED_ACTIONS}")
+
+
+def format_action(value: int) -> str:
+    """libseccomp action value -> canonical text accepted by parse_action."""
+    if value == seccomp.ALLOW:
+        return "allow"
+    if value == seccomp.KILL_PROCESS:
+        return "kill-process"
+    if value == seccomp.KILL_THREAD:
+        return "kill-thread"
+    if value == seccomp.LOG:
+        return "log"
+    if value == seccomp.TRAP:
+        return "trap"
+    data = value & _RET_DATA_MASK
+    if value & _RET_ACTION_MASK == _RET_ERRNO:
+        return f"errno:{_errno.errorcode.get(data, data)}"
+    if value & _RET_ACTION_MASK == _RET_TRACE:
+        return f"trace:{data}"
+    return f"action:{value:#x}"
+
+
+def _severity(action: int) -> int:
+    """Kernel precedence of actions for stacked filters; lower = more restrictive."""
+    if action == seccomp.KILL_PROCESS:
+        return 0
+    if action == seccomp.KILL_THREAD:
+        return 1
+    kind = action & _RET_ACTION_MASK
+    return {0x00030000: 2, _RET_ERRNO: 3, 0x7FC00000: 4, _RET_TRACE: 5, seccomp.LOG: 6}.get(kind, 7)
+
+
+# ---------------------------------------------------------------------------
+# socket families, ioctls, clone flags
+# ---------------------------------------------------------------------------
+
+# <linux/socket.h>; AF_MAX is 46 on Linux 6.18.
+SOCKET_FAMILIES: dict[str, int] = {
+    "unspec": 0, "unix": 1, "local": 1, "inet": 2, "ax25": 3, "ipx": 4, "appletalk": 5,
+    "netrom": 6, "bridge": 7, "atmpvc": 8, "x25": 9, "inet6": 10, "rose": 11, "decnet": 12,
+    "netbeui": 13, "security": 14, "key": 15, "netlink": 16, "route": 16, "packet": 17,
+    "ash": 18, "econet": 19, "atmsvc": 20, "rds": 21, "sna": 22, "irda": 23, "pppox": 24,
+    "wanpipe": 25, "llc": 26, "ib": 27, "mpls": 28, "can": 29, "tipc": 30, "bluetooth": 31,
+    "iucv": 32, "rxrpc": 33, "isdn": 34, "phonet": 35, "ieee802154": 36, "caif": 37,
+    "alg": 38, "nfc": 39, "vsock": 40, "kcm": 41, "qipcrtr": 42, "smc": 43, "xdp": 44,
+    "mctp": 45,
+}
+AF_MAX = 46
+
+
+def socket_family(name: str | int) -> int:
+    """"inet6" / "AF_INET6" / "af_inet6" / 10 -> 10; ValueError otherwise."""
+    if isinstance(name, int) and not isinstance(name, bool):
+        if 0 <= name <= 0xFFFF:
+            return name
+        raise ValueError(f"socket family number {name} out of range")
+    if isinstance(name, str):
+        key = name.strip().lower()
+        if key.startswith("af_"):
+            key = key[3:]
+        if key in SOCKET_FAMILIES:
+            return SOCKET_FAMILIES[key]
+    known = ", ".join(sorted(SOCKET_FAMILIES))
+    raise ValueError(f"unknown socket family {name!r} (known: {known})")
+
+
+# ioctl request numbers (x86-64 / asm-generic values).
+IOCTLS: dict[str, int] = {
+    "TCGETS": 0x5401,
+    "TCSETS": 0x5402,
+    "TIOCSCTTY": 0x540E,
+    "TIOCSPGRP": 0x5410,
+    "TIOCSTI": 0x5412,        # push a byte into a terminal's input queue
+    "TIOCGWINSZ": 0x5413,
+    "TIOCSWINSZ": 0x5414,
+    "FIONREAD": 0x541B,
+    "TIOCLINUX": 0x541C,      # console ioctls, incl. selection paste (TIOCL_PASTESEL)
+    "TIOCCONS": 0x541D,       # redirect console output
+    "FIONBIO": 0x5421,
+    "TIOCNOTTY": 0x5422,
+    "TIOCSETD": 0x5423,       # set line discipline
+    "FIONCLEX": 0x5450,
+    "FIOCLEX": 0x5451,
+    "TIOCSIG": 0x40045436,
+    "FICLONE": 0x40049409,
+}
+
+
+def ioctl_request(item: str | int) -> int:
+    """IOCTLS name or number -> the 32-bit request number; ValueError otherwise."""
+    if isinstance(item, int) and not isinstance(item, bool):
+        if 0 <= item <= 0xFFFFFFFF:
+            return item
+        raise ValueError(f"ioctl request {item:#x} out of range (the kernel uses 32 bits)")
+    if isinstance(item, str) and item.strip().upper() in IOCTLS:
+        return IOCTLS[item.strip().upper()]
+    raise ValueError(f"unknown ioctl {item!r} (known: {', '.join(sorted(IOCTLS))}, or a number)")
+
+
+# <linux/sched.h>.  CLONE_NEWTIME (0x80) overlaps the exit-signal byte of clone(2);
+# no valid signal has that bit, so denying it there costs nothing.
+CLONE_NAMESPACE_FLAGS: dict[str, int] = {
+    "CLONE_NEWTIME": 0x00000080,
+    "CLONE_NEWNS": 0x00020000,
+    "CLONE_NEWCGROUP": 0x02000000,
+    "CLONE_NEWUTS": 0x04000000,
+    "CLONE_NEWIPC": 0x08000000,
+    "CLONE_NEWUSER": 0x10000000,
+    "CLONE_NEWPID": 0x20000000,
+    "CLONE_NEWNET": 0x40000000,
+}
+
+# ---------------------------------------------------------------------------
+# syscall names
+# ---------------------------------------------------------------------------
+
+# Syscalls newer than libseccomp 2.5.4 (it resolves them to -1).  Their x86-64
+# numbers (arch/x86/entry/syscalls/syscall_64.tbl) are used when compiling for
+# x86-64, so that e.g. denying @mount also covers open_tree_attr on new kernels.
+EXTRA_X86_64_SYSCALLS: dict[str, int] = {
+    "uretprobe": 335,
+    "statmount": 457,
+    "listmount": 458,
+    "lsm_get_self_attr": 459,
+    "lsm_set_self_attr": 460,
+    "lsm_list_modules": 461,
+    "mseal": 462,
+    "setxattrat": 463,
+    "getxattrat": 464,
+    "listxattrat": 465,
+    "removexattrat": 466,
+    "open_tree_attr": 467,
+    "file_getattr": 468,
+    "file_setattr": 469,
+}
+
+_NATIVE_ARCH = seccomp.system_arch()
+_OTHER_ARCHES = (seccomp.Arch.X86_64, seccomp.Arch.X86, seccomp.Arch.AARCH64, seccomp.Arch.ARM)
+_SCMP_ERROR = -1
+
+
+def _resolve(arch: int, name: str) -> int:
+    try:
+        return int(seccomp.resolve_syscall(arch, name))
+    except Exception:  # pragma: no cover - defensive (odd names, ctypes errors)
+        return _SCMP_ERROR
+
+
+def _native_nr(name: str) -> int | None:
+    """Syscall number on the native arch, or None if it has none here."""
+    nr = _resolve(seccomp.Arch.NATIVE, name)
+    if nr >= 0:
+        return nr
+    if nr == _SCMP_ERROR and _NATIVE_ARCH == seccomp.Arch.X86_64:
+        return EXTRA_X86_64_SYSCALLS.get(name)
+    return None  # pseudo-number: known to libseccomp, absent on this arch
+
+
+def _known_anywhere(name: str) -> bool:
+    if _resolve(seccomp.Arch.NATIVE, name) >= 0:
+        return True
+    if name in EXTRA_X86_64_SYSCALLS:
+        return True
+    # Negative on native: unknown there (pseudo-numbers also count as known to libseccomp).
+    if _resolve(seccomp.Arch.NATIVE, name) != _SCMP_ERROR:
+        return True
+    return any(_resolve(arch, name) >= 0 for arch in _OTHER_ARCHES)
+
+
+def check_syscall_name(name: str) -> None:
+    """Accept a syscall name libseccomp knows on some architecture, or a known "@group"."""
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"invalid syscall name {name!r}")
+    if name.startswith("@"):
+        if name not in GROUPS:
+            raise ValueError(f"unknown syscall group {name!r} (known: {', '.join(sorted(GROUPS))})")
+        return
+    if not _known_anywhere(name):
+        raise ValueError(f"unknown syscall {name!r}")
+
+
+def expand(names: Iterable[str]) -> list[str]:
+    """Expand "@groups" recursively; sorted, unique plain names.  Unknown groups: ValueError."""
+    if isinstance(names, str):
+        names = [names]
+    out: set[str] = set()
+    seen: set[str] = set()
+
+    def walk(item: str) -> None:
+        if item.startswith("@"):
+            if item not in GROUPS:
+                check_syscall_name(item)  # raises with the list of known groups
+            if item in seen:
+                return
+            seen.add(item)
+            for member in GROUPS[item]:
+                walk(member)
+        else:
+            out.add(item)
+
+    for name in names:
+        if not isinstance(name, str):
+            raise ValueError(f"invalid syscall name {name!r}")
+        walk(name)
+    return sorted(out)
+
+
+def _native_syscalls(names: Iterable[str]) -> dict[int, str]:
+    """names/groups -> {native nr: name}.  Explicit unknown names raise; members of
+    groups that libseccomp does not know, and anything absent on this arch, are skipped."""
+    result: dict[int, str] = {}
+    for name in names:
+        check_syscall_name(name)
+        members = expand([name]) if name.startswith("@") else [name]
+        for member in members:
+            nr = _native_nr(member)
+            if nr is not None:
+                result.setdefault(nr, member)
+    return result
+
+
+# ---------------------------------------------------------------------------
+# argument-space algebra
+#
+# A region of the six-argument space is a list of disjoint *terms*; a term is a
+# tuple of six argument sets (their product); an argument set is a list of
+# disjoint *atoms* over 0..2**64-1, each expressible as one libseccomp
+# comparison (or a few, for a bounded range):
+#     ("r", lo, hi)     the range lo..hi  (EQ, or MASKED_EQ per aligned block)
+#     ("c", mask, val)  x & mask == val   (MASKED_EQ)
+# ---------------------------------------------------------------------------
+
+_U64 = (1 << 64) - 1
+_U32 = 0xFFFFFFFF
+_MAX_RULES = 1024          # libseccomp rules for one syscall
+_MAX_PIECES = 20000        # intermediate atoms/terms while computing one syscall
+
+Atom = tuple[str, int, int]
+ArgSet = list[Atom]
+Term = tuple[ArgSet, ...]
+
+_FULL: Atom = ("r", 0, _U64)
+_ALL: ArgSet = [_FULL]
+_EVERYTHING: Term = (_ALL,) * 6
+
+_OPS = {
+    "eq": seccomp.EQ, "ne": seccomp.NE, "lt": seccomp.LT, "le": seccomp.LE,
+    "gt": seccomp.GT, "ge": seccomp.GE, "masked_eq": seccomp.MASKED_EQ,
+}
+
+
+class _TooComplex(Exception):
+    pass
+
+
+def _cube(mask: int, value: int) -> Atom:
+    if mask == 0:
+        return _FULL
+    if mask == _U64:
+        return ("r", value, value)
+    return ("c", mask, value)
+
+
+def _blocks(lo: int, hi: int) -> list[tuple[int, int]]:
+    """lo..hi as aligned power-of-two blocks (mask, value); at most 128."""
+    out = []
+    while lo <= hi:
+        size = lo & -lo if lo else 1 << 64
+        while lo + size - 1 > hi:
+            size >>= 1
+        out.append((_U64 & ~(size - 1), lo))
+        lo += size
+    return out
+
+
+def _cube_isect(a: tuple[int, int], b: tuple[int, int]) -> tuple[int, int] | None:
+    (ma, va), (mb, vb) = a, b
+    if (va ^ vb) & ma & mb:
+        return None
+    return (ma | mb, va | vb)
+
+
+def _cube_minus(a: tuple[int, int], b: tuple[int, int]) -> list[tuple[int, int]]:
+    """a - b as disjoint cubes, one per bit that b fixes and a does not (high bits first)."""
+    (ma, va), (mb, vb) = a, b
+    if (va ^ vb) & ma & mb:
+        return [a]
+    free = mb & ~ma
+    out = []
+    m, v = ma, va
+    while free:
+        bit = 1 << (free.bit_length() - 1)
+        free ^= bit
+        out.append((m | bit, v | (~vb & bit)))
+        m |= bit
+        v |= vb & bit
+    return out
+
+
+def _cube_in_range(mask: int, value: int, lo: int, hi: int) -> list[tuple[int, int]]:
+    """The cube ∩ lo..hi as few disjoint cubes.  Ordered by value, a cube's members are
+    its free bits counting up, so the intersection is an interval of that count and
+    splits into at most two aligned blocks per free bit (as in a segment tree)."""
+    out = []
+    todo = [(mask, value)]
+    while todo:
+        m, v = todo.pop()
+        top = v | (~m & _U64)
+        if top < lo or v > hi:
+            continue
+        if lo <= v and top <= hi:
+            out.append((m, v))
+            continue
+        bit = 1 << ((~m & _U64).bit_length() - 1)
+        todo.append((m | bit, v | bit))
+        todo.append((m | bit, v))
+    return out
+
+
+def _atom_isect(a: Atom, b: Atom) -> ArgSet:
+    if a[0] == "r" and b[0] == "r":
+        lo, hi = max(a[1], b[1]), min(a[2], b[2])
+        return [("r", lo, hi)] if lo <= hi else []
+    if a == _FULL:
+        return [b]
+    if b == _FULL:
+        return [a]
+    if a[0] == "c" and b[0] == "c":
+        z = _cube_isect((a[1], a[2]), (b[1], b[2]))
+        return [_cube(*z)] if z is not None else []
+    c, r = (a, b) if a[0] == "c" else (b, a)
+    return [_cube(*z) for z in _cube_in_range(c[1], c[2], r[1], r[2])]
+
+
+def _atom_minus(a: Atom, b: Atom) -> ArgSet:
+    if not _atom_isect(a, b):
+        return [a]
+    if a[0] == "r" and b[0] == "r":
+        out = []
+        if a[1] < b[1]:
+            out.append(("r", a[1], b[1] - 1))
+        if b[2] < a[2]:
+            out.append(("r", b[2] + 1, a[2]))
+        return out
+    if b == _FULL:
+        return []
+    if b[0] == "r":
+        # a (a cube) outside the range b
+        return [z for r in _atom_minus(_FULL, b) for z in _atom_isect(a, r)]
+    if a[0] == "c":
+        return [_cube(*z) for z in _cube_minus((a[1], a[2]), (b[1], b[2]))]
+    # a range minus a cube: the range ∩ (the complement of b, as cubes)
+    rest = _cube_minus((0, 0), (b[1], b[2]))
+    return [z for c in rest for z in _atom_isect(a, _cube(*c))]
+
+
+def _check(n: int) -> None:
+    if n > _MAX_PIECES:
+        raise _TooComplex
+
+
+def _simplify(s: ArgSet) -> ArgSet:
+    """Same set, fewer atoms: aligned-block cubes become ranges, touching ranges
+    join, and cubes that differ in one fixed bit merge."""
+    ranges: list[tuple[int, int]] = []
+    cubes: set[tuple[int, int]] = set()
+    for a in s:
+        if a[0] == "r":
+            ranges.append((a[1], a[2]))
+        else:
+            low = ~a[1] & _U64
+            if low & (low + 1) == 0:  # mask = bits k..63: the block value..value+low
+                ranges.append((a[2], a[2] | low))
+            else:
+                cubes.add((a[1], a[2]))
+    merged = True
+    while merged and len(cubes) > 1:
+        merged = False
+        for m, v in sorted(cubes):
+            bits = m
+            while bits:
+                bit = bits & -bits
+                bits ^= bit
+                other = (m, v ^ bit)
+                if other in cubes and (m, v) in cubes:
+                    cubes.discard(other)
+                    cubes.discard((m, v))
+                    cubes.add((m & ~bit, v & ~bit))
+                    merged = True
+                    break
+    out: ArgSet = []
+    for lo, hi in sorted(ranges):
+        if out and lo <= out[-1][2] + 1:
+            out[-1] = ("r", out[-1][1], max(out[-1][2], hi))
+        else:
+            out.append(("r", lo, hi))
+    out.extend(_cube(m, v) for m, v in sorted(cubes))
+    return out
+
+
+def _set_isect(a: ArgSet, b: ArgSet) -> ArgSet:
+    if b == _ALL:
+        return a
+    if a == _ALL:
+        return b
+    out = [z for x in a for y in b for z in _atom_isect(x, y)]
+    _check(len(out))
+    return _simplify(out)
+
+
+def _set_minus(a: ArgSet, b: ArgSet) -> ArgSet:
+    for y in b:
+        a = [z for x in a for z in _atom_minus(x, y)]
+        _check(len(a))
+    return _simplify(a)
+
+
+def _cube_range_meets(mask: int, value: int, lo: int, hi: int) -> bool:
+    """Is there x with x & mask == value and lo <= x <= hi?"""
+    todo = [(mask, value)]
+    while todo:
+        m, v = todo.pop()
+        top = v | (~m & _U64)
+        if top < lo or v > hi:
+            continue
+        if lo <= v or top <= hi:  # its smallest or its largest member is in the range
+            return True
+        bit = 1 << ((~m & _U64).bit_length() - 1)
+        todo.append((m | bit, v | bit))
+        todo.append((m | bit, v))
+    return False
+
+
+def _atoms_meet(a: Atom, b: Atom) -> bool:
+    if a[0] == "r" and b[0] == "r":
+        return max(a[1], b[1]) <= min(a[2], b[2])
+    if a[0] == "c" and b[0] == "c":
+        return not (a[2] ^ b[2]) & a[1] & b[1]
+    c, r = (a, b) if a[0] == "c" else (b, a)
+    return _cube_range_meets(c[1], c[2], r[1], r[2])
+
+
+def _terms_meet(t: Term, r: Term) -> bool:
+    for x, y in zip(t, r):
+        if x is y or y == _ALL or x == _ALL:
+            continue
+        if not any(_atoms_meet(a, b) for a in x for b in y):
+            return False
+    return True
+
+
+def _term_isect(t: Term, r: Term) -> Term | None:
+    out = []
+    for x, y in zip(t, r):
+        z = _set_isect(x, y)
+        if not z:
+            return None
+        out.append(z)
+    return tuple(out)
+
+
+def _term_minus(t: Term, r: Term) -> list[Term]:
+    """t - r as disjoint terms: for each argument k that r constrains, the part of t
+    that fails r on k and satisfies it on the arguments after k.  (Going from the last
+    argument down puts the complements, which take more atoms, on high arguments,
+    where _argset_comparisons can use NE/LT/GT-style comparisons.)"""
+    if not _terms_meet(t, r):
+        return [t]
+    out = []
+    prefix = list(t)
+    for k in reversed(range(6)):
+        if r[k] == _ALL:
+            continue
+        miss = _set_minus(prefix[k], r[k])
+        if miss:
+            piece = list(prefix)
+            piece[k] = miss
+            out.append(tuple(piece))
+        prefix[k] = _set_isect(prefix[k], r[k])
+    return out
+
+
+def _region_minus(region: list[Term], remove: Iterable[Term]) -> list[Term]:
+    for r in remove:
+        region = [p for t in region for p in _term_minus(t, r)]
+        _check(len(region))
+    return _merge_terms(region)
+
+
+def _merge_terms(region: list[Term]) -> list[Term]:
+    """Join disjoint terms that differ in one argument only (their union is a term)."""
+    merged = True
+    while merged and len(region) > 1:
+        merged = False
+        for i in range(len(region)):
+            for j in range(i + 1, len(region)):
+                a, b = region[i], region[j]
+                diff = [k for k in range(6) if a[k] != b[k]]
+                if len(diff) == 1:
+                    k = diff[0]
+                    joined = list(a)
+                    joined[k] = _simplify(a[k] + b[k])
+                    region[i] = tuple(joined)
+                    del region[j]
+                    merged = True
+                    break
+            if merged:
+                break
+    return region
+
+
+def _argset_comparisons(index: int, s: ArgSet, native: bool) -> list[tuple[int, int, int, int] | None]:
+    """Alternatives (their union is s) as single comparisons; None = no comparison needed.
+
+    native=False uses EQ and MASKED_EQ only (ranges become aligned blocks): libseccomp
+    turns those into plain chains.  native=True also uses NE/LE/GE, which libseccomp
+    2.5.4 turns into small graphs whose branches share the next argument's node;
+    see _NATIVE_NOTE for why rules using them are compiled with care."""
+    if s == _ALL:
+        return [None]
+    if (native and len(s) == 2 and s[0][0] == s[1][0] == "r" and s[0][1] == 0
+            and s[1][2] == _U64 and s[0][2] + 2 == s[1][1]):
+        return [(index, seccomp.NE, s[0][2] + 1, 0)]
+    out: list[tuple[int, int, int, int] | None] = []
+    for a in s:
+        if a == _FULL:
+            out.append(None)
+        elif a[0] == "c":
+            out.append((index, seccomp.MASKED_EQ, a[1], a[2]))
+        elif a[1] == a[2]:
+            out.append((index, seccomp.EQ, a[1], 0))
+        elif native and a[1] == 0:
+            out.append((index, seccomp.LE, a[2], 0))
+        elif native and a[2] == _U64:
+            out.append((index, seccomp.GE, a[1], 0))
+        else:
+            for m, v in _blocks(a[1], a[2]):
+                out.append((index, seccomp.EQ, v, 0) if m == _U64 else (index, seccomp.MASKED_EQ, m, v))
+    return out
+
+
+# How rules are written for libseccomp (see _NATIVE_NOTE), most compact first.
+_ANYWHERE, _LAST_ONLY, _PLAIN = "anywhere", "last-only", "plain"
+
+
+def _term_rules(t: Term, mode: str) -> list[tuple[tuple[int, int, int, int], ...]]:
+    constrained = [k for k in range(6) if t[k] != _ALL]
+    combos: list[tuple] = [()]
+    for index in constrained:
+        native = mode == _ANYWHERE or (mode == _LAST_ONLY and index == constrained[-1])
+        alts = _argset_comparisons(index, t[index], native)
+        combos = [c + ((x,) if x is not None else ()) for c in combos for x in alts]
+        if len(combos) > _MAX_RULES:
+            raise _TooComplex
+    return combos
+
+
+_NATIVE_OPS = (seccomp.NE, seccomp.LT, seccomp.LE, seccomp.GT, seccomp.GE)
+
+_NATIVE_NOTE = """
+libseccomp 2.5.4 builds an NE/LT/LE/GT/GE comparison of a 64-bit argument as three
+nodes whose true and false branches share the node that follows (the next
+argument's).  Merging further rules through such a shared level goes wrong: when a
+new node sorts before the level's head, _db_tree_add() relinks the level through one
+parent only and then loops forever ("a0 >= 10, a1 == 0x5414" followed by "a0 >= 10,
+a1 == 0x100005414"), and other combinations silently drop rules.  EQ/MASKED_EQ are
+plain chains and merge correctly.  So a filter is generated in up to three forms,
+most compact first, and the first whose BPF passes _verify (symbolic execution of
+the program against the planned regions, for every syscall number) is used:
+  anywhere:  NE/LE/GE wherever useful; rules added in descending order of
+             libseccomp's node ordering (every insertion is then an append, which
+             avoids the loop seen so far); run in a forked child with a time limit,
+             in case libseccomp loops anyway;
+  last-only: NE/LE/GE only on the last argument a rule compares (nothing follows,
+             nothing is shared);
+  plain:     EQ/MASKED_EQ only (ranges as aligned blocks).
+Forms that would come out identical to the next one are skipped.
+"""
+
+
+def _node_keys(cmp: tuple[int, int, int, int]) -> tuple:
+    """libseccomp's sort keys (_db_chain_lt) of the nodes one comparison becomes."""
+    arg, op, a, b = cmp
+    hi_arg, lo_arg = 2 * arg + 1, 2 * arg
+    if op in (seccomp.EQ, seccomp.NE):
+        return ((hi_arg, 3, a >> 32), (lo_arg, 3, a & _U32))
+    if op == seccomp.MASKED_EQ:
+        return ((hi_arg, 3, (b & a) >> 32), (lo_arg, 3, b & a & _U32))
+    if op in (seccomp.GT, seccomp.GE):
+        return ((hi_arg, 1, a >> 32), (hi_arg, 1, a >> 32), (lo_arg, 1, a & _U32))
+    return ((hi_arg, 2, -(a >> 32)), (hi_arg, 2, -(a >> 32)), (lo_arg, 2, -(a & _U32)))
+
+
+def _rule_key(rule: tuple[int, tuple]) -> tuple:
+    return tuple(k for cmp in rule[1] for k in _node_keys(cmp))
+
+
+def _cond_argset(op: str, value: int, mask: int | None) -> ArgSet:
+    if op == "eq":
+        return [("r", value, value)]
+    if op == "ne":
+        return [r for r in (("r", 0, value - 1), ("r", value + 1, _U64)) if r[1] <= r[2]]
+    if op == "lt":
+        return [("r", 0, value - 1)] if value else []
+    if op == "le":
+        return [("r", 0, value)]
+    if op == "gt":
+        return [("r", value + 1, _U64)] if value < _U64 else []
+    if op == "ge":
+        return [("r", value, _U64)]
+    return [_cube(mask, value)]  # masked_eq
+
+
+def _term(**constraints: ArgSet) -> Term:
+    t = list(_EVERYTHING)
+    for key, s in constraints.items():
+        t[int(key[1:])] = s
+    return tuple(t)
+
+
+# ---------------------------------------------------------------------------
+# compiling a spec
+# ---------------------------------------------------------------------------
+
+
+@dataclass
+class _ArgRule:
+    action: int
+    terms: list[Term]
+    order: int
+    origin: str
+
+
+@dataclass
+class _SyscallPlan:
+    name: str
+    nr: int
+    fallback: int                       # action when no argument rule matches
+    denied: bool = False
+    arg_rules: list[_ArgRule] = field(default_factory=list)
+    # computed by _solve: action -> region (terms) getting it; the default's is left out
+    regions: dict[int, list[Term]] = field(default_factory=dict)
+
+
+@dataclass
+class _Plan:
+    default: int
+    badarch: int
+    syscalls: dict[int, _SyscallPlan]
+
+
+def _as_u64(value: object, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{what}: expected an integer, got {value!r}")
+    if -(1 << 63) <= value < 0:
+        value += 1 << 64
+    if not 0 <= value <= _U64:
+        raise ValueError(f"{what}: {value} does not fit in 64 bits")
+    return value
+
+
+def _user_rule(rule: dict, i: int) -> tuple[list[str], int, list[Term]]:
+    where = f"seccomp.rules[{i}]"
+    if not isinstance(rule, dict):
+        raise ValueError(f"{where}: expected a table, got {rule!r}")
+    syscall = rule.get("syscall")
+    if not isinstance(syscall, str):
+        raise ValueError(f"{where}.syscall: expected a syscall name, got {syscall!r}")
+    check_syscall_name(syscall)
+    action = parse_action(rule.get("action", ""))
+    args = rule.get("args") or []
+    if not isinstance(args, (list, tuple)):
+        raise ValueError(f"{where}.args: expected a list, got {args!r}")
+    t = list(_EVERYTHING)
+    for j, cond in enumerate(args):
+        cw = f"{where}.args[{j}]"
+        if not isinstance(cond, dict):
+            raise ValueError(f"{cw}: expected a table, got {cond!r}")
+        index = cond.get("index")
+        if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index <= 5:
+            raise ValueError(f"{cw}.index: expected 0..5, got {index!r}")
+        op = cond.get("op")
+        if op not in _OPS:
+            raise ValueError(f"{cw}.op: expected one of {', '.join(_OPS)}, got {op!r}")
+        value = _as_u64(cond.get("value"), f"{cw}.value")
+        mask = None
+        if op == "masked_eq":
+            mask = _as_u64(cond.get("mask"), f"{cw}.mask")
+            if value & ~mask:
+                raise ValueError(f"{cw}: value {value:#x} has bits outside mask {mask:#x}; it could never match")
+        t[index] = _set_isect(t[index], _cond_argset(op, value, mask))
+    terms = [] if any(not s for s in t) else [tuple(t)]  # [] = can never match
+    members = expand([syscall]) if syscall.startswith("@") else [syscall]
+    return members, action, terms
+
+
+def _low32(values: Iterable[int]) -> ArgSet:
+    return [("c", _U32, v) for v in sorted(set(values))]
+
+
+def _plan(spec: dict) -> _Plan:
+    if not isinstance(spec, dict):
+        raise ValueError(f"seccomp spec must be a table, got {type(spec).__name__}")
+    default = parse_action(spec.get("default_action", "allow"))
+    deny_action = parse_action(spec.get("deny_action", "errno:EPERM"))
+    badarch = parse_action(spec.get("other_arches", "kill"))
+
+    def names(key: str) -> list[str]:
+        value = spec.get(key) or []
+        if isinstance(value, str) or not isinstance(value, (list, tuple)):
+            raise ValueError(f"seccomp.{key}: expected a list of syscall names, got {value!r}")
+        return list(value)
+
+    denied = _native_syscalls(names("deny"))
+    allowed = _native_syscalls(names("allow"))
+    plans: dict[int, _SyscallPlan] = {}
+
+    def plan_for(nr: int, name: str) -> _SyscallPlan:
+        if nr not in plans:
+            if nr in denied:
+                plans[nr] = _SyscallPlan(name, nr, deny_action, denied=True)
+            else:
+                plans[nr] = _SyscallPlan(name, nr, seccomp.ALLOW if nr in allowed else default)
+        return plans[nr]
+
+    for nr, name in denied.items():
+        plan_for(nr, name)
+    for nr, name in allowed.items():
+        plan_for(nr, name)
+
+    order = 0
+
+    def add(name: str, action: int, terms: list[Term], origin: str) -> None:
+        nonlocal order
+        nr = _native_nr(name)
+        if nr is None:
+            return
+        order += 1
+        plan_for(nr, name).arg_rules.append(_ArgRule(action, terms, order, origin))
+
+    # 1. explicit argument rules
+    rules = spec.get("rules") or []
+    if not isinstance(rules, (list, tuple)):
+        raise ValueError(f"seccomp.rules: expected a list, got {rules!r}")
+    for i, rule in enumerate(rules):
+        members, action, terms = _user_rule(rule, i)
+        for member in members:
+            add(member, action, terms, f"rules[{i}]")
+
+    # 2. namespaces: one rule per clone flag, (flags & FLAG) == FLAG
+    if spec.get("deny_namespace_flags"):
+        for flag_name, flag in CLONE_NAMESPACE_FLAGS.items():
+            add("clone", deny_action, [_term(a0=[("c", flag, flag)])], flag_name)
+        add("unshare", deny_action, [_EVERYTHING], "deny_namespace_flags")
+        add("setns", deny_action, [_EVERYTHING], "deny_namespace_flags")
+        # clone3 passes its flags in a struct seccomp cannot read; ENOSYS makes
+        # libc fall back to clone(), whose flags are checked above.
+        add("clone3", seccomp.ERRNO(_errno.ENOSYS), [_EVERYTHING], "deny_namespace_flags")
+
+    # 3. ioctls: the kernel truncates the request to 32 bits, so compare only those
+    deny_ioctls = spec.get("deny_ioctls") or []
+    if not isinstance(deny_ioctls, (list, tuple)):
+        raise ValueError(f"seccomp.deny_ioctls: expected a list, got {deny_ioctls!r}")
+    requests = [ioctl_request(item) for item in deny_ioctls]
+    if requests:
+        add("ioctl", deny_action, [_term(a1=_low32(requests))], "deny_ioctls")
+
+    # 4. socket families: the listed ones are allowed, every other one gets deny_action
+    #    (compared on the low 32 bits too: the kernel reads an int)
+    families = spec.get("socket_families")
+    if families is not None:
+        if isinstance(families, str) or not isinstance(families, (list, tuple)):
+            raise ValueError(f"seccomp.socket_families: expected a list, got {families!r}")
+        listed = _low32(socket_family(f) for f in families)
+        others = _set_minus(list(_ALL), listed)
+        for call in ("socket", "socketpair"):
+            if listed:
+                add(call, seccomp.ALLOW, [_term(a0=listed)], "socket_families")
+            add(call, deny_action, [_term(a0=others)], "socket_families (other families)")
+
+    for p in plans.values():
+        try:
+            _solve(p, default)
+        except _TooComplex:
+            raise ValueError(
+                f"seccomp argument rules for syscall {p.name!r} are too complex to compile "
+                "(simplify overlapping conditions)") from None
+    return _Plan(default, badarch, plans)
+
+
+def _solve(p: _SyscallPlan, default: int) -> None:
+    """Fill p.regions: the part of argument space that gets each non-default action.
+    Regions of different actions never overlap."""
+    regions: dict[int, list[Term]] = {}
+    if p.denied or not p.arg_rules:
+        if p.fallback != default:
+            regions[p.fallback] = [_EVERYTHING]
+        p.regions = regions
+        return
+    ordered = sorted(p.arg_rules, key=lambda r: (_severity(r.action), r.order))
+    for i, rule in enumerate(ordered):
+        if rule.action == default:
+            continue  # its region falls to the default action anyway
+        higher = [t for other in ordered[:i] if other.action != rule.action for t in other.terms]
+        regions.setdefault(rule.action, []).extend(_region_minus(list(rule.terms), higher))
+    if p.fallback != default:
+        rest = _region_minus([_EVERYTHING], [t for r in ordered for t in r.terms])
+        regions.setdefault(p.fallback, []).extend(rest)
+    p.regions = {a: _merge_terms(ts) for a, ts in regions.items() if ts}
+
+
+def _emit(p: _SyscallPlan, mode: str) -> list[tuple[int, tuple]]:
+    """libseccomp rules (action, comparisons) for one syscall, in the order to add them."""
+    emit: list[tuple[int, tuple]] = []
+    for action, terms in p.regions.items():
+        for t in terms:
+            emit.extend((action, r) for r in _term_rules(t, mode))
+            if len(emit) > _MAX_RULES:
+                raise _TooComplex
+    for action, args in emit:
+        if args == ():
+            # an unconditional rule would make libseccomp drop the conditional ones
+            # of this syscall; regions are disjoint, so it is alone in its syscall
+            if any(a != action for a, _ in emit):  # pragma: no cover - would be a bug
+                raise RuntimeError(f"overlapping seccomp regions for {p.name}")
+            return [(action, ())]
+    emit = list(dict.fromkeys(emit))
+    emit.sort(key=_rule_key, reverse=True)
+    return emit
+
+
+def _rules(plan: _Plan, mode: str) -> dict[int, list[tuple[int, tuple]]]:
+    out = {}
+    for nr, p in sorted(plan.syscalls.items()):
+        try:
+            out[nr] = _emit(p, mode)
+        except _TooComplex:
+            raise ValueError(
+                f"seccomp argument rules for syscall {p.name!r} are too complex to compile "
+                "(simplify overlapping conditions)") from None
+    return out
+
+
+def _build(plan: _Plan, rules: dict[int, list[tuple[int, tuple]]]) -> seccomp.SyscallFilter:
+    f = seccomp.SyscallFilter(plan.default)
+    f.set_attr(seccomp.Attr.CTL_NNP, 0)  # the launcher sets no_new_privs itself
+    f.set_attr(seccomp.Attr.ACT_BADARCH, plan.badarch)
+    if sum(map(len, rules.values())) >= 8:
+        # binary tree over syscall numbers.  Not for tiny filters: with no rules at all,
+        # libseccomp <= 2.5.3 loses the default action in this mode (seccomp/libseccomp#370).
+        try:
+            f.set_attr(seccomp.Attr.CTL_OPTIMIZE, 2)
+        except OSError:  # pragma: no cover - libseccomp < 2.5
+            pass
+    # x32 note (libseccomp 2.5.4, x86-64): the native-arch filter it generates begins
+    #     if (arch != AUDIT_ARCH_X86_64) -> bad-arch action
+    #     if (nr >= 0x40000000 && nr != 0xffffffff) -> bad-arch action
+    # so x32 calls (nr | 0x40000000, same AUDIT_ARCH) already get other_arches, and
+    # nr -1 (used by tracers to skip a call) goes through the normal rules.  Nothing
+    # to add here; tests/test_seccomp.py checks it in the BPF and in the kernel.
+    for nr, emit in rules.items():
+        for action, args in emit:
+            cmps = [seccomp.Arg(i, op, a, b) for i, op, a, b in args]
+            try:
+                f.add_rule_exactly(action, nr, *cmps)
+            except OSError as exc:
+                raise ValueError(
+                    f"libseccomp refused rule {format_action(action)} for syscall "
+                    f"{plan.syscalls[nr].name!r} {args}: {exc.strerror}"
+                ) from exc
+    return f
+
+
+# ---------------------------------------------------------------------------
+# checking libseccomp's output
+# ---------------------------------------------------------------------------
+
+_AUDIT_ARCH_X86_64 = 0xC000003E
+_MAX_PATHS = 200000
+
+
+class _Unsupported(Exception):
+    pass
+
+
+def _word_set(arg_word: tuple[int, bool], kind: str, k: int, mask: int, taken: bool) -> ArgSet:
+    """The 64-bit values of one argument whose 32-bit half satisfies (or, if not taken,
+    fails) a BPF test of that half: kind "eq" ((w & mask) == k), "gt", "ge", "set"."""
+    _, hi = arg_word
+    if kind == "set":
+        kind, mask, k, taken = "eq", mask & k, 0, not taken
+    if kind == "eq":
+        if k & ~mask:  # can never be equal
+            cubes32 = [] if taken else [(0, 0)]
+        elif taken:
+            cubes32 = [(mask, k)]
+        else:
+            cubes32 = _cube_minus((0, 0), (mask, k))
+        return [_cube(m << 32, v << 32) if hi else _cube(m, v) for m, v in cubes32]
+    if mask != _U32:
+        raise _Unsupported("range test of a masked word")
+    lo32, hi32 = (k + 1, _U32) if kind == "gt" else (k, _U32)
+    if not taken:
+        lo32, hi32 = 0, lo32 - 1
+    if lo32 > hi32:
+        return []
+    if hi:
+        return [("r", lo32 << 32, (hi32 << 32) | _U32)]
+    return [_cube(m & _U32, v) for m, v in _blocks(lo32, hi32)]
+
+
+def _paths(insns: list[tuple[int, int, int, int]], nr: int) -> list[tuple[Term, int]]:
+    """(region, action) for every path of the program for syscall nr on the native arch."""
+    out: list[tuple[Term, int]] = []
+    # state: pc, A (("c", value) or ("w", (arg, hi), mask)), term
+    todo = [(0, ("c", 0), _EVERYTHING)]
+    while todo:
+        pc, a, term = todo.pop()
+        while True:
+            if pc >= len(insns):
+                raise _Unsupported("runs off the end")
+            code, jt, jf, k = insns[pc]
+            cls = code & 0x07
+            if cls == 0x06:  # RET
+                if code & 0x18 != 0:
+                    raise _Unsupported("RET A")
+                out.append((term, k))
+                if len(out) > _MAX_PATHS:
+                    raise _Unsupported("too many paths")
+                break
+            if code == 0x20:  # LD W ABS
+                if k == 0:
+                    a = ("c", nr & _U32)
+                elif k == 4:
+                    a = ("c", _AUDIT_ARCH_X86_64 if _NATIVE_ARCH == seccomp.Arch.X86_64 else _NATIVE_ARCH)
+                elif 16 <= k < 64 and k % 4 == 0:
+                    a = ("w", ((k - 16) // 8, bool(k % 8)), _U32)
+                else:
+                    raise _Unsupported(f"load of offset {k}")
+                pc += 1
+                continue
+            if code == 0x54:  # ALU AND K
+                a = ("c", a[1] & k) if a[0] == "c" else ("w", a[1], a[2] & k)
+                pc += 1
+                continue
+            if code == 0x05:  # JA
+                pc += 1 + k
+                continue
+            if cls == 0x05 and code & 0x08 == 0:  # conditional jumps, K
+                kind = {0x10: "eq", 0x20: "gt", 0x30: "ge", 0x40: "set"}.get(code & 0xF0)
+                if kind is None:
+                    raise _Unsupported(f"jump {code:#x}")
+                if a[0] == "c":
+                    v = a[1]
+                    cond = {"eq": v == k, "gt": v > k, "ge": v >= k, "set": bool(v & k)}[kind]
+                    pc += 1 + (jt if cond else jf)
+                    continue
+                (arg, hi), mask = a[1], a[2]
+                for taken, nxt in ((True, pc + 1 + jt), (False, pc + 1 + jf)):
+                    sub = list(term)
+                    sub[arg] = _set_isect(term[arg], _word_set((arg, hi), kind, k, mask, taken))
+                    if sub[arg]:
+                        todo.append((nxt, a, tuple(sub)))
+                break
+            raise _Unsupported(f"instruction {code:#x}")
+    return out
+
+
+def _verify(bpf: bytes, plan: _Plan) -> bool:
+    """Does the program give every syscall (on the native ABI) exactly the planned
+    actions, for every argument value?"""
+    insns = [struct.unpack_from("<HBBI", bpf, i) for i in range(0, len(bpf), 8)]
+    numbers = set(plan.syscalls) | set(range(0, 512))
+    try:
+        for nr in sorted(numbers):
+            p = plan.syscalls.get(nr)
+            regions = p.regions if p is not None else {}
+            for term, action in _paths(insns, nr):
+                if action == plan.default:
+                    if any(_terms_meet(term, t) for ts in regions.values() for t in ts):
+                        return False
+                elif action not in regions or _region_minus([term], regions[action]):
+                    return False
+    except (_Unsupported, _TooComplex):
+        return False
+    return True
+
+
+_CHILD_TIMEOUT = 5.0
+
+
+class _FdFile:
+    def __init__(self, fd: int):
+        self._fd = fd
+
+    def fileno(self) -> int:
+        return self._fd
+
+
+def _export_in_child(plan: _Plan, rules: dict, method: str, timeout: float) -> bytes | None:
+    """Export ("export_bpf"/"export_pfc") of the rules, built by libseccomp in a forked
+    child that writes straight into a pipe; None if the child fails or is still busy
+    after `timeout` seconds."""
+    rfd, wfd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - child
+        code = 1
+        try:
+            os.close(rfd)
+            getattr(_build(plan, rules), method)(_FdFile(wfd))
+            code = 0
+        except BaseException:
+            pass
+        finally:
+            os._exit(code)
+    os.close(wfd)
+    chunks = []
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([rfd], [], [], left)[0]:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                return None
+            chunk = os.read(rfd, 1 << 16)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    finally:
+        os.close(rfd)
+    _, status = os.waitpid(pid, 0)
+    return b"".join(chunks) if status == 0 else None
+
+
+def _inner_native(rules: dict[int, list[tuple[int, tuple]]]) -> bool:
+    """Does some rule use NE/LE/GE on an argument other than its last one?"""
+    return any(op in _NATIVE_OPS for emit in rules.values() for _, args in emit for _, op, _, _ in args[:-1])
+
+
+def _generate(plan: _Plan, method: str) -> bytes:
+    """Run libseccomp over the plan, check the program, export ("export_bpf"/"export_pfc")."""
+    forms: list[tuple[str, dict]] = []
+    too_complex: ValueError | None = None
+    for mode in (_ANYWHERE, _LAST_ONLY, _PLAIN):
+        try:
+            rules = _rules(plan, mode)
+        except ValueError as exc:
+            too_complex = too_complex or exc
+            continue
+        if not forms or rules != forms[-1][1]:
+            forms.append((mode, rules))
+    for mode, rules in forms:
+        if _inner_native(rules):
+            bpf = _export_in_child(plan, rules, "export_bpf", _CHILD_TIMEOUT)
+            if bpf is None or not _verify(bpf, plan):
+                continue
+            if method == "export_bpf":
+                return bpf
+            out = _export_in_child(plan, rules, method, _CHILD_TIMEOUT)
+            if out is None:  # pragma: no cover - it just worked for the BPF
+                continue
+            return out
+        f = _build(plan, rules)
+        bpf = _export(f, "export_bpf")
+        if _verify(bpf, plan):
+            return bpf if method == "export_bpf" else _export(f, method)
+    if too_complex is not None:
+        raise too_complex
+    raise RuntimeError("libseccomp generated a filter that does not match the seccomp rules; "
+                       "please report this profile")
+
+
+def _export(f: seccomp.SyscallFilter, method: str) -> bytes:
+    with tempfile.TemporaryFile() as tmp:
+        getattr(f, method)(tmp)
+        tmp.seek(0)
+        return tmp.read()
+
+
+def _cache_key(spec: dict) -> str:
+    return json.dumps(spec, sort_keys=True, default=repr)
+
+
+# compile_filter results: cache key (canonical JSON of the spec) -> BPF bytes
+CACHE: dict[str, bytes] = {}
+
+
+def compile_filter(spec: dict) -> bytes:
+    """The [seccomp] spec -> BPF program (struct sock_filter[]) for the native arch."""
+    key = _cache_key(spec)
+    cached = CACHE.get(key)
+    if cached is not None:
+        return cached
+    bpf = _generate(_plan(spec), "export_bpf")
+    if not bpf or len(bpf) % 8:
+        raise RuntimeError(f"libseccomp produced a malformed BPF program ({len(bpf)} bytes)")
+    if len(bpf) // 8 > 4096:
+        raise ValueError(f"seccomp filter too long: {len(bpf) // 8} instructions (kernel limit 4096)")
+    CACHE[key] = bpf
+    return bpf
+
+
+def describe(spec: dict) -> str:
+    """Readable form: effective action per syscall, then libseccomp's pseudo-filter code."""
+    plan = _plan(spec)
+    out = io.StringIO()
+    out.write(f"# default action: {format_action(plan.default)}\n")
+    out.write(f"# other architectures (x86 int 0x80, x32): {format_action(plan.badarch)}\n")
+    rows = sorted(plan.syscalls.values(), key=lambda p: p.name)
+    width = max((len(p.name) for p in rows), default=0)
+    for p in rows:
+        if p.denied or not p.arg_rules:
+            text = format_action(p.fallback)
+            if p.denied and p.arg_rules:
+                text += " (deny overrides its argument rules)"
+        else:
+            parts = []
+            for r in sorted(p.arg_rules, key=lambda r: (_severity(r.action), r.order)):
+                parts.append(f"{format_action(r.action)} [{r.origin}]")
+            text = "by arguments: " + "; ".join(parts) + f"; otherwise {format_action(p.fallback)}"
+        out.write(f"#   {p.name:<{width}}  {text}\n")
+    out.write(_generate(plan, "export_pfc").decode(errors="replace"))
+    return out.getvalue()
