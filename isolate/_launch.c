@@ -158,6 +158,8 @@ struct launch {
     int bpf_fd;                       /* memfd with the BPF program (for init) */
     int landlock_fd;                  /* landlock ruleset, or -1 */
     int netns_fd;                     /* per-launch network namespace (pool), or -1 */
+    char *const *cgroup_procs;        /* cgroup.procs files the parent puts the child in */
+    int ncgroups;
     int64_t *timings;                 /* CLOCK_MONOTONIC ns per step (shared memory) */
 };
 
@@ -982,15 +984,18 @@ static PyObject *spawn(PyObject *self, PyObject *args)
 {
     PyObject *cap, *exec_paths, *argv, *envp, *cwd, *fd_src, *fd_dst, *init_argv;
     int init_fd, first_private, parent_pidfd, bpf_fd, landlock_fd, netns_fd = -1;
-    if (!PyArg_ParseTuple(args, "OOOOOOOiOiiii|i", &cap, &exec_paths, &argv, &envp, &cwd, &fd_src, &fd_dst,
-                          &init_fd, &init_argv, &first_private, &parent_pidfd, &bpf_fd, &landlock_fd, &netns_fd))
+    PyObject *cgroups = NULL;
+    if (!PyArg_ParseTuple(args, "OOOOOOOiOiiii|iO", &cap, &exec_paths, &argv, &envp, &cwd, &fd_src, &fd_dst,
+                          &init_fd, &init_argv, &first_private, &parent_pidfd, &bpf_fd, &landlock_fd, &netns_fd,
+                          &cgroups))
         return NULL;
     struct plan *p = PyCapsule_GetPointer(cap, "isolate.plan");
     if (!p)
         return NULL;
 
-    PyObject *ep = NULL, *av = NULL, *ev = NULL, *iav = NULL, *fs = NULL, *fdd = NULL, *result = NULL;
-    char **c_exec = NULL, **c_argv = NULL, **c_envp = NULL, **c_init_argv = NULL;
+    PyObject *ep = NULL, *av = NULL, *ev = NULL, *iav = NULL, *fs = NULL, *fdd = NULL, *cgs = NULL, *result = NULL;
+    char **c_exec = NULL, **c_argv = NULL, **c_envp = NULL, **c_init_argv = NULL, **c_cgroups = NULL;
+    int ncgroups = 0;
     int *c_src = NULL, *c_dst = NULL;
     int nexec = 0, nfds = 0;
     void *stack = MAP_FAILED;
@@ -1005,6 +1010,10 @@ static PyObject *spawn(PyObject *self, PyObject *args)
     if (!(c_exec = bytes_array(ep, &nexec)) || !(c_argv = bytes_array(av, NULL)) ||
         !(c_envp = bytes_array(ev, NULL)) || !(c_init_argv = bytes_array(iav, NULL)))
         goto done;
+    if (cgroups && cgroups != Py_None) {
+        if (!(cgs = PySequence_Fast(cgroups, "cgroups")) || !(c_cgroups = bytes_array(cgs, &ncgroups)))
+            goto done;
+    }
     if (cwd != Py_None && !PyBytes_Check(cwd)) {
         PyErr_SetString(PyExc_TypeError, "cwd: expected bytes or None");
         goto done;
@@ -1032,7 +1041,7 @@ static PyObject *spawn(PyObject *self, PyObject *args)
         .cwd = cwd == Py_None ? NULL : PyBytes_AS_STRING(cwd), .nfds = nfds, .fd_src = c_src, .fd_dst = c_dst,
         .init_fd = init_fd, .init_argv = c_init_argv, .first_private = first_private,
         .parent_pidfd = parent_pidfd, .bpf_fd = bpf_fd, .landlock_fd = landlock_fd, .netns_fd = netns_fd,
-        .timings = timings,
+        .cgroup_procs = c_cgroups, .ncgroups = ncgroups, .timings = timings,
     };
 
     int err = 0, step = STEP_NONE, index = 0, used_clone3 = 0;
@@ -1047,7 +1056,8 @@ static PyObject *spawn(PyObject *self, PyObject *args)
     if (stack == MAP_FAILED) {
         err = errno;
         step = STEP_CLONE;
-    } else if (pipe2(pipefd, O_CLOEXEC) < 0 || ((p->clone_flags & CLONE_NEWUSER) && pipe2(syncfd, O_CLOEXEC) < 0)) {
+    } else if (pipe2(pipefd, O_CLOEXEC) < 0 ||
+               (((p->clone_flags & CLONE_NEWUSER) || ncgroups) && pipe2(syncfd, O_CLOEXEC) < 0)) {
         err = errno;
         step = STEP_CLONE;
     } else {
@@ -1092,15 +1102,36 @@ static PyObject *spawn(PyObject *self, PyObject *args)
                 /* Only the parent may write a map of more than its own id. Without
                  * privilege, setgroups must be denied before gid_map is written. */
                 int r = 0;
-                if (p->deny_setgroups)
-                    r = write_proc_file((pid_t)pid, "setgroups", "deny");
-                if (!r && p->gid_map)
-                    r = write_proc_file((pid_t)pid, "gid_map", p->gid_map);
-                if (!r && p->uid_map)
-                    r = write_proc_file((pid_t)pid, "uid_map", p->uid_map);
-                if (r) {
-                    err = -r;
-                    step = STEP_ID_MAPS;
+                /* Into its cgroups before it runs anything of its own: every process
+                 * it starts is then counted and limited. */
+                char pidbuf[24];
+                snprintf(pidbuf, sizeof pidbuf, "%ld", pid);
+                for (int i = 0; i < ncgroups && !r; i++) {
+                    int fd = open(c_cgroups[i], O_WRONLY | O_CLOEXEC);
+                    if (fd < 0 || write(fd, pidbuf, strlen(pidbuf)) < 0)
+                        r = -errno;
+                    if (fd >= 0)
+                        close(fd);
+                    if (r) {
+                        err = -r;
+                        step = STEP_CGROUP;
+                        index = i;
+                    }
+                }
+                if (!r && (p->clone_flags & CLONE_NEWUSER)) {
+                    if (p->deny_setgroups)
+                        r = write_proc_file((pid_t)pid, "setgroups", "deny");
+                    if (!r && p->gid_map)
+                        r = write_proc_file((pid_t)pid, "gid_map", p->gid_map);
+                    if (!r && p->uid_map)
+                        r = write_proc_file((pid_t)pid, "uid_map", p->uid_map);
+                    if (r) {
+                        err = -r;
+                        step = STEP_ID_MAPS;
+                    }
+                }
+                if (err) {
+                    /* reported below */
                 } else if (write(syncfd[1], "x", 1) != 1) {
                     err = errno;
                     step = STEP_ID_MAPS;
@@ -1190,6 +1221,8 @@ done:
     Py_XDECREF(iav);
     Py_XDECREF(fs);
     Py_XDECREF(fdd);
+    Py_XDECREF(cgs);
+    PyMem_RawFree(c_cgroups);
     PyMem_RawFree(c_exec);
     PyMem_RawFree(c_argv);
     PyMem_RawFree(c_envp);
