@@ -366,8 +366,8 @@ static void step_mounts(const struct launch *l)
 /* The loopback interface of a fresh network namespace starts down. */
 static void step_loopback(const struct launch *l)
 {
-    if (!l->plan->loopback)
-        return;
+    if (!l->plan->loopback || l->netns_fd >= 0)
+        return; /* a prepared namespace has lo up already */
     long s = rsys3(SYS_socket, AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
     if (s < 0)
         child_fail(l, STEP_LOOPBACK, 0, s);
@@ -1078,8 +1078,10 @@ static PyObject *spawn(PyObject *self, PyObject *args)
                 step = STEP_NETNS;
             }
         }
+        /* A namespace prepared for this launch replaces the one clone would make. */
+        unsigned long flags = l.netns_fd >= 0 ? (p->clone_flags & ~(unsigned long)CLONE_NEWNET) : p->clone_flags;
         if (!err)
-            pid = do_clone(p->clone_flags, stack, CHILD_STACK_SIZE, &l, &pidfd, &used_clone3);
+            pid = do_clone(flags, stack, CHILD_STACK_SIZE, &l, &pidfd, &used_clone3);
         if (saved_netns >= 0) {
             if (setns(saved_netns, CLONE_NEWNET) < 0)
                 abort(); /* this thread must not stay in the sandbox's network */

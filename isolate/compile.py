@@ -89,6 +89,7 @@ class Plan:
     bpf_fd: int = -1              # sealed memfd holding bpf, for the sandbox's pid 1
     netns_fd: int = -1            # network namespace joined around the clone (mode "netns")
     network_mode: str = "none"
+    netns_pool: bool = False       # take the namespace from net.pool() at launch
     enforcement: str = "namespaces"  # how the filesystem view is enforced
     landlock_rules: tuple = ()
 
@@ -345,6 +346,9 @@ def _compile(profile, ctx: Mapping[str, str], key: str) -> Plan:
         bpf_fd=_sealed_memfd(bpf) if (bpf and use_init) else -1,
         netns_fd=netns_fd,
         network_mode=net_mode,
+        # A pooled namespace belongs to the caller's user namespace, where kept
+        # capabilities (CAP_NET_BIND_SERVICE, ...) would not apply: no pool then.
+        netns_pool=net_mode == "none" and bool(data["network"]["pool"]) and not keep,
         enforcement=enforce,
         landlock_rules=tuple(landlock_rules[4]) if landlock_rules else (),
     )

@@ -18,7 +18,7 @@ import threading
 import time
 from typing import Any, Mapping, Sequence
 
-from . import _launch
+from . import _launch, net
 from .compile import RLIMIT_NAMES, Plan, compile_profile
 from .errors import ProfileError, SandboxSetupError
 
@@ -270,11 +270,14 @@ class Popen(subprocess.Popen):
             init_argv = [b"isolate-init", b"%d" % status, b"%d" % pidfd_slot, b"%d" % bpf_slot, b"%d" % flags,
                          b"%d" % first_private, b"-1", b"%d" % len(exec_paths), *exec_paths, *argv]
         cwd_b = os.fsencode(os.fspath(cwd)) if cwd is not None else os.fsencode(plan.cwd)
+        netns_pool = net.pool() if plan.netns_pool else None
+        self._netns = netns_pool.take() if netns_pool is not None else -1
         try:
             pid, pidfd, status_fd, timings, used_clone3 = _launch.spawn(
                 plan.capsule, exec_paths, argv, envp, cwd_b, src, dst, init_fd, init_argv, first_private,
-                self_pidfd if plan.die_with_parent else -1, bpf_fd, -1)
+                self_pidfd if plan.die_with_parent else -1, bpf_fd, -1, self._netns)
         except _launch.ChildError as e:
+            self._release_netns(reusable=False)
             self._close_pipe_fds(p2cread, p2cwrite, c2pread, c2pwrite, errread, errwrite)
             raise _setup_error(e.args, plan, program, cwd_b) from None
         self.pid = pid
@@ -284,6 +287,11 @@ class Popen(subprocess.Popen):
         self._used_clone3 = bool(used_clone3)
         self.timings = _phases(timings)
         self._close_pipe_fds(p2cread, p2cwrite, c2pread, c2pwrite, errread, errwrite)
+
+    def _release_netns(self, reusable: bool) -> None:
+        fd, self._netns = getattr(self, "_netns", -1), -1
+        if fd >= 0:
+            net.pool().give_back(fd, reusable)
 
     @staticmethod
     def _exec_paths(program: bytes, environment: Mapping[str, str]) -> list:
@@ -318,6 +326,9 @@ class Popen(subprocess.Popen):
         if self._pidfd >= 0:
             os.close(self._pidfd)
             self._pidfd = -1
+        # pid 1 of a pid namespace is reaped only after every process in it: the
+        # network namespace is then empty and may serve the next sandbox.
+        self._release_netns(reusable=self.plan.pidns)
         self.duration = time.monotonic() - self._start
         super()._handle_exitstatus(sts, *args, **kwargs)
 

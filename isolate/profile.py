@@ -914,6 +914,8 @@ SECTIONS: tuple[Section, ...] = (
               default_doc="absent = none if namespaces.net else host"),
         Field("netns", Optional(Str(_check_netns, describe="name or path")), None,
               "for mode = \"netns\": a name in /run/netns (ip netns) or an absolute path"),
+        Field("pool", Bool(), True, 'for mode "none": take a prepared empty namespace from a pool '
+                                    "(root only; one sandbox at a time each) instead of making one per launch"),
     ), check=_check_network),
 )
 
