@@ -27,6 +27,7 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -37,6 +38,10 @@
 
 #define FLAG_PIDNS 1
 #define FLAG_DIE_WITH_PARENT 2
+#define FLAG_WARM 4 /* ready in advance: the task (argv, env, cwd, fds) arrives on fd 0 */
+#define TASK_MAGIC 0x544f5349u /* "ISOT" */
+#define TASK_MAX (1 << 20)
+#define TASK_MAX_FDS 250
 
 #ifndef SYS_landlock_restrict_self
 #define SYS_landlock_restrict_self 446
@@ -81,9 +86,124 @@ static void kill_all(int pidns, pid_t program)
     }
 }
 
+static uint32_t rd32(const unsigned char *p)
+{
+    uint32_t v;
+    memcpy(&v, p, 4);
+    return v;
+}
+
+/* Moves fd to the lowest free number >= base, close-on-exec; closes the old one. */
+static int move_up(int fd, int base)
+{
+    if (fd < 0)
+        return fd;
+    int n = fcntl(fd, F_DUPFD_CLOEXEC, base);
+    if (n < 0)
+        fail(STEP_INIT, 20, errno);
+    close(fd);
+    return n;
+}
+
+/* One task from fd 0 (a unix SOCK_SEQPACKET socket), as one message:
+ *   u32 magic, u32 nfds, i32 target[nfds], u32 nexec, u32 nargv, u32 nenv,
+ *   then NUL-terminated strings: cwd, exec paths, argv, environment;
+ * with the nfds descriptors attached (SCM_RIGHTS), placed at target[i]. */
+static void receive_task(char ***paths, int *nexec, char ***prog_argv, int *first_private, int *parent_pidfd,
+                         int *sfd)
+{
+    unsigned char *buf = malloc(TASK_MAX);
+    char cbuf[CMSG_SPACE(sizeof(int) * TASK_MAX_FDS)];
+    if (!buf)
+        fail(STEP_INIT, 10, ENOMEM);
+    struct pollfd pfd[2] = {{0, POLLIN, 0}, {*parent_pidfd, POLLIN, 0}};
+    for (;;) {
+        if (poll(pfd, *parent_pidfd >= 0 ? 2 : 1, -1) < 0) {
+            if (errno == EINTR)
+                continue;
+            fail(STEP_INIT, 11, errno);
+        }
+        if (*parent_pidfd >= 0 && (pfd[1].revents & POLLIN))
+            _exit(137); /* the caller is gone: nobody will ever send a task */
+        if (pfd[0].revents)
+            break;
+    }
+    struct iovec iov = {buf, TASK_MAX};
+    struct msghdr mh = {0};
+    mh.msg_iov = &iov;
+    mh.msg_iovlen = 1;
+    mh.msg_control = cbuf;
+    mh.msg_controllen = sizeof cbuf;
+    ssize_t n = recvmsg(0, &mh, MSG_CMSG_CLOEXEC);
+    if (n <= 0)
+        _exit(n == 0 ? 0 : 127); /* the pool closed us without a task */
+    int fds[TASK_MAX_FDS], nrecv = 0;
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c))
+        if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
+            int k = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+            memcpy(fds + nrecv, CMSG_DATA(c), sizeof(int) * (size_t)k);
+            nrecv += k;
+        }
+    if (n < 8 || rd32(buf) != TASK_MAGIC || (mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC)))
+        fail(STEP_INIT, 12, EPROTO);
+    uint32_t nfds = rd32(buf + 4);
+    size_t off = 8 + 4 * (size_t)nfds;
+    if (nfds != (uint32_t)nrecv || off + 12 > (size_t)n)
+        fail(STEP_INIT, 13, EPROTO);
+    int targets[TASK_MAX_FDS];
+    int top = 3;
+    for (uint32_t i = 0; i < nfds; i++) {
+        targets[i] = (int)rd32(buf + 8 + 4 * i);
+        if (targets[i] < 0 || targets[i] > 65535)
+            fail(STEP_INIT, 14, EBADF);
+        if (targets[i] + 1 > top)
+            top = targets[i] + 1;
+    }
+    uint32_t ne = rd32(buf + off), na = rd32(buf + off + 4), nv = rd32(buf + off + 8);
+    off += 12;
+    size_t nstr = 1 + (size_t)ne + na + nv;
+    char **strs = calloc(nstr + 3, sizeof(char *));
+    if (!strs || na < 1)
+        fail(STEP_INIT, 15, strs ? EINVAL : ENOMEM);
+    for (size_t i = 0; i < nstr; i++) {
+        char *end = off < (size_t)n ? memchr(buf + off, 0, (size_t)n - off) : NULL;
+        if (!end)
+            fail(STEP_INIT, 16, EPROTO);
+        strs[i] = (char *)buf + off;
+        off = (size_t)((unsigned char *)end - buf) + 1;
+    }
+    /* Our own fds go above the program's table, then the table is laid out. */
+    status_fd = move_up(status_fd, top);
+    *parent_pidfd = move_up(*parent_pidfd, top);
+    *sfd = move_up(*sfd, top);
+    for (uint32_t i = 0; i < nfds; i++)
+        fds[i] = move_up(fds[i], top);
+    syscall(SYS_close_range, 0, top - 1, 0);
+    for (uint32_t i = 0; i < nfds; i++) {
+        if (dup2(fds[i], targets[i]) < 0)
+            fail(STEP_FDS, targets[i], errno);
+        close(fds[i]);
+    }
+    if (strs[0][0] && chdir(strs[0]) < 0)
+        fail(STEP_CHDIR, 0, errno);
+    /* argv and envp must be NULL-terminated arrays of their own. */
+    char **exec_paths = strs + 1;
+    char **argv_ = calloc(na + 1, sizeof(char *));
+    char **envp = calloc(nv + 1, sizeof(char *));
+    if (!argv_ || !envp)
+        fail(STEP_INIT, 17, ENOMEM);
+    memcpy(argv_, strs + 1 + ne, na * sizeof(char *));
+    memcpy(envp, strs + 1 + ne + na, nv * sizeof(char *));
+    environ = envp;
+    *paths = exec_paths;
+    *nexec = (int)ne;
+    *prog_argv = argv_;
+    *first_private = top;
+}
+
 int main(int argc, char **argv)
 {
-    if (argc < 9)
+    if (argc < 8)
         return 127;
     status_fd = atoi(argv[1]);
     int parent_pidfd = atoi(argv[2]);
@@ -92,7 +212,7 @@ int main(int argc, char **argv)
     int first_private = atoi(argv[5]);
     int landlock_fd = atoi(argv[6]);
     int nexec = atoi(argv[7]);
-    if (nexec < 1 || 8 + nexec >= argc)
+    if ((nexec < 1 && !(flags & FLAG_WARM)) || 8 + nexec > argc)
         return 127;
     char **paths = argv + 8;
     char **prog_argv = argv + 8 + nexec;
@@ -141,6 +261,14 @@ int main(int argc, char **argv)
         fail(STEP_INIT, 3, errno);
     if (!pidns && prctl(PR_SET_CHILD_SUBREAPER, 1) < 0)
         fail(STEP_INIT, 4, errno);
+
+    if (flags & FLAG_WARM) {
+        /* Set up and waiting: the parent hands us one task, then we are used up. */
+        struct isolate_msg ready = {MSG_STARTED, 0, 0, 0, t_init};
+        while (write(status_fd, &ready, sizeof ready) < 0 && errno == EINTR)
+            ;
+        receive_task(&paths, &nexec, &prog_argv, &first_private, &parent_pidfd, &sfd);
+    }
 
     int started[2];
     if (pipe2(started, O_CLOEXEC) < 0)

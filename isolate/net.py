@@ -1,5 +1,9 @@
 """Network namespaces: a pool of empty ones with loopback up, refilled off the launch path.
 
+(Joining a prepared namespace by name, network.mode = "netns", needs nothing here:
+the namespace is opened at compile time. Setting one up with addresses and routes
+is the user's own tools' job, `ip netns` or pyroute2.)
+
 Creating (and later destroying) a network namespace is the most expensive part of
 starting a sandbox with network mode "none". The pool makes them ahead of time in a
 background thread; a launch takes one (the launching thread joins it around the
@@ -34,13 +38,22 @@ def _check(ret: int, what: str) -> None:
         raise OSError(e, f"{what}: {os.strerror(e)}")
 
 
-def _loopback_up() -> None:
-    """Bring lo up in the calling thread's network namespace (pyroute2, imported lazily)."""
-    from pyroute2 import IPRoute
+SIOCSIFFLAGS = 0x8914
+IFF_UP_LOOPBACK_RUNNING = 0x1 | 0x8 | 0x40
 
-    with IPRoute() as ipr:
-        idx = ipr.link_lookup(ifname="lo")[0]
-        ipr.link("set", index=idx, state="up")
+
+def _loopback_up() -> None:
+    """Bring lo up in the calling thread's network namespace.
+
+    One ioctl, not pyroute2: this runs in a background thread of the caller's
+    process, and pyroute2's pure-Python netlink parsing would hold the GIL that the
+    launching threads are waiting for."""
+    import fcntl
+    import socket
+    import struct
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        fcntl.ioctl(s, SIOCSIFFLAGS, struct.pack("16sH22x", b"lo", IFF_UP_LOOPBACK_RUNNING))
 
 
 def make_namespace() -> int:
