@@ -55,6 +55,7 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--json", action="store_true", help="print the resolved profile as JSON only")
 
     sub.add_parser("profiles", help="list the profiles that can be named with -p")
+    sub.add_parser("reference", help="print the profile reference (markdown), generated from the schema")
     d = sub.add_parser("doctor", help="report what this kernel and user can enforce")
     d.add_argument("--json", action="store_true")
     return p
@@ -69,6 +70,11 @@ def main(argv: list[str] | None = None) -> int:
             return _explain(args)
         if args.command == "profiles":
             return _profiles()
+        if args.command == "reference":
+            from isolate import profile as profile_mod
+
+            sys.stdout.write(profile_mod.reference_markdown())
+            return 0
         if args.command == "doctor":
             from isolate import doctor
 
@@ -125,6 +131,10 @@ def _run(args) -> int:
         p.wait()
         print(f"isolate: timed out after {args.timeout} s; the sandbox was killed", file=sys.stderr)
         return 124
+    if p.oom:
+        print(f"isolate: the sandbox ran out of memory (cgroup.memory_max = {p.plan.cgroup.get('memory_max')})",
+              file=sys.stderr)
+        return 137
     rc = p.returncode
     return 128 - rc if rc < 0 else rc
 

@@ -219,6 +219,14 @@ int main(int argc, char **argv)
     int pidns = flags & FLAG_PIDNS;
     int64_t t_init = now_ns();
 
+    /* Not dumpable: the program (same uid, same user namespace) must not reach into
+     * pid 1 through /proc/1/mem, ptrace, process_vm_* or /proc/1/fd, where the
+     * status pipe and the caller's pidfd are. pid 1 runs without the seccomp filter;
+     * taking it over would be an escape from the filter. The program's own exec makes
+     * it dumpable again, which concerns only itself. */
+    if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0)
+        fail(STEP_INIT, 7, errno);
+
     int private_fds[] = {status_fd, parent_pidfd, bpf_fd, landlock_fd};
     for (unsigned i = 0; i < sizeof private_fds / sizeof *private_fds; i++)
         if (private_fds[i] >= 0)

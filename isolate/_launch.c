@@ -160,6 +160,7 @@ struct launch {
     int netns_fd;                     /* per-launch network namespace (pool), or -1 */
     char *const *cgroup_procs;        /* cgroup.procs files the parent puts the child in */
     int ncgroups;
+    int late_cgroupns;                /* unshare the cgroup namespace after joining them */
     int64_t *timings;                 /* CLOCK_MONOTONIC ns per step (shared memory) */
 };
 
@@ -226,6 +227,10 @@ static void step_wait_for_id_maps(const struct launch *l)
     if (r != 1)
         child_fail(l, STEP_ID_MAPS, 0, r < 0 ? r : -EPIPE);
     rsys1(SYS_close, l->sync_fd);
+    /* The parent has put us into our cgroups by now: a cgroup namespace made here is
+     * rooted at our own cgroup and shows no host path above it. */
+    if (l->late_cgroupns)
+        CHECK(l, STEP_CGROUP, -1, rsys1(SYS_unshare, CLONE_NEWCGROUP));
     /* With ranges that do not map the caller's own ids, we are an unmapped id that
      * may create no file: become root of the namespace (we hold CAP_SETUID there). */
     if (l->plan->become_root) {
@@ -1080,6 +1085,10 @@ static PyObject *spawn(PyObject *self, PyObject *args)
         }
         /* A namespace prepared for this launch replaces the one clone would make. */
         unsigned long flags = l.netns_fd >= 0 ? (p->clone_flags & ~(unsigned long)CLONE_NEWNET) : p->clone_flags;
+        if (ncgroups && (flags & CLONE_NEWCGROUP)) {
+            flags &= ~(unsigned long)CLONE_NEWCGROUP;
+            l.late_cgroupns = 1;
+        }
         if (!err)
             pid = do_clone(flags, stack, CHILD_STACK_SIZE, &l, &pidfd, &used_clone3);
         if (saved_netns >= 0) {
@@ -1133,7 +1142,10 @@ static PyObject *spawn(PyObject *self, PyObject *args)
                     }
                 }
                 if (err) {
-                    /* reported below */
+                    /* Reported below. The child holds a copy of the sync pipe's write
+                     * end, so it would wait for our byte forever (and we for its
+                     * record): kill it now; the status pipe then reads EOF. */
+                    syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, NULL, 0);
                 } else if (write(syncfd[1], "x", 1) != 1) {
                     err = errno;
                     step = STEP_ID_MAPS;

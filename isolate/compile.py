@@ -12,6 +12,7 @@ import fnmatch
 import hashlib
 import os
 import threading
+import types
 from collections import OrderedDict
 from typing import Mapping
 
@@ -92,6 +93,12 @@ class Plan:
     netns_pool: bool = False       # take the namespace from net.pool() at launch
     enforcement: str = "namespaces"  # how the filesystem view is enforced
     landlock_rules: tuple = ()
+    # [cgroup]: the limits set ({"memory_max": bytes, "pids_max": n}, only the set keys),
+    # how they are enforced ("v2" | "v1" | "rlimits" | None = no limits) and, for
+    # v2/v1, controller -> the directory whose isolate/ subdirectory holds the cgroups.
+    cgroup: Mapping = dataclasses.field(default_factory=lambda: types.MappingProxyType({}))
+    cgroup_mode: str | None = None
+    cgroup_dirs: tuple = ()
 
     def environment(self, caller_env: Mapping[str, str] | None = None, extra: Mapping[str, str] | None = None) -> dict:
         """The program's environment: cleared (or the caller's), + kept names, + set, + extra."""
@@ -217,7 +224,9 @@ def caller_context(cwd: str | None = None) -> dict:
 def compile_profile(profile, cwd: str | None = None) -> Plan:
     """The Plan of `profile` for this caller; cached by content, compiled at most once."""
     ctx = caller_context(cwd)
-    key = hashlib.sha256(repr((profile.hash, sorted(ctx.items()))).encode()).hexdigest()
+    # What doctor.features() may report differently (ISOLATE_DOCTOR_DISABLE) changes the plan.
+    disabled = os.environ.get("ISOLATE_DOCTOR_DISABLE", "")
+    key = hashlib.sha256(repr((profile.hash, sorted(ctx.items()), disabled)).encode()).hexdigest()
     with _cache_lock:
         plan = _cache.get(key)
         if plan is not None:
@@ -290,6 +299,10 @@ def _compile(profile, ctx: Mapping[str, str], key: str) -> Plan:
     ops = _mount_ops(data, ns, ctx, file)
     landlock_rules = _landlock(data, ctx, file)
     flags, loopback, netns_fd, net_mode = _network(data, flags, euid, file)
+    rlimits = _rlimits(data["rlimits"])
+    cg_limits, cg_mode, cg_dirs, cg_why = _cgroup(data["cgroup"], track=not ns["pid"])
+    if cg_mode == "rlimits":
+        rlimits = _rlimit_fallback(rlimits, cg_limits)
     pidns = bool(ns["pid"])
     die = bool(proc["die_with_parent"])
     use_init = pidns or die
@@ -304,7 +317,7 @@ def _compile(profile, ctx: Mapping[str, str], key: str) -> Plan:
         clear_groups=(euid == 0 and not (ns["user"] and deny_setgroups)),
         hostname=hostname.encode() if hostname else None,
         loopback=loopback,
-        rlimits=list(_rlimits(data["rlimits"])),
+        rlimits=list(rlimits),
         no_new_privs=bool(proc["no_new_privs"]),
         drop_caps=True,
         keep_caps=keep_mask,
@@ -332,7 +345,7 @@ def _compile(profile, ctx: Mapping[str, str], key: str) -> Plan:
         inside_uid=inside_uid,
         inside_gid=inside_gid,
         hostname=hostname,
-        rlimits=_rlimits(data["rlimits"]),
+        rlimits=rlimits,
         keep_caps=keep,
         cwd=cwd,
         env_clear=bool(env["clear"]),
@@ -351,12 +364,48 @@ def _compile(profile, ctx: Mapping[str, str], key: str) -> Plan:
         netns_pool=net_mode == "none" and bool(data["network"]["pool"]) and not keep,
         enforcement=enforce,
         landlock_rules=tuple(landlock_rules[4]) if landlock_rules else (),
+        cgroup=types.MappingProxyType(cg_limits),
+        cgroup_mode=cg_mode,
+        cgroup_dirs=cg_dirs,
     )
     # Fail closed: whatever this plan asks of the kernel must be there.
     from . import doctor
 
     doctor.check(plan)
+    if cg_limits and cg_mode is None:  # the doctor saw a cgroup, but none can be used as asked
+        raise UnsupportedError(f"cgroup.{next(iter(cg_limits))}", f"no usable cgroup here ({cg_why})")
     return plan
+
+
+def _cgroup(section: Mapping, track: bool) -> tuple:
+    """(limits set, mode "v2"/"v1"/"rlimits"/None, ((controller, base dir), ...), why no cgroup).
+
+    track: without a pid namespace nothing else holds the whole process tree (a daemon
+    that called setsid leaves the process group), so where a cgroup can be had, the
+    sandbox gets one without limits, and killing the sandbox empties it."""
+    limits = {k: section[k] for k in ("memory_max", "memory_swap_max", "pids_max") if section.get(k) is not None}
+    from . import cgroup
+
+    if not limits:
+        if not track:
+            return limits, None, (), ""
+        version, dirs, why = cgroup.find(("pids",))
+        return limits, version, tuple(sorted(dirs.items())), why
+
+    version, dirs, why = cgroup.find(cgroup.controllers(limits))
+    if version is None and section["fallback"] == "rlimits":
+        return limits, "rlimits", (), why
+    return limits, version, tuple(sorted(dirs.items())), why
+
+
+def _rlimit_fallback(rlimits: tuple, limits: Mapping) -> tuple:
+    """memory_max -> RLIMIT_AS, pids_max -> RLIMIT_NPROC (the lower, where the profile sets one too)."""
+    out = {r: (s, h) for r, s, h in rlimits}
+    for key, res in (("memory_max", RLIMITS["as"]), ("pids_max", RLIMITS["nproc"])):
+        if key in limits:
+            soft, hard = out.get(res, (RLIM_INFINITY, RLIM_INFINITY))
+            out[res] = (min(soft, limits[key]), min(hard, limits[key]))
+    return tuple((r, s, h) for r, (s, h) in out.items())
 
 
 def _plain(obj):

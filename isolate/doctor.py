@@ -611,7 +611,8 @@ def requirements(plan) -> list[tuple[str, str]]:
         out.append(("landlock", "filesystem.enforce"))
     # cgroup limits: a mapping/object whose set fields name the controller (memory_max, pids_max, ...)
     seen = set()
-    for attr in ("cgroup", "cgroup_limits"):
+    # ... unless the plan stands in rlimits for them (cgroup.fallback = "rlimits").
+    for attr in (("cgroup", "cgroup_limits") if getattr(plan, "cgroup_mode", None) != "rlimits" else ()):
         for k, v in _items(getattr(plan, attr, None)):
             if v is None or v is False:
                 continue

@@ -123,6 +123,13 @@ def mount_ops(data, ns, ctx, file) -> list:
         where = f"filesystem.tmpfs[{i}]"
         mounts.append((_depth(resolve(e["path"], ctx, where, file)), len(mounts), "tmpfs", where,
                        None, resolve(e["path"], ctx, where, file), e["size"], e["mode"]))
+    binds = [(m[5], m[4]) for m in mounts if m[2] == "bind"]  # (target, source)
+    for i, path in enumerate(fs["hide"]):
+        where = f"filesystem.hide[{i}]"
+        path = resolve(path, ctx, where, file)
+        host = _host_path(path, binds)
+        if host is not None and os.path.lexists(host) and not os.path.islink(host):
+            mounts.append((_depth(path), len(mounts), "hide", where, None, path, os.path.isdir(host), None))
     if fs["proc"]:
         mounts.append((1, len(mounts), "proc", "filesystem.proc", None, "/proc", None, None))
     if fs["dev"]:
@@ -136,6 +143,12 @@ def mount_ops(data, ns, ctx, file) -> list:
             b.mkdir(dst, where)
             b.add(_launch.OP_MOUNT, "tmpfs", NEW + dst, "tmpfs", f"mode={y:o},size={x}".encode(),
                   MS_NOSUID | MS_NODEV, source=where)
+        elif kind == "hide":
+            if x:  # a directory: an empty, read-only tmpfs over it
+                b.add(_launch.OP_MOUNT, "tmpfs", NEW + dst, "tmpfs", b"mode=0755,size=4k",
+                      MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, source=where)
+            else:  # a file: the empty /dev/null over it, read-only
+                b.add(_launch.OP_BIND, OLD + "/dev/null", NEW + dst, flags=_launch.BIND_READONLY, source=where)
         elif kind == "proc":
             b.mkdir("/proc", where)
             _proc(b, NEW, OLD + "/dev/null", where)
@@ -162,6 +175,18 @@ def mount_ops(data, ns, ctx, file) -> list:
         b.add(_launch.OP_REMOUNT, None, "/", flags=MS_RDONLY | MS_NOSUID | MS_NODEV,
               source="filesystem.root_readonly")
     return b.ops
+
+
+def _host_path(path: str, binds) -> str | None:
+    """The host path that `path` inside the view shows, through the deepest bind above it."""
+    best = None
+    for target, source in binds:
+        if path == target or path.startswith(target.rstrip("/") + "/"):
+            if best is None or len(target) > len(best[0]):
+                best = (target, source)
+    if best is None:
+        return None
+    return best[1] + path[len(best[0]):] if best[0] != "/" else best[1].rstrip("/") + path
 
 
 def _bind(b: _Builder, where: str, src: str, dst: str, *, readonly: bool, optional: bool, file) -> None:

@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import dataclasses
 import errno as errno_mod
+import json
 import os
 import signal
+import socket
 import struct
 import subprocess
 import threading
 import time
 from typing import Any, Mapping, Sequence
 
-from . import _launch, net
+from . import _launch, cgroup, net
 from .compile import RLIMIT_NAMES, Plan, compile_profile
 from .errors import ProfileError, SandboxSetupError
 
@@ -101,7 +103,21 @@ def load_profile(profile: Any, overrides: Sequence[str] = ()):
             raise ProfileError("overrides need a profile name or path", key="--set")
         return profile
     if isinstance(profile, Mapping):
-        return profile_mod.from_dict(dict(profile), overrides=tuple(overrides))
+        # Validating a dict costs about a millisecond: remember it by its content.
+        try:
+            key = ("dict", json.dumps(profile, sort_keys=True, default=repr), tuple(overrides))
+        except (TypeError, ValueError, RecursionError):
+            return profile_mod.from_dict(dict(profile), overrides=tuple(overrides))
+        with _profile_lock:
+            hit = _profile_cache.get(key)
+        if hit is not None and _signature(hit[0].files) == hit[1]:
+            return hit[0]
+        loaded = profile_mod.from_dict(dict(profile), overrides=tuple(overrides))
+        with _profile_lock:
+            if len(_profile_cache) > 256:
+                _profile_cache.clear()
+            _profile_cache[key] = (loaded, _signature(loaded.files))
+        return loaded
     if not isinstance(profile, (str, os.PathLike)):
         raise ProfileError(f"expected a profile name, path, dict or Profile, got {type(profile).__name__}")
     key = (os.fspath(profile), tuple(overrides), os.getcwd())
@@ -145,6 +161,8 @@ class Result:
     duration: float               # seconds from launch to exit
     rusage: Rusage | None
     timings: dict                 # launch phases, milliseconds since the launch began
+    oom: bool = False             # the cgroup's OOM killer killed a process of the sandbox
+    memory_peak: int | None = None  # bytes, the sandbox's peak memory (cgroup.memory_max set)
 
     @property
     def signal(self) -> int | None:
@@ -154,6 +172,8 @@ class Result:
     def outcome(self) -> str:
         if self.timed_out:
             return "timed_out"
+        if self.oom:
+            return "oom"
         if self.returncode < 0:
             return "signaled"
         return "exited"
@@ -198,20 +218,26 @@ class Popen(subprocess.Popen):
                  stdin=_FROM_PROFILE, stdout=_FROM_PROFILE, stderr=_FROM_PROFILE,
                  pass_fds: Sequence[int] = (), cwd=None, env: Mapping[str, str] | None = None,
                  executable=None, bufsize=-1, text=None, encoding=None, errors=None,
-                 universal_newlines=None, pipesize=-1):
+                 universal_newlines=None, pipesize=-1, warm=None):
         if isinstance(args, (str, bytes, os.PathLike)):
             args = [args]
         args = list(args)
         if not args:
             raise ValueError("args must name a program")
-        self.plan = plan_for(profile, overrides, cwd=os.fspath(cwd) if cwd is not None else None)
+        self.plan = warm.plan if warm is not None else plan_for(
+            profile, overrides, cwd=os.fspath(cwd) if cwd is not None else None)
         self.timings: dict = {}
         self._pidfd = -1
         self._status_fd = -1
         self._rusage = None
         self._start = time.monotonic()
         self._extra_env = env
+        self._cgroup = None            # cgroup.Group of this launch, until it is removed
+        self.oom = False               # after wait: the OOM killer killed a process of it
+        self.memory_peak = None        # after wait: peak memory in bytes (with a memory limit)
+        self.cgroup_usage = None       # after wait: cgroup.Usage (with cgroup limits)
         self._opened: list = []
+        self._warm = warm
         try:
             std = [stdin, stdout, stderr]
             for i, v in enumerate(std):
@@ -230,63 +256,39 @@ class Popen(subprocess.Popen):
     def _execute_child(self, args, executable, preexec_fn, close_fds, pass_fds, cwd, env, startupinfo,
                        creationflags, shell, p2cread, p2cwrite, c2pread, c2pwrite, errread, errwrite, *rest):
         plan = self.plan
-        environment = plan.environment(extra=self._extra_env)
         program = os.fspath(executable if executable is not None else args[0])
         argv = [os.fsencode(a) for a in args]
+        environment = plan.environment(extra=self._extra_env)
+        envp = _envp(environment)
         exec_paths = self._exec_paths(os.fsencode(program), environment)
-        envp = []
-        for k, v in environment.items():
-            k = os.fsencode(k)
-            if not k or b"=" in k or b"\0" in k:
-                raise ValueError(f"illegal environment variable name {k!r}")
-            envp.append(k + b"=" + os.fsencode(v))
-
-        # The program's fd table: 0, 1, 2 and the passed fds, each at its number.
-        src, dst = [], []
-        for target, fd in ((0, p2cread), (1, c2pwrite), (2, errwrite)):
-            if fd == -1:
-                fd = target  # inherit the caller's own
-                if not _fd_open(fd):
-                    continue
-            src.append(fd)
-            dst.append(target)
-        for fd in self._pass:
-            if fd < 3:
-                raise ValueError(f"pass_fds: {fd} is a standard stream; use stdin/stdout/stderr")
-            if not _fd_open(fd):
-                raise SandboxSetupError("fds", errno_mod.EBADF, "pass_fds: not an open fd in the caller", str(fd))
-            src.append(fd)
-            dst.append(fd)
-        first_private = max(dst + [2]) + 1
-
-        init_fd, self_pidfd = _process_fds()
-        init_argv: list = []
-        bpf_fd = plan.bpf_fd
-        if plan.use_init:
-            status = first_private
-            pidfd_slot = first_private + 1 if plan.die_with_parent else -1
-            bpf_slot = first_private + 2 if bpf_fd >= 0 else -1
-            flags = (FLAG_PIDNS if plan.pidns else 0) | (FLAG_DIE_WITH_PARENT if plan.die_with_parent else 0)
-            init_argv = [b"isolate-init", b"%d" % status, b"%d" % pidfd_slot, b"%d" % bpf_slot, b"%d" % flags,
-                         b"%d" % first_private, b"-1", b"%d" % len(exec_paths), *exec_paths, *argv]
+        src, dst = _fd_table(p2cread, c2pwrite, errwrite, self._pass)
         cwd_b = os.fsencode(os.fspath(cwd)) if cwd is not None else os.fsencode(plan.cwd)
-        netns_pool = net.pool() if plan.netns_pool else None
-        self._netns = netns_pool.take() if netns_pool is not None else -1
         try:
-            pid, pidfd, status_fd, timings, used_clone3 = _launch.spawn(
-                plan.capsule, exec_paths, argv, envp, cwd_b, src, dst, init_fd, init_argv, first_private,
-                self_pidfd if plan.die_with_parent else -1, bpf_fd, -1, self._netns)
+            if self._warm is not None:
+                slot = self._warm._take()
+                self._adopt(slot)
+                slot.send_task(cwd_b if cwd is not None else b"", exec_paths, argv, envp, src, dst)
+                self._child_created = True
+                _await_start(slot.status_fd)
+            else:
+                self._adopt(launch(plan, exec_paths, argv, envp, cwd_b, src, dst))
+                self._child_created = True
         except _launch.ChildError as e:
-            self._release_netns(reusable=False)
             self._close_pipe_fds(p2cread, p2cwrite, c2pread, c2pwrite, errread, errwrite)
-            raise _setup_error(e.args, plan, program, cwd_b) from None
-        self.pid = pid
-        self._pidfd = pidfd
-        self._status_fd = status_fd
-        self._child_created = True
-        self._used_clone3 = bool(used_clone3)
-        self.timings = _phases(timings)
+            if self._warm is not None:
+                self.kill()
+                self.wait()
+            raise _setup_error(e.args, plan, program, cwd_b, getattr(e, "cgroup_procs", ())) from None
         self._close_pipe_fds(p2cread, p2cwrite, c2pread, c2pwrite, errread, errwrite)
+
+    def _adopt(self, slot: "Launched") -> None:
+        self.pid = slot.pid
+        self._pidfd = slot.pidfd
+        self._status_fd = slot.status_fd
+        self._netns = slot.netns
+        self._used_clone3 = slot.used_clone3
+        self.timings = slot.timings
+        self._cgroup = slot.cgroup
 
     def _release_netns(self, reusable: bool) -> None:
         fd, self._netns = getattr(self, "_netns", -1), -1
@@ -313,14 +315,21 @@ class Popen(subprocess.Popen):
         # With a pid 1 in the sandbox, the wait status is pid 1's; the program's own
         # arrives as a record on the status pipe just before pid 1 exits.
         if self._status_fd >= 0:
-            try:
-                data = os.read(self._status_fd, _MSG.size * 8)
-            except OSError:
-                data = b""
-            for off in range(0, len(data) - _MSG.size + 1, _MSG.size):
-                kind, a, _b, _c, _t = _MSG.unpack_from(data, off)
-                if kind == _launch.MSG_EXITED:
-                    sts = a
+            # Everything pid 1 wrote, to EOF (it has exited: the pipe is closed).
+            chunks = []
+            while True:
+                try:
+                    chunk = os.read(self._status_fd, 65536)
+                except OSError:
+                    break
+                if not chunk:
+                    break
+                chunks.append(chunk)
+            data = b"".join(chunks)
+            exited = [_MSG.unpack_from(data, off)[1] for off in range(0, len(data) - _MSG.size + 1, _MSG.size)
+                      if _MSG.unpack_from(data, off)[0] == _launch.MSG_EXITED]
+            if len(exited) == 1:  # pid 1 reports once; anything else is not its word
+                sts = exited[0]
             os.close(self._status_fd)
             self._status_fd = -1
         if self._pidfd >= 0:
@@ -330,7 +339,17 @@ class Popen(subprocess.Popen):
         # network namespace is then empty and may serve the next sandbox.
         self._release_netns(reusable=self.plan.pidns)
         self.duration = time.monotonic() - self._start
+        # The sandbox has ended: what its cgroup saw, then the cgroup goes.
+        group, self._cgroup = self._cgroup, None
+        usage = group.finish() if group is not None else None
         super()._handle_exitstatus(sts, *args, **kwargs)
+        if usage is not None:
+            self.cgroup_usage = usage
+            self.memory_peak = usage.memory_peak
+            if usage.oom_kills is not None:
+                self.oom = usage.oom_kills > 0
+            else:  # an old v1 kernel without oom_kill: the limit was hit and SIGKILL ended it
+                self.oom = bool(usage.memory_failcnt) and self.returncode == -signal.SIGKILL
 
     def send_signal(self, sig):
         """Send `sig` to the sandbox: its pid 1 forwards it to the program."""
@@ -353,10 +372,126 @@ class Popen(subprocess.Popen):
                 os.killpg(self.pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
                 pass
+        if self._cgroup is not None:  # and whatever left the group is still in the cgroup
+            self._cgroup.kill()
         try:
             signal.pidfd_send_signal(self._pidfd, signal.SIGKILL)
         except ProcessLookupError:
             pass
+
+@dataclasses.dataclass
+class Launched:
+    """A sandbox the launch path has started: its pid 1 (or program) and our handles on it."""
+
+    pid: int
+    pidfd: int
+    status_fd: int        # records from pid 1 (MSG_*), or -1 without one
+    netns: int            # pooled network namespace it holds, or -1
+    used_clone3: bool
+    timings: dict
+    ctl: Any = None       # warm sandboxes: the socket their task arrives on
+    cgroup: Any = None    # cgroup.Group it runs in (plans with [cgroup] limits), or None
+
+    def send_task(self, cwd: bytes, exec_paths, argv, envp, src, dst) -> None:
+        """Hand a warm sandbox its one task: strings and the fd table, in one message."""
+        head = struct.pack(f"=II{len(dst)}i", TASK_MAGIC, len(src), *dst)
+        counts = struct.pack("=III", len(exec_paths), len(argv), len(envp))
+        strings = b"".join(s + b"\0" for s in [cwd, *exec_paths, *argv, *envp])
+        payload = head + counts + strings
+        if len(payload) > TASK_MAX:
+            raise ValueError(f"the task's argv and environment exceed {TASK_MAX} bytes")
+        try:
+            socket.send_fds(self.ctl, [payload], src)
+        finally:
+            self.ctl.close()
+            self.ctl = None
+
+
+TASK_MAGIC = 0x544F5349
+TASK_MAX = 1 << 20
+FLAG_WARM = 4
+
+
+def launch(plan: Plan, exec_paths, argv, envp, cwd: bytes, src, dst, warm: bool = False) -> Launched:
+    """One start of the launch path. With warm=True, pid 1 is set up and then waits for
+    its task on fd 0 (a socket returned as Launched.ctl) instead of starting a program."""
+    first_private = max(dst + [2]) + 1
+    init_fd, self_pidfd = _process_fds()
+    init_argv: list = []
+    bpf_fd = plan.bpf_fd
+    if plan.use_init:
+        pidfd_slot = first_private + 1 if plan.die_with_parent else -1
+        bpf_slot = first_private + 2 if bpf_fd >= 0 else -1
+        flags = ((FLAG_PIDNS if plan.pidns else 0) | (FLAG_DIE_WITH_PARENT if plan.die_with_parent else 0)
+                 | (FLAG_WARM if warm else 0))
+        init_argv = [b"isolate-init", b"%d" % first_private, b"%d" % pidfd_slot, b"%d" % bpf_slot, b"%d" % flags,
+                     b"%d" % first_private, b"-1", b"%d" % len(exec_paths), *exec_paths, *argv]
+    # A fresh cgroup per launch; the launch path puts the child in before it runs anything.
+    # (no limits: a cgroup only to hold the tree of a sandbox without a pid namespace)
+    group = cgroup.create(plan.cgroup_mode, dict(plan.cgroup_dirs), plan.cgroup or {"pids_max": "max"}) \
+        if plan.cgroup_mode in ("v1", "v2") else None
+    pool = net.pool() if plan.netns_pool else None
+    netns = pool.take() if pool is not None else -1
+    try:
+        pid, pidfd, status_fd, timings, used_clone3 = _launch.spawn(
+            plan.capsule, exec_paths, argv, envp, cwd, src, dst, init_fd, init_argv, first_private,
+            self_pidfd if plan.die_with_parent else -1, bpf_fd, -1, netns,
+            group.procs if group is not None else None)
+    except BaseException as e:
+        if netns >= 0:
+            pool.give_back(netns, reusable=False)
+        if group is not None:
+            if isinstance(e, _launch.ChildError):
+                e.cgroup_procs = group.procs
+            group.destroy()
+        raise
+    return Launched(pid, pidfd, status_fd, netns, bool(used_clone3), _phases(timings), cgroup=group)
+
+
+def _await_start(status_fd: int) -> None:
+    """Wait for a warm pid 1 to report that its program started (or why not)."""
+    data = os.read(status_fd, _MSG.size)
+    if len(data) < _MSG.size:
+        raise _launch.ChildError("init", 0, errno_mod.ECHILD, 1)
+    kind, a, b, c, _t = _MSG.unpack(data)
+    if kind == _launch.MSG_ERROR:
+        names = {v: k for k, v in STEP_NUMBERS.items()}
+        raise _launch.ChildError(names.get(a, "init"), b, c, 1)
+
+
+# Mirrors enum isolate_step in _protocol.h (for records that come from pid 1).
+STEP_NUMBERS = {"init": 19, "exec": 17, "seccomp": 16, "landlock": 22, "chdir": 9, "fds": 7}
+
+
+def _fd_table(p2cread: int, c2pwrite: int, errwrite: int, passed) -> tuple[list, list]:
+    """The program's fd table: 0, 1, 2 (-1 = the caller's own) and the passed fds at their numbers."""
+    src, dst = [], []
+    for target, fd in ((0, p2cread), (1, c2pwrite), (2, errwrite)):
+        if fd == -1:
+            fd = target
+            if not _fd_open(fd):
+                continue
+        src.append(fd)
+        dst.append(target)
+    for fd in passed:
+        if fd < 3:
+            raise ValueError(f"pass_fds: {fd} is a standard stream; use stdin/stdout/stderr")
+        if not _fd_open(fd):
+            raise SandboxSetupError("fds", errno_mod.EBADF, "pass_fds: not an open fd in the caller", str(fd))
+        src.append(fd)
+        dst.append(fd)
+    return src, dst
+
+
+def _envp(environment: Mapping[str, str]) -> list:
+    out = []
+    for k, v in environment.items():
+        k = os.fsencode(k)
+        if not k or b"=" in k or b"\0" in k:
+            raise ValueError(f"illegal environment variable name {k!r}")
+        out.append(k + b"=" + os.fsencode(v))
+    return out
+
 
 def _fd_open(fd: int) -> bool:
     try:
@@ -374,8 +509,11 @@ def _phases(raw) -> dict:
     return {name: (t - t0) / 1e6 for name, t in raw}
 
 
-def _setup_error(args, plan: Plan, program: str, cwd: bytes) -> SandboxSetupError:
+def _setup_error(args, plan: Plan, program: str, cwd: bytes, cgroup_procs=()) -> SandboxSetupError:
     step, index, err, _used_clone3 = args
+    if step == "cgroup":
+        path = os.fsdecode(cgroup_procs[index]) if 0 <= index < len(cgroup_procs) else None
+        return SandboxSetupError("cgroup", err, "putting the sandbox into its cgroup", path)
     if step == "exec":
         cls = ExecutableNotFound if err == errno_mod.ENOENT else (
             ExecutablePermission if err == errno_mod.EACCES else SandboxSetupError)
@@ -400,7 +538,7 @@ def _setup_error(args, plan: Plan, program: str, cwd: bytes) -> SandboxSetupErro
 def run(args, *, profile: Any = "default", overrides: Sequence[str] = (), input=None, timeout: float | None = None,
         capture_output: bool = False, cwd=None, env: Mapping[str, str] | None = None, stdin=_FROM_PROFILE,
         stdout=_FROM_PROFILE, stderr=_FROM_PROFILE, pass_fds: Sequence[int] = (), text=None, encoding=None,
-        errors=None, check: bool = False, executable=None) -> Result:
+        errors=None, check: bool = False, executable=None, warm=None) -> Result:
     """Run `args` in a sandbox and wait for it, like subprocess.run; returns a Result.
 
     A timeout kills the whole sandbox and is reported as Result.timed_out (no
@@ -417,7 +555,7 @@ def run(args, *, profile: Any = "default", overrides: Sequence[str] = (), input=
     timed_out = False
     with Popen(args, profile=profile, overrides=overrides, stdin=stdin, stdout=stdout, stderr=stderr,
                pass_fds=pass_fds, cwd=cwd, env=env, text=text, encoding=encoding, errors=errors,
-               executable=executable) as p:
+               executable=executable, warm=warm) as p:
         try:
             out, err = p.communicate(input, timeout=timeout)
         except TimeoutExpired:
@@ -429,7 +567,7 @@ def run(args, *, profile: Any = "default", overrides: Sequence[str] = (), input=
             raise
     result = Result(args=list(args) if not isinstance(args, (str, bytes)) else [args], returncode=p.returncode,
                     stdout=out, stderr=err, timed_out=timed_out, duration=getattr(p, "duration", 0.0),
-                    rusage=p._rusage, timings=p.timings)
+                    rusage=p._rusage, timings=p.timings, oom=p.oom, memory_peak=p.memory_peak)
     if check and not timed_out:
         result.check_returncode()
     return result

@@ -733,6 +733,37 @@ def _check_netns(s: str) -> str:
     return s
 
 
+# -- cgroup ------------------------------------------------------------------
+
+
+class ByteSize(Validator):
+    """Bytes: an integer >= 1 or a size string like "64M"."""
+
+    describe = 'integer (bytes) or size string ("512M")'
+
+    def __call__(self, v):
+        if _is_int(v) and 0 < v <= RLIM_MAX:
+            return v
+        if isinstance(v, str):
+            try:
+                n = parse_size(v)
+            except ValueError:
+                raise _expected('a size like "512M"', v) from None
+            if 0 < n <= RLIM_MAX:
+                return n
+        raise _expected('a size > 0 like "512M" or a number of bytes', v)
+
+
+def _check_cgroup(section: dict) -> None:
+    swap = section["memory_swap_max"]
+    if swap is not None:
+        if section["memory_max"] is None:
+            raise Invalid("memory_swap_max needs memory_max", ["memory_swap_max"])
+        if swap < section["memory_max"]:
+            raise Invalid(f"memory_swap_max ({swap}) is memory and swap together: it must be at least "
+                          f"memory_max ({section['memory_max']})", ["memory_swap_max"])
+
+
 # --------------------------------------------------------------------------
 # The schema
 # --------------------------------------------------------------------------
@@ -897,6 +928,9 @@ SECTIONS: tuple[Section, ...] = (
         Field("ro", ListOf(BindEntry()), [], "read-only binds of host paths"),
         Field("rw", ListOf(BindEntry()), [], "read-write binds of host paths"),
         Field("tmpfs", ListOf(TmpfsEntry()), [], 'private tmpfs mounts (default size "64M", mode 0o1777)'),
+        Field("hide", ListOf(_PATH, dedupe=True), [], "paths inside the binds to hide: a file is covered "
+                                                     "by an empty one, a directory by an empty read-only "
+                                                     "tmpfs; paths that do not exist on the host are skipped"),
         Field("proc", Bool(), False, "mount /proc of the sandbox's own pid namespace"),
         Field("dev", Bool(), False, "a minimal /dev: null zero full random urandom tty, shm, pts, "
                                     "fd/stdin/stdout/stderr links"),
@@ -917,6 +951,26 @@ SECTIONS: tuple[Section, ...] = (
         Field("pool", Bool(), True, 'for mode "none": take a prepared empty namespace from a pool '
                                     "(root only; one sandbox at a time each) instead of making one per launch"),
     ), check=_check_network),
+    Section("cgroup", "Limits that hold for the whole sandbox, every process it starts included: "
+                      "each launch gets a fresh cgroup (v2 where a writable cgroup offers the "
+                      "controller, else v1), removed when the sandbox ends. An OOM kill is reported "
+                      "as its own outcome (Result.outcome \"oom\", `isolate run` exits 137). Where "
+                      "no cgroup can be had, the profile fails closed unless fallback = \"rlimits\".", (
+        Field("memory_max", Optional(ByteSize()), None,
+              "memory of the whole sandbox (v2 memory.max, v1 memory.limit_in_bytes); reaching it "
+              "OOM-kills the sandbox (v2: all of it, memory.oom.group)", default_doc="absent = no limit"),
+        Field("memory_swap_max", Optional(ByteSize()), None,
+              "memory and swap together (>= memory_max; v2 memory.swap.max = the difference, "
+              "v1 memory.memsw.limit_in_bytes where swap accounting exists)",
+              default_doc="absent = memory_max (no swap)"),
+        Field("pids_max", Optional(Int(1, 4194304)), None,
+              "processes and threads in the sandbox at once, its pid 1 included (pids.max); "
+              "fork/clone beyond it fail with EAGAIN", default_doc="absent = no limit"),
+        Field("fallback", Choice("fail", "rlimits"), "fail",
+              'where no cgroup with the controller can be had: "fail" (the profile is refused), '
+              'or "rlimits": memory_max becomes RLIMIT_AS (per process, address space) and '
+              "pids_max RLIMIT_NPROC (all processes of the user; weaker stand-ins)"),
+    ), check=_check_cgroup),
 )
 
 SECTION_BY_NAME: dict[str, Section] = {s.name: s for s in SECTIONS if s.name}

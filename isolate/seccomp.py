@@ -35,11 +35,16 @@ when one's comparisons extend the other's, refuses two rules with identical
 comparisons but different actions (EEXIST), refuses two comparisons of the same
 argument in one rule (EINVAL), and refuses rules whose action is the default
 action (EACCES).  So the compiler below computes, per syscall, the exact region
-of argument space that gets each action (as disjoint unions of bit "cubes": for
-every argument a mask and the value the masked bits must have) and hands
-libseccomp only rules whose regions do not overlap unless their actions are
-equal, never an unconditional rule next to conditional ones of another action,
-and never a rule for the default action.
+of argument space that gets each action (disjoint unions of per-argument ranges
+and mask/value "cubes") and hands libseccomp only rules whose regions do not
+overlap unless their actions are equal, never an unconditional rule next to
+conditional ones of another action, and never a rule for the default action.
+
+libseccomp 2.5.4 also has bugs of its own here (an endless loop and lost rules
+with range comparisons followed by further arguments, a wrong jump in its binary
+tree mode; see _NATIVE_NOTE and _generate).  Every program is therefore checked
+by symbolic execution against the computed regions before it is returned
+(_verify), and regenerated in a more conservative form if the check fails.
 """
 
 from __future__ import annotations
@@ -283,14 +288,13 @@ def _native_nr(name: str) -> int | None:
 
 
 def _known_anywhere(name: str) -> bool:
-    if _resolve(seccomp.Arch.NATIVE, name) >= 0:
+    nr = _resolve(seccomp.Arch.NATIVE, name)
+    if nr >= 0 or name in EXTRA_X86_64_SYSCALLS:
         return True
-    if name in EXTRA_X86_64_SYSCALLS:
-        return True
-    # Negative on native: unknown there (pseudo-numbers also count as known to libseccomp).
-    if _resolve(seccomp.Arch.NATIVE, name) != _SCMP_ERROR:
-        return True
-    return any(_resolve(arch, name) >= 0 for arch in _OTHER_ARCHES)
+    # Negative on native: not a syscall here.  libseccomp answers a pseudo-number
+    # (<= -10000) for names it knows from other architectures, -1 for unknown ones;
+    # ask a few other architectures too, to be sure.
+    return nr != _SCMP_ERROR or any(_resolve(arch, name) >= 0 for arch in _OTHER_ARCHES)
 
 
 def check_syscall_name(name: str) -> None:
@@ -348,11 +352,12 @@ def _native_syscalls(names: Iterable[str]) -> dict[int, str]:
 # ---------------------------------------------------------------------------
 # argument-space algebra
 #
-# A region of the six-argument space is a list of disjoint *terms*; a term is a
-# tuple of six argument sets (their product); an argument set is a list of
+# A region of the six-argument space is a list of *terms* (their union); a term is
+# a tuple of six argument sets (their product); an argument set is a list of
 # disjoint *atoms* over 0..2**64-1, each expressible as one libseccomp
-# comparison (or a few, for a bounded range):
-#     ("r", lo, hi)     the range lo..hi  (EQ, or MASKED_EQ per aligned block)
+# comparison, or a few for a bounded range:
+#     ("r", lo, hi)     lo <= x <= hi     (EQ, LE, GE, NE for two ranges around a
+#                                          hole; else MASKED_EQ per aligned block)
 #     ("c", mask, val)  x & mask == val   (MASKED_EQ)
 # ---------------------------------------------------------------------------
 
@@ -459,7 +464,7 @@ def _atom_isect(a: Atom, b: Atom) -> ArgSet:
 
 
 def _atom_minus(a: Atom, b: Atom) -> ArgSet:
-    if not _atom_isect(a, b):
+    if not _atoms_meet(a, b):
         return [a]
     if a[0] == "r" and b[0] == "r":
         out = []
@@ -575,16 +580,6 @@ def _terms_meet(t: Term, r: Term) -> bool:
     return True
 
 
-def _term_isect(t: Term, r: Term) -> Term | None:
-    out = []
-    for x, y in zip(t, r):
-        z = _set_isect(x, y)
-        if not z:
-            return None
-        out.append(z)
-    return tuple(out)
-
-
 def _term_minus(t: Term, r: Term) -> list[Term]:
     """t - r as disjoint terms: for each argument k that r constrains, the part of t
     that fails r on k and satisfies it on the arguments after k.  (Going from the last
@@ -683,25 +678,24 @@ def _term_rules(t: Term, mode: str) -> list[tuple[tuple[int, int, int, int], ...
 
 _NATIVE_OPS = (seccomp.NE, seccomp.LT, seccomp.LE, seccomp.GT, seccomp.GE)
 
-_NATIVE_NOTE = """
-libseccomp 2.5.4 builds an NE/LT/LE/GT/GE comparison of a 64-bit argument as three
-nodes whose true and false branches share the node that follows (the next
-argument's).  Merging further rules through such a shared level goes wrong: when a
-new node sorts before the level's head, _db_tree_add() relinks the level through one
-parent only and then loops forever ("a0 >= 10, a1 == 0x5414" followed by "a0 >= 10,
-a1 == 0x100005414"), and other combinations silently drop rules.  EQ/MASKED_EQ are
-plain chains and merge correctly.  So a filter is generated in up to three forms,
-most compact first, and the first whose BPF passes _verify (symbolic execution of
-the program against the planned regions, for every syscall number) is used:
-  anywhere:  NE/LE/GE wherever useful; rules added in descending order of
-             libseccomp's node ordering (every insertion is then an append, which
-             avoids the loop seen so far); run in a forked child with a time limit,
-             in case libseccomp loops anyway;
-  last-only: NE/LE/GE only on the last argument a rule compares (nothing follows,
-             nothing is shared);
-  plain:     EQ/MASKED_EQ only (ranges as aligned blocks).
-Forms that would come out identical to the next one are skipped.
-"""
+# _NATIVE_NOTE
+# libseccomp 2.5.4 builds an NE/LT/LE/GT/GE comparison of a 64-bit argument as two or
+# three nodes whose true and false branches both lead to the node that follows (the
+# next argument's).  Merging further rules through such a shared level goes wrong:
+# when a new node sorts before the level's head, _db_tree_add() relinks the level
+# through one parent only and then loops forever ("a0 >= 10, a1 == 0x5414" followed
+# by "a0 >= 10, a1 == 0x100005414"), and other combinations silently drop rules.
+# EQ/MASKED_EQ are plain chains and merge correctly.  So the rules are written in up
+# to three forms, most compact first, and _generate uses the first whose program
+# passes _verify:
+#   anywhere:  NE/LE/GE wherever useful, rules added in descending order of
+#              libseccomp's node ordering (every insertion is then an append, which
+#              avoids the loop above); built in a forked child with a time limit when
+#              such an operator is followed by another argument, in case it loops;
+#   last-only: NE/LE/GE only on the last argument a rule compares (nothing follows
+#              them, nothing is shared);
+#   plain:     EQ/MASKED_EQ only (ranges as aligned blocks; largest).
+# A form identical to the one before it is skipped.
 
 
 def _node_keys(cmp: tuple[int, int, int, int]) -> tuple:
@@ -869,7 +863,10 @@ def _plan(spec: dict) -> _Plan:
     if not isinstance(rules, (list, tuple)):
         raise ValueError(f"seccomp.rules: expected a list, got {rules!r}")
     for i, rule in enumerate(rules):
-        members, action, terms = _user_rule(rule, i)
+        try:
+            members, action, terms = _user_rule(rule, i)
+        except _TooComplex:
+            raise ValueError(f"seccomp.rules[{i}]: conditions too complex to compile") from None
         for member in members:
             add(member, action, terms, f"rules[{i}]")
 
@@ -967,13 +964,15 @@ def _rules(plan: _Plan, mode: str) -> dict[int, list[tuple[int, tuple]]]:
     return out
 
 
-def _build(plan: _Plan, rules: dict[int, list[tuple[int, tuple]]]) -> seccomp.SyscallFilter:
+def _build(plan: _Plan, rules: dict[int, list[tuple[int, tuple]]], tree: bool = True) -> seccomp.SyscallFilter:
     f = seccomp.SyscallFilter(plan.default)
     f.set_attr(seccomp.Attr.CTL_NNP, 0)  # the launcher sets no_new_privs itself
     f.set_attr(seccomp.Attr.ACT_BADARCH, plan.badarch)
-    if sum(map(len, rules.values())) >= 8:
-        # binary tree over syscall numbers.  Not for tiny filters: with no rules at all,
-        # libseccomp <= 2.5.3 loses the default action in this mode (seccomp/libseccomp#370).
+    if tree and sum(map(len, rules.values())) >= 8:
+        # binary tree over syscall numbers (CTL_OPTIMIZE=2).  Not for tiny filters: with
+        # no rules at all, libseccomp <= 2.5.3 loses the default action in this mode
+        # (seccomp/libseccomp#370).  And see _generate: in this mode 2.5.4 can also
+        # emit a wrong program, which _verify catches.
         try:
             f.set_attr(seccomp.Attr.CTL_OPTIMIZE, 2)
         except OSError:  # pragma: no cover - libseccomp < 2.5
@@ -1001,7 +1000,6 @@ def _build(plan: _Plan, rules: dict[int, list[tuple[int, tuple]]]) -> seccomp.Sy
 # checking libseccomp's output
 # ---------------------------------------------------------------------------
 
-_AUDIT_ARCH_X86_64 = 0xC000003E
 _MAX_PATHS = 200000
 
 
@@ -1009,47 +1007,71 @@ class _Unsupported(Exception):
     pass
 
 
-def _word_set(arg_word: tuple[int, bool], kind: str, k: int, mask: int, taken: bool) -> ArgSet:
-    """The 64-bit values of one argument whose 32-bit half satisfies (or, if not taken,
-    fails) a BPF test of that half: kind "eq" ((w & mask) == k), "gt", "ge", "set"."""
-    _, hi = arg_word
+_HIGH = _U64 & ~_U32
+_WORD: ArgSet = [("r", 0, _U32)]
+
+
+def _word_set(kind: str, k: int, mask: int, taken: bool) -> ArgSet:
+    """The 32-bit words w for which a BPF test of (w & mask) holds (or, if not taken,
+    fails): kind "eq" ((w & mask) == k), "gt", "ge", "set" ((w & mask & k) != 0).
+    Atoms over 0..2**32-1 (cubes keep the upper 32 bits fixed at 0)."""
     if kind == "set":
         kind, mask, k, taken = "eq", mask & k, 0, not taken
     if kind == "eq":
         if k & ~mask:  # can never be equal
-            cubes32 = [] if taken else [(0, 0)]
-        elif taken:
-            cubes32 = [(mask, k)]
-        else:
-            cubes32 = _cube_minus((0, 0), (mask, k))
-        return [_cube(m << 32, v << 32) if hi else _cube(m, v) for m, v in cubes32]
+            return [] if taken else list(_WORD)
+        if taken:
+            return [_cube(_HIGH | mask, k)]
+        return [_cube(*c) for c in _cube_minus((_HIGH, 0), (_HIGH | mask, k))]
     if mask != _U32:
         raise _Unsupported("range test of a masked word")
-    lo32, hi32 = (k + 1, _U32) if kind == "gt" else (k, _U32)
+    lo, hi = (k + 1, _U32) if kind == "gt" else (k, _U32)
     if not taken:
-        lo32, hi32 = 0, lo32 - 1
-    if lo32 > hi32:
-        return []
-    if hi:
-        return [("r", lo32 << 32, (hi32 << 32) | _U32)]
-    return [_cube(m & _U32, v) for m, v in _blocks(lo32, hi32)]
+        lo, hi = 0, lo - 1
+    return [("r", lo, hi)] if lo <= hi else []
+
+
+def _word_cubes(a: Atom) -> list[tuple[int, int]]:
+    """A word atom as 32-bit cubes (mask, value)."""
+    if a[0] == "c":
+        return [(a[1] & _U32, a[2])]
+    return [(m & _U32, v) for m, v in _blocks(a[1], a[2])]
+
+
+def _arg_from_words(hi: ArgSet, lo: ArgSet) -> ArgSet:
+    """64-bit values whose upper half is in `hi` and lower half in `lo`."""
+    if hi == _WORD and lo == _WORD:
+        return _ALL
+    out: ArgSet = []
+    for h in hi:
+        for low in lo:
+            if h[0] == "r" and h[1] == h[2] and low[0] == "r":
+                out.append(("r", (h[1] << 32) | low[1], (h[1] << 32) | low[2]))
+            elif h[0] == "r" and low == _WORD[0]:
+                out.append(("r", h[1] << 32, (h[2] << 32) | _U32))
+            else:
+                for hm, hv in _word_cubes(h):
+                    for lm, lv in _word_cubes(low):
+                        out.append(_cube((hm << 32) | lm, (hv << 32) | lv))
+    _check(len(out))
+    return _simplify(out)
 
 
 def _paths(insns: list[tuple[int, int, int, int]], nr: int) -> list[tuple[Term, int]]:
     """(region, action) for every path of the program for syscall nr on the native arch."""
     out: list[tuple[Term, int]] = []
-    # state: pc, A (("c", value) or ("w", (arg, hi), mask)), term
-    todo = [(0, ("c", 0), _EVERYTHING)]
+    arch = _NATIVE_ARCH  # seccomp_arch_native() is the AUDIT_ARCH_* value seccomp_data carries
+    # state: pc, A (("c", value) or ("w", word, mask)), constraints per word
+    # (word 2*arg+1 = upper half of argument arg, 2*arg = lower half)
+    todo = [(0, ("c", 0), (_WORD,) * 12)]
     while todo:
-        pc, a, term = todo.pop()
+        pc, a, words = todo.pop()
         while True:
             if pc >= len(insns):
                 raise _Unsupported("runs off the end")
             code, jt, jf, k = insns[pc]
-            cls = code & 0x07
-            if cls == 0x06:  # RET
-                if code & 0x18 != 0:
-                    raise _Unsupported("RET A")
+            if code == 0x06:  # RET K
+                term = tuple(_arg_from_words(words[2 * i + 1], words[2 * i]) for i in range(6))
                 out.append((term, k))
                 if len(out) > _MAX_PATHS:
                     raise _Unsupported("too many paths")
@@ -1058,9 +1080,9 @@ def _paths(insns: list[tuple[int, int, int, int]], nr: int) -> list[tuple[Term, 
                 if k == 0:
                     a = ("c", nr & _U32)
                 elif k == 4:
-                    a = ("c", _AUDIT_ARCH_X86_64 if _NATIVE_ARCH == seccomp.Arch.X86_64 else _NATIVE_ARCH)
+                    a = ("c", arch)
                 elif 16 <= k < 64 and k % 4 == 0:
-                    a = ("w", ((k - 16) // 8, bool(k % 8)), _U32)
+                    a = ("w", 2 * ((k - 16) // 8) + (k % 8 == 4), _U32)
                 else:
                     raise _Unsupported(f"load of offset {k}")
                 pc += 1
@@ -1072,24 +1094,30 @@ def _paths(insns: list[tuple[int, int, int, int]], nr: int) -> list[tuple[Term, 
             if code == 0x05:  # JA
                 pc += 1 + k
                 continue
-            if cls == 0x05 and code & 0x08 == 0:  # conditional jumps, K
-                kind = {0x10: "eq", 0x20: "gt", 0x30: "ge", 0x40: "set"}.get(code & 0xF0)
-                if kind is None:
-                    raise _Unsupported(f"jump {code:#x}")
-                if a[0] == "c":
-                    v = a[1]
-                    cond = {"eq": v == k, "gt": v > k, "ge": v >= k, "set": bool(v & k)}[kind]
-                    pc += 1 + (jt if cond else jf)
-                    continue
-                (arg, hi), mask = a[1], a[2]
-                for taken, nxt in ((True, pc + 1 + jt), (False, pc + 1 + jf)):
-                    sub = list(term)
-                    sub[arg] = _set_isect(term[arg], _word_set((arg, hi), kind, k, mask, taken))
-                    if sub[arg]:
-                        todo.append((nxt, a, tuple(sub)))
-                break
-            raise _Unsupported(f"instruction {code:#x}")
+            kind = {0x15: "eq", 0x25: "gt", 0x35: "ge", 0x45: "set"}.get(code)
+            if kind is None:
+                raise _Unsupported(f"instruction {code:#x}")
+            if a[0] == "c":
+                v = a[1]
+                cond = {"eq": v == k, "gt": v > k, "ge": v >= k, "set": bool(v & k)}[kind]
+                pc += 1 + (jt if cond else jf)
+                continue
+            w, mask = a[1], a[2]
+            for taken, nxt in ((True, pc + 1 + jt), (False, pc + 1 + jf)):
+                narrowed = _set_isect(words[w], _word_set(kind, k, mask, taken))
+                if narrowed:
+                    todo.append((nxt, a, words[:w] + (narrowed,) + words[w + 1:]))
+            break
     return out
+
+
+def _covered(term: Term, region: list[Term]) -> bool:
+    """Is term a subset of the union of region's terms?"""
+    meeting = [r for r in region if _terms_meet(term, r)]
+    for r in meeting:  # usually one term holds it all
+        if all(r[k] == _ALL or term[k] is r[k] or not _set_minus(term[k], r[k]) for k in range(6)):
+            return True
+    return not _region_minus([term], meeting)
 
 
 def _verify(bpf: bytes, plan: _Plan) -> bool:
@@ -1105,7 +1133,7 @@ def _verify(bpf: bytes, plan: _Plan) -> bool:
                 if action == plan.default:
                     if any(_terms_meet(term, t) for ts in regions.values() for t in ts):
                         return False
-                elif action not in regions or _region_minus([term], regions[action]):
+                elif action not in regions or not _covered(term, regions[action]):
                     return False
     except (_Unsupported, _TooComplex):
         return False
@@ -1113,6 +1141,7 @@ def _verify(bpf: bytes, plan: _Plan) -> bool:
 
 
 _CHILD_TIMEOUT = 5.0
+_BPF_MAXINSNS = 4096  # the kernel's limit for one program
 
 
 class _FdFile:
@@ -1123,7 +1152,7 @@ class _FdFile:
         return self._fd
 
 
-def _export_in_child(plan: _Plan, rules: dict, method: str, timeout: float) -> bytes | None:
+def _export_in_child(plan: _Plan, rules: dict, tree: bool, method: str, timeout: float) -> bytes | None:
     """Export ("export_bpf"/"export_pfc") of the rules, built by libseccomp in a forked
     child that writes straight into a pipe; None if the child fails or is still busy
     after `timeout` seconds."""
@@ -1133,7 +1162,7 @@ def _export_in_child(plan: _Plan, rules: dict, method: str, timeout: float) -> b
         code = 1
         try:
             os.close(rfd)
-            getattr(_build(plan, rules), method)(_FdFile(wfd))
+            getattr(_build(plan, rules, tree), method)(_FdFile(wfd))
             code = 0
         except BaseException:
             pass
@@ -1165,8 +1194,15 @@ def _inner_native(rules: dict[int, list[tuple[int, tuple]]]) -> bool:
 
 
 def _generate(plan: _Plan, method: str) -> bytes:
-    """Run libseccomp over the plan, check the program, export ("export_bpf"/"export_pfc")."""
-    forms: list[tuple[str, dict]] = []
+    """Run libseccomp over the plan, check the program, export ("export_bpf"/"export_pfc").
+
+    Candidates, best first: each form of the rules (see _NATIVE_NOTE), first with the
+    binary syscall tree, then without.  libseccomp 2.5.4's binary-tree mode can emit a
+    wrong program: after a failed argument comparison it jumps into a block that ANDs
+    a mask onto the accumulator as if it still held the previous argument word (seen
+    with socketpair family masks next to a rule on the type argument).  Whatever the
+    cause, a candidate is only used if _verify accepts it."""
+    forms: list[dict] = []
     too_complex: ValueError | None = None
     for mode in (_ANYWHERE, _LAST_ONLY, _PLAIN):
         try:
@@ -1174,23 +1210,34 @@ def _generate(plan: _Plan, method: str) -> bytes:
         except ValueError as exc:
             too_complex = too_complex or exc
             continue
-        if not forms or rules != forms[-1][1]:
-            forms.append((mode, rules))
-    for mode, rules in forms:
-        if _inner_native(rules):
-            bpf = _export_in_child(plan, rules, "export_bpf", _CHILD_TIMEOUT)
-            if bpf is None or not _verify(bpf, plan):
+        if not forms or rules != forms[-1]:
+            forms.append(rules)
+    too_long = 0
+    for rules in forms:
+        for tree in (True, False):
+            if _inner_native(rules):
+                bpf = _export_in_child(plan, rules, tree, "export_bpf", _CHILD_TIMEOUT)
+                if bpf is None or not _verify(bpf, plan):
+                    continue
+                if len(bpf) > 8 * _BPF_MAXINSNS:
+                    too_long = too_long or len(bpf) // 8
+                    continue
+                if method == "export_bpf":
+                    return bpf
+                out = _export_in_child(plan, rules, tree, method, _CHILD_TIMEOUT)
+                if out is None:  # pragma: no cover - it just worked for the BPF
+                    continue
+                return out
+            f = _build(plan, rules, tree)
+            bpf = _export(f, "export_bpf")
+            if len(bpf) > 8 * _BPF_MAXINSNS:
+                too_long = too_long or len(bpf) // 8
                 continue
-            if method == "export_bpf":
-                return bpf
-            out = _export_in_child(plan, rules, method, _CHILD_TIMEOUT)
-            if out is None:  # pragma: no cover - it just worked for the BPF
-                continue
-            return out
-        f = _build(plan, rules)
-        bpf = _export(f, "export_bpf")
-        if _verify(bpf, plan):
-            return bpf if method == "export_bpf" else _export(f, method)
+            if _verify(bpf, plan):
+                return bpf if method == "export_bpf" else _export(f, method)
+    if too_long:
+        raise ValueError(f"seccomp filter too long: {too_long} instructions "
+                         f"(kernel limit {_BPF_MAXINSNS})")
     if too_complex is not None:
         raise too_complex
     raise RuntimeError("libseccomp generated a filter that does not match the seccomp rules; "
@@ -1221,8 +1268,6 @@ def compile_filter(spec: dict) -> bytes:
     bpf = _generate(_plan(spec), "export_bpf")
     if not bpf or len(bpf) % 8:
         raise RuntimeError(f"libseccomp produced a malformed BPF program ({len(bpf)} bytes)")
-    if len(bpf) // 8 > 4096:
-        raise ValueError(f"seccomp filter too long: {len(bpf) // 8} instructions (kernel limit 4096)")
     CACHE[key] = bpf
     return bpf
 
@@ -1241,9 +1286,10 @@ def describe(spec: dict) -> str:
             if p.denied and p.arg_rules:
                 text += " (deny overrides its argument rules)"
         else:
-            parts = []
+            groups: dict[int, list[str]] = {}
             for r in sorted(p.arg_rules, key=lambda r: (_severity(r.action), r.order)):
-                parts.append(f"{format_action(r.action)} [{r.origin}]")
+                groups.setdefault(r.action, []).append(r.origin)
+            parts = [f"{format_action(a)} [{', '.join(origins)}]" for a, origins in groups.items()]
             text = "by arguments: " + "; ".join(parts) + f"; otherwise {format_action(p.fallback)}"
         out.write(f"#   {p.name:<{width}}  {text}\n")
     out.write(_generate(plan, "export_pfc").decode(errors="replace"))

@@ -3,6 +3,7 @@
 import json
 import os
 import socket
+import subprocess
 import sys
 import textwrap
 import time
@@ -12,7 +13,7 @@ import pytest
 import isolate
 from isolate import net
 
-from conftest import with_python
+from conftest import ROOT, with_python
 
 NETNS_OF = ["sh", "-c", "readlink /proc/self/ns/net; sleep 0.5"]
 
@@ -77,3 +78,116 @@ def test_without_a_pid_namespace_the_namespace_is_not_reused():
         isolate.run(["true"], overrides=["namespaces.pid=false", "process.die_with_parent=false",
                                          "filesystem.view=host"])
     assert pool.stats["reused"] == before
+
+
+# ---- warm sandboxes ---------------------------------------------------------------------------
+TASK = textwrap.dedent("""
+    import json, os, socket, sys
+    role = sys.argv[1]
+    out = {"pids": sorted(int(p) for p in os.listdir("/proc") if p.isdigit()),
+           "netns": os.readlink("/proc/self/ns/net"), "pidns": os.readlink("/proc/self/ns/pid")}
+    if role == "a":
+        open("/tmp/marker-a", "w").write("a")
+        s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen(1)
+        out["port"] = s.getsockname()[1]
+        print(json.dumps(out), flush=True)
+        sys.stdin.read()
+    else:
+        port = int(sys.argv[2])
+        out["sees_marker"] = os.path.exists("/tmp/marker-a")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=2)
+            out["connect"] = "ok"
+        except OSError as e:
+            out["connect"] = type(e).__name__
+        try:
+            os.kill(int(sys.argv[3]), 0)
+            out["signal"] = "ok"
+        except OSError as e:
+            out["signal"] = type(e).__name__
+        print(json.dumps(out))
+""")
+
+
+@pytest.fixture(scope="module")
+def warm_pool():
+    with isolate.WarmPool(with_python(), size=2) as pool:
+        assert pool.wait_ready(30)
+        yield pool
+
+
+def test_warm_tasks_run_at_once_see_nothing_of_each_other(warm_pool):
+    with warm_pool.Popen([sys.executable, "-c", TASK, "a"], stdin=isolate.PIPE, stdout=isolate.PIPE,
+                         text=True) as a:
+        seen_a = json.loads(a.stdout.readline())
+        # a's host pid, which b must not be able to reach.
+        host_pid_of_a = a.pid
+        r = warm_pool.run([sys.executable, "-c", TASK, "b", str(seen_a["port"]), str(host_pid_of_a)],
+                          capture_output=True, text=True)
+        a.stdin.close()
+    seen_b = json.loads(r.stdout)
+    assert seen_a["pids"] == [1, 2] and seen_b["pids"] == [1, 2]
+    assert seen_a["pidns"] != seen_b["pidns"] and seen_a["netns"] != seen_b["netns"]
+    assert seen_b["sees_marker"] is False
+    assert seen_b["connect"] == "ConnectionRefusedError"
+    assert seen_b["signal"] == "ProcessLookupError"
+    assert warm_pool.stats["served_warm"] >= 2
+
+
+def test_each_warm_task_gets_a_fresh_sandbox(warm_pool):
+    r1 = warm_pool.run(["sh", "-c", "echo one > /tmp/left-behind; echo $$"], capture_output=True, text=True)
+    r2 = warm_pool.run(["sh", "-c", "cat /tmp/left-behind 2>&1; echo $$"], capture_output=True, text=True)
+    assert r1.stdout.strip() == "2"
+    assert "No such file" in r2.stdout and r2.stdout.split()[-1] == "2"
+
+
+def test_warm_task_semantics_match_cold_ones(warm_pool, tmp_path):
+    r = warm_pool.run(["sh", "-c", "cat; echo err >&2; pwd; exit 7"], input=b"in\n", capture_output=True,
+                      cwd=str(ROOT))
+    assert (r.returncode, r.stdout, r.stderr) == (7, b"in\n" + str(ROOT).encode() + b"\n", b"err\n")
+    r = warm_pool.run(["sh", "-c", "kill -TERM $$"])
+    assert r.signal == 15
+    r = warm_pool.run(["sleep", "30"], timeout=0.5)
+    assert r.timed_out
+    with pytest.raises(isolate.ExecutableNotFound):
+        warm_pool.run(["no-such-program-xyz"])
+    rfd, wfd = os.pipe()
+    try:
+        warm_pool.run(["sh", "-c", f"echo via-pass-fd > /proc/self/fd/{wfd}"], pass_fds=[wfd])
+        os.close(wfd)
+        wfd = -1
+        assert os.read(rfd, 100) == b"via-pass-fd\n"
+    finally:
+        os.close(rfd)
+        if wfd >= 0:
+            os.close(wfd)
+
+
+def test_closing_a_warm_pool_leaves_nothing():
+    # In a process of its own, so that no other pool's fds come and go meanwhile.
+    code = textwrap.dedent("""
+        import json, os, sys, time
+        sys.path.insert(0, "tests")
+        import isolate
+        from conftest import open_fds, with_python, zombies_of
+        isolate.run(["true"])  # the netns pool and per-process fds exist from here on
+        profile = with_python()
+        isolate.plan_for(profile)  # a cached plan keeps its seccomp memfd, on purpose
+        before = open_fds()
+        pool = isolate.WarmPool(profile, size=3)
+        assert pool.wait_ready(30)
+        pids = [s.pid for s in list(pool._ready)]
+        pool.run(["true"])
+        pool.close()
+        time.sleep(0.2)
+        print(json.dumps({"alive": [p for p in pids if os.path.exists(f"/proc/{p}")],
+                          "fds": sorted(open_fds() ^ before), "zombies": zombies_of(os.getpid())}))
+    """)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout) == {"alive": [], "fds": [], "zombies": []}
+
+
+def test_warm_pool_needs_a_pid_namespace():
+    with pytest.raises(isolate.ProfileError):
+        isolate.WarmPool("default", overrides=["namespaces.pid=false", "filesystem.view=host"])

@@ -1,0 +1,6 @@
+"""The isolate benchmark suite: `.venv/bin/python -m benchmarks.run [--quick] [--out DIR]`.
+
+Modules: stats (interleaved runner, percentiles), programs (what is launched and how),
+latency, parent_size, throughput, phases (one measurement each), targets and report
+(docs/performance.md and the plots), run (the command line).
+"""

@@ -1,0 +1,481 @@
+"""docs/performance.md and the plots under docs/perf/, from one run's results.
+
+Nothing here is a measured number written by hand: every figure in the document comes
+from the Results object of the run that writes it.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import shlex
+import subprocess
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import FuncFormatter  # noqa: E402
+
+import isolate  # noqa: E402
+
+from . import latency, parent_size, phases, programs, targets, throughput  # noqa: E402
+from .stats import Summary, fmt_ms, fmt_ratio, median  # noqa: E402
+
+PHASE_DOC = {
+    "clone": "parent: child stack, pipes, `clone3` with the namespaces, until the child runs its first step",
+    "id_maps": "child waits while the parent writes `uid_map`/`gid_map`",
+    "setsid": "new session",
+    "hostname": "set the hostname",
+    "mount": "build the file system view (mounts, `pivot_root`)",
+    "loopback": "bring `lo` up in the new network namespace",
+    "fds": "arrange the program's fd table",
+    "rlimit": "set resource limits",
+    "chdir": "change to the working directory",
+    "caps": "drop capabilities",
+    "seccomp": "install the seccomp filter (with a pid 1, pid 1 installs it: see `returned`)",
+    "landlock": "apply Landlock rules",
+    "returned": "exec of the sandbox's pid 1 (if any) and of the program, until the parent hears it started",
+    phases.PYTHON: "Python side of `Popen()`: profile and plan lookup, environment, fd bookkeeping",
+    phases.WAIT: "the program runs and exits; `wait()` reaps it (and pid 1)",
+    phases.OUTSIDE: "the rest of the `isolate.run` call: Python before and after the launch path, run, reap",
+}
+
+
+# ---- facts about the machine ------------------------------------------------------
+def _read(path: str) -> str:
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
+def _git_commit() -> str:
+    try:
+        r = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=programs.REPO, capture_output=True,
+                           text=True, timeout=10)
+        return r.stdout.strip() or "unknown"
+    except Exception:  # noqa: BLE001
+        return "unknown"
+
+
+def machine_info() -> dict:
+    cpu = next((line.split(":", 1)[1].strip() for line in _read("/proc/cpuinfo").splitlines()
+                if line.startswith("model name")), platform.processor() or "unknown")
+    mem_kb = next((int(line.split()[1]) for line in _read("/proc/meminfo").splitlines()
+                   if line.startswith("MemTotal:")), 0)
+    thp = _read("/sys/kernel/mm/transparent_hugepage/enabled").strip() or "unknown"
+    return {
+        "kernel": f"{platform.system()} {platform.release()} ({platform.machine()})",
+        "cpu": f"{cpu}, {os.cpu_count()} CPUs ({len(os.sched_getaffinity(0))} usable by this process)",
+        "memory": f"{mem_kb / (1 << 20):.1f} GiB",
+        "transparent huge pages": thp,
+        "os": _read("/etc/os-release").split('PRETTY_NAME="', 1)[-1].split('"', 1)[0] or "unknown",
+        "python": f"{platform.python_implementation()} {platform.python_version()}",
+        "isolate": f"{isolate.__version__}, commit {_git_commit()} (plus uncommitted changes, if any)",
+        "bwrap": programs.tool_version(["bwrap", "--version"]),
+        "unshare": programs.tool_version(["unshare", "--version"]),
+        "gcc": programs.tool_version(["gcc", "--version"]),
+    }
+
+
+# ---- plots ------------------------------------------------------------------------
+_PLAIN = FuncFormatter(lambda v, _: f"{v:g}")  # 0.1, 1, 10 rather than 10^-1, 10^0, 10^1
+
+
+def _save(fig, path: Path):
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+
+def plot_latency(lat: latency.LatencyResult, path: Path):
+    progs = list(lat.programs)
+    fig, axes = plt.subplots(len(progs), 1, figsize=(10, 3.2 * len(progs)), squeeze=False)
+    for ax, prog in zip(axes[:, 0], progs):
+        names = [v for v in latency.VARIANTS if lat.has(prog, v)]
+        s = [lat.summary(prog, v) for v in names]
+        y = range(len(names))
+        for i, (v, x) in enumerate(zip(names, s)):
+            color = "#4c72b0" if v.startswith("isolate") else "#666666"
+            ax.errorbar([x.median], [i], xerr=[[x.median - x.p10], [x.p90 - x.median]], fmt="o", color=color,
+                        capsize=3, markersize=6)
+            ax.annotate(f"{fmt_ms(x.median)} ms, {fmt_ratio(lat.ratio(prog, v).value)}", (x.p90, i),
+                        textcoords="offset points", xytext=(6, 0), va="center", fontsize=8, color=color)
+        ax.set_yticks(list(y), names, fontsize=8)
+        ax.set_ylim(len(names) - 0.5, -0.5)
+        ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(_PLAIN)
+        ax.set_xlim(min(x.p10 for x in s) / 1.5, max(x.p90 for x in s) * 4)
+        ax.grid(True, axis="x", which="both", alpha=0.25)
+        ax.set_xlabel("ms from the call until the child has exited (dot: median, bar: p10–p90; log scale)")
+        ax.set_title(f"Launch latency: {prog}   (× = ratio of medians to subprocess.run)", fontsize=10)
+    _save(fig, path)
+
+
+def _size(mb: int) -> str:
+    return f"{mb} MB" if mb < 1024 else f"{mb / 1024:.3g} GB"
+
+
+def plot_parent_size(ps: parent_size.ParentSizeResult, path: Path):
+    fig, ax = plt.subplots(figsize=(9, 5))
+    sizes = sorted(ps.sizes)
+    gb = [median(ps.sizes[s].rss_mb) / 1024 for s in sizes]
+    series = [(parent_size.ISOLATE, "#4c72b0", "o-", True), (parent_size.SUBPROCESS, "#55a868", "o-", True),
+              (parent_size.FORK, "#dd8452", "o-", True), (parent_size.ISOLATE_NEAR_FORK, "#4c72b0", "x--", False)]
+    for method, color, style, band in series:
+        s = [ps.sizes[x].summary(method) for x in sizes]
+        ax.plot(gb, [x.median for x in s], style, color=color, label=method)
+        if band:
+            ax.fill_between(gb, [x.p10 for x in s], [x.p90 for x in s], color=color, alpha=0.2)
+        ax.annotate(f"{fmt_ratio(ps.ratio_to_base(sizes[-1], method).value)}", (gb[-1], s[-1].median),
+                    textcoords="offset points", xytext=(6, 0), va="center", fontsize=9, color=color)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(_PLAIN)
+    ax.set_xticks(gb, [f"{_size(s)}\n(RSS {_size(round(g * 1024))})" for s, g in zip(sizes, gb)])
+    ax.minorticks_off()
+    ax.set_xlabel("resident memory of the parent (measured VmRSS)")
+    ax.set_ylabel("ms per launch of the static program (median, band p10–p90)")
+    ax.set_title(f"Launch cost against the parent's size (label: ratio to the {_size(sizes[0])} parent)",
+                 fontsize=10)
+    ax.grid(True, which="major", alpha=0.3)
+    ax.legend(fontsize=9)
+    _save(fig, path)
+
+
+def plot_throughput(tp: throughput.ThroughputResult, path: Path):
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    ns = list(tp.configs)
+    s = [tp.configs[n].rate for n in ns]
+    x = range(len(ns))
+    ax.bar(x, [r.median for r in s], color="#4c72b0",
+           yerr=[[r.median - r.p10 for r in s], [r.p90 - r.median for r in s]], capsize=4)
+    for i, (n, r) in enumerate(zip(ns, s)):
+        ax.text(i, r.p90, f"{r.median:.0f}/s\n{fmt_ratio(tp.ratio(n).value)}", ha="center", va="bottom",
+                fontsize=9)
+    ax.set_xticks(list(x), [f"{n} thread{'s' if n > 1 else ''}" for n in ns])
+    ax.set_ylabel("launches per second (median, whiskers p10–p90)")
+    ax.set_ylim(0, max(r.p90 for r in s) * 1.25)
+    ax.set_title(f"Throughput, default profile, {tp.launches} launches per configuration, {tp.cpus} CPUs "
+                 f"(× = ratio to 1 thread)", fontsize=10)
+    _save(fig, path)
+
+
+def _phase_colors(names: list[str]) -> dict:
+    cmap = plt.get_cmap("tab20")
+    return {n: cmap(i % 20) for i, n in enumerate(names)}
+
+
+def _union_order(breakdowns) -> list[str]:
+    order: list[str] = []
+    for b in breakdowns:
+        for n in b.order:
+            if n not in order:
+                order.append(n)
+    return order
+
+
+def plot_phases(ph: phases.PhasesResult, path: Path):
+    labels = list(ph.breakdowns)
+    order = _union_order(ph.breakdowns.values())
+    colors = _phase_colors(order)
+    fig, ax = plt.subplots(figsize=(10, 1.2 + 1.0 * len(labels)))
+    for i, label in enumerate(labels):
+        b = ph.breakdowns[label]
+        left = 0.0
+        for n in order:
+            w = b.phases[n].median if n in b.phases else 0.0
+            ax.barh(i, w, left=left, color=colors[n], edgecolor="white", linewidth=0.5,
+                    label=n if i == 0 or n not in ph.breakdowns[labels[0]].phases else None)
+            if w >= 0.06 * max(sum(s.median for s in x.phases.values()) for x in ph.breakdowns.values()):
+                ax.text(left + w / 2, i, n, ha="center", va="center", fontsize=7)
+            left += w
+        ax.text(left, i, f"  {fmt_ms(left)} ms", va="center", fontsize=8)
+    ax.set_yticks(range(len(labels)), labels)
+    ax.invert_yaxis()
+    ax.set_xlabel("ms (median of each phase, stacked), static program")
+    ax.set_title("Where the time of a launch goes", fontsize=10)
+    handles, names = ax.get_legend_handles_labels()
+    seen = {}
+    for h, n in zip(handles, names):
+        seen.setdefault(n, h)
+    ax.legend(seen.values(), seen.keys(), fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5),
+              title="phase, in launch order", title_fontsize=8)
+    xmax = max(sum(s.median for s in b.phases.values()) for b in ph.breakdowns.values())
+    ax.set_xlim(0, xmax * 1.15)
+    _save(fig, path)
+
+
+# ---- markdown ---------------------------------------------------------------------
+def _row(cells) -> str:
+    return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
+def _table(header, rows) -> list[str]:
+    return [_row(header), _row(["---"] * len(header))] + [_row(r) for r in rows]
+
+
+def _ms(s: Summary) -> list[str]:
+    return [fmt_ms(s.median), fmt_ms(s.p10), fmt_ms(s.p90)]
+
+
+def _spread(s: Summary) -> str:
+    return f"{fmt_ms(s.median)} ({fmt_ms(s.p10)}–{fmt_ms(s.p90)})"
+
+
+def _section_latency(lat: latency.LatencyResult) -> list[str]:
+    out = ["## 1. Launch latency", "",
+           f"Wall time from the call until a program that does nothing has exited, for every launcher, "
+           f"{lat.rounds} launches each. All {len(lat.samples.wall_ms)} (program, launcher) pairs ran "
+           f"interleaved in one round-robin, so the ratios compare launches made seconds apart. The ratio is "
+           f"median / median of `subprocess.run` of the same program; its p10–p90 is that of the per-round "
+           f"ratios. External tools are started with `subprocess.run` like the baseline. "
+           f"Took {lat.seconds:.0f} s.", ""]
+    for prog, path in lat.programs.items():
+        out += [f"**{prog}** (`{path}`)", ""]
+        rows = []
+        for v in latency.VARIANTS:
+            if lat.has(prog, v):
+                r = lat.ratio(prog, v)
+                spread = "(baseline)" if v == latency.SUBPROCESS else f"{fmt_ratio(r.p10)}–{fmt_ratio(r.p90)}"
+                rows.append([v, *_ms(lat.summary(prog, v)), fmt_ratio(r.value), spread])
+            else:
+                rows.append([v, "–", "–", "–", "skipped", lat.skipped.get((prog, v), "not measured")])
+        out += _table(["launcher", "median ms", "p10", "p90", "× subprocess.run", "per-round p10–p90"], rows)
+        out.append("")
+    out += ["![launch latency](perf/latency.png)", ""]
+    return out
+
+
+def _section_parent(ps: parent_size.ParentSizeResult) -> list[str]:
+    sizes = sorted(ps.sizes)
+    base = _size(sizes[0]) if sizes else "smallest"
+    out = ["## 2. Cost against the parent's size", "",
+           "A fresh Python process per size allocates a `bytearray` of that size and writes one byte per "
+           "4096, so that every page is resident (VmRSS below is measured after that). It then launches the "
+           "static program in two interleaved blocks: isolate and `subprocess.run` round-robin "
+           f"({ps.rounds_alone} rounds per size), then isolate, `os.fork` + `os.execv` + `waitpid` and "
+           "`subprocess.run` round-robin (rounds per size in the table). isolate starts its child with "
+           "`clone3(CLONE_VM)` and never copies the caller's page tables; `os.fork` copies them, so its cost "
+           "grows with the parent; `subprocess.run` uses `vfork` (CPython ≥ 3.10), which does not copy them "
+           "either. The first block gives the launch cost; the second gives fork's, and shows that a fork of "
+           "a big parent also slows the launches next to it (last two columns), which is why the first block "
+           f"keeps fork out. The sizes ran in {ps.passes} pass(es) (every size once per pass, one process per "
+           f"size and pass, each exiting before the next starts); a ratio to the {base} parent is median / "
+           f"median, with p10–p90 over the per-pass ratios. Took {ps.seconds:.0f} s.", ""]
+    if not sizes:
+        return out + ["No size could be measured: " + "; ".join(f"{k} MB: {v}" for k, v in ps.skipped.items()), ""]
+    per_pass = " (per pass p10–p90)" if ps.passes > 1 else ""
+    head = ["parent", "VmRSS"]
+    for m in parent_size.METHODS:
+        head += [f"{m}: median ms (p10–p90)", f"× {base}{per_pass}"]
+    head += ["rounds with fork", "isolate / fork (paired)", "isolate next to fork", "subprocess.run next to fork"]
+    rows = []
+    for s in sizes:
+        x = ps.sizes[s]
+        row = [_size(s), f"{median(x.rss_mb):.0f} MB"]
+        for m in parent_size.METHODS:
+            r = ps.ratio_to_base(s, m)
+            spread = f" ({fmt_ratio(r.p10)}–{fmt_ratio(r.p90)})" if per_pass and s != sizes[0] else ""
+            row += [_spread(x.summary(m)), fmt_ratio(r.value) + spread]
+        row += [len(x.wall_ms[parent_size.FORK]),
+                fmt_ratio(ps.ratio_between(s, parent_size.ISOLATE_NEAR_FORK, parent_size.FORK).value),
+                f"{_spread(x.summary(parent_size.ISOLATE_NEAR_FORK))}, "
+                f"{fmt_ratio(ps.ratio_to_base(s, parent_size.ISOLATE_NEAR_FORK).value)}",
+                f"{_spread(x.summary(parent_size.SUBPROCESS_NEAR_FORK))}, "
+                f"{fmt_ratio(ps.ratio_to_base(s, parent_size.SUBPROCESS_NEAR_FORK).value)}"]
+        rows.append(row)
+    out += _table(head, rows) + [""]
+    for k, v in ps.skipped.items():
+        out.append(f"- {_size(k)} skipped: {v}")
+    touch = ", ".join(f"{_size(s)}: {median(ps.sizes[s].touch_seconds):.1f} s" for s in sizes)
+    out += [f"Allocating and touching the memory took (median per process) {touch}.", "",
+            "![parent size](perf/parent_size.png)", ""]
+    return out
+
+
+def _section_throughput(tp: throughput.ThroughputResult) -> list[str]:
+    out = ["## 3. Throughput", "",
+           f"{tp.launches} launches of the static program with the default profile per configuration, "
+           f"split evenly over the threads of one parent, the threads released together by a barrier. The "
+           f"configurations ran interleaved ({', '.join(map(str, tp.configs))}, ...) {tp.repetitions} times; "
+           f"launches/s is the median over the repetitions, the ratio to 1 thread is median / median with "
+           f"p10–p90 over the per-repetition ratios. *CPU busy* is the CPU time of this process and its "
+           f"children divided by wall time × {tp.cpus} CPUs. Took {tp.seconds:.0f} s.", ""]
+    rows = []
+    for n, c in tp.configs.items():
+        r = tp.ratio(n)
+        rows.append([n, f"{c.rate.median:.0f}", f"{c.rate.p10:.0f}", f"{c.rate.p90:.0f}", fmt_ratio(r.value),
+                     f"{fmt_ratio(r.p10)}–{fmt_ratio(r.p90)}", _spread(Summary.of(c.walls)),
+                     f"{median(c.cpu_busy):.0%}"])
+    out += _table(["threads", "launches/s", "p10", "p90", "× 1 thread", "p10–p90", "ms per launch (p10–p90)",
+                   "CPU busy"], rows)
+    out += ["", "Median phase of one launch (ms) at each thread count — what grows under concurrency:", ""]
+    order = _union_order(c.breakdown for c in tp.configs.values())
+    rows = [[n] + [fmt_ms(c.breakdown.phases[p].median) if p in c.breakdown.phases else "–" for p in order]
+            for n, c in tp.configs.items()]
+    out += _table(["threads"] + [f"`{p}`" for p in order], rows)
+    out += ["", "![throughput](perf/throughput.png)", ""]
+    return out
+
+
+def _section_phases(ph: phases.PhasesResult) -> list[str]:
+    labels = list(ph.breakdowns)
+    out = ["## 4. Where the time goes", "",
+           f"`isolate.Popen(...).timings` (and `Result.timings`) stamp each step of the launch path, in ms "
+           f"since the launch began. A phase is the gap between its stamp and the previous one; `python` and "
+           f"`run+reap` are measured around the call so that the phases add up to the whole launch. Static "
+           f"program, profiles interleaved, {ph.rounds} launches each; medians (the medians of the phases do "
+           f"not exactly add up to the median of the total). Took {ph.seconds:.0f} s.", ""]
+    for label, reason in ph.skipped.items():
+        out += [f"- Profile `{label}` skipped: {reason}"]
+    if ph.skipped:
+        out.append("")
+    if not labels:
+        return out
+    order = _union_order(ph.breakdowns.values())
+    head = ["phase", "what"]
+    for label in labels:
+        head += [f"{label}: median ms (p10–p90)", "share"]
+    rows = []
+    for n in order:
+        row = [f"`{n}`", PHASE_DOC.get(n, "")]
+        for label in labels:
+            b = ph.breakdowns[label]
+            row += [_spread(b.phases[n]), f"{b.share(n):.0%}"] if n in b.phases else ["–", "–"]
+        rows.append(row)
+    total = ["**whole launch**", "wall time of Popen() + wait()"]
+    for label in labels:
+        total += [_spread(ph.breakdowns[label].total), ""]
+    out += _table(head, rows + [total])
+    out += ["", "![phases](perf/phases.png)", "",
+            f"The same stamps from the command line, one launch (`{' '.join(['isolate'] + ph.cli_command[1:])}`, "
+            f"run during this benchmark):", "", "```", ph.cli_output, "```", ""]
+    return out
+
+
+def _section_summary(res: targets.Results) -> list[str]:
+    """The headline ratios, in words."""
+    out = ["## Summary", ""]
+    lat = res.latency
+    if lat is not None:
+        prog = latency.STATIC
+        sub = lat.summary(prog, latency.SUBPROCESS).median
+        parts = []
+        for v in (latency.MIN, latency.DEFAULT, latency.STRICT):
+            if lat.has(prog, v):
+                parts.append(f"{v.split(': ', 1)[1]} {fmt_ms(lat.summary(prog, v).median)} ms "
+                             f"({fmt_ratio(lat.ratio(prog, v).value)})")
+        out.append(f"- Launching the static program with `subprocess.run` takes {fmt_ms(sub)} ms; through "
+                   f"isolate: " + ", ".join(parts) + ".")
+        compared = next((v for v in (latency.STRICT, latency.DEFAULT) if lat.has(prog, v)), None)
+        if compared and lat.has(prog, latency.BWRAP):
+            r = lat.samples.ratio((prog, latency.BWRAP), (prog, compared))
+            line = (f"- bwrap with strict-like flags takes {fmt_ms(lat.summary(prog, latency.BWRAP).median)} ms, "
+                    f"{fmt_ratio(r.value)} the time of the isolate `{compared.split(': ', 1)[1].split(' ')[0]}` "
+                    f"launch")
+            if lat.has(prog, latency.UNSHARE):
+                line += f"; unshare(1) takes {fmt_ms(lat.summary(prog, latency.UNSHARE).median)} ms"
+            out.append(line + ".")
+    ps = res.parent_size
+    if ps is not None and len(ps.sizes) > 1:
+        big, small = max(ps.sizes), min(ps.sizes)
+        out.append(f"- From the {_size(big)} parent instead of the {_size(small)} one, an isolate launch costs "
+                   f"{fmt_ratio(ps.ratio_to_base(big, parent_size.ISOLATE).value)}, `os.fork` + exec "
+                   f"{fmt_ratio(ps.ratio_to_base(big, parent_size.FORK).value)} "
+                   f"({fmt_ms(ps.sizes[big].summary(parent_size.FORK).median)} ms a launch).")
+    tp = res.throughput
+    if tp is not None:
+        best = max(tp.configs, key=lambda n: tp.configs[n].rate.median)
+        out.append(f"- One thread launches {tp.configs[1].rate.median:.0f}/s with the default profile; the best "
+                   f"configuration, {best} threads, {tp.configs[best].rate.median:.0f}/s "
+                   f"({fmt_ratio(tp.ratio(best).value)}).")
+    ph = res.phases
+    if ph is not None and "default" in ph.breakdowns:
+        b = ph.breakdowns["default"]
+        out.append(f"- The largest phase of a default launch is `{b.largest()}` "
+                   f"({fmt_ms(b.phases[b.largest()].median)} ms, {b.share(b.largest()):.0%}).")
+    return out + [""]
+
+
+def _section_targets(ts: list[targets.Target]) -> list[str]:
+    out = ["## Targets", "",
+           "Judged on this run's medians (the thresholds are the project's goals; the numbers are measured).", ""]
+    out += _table(["target", "this run", "status"], [[t.goal, t.measured, f"**{t.status}**"] for t in ts])
+    whys = [t for t in ts if t.why]
+    if whys:
+        out += ["", "What holds the unmet targets back (generated from this run's phase breakdown):", ""]
+        out += [f"- *{t.goal}*: {t.why}" for t in whys]
+    return out + [""]
+
+
+def _section_method(res: targets.Results, opts: dict) -> list[str]:
+    out = ["## Method", "",
+           "- Timer: `time.perf_counter_ns()` around each call, in this process; the garbage collector is "
+           "paused while measuring. A few warm-up rounds are run first and discarded.",
+           "- *median (p10–p90)*: the median launch and the 10th/90th percentiles of all launches of that "
+           "variant. A ratio is median / median of two variants measured interleaved in the same run.",
+           "- The machine is shared: other processes ran during the measurement (see the load averages "
+           "above). Interleaving spreads that noise over every variant, but not necessarily evenly: a "
+           "launch that passes control between processes several times (parent and child for the id maps, "
+           "then the sandbox's pid 1, then the program) can wait for a CPU at each handover, so when the CPUs "
+           "are busy its p90 grows more than that of a plain `posix_spawn`. The p10 column shows the cost when "
+           "little got in the way.",
+           f"- Iterations of this run: {json.dumps(opts)}."]
+    lat = res.latency
+    if lat is not None:
+        out += [f"- The seccomp+rlimits+fds profile is `{json.dumps(lat.minimal_profile)}`. It is loaded once "
+                "with `isolate.load_profile` and passed as a `Profile`, as a caller that launches many times "
+                "would; the row *dict profile passed each call* passes the dict itself to every "
+                "`isolate.run`, which validates it again each time.",
+                "- `default` and `strict` are passed by name (`profile=\"default\"`), which the library caches.",
+                f"- unshare: `{shlex.join(lat.unshare_argv)}`."]
+        out += [f"- bwrap, {prog}: `{shlex.join(argv)}`." for prog, argv in lat.bwrap_argv.items()]
+    notes = (lat.notes if lat else []) + (res.phases.notes if res.phases else [])
+    out += [f"- {n[:1].upper()}{n[1:]}" for i, n in enumerate(notes) if n not in notes[:i]]
+    return out + [""]
+
+
+def write(res: targets.Results, out_dir: Path, info: dict, command: str, elapsed: float, opts: dict,
+          started: datetime.datetime, load_start, load_end) -> Path:
+    perf = out_dir / "perf"
+    perf.mkdir(parents=True, exist_ok=True)
+    if res.latency:
+        plot_latency(res.latency, perf / "latency.png")
+    if res.parent_size and res.parent_size.sizes:
+        plot_parent_size(res.parent_size, perf / "parent_size.png")
+    if res.throughput:
+        plot_throughput(res.throughput, perf / "throughput.png")
+    if res.phases and res.phases.breakdowns:
+        plot_phases(res.phases, perf / "phases.png")
+
+    ts = targets.evaluate(res)
+    lines = ["# Performance", "",
+             f"<!-- generated by `{command}`; do not edit by hand, run it again -->", "",
+             f"Measured on {started:%Y-%m-%d %H:%M} UTC by `{command}`, which took "
+             f"{elapsed / 60:.1f} min and wrote this page and the plots in `perf/`. Every number here comes "
+             f"from that run.", "",
+             "## Machine", ""]
+    rows = [[k, v] for k, v in info.items()]
+    rows.append(["load average (1/5/15 min) at start → end",
+                 f"{' '.join(f'{x:.2f}' for x in load_start)} → {' '.join(f'{x:.2f}' for x in load_end)}"])
+    lines += _table(["", ""], rows) + [""]
+    lines += _section_summary(res)
+    lines += _section_targets(ts)
+    if res.latency:
+        lines += _section_latency(res.latency)
+    if res.parent_size:
+        lines += _section_parent(res.parent_size)
+    if res.throughput:
+        lines += _section_throughput(res.throughput)
+    if res.phases:
+        lines += _section_phases(res.phases)
+    lines += _section_method(res, opts)
+    path = out_dir / "performance.md"
+    path.write_text("\n".join(lines))
+    return path

@@ -1,0 +1,431 @@
+"""Per-launch cgroups: memory and process-count limits that hold, and what happened.
+
+A plan whose ``[cgroup]`` section sets a limit gets a fresh cgroup for every launch:
+
+* cgroup v2 (preferred, where a writable directory offers the controllers, e.g. the root
+  as root, or a delegated subtree): one directory ``BASE/isolate/<pid>-<n>`` with
+  ``memory.max``, ``memory.swap.max``, ``memory.oom.group = 1`` (an OOM kill takes the
+  whole sandbox) and ``pids.max``;
+* cgroup v1 (legacy and hybrid hosts): one directory per controller,
+  ``<memory hierarchy>/isolate/<pid>-<n>`` and ``<pids hierarchy>/isolate/<pid>-<n>``,
+  with ``memory.limit_in_bytes``, ``memory.memsw.limit_in_bytes`` (only where swap
+  accounting exists) and ``pids.max``.
+
+The launch path (``_launch.spawn``) writes the child's pid into every ``cgroup.procs``
+before the child runs anything of its own, so every process of the sandbox is inside.
+After the sandbox has been reaped, ``Group.finish()`` reads the OOM evidence and the peak
+memory, kills whatever is left, waits until the cgroup is empty and removes it. The
+``isolate`` parent directories are created on first use and never removed (other
+processes may be using them); directories left by processes that died are swept on the
+first launch of the next process.
+"""
+
+from __future__ import annotations
+
+import atexit
+import dataclasses
+import errno
+import itertools
+import os
+import signal
+import threading
+import time
+from typing import Iterable, Mapping
+
+from .errors import SandboxSetupError
+
+PARENT = "isolate"
+CONTROLLER_OF = {"memory_max": "memory", "memory_swap_max": "memory", "pids_max": "pids"}
+FEATURE_OF = {"memory": "cgroup_memory_limit", "pids": "cgroup_pids_limit"}
+EMPTY_TIMEOUT = 10.0  # seconds to wait for a cgroup to empty before giving up on it for now
+
+
+def controllers(limits: Iterable[str]) -> tuple[str, ...]:
+    """The controllers the limit keys need, e.g. ("memory", "pids")."""
+    return tuple(sorted({CONTROLLER_OF[k] for k in limits}))
+
+
+# ---- where cgroups can be made -------------------------------------------------------
+def _read(path: str) -> str | None:
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+def _v2_candidates() -> list[tuple[str, bool]]:
+    """(directory, is the hierarchy's root) of cgroup v2 directories to try, best first:
+    our own cgroup (a delegated subtree), then the root of the hierarchy."""
+    from . import doctor
+
+    mounts = [m for m in doctor._mounts() if m.fstype == "cgroup2"]
+    mounts.sort(key=lambda m: m.point != "/sys/fs/cgroup")
+    own_path = doctor._own_cgroup_v2_path()
+    out: list[tuple[str, bool]] = []
+    for m in mounts:
+        own = doctor._join(m, own_path)
+        for d, is_root in ((own, own == m.point and m.root == "/"), (m.point, m.root == "/")):
+            if d and all(d != x for x, _ in out):
+                out.append((d, is_root))
+    return out
+
+
+def _v2_usable(d: str, is_root: bool, ctrls: tuple[str, ...]) -> str | None:
+    """None when children of `d` can get `ctrls`, else why not."""
+    sub = os.path.join(d, "cgroup.subtree_control")
+    if not (os.access(d, os.W_OK) and os.access(sub, os.W_OK)):
+        return f"{d} is not writable"
+    offered = (_read(os.path.join(d, "cgroup.controllers")) or "").split()
+    missing = [c for c in ctrls if c not in offered]
+    if missing:
+        return f"{d} does not offer {' '.join(missing)}"
+    enabled = (_read(sub) or "").split()
+    if all(c in enabled for c in ctrls) or is_root:
+        return None
+    # Enabling a controller for the children of a cgroup that holds processes is EBUSY
+    # (no internal processes), and our own cgroup holds at least us.
+    if (_read(os.path.join(d, "cgroup.procs")) or "").split():
+        return f"{d} holds processes, so its children cannot get {' '.join(ctrls)}"
+    return None
+
+
+def _v1_dirs(ctrls: tuple[str, ...]) -> tuple[dict[str, str] | None, str]:
+    from . import doctor
+
+    mounts = doctor._mounts()
+    out = {}
+    for c in ctrls:
+        m = next((m for m in mounts if m.fstype == "cgroup" and c in m.super_opts), None)
+        if m is None:
+            return None, f"no cgroup v1 {c} hierarchy"
+        own = doctor._join(m, doctor._own_cgroup_v1_path(c))
+        d = next((d for d in dict.fromkeys(x for x in (m.point, own) if x) if os.access(d, os.W_OK)), None)
+        if d is None:
+            return None, f"{m.point} is not writable"
+        out[c] = d
+    return out, ""
+
+
+def find(ctrls: tuple[str, ...]) -> tuple[str | None, dict[str, str], str]:
+    """(version "v2"/"v1" or None, controller -> base directory, why none) for `ctrls`.
+
+    v2 when one writable directory offers every controller, else v1 when every
+    controller has a writable v1 hierarchy. Features that isolate.doctor reports as
+    missing (or ISOLATE_DOCTOR_DISABLE disables) are never used.
+    """
+    from . import doctor
+
+    feats = doctor.features()
+    for c in ctrls:
+        f = feats.get(FEATURE_OF[c])
+        if f is None or not f.available:
+            return None, {}, f"no writable cgroup with the {c} controller ({f.detail if f else 'not probed'})"
+    why = []
+    for d, is_root in _v2_candidates():
+        reason = _v2_usable(d, is_root, ctrls)
+        if reason is None:
+            return "v2", {c: d for c in ctrls}, ""
+        why.append(f"v2: {reason}")
+    dirs, reason = _v1_dirs(ctrls)
+    if dirs is not None:
+        return "v1", dirs, ""
+    why.append(f"v1: {reason}")
+    return None, {}, "; ".join(why)
+
+
+# ---- one launch's cgroup ---------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class Usage:
+    """What the cgroup saw of the sandbox; None where this kernel does not say."""
+
+    oom_kills: int | None        # processes the OOM killer killed in it
+    memory_peak: int | None      # bytes, highest memory use
+    memory_failcnt: int | None   # v1: times the limit was hit
+    pids_refused: int | None     # forks refused by pids.max
+    pids_peak: int | None = None  # most processes (and threads) in it at once
+
+
+def _make_dir(path: str) -> None:
+    os.mkdir(path, 0o755)
+
+
+def _remove_dir(path: str) -> None:
+    os.rmdir(path)
+
+
+def _write(path: str, value) -> None:
+    with open(path, "w") as f:
+        f.write(str(value))
+
+
+def _keyed(text: str | None) -> dict[str, int]:
+    """'key value' lines (memory.events, memory.oom_control, pids.events) -> dict."""
+    out = {}
+    for line in (text or "").splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[1].lstrip("-").isdigit():
+            out[parts[0]] = int(parts[1])
+    return out
+
+
+def _int(path: str) -> int | None:
+    text = _read(path)
+    try:
+        return int(text) if text is not None else None
+    except ValueError:
+        return None
+
+
+def _pids(d: str) -> list[int]:
+    return [int(x) for x in (_read(os.path.join(d, "cgroup.procs")) or "").split() if x.isdigit()]
+
+
+class Group:
+    """The cgroup (v2: one directory; v1: one per controller) of one launch."""
+
+    def __init__(self, version: str, dirs: list[str], limits: Mapping[str, int]):
+        self.version = version
+        self.dirs = list(dirs)
+        self.limits = dict(limits)
+
+    @property
+    def procs(self) -> list[bytes]:
+        """The cgroup.procs files the launch path puts the child into."""
+        return [os.fsencode(os.path.join(d, "cgroup.procs")) for d in self.dirs]
+
+    def usage(self) -> Usage:
+        if self.version == "v2":
+            d = self.dirs[0]
+            events = _keyed(_read(os.path.join(d, "memory.events")))
+            pids = _keyed(_read(os.path.join(d, "pids.events")))
+            with_mem, with_pids = "memory_max" in self.limits, "pids_max" in self.limits
+            return Usage(events.get("oom_kill") if with_mem else None,
+                         _int(os.path.join(d, "memory.peak")) if with_mem else None, None,
+                         pids.get("max") if with_pids else None,
+                         _int(os.path.join(d, "pids.peak")) if with_pids else None)
+        oom = peak = failcnt = refused = pids_peak = None
+        for d in self.dirs:
+            if os.path.exists(os.path.join(d, "memory.limit_in_bytes")):
+                oom = _keyed(_read(os.path.join(d, "memory.oom_control"))).get("oom_kill")
+                peak = _int(os.path.join(d, "memory.max_usage_in_bytes"))
+                failcnt = _int(os.path.join(d, "memory.failcnt"))
+            elif os.path.exists(os.path.join(d, "pids.max")):
+                refused = _keyed(_read(os.path.join(d, "pids.events"))).get("max")
+                pids_peak = _int(os.path.join(d, "pids.peak"))
+        return Usage(oom, peak, failcnt, refused, pids_peak)
+
+    def kill(self) -> None:
+        """SIGKILL every process in the cgroup (v2: cgroup.kill, where the kernel has it)."""
+        for d in self.dirs:
+            kill_file = os.path.join(d, "cgroup.kill")
+            if self.version == "v2" and os.path.exists(kill_file):
+                try:
+                    _write(kill_file, 1)
+                    continue
+                except OSError:
+                    pass
+            for pid in _pids(d):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
+
+    def destroy(self, timeout: float = EMPTY_TIMEOUT) -> bool:
+        """Kill what is left, wait for the cgroup to empty, remove it. False if it would
+        not empty in time (it is then retried on the next launch and at exit)."""
+        left = _remove_all(self.dirs, timeout, kill=self.kill)
+        with _lock:
+            _live.discard(self)
+            if left:
+                _pending.append((self.version, left))
+        return not left
+
+    def finish(self) -> Usage:
+        """After the sandbox has been reaped: what happened, then the cgroup is removed."""
+        u = self.usage()
+        self.destroy()
+        return u
+
+
+def _remove_all(dirs: list[str], timeout: float, kill=None) -> list[str]:
+    """rmdir each of `dirs` (busy ones are killed and retried until `timeout`); those left."""
+    left = list(dirs)
+    stuck: list[str] = []  # not busy but refused (e.g. EACCES): no point in waiting
+    deadline = time.monotonic() + timeout
+    delay = 0.0005
+    while left:
+        busy = []
+        for d in left:
+            try:
+                _remove_dir(d)
+            except FileNotFoundError:
+                pass
+            except OSError as e:
+                (busy if e.errno in (errno.EBUSY, errno.ENOTEMPTY) else stuck).append(d)
+        left = busy
+        if not left or time.monotonic() >= deadline:
+            break
+        if kill is not None:
+            kill()
+        else:
+            for d in left:
+                for pid in _pids(d):
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except (ProcessLookupError, PermissionError):
+                        pass
+        time.sleep(delay)
+        delay = min(delay * 2, 0.05)
+    return left + stuck
+
+
+# ---- bookkeeping: names, leftovers ---------------------------------------------------------
+_lock = threading.Lock()
+_counter = itertools.count(1)
+_live: set = set()
+_pending: list = []           # (version, [dirs]) that did not empty in time
+_swept: set = set()           # parent directories swept of dead processes' leftovers, per pid
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _sweep(parent: str) -> None:
+    """Once per process and parent: remove empty leftovers of processes that died."""
+    key = (os.getpid(), parent)
+    if key in _swept:
+        return
+    _swept.add(key)
+    try:
+        names = os.listdir(parent)
+    except OSError:
+        return
+    for name in names:
+        owner, sep, n = name.partition("-")
+        if not (sep and owner.isdigit() and n.isdigit()) or _alive(int(owner)):
+            continue
+        try:
+            _remove_dir(os.path.join(parent, name))
+        except OSError:
+            pass  # still in use (a sandbox that outlived its caller) or not ours to remove
+
+
+def _retry_pending() -> None:
+    with _lock:
+        pending = list(_pending)
+        _pending.clear()
+    for version, dirs in pending:
+        left = _remove_all(dirs, 0.0)
+        if left:
+            with _lock:
+                _pending.append((version, left))
+
+
+def _ensure_parent_v2(base: str, ctrls: tuple[str, ...]) -> str:
+    """BASE/isolate with `ctrls` enabled for its children (and for itself in BASE)."""
+    want = " ".join(f"+{c}" for c in ctrls)
+    enabled = (_read(os.path.join(base, "cgroup.subtree_control")) or "").split()
+    if not all(c in enabled for c in ctrls):
+        _write(os.path.join(base, "cgroup.subtree_control"), want)
+    parent = os.path.join(base, PARENT)
+    try:
+        _make_dir(parent)
+    except FileExistsError:
+        pass
+    enabled = (_read(os.path.join(parent, "cgroup.subtree_control")) or "").split()
+    if not all(c in enabled for c in ctrls):
+        _write(os.path.join(parent, "cgroup.subtree_control"), want)
+    return parent
+
+
+def _limits_v2(d: str, limits: Mapping[str, int]) -> None:
+    if "memory_max" in limits:
+        mem = limits["memory_max"]
+        _write(os.path.join(d, "memory.max"), mem)
+        swap = os.path.join(d, "memory.swap.max")
+        if os.path.exists(swap):  # absent: the kernel has no swap accounting (or no swap)
+            _write(swap, max(0, limits.get("memory_swap_max", mem) - mem))
+        group = os.path.join(d, "memory.oom.group")
+        if os.path.exists(group):
+            _write(group, 1)
+    if "pids_max" in limits:
+        _write(os.path.join(d, "pids.max"), limits["pids_max"])
+
+
+def _limits_v1(d: str, controller: str, limits: Mapping[str, int]) -> None:
+    if controller == "memory":
+        mem = limits["memory_max"]
+        _write(os.path.join(d, "memory.limit_in_bytes"), mem)
+        memsw = os.path.join(d, "memory.memsw.limit_in_bytes")
+        if os.path.exists(memsw):  # swap accounting: memory + swap together
+            _write(memsw, max(mem, limits.get("memory_swap_max", mem)))
+    elif controller == "pids":
+        _write(os.path.join(d, "pids.max"), limits["pids_max"])
+
+
+def create(version: str, bases: Mapping[str, str], limits: Mapping[str, int]) -> Group:
+    """A fresh cgroup for one launch, limits written. SandboxSetupError if it cannot be made."""
+    _retry_pending()
+    ctrls = controllers(limits)
+    name = f"{os.getpid()}-{next(_counter)}"
+    made: list[str] = []
+    path = None
+    try:
+        if version == "v2":
+            path = bases[ctrls[0]]
+            parent = _ensure_parent_v2(path, ctrls)
+            _sweep(parent)
+            path = os.path.join(parent, name)
+            _make_dir(path)
+            made.append(path)
+            _limits_v2(path, limits)
+        elif version == "v1":
+            for c in ctrls:
+                path = os.path.join(bases[c], PARENT)
+                try:
+                    _make_dir(path)
+                except FileExistsError:
+                    pass
+                _sweep(path)
+                path = os.path.join(path, name)
+                _make_dir(path)
+                made.append(path)
+                _limits_v1(path, c, limits)
+        else:
+            raise ValueError(f"unknown cgroup version {version!r}")
+    except OSError as e:
+        _remove_all(made, 1.0)
+        raise SandboxSetupError("cgroup", e.errno or errno.EIO, "creating the sandbox's cgroup",
+                                getattr(e, "filename", None) or path) from None
+    g = Group(version, made, limits)
+    with _lock:
+        _live.add(g)
+    return g
+
+
+@atexit.register
+def _at_exit() -> None:
+    # Sandboxes never waited for: remove their cgroups if they have ended (a sandbox
+    # that outlives us keeps its cgroup; the next process sweeps it once it is empty).
+    with _lock:
+        live = list(_live)
+        _live.clear()
+    for g in live:
+        _remove_all(g.dirs, 0.0)
+    _retry_pending()
+
+
+def _forget_after_fork() -> None:
+    _live.clear()
+    _pending.clear()
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)

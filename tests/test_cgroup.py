@@ -1,0 +1,355 @@
+"""[cgroup] limits: memory and process count that hold, OOM as its own outcome, no leaks.
+
+The v1 hierarchy (this machine: memory and pids are bound to cgroup v1) is tested for
+real; the v2 file-writing logic against a fake hierarchy in a tmp dir (a fresh cgroup2
+mount here offers neither memory nor pids).
+"""
+
+import errno
+import json
+import os
+import shutil
+import signal
+import sys
+import time
+
+import pytest
+
+import isolate
+from isolate import cgroup, doctor
+from conftest import cli, pids_with_cmdline, with_python
+
+MiB = 1 << 20
+
+
+def _leftovers() -> list:
+    """cgroup directories of this process that still exist, in every isolate/ parent."""
+    found = []
+    for base in ("/sys/fs/cgroup/memory", "/sys/fs/cgroup/pids", "/sys/fs/cgroup/unified"):
+        parent = os.path.join(base, cgroup.PARENT)
+        try:
+            names = os.listdir(parent)
+        except FileNotFoundError:
+            continue
+        found += [os.path.join(parent, n) for n in names if n.startswith(f"{os.getpid()}-")]
+    return found
+
+
+def _py(code: str, marker: str = "") -> list:
+    return [sys.executable, "-c", code] + ([marker] if marker else [])
+
+
+MEMORY_BOMB = """
+import sys
+blocks = []
+while True:
+    b = bytearray(4 << 20)
+    for i in range(0, len(b), 4096):
+        b[i] = 1
+    blocks.append(b)
+    print(len(blocks) * 4, flush=True)
+"""
+
+
+# ---- memory -------------------------------------------------------------------------------------
+def test_memory_bomb_is_oom_killed_and_reported():
+    prof = with_python(cgroup={"memory_max": "64M"})
+    plan = isolate.plan_for(prof)
+    assert plan.cgroup_mode == "v1" and dict(plan.cgroup) == {"memory_max": 64 * MiB}
+    t = time.monotonic()
+    r = isolate.run(_py(MEMORY_BOMB), profile=prof, capture_output=True, text=True, timeout=30)
+    assert time.monotonic() - t < 20
+    assert r.outcome == "oom" and r.oom is True, (r.returncode, r.stderr)
+    assert r.returncode == -signal.SIGKILL and not r.timed_out
+    # From the inside: it got close to the limit, never past it.
+    got_mb = int(r.stdout.split()[-1])
+    assert 32 <= got_mb <= 64, r.stdout[-100:]
+    # From the outside: the cgroup's own peak.
+    assert r.memory_peak is not None and 32 * MiB <= r.memory_peak <= 64 * MiB + 4 * MiB
+    assert _leftovers() == []
+
+
+def test_within_the_limit_is_an_ordinary_exit():
+    prof = with_python(cgroup={"memory_max": "80M", "pids_max": 64})
+    r = isolate.run(_py("print(len(bytearray(8 << 20)))"), profile=prof, capture_output=True, text=True)
+    assert (r.returncode, r.outcome, r.oom, r.stdout.strip()) == (0, "exited", False, str(8 * MiB))
+    assert 8 * MiB <= r.memory_peak <= 80 * MiB
+    # No limit: no cgroup, nothing reported.
+    r = isolate.run(["true"], profile="default")
+    assert (r.outcome, r.oom, r.memory_peak) == ("exited", False, None)
+
+
+def test_cli_oom_exits_137_with_one_line():
+    r = cli("run", "--set", "cgroup.memory_max=64M", "--", "sh", "-c", "x=a; while :; do x=$x$x; done")
+    assert r.returncode == 137, (r.returncode, r.stderr)
+    assert r.stderr == f"isolate: the sandbox ran out of memory (cgroup.memory_max = {64 * MiB})\n"
+
+
+# ---- processes ------------------------------------------------------------------------------------
+FORK_BOMB = """
+import os, sys
+r, w = os.pipe()
+n = 0
+while n < 1000:
+    try:
+        pid = os.fork()
+    except OSError as e:
+        print(n, e.errno, flush=True)
+        break
+    if pid == 0:
+        os.close(w)
+        os.read(r, 1)   # stay alive until the sandbox ends
+        os._exit(0)
+    n += 1
+else:
+    print(n, 0, flush=True)
+"""
+
+
+def test_fork_bomb_stops_at_pids_max_and_dies_with_the_sandbox():
+    marker = f"forkbomb-{os.getpid()}"
+    prof = with_python(cgroup={"pids_max": 32})
+    t = time.monotonic()
+    r = isolate.run(_py(FORK_BOMB, marker), profile=prof, capture_output=True, text=True, timeout=30)
+    assert time.monotonic() - t < 10
+    forks, err = map(int, r.stdout.split())
+    # 32 in all: isolate-init, the program and 30 children; the 31st fork gets EAGAIN.
+    assert err == errno.EAGAIN and 1 <= forks <= 30, r.stdout
+    assert pids_with_cmdline(marker) == []  # the whole sandbox was killed after
+    assert _leftovers() == []
+
+
+def test_shell_fork_bomb_is_contained_and_killed():
+    # In a pid namespace the sandbox ends with its program: keep the program alive.
+    with isolate.Popen(["sh", "-c", "b(){ b|b& }; b; sleep 30"], profile="default",
+                       overrides=["cgroup.pids_max=16"], stdout=isolate.DEVNULL, stderr=isolate.DEVNULL) as p:
+        time.sleep(1.0)
+        procs = open(os.fsdecode(p._cgroup.procs[0])).read().split()
+        assert 1 <= len(procs) <= 16
+        t = time.monotonic()
+        p.kill()
+        p.wait(timeout=10)
+        assert time.monotonic() - t < 5
+    # From the outside: forks were refused, and there were never more than 16.
+    assert p.cgroup_usage.pids_refused > 0
+    assert p.cgroup_usage.pids_peak is None or p.cgroup_usage.pids_peak <= 16
+    assert _leftovers() == []
+
+
+# ---- disk -----------------------------------------------------------------------------------------
+def test_disk_filler_stops_at_tmpfs_size():
+    prof = with_python()
+    prof["filesystem"]["tmpfs"] = [{"path": "/tmp", "size": "4M"}]
+    code = """
+import errno
+n = 0
+try:
+    with open("/tmp/fill", "wb") as f:
+        while True:
+            f.write(b"x" * 65536)
+            f.flush()
+            n += 65536
+except OSError as e:
+    print(n, errno.errorcode[e.errno])
+"""
+    r = isolate.run(_py(code), profile=prof, capture_output=True, text=True, timeout=30)
+    written, err = r.stdout.split()
+    assert err == "ENOSPC" and 3 * MiB <= int(written) <= 4 * MiB, r.stdout
+
+
+# ---- no leaks -------------------------------------------------------------------------------------
+def test_no_cgroup_left_after_many_runs():
+    prof = with_python(cgroup={"memory_max": "128M", "pids_max": 100})
+    for i in range(50):
+        r = isolate.run(["sh", "-c", "sleep 0.001 & exit $((%d %% 3))" % i], profile=prof)
+        assert r.returncode == i % 3
+    assert _leftovers() == []
+    # A launch that fails after its cgroup was made leaves nothing either.
+    with pytest.raises(isolate.ExecutableNotFound):
+        isolate.run(["/nonexistent"], profile=prof)
+    assert _leftovers() == []
+
+
+def test_cgroup_procs_write_failure_is_a_setup_error(monkeypatch):
+    real_create = cgroup.create
+
+    def broken(*a, **kw):
+        g = real_create(*a, **kw)
+        g.dirs = [g.dirs[0] + "-missing"] + g.dirs  # a cgroup.procs that cannot be opened
+        return g
+
+    monkeypatch.setattr(cgroup, "create", broken)
+    with pytest.raises(isolate.SandboxSetupError) as e:
+        isolate.run(["true"], profile="default", overrides=["cgroup.pids_max=33"])
+    assert e.value.step == "cgroup" and e.value.errno == errno.ENOENT
+    assert e.value.path.endswith("-missing/cgroup.procs")
+    monkeypatch.undo()
+    for d in _leftovers():  # the real directory made by real_create is gone too
+        pytest.fail(f"left behind: {d}")
+
+
+# ---- no cgroup available --------------------------------------------------------------------------
+@pytest.fixture
+def no_memory_cgroup(monkeypatch):
+    monkeypatch.setenv(doctor.DISABLE_ENV, "cgroup_memory_limit")
+    doctor.features(refresh=True)
+    yield
+    monkeypatch.delenv(doctor.DISABLE_ENV)
+    doctor.features(refresh=True)
+
+
+def test_without_cgroup_fails_closed(no_memory_cgroup):
+    with pytest.raises(isolate.UnsupportedError) as e:
+        isolate.run(["true"], profile=with_python(cgroup={"memory_max": "256M"}))
+    assert e.value.field == "cgroup.memory_max"
+    assert "cgroup.memory_max" in str(e.value) and "memory controller" in str(e.value)
+    # The CLI says so in one line, exit 125.
+    r = cli("run", "--set", "cgroup.memory_max=256M", "--", "true",
+            env=dict(os.environ, ISOLATE_DOCTOR_DISABLE="cgroup_memory_limit"))
+    assert r.returncode == 125 and r.stderr.startswith("isolate: cgroup.memory_max: "), r.stderr
+    # pids alone still has its cgroup
+    assert isolate.plan_for(with_python(cgroup={"pids_max": 50})).cgroup_mode == "v1"
+
+
+def test_without_cgroup_falls_back_to_rlimits(no_memory_cgroup):
+    prof = with_python(cgroup={"memory_max": "512M", "pids_max": 64, "fallback": "rlimits"})
+    plan = isolate.plan_for(prof)
+    assert plan.cgroup_mode == "rlimits"
+    assert (9, 512 * MiB, 512 * MiB) in plan.rlimits and (6, 64, 64) in plan.rlimits
+    assert not [k for k, _ in doctor.requirements(plan) if k.startswith("cgroup")]
+    code = "import json, resource; print(json.dumps([resource.getrlimit(resource.RLIMIT_AS), " \
+           "resource.getrlimit(resource.RLIMIT_NPROC), open('/proc/self/cgroup').read()]))"
+    r = isolate.run(_py(code), profile=prof, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    as_, nproc, cg = json.loads(r.stdout)
+    assert as_ == [512 * MiB, 512 * MiB] and nproc == [64, 64]
+    assert "isolate/" not in cg  # no cgroup was made
+    # A lower rlimits.as in the profile wins over memory_max.
+    prof["rlimits"] = {"as": "300M"}
+    assert (9, 300 * MiB, 300 * MiB) in isolate.plan_for(prof).rlimits
+
+
+def test_strict_profile_limits():
+    plan = isolate.plan_for("strict")
+    assert dict(plan.cgroup) == {"memory_max": 512 * MiB, "pids_max": 128}
+    assert plan.cgroup_mode == "v1"
+    with isolate.Popen(["sh", "-c", "grep -E ':(memory|pids):' /proc/self/cgroup; read x"], profile="strict",
+                       stdin=isolate.PIPE, stdout=isolate.PIPE, text=True) as p:
+        inside = p.stdout.readline() + p.stdout.readline()
+        # From the host: the sandbox is in its own cgroups...
+        with open(f"/proc/{p.pid}/cgroup") as f:
+            outside = f.read()
+        p.stdin.close()
+    assert sum(1 for line in outside.splitlines()
+               if line.split(":")[1] in ("memory", "pids") and "/isolate/" in line) == 2, outside
+    # ...and its cgroup namespace is rooted there: no host path shows inside.
+    assert len(inside.split()) == 2 and all(line.endswith(":/") for line in inside.split()), inside
+    assert isolate.plan_for("default").cgroup_mode is None
+
+
+def test_profile_validation():
+    from isolate.profile import from_dict
+
+    assert from_dict({"cgroup": {"memory_max": 1000, "memory_swap_max": "1G"}}).data["cgroup"]["memory_swap_max"] \
+        == 1 << 30
+    for bad, key in (({"memory_max": 0}, "cgroup.memory_max"), ({"pids_max": 0}, "cgroup.pids_max"),
+                     ({"memory_swap_max": "1G"}, "cgroup.memory_swap_max"),
+                     ({"memory_max": "1G", "memory_swap_max": "1M"}, "cgroup.memory_swap_max"),
+                     ({"fallback": "none"}, "cgroup.fallback"), ({"cpu_max": 1}, "cgroup.cpu_max")):
+        with pytest.raises(isolate.ProfileError) as e:
+            from_dict({"cgroup": bad})
+        assert e.value.key == key, (bad, e.value)
+
+
+# ---- cgroup v2, against a fake hierarchy ----------------------------------------------------------
+V2_FILES = {
+    "cgroup.procs": "", "cgroup.controllers": "memory pids", "cgroup.subtree_control": "",
+    "cgroup.kill": "", "memory.max": "max", "memory.swap.max": "max", "memory.oom.group": "0",
+    "memory.events": "low 0\nhigh 0\nmax 0\noom 0\noom_kill 0\n", "memory.peak": "0",
+    "pids.max": "max", "pids.events": "max 0\n",
+}
+
+
+@pytest.fixture
+def fake_v2(tmp_path, monkeypatch):
+    """A directory that looks like a writable cgroup v2 root with memory and pids."""
+    root = tmp_path / "cg2"
+    root.mkdir()
+    for name, text in V2_FILES.items():
+        (root / name).write_text(text)
+    made = []
+
+    def make_dir(path):  # the "kernel": a new cgroup comes with its interface files
+        os.mkdir(path)
+        for name, text in V2_FILES.items():
+            with open(os.path.join(path, name), "w") as f:
+                f.write(text)
+        if "-" in os.path.basename(path):  # a launch's cgroup, not the isolate/ parent
+            made.append(path)
+
+    monkeypatch.setattr(cgroup, "_v2_candidates", lambda: [(str(root), True)])
+    monkeypatch.setattr(cgroup, "_make_dir", make_dir)
+    monkeypatch.setattr(cgroup, "_remove_dir", shutil.rmtree)
+    return root, made
+
+
+def test_v2_usable_rules(tmp_path):
+    d = tmp_path / "own"
+    d.mkdir()
+    for name, text in V2_FILES.items():
+        (d / name).write_text(text)
+    assert cgroup._v2_usable(str(d), False, ("memory", "pids")) is None  # empty: controllers can be enabled
+    (d / "cgroup.procs").write_text("1234\n")
+    assert "holds processes" in cgroup._v2_usable(str(d), False, ("memory",))
+    assert cgroup._v2_usable(str(d), True, ("memory",)) is None          # the root may hold processes
+    (d / "cgroup.subtree_control").write_text("memory\n")
+    assert cgroup._v2_usable(str(d), False, ("memory",)) is None          # already delegated to children
+    (d / "cgroup.controllers").write_text("cpu io\n")
+    assert "does not offer memory" in cgroup._v2_usable(str(d), True, ("memory",))
+
+
+def test_v2_cgroup_files_and_oom(fake_v2):
+    root, made = fake_v2
+    prof = with_python(cgroup={"memory_max": "96M", "memory_swap_max": "100M", "pids_max": 40})
+    plan = isolate.plan_for(prof)
+    assert plan.cgroup_mode == "v2" and dict(plan.cgroup_dirs) == {"memory": str(root), "pids": str(root)}
+    with isolate.Popen(["sh", "-c", "read x; echo got $x"], profile=prof, stdin=isolate.PIPE,
+                       stdout=isolate.PIPE) as p:
+        d = made[-1]
+        assert os.path.dirname(d) == str(root / "isolate")
+        read = lambda name: open(os.path.join(d, name)).read()  # noqa: E731
+        # the launch path wrote the sandbox's pid 1 into cgroup.procs before it ran
+        assert read("cgroup.procs") == str(p.pid)
+        assert read("memory.max") == str(96 * MiB)
+        assert read("memory.swap.max") == str(4 * MiB)
+        assert read("memory.oom.group") == "1"
+        assert read("pids.max") == "40"
+        assert (root / "cgroup.subtree_control").read_text() == "+memory +pids"
+        assert (root / "isolate" / "cgroup.subtree_control").read_text() == "+memory +pids"
+        # the "kernel" reports an OOM kill and a peak
+        with open(os.path.join(d, "memory.events"), "w") as f:
+            f.write("low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n")
+        with open(os.path.join(d, "memory.peak"), "w") as f:
+            f.write(str(90 * MiB))
+        out, _ = p.communicate(b"x\n", timeout=10)
+    assert out == b"got x\n" and p.returncode == 0
+    assert p.oom is True and p.memory_peak == 90 * MiB
+    assert not os.path.exists(d)
+    assert not [n for n in os.listdir(root / "isolate") if n.startswith(f"{os.getpid()}-")]
+
+
+def test_v2_defaults_and_oom_outcome(fake_v2, monkeypatch):
+    root, made = fake_v2
+    prof = with_python(cgroup={"memory_max": "97M"})
+    with isolate.Popen(["sh", "-c", "read x"], profile=prof, stdin=isolate.PIPE) as p:
+        d = made[-1]
+        assert open(os.path.join(d, "memory.swap.max")).read() == "0"  # absent = memory_max: no swap
+        assert open(os.path.join(d, "pids.max")).read() == "max"        # not asked for: untouched
+        p.communicate(b"\n", timeout=10)
+    assert (p.returncode, p.oom, p.memory_peak) == (0, False, 0)
+    # A cgroup whose OOM killer struck: Result.outcome is "oom", whatever the exit status.
+    V2_FILES_OOM = dict(V2_FILES, **{"memory.events": "oom_kill 2\n", "memory.peak": str(97 * MiB)})
+    monkeypatch.setattr(sys.modules[__name__], "V2_FILES", V2_FILES_OOM)
+    r = isolate.run(["true"], profile=prof)
+    assert (r.returncode, r.outcome, r.oom, r.memory_peak) == (0, "oom", True, 97 * MiB)
+    assert made and not any(os.path.exists(d) for d in made)
