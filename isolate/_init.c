@@ -4,10 +4,9 @@
  * process which stays behind in the sandbox shares no memory with the caller (a
  * CLONE_VM helper kept as pid 1 would be reachable through ptrace or /proc/1/mem).
  *
- *   argv: isolate-init STATUS_FD PARENT_PIDFD BPF_FD FLAGS FIRST_PRIVATE LANDLOCK_FD
- *                      NEXEC PATH... ARGV...
+ *   argv: isolate-init STATUS_FD PARENT_PIDFD BPF_FD FLAGS FIRST_PRIVATE NEXEC PATH... ARGV...
  *
- * It starts the program (Landlock and seccomp last, in the program's own process),
+ * It starts the program (seccomp last, in the program's own process),
  * reports "started" or (step, errno) on STATUS_FD, then reaps every orphan, forwards
  * SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2 and SIGWINCH to the program, and
  * when the program ends reports its wait status and exits, which takes down every
@@ -43,9 +42,6 @@
 #define TASK_MAX (1 << 20)
 #define TASK_MAX_FDS 250
 
-#ifndef SYS_landlock_restrict_self
-#define SYS_landlock_restrict_self 446
-#endif
 #ifndef SYS_close_range
 #define SYS_close_range 436
 #endif
@@ -203,19 +199,18 @@ static void receive_task(char ***paths, int *nexec, char ***prog_argv, int *firs
 
 int main(int argc, char **argv)
 {
-    if (argc < 8)
+    if (argc < 7)
         return 127;
     status_fd = atoi(argv[1]);
     int parent_pidfd = atoi(argv[2]);
     int bpf_fd = atoi(argv[3]);
     int flags = atoi(argv[4]);
     int first_private = atoi(argv[5]);
-    int landlock_fd = atoi(argv[6]);
-    int nexec = atoi(argv[7]);
-    if ((nexec < 1 && !(flags & FLAG_WARM)) || 8 + nexec > argc)
+    int nexec = atoi(argv[6]);
+    if ((nexec < 1 && !(flags & FLAG_WARM)) || 7 + nexec > argc)
         return 127;
-    char **paths = argv + 8;
-    char **prog_argv = argv + 8 + nexec;
+    char **paths = argv + 7;
+    char **prog_argv = argv + 7 + nexec;
     int pidns = flags & FLAG_PIDNS;
     int64_t t_init = now_ns();
 
@@ -227,7 +222,7 @@ int main(int argc, char **argv)
     if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0)
         fail(STEP_INIT, 7, errno);
 
-    int private_fds[] = {status_fd, parent_pidfd, bpf_fd, landlock_fd};
+    int private_fds[] = {status_fd, parent_pidfd, bpf_fd};
     for (unsigned i = 0; i < sizeof private_fds / sizeof *private_fds; i++)
         if (private_fds[i] >= 0)
             fcntl(private_fds[i], F_SETFD, FD_CLOEXEC);
@@ -293,15 +288,10 @@ int main(int argc, char **argv)
         sigemptyset(&none);
         sigprocmask(SIG_SETMASK, &none, NULL);
         struct isolate_msg m = {MSG_ERROR, 0, 0, 0, 0};
-        if (landlock_fd >= 0 && syscall(SYS_landlock_restrict_self, landlock_fd, 0) < 0) {
-            m.a = STEP_LANDLOCK;
-            m.c = errno;
-        } else if (prog.filter && syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) < 0) {
+        if (prog.filter && syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) < 0) {
             m.a = STEP_SECCOMP;
             m.c = errno;
         } else {
-            if (landlock_fd >= 0)
-                close(landlock_fd);
             int err = ENOENT;
             for (int i = 0; i < nexec; i++) {
                 execve(paths[i], prog_argv, environ);
@@ -325,8 +315,6 @@ int main(int argc, char **argv)
     close(started[1]);
     if (first_private > 0)
         syscall(SYS_close_range, 0, first_private - 1, 0);
-    if (landlock_fd >= 0)
-        close(landlock_fd);
     free(prog.filter);
 
     struct isolate_msg m;

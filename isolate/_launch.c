@@ -156,7 +156,6 @@ struct launch {
     int first_private;                /* first fd number after the program's fds */
     int parent_pidfd;                 /* pidfd of the caller process (for init) */
     int bpf_fd;                       /* memfd with the BPF program (for init) */
-    int landlock_fd;                  /* landlock ruleset, or -1 */
     int netns_fd;                     /* per-launch network namespace (pool), or -1 */
     char *const *cgroup_procs;        /* cgroup.procs files the parent puts the child in */
     int ncgroups;
@@ -389,7 +388,7 @@ static void step_loopback(const struct launch *l)
  * go right after, at fixed slots (PRIV_*, known to the caller, which numbers init's
  * argv from them); everything else is closed.
  * Done before rlimits: a low RLIMIT_NOFILE would make the temporary dups fail. */
-enum { PRIV_STATUS, PRIV_PARENT_PIDFD, PRIV_BPF, PRIV_LANDLOCK, PRIV_INIT, PRIV_COUNT };
+enum { PRIV_STATUS, PRIV_PARENT_PIDFD, PRIV_BPF, PRIV_INIT, PRIV_COUNT };
 
 static void step_fds(const struct launch *l)
 {
@@ -397,9 +396,9 @@ static void step_fds(const struct launch *l)
     int top = l->first_private;
     int use_init = l->plan->use_init;
     int priv_src[PRIV_COUNT] = {l->status_fd, use_init ? l->parent_pidfd : -1, use_init ? l->bpf_fd : -1,
-                                l->landlock_fd, use_init ? l->init_fd : -1};
+                                use_init ? l->init_fd : -1};
     /* Close-on-exec unless isolate-init is exec'd next and needs it. */
-    int priv_cloexec[PRIV_COUNT] = {!use_init, 0, 0, !use_init, 1};
+    int priv_cloexec[PRIV_COUNT] = {!use_init, 0, 0, 1};
 
     /* Above every source and every destination: moving fds there first means no
      * dup3 below can clobber a source that is still needed. */
@@ -436,8 +435,6 @@ static void step_fds(const struct launch *l)
         CHECK(l, STEP_FDS, top + i, rsys3(SYS_dup3, t, top + i, priv_cloexec[i] ? O_CLOEXEC : 0));
     }
     ml->status_fd = top + PRIV_STATUS;
-    if (l->landlock_fd >= 0)
-        ml->landlock_fd = top + PRIV_LANDLOCK;
     if (l->init_fd >= 0 && use_init)
         ml->init_fd = top + PRIV_INIT;
 
@@ -982,17 +979,17 @@ static const char *step_names[] = {
 };
 
 /* spawn(plan, exec_paths, argv, envp, cwd, fd_src, fd_dst, init_fd, init_argv,
- *       first_private, parent_pidfd, bpf_fd, landlock_fd) -> (pid, pidfd, status_fd, timings)
+ *       first_private, parent_pidfd, bpf_fd[, netns_fd, cgroup_procs])
+ *   -> (pid, pidfd, status_fd, timings, used_clone3)
  * status_fd is the read end of the status pipe; with init it carries the program's
  * exit status later, without it the parent may close it. */
 static PyObject *spawn(PyObject *self, PyObject *args)
 {
     PyObject *cap, *exec_paths, *argv, *envp, *cwd, *fd_src, *fd_dst, *init_argv;
-    int init_fd, first_private, parent_pidfd, bpf_fd, landlock_fd, netns_fd = -1;
+    int init_fd, first_private, parent_pidfd, bpf_fd, netns_fd = -1;
     PyObject *cgroups = NULL;
-    if (!PyArg_ParseTuple(args, "OOOOOOOiOiiii|iO", &cap, &exec_paths, &argv, &envp, &cwd, &fd_src, &fd_dst,
-                          &init_fd, &init_argv, &first_private, &parent_pidfd, &bpf_fd, &landlock_fd, &netns_fd,
-                          &cgroups))
+    if (!PyArg_ParseTuple(args, "OOOOOOOiOiii|iO", &cap, &exec_paths, &argv, &envp, &cwd, &fd_src, &fd_dst,
+                          &init_fd, &init_argv, &first_private, &parent_pidfd, &bpf_fd, &netns_fd, &cgroups))
         return NULL;
     struct plan *p = PyCapsule_GetPointer(cap, "isolate.plan");
     if (!p)
@@ -1045,7 +1042,7 @@ static PyObject *spawn(PyObject *self, PyObject *args)
         .plan = p, .exec_paths = c_exec, .nexec = nexec, .argv = c_argv, .envp = c_envp,
         .cwd = cwd == Py_None ? NULL : PyBytes_AS_STRING(cwd), .nfds = nfds, .fd_src = c_src, .fd_dst = c_dst,
         .init_fd = init_fd, .init_argv = c_init_argv, .first_private = first_private,
-        .parent_pidfd = parent_pidfd, .bpf_fd = bpf_fd, .landlock_fd = landlock_fd, .netns_fd = netns_fd,
+        .parent_pidfd = parent_pidfd, .bpf_fd = bpf_fd, .netns_fd = netns_fd,
         .cgroup_procs = c_cgroups, .ncgroups = ncgroups, .timings = timings,
     };
 

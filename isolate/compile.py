@@ -19,6 +19,7 @@ from typing import Mapping
 from . import _launch
 from .errors import ProfileError, UnsupportedError
 
+CLONE_NEWTIME = 0x00000080
 CLONE_NEWNS = 0x00020000
 CLONE_NEWCGROUP = 0x02000000
 CLONE_NEWUTS = 0x04000000

@@ -55,26 +55,11 @@ class Feature:
 # Constants
 # --------------------------------------------------------------------------
 
-CLONE_NEWTIME = 0x00000080
-CLONE_NEWNS = 0x00020000
-CLONE_NEWCGROUP = 0x02000000
-CLONE_NEWUTS = 0x04000000
-CLONE_NEWIPC = 0x08000000
-CLONE_NEWUSER = 0x10000000
-CLONE_NEWPID = 0x20000000
-CLONE_NEWNET = 0x40000000
+from .compile import (CLONE_NEWCGROUP, CLONE_NEWIPC, CLONE_NEWNET, CLONE_NEWNS, CLONE_NEWPID, CLONE_NEWTIME,
+                      CLONE_NEWUSER, CLONE_NEWUTS, NAMESPACE_FLAGS)
 
-# namespace name (as in the profile's [namespaces] table) -> clone flag
-NAMESPACES = {
-    "user": CLONE_NEWUSER,
-    "pid": CLONE_NEWPID,
-    "net": CLONE_NEWNET,
-    "mount": CLONE_NEWNS,
-    "ipc": CLONE_NEWIPC,
-    "uts": CLONE_NEWUTS,
-    "cgroup": CLONE_NEWCGROUP,
-    "time": CLONE_NEWTIME,
-}
+# namespace name (as in the profile's [namespaces] table, plus time) -> clone flag
+NAMESPACES = {**NAMESPACE_FLAGS, "time": CLONE_NEWTIME}
 _FLAG_NAMES = {CLONE_NEWUSER: "CLONE_NEWUSER", CLONE_NEWPID: "CLONE_NEWPID", CLONE_NEWNET: "CLONE_NEWNET",
                CLONE_NEWNS: "CLONE_NEWNS", CLONE_NEWIPC: "CLONE_NEWIPC", CLONE_NEWUTS: "CLONE_NEWUTS",
                CLONE_NEWCGROUP: "CLONE_NEWCGROUP", CLONE_NEWTIME: "CLONE_NEWTIME"}
@@ -570,17 +555,6 @@ def landlock_abi() -> int:
     return int(f["landlock_abi"].detail)
 
 
-def _namespace_flags() -> dict[str, int]:
-    flags = dict(NAMESPACES)
-    try:
-        from . import compile as compile_mod
-
-        flags.update(getattr(compile_mod, "NAMESPACE_FLAGS", {}))
-    except Exception:  # noqa: BLE001 - the constants above are the same
-        pass
-    return flags
-
-
 def _items(obj) -> Iterable[tuple[str, object]]:
     if obj is None:
         return ()
@@ -598,7 +572,7 @@ def requirements(plan) -> list[tuple[str, str]]:
     """(feature key, profile field that needs it) for everything `plan` asks of the kernel."""
     out: list[tuple[str, str]] = []
     flags = int(getattr(plan, "clone_flags", 0) or 0)
-    for name, flag in _namespace_flags().items():
+    for name, flag in NAMESPACES.items():
         if flags & flag:
             if name == "user":
                 out.append(("user_namespaces", "namespaces.user"))

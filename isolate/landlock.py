@@ -8,14 +8,9 @@ the host's and every entry must keep its host path.
 
 from __future__ import annotations
 
-import ctypes
-import functools
 import os
 
 from .errors import ProfileError, UnsupportedError
-
-SYS_LANDLOCK_CREATE_RULESET = 444
-CREATE_RULESET_VERSION = 1
 
 EXECUTE = 1 << 0
 WRITE_FILE = 1 << 1
@@ -54,21 +49,11 @@ def handled_fs(abi: int) -> int:
     return mask
 
 
-@functools.lru_cache(maxsize=1)
-def abi_version() -> int:
-    """The Landlock ABI of this kernel, 0 when Landlock is missing or disabled."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.syscall.restype = ctypes.c_long
-    r = libc.syscall(ctypes.c_long(SYS_LANDLOCK_CREATE_RULESET), None, ctypes.c_size_t(0),
-                     ctypes.c_uint32(CREATE_RULESET_VERSION))
-    return max(int(r), 0)
-
-
 def available() -> int:
-    """The ABI, honouring the doctor's simulation of missing features."""
-    if "landlock" in os.environ.get("ISOLATE_DOCTOR_DISABLE", "").split(","):
-        return 0
-    return abi_version()
+    """The Landlock ABI here, 0 without it (the doctor's probe: it honours ISOLATE_DOCTOR_DISABLE)."""
+    from . import doctor
+
+    return doctor.landlock_abi()
 
 
 def compile_rules(fs: dict, *, with_view: bool, resolve, file) -> tuple:
@@ -79,8 +64,10 @@ def compile_rules(fs: dict, *, with_view: bool, resolve, file) -> tuple:
     """
     abi = available()
     if abi < 1:
-        raise UnsupportedError("filesystem.enforce", "Landlock is not available on this kernel"
-                               + (" (disabled by ISOLATE_DOCTOR_DISABLE)" if abi_version() else ""))
+        from . import doctor
+
+        detail = doctor.features()["landlock"].detail
+        raise UnsupportedError("filesystem.enforce", f"Landlock is not available here ({detail})")
     mask = handled_fs(abi)
     rules: list = []
 

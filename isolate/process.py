@@ -425,7 +425,7 @@ def launch(plan: Plan, exec_paths, argv, envp, cwd: bytes, src, dst, warm: bool 
         flags = ((FLAG_PIDNS if plan.pidns else 0) | (FLAG_DIE_WITH_PARENT if plan.die_with_parent else 0)
                  | (FLAG_WARM if warm else 0))
         init_argv = [b"isolate-init", b"%d" % first_private, b"%d" % pidfd_slot, b"%d" % bpf_slot, b"%d" % flags,
-                     b"%d" % first_private, b"-1", b"%d" % len(exec_paths), *exec_paths, *argv]
+                     b"%d" % first_private, b"%d" % len(exec_paths), *exec_paths, *argv]
     # A fresh cgroup per launch; the launch path puts the child in before it runs anything.
     # (no limits: a cgroup only to hold the tree of a sandbox without a pid namespace)
     group = cgroup.create(plan.cgroup_mode, dict(plan.cgroup_dirs), plan.cgroup or {"pids_max": "max"}) \
@@ -435,7 +435,7 @@ def launch(plan: Plan, exec_paths, argv, envp, cwd: bytes, src, dst, warm: bool 
     try:
         pid, pidfd, status_fd, timings, used_clone3 = _launch.spawn(
             plan.capsule, exec_paths, argv, envp, cwd, src, dst, init_fd, init_argv, first_private,
-            self_pidfd if plan.die_with_parent else -1, bpf_fd, -1, netns,
+            self_pidfd if plan.die_with_parent else -1, bpf_fd, netns,
             group.procs if group is not None else None)
     except BaseException as e:
         if netns >= 0:
