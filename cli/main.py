@@ -90,7 +90,9 @@ def main(argv: list[str] | None = None) -> int:
 def _report(e: BaseException) -> int:
     from isolate import errors, process
 
-    print(f"isolate: {e}", file=sys.stderr)
+    # One line, whatever the message holds (a key given with a line break, say).
+    text = str(e).replace("\r", "\\r").replace("\n", "\\n")
+    print(f"isolate: {text}", file=sys.stderr)
     if isinstance(e, errors.ProfileError):
         return EXIT_USAGE
     if isinstance(e, process.ExecutableNotFound):

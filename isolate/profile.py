@@ -37,6 +37,7 @@ import hashlib
 import json
 import os
 import re
+import stat
 import tomllib
 import types
 from decimal import Decimal, InvalidOperation
@@ -1214,10 +1215,19 @@ def _parse_toml(text: str, file: str) -> dict:
         raise ProfileError(f"invalid TOML: {e}", file=file) from None
 
 
+MAX_PROFILE_BYTES = 1 << 20
+
+
 def _read_file(path: Path) -> dict:
     file = str(path)
+    regular = True
     try:
-        blob = path.read_bytes()
+        # A profile is a small regular file: never read a device, a FIFO or a huge file
+        # (extends = "/dev/zero" must be an error, not a memory blow-up; O_NONBLOCK so
+        # that opening a FIFO does not wait for a writer).
+        with os.fdopen(os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC), "rb") as f:
+            regular = stat.S_ISREG(os.fstat(f.fileno()).st_mode)
+            blob = f.read(MAX_PROFILE_BYTES + 1) if regular else b""
     except FileNotFoundError:
         raise ProfileError("file not found", file=file) from None
     except IsADirectoryError:
@@ -1226,6 +1236,10 @@ def _read_file(path: Path) -> dict:
         raise ProfileError(f"cannot read: {e.strerror or e}", file=file) from None
     except ValueError as e:  # e.g. embedded NUL in the path
         raise ProfileError(f"cannot read: {e}", file=file) from None
+    if not regular:
+        raise ProfileError("not a regular file, expected a TOML file", file=file)
+    if len(blob) > MAX_PROFILE_BYTES:
+        raise ProfileError(f"larger than {MAX_PROFILE_BYTES} bytes; a profile is a small TOML file", file=file)
     try:
         text = blob.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -1334,8 +1348,10 @@ def _thaw(v: Any) -> Any:
 
 
 def _canonical_hash(data: dict) -> str:
-    blob = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+    # ensure_ascii: a string may hold lone surrogates (a non-UTF-8 byte of a path or
+    # value, decoded with surrogateescape), which have no UTF-8 encoding.
+    blob = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(blob.encode("ascii")).hexdigest()
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
