@@ -163,6 +163,12 @@ def _explain(args) -> int:
     print(f"inside: uid {plan.inside_uid} gid {plan.inside_gid}  hostname: {plan.hostname!r}")
     print(f"rlimits: " + (", ".join(f"{compile_mod.RLIMIT_NAMES[r]}={s}/{h}" for r, s, h in plan.rlimits) or "inherited"))
     print(f"capabilities kept: {', '.join(plan.keep_caps) or 'none'}")
+    pool = " (from the pool of prepared namespaces)" if plan.netns_pool else ""
+    print(f"network: {plan.network_mode}{pool}")
+    print(f"filesystem enforced by: {plan.enforcement}"
+          + (f" ({len(plan.landlock_rules)} Landlock rules)" if plan.landlock_rules else ""))
+    limits = ", ".join(f"{k}={v}" for k, v in dict(plan.cgroup or {}).items())
+    print(f"cgroup: {plan.cgroup_mode or 'none'}" + (f" ({limits})" if limits else ""))
     print(f"cwd: {plan.cwd}")
     env = plan.environment()
     print("environment: " + (" ".join(f"{k}={v}" for k, v in sorted(env.items())) or "(empty)"))
