@@ -1158,6 +1158,8 @@ static PyObject *spawn(PyObject *self, PyObject *args)
             } while (n < 0 && errno == EINTR);
             if (n == (ssize_t)sizeof msg) {
                 have_msg = 1;
+                if (msg.kind == MSG_STARTED && msg.t > 0)
+                    timings[STEP_INIT] = msg.t; /* when pid 1 began: splits exec(init) from the rest */
                 if (msg.kind == MSG_ERROR && !err) {
                     step = msg.a;
                     index = msg.b;
