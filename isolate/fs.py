@@ -167,7 +167,7 @@ def mount_ops(data, ns, ctx, file) -> list:
         where = f"filesystem.files[{i}]"
         path = resolve(e["path"], ctx, where, file)
         b.parents(path, where)
-        b.add(_launch.OP_WRITE, None, NEW + path, None, e["content"].encode(), num=e["mode"], source=where)
+        b.add(_launch.OP_WRITE, None, NEW + path, None, os.fsencode(e["content"]), num=e["mode"], source=where)
 
     b.add(_launch.OP_UMOUNT, None, OLD, source="filesystem (detach the host's tree)")
     b.add(_launch.OP_PIVOT, None, NEW, source="filesystem (pivot_root)")

@@ -199,6 +199,12 @@ class Str(Validator):
             raise _expected(self.what, v)
         if "\0" in v:
             raise Invalid("must not contain a NUL character")
+        try:
+            # Every string ends up as bytes for the kernel (a path, a value, file content):
+            # undecodable bytes (\udc80-\udcff) pass through, other lone surrogates cannot.
+            os.fsencode(v)
+        except UnicodeEncodeError:
+            raise Invalid(f"not representable as bytes (a lone surrogate): {ascii(v)[:60]}") from None
         return self.check(v) if self.check else v
 
 
@@ -470,8 +476,7 @@ class FdTarget(Validator):
     def __call__(self, v):
         if not isinstance(v, str):
             raise _expected(self.what, v)
-        if "\0" in v:
-            raise Invalid("must not contain a NUL character")
+        Str()(v)  # no NUL, representable as bytes
         if v in ("inherit", "null", "pipe"):
             return v
         if v.startswith("append:"):
@@ -491,6 +496,7 @@ class FdTarget(Validator):
 def _check_env_name(name: Any) -> None:
     if not isinstance(name, str) or not name or "=" in name or "\0" in name:
         raise _expected("an environment variable name (non-empty, no '=' or NUL)", name)
+    Str()(name)  # representable as bytes
 
 
 def _env_pattern(s: str) -> str:
@@ -594,6 +600,85 @@ _RULE = Table({"syscall": _SYSCALL, "action": _ACTION,
                "args": ListOf(_ARG, max_len=6, describe="array of {index, op, value, mask}")},
               required=("syscall", "action"), defaults={"args": []},
               describe="{syscall, action, args}")
+
+
+# seccomp.oci: a Docker/OCI seccomp profile (JSON) that takes the place of
+# default_action, allow and rules.  A relative path is relative to the profile file
+# that sets it: the loader calls _seccomp_oci_layer() on every file (and override)
+# before merging it, which makes the path absolute and drops the default_action,
+# allow and rules the layer inherits (the file replaces them).  Values set next to
+# `oci`, or after it, are refused by _check_seccomp.
+
+_OCI_REPLACES = ("default_action", "allow", "rules")
+
+
+def _oci_absolute(s: str, base_dir: str | os.PathLike | None) -> str:
+    """``s`` made absolute (relative to ``base_dir``, else the current directory),
+    unless it starts with a placeholder, which the compiler resolves."""
+    if s.startswith("{"):
+        return s
+    s = os.path.expanduser(s)
+    if not os.path.isabs(s) and base_dir is not None:
+        s = os.path.join(os.fspath(base_dir), s)
+    return os.path.normpath(os.path.abspath(s))
+
+
+def _check_oci_path(s: str) -> str:
+    if not s.strip():
+        raise _expected("a path to a JSON seccomp profile", s)
+    for m in _BRACES.finditer(s):
+        if m.group(0) not in PLACEHOLDERS:
+            raise Invalid(f"unknown placeholder '{m.group(0)}' in {_short(s)}; "
+                          f"allowed: {', '.join(PLACEHOLDERS)}")
+    if "{" in _BRACES.sub("", s) or "}" in _BRACES.sub("", s):
+        raise Invalid(f"unbalanced '{{' or '}}' in {_short(s)}")
+    if "{" in s and not any(s.startswith(p) for p in PLACEHOLDERS):
+        raise Invalid(f"a placeholder may only start the path: {_short(s)}")
+    return _oci_absolute(s, None)
+
+
+_OCI_PATH = Str(_check_oci_path, describe="path to a JSON file (placeholders {cwd} {home} {uid})",
+                what="a path to a JSON seccomp profile")
+
+
+def _seccomp_oci_layer(merged: dict, origins: Any, layer: Mapping, base_dir: Path | None) -> None:
+    """Called by the loader for each file (or override) ``layer`` before it is merged
+    into ``merged``: a relative ``seccomp.oci`` becomes absolute (relative to
+    ``base_dir``, the directory of the file; None = the current directory), and if
+    the layer sets ``oci``, the default_action/allow/rules it would inherit are
+    dropped (the OCI profile replaces them)."""
+    sec = layer.get("seccomp") if isinstance(layer, Mapping) else None
+    if not isinstance(sec, dict) or sec.get("oci") is None:
+        return
+    oci = sec["oci"]
+    if isinstance(oci, str) and oci.strip() and "\0" not in oci:
+        sec["oci"] = _oci_absolute(oci, base_dir)
+    inherited = merged.get("seccomp")
+    if isinstance(inherited, dict):
+        for k in _OCI_REPLACES:
+            if k in inherited and k not in sec:
+                del inherited[k]
+                for q in [q for q in origins.map if q[:2] == ("seccomp", k)]:
+                    del origins.map[q]
+
+
+def _check_seccomp(section: dict) -> None:
+    path = section["oci"]
+    if path is None:
+        return
+    for k in _OCI_REPLACES:
+        if section[k] != FIELDS[f"seccomp.{k}"].default and not (
+                k == "default_action" and _seccomp().parse_action(section[k]) == _seccomp().parse_action("allow")):
+            raise Invalid(f"cannot be combined with seccomp.oci: the OCI profile's policy replaces "
+                          f"default_action, allow and rules (remove {k} here, or oci)", [k])
+    if path.startswith("{"):
+        return  # read by the compiler, once the placeholders are known
+    try:
+        blob = _seccomp().read_oci_file(path)
+    except (OSError, ValueError) as e:
+        raise Invalid(f"cannot read the OCI seccomp profile {_short(path, 200)}: "
+                      f"{getattr(e, 'strerror', None) or e}", ["oci"]) from None
+    _seccomp().parse_oci(blob, path)  # ProfileError naming the JSON file and path
 
 
 # -- capabilities ----------------------------------------------------------
@@ -884,7 +969,8 @@ SECTIONS: tuple[Section, ...] = (
                        "argument rules (`rules`, `socket_families`, `deny_ioctls`, "
                        "`deny_namespace_flags`) match, their action (the most restrictive "
                        "when several match); else allow if it is in `allow`; else "
-                       "`default_action`.", (
+                       "`default_action`. With `oci`, a Docker/OCI seccomp profile (JSON) "
+                       "takes the place of `default_action`, `allow` and `rules`.", (
         Field("default_action", _ACTION, "allow", "action for syscalls nothing else matches"),
         Field("deny", ListOf(_SYSCALL), [], "syscalls/@groups that get deny_action, "
                                             "whatever their arguments (rules for them are ignored)"),
@@ -907,7 +993,33 @@ SECTIONS: tuple[Section, ...] = (
               "clone3 gets ENOSYS (libc then falls back to clone)"),
         Field("other_arches", _ACTION, "kill", "action for syscalls from other architectures "
                                                "(e.g. i386 on x86_64)"),
-    )),
+        Field("oci", Optional(_OCI_PATH), None,
+              "a Docker/OCI seccomp profile: JSON in the OCI linux.seccomp format or Docker's "
+              "(defaultAction, defaultErrnoRet, syscalls [{names or name, action, errnoRet, "
+              "args [{index, value, valueTwo, op}], includes/excludes {caps, arches, minKernel}}]). "
+              "A relative path is relative to the profile file that sets it (without a file: "
+              "the current directory) and normalized to an absolute path; a path starting with "
+              "a placeholder is resolved and read when the profile is compiled, any other when it "
+              "is loaded and again when compiled (the compiled filter is cached by the file's "
+              "content). The file's policy replaces default_action, allow and rules, which must "
+              "stay unset next to oci (a parent profile's are dropped): defaultAction becomes "
+              "default_action, entries without args whose action is SCMP_ACT_ALLOW become allow, "
+              "all other entries become rules. Entries are kept as Docker decides (includes.caps: "
+              "all kept in capabilities.keep; excludes.caps: none kept; arches: this machine's; "
+              "minKernel: the running kernel); unknown syscall names are skipped; an entry's args "
+              "are ANDed (two on the same argument: separate rules, as runc does) and entries "
+              "are ORed; as in libseccomp, an entry without args decides its syscall alone (the "
+              "first such entry) and entries with the default action are skipped; SCMP_ACT_KILL "
+              "is kill-thread, errnoRet defaults to EPERM, SCMP_ACT_NOTIFY is refused; "
+              "architectures, archMap and flags are not used. isolate's own protections apply on "
+              "top with the usual precedence: `deny` beats the file (deny_action whatever the "
+              "file says); `deny_ioctls`, `deny_namespace_flags` and `socket_families` are argument "
+              "rules next to the file's: where one matches it beats the file's allow and "
+              "defaultAction, and among matching rules the most restrictive action wins "
+              "(socket_families here only denies the families not listed; the listed ones are "
+              "left to the file); syscalls of other ABIs get `other_arches`",
+              default_doc="absent = no OCI profile"),
+    ), check=_check_seccomp),
     Section("capabilities", "Capabilities kept in the sandbox (all others dropped).", (
         Field("keep", ListOf(Str(_check_cap, describe="capability"), dedupe=True,
                              sort_key=CAPABILITIES.__getitem__,
@@ -1283,6 +1395,7 @@ class _Loader:
             _merge(merged, origins, pm, po)
         own = _Origins(file)
         own.mark(raw, file)
+        _seccomp_oci_layer(merged, origins, raw, base_dir)
         _merge(merged, origins, raw, own)
         if chain[-1][0] is not None and chain[-1][0] not in self.files:
             self.files.append(chain[-1][0])
@@ -1421,6 +1534,7 @@ def _finish(name: str, raw: Any, file: str, base_dir: Path | None, real: str | N
             over = _override(item)
             over_o = _Origins(OVERRIDE_FILE)
             over_o.mark(over, OVERRIDE_FILE)
+            _seccomp_oci_layer(merged, origins, over, None)
             _merge(merged, origins, over, over_o)
         data = _validate(merged, origins)
     except RecursionError:
