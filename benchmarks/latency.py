@@ -2,6 +2,12 @@
 
 Two programs (a static one built here, and /bin/true) through every launcher, all
 interleaved in one round-robin, each as a call from this process.
+
+The warm variants hand a task to an isolate.WarmPool made once before the timed
+loop. After each warm task the runner waits, untimed, until the pool is full again
+(stats.interleaved's `settle`), so every timed task finds a ready sandbox; the
+pool's refill still runs while the task runs, as it does in use. The pools' stats
+(served_warm / served_cold) are kept to show that they did not run dry.
 """
 
 from __future__ import annotations
@@ -19,11 +25,14 @@ POSIX_SPAWN = "os.posix_spawn + waitpid"
 MIN_DICT = "isolate: seccomp+rlimits+fds, dict profile passed each call"
 MIN = "isolate: seccomp+rlimits+fds"
 DEFAULT = "isolate: default (every namespace)"
+DEFAULT_WARM = "isolate: default, warm (WarmPool.run)"
 STRICT = "isolate: strict"
+STRICT_WARM = "isolate: strict, warm (WarmPool.run)"
 BWRAP = "bwrap (flags ≈ strict)"
 UNSHARE = "unshare(1), every namespace"
-VARIANTS = [SUBPROCESS, POSIX_SPAWN, MIN_DICT, MIN, DEFAULT, STRICT, BWRAP, UNSHARE]
-ISOLATE_VARIANTS = [MIN_DICT, MIN, DEFAULT, STRICT]
+VARIANTS = [SUBPROCESS, POSIX_SPAWN, MIN_DICT, MIN, DEFAULT, DEFAULT_WARM, STRICT, STRICT_WARM, BWRAP, UNSHARE]
+ISOLATE_VARIANTS = [MIN_DICT, MIN, DEFAULT, DEFAULT_WARM, STRICT, STRICT_WARM]
+WARM_VARIANTS = {DEFAULT_WARM: DEFAULT, STRICT_WARM: STRICT}   # warm variant -> its cold counterpart
 
 STATIC = "static noop (gcc -static -O2)"
 TRUE = "/bin/true"
@@ -40,6 +49,10 @@ class LatencyResult:
     minimal_profile: dict                    # the seccomp+rlimits+fds profile, as used
     rounds: int
     seconds: float
+    pool_size: int = programs.WARM_POOL_SIZE
+    # (program label, warm variant) -> WarmPool.stats before the timed loop (after the
+    # check launch and the wait for a full pool) and after it
+    pool_stats: dict = dataclasses.field(default_factory=dict)
 
     def has(self, prog: str, variant: str) -> bool:
         return (prog, variant) in self.samples.wall_ms and bool(self.samples.wall_ms[(prog, variant)])
@@ -55,11 +68,16 @@ def _ready(variant: str, label: str, prog: str, external: dict, profiles: dict, 
     """The launcher of one (program, variant), run once to check it works; or Skip."""
     if variant in external:
         programs.probe(external[variant], variant)
-        return external[variant]
+        return external[variant], None
+    if variant in WARM_VARIANTS:
+        pool, kwargs, note = programs.warm_pool(prog, profiles[WARM_VARIANTS[variant]])
+        if note and note not in notes:
+            notes.append(note)
+        return programs.warm_run(pool, prog, **kwargs), pool
     profile, kwargs, note = programs.prepare_isolate(prog, profiles[variant])
     if note and note not in notes:
         notes.append(note)
-    return programs.isolate_run(prog, profile, **kwargs)
+    return programs.isolate_run(prog, profile, **kwargs), None
 
 
 def measure(rounds: int, warmup: int = 5, deadline: float | None = None, log=print) -> LatencyResult:
@@ -76,7 +94,7 @@ def measure(rounds: int, warmup: int = 5, deadline: float | None = None, log=pri
         STRICT: programs.STRICT_PROFILE,
     }
     bwrap_cmds: dict[str, list[str]] = {}
-    calls, skipped = {}, {}
+    calls, skipped, pools = {}, {}, {}
     for label, prog in progs.items():
         bwrap_cmds[label], bwrap_notes = programs.bwrap_argv(prog)
         notes += [n for n in bwrap_notes if n not in notes]
@@ -88,11 +106,21 @@ def measure(rounds: int, warmup: int = 5, deadline: float | None = None, log=pri
         }
         for variant in VARIANTS:
             try:
-                calls[(label, variant)] = _ready(variant, label, prog, external, profiles, notes)
+                calls[(label, variant)], pool = _ready(variant, label, prog, external, profiles, notes)
+                if pool is not None:
+                    pools[(label, variant)] = pool
             except programs.Skip as e:
                 skipped[(label, variant)] = str(e)
                 log(f"  latency: skipping {variant} / {label}: {e}")
-    log(f"  latency: {len(calls)} variants interleaved, {rounds} rounds")
-    samples = interleaved(calls, rounds, warmup=warmup, deadline=deadline)
+    log(f"  latency: {len(calls)} variants interleaved ({len(pools)} warm pools of {programs.WARM_POOL_SIZE}), "
+        f"{rounds} rounds")
+    try:
+        before = {k: dict(p.stats) for k, p in pools.items()}
+        samples = interleaved(calls, rounds, warmup=warmup, deadline=deadline,
+                              settle={k: programs.settle(p) for k, p in pools.items()})
+        stats = {k: {"before": before[k], "after": dict(p.stats)} for k, p in pools.items()}
+    finally:
+        programs.close_pools(pools.values())
     return LatencyResult(progs, samples, skipped, notes, bwrap_cmds, programs.unshare_argv("PROG"), minimal_dict,
-                         len(next(iter(samples.wall_ms.values()))), time.monotonic() - t_begin)
+                         len(next(iter(samples.wall_ms.values()))), time.monotonic() - t_begin,
+                         programs.WARM_POOL_SIZE, stats)

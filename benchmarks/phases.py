@@ -1,4 +1,4 @@
-"""4. Where the time of a launch goes, from the launch path's own timestamps.
+"""5. Where the time of a launch goes, from the launch path's own timestamps.
 
 `isolate.Popen(...).timings` maps each step of the launch to the ms since the launch
 began (`start` = 0, then clone, id_maps, mount, ..., `returned` when the parent has
@@ -9,6 +9,12 @@ add up to the whole call:
 * `python` - the Popen() call minus the launch path: profile lookup, plan cache,
   environment and fd bookkeeping in Python, before and after the launch path;
 * `run+reap` - from Popen() returning until wait() has reaped the program.
+
+A warm launch (WarmPool.Popen) is measured end to end instead: its `timings` are
+those of the sandbox's preparation, which ran earlier in the pool's thread, off
+the task's path. Its phases are `handover` (the Popen() call: take a ready sandbox,
+send it the task, until its pid 1 reports the program started) and `run+reap`; the
+preparation's stamps are kept apart (PhasesResult.prepared).
 """
 
 from __future__ import annotations
@@ -29,6 +35,8 @@ from .stats import Summary, interleaved, median
 PYTHON = "python"
 WAIT = "run+reap"
 OUTSIDE = "outside the launch path"   # when only the wall time of isolate.run is known
+HANDOVER = "handover"                 # warm: the whole Popen() call
+WARM_SUFFIX = " warm"                 # "default warm": the task of a WarmPool of "default"
 
 
 
@@ -37,8 +45,11 @@ def deltas(timings: Mapping[str, float], wall_ms: float | None = None) -> dict[s
 
     `timings` is a Popen/Result timings dict, optionally with the `_popen_ms` and
     `_wait_ms` of programs.isolate_popen_phases; or pass the wall time of the whole
-    call as `wall_ms` to get one `outside the launch path` phase for the rest.
+    call as `wall_ms` to get one `outside the launch path` phase for the rest. A warm
+    launch's dict (programs.warm_popen_phases) gives `handover` and `run+reap` only.
     """
+    if timings.get("_warm"):
+        return {HANDOVER: timings["_popen_ms"], WAIT: timings["_wait_ms"]}
     stamps = sorted(((t, name) for name, t in timings.items() if not name.startswith("_")))
     out: dict[str, float] = {}
     prev = 0.0
@@ -98,6 +109,11 @@ class PhasesResult:
     cli_command: list[str]
     rounds: int
     seconds: float
+    # warm label -> breakdown of the preparation stamps (Popen.timings of the warm
+    # launches: the launch path run earlier by the pool's thread; `total` = the stamp
+    # `returned`, i.e. until pid 1 was ready for a task)
+    prepared: dict[str, Breakdown] = dataclasses.field(default_factory=dict)
+    pool_stats: dict = dataclasses.field(default_factory=dict)   # warm label -> {"before", "after"}
 
 
 def _cli_timing() -> tuple[list[str], str]:
@@ -116,21 +132,36 @@ def measure(rounds: int, warmup: int = 5, deadline: float | None = None, log=pri
     prog = str(programs.build_noop())
     minimal, _ = programs.minimal_profile()
     profiles = {"seccomp+rlimits+fds": isolate.load_profile(minimal), "default": "default",
-                "strict": programs.STRICT_PROFILE}
-    calls, skipped, notes = {}, {}, []
-    for label, profile in profiles.items():
-        try:
-            profile, kwargs, note = programs.prepare_isolate(prog, profile)
-            calls[label] = programs.isolate_popen_phases(prog, profile, **kwargs)
-            if note:
-                notes.append(note)
-        except programs.Skip as e:
-            skipped[label] = str(e)
-            log(f"  phases: skipping {label}: {e}")
-    log(f"  phases: {len(calls)} profiles interleaved, {rounds} rounds")
-    samples = interleaved(calls, rounds, warmup=warmup, deadline=deadline)
+                "default" + WARM_SUFFIX: "default", "strict": programs.STRICT_PROFILE,
+                "strict" + WARM_SUFFIX: programs.STRICT_PROFILE}
+    calls, skipped, notes, pools = {}, {}, [], {}
+    try:
+        for label, profile in profiles.items():
+            try:
+                if label.endswith(WARM_SUFFIX):
+                    pools[label], kwargs, note = programs.warm_pool(prog, profile)
+                    calls[label] = programs.warm_popen_phases(pools[label], prog, **kwargs)
+                else:
+                    profile, kwargs, note = programs.prepare_isolate(prog, profile)
+                    calls[label] = programs.isolate_popen_phases(prog, profile, **kwargs)
+                if note and note not in notes:
+                    notes.append(note)
+            except programs.Skip as e:
+                skipped[label] = str(e)
+                log(f"  phases: skipping {label}: {e}")
+        log(f"  phases: {len(calls)} configurations interleaved, {rounds} rounds")
+        before = {k: dict(p.stats) for k, p in pools.items()}
+        samples = interleaved(calls, rounds, warmup=warmup, deadline=deadline,
+                              settle={k: programs.settle(p) for k, p in pools.items()})
+        pool_stats = {k: {"before": before[k], "after": dict(p.stats)} for k, p in pools.items()}
+    finally:
+        programs.close_pools(pools.values())
     breakdowns = {label: Breakdown.of((deltas(t) for t in samples.extras[label]), samples.wall_ms[label])
                   for label in calls}
+    prepared = {}
+    for label in pools:
+        stamps = [t["_prepared"] for t in samples.extras[label]]
+        prepared[label] = Breakdown.of((deltas(t) for t in stamps), [t.get("returned", 0.0) for t in stamps])
     cmd, out = _cli_timing()
     n = len(next(iter(samples.wall_ms.values()))) if samples.wall_ms else 0
-    return PhasesResult(breakdowns, skipped, notes, out, cmd, n, time.monotonic() - t_begin)
+    return PhasesResult(breakdowns, skipped, notes, out, cmd, n, time.monotonic() - t_begin, prepared, pool_stats)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import threading
 import time
 from pathlib import Path
 from typing import Callable
@@ -190,6 +191,115 @@ def prepare_isolate(prog: str, profile) -> tuple[object, dict, str | None]:
                                        f"with cwd=\"/\".")
     except Exception as e:  # noqa: BLE001
         raise Skip(f"{type(e).__name__}: {e}") from None
+
+
+# ---- warm mode --------------------------------------------------------------------
+WARM_POOL_SIZE = 2   # ready sandboxes per pool; the runner refills it between tasks (see warm_pool)
+
+
+class HeldRefillPool(isolate.WarmPool):
+    """A WarmPool whose background refill waits while a task runs. Diagnostic only: it
+    is not how WarmPool behaves, it separates the cost of the task from the cost of the
+    refill that WarmPool starts as soon as a task takes a sandbox. Relies on WarmPool
+    preparing each sandbox in `_prepare`, called by its refill thread `_thread`."""
+
+    def __init__(self, *args, **kwargs):
+        self._gate = threading.Event()
+        self._gate.set()
+        super().__init__(*args, **kwargs)
+
+    def _prepare(self):
+        if threading.current_thread() is getattr(self, "_thread", None):
+            self._gate.wait()
+        return super()._prepare()
+
+    def hold(self):
+        self._gate.clear()
+
+    def release(self):
+        self._gate.set()
+
+
+def warm_pool(prog: str, profile, size: int = WARM_POOL_SIZE, held: bool = False):
+    """(pool, run() kwargs, note): a WarmPool of `profile` that runs `prog`, full and
+    checked with one task; or Skip, saying why. Made once, before any timed loop."""
+    profile, kwargs, note = prepare_isolate(prog, profile)
+    if held and not callable(getattr(isolate.WarmPool, "_prepare", None)):
+        raise Skip("this version of WarmPool has no `_prepare` to hold its refill with")
+    cls = HeldRefillPool if held else isolate.WarmPool
+    pool = None
+    try:
+        pool = cls(profile, size=size, cwd=kwargs.get("cwd"))
+        if not pool.wait_ready(timeout=30):
+            raise RuntimeError(f"the pool did not fill up in 30 s: {pool.stats}")
+        pool.run([prog], check=True, timeout=10, **kwargs)
+        if not pool.wait_ready(timeout=30):
+            raise RuntimeError(f"the pool did not refill in 30 s: {pool.stats}")
+    except Exception as e:  # noqa: BLE001 - any failure means: skip, and say why
+        if pool is not None:
+            pool.close()
+        raise Skip(f"WarmPool: {type(e).__name__}: {e}") from None
+    return pool, kwargs, note
+
+
+def warm_run(pool, prog: str, **kwargs) -> Callable[[], None]:
+    """One task in a ready sandbox of `pool` (pool.run), waited for."""
+    argv = [prog]
+    held = isinstance(pool, HeldRefillPool)
+
+    def call():
+        if held:
+            pool.hold()
+        try:
+            pool.run(argv, check=True, **kwargs)
+        finally:
+            if held:
+                pool.release()
+    return call
+
+
+def warm_popen_phases(pool, prog: str, **kwargs) -> Callable[[], dict]:
+    """pool.Popen + wait; returns `_popen_ms` (the handover: take a ready sandbox, send
+    it the task, until its pid 1 reports the program started), `_wait_ms` and, under
+    `_prepared`, the Popen's timings, which describe the sandbox's preparation (done
+    earlier, in the pool's thread), not this task. A HeldRefillPool's refill is held
+    from before the call until the program has been reaped."""
+    argv = [prog]
+    clock = time.perf_counter_ns
+    held = isinstance(pool, HeldRefillPool)
+
+    def call():
+        if held:
+            pool.hold()
+        try:
+            t0 = clock()
+            p = pool.Popen(argv, **kwargs)
+            t1 = clock()
+            rc = p.wait()
+            t2 = clock()
+        finally:
+            if held:
+                pool.release()
+        _check(rc, "WarmPool.Popen")
+        return {"_warm": True, "_popen_ms": (t1 - t0) / 1e6, "_wait_ms": (t2 - t1) / 1e6,
+                "_prepared": dict(p.timings)}
+    return call
+
+
+def settle(pool) -> Callable[[], None]:
+    """Untimed, after each task: wait until the pool is full again."""
+    def call():
+        if not pool.wait_ready(timeout=30):
+            raise RuntimeError(f"the warm pool did not refill in 30 s: {pool.stats}")
+    return call
+
+
+def close_pools(pools) -> None:
+    for pool in pools:
+        try:
+            pool.close()
+        except Exception:  # noqa: BLE001 - closing is best effort
+            pass
 
 
 # ---- the external tools -----------------------------------------------------------

@@ -17,15 +17,19 @@ import sys
 import time
 from pathlib import Path
 
-from . import latency, parent_size, phases, programs, report, targets, throughput
+from isolate import net
 
-# The full run: about four minutes on a quiet 2-CPU machine; the *_seconds caps stop a
+from . import latency, mounts, netpool, parent_size, phases, programs, report, targets, throughput
+
+# The full run: about five minutes on a quiet 2-CPU machine; the *_seconds caps stop a
 # measurement early (with fewer rounds, reported) when the machine is much slower.
 FULL = {
     "latency_rounds": 3000, "latency_seconds": 180,
     "phases_rounds": 2000, "phases_seconds": 60,
+    "netpool_rounds": 2000, "netpool_seconds": 40,
     "throughput_launches": 400, "throughput_repetitions": 15, "throughput_seconds": 120,
     "parent_rounds": {50: 600, 1024: 240, 4096: 120, 8192: 60}, "parent_rounds_alone": 600, "parent_passes": 3,
+    "mounts_rounds": 900, "mounts_passes": 3,
     "warmup": 5,
 }
 # A smoke run: few iterations, and only the 50 MB and 1 GB parents (touching 8 GB alone
@@ -33,8 +37,10 @@ FULL = {
 QUICK = {
     "latency_rounds": 20, "latency_seconds": 15,
     "phases_rounds": 20, "phases_seconds": 10,
+    "netpool_rounds": 20, "netpool_seconds": 5,
     "throughput_launches": 64, "throughput_repetitions": 1, "throughput_seconds": 10,
     "parent_rounds": {50: 8, 1024: 4}, "parent_rounds_alone": 20, "parent_passes": 1,
+    "mounts_rounds": 12, "mounts_passes": 1,
     "warmup": 1,
 }
 
@@ -77,6 +83,9 @@ def main(argv: list[str] | None = None) -> int:
     _log("phases")
     res.phases = phases.measure(opts["phases_rounds"], warmup=opts["warmup"],
                                 deadline=now() + opts["phases_seconds"], log=_log)
+    _log("network namespace pool")
+    res.netpool = netpool.measure(opts["netpool_rounds"], warmup=opts["warmup"],
+                                  deadline=now() + opts["netpool_seconds"], log=_log)
     _log("throughput")
     res.throughput = throughput.measure(opts["throughput_launches"], opts["throughput_repetitions"],
                                         deadline=now() + opts["throughput_seconds"], log=_log)
@@ -84,6 +93,11 @@ def main(argv: list[str] | None = None) -> int:
     res.parent_size = parent_size.measure(opts["parent_rounds"], opts["parent_rounds_alone"],
                                           passes=opts["parent_passes"],
                                           warmup=min(opts["warmup"], 3), log=_log)
+    _log("mount table")
+    res.mounts = mounts.measure(opts["mounts_rounds"], passes=opts["mounts_passes"], warmup=min(opts["warmup"], 3),
+                                log=_log)
+    pool = net.pool()
+    res.netns_stats_end = dict(pool.stats) if pool is not None else None
 
     elapsed = time.monotonic() - t0
     path = report.write(res, out_dir, info, _command(argv), elapsed, opts, started, load_start, os.getloadavg())

@@ -65,6 +65,7 @@ class Samples:
 
     wall_ms: dict[Hashable, list[float]]
     extras: dict[Hashable, list[Any]]
+    settle_ms: dict[Hashable, list[float]] = dataclasses.field(default_factory=dict)  # untimed waits after calls
 
     def summary(self, name: Hashable) -> Summary:
         return Summary.of(self.wall_ms[name])
@@ -74,7 +75,8 @@ class Samples:
 
 
 def interleaved(variants: Mapping[Hashable, Callable[[], Any]], rounds: int, warmup: int = 3,
-                deadline: float | None = None) -> Samples:
+                deadline: float | None = None,
+                settle: Mapping[Hashable, Callable[[], Any]] | None = None) -> Samples:
     """Call every variant once per round, always in the same order: A, B, C, A, B, C, ...
 
     Returns each call's wall time (ms) and, when a call returns something other than
@@ -82,10 +84,17 @@ def interleaved(variants: Mapping[Hashable, Callable[[], Any]], rounds: int, war
     run but not kept. The garbage collector is paused while measuring so that a
     collection does not land on one variant. `deadline` (time.monotonic()) ends the
     rounds early if the machine is much slower than expected.
+
+    `settle[name]`, if given, is called right after each call of that variant, outside
+    the timed window (e.g. a warm pool waiting until it is full again, so that the next
+    timed call finds it as a caller pacing its tasks would); its duration is kept in
+    Samples.settle_ms.
     """
     items = list(variants.items())
+    settle = dict(settle or {})
     wall: dict[Hashable, list[float]] = {name: [] for name, _ in items}
     extras: dict[Hashable, list[Any]] = {name: [] for name, _ in items}
+    settled: dict[Hashable, list[float]] = {name: [] for name, _ in items if name in settle}
     clock = time.perf_counter_ns
     gc.collect()
     was_enabled = gc.isenabled()
@@ -100,12 +109,16 @@ def interleaved(variants: Mapping[Hashable, Callable[[], Any]], rounds: int, war
                     wall[name].append((t1 - t0) / 1e6)
                     if out is not None:
                         extras[name].append(out)
+                if name in settle:
+                    settle[name]()
+                    if r >= warmup:
+                        settled[name].append((clock() - t1) / 1e6)
             if deadline is not None and r >= warmup + 10 and time.monotonic() > deadline:
                 break
     finally:
         if was_enabled:
             gc.enable()
-    return Samples(wall, extras)
+    return Samples(wall, extras, settled)
 
 
 def fmt_ms(x: float) -> str:

@@ -1,8 +1,9 @@
-"""5. The targets, judged on this run's numbers only.
+"""The targets, judged on this run's numbers only.
 
 Each target yields MET / NOT MET (or NOT EVALUATED when this run lacks the data), the
 numbers it was judged on, and, when not met, a sentence generated from this run's
-phase breakdown saying which phase holds it back.
+phase breakdown saying which phase holds it back. The two strict targets are judged
+separately for the cold launch (isolate.run) and the warm one (WarmPool.run).
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 import dataclasses
 
 from . import latency, parent_size, phases, throughput
+from . import mounts as mounts_mod
+from . import netpool as netpool_mod
 from .stats import fmt_ms, fmt_ratio, median
 
 STRICT_VS_SUBPROCESS = 1.5     # strict launch <= 1.5x subprocess.run of the same program
@@ -34,6 +37,9 @@ class Results:
     parent_size: parent_size.ParentSizeResult | None = None
     throughput: throughput.ThroughputResult | None = None
     phases: phases.PhasesResult | None = None
+    netpool: netpool_mod.NetPoolResult | None = None
+    mounts: mounts_mod.MountsResult | None = None
+    netns_stats_end: dict | None = None     # isolate.net.pool().stats at the end of the run
 
 
 def _top_phases(b: phases.Breakdown, k: int = 3) -> str:
@@ -58,59 +64,67 @@ def _growth_sentence(before: phases.Breakdown, after: phases.Breakdown, from_wha
             f"({fmt_ms(a)} → {fmt_ms(b)} ms, {after.share(grew):.0%} of the phases at {to_what}).")
 
 
+# (what, latency variant, phases label): the two launch paths the strict targets are judged on
+PATHS = [("cold launch", latency.STRICT, "strict"),
+         ("warm launch (WarmPool)", latency.STRICT_WARM, "strict" + phases.WARM_SUFFIX)]
+
+
 def _strict_targets(r: Results) -> list[Target]:
     out = []
     lat, ph = r.latency, r.phases
     goal1 = f"strict launch ≤ {STRICT_VS_SUBPROCESS}× subprocess.run of the same program"
     goal2 = f"strict ≥ {FASTER_THAN_BWRAP:g}× faster than bwrap with equivalent isolation"
     if lat is None:
-        return [Target(goal1, NOT_EVALUATED, "latency not measured in this run"),
-                Target(goal2, NOT_EVALUATED, "latency not measured in this run")]
-    strict_phases = ph.breakdowns.get("strict") if ph else None
-    for prog in lat.programs:
-        sub = lat.summary(prog, latency.SUBPROCESS).median
-        if not lat.has(prog, latency.STRICT):
-            reason = "the `strict` profile could not be used (reason in section 1)"
-            ref = ""
-            if lat.has(prog, latency.DEFAULT):
-                ref = f"; for reference, the default profile: {fmt_ratio(lat.ratio(prog, latency.DEFAULT).value)}"
-            out.append(Target(f"{goal1} — `{prog}`", NOT_EVALUATED, f"{reason}{ref}"))
-            continue
-        s = lat.summary(prog, latency.STRICT).median
-        ratio = lat.ratio(prog, latency.STRICT)
-        met = ratio.value <= STRICT_VS_SUBPROCESS
-        budget = STRICT_VS_SUBPROCESS * sub
-        why = ""
-        if not met:
-            why = (f"Strict takes {fmt_ms(s)} ms against a budget of {fmt_ms(budget)} ms "
-                   f"({STRICT_VS_SUBPROCESS} × {fmt_ms(sub)} ms), {fmt_ms(s - budget)} ms too many. ")
-            if strict_phases:
-                why += _largest_sentence(strict_phases, "a strict launch (static program)")
-        out.append(Target(f"{goal1} — `{prog}`", MET if met else NOT_MET,
-                          f"{fmt_ms(s)} ms vs {fmt_ms(sub)} ms: {fmt_ratio(ratio.value)} "
-                          f"(paired p10–p90 {fmt_ratio(ratio.p10)}–{fmt_ratio(ratio.p90)})", why))
-    for prog in lat.programs:
-        if not lat.has(prog, latency.BWRAP) or not lat.has(prog, latency.STRICT):
-            missing = [v for v in (latency.STRICT, latency.BWRAP) if not lat.has(prog, v)]
-            reason = " and ".join(f"`{v}`" for v in missing) + " could not be measured (reason in section 1)"
-            ref = ""
-            if lat.has(prog, latency.BWRAP) and lat.has(prog, latency.DEFAULT):
-                d = lat.samples.ratio((prog, latency.BWRAP), (prog, latency.DEFAULT))
-                ref = f"; for reference, the default profile is {fmt_ratio(d.value)} faster than bwrap"
-            out.append(Target(f"{goal2} — `{prog}`", NOT_EVALUATED, f"{reason}{ref}"))
-            continue
-        ratio = lat.samples.ratio((prog, latency.BWRAP), (prog, latency.STRICT))
-        b, s = lat.summary(prog, latency.BWRAP).median, lat.summary(prog, latency.STRICT).median
-        met = ratio.value >= FASTER_THAN_BWRAP
-        why = ""
-        if not met:
-            why = (f"To be {FASTER_THAN_BWRAP:g}× faster than bwrap's {fmt_ms(b)} ms, strict would have to take "
-                   f"{fmt_ms(b / FASTER_THAN_BWRAP)} ms; it takes {fmt_ms(s)} ms. ")
-            if strict_phases:
-                why += _largest_sentence(strict_phases, "a strict launch (static program)")
-        out.append(Target(f"{goal2} — `{prog}`", MET if met else NOT_MET,
-                          f"bwrap {fmt_ms(b)} ms / strict {fmt_ms(s)} ms = {fmt_ratio(ratio.value)} "
-                          f"(paired p10–p90 {fmt_ratio(ratio.p10)}–{fmt_ratio(ratio.p90)})", why))
+        return [Target(f"{g}, {what}", NOT_EVALUATED, "latency not measured in this run")
+                for g in (goal1, goal2) for what, _, _ in PATHS]
+    for what, variant, ph_label in PATHS:
+        strict_phases = ph.breakdowns.get(ph_label) if ph else None
+        cold = latency.WARM_VARIANTS.get(variant, variant)
+        phase_what = f"a strict {what} of the static program"
+        for prog in lat.programs:
+            sub = lat.summary(prog, latency.SUBPROCESS).median
+            if not lat.has(prog, variant):
+                reason = f"`{variant}` could not be measured (reason in section 1)"
+                ref = ""
+                if lat.has(prog, latency.DEFAULT):
+                    ref = f"; for reference, the default profile: {fmt_ratio(lat.ratio(prog, latency.DEFAULT).value)}"
+                out.append(Target(f"{goal1}, {what} — `{prog}`", NOT_EVALUATED, f"{reason}{ref}"))
+                continue
+            s = lat.summary(prog, variant).median
+            ratio = lat.ratio(prog, variant)
+            met = ratio.value <= STRICT_VS_SUBPROCESS
+            budget = STRICT_VS_SUBPROCESS * sub
+            why = ""
+            if not met:
+                why = (f"The strict {what} takes {fmt_ms(s)} ms against a budget of {fmt_ms(budget)} ms "
+                       f"({STRICT_VS_SUBPROCESS} × {fmt_ms(sub)} ms), {fmt_ms(s - budget)} ms too many. ")
+                if strict_phases:
+                    why += _largest_sentence(strict_phases, phase_what)
+            out.append(Target(f"{goal1}, {what} — `{prog}`", MET if met else NOT_MET,
+                              f"{fmt_ms(s)} ms vs {fmt_ms(sub)} ms: {fmt_ratio(ratio.value)} "
+                              f"(paired p10–p90 {fmt_ratio(ratio.p10)}–{fmt_ratio(ratio.p90)})", why))
+        for prog in lat.programs:
+            if not lat.has(prog, latency.BWRAP) or not lat.has(prog, variant):
+                missing = [v for v in (variant, latency.BWRAP) if not lat.has(prog, v)]
+                reason = " and ".join(f"`{v}`" for v in missing) + " could not be measured (reason in section 1)"
+                ref = ""
+                if lat.has(prog, latency.BWRAP) and lat.has(prog, cold) and cold != variant:
+                    d = lat.samples.ratio((prog, latency.BWRAP), (prog, cold))
+                    ref = f"; for reference, the cold strict launch is {fmt_ratio(d.value)} faster than bwrap"
+                out.append(Target(f"{goal2}, {what} — `{prog}`", NOT_EVALUATED, f"{reason}{ref}"))
+                continue
+            ratio = lat.samples.ratio((prog, latency.BWRAP), (prog, variant))
+            b, s = lat.summary(prog, latency.BWRAP).median, lat.summary(prog, variant).median
+            met = ratio.value >= FASTER_THAN_BWRAP
+            why = ""
+            if not met:
+                why = (f"To be {FASTER_THAN_BWRAP:g}× faster than bwrap's {fmt_ms(b)} ms, the strict {what} would "
+                       f"have to take {fmt_ms(b / FASTER_THAN_BWRAP)} ms; it takes {fmt_ms(s)} ms. ")
+                if strict_phases:
+                    why += _largest_sentence(strict_phases, phase_what)
+            out.append(Target(f"{goal2}, {what} — `{prog}`", MET if met else NOT_MET,
+                              f"bwrap {fmt_ms(b)} ms / strict {fmt_ms(s)} ms = {fmt_ratio(ratio.value)} "
+                              f"(paired p10–p90 {fmt_ratio(ratio.p10)}–{fmt_ratio(ratio.p90)})", why))
     return out
 
 

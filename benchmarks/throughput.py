@@ -1,4 +1,4 @@
-"""3. Throughput: launches per second from several threads of one parent.
+"""4. Throughput: launches per second from several threads of one parent.
 
 Each configuration (1, 2, 8, 32 threads) launches the static program a fixed number
 of times with the default profile, the launches split evenly over the threads, all

@@ -4,7 +4,7 @@
  * process which stays behind in the sandbox shares no memory with the caller (a
  * CLONE_VM helper kept as pid 1 would be reachable through ptrace or /proc/1/mem).
  *
- *   argv: isolate-init STATUS_FD PARENT_PIDFD BPF_FD FLAGS FIRST_PRIVATE NEXEC PATH... ARGV...
+ *   argv: isolate-init STATUS_FD PARENT_PIDFD BPF_FD FLAGS FIRST_PRIVATE CGROUP_FD NEXEC PATH... ARGV...
  *
  * It starts the program (seccomp last, in the program's own process),
  * reports "started" or (step, errno) on STATUS_FD, then reaps every orphan, forwards
@@ -47,6 +47,7 @@
 #endif
 
 static int status_fd = -1;
+static int cgroup_fd = -1; /* cgroup.procs of the sandbox's cgroup (no pid namespace), or -1 */
 
 static int64_t now_ns(void)
 {
@@ -70,6 +71,35 @@ static void fail(int step, int index, int err)
 
 static const int forwarded[] = {SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH};
 
+/* Without a pid namespace, the sandbox's cgroup is what holds the whole tree (a
+ * daemon that called setsid has left our process group): kill every process in it
+ * but us, until none is left (a process may fork while the first pass runs). */
+static void kill_cgroup(void)
+{
+    static char buf[1 << 16];
+    pid_t self = getpid();
+    for (int pass = 0; pass < 100; pass++) {
+        ssize_t n = pread(cgroup_fd, buf, sizeof buf - 1, 0);
+        if (n <= 0)
+            return;
+        buf[n] = 0;
+        int others = 0;
+        for (char *p = buf; *p;) {
+            pid_t pid = (pid_t)strtol(p, &p, 10);
+            while (*p == '\n')
+                p++;
+            if (pid > 0 && pid != self) {
+                kill(pid, SIGKILL);
+                others++;
+            }
+        }
+        if (!others)
+            return;
+        struct timespec ts = {0, 1000000};
+        nanosleep(&ts, NULL);
+    }
+}
+
 /* Kill everything that is left of the sandbox. */
 static void kill_all(int pidns, pid_t program)
 {
@@ -78,6 +108,8 @@ static void kill_all(int pidns, pid_t program)
     else {
         if (program > 0)
             kill(program, SIGKILL);
+        if (cgroup_fd >= 0)
+            kill_cgroup();
         kill(0, SIGKILL); /* our process group (setsid made it ours), us included */
     }
 }
@@ -170,6 +202,7 @@ static void receive_task(char ***paths, int *nexec, char ***prog_argv, int *firs
     }
     /* Our own fds go above the program's table, then the table is laid out. */
     status_fd = move_up(status_fd, top);
+    cgroup_fd = move_up(cgroup_fd, top);
     *parent_pidfd = move_up(*parent_pidfd, top);
     *sfd = move_up(*sfd, top);
     for (uint32_t i = 0; i < nfds; i++)
@@ -199,18 +232,19 @@ static void receive_task(char ***paths, int *nexec, char ***prog_argv, int *firs
 
 int main(int argc, char **argv)
 {
-    if (argc < 7)
+    if (argc < 8)
         return 127;
     status_fd = atoi(argv[1]);
     int parent_pidfd = atoi(argv[2]);
     int bpf_fd = atoi(argv[3]);
     int flags = atoi(argv[4]);
     int first_private = atoi(argv[5]);
-    int nexec = atoi(argv[6]);
-    if ((nexec < 1 && !(flags & FLAG_WARM)) || 7 + nexec > argc)
+    cgroup_fd = atoi(argv[6]);
+    int nexec = atoi(argv[7]);
+    if ((nexec < 1 && !(flags & FLAG_WARM)) || 8 + nexec > argc)
         return 127;
-    char **paths = argv + 7;
-    char **prog_argv = argv + 7 + nexec;
+    char **paths = argv + 8;
+    char **prog_argv = argv + 8 + nexec;
     int pidns = flags & FLAG_PIDNS;
     int64_t t_init = now_ns();
 
@@ -222,7 +256,7 @@ int main(int argc, char **argv)
     if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0)
         fail(STEP_INIT, 7, errno);
 
-    int private_fds[] = {status_fd, parent_pidfd, bpf_fd};
+    int private_fds[] = {status_fd, parent_pidfd, bpf_fd, cgroup_fd};
     for (unsigned i = 0; i < sizeof private_fds / sizeof *private_fds; i++)
         if (private_fds[i] >= 0)
             fcntl(private_fds[i], F_SETFD, FD_CLOEXEC);

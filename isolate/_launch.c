@@ -160,6 +160,7 @@ struct launch {
     char *const *cgroup_procs;        /* cgroup.procs files the parent puts the child in */
     int ncgroups;
     int late_cgroupns;                /* unshare the cgroup namespace after joining them */
+    int cgroup_fd;                    /* cgroup.procs for init to empty (no pid namespace), or -1 */
     int64_t *timings;                 /* CLOCK_MONOTONIC ns per step (shared memory) */
 };
 
@@ -388,7 +389,7 @@ static void step_loopback(const struct launch *l)
  * go right after, at fixed slots (PRIV_*, known to the caller, which numbers init's
  * argv from them); everything else is closed.
  * Done before rlimits: a low RLIMIT_NOFILE would make the temporary dups fail. */
-enum { PRIV_STATUS, PRIV_PARENT_PIDFD, PRIV_BPF, PRIV_INIT, PRIV_COUNT };
+enum { PRIV_STATUS, PRIV_PARENT_PIDFD, PRIV_BPF, PRIV_CGROUP, PRIV_INIT, PRIV_COUNT };
 
 static void step_fds(const struct launch *l)
 {
@@ -396,9 +397,9 @@ static void step_fds(const struct launch *l)
     int top = l->first_private;
     int use_init = l->plan->use_init;
     int priv_src[PRIV_COUNT] = {l->status_fd, use_init ? l->parent_pidfd : -1, use_init ? l->bpf_fd : -1,
-                                use_init ? l->init_fd : -1};
+                                use_init ? l->cgroup_fd : -1, use_init ? l->init_fd : -1};
     /* Close-on-exec unless isolate-init is exec'd next and needs it. */
-    int priv_cloexec[PRIV_COUNT] = {!use_init, 0, 0, 1};
+    int priv_cloexec[PRIV_COUNT] = {!use_init, 0, 0, 0, 1};
 
     /* Above every source and every destination: moving fds there first means no
      * dup3 below can clobber a source that is still needed. */
@@ -979,17 +980,18 @@ static const char *step_names[] = {
 };
 
 /* spawn(plan, exec_paths, argv, envp, cwd, fd_src, fd_dst, init_fd, init_argv,
- *       first_private, parent_pidfd, bpf_fd[, netns_fd, cgroup_procs])
+ *       first_private, parent_pidfd, bpf_fd[, netns_fd, cgroup_procs, cgroup_fd])
  *   -> (pid, pidfd, status_fd, timings, used_clone3)
  * status_fd is the read end of the status pipe; with init it carries the program's
  * exit status later, without it the parent may close it. */
 static PyObject *spawn(PyObject *self, PyObject *args)
 {
     PyObject *cap, *exec_paths, *argv, *envp, *cwd, *fd_src, *fd_dst, *init_argv;
-    int init_fd, first_private, parent_pidfd, bpf_fd, netns_fd = -1;
+    int init_fd, first_private, parent_pidfd, bpf_fd, netns_fd = -1, cgroup_fd = -1;
     PyObject *cgroups = NULL;
-    if (!PyArg_ParseTuple(args, "OOOOOOOiOiii|iO", &cap, &exec_paths, &argv, &envp, &cwd, &fd_src, &fd_dst,
-                          &init_fd, &init_argv, &first_private, &parent_pidfd, &bpf_fd, &netns_fd, &cgroups))
+    if (!PyArg_ParseTuple(args, "OOOOOOOiOiii|iOi", &cap, &exec_paths, &argv, &envp, &cwd, &fd_src, &fd_dst,
+                          &init_fd, &init_argv, &first_private, &parent_pidfd, &bpf_fd, &netns_fd, &cgroups,
+                          &cgroup_fd))
         return NULL;
     struct plan *p = PyCapsule_GetPointer(cap, "isolate.plan");
     if (!p)
@@ -1043,7 +1045,7 @@ static PyObject *spawn(PyObject *self, PyObject *args)
         .cwd = cwd == Py_None ? NULL : PyBytes_AS_STRING(cwd), .nfds = nfds, .fd_src = c_src, .fd_dst = c_dst,
         .init_fd = init_fd, .init_argv = c_init_argv, .first_private = first_private,
         .parent_pidfd = parent_pidfd, .bpf_fd = bpf_fd, .netns_fd = netns_fd,
-        .cgroup_procs = c_cgroups, .ncgroups = ncgroups, .timings = timings,
+        .cgroup_procs = c_cgroups, .ncgroups = ncgroups, .cgroup_fd = cgroup_fd, .timings = timings,
     };
 
     int err = 0, step = STEP_NONE, index = 0, used_clone3 = 0;

@@ -227,7 +227,13 @@ def compile_profile(profile, cwd: str | None = None) -> Plan:
     ctx = caller_context(cwd)
     # What doctor.features() may report differently (ISOLATE_DOCTOR_DISABLE) changes the plan.
     disabled = os.environ.get("ISOLATE_DOCTOR_DISABLE", "")
-    key = hashlib.sha256(repr((profile.hash, sorted(ctx.items()), disabled)).encode()).hexdigest()
+    # The profile names an OCI seccomp file by path: its content is part of the plan.
+    oci = None
+    if profile.data["seccomp"].get("oci") is not None:
+        from . import seccomp
+
+        oci = seccomp.oci_digest(dict(profile.data["seccomp"]), ctx)
+    key = hashlib.sha256(repr((profile.hash, sorted(ctx.items()), disabled, oci)).encode()).hexdigest()
     with _cache_lock:
         plan = _cache.get(key)
         if plan is not None:
@@ -278,7 +284,15 @@ def _compile(profile, ctx: Mapping[str, str], key: str) -> Plan:
 
     from . import seccomp
 
-    bpf = seccomp.compile_filter(dict(_plain(data["seccomp"])))
+    # An OCI seccomp profile (seccomp.oci) is read and translated here: its
+    # includes/excludes.caps need the capabilities kept, its path the placeholders.
+    spec = seccomp.oci_spec(dict(_plain(data["seccomp"])), caps=keep, ctx=ctx, file=file)
+    try:
+        bpf = seccomp.compile_filter(spec)
+    except ValueError as e:  # e.g. a file whose argument rules are too complex
+        if "oci_source" not in spec or isinstance(e, ProfileError):
+            raise
+        raise ProfileError(str(e), file=spec["oci_source"]["path"]) from None
 
     cwd = _resolve_placeholders(proc["cwd"], ctx, "process.cwd", file)
     if not cwd.startswith("/"):

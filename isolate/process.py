@@ -417,26 +417,31 @@ def launch(plan: Plan, exec_paths, argv, envp, cwd: bytes, src, dst, warm: bool 
     its task on fd 0 (a socket returned as Launched.ctl) instead of starting a program."""
     first_private = max(dst + [2]) + 1
     init_fd, self_pidfd = _process_fds()
-    init_argv: list = []
-    bpf_fd = plan.bpf_fd
-    if plan.use_init:
-        pidfd_slot = first_private + 1 if plan.die_with_parent else -1
-        bpf_slot = first_private + 2 if bpf_fd >= 0 else -1
-        flags = ((FLAG_PIDNS if plan.pidns else 0) | (FLAG_DIE_WITH_PARENT if plan.die_with_parent else 0)
-                 | (FLAG_WARM if warm else 0))
-        init_argv = [b"isolate-init", b"%d" % first_private, b"%d" % pidfd_slot, b"%d" % bpf_slot, b"%d" % flags,
-                     b"%d" % first_private, b"%d" % len(exec_paths), *exec_paths, *argv]
     # A fresh cgroup per launch; the launch path puts the child in before it runs anything.
     # (no limits: a cgroup only to hold the tree of a sandbox without a pid namespace)
     group = cgroup.create(plan.cgroup_mode, dict(plan.cgroup_dirs), plan.cgroup or {"pids_max": "max"}) \
         if plan.cgroup_mode in ("v1", "v2") else None
+    # Without a pid namespace, pid 1 empties that cgroup itself when the caller dies.
+    cgroup_fd = os.open(group.procs[0], os.O_RDONLY | os.O_CLOEXEC) \
+        if group is not None and plan.use_init and not plan.pidns and plan.die_with_parent else -1
+    init_argv: list = []
+    bpf_fd = plan.bpf_fd
+    if plan.use_init:
+        # The private fds follow the program's table at fixed slots (PRIV_* in _launch.c).
+        pidfd_slot = first_private + 1 if plan.die_with_parent else -1
+        bpf_slot = first_private + 2 if bpf_fd >= 0 else -1
+        cgroup_slot = first_private + 3 if cgroup_fd >= 0 else -1
+        flags = ((FLAG_PIDNS if plan.pidns else 0) | (FLAG_DIE_WITH_PARENT if plan.die_with_parent else 0)
+                 | (FLAG_WARM if warm else 0))
+        init_argv = [b"isolate-init", b"%d" % first_private, b"%d" % pidfd_slot, b"%d" % bpf_slot, b"%d" % flags,
+                     b"%d" % first_private, b"%d" % cgroup_slot, b"%d" % len(exec_paths), *exec_paths, *argv]
     pool = net.pool() if plan.netns_pool else None
     netns = pool.take() if pool is not None else -1
     try:
         pid, pidfd, status_fd, timings, used_clone3 = _launch.spawn(
             plan.capsule, exec_paths, argv, envp, cwd, src, dst, init_fd, init_argv, first_private,
             self_pidfd if plan.die_with_parent else -1, bpf_fd, netns,
-            group.procs if group is not None else None)
+            group.procs if group is not None else None, cgroup_fd)
     except BaseException as e:
         if netns >= 0:
             pool.give_back(netns, reusable=False)
@@ -445,6 +450,9 @@ def launch(plan: Plan, exec_paths, argv, envp, cwd: bytes, src, dst, warm: bool 
                 e.cgroup_procs = group.procs
             group.destroy()
         raise
+    finally:
+        if cgroup_fd >= 0:
+            os.close(cgroup_fd)
     return Launched(pid, pidfd, status_fd, netns, bool(used_clone3), _phases(timings), cgroup=group)
 
 
