@@ -58,6 +58,7 @@ by symbolic execution against the computed regions before it is returned
 
 from __future__ import annotations
 
+from . import compile as _compile  # the CLONE_NEW* constants live there
 import errno as _errno
 import io
 import json
@@ -254,14 +255,9 @@ def ioctl_request(item: str | int) -> int:
 # <linux/sched.h>.  CLONE_NEWTIME (0x80) overlaps the exit-signal byte of clone(2);
 # no valid signal has that bit, so denying it there costs nothing.
 CLONE_NAMESPACE_FLAGS: dict[str, int] = {
-    "CLONE_NEWTIME": 0x00000080,
-    "CLONE_NEWNS": 0x00020000,
-    "CLONE_NEWCGROUP": 0x02000000,
-    "CLONE_NEWUTS": 0x04000000,
-    "CLONE_NEWIPC": 0x08000000,
-    "CLONE_NEWUSER": 0x10000000,
-    "CLONE_NEWPID": 0x20000000,
-    "CLONE_NEWNET": 0x40000000,
+    name: getattr(_compile, name) for name in (
+        "CLONE_NEWTIME", "CLONE_NEWNS", "CLONE_NEWCGROUP", "CLONE_NEWUTS", "CLONE_NEWIPC", "CLONE_NEWUSER",
+        "CLONE_NEWPID", "CLONE_NEWNET")
 }
 
 # ---------------------------------------------------------------------------
