@@ -58,7 +58,6 @@ by symbolic execution against the computed regions before it is returned
 
 from __future__ import annotations
 
-from . import compile as _compile  # the CLONE_NEW* constants live there
 import errno as _errno
 import io
 import json
@@ -73,6 +72,7 @@ from typing import Iterable
 
 import pyseccomp as seccomp
 
+from . import compile as _compile  # the CLONE_NEW* constants live there
 from .syscall_groups import DESCRIPTIONS as GROUP_DESCRIPTIONS
 from .syscall_groups import GROUPS
 
