@@ -267,18 +267,20 @@ class Popen(subprocess.Popen):
             if self._warm is not None:
                 slot = self._warm._take()
                 self._adopt(slot)
+                self._child_created = True  # from here on, it is ours to reap
                 slot.send_task(cwd_b if cwd is not None else b"", exec_paths, argv, envp, src, dst)
-                self._child_created = True
                 _await_start(slot.status_fd)
             else:
                 self._adopt(launch(plan, exec_paths, argv, envp, cwd_b, src, dst))
                 self._child_created = True
-        except _launch.ChildError as e:
+        except BaseException as e:
             self._close_pipe_fds(p2cread, p2cwrite, c2pread, c2pwrite, errread, errwrite)
-            if self._warm is not None:
-                self.kill()
+            if self._warm is not None and self._child_created:
+                self.kill()  # a warm sandbox that will not run this task: kill it and reap it
                 self.wait()
-            raise _setup_error(e.args, plan, program, cwd_b, getattr(e, "cgroup_procs", ())) from None
+            if isinstance(e, _launch.ChildError):
+                raise _setup_error(e.args, plan, program, cwd_b, getattr(e, "cgroup_procs", ())) from None
+            raise
         self._close_pipe_fds(p2cread, p2cwrite, c2pread, c2pwrite, errread, errwrite)
 
     def _adopt(self, slot: "Launched") -> None:
@@ -338,6 +340,8 @@ class Popen(subprocess.Popen):
         # pid 1 of a pid namespace is reaped only after every process in it: the
         # network namespace is then empty and may serve the next sandbox.
         self._release_netns(reusable=self.plan.pidns)
+        if self._warm is not None:
+            self._warm._task_done()
         self.duration = time.monotonic() - self._start
         # The sandbox has ended: what its cgroup saw, then the cgroup goes.
         group, self._cgroup = self._cgroup, None

@@ -32,6 +32,10 @@ class WarmPool:
         if size < 1:
             raise ValueError("size must be at least 1")
         self.size = size
+        # Refilling right after a task takes its sandbox would compete with that task
+        # for the CPUs; while at least `low` are ready, wait until a task has ended.
+        self.low = max(1, size // 2)
+        self._running = 0
         self._ready: deque = deque()
         self._lock = threading.Condition()
         self._closed = False
@@ -59,7 +63,8 @@ class WarmPool:
     def _refill(self) -> None:
         while True:
             with self._lock:
-                while not self._closed and len(self._ready) >= self.size:
+                while not self._closed and (len(self._ready) >= self.size
+                                            or (len(self._ready) >= self.low and self._running)):
                     self._lock.wait()
                 if self._closed:
                     return
@@ -84,12 +89,23 @@ class WarmPool:
             if self._closed:
                 raise RuntimeError("the WarmPool is closed")
             slot = self._ready.popleft() if self._ready else None
+            self._running += 1
             self._lock.notify_all()
         if slot is None:
             self.stats["served_cold"] += 1
-            return self._prepare()
+            try:
+                return self._prepare()
+            except BaseException:
+                self._task_done()
+                raise
         self.stats["served_warm"] += 1
         return slot
+
+    def _task_done(self) -> None:
+        """A task's sandbox has been reaped: the refill may go on."""
+        with self._lock:
+            self._running = max(0, self._running - 1)
+            self._lock.notify_all()
 
     def wait_ready(self, timeout: float = 10.0) -> bool:
         """Block until `size` sandboxes are ready (a warm-up before timing, say)."""
