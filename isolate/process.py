@@ -340,8 +340,6 @@ class Popen(subprocess.Popen):
         # pid 1 of a pid namespace is reaped only after every process in it: the
         # network namespace is then empty and may serve the next sandbox.
         self._release_netns(reusable=self.plan.pidns)
-        if self._warm is not None:
-            self._warm._task_done()
         self.duration = time.monotonic() - self._start
         # The sandbox has ended: what its cgroup saw, then the cgroup goes.
         group, self._cgroup = self._cgroup, None
@@ -354,6 +352,8 @@ class Popen(subprocess.Popen):
                 self.oom = usage.oom_kills > 0
             else:  # an old v1 kernel without oom_kill: the limit was hit and SIGKILL ended it
                 self.oom = bool(usage.memory_failcnt) and self.returncode == -signal.SIGKILL
+        if self._warm is not None:  # last: the pool's refill then no longer competes with us
+            self._warm._task_done()
 
     def send_signal(self, sig):
         """Send `sig` to the sandbox: its pid 1 forwards it to the program."""
