@@ -34,7 +34,7 @@ import tempfile
 import time
 
 from . import phases, programs
-from .stats import Ratio, Summary, interleaved, median, percentile
+from .stats import Ratio, Summary, interleaved, median, ratio_across_runs
 
 COUNTS = [0, 100, 500, 1000]
 SUBPROCESS = "subprocess.run"
@@ -86,9 +86,8 @@ class MountsResult:
     def ratio_to_base(self, extra: int, series: str) -> Ratio:
         """median at this count / median at the smallest count; spread over the passes."""
         a, b = self.counts[extra], self.counts[self.base()]
-        per_pass = [x / y for x, y in zip(a.pass_medians[series], b.pass_medians[series])]
-        return Ratio(median(a.wall_ms[series]) / median(b.wall_ms[series]),
-                     percentile(per_pass, 10), percentile(per_pass, 90))
+        return ratio_across_runs(a.wall_ms[series], a.pass_medians[series], b.wall_ms[series],
+                                 b.pass_medians[series])
 
     def slope(self, values: dict[int, float]) -> float:
         """Least-squares slope of `values` (count -> ms) in ms per 1000 extra mounts."""

@@ -24,7 +24,7 @@ import tempfile
 import time
 
 from . import phases, programs
-from .stats import Ratio, Summary, interleaved, median, percentile
+from .stats import Ratio, Summary, interleaved, median, ratio_across_runs
 
 MB = 1 << 20
 ISOLATE = "isolate (default profile)"                    # first block
@@ -69,9 +69,8 @@ class ParentSizeResult:
     def ratio_to_base(self, size_mb: int, method: str) -> Ratio:
         """median at this size / median at the smallest size; spread over the passes."""
         a, b = self.sizes[size_mb], self.sizes[self.base()]
-        per_pass = [x / y for x, y in zip(a.pass_medians[method], b.pass_medians[method])]
-        return Ratio(median(a.wall_ms[method]) / median(b.wall_ms[method]),
-                     percentile(per_pass, 10), percentile(per_pass, 90))
+        return ratio_across_runs(a.wall_ms[method], a.pass_medians[method], b.wall_ms[method],
+                                 b.pass_medians[method])
 
     def ratio_between(self, size_mb: int, method: str, to: str) -> Ratio:
         """method / `to` at one size: interleaved in the same process, so paired."""

@@ -74,6 +74,14 @@ class Samples:
         return Ratio.of(self.wall_ms[a], self.wall_ms[b])
 
 
+def ratio_across_runs(a_wall: Sequence[float], a_pass_medians: Sequence[float], b_wall: Sequence[float],
+                      b_pass_medians: Sequence[float]) -> Ratio:
+    """median(a) / median(b) for samples of separate runs (other processes, other sizes);
+    the spread is that of the per-pass ratios of medians, since the samples are not paired."""
+    per_pass = [x / y for x, y in zip(a_pass_medians, b_pass_medians)]
+    return Ratio(median(a_wall) / median(b_wall), percentile(per_pass, 10), percentile(per_pass, 90))
+
+
 def interleaved(variants: Mapping[Hashable, Callable[[], Any]], rounds: int, warmup: int = 3,
                 deadline: float | None = None,
                 settle: Mapping[Hashable, Callable[[], Any]] | None = None) -> Samples:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import signal
 import sys
 
@@ -161,7 +160,7 @@ def _explain(args) -> int:
     print(f"pid 1 in the sandbox: {'isolate-init' if plan.use_init else 'the program itself'}")
     print(f"uid_map: {plan.uid_map!r}  gid_map: {plan.gid_map!r}")
     print(f"inside: uid {plan.inside_uid} gid {plan.inside_gid}  hostname: {plan.hostname!r}")
-    print(f"rlimits: " + (", ".join(f"{compile_mod.RLIMIT_NAMES[r]}={s}/{h}" for r, s, h in plan.rlimits) or "inherited"))
+    print("rlimits: " + (", ".join(f"{compile_mod.RLIMIT_NAMES[r]}={s}/{h}" for r, s, h in plan.rlimits) or "inherited"))
     print(f"capabilities kept: {', '.join(plan.keep_caps) or 'none'}")
     pool = " (from the pool of prepared namespaces)" if plan.netns_pool else ""
     print(f"network: {plan.network_mode}{pool}")

@@ -279,7 +279,7 @@ def _compile(profile, ctx: Mapping[str, str], key: str) -> Plan:
     for cap in keep:
         bit = CAPABILITIES[cap]
         if bit > last_cap:
-            raise UnsupportedError(f"capabilities.keep", f"{cap} is not known to this kernel")
+            raise UnsupportedError("capabilities.keep", f"{cap} is not known to this kernel")
         keep_mask |= 1 << bit
 
     from . import seccomp

@@ -1,6 +1,8 @@
 import json
 import os
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -88,6 +90,37 @@ def pids_with_cmdline(marker: str) -> list:
         except OSError:
             continue
     return found
+
+
+def launch_many(count: int, threads: int, launch, join_timeout: float = 600) -> tuple[list, list]:
+    """Run `launch()` `count` times from `threads` threads; returns (what went wrong, the threads).
+
+    `launch` returns None when all went well, or what to report; exceptions are reported too."""
+    errors: list = []
+    counter = iter(range(count))
+    lock = threading.Lock()
+
+    def worker():
+        while True:
+            with lock:
+                i = next(counter, None)
+            if i is None:
+                return
+            try:
+                problem = launch()
+            except BaseException as e:  # reported by the test, never lost in a thread
+                problem = e
+            if problem is not None:
+                with lock:
+                    errors.append(problem)
+
+    ts = [threading.Thread(target=worker, name=f"launcher-{n}", daemon=True) for n in range(threads)]
+    for t in ts:
+        t.start()
+    deadline = time.monotonic() + join_timeout
+    for t in ts:
+        t.join(timeout=max(0.0, deadline - time.monotonic()))
+    return errors, ts
 
 
 @pytest.fixture

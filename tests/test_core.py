@@ -17,7 +17,7 @@ import pytest
 import isolate
 from isolate import _launch, compile as compile_mod
 
-from conftest import PROBE, ROOT, cli, open_fds, pids_with_cmdline, run_probe, with_python, zombies_of
+from conftest import PROBE, ROOT, cli, launch_many, open_fds, pids_with_cmdline, run_probe, with_python, zombies_of
 
 NO_PID_NS = ["namespaces.pid=false", "process.die_with_parent=false", "filesystem.view=host"]
 
@@ -163,7 +163,7 @@ def test_sandbox_dies_with_the_caller_process():
     """)
     caller = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                               text=True, cwd=ROOT)
-    init_pid = int(caller.stdout.readline())
+    assert int(caller.stdout.readline()) > 0  # the sandbox has started
     assert pids_with_cmdline(f"sleep {marker}")
     caller.kill()
     caller.wait()
@@ -478,28 +478,12 @@ def test_2000_launches_from_16_threads_leave_nothing_behind():
     # Once per process: the plan's seccomp memfd, isolate-init's fd and our own pidfd.
     isolate.run(["true"])
     before = open_fds()
-    errors = []
-    counter = iter(range(2000))
-    lock = threading.Lock()
 
-    def worker():
-        while True:
-            with lock:
-                i = next(counter, None)
-            if i is None:
-                return
-            try:
-                r = isolate.run(["true"], timeout=60)
-                if r.returncode != 0:
-                    errors.append(r)
-            except Exception as e:  # pragma: no cover - reported below
-                errors.append(e)
+    def launch():
+        r = isolate.run(["true"], timeout=60)
+        return r if r.returncode != 0 else None
 
-    threads = [threading.Thread(target=worker) for _ in range(16)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=300)
+    errors, threads = launch_many(2000, 16, launch, join_timeout=300)
     assert not any(t.is_alive() for t in threads), "hang"
     assert not errors, errors[:3]
     assert open_fds() == before

@@ -338,8 +338,6 @@ def test_both_walls_at_once(host_dir):
 
 
 def test_landlock_required_but_missing_fails_closed(monkeypatch):
-    from isolate import landlock
-
     monkeypatch.setenv("ISOLATE_DOCTOR_DISABLE", "landlock")
     with pytest.raises(isolate.UnsupportedError) as e:
         isolate.run(["true"], profile=landlock_profile(root_size="17M"))

@@ -12,12 +12,11 @@ pool's size (a leak of one per launch would be thousands).
 """
 
 import os
-import threading
 import time
 
 import isolate
 
-from conftest import open_fds, zombies_of
+from conftest import launch_many, open_fds, zombies_of
 
 PROFILE = "default"     # the full default profile: all seven namespaces, pid 1, seccomp, new root
 TOTAL = 10_000
@@ -130,35 +129,6 @@ def vm_rss_kb() -> int:
     raise AssertionError("no VmRSS in /proc/self/status")
 
 
-def _launch_many(count: int, threads: int, launch) -> tuple[list, list]:
-    """Run `launch()` `count` times from `threads` threads; returns (errors, threads)."""
-    errors: list = []
-    counter = iter(range(count))
-    lock = threading.Lock()
-
-    def worker():
-        while True:
-            with lock:
-                i = next(counter, None)
-            if i is None:
-                return
-            try:
-                problem = launch()
-            except BaseException as e:  # reported by the test, never lost in a thread
-                problem = e
-            if problem is not None:
-                with lock:
-                    errors.append(problem)
-
-    ts = [threading.Thread(target=worker, name=f"soak-{n}", daemon=True) for n in range(threads)]
-    for t in ts:
-        t.start()
-    deadline = time.monotonic() + JOIN_TIMEOUT
-    for t in ts:
-        t.join(timeout=max(0.0, deadline - time.monotonic()))
-    return errors, ts
-
-
 def _run_true():
     r = isolate.run(["true"], profile=PROFILE, timeout=120)
     if r.returncode != 0 or r.timed_out:
@@ -176,12 +146,12 @@ def test_10000_launches_from_32_threads_leave_nothing_behind():
     children_before = children_of(me)
 
     t0 = time.monotonic()
-    errors, threads = _launch_many(WARMUP, THREADS, _run_true)
+    errors, threads = launch_many(WARMUP, THREADS, _run_true, JOIN_TIMEOUT)
     assert not [t.name for t in threads if t.is_alive()], "warm-up workers hung"
     assert not errors, errors[:3]
     rss_warm = vm_rss_kb()
 
-    errors, threads = _launch_many(TOTAL - WARMUP, THREADS, _run_true)
+    errors, threads = launch_many(TOTAL - WARMUP, THREADS, _run_true, JOIN_TIMEOUT)
     elapsed = time.monotonic() - t0
     hung = [t.name for t in threads if t.is_alive()]
     assert not hung, f"{len(hung)} worker threads still running after {JOIN_TIMEOUT} s: a launch hung"
@@ -212,7 +182,7 @@ def test_launches_with_pipes_and_timeouts_leave_nothing_behind():
     assert launch() is None
     fds_before = settled_fds()
     children_before = children_of(me)
-    errors, threads = _launch_many(2000, THREADS, launch)
+    errors, threads = launch_many(2000, THREADS, launch, JOIN_TIMEOUT)
     assert not [t.name for t in threads if t.is_alive()], "a launch hung"
     assert not errors, f"{len(errors)} failed launches, e.g. {errors[:3]}"
     assert_no_fd_leak(fds_before)
