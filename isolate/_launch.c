@@ -980,18 +980,18 @@ static const char *step_names[] = {
 };
 
 /* spawn(plan, exec_paths, argv, envp, cwd, fd_src, fd_dst, init_fd, init_argv,
- *       first_private, parent_pidfd, bpf_fd[, netns_fd, cgroup_procs, cgroup_fd])
+ *       first_private, parent_pidfd, bpf_fd[, netns_fd, cgroup_procs, cgroup_fd, mntns_fd])
  *   -> (pid, pidfd, status_fd, timings, used_clone3)
  * status_fd is the read end of the status pipe; with init it carries the program's
  * exit status later, without it the parent may close it. */
 static PyObject *spawn(PyObject *self, PyObject *args)
 {
     PyObject *cap, *exec_paths, *argv, *envp, *cwd, *fd_src, *fd_dst, *init_argv;
-    int init_fd, first_private, parent_pidfd, bpf_fd, netns_fd = -1, cgroup_fd = -1;
+    int init_fd, first_private, parent_pidfd, bpf_fd, netns_fd = -1, cgroup_fd = -1, mntns_fd = -1;
     PyObject *cgroups = NULL;
-    if (!PyArg_ParseTuple(args, "OOOOOOOiOiii|iOi", &cap, &exec_paths, &argv, &envp, &cwd, &fd_src, &fd_dst,
+    if (!PyArg_ParseTuple(args, "OOOOOOOiOiii|iOii", &cap, &exec_paths, &argv, &envp, &cwd, &fd_src, &fd_dst,
                           &init_fd, &init_argv, &first_private, &parent_pidfd, &bpf_fd, &netns_fd, &cgroups,
-                          &cgroup_fd))
+                          &cgroup_fd, &mntns_fd))
         return NULL;
     struct plan *p = PyCapsule_GetPointer(cap, "isolate.plan");
     if (!p)
@@ -1088,8 +1088,29 @@ static PyObject *spawn(PyObject *self, PyObject *args)
             flags &= ~(unsigned long)CLONE_NEWCGROUP;
             l.late_cgroupns = 1;
         }
+        /* A template mount namespace (a small one holding only what the view binds
+         * from): cloned from there, CLONE_NEWNS copies it instead of the caller's
+         * whole mount table. setns into a mount namespace needs a thread with an
+         * fs_struct of its own: only isolate's launcher threads pass mntns_fd. */
+        int saved_mntns = -1;
+        if (!err && mntns_fd >= 0) {
+            static __thread int fs_private;
+            if (!fs_private && unshare(CLONE_FS) == 0)
+                fs_private = 1;
+            saved_mntns = open("/proc/thread-self/ns/mnt", O_RDONLY | O_CLOEXEC);
+            if (!fs_private || saved_mntns < 0 || setns(mntns_fd, CLONE_NEWNS) < 0) {
+                err = errno ? errno : EINVAL;
+                step = STEP_MOUNT;
+                index = -1;
+            }
+        }
         if (!err)
             pid = do_clone(flags, stack, CHILD_STACK_SIZE, &l, &pidfd, &used_clone3);
+        if (saved_mntns >= 0) {
+            if (setns(saved_mntns, CLONE_NEWNS) < 0)
+                abort(); /* this thread must not stay in the template */
+            close(saved_mntns);
+        }
         if (saved_netns >= 0) {
             if (setns(saved_netns, CLONE_NEWNET) < 0)
                 abort(); /* this thread must not stay in the sandbox's network */

@@ -90,6 +90,7 @@ class Plan:
     capsule: object = dataclasses.field(repr=False)
     bpf_fd: int = -1              # sealed memfd holding bpf, for the sandbox's pid 1
     netns_fd: int = -1            # network namespace joined around the clone (mode "netns")
+    mntns_fd: int = -1            # template mount namespace the launcher joins around the clone
     network_mode: str = "none"
     netns_pool: bool = False       # take the namespace from net.pool() at launch
     enforcement: str = "namespaces"  # how the filesystem view is enforced
@@ -115,7 +116,7 @@ class Plan:
         return env
 
     def __del__(self):
-        for fd in (self.bpf_fd, self.netns_fd):
+        for fd in (self.bpf_fd, self.netns_fd, self.mntns_fd):
             if fd >= 0:
                 try:
                     os.close(fd)
@@ -373,6 +374,7 @@ def _compile(profile, ctx: Mapping[str, str], key: str) -> Plan:
         capsule=capsule,
         bpf_fd=_sealed_memfd(bpf) if (bpf and use_init) else -1,
         netns_fd=netns_fd,
+        mntns_fd=_template(data, ops),
         network_mode=net_mode,
         # A pooled namespace belongs to the caller's user namespace, where kept
         # capabilities (CAP_NET_BIND_SERVICE, ...) would not apply: no pool then.
@@ -502,6 +504,16 @@ def _landlock(data, ctx, file):
 
     return landlock.compile_rules(fs, with_view=fs["enforce"] == "both",
                                   resolve=lambda p, key: fs_mod.resolve(p, ctx, key, file), file=file)
+
+
+def _template(data, ops) -> int:
+    """The template mount namespace of a new-root view (root only), or -1."""
+    fs = data["filesystem"]
+    if fs["view"] != "new" or not fs["template"] or not data["namespaces"]["mount"]:
+        return -1
+    from . import fs as fs_mod
+
+    return fs_mod.make_template(ops)
 
 
 def _network(data, flags: int, euid: int, file) -> tuple:

@@ -239,3 +239,93 @@ def _dev(b: _Builder, where: str) -> None:
     b.add(_launch.OP_MOUNT, "devpts", NEW + "/dev/pts", "devpts", b"newinstance,ptmxmode=0666,mode=620",
           MS_NOSUID | MS_NOEXEC, source=where + " (pts)")
     b.add(_launch.OP_REMOUNT, None, NEW + "/dev", flags=MS_RDONLY | MS_NOSUID | MS_NOEXEC, source=where)
+
+
+# ---- a template mount namespace: the cold launch's mount table, made small ----------
+#
+# CLONE_NEWNS copies the mount namespace of the thread that clones, and the view then
+# detaches that copy: both cost work per mount of the caller's table. A template is a
+# namespace, made once per plan, whose tree holds only what the view binds from, at
+# the same paths. A launcher thread joins it around the clone (see _launch.c), so a
+# launch copies and detaches a handful of mounts, however many the host has. Root
+# only (joining a mount namespace needs CAP_SYS_ADMIN and CAP_SYS_CHROOT).
+
+def template_ops(ops) -> list:
+    """Mount operations that build a template for a view's operations `ops`."""
+    sources = {op.a[len(OLD):] for op in ops if op.kind == _launch.OP_BIND and op.a.startswith(OLD + "/")}
+    if any(op.kind == _launch.OP_MOUNT and op.c == "proc" for op in ops):
+        # The kernel lets a user namespace mount a new proc only where a full one is
+        # already visible in the mount namespace: the host's, as in the caller's.
+        sources.add("/proc")
+    sources = sorted(sources, key=lambda p: (_depth(p), p))
+    b = _Builder()
+    b.add(_launch.OP_MOUNT, None, "/", None, None, MS_REC | MS_PRIVATE, source="template")
+    b.add(_launch.OP_MOUNT, "tmpfs", STAGE, "tmpfs", b"mode=0755,size=1m", MS_NOSUID | MS_NODEV, source="template")
+    b.add(_launch.OP_MKDIR, None, STAGE + NEW, num=0o755, source="template")
+    b.add(_launch.OP_MKDIR, None, STAGE + OLD, num=0o755, source="template")
+    b.add(_launch.OP_MOUNT, "tmpfs", STAGE + NEW, "tmpfs", b"mode=0755,size=1m", 0, source="template")
+    b.add(_launch.OP_PIVOT, OLD.lstrip("/"), STAGE, source="template")
+    for src in sources:
+        b.parents(src, "template")
+        b.made.add(src)
+        # Host flags kept as they are (no nodev added): each launch's own bind sets its own.
+        b.add(_launch.OP_BIND, OLD + src, NEW + src, flags=_launch.BIND_DEV | _launch.BIND_OPTIONAL,
+              source=f"template: {src}")
+    b.mkdir(STAGE, "template")
+    b.add(_launch.OP_UMOUNT, None, OLD, source="template")
+    b.add(_launch.OP_PIVOT, None, NEW, source="template")
+    return b.ops
+
+
+def make_template(ops) -> int:
+    """A template mount namespace for a view's `ops`, as an fd (-1 where none can be had).
+
+    Made by a short-lived process that builds it (through the launch path itself) and
+    then waits, so that its namespace can be opened; the fd keeps it alive after."""
+    if os.geteuid() != 0 or not any(op.kind == _launch.OP_PIVOT for op in ops):
+        return -1
+    import socket
+
+    from . import process
+
+    CLONE_NEWNS = 0x00020000
+    capsule = _launch.make_plan(clone_flags=CLONE_NEWNS, drop_caps=False, no_new_privs=False, use_init=True,
+                                ops=[op.as_tuple() for op in template_ops(ops)])
+    init_fd, _self_pidfd = process._process_fds()
+    mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+    devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+    init_argv = [b"isolate-init", b"3", b"-1", b"-1", b"%d" % process.FLAG_WARM, b"3", b"-1", b"0"]
+    try:
+        pid, pidfd, status_fd, _t, _c = _launch.spawn(capsule, [], [], [], b"/", [theirs.fileno(), devnull, devnull],
+                                                     [0, 1, 2], init_fd, init_argv, 3, -1, -1)
+    except _launch.ChildError:
+        return -1  # the cold launch then copies the caller's namespace, as without a template
+    finally:
+        theirs.close()
+        os.close(devnull)
+    try:
+        return os.open(f"/proc/{pid}/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
+    finally:
+        mine.close()  # no task will come: it exits
+        os.waitpid(pid, 0)
+        os.close(pidfd)
+        os.close(status_fd)
+
+
+_launchers = None
+_launchers_lock = None
+
+
+def launcher():
+    """The threads that launch from templates (each keeps an fs_struct of its own)."""
+    global _launchers, _launchers_lock
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    if _launchers_lock is None:
+        _launchers_lock = threading.Lock()
+    with _launchers_lock:
+        if _launchers is None or _launchers[0] != os.getpid():
+            _launchers = (os.getpid(), ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2),
+                                                          thread_name_prefix="isolate-launcher"))
+        return _launchers[1]

@@ -442,10 +442,16 @@ def launch(plan: Plan, exec_paths, argv, envp, cwd: bytes, src, dst, warm: bool 
     pool = net.pool() if plan.netns_pool else None
     netns = pool.take() if pool is not None else -1
     try:
-        pid, pidfd, status_fd, timings, used_clone3 = _launch.spawn(
-            plan.capsule, exec_paths, argv, envp, cwd, src, dst, init_fd, init_argv, first_private,
-            self_pidfd if plan.die_with_parent else -1, bpf_fd, netns,
-            group.procs if group is not None else None, cgroup_fd)
+        args = (plan.capsule, exec_paths, argv, envp, cwd, src, dst, init_fd, init_argv, first_private,
+                self_pidfd if plan.die_with_parent else -1, bpf_fd, netns,
+                group.procs if group is not None else None, cgroup_fd, plan.mntns_fd)
+        if plan.mntns_fd >= 0:
+            # Joining the template needs a thread of isolate's own (it unshares its fs_struct).
+            from . import fs
+
+            pid, pidfd, status_fd, timings, used_clone3 = fs.launcher().submit(_launch.spawn, *args).result()
+        else:
+            pid, pidfd, status_fd, timings, used_clone3 = _launch.spawn(*args)
     except BaseException as e:
         if netns >= 0:
             pool.give_back(netns, reusable=False)

@@ -1051,6 +1051,10 @@ SECTIONS: tuple[Section, ...] = (
         Field("symlinks", ListOf(_SYMLINK), [], "symlinks to create"),
         Field("files", ListOf(_FILE), [], "small files with the given content"),
         Field("root_size", _check_tmpfs_size, 16 << 20, "size of the tmpfs that is the new root"),
+        Field("template", Bool(), True, "launch from a template mount namespace that holds only what the "
+                                        "view binds from (root only), so that a launch does not copy the "
+                                        "caller's whole mount table; host mounts made later under a bound "
+                                        "directory are then not seen"),
         Field("root_readonly", Bool(), True, "make the new root itself read-only once built "
                                              "(binds and tmpfs mounts keep their own mode)"),
     ), check=_check_filesystem),

@@ -190,3 +190,48 @@ def test_closing_a_warm_pool_leaves_nothing():
 def test_warm_pool_needs_a_pid_namespace():
     with pytest.raises(isolate.ProfileError):
         isolate.WarmPool("default", overrides=["namespaces.pid=false", "filesystem.view=host"])
+
+
+# ---- the template mount namespace ------------------------------------------------------------------
+def _mount_points(overrides):
+    r = isolate.run(["sh", "-c", "cut -d' ' -f5 /proc/self/mountinfo"], overrides=overrides, capture_output=True,
+                    text=True)
+    assert r.returncode == 0, r.stderr
+    return sorted(r.stdout.split())
+
+
+def test_template_gives_the_same_view_as_a_copy_of_the_callers_namespace():
+    assert isolate.plan_for("default").mntns_fd >= 0
+    assert isolate.plan_for("default", ["filesystem.template=false"]).mntns_fd == -1
+    assert _mount_points([]) == _mount_points(["filesystem.template=false"])
+
+
+def test_template_launches_from_a_caller_with_many_mounts():
+    # A caller whose own mount namespace holds 300 extra mounts: the sandbox sees none of
+    # them, with or without the template, and the launch works from the launcher threads.
+    code = textwrap.dedent("""
+        import ctypes, json, os, sys
+        sys.path.insert(0, "tests")
+        libc = ctypes.CDLL(None, use_errno=True)
+        base = "/tmp/isolate-many-mounts"
+        os.makedirs(base, exist_ok=True)
+        for i in range(300):
+            d = f"{base}/{i}"
+            os.makedirs(d, exist_ok=True)
+            assert libc.mount(b"none", d.encode(), b"tmpfs", 0, b"size=4k") == 0
+        import isolate
+        out = {}
+        for name, ov in (("template", []), ("copy", ["filesystem.template=false"])):
+            r = isolate.run(["sh", "-c", "cut -d' ' -f5 /proc/self/mountinfo"], overrides=ov,
+                            capture_output=True, text=True)
+            out[name] = sorted(r.stdout.split())
+        out["has_template"] = isolate.plan_for("default").mntns_fd >= 0
+        print(json.dumps(out))
+    """)
+    r = subprocess.run(["unshare", "-m", "--propagation", "private", sys.executable, "-c", code],
+                       capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["has_template"]
+    assert out["template"] == out["copy"]
+    assert not any("isolate-many-mounts" in p for p in out["template"])
