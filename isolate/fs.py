@@ -326,6 +326,6 @@ def launcher():
         _launchers_lock = threading.Lock()
     with _launchers_lock:
         if _launchers is None or _launchers[0] != os.getpid():
-            _launchers = (os.getpid(), ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2),
+            _launchers = (os.getpid(), ThreadPoolExecutor(max_workers=max(8, 2 * (os.cpu_count() or 1)),
                                                           thread_name_prefix="isolate-launcher"))
         return _launchers[1]
