@@ -755,36 +755,34 @@ def _check_tmpfs_size(v: Any) -> int:
     raise _expected('a size > 0 like "64M"', v)
 
 
-class BindEntry(Validator):
-    """"PATH" or {source, target = source, optional = false}."""
+class PathOrTable(Validator):
+    """A path, shorthand for {key = path} with the defaults, or the full table."""
 
-    describe = 'path, or {source, target, optional}'
-
-    def __call__(self, v):
-        if isinstance(v, str):
-            p = _PATH(v)
-            return {"source": p, "target": p, "optional": False}
-        if isinstance(v, Mapping):
-            out = Table({"source": _PATH, "target": Optional(_PATH), "optional": Bool()},
-                        required=("source",), defaults={"optional": False})(v)
-            if out["target"] is None:
-                out["target"] = out["source"]
-            return out
-        raise _expected("a path or a table {source, target, optional}", v)
-
-
-class TmpfsEntry(Validator):
-    """"PATH" or {path, size = "64M", mode = 0o1777}."""
-
-    describe = 'path, or {path, size, mode}'
+    def __init__(self, key: str, fields: dict, defaults: dict, describe: str, finish=None):
+        self.key, self.fields, self.defaults, self.finish = key, fields, defaults, finish
+        self.describe = describe
 
     def __call__(self, v):
         if isinstance(v, str):
-            return {"path": _PATH(v), "size": 64 << 20, "mode": 0o1777}
+            v = {self.key: self.fields[self.key](v)}  # a bad path names the entry itself
         if isinstance(v, Mapping):
-            return Table({"path": _PATH, "size": _check_tmpfs_size, "mode": Int(0, 0o7777)},
-                         required=("path",), defaults={"size": 64 << 20, "mode": 0o1777})(v)
-        raise _expected("a path or a table {path, size, mode}", v)
+            out = Table(self.fields, required=(self.key,), defaults=self.defaults)(v)
+            return self.finish(out) if self.finish else out
+        raise _expected(f"a path or a table {{{', '.join(self.fields)}}}", v)
+
+
+def _target_defaults_to_source(entry: dict) -> dict:
+    if entry["target"] is None:
+        entry["target"] = entry["source"]
+    return entry
+
+
+# "PATH" or {source, target = source, optional = false}
+BindEntry = PathOrTable("source", {"source": _PATH, "target": Optional(_PATH), "optional": Bool()},
+                        {"optional": False}, 'path, or {source, target, optional}', _target_defaults_to_source)
+# "PATH" or {path, size = "64M", mode = 0o1777}
+TmpfsEntry = PathOrTable("path", {"path": _PATH, "size": _check_tmpfs_size, "mode": Int(0, 0o7777)},
+                         {"size": 64 << 20, "mode": 0o1777}, 'path, or {path, size, mode}')
 
 
 _SYMLINK = Table({"path": _PATH, "target": Str(describe="link target")}, required=("path", "target"),
@@ -1038,9 +1036,9 @@ SECTIONS: tuple[Section, ...] = (
         Field("enforce", Choice("namespaces", "landlock", "both", "either"), "namespaces",
               "how the view is enforced: a mount namespace, Landlock rules on the host's tree, "
               "both, or namespaces where available else Landlock"),
-        Field("ro", ListOf(BindEntry()), [], "read-only binds of host paths"),
-        Field("rw", ListOf(BindEntry()), [], "read-write binds of host paths"),
-        Field("tmpfs", ListOf(TmpfsEntry()), [], 'private tmpfs mounts (default size "64M", mode 0o1777)'),
+        Field("ro", ListOf(BindEntry), [], "read-only binds of host paths"),
+        Field("rw", ListOf(BindEntry), [], "read-write binds of host paths"),
+        Field("tmpfs", ListOf(TmpfsEntry), [], 'private tmpfs mounts (default size "64M", mode 0o1777)'),
         Field("hide", ListOf(_PATH, dedupe=True), [], "paths inside the binds to hide: a file is covered "
                                                      "by an empty one, a directory by an empty read-only "
                                                      "tmpfs; paths that do not exist on the host are skipped"),

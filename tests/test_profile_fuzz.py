@@ -194,7 +194,7 @@ def from_validator(t, depth: int = 0):
         n = st.integers(-1, 2**32 + 1)
         return st.one_of(st.tuples(n, n, n).map(lambda x: "%d %d %d" % x), st.lists(n, min_size=2, max_size=4),
                          st.fixed_dictionaries({"inside": n, "outside": n}, optional={"count": n}), near)
-    if isinstance(t, (_cls("BindEntry"), _cls("TmpfsEntry"))):
+    if isinstance(t, _cls("PathOrTable")):
         path = st.sampled_from(["/usr", "/etc", "/tmp", "/nonexistent", "{cwd}", "{home}", "/x/../y", "rel", "/"])
         return st.one_of(path, st.fixed_dictionaries(
             {"source": path, "path": path},
@@ -493,9 +493,9 @@ def valid_value(t):
         return st.just("0 0 1")
     if isinstance(t, _cls("FdTarget")):
         return st.sampled_from(["inherit", "null", "pipe", "/dev/null"] + (["append:/tmp/x"] if t.output else []))
-    if isinstance(t, _cls("BindEntry")):
+    if t is profile_mod.BindEntry:
         return st.sampled_from(["/usr", "/etc", "/tmp", "{cwd}", "/nonexistent"])
-    if isinstance(t, _cls("TmpfsEntry")):
+    if t is profile_mod.TmpfsEntry:
         return st.sampled_from(["/tmp", "/run", "/var/tmp"])
     if isinstance(t, _cls("Str")) and t.check is None:
         return st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7e), max_size=10)
