@@ -111,7 +111,7 @@ def mount_ops(data, ns, ctx, file) -> list:
     b.add(_launch.OP_PIVOT, OLD.lstrip("/"), STAGE, source="filesystem (staging)")
 
     # Mounts in order of target depth, so a parent is in place before what goes on it;
-    # entries of equal depth keep the profile's order.
+    # entries of equal depth keep the profile's order (see the sort below).
     mounts = []
     for key, readonly in (("ro", True), ("rw", False)):
         for i, e in enumerate(fs[key]):
@@ -134,7 +134,11 @@ def mount_ops(data, ns, ctx, file) -> list:
         mounts.append((1, len(mounts), "proc", "filesystem.proc", None, "/proc", None, None))
     if fs["dev"]:
         mounts.append((1, len(mounts), "dev", "filesystem.dev", None, "/dev", None, None))
-    mounts.sort(key=lambda m: (m[0], m[1]))
+    # At equal depth, fresh filesystems first, binds on top, hides over those: running
+    # from /tmp, the read-write bind of {cwd} must show the caller's /tmp, not vanish
+    # under the new tmpfs; and a hidden path must stay hidden.
+    rank = {"bind": 1, "hide": 2}
+    mounts.sort(key=lambda m: (m[0], rank.get(m[2], 0), m[1]))
 
     for _depth_, _n, kind, where, src, dst, x, y in mounts:
         if kind == "bind":

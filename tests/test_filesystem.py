@@ -391,3 +391,23 @@ def test_strict_allowlist_denies_what_is_not_listed():
 def test_default_profile_explain_lists_the_view():
     r = cli("explain", "default")
     assert r.returncode == 0 and "OP_PIVOT" in r.stdout and "/newroot/usr" in r.stdout
+
+
+def test_running_from_tmp_shows_the_callers_tmp(tmp_path):
+    # {cwd} = /tmp is bound read-write on top of the private tmpfs at the same place.
+    marker = f"isolate-marker-{os.getpid()}"
+    open(f"/tmp/{marker}", "w").close()
+    try:
+        r = isolate.run(["sh", "-c", f"pwd; ls /tmp | grep -x {marker}"], cwd="/tmp", capture_output=True, text=True)
+        assert r.stdout.split() == ["/tmp", marker], r.stderr
+        r = isolate.run(["sh", "-c", f"ls /tmp | grep -x {marker} || echo private"], capture_output=True, text=True)
+        assert r.stdout.strip() == "private"
+    finally:
+        os.unlink(f"/tmp/{marker}")
+
+
+def test_a_hidden_path_stays_hidden_under_a_bind_of_the_same_depth(host_dir):
+    prof = with_python(ro=[str(host_dir)])
+    prof["filesystem"]["hide"] = [str(host_dir)]
+    r = isolate.run(["ls", "-A", str(host_dir)], profile=prof, capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout == "", (r.stdout, r.stderr)
