@@ -219,11 +219,13 @@ def _bind(b: _Builder, where: str, src: str, dst: str, *, readonly: bool, option
 def _proc(b: _Builder, root: str, devnull: str, where: str) -> None:
     """/proc of the sandbox's pid namespace, with what reaches the host made read-only or hidden."""
     b.add(_launch.OP_MOUNT, "proc", root + "/proc", "proc", None, MS_NOSUID | MS_NODEV | MS_NOEXEC, source=where)
-    for name in PROC_READONLY:
+    # Only what this kernel has (the host's /proc is the same kernel's): a bind per
+    # entry that does not exist would cost two failed lookups in every launch.
+    for name in (n for n in PROC_READONLY if os.path.lexists(f"/proc/{n}")):
         path = f"{root}/proc/{name}"
         b.add(_launch.OP_BIND, path, path, flags=_launch.BIND_READONLY | _launch.BIND_OPTIONAL,
               source=f"{where} (read-only /proc/{name})")
-    for name in PROC_MASKED:
+    for name in (n for n in PROC_MASKED if os.path.lexists(f"/proc/{n}")):
         b.add(_launch.OP_BIND, devnull, f"{root}/proc/{name}", flags=_launch.BIND_READONLY | _launch.BIND_OPTIONAL,
               source=f"{where} (hide /proc/{name})")
 
