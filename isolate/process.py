@@ -105,28 +105,27 @@ def load_profile(profile: Any, overrides: Sequence[str] = ()):
     if isinstance(profile, Mapping):
         # Validating a dict costs about a millisecond: remember it by its content.
         try:
-            key = ("dict", json.dumps(profile, sort_keys=True, default=repr), tuple(overrides))
+            content = json.dumps(profile, sort_keys=True, default=repr)
         except (TypeError, ValueError, RecursionError):
             return profile_mod.from_dict(dict(profile), overrides=tuple(overrides))
-        with _profile_lock:
-            hit = _profile_cache.get(key)
-        if hit is not None and _signature(hit[0].files) == hit[1]:
-            return hit[0]
-        loaded = profile_mod.from_dict(dict(profile), overrides=tuple(overrides))
-        with _profile_lock:
-            if len(_profile_cache) > 256:
-                _profile_cache.clear()
-            _profile_cache[key] = (loaded, _signature(loaded.files))
-        return loaded
+        return _cached(("dict", content, tuple(overrides), os.getcwd()),
+                       lambda: profile_mod.from_dict(dict(profile), overrides=tuple(overrides)))
     if not isinstance(profile, (str, os.PathLike)):
         raise ProfileError(f"expected a profile name, path, dict or Profile, got {type(profile).__name__}")
-    key = (os.fspath(profile), tuple(overrides), os.getcwd())
+    return _cached((os.fspath(profile), tuple(overrides), os.getcwd()),
+                   lambda: profile_mod.load(os.fspath(profile), overrides))
+
+
+def _cached(key, load):
+    """The profile cached under `key` while none of its files changed, else load() it."""
     with _profile_lock:
         hit = _profile_cache.get(key)
     if hit is not None and _signature(hit[0].files) == hit[1]:
         return hit[0]
-    loaded = profile_mod.load(os.fspath(profile), overrides)
+    loaded = load()
     with _profile_lock:
+        if len(_profile_cache) > 256:
+            _profile_cache.clear()
         _profile_cache[key] = (loaded, _signature(loaded.files))
     return loaded
 
