@@ -742,17 +742,22 @@ _PATH = Str(_check_path, describe="absolute path (placeholders {cwd} {home} {uid
             what="an absolute path")
 
 
-def _check_tmpfs_size(v: Any) -> int:
-    if _is_int(v) and 0 < v <= RLIM_MAX:
-        return v
-    if isinstance(v, str):
-        try:
-            n = parse_size(v)
-        except ValueError:
-            raise _expected('a size like "64M"', v) from None
-        if 0 < n <= RLIM_MAX:
-            return n
-    raise _expected('a size > 0 like "64M"', v)
+class ByteSize(Validator):
+    """Bytes: an integer >= 1 or a size string like "64M"."""
+
+    describe = 'integer (bytes) or size string ("512M")'
+
+    def __call__(self, v):
+        if _is_int(v) and 0 < v <= RLIM_MAX:
+            return v
+        if isinstance(v, str):
+            try:
+                n = parse_size(v)
+            except ValueError:
+                raise _expected('a size like "512M"', v) from None
+            if 0 < n <= RLIM_MAX:
+                return n
+        raise _expected('a size > 0 like "512M" or a number of bytes', v)
 
 
 class PathOrTable(Validator):
@@ -781,7 +786,7 @@ def _target_defaults_to_source(entry: dict) -> dict:
 BindEntry = PathOrTable("source", {"source": _PATH, "target": Optional(_PATH), "optional": Bool()},
                         {"optional": False}, 'path, or {source, target, optional}', _target_defaults_to_source)
 # "PATH" or {path, size = "64M", mode = 0o1777}
-TmpfsEntry = PathOrTable("path", {"path": _PATH, "size": _check_tmpfs_size, "mode": Int(0, 0o7777)},
+TmpfsEntry = PathOrTable("path", {"path": _PATH, "size": ByteSize(), "mode": Int(0, 0o7777)},
                          {"size": 64 << 20, "mode": 0o1777}, 'path, or {path, size, mode}')
 
 
@@ -818,24 +823,6 @@ def _check_netns(s: str) -> str:
 
 
 # -- cgroup ------------------------------------------------------------------
-
-
-class ByteSize(Validator):
-    """Bytes: an integer >= 1 or a size string like "64M"."""
-
-    describe = 'integer (bytes) or size string ("512M")'
-
-    def __call__(self, v):
-        if _is_int(v) and 0 < v <= RLIM_MAX:
-            return v
-        if isinstance(v, str):
-            try:
-                n = parse_size(v)
-            except ValueError:
-                raise _expected('a size like "512M"', v) from None
-            if 0 < n <= RLIM_MAX:
-                return n
-        raise _expected('a size > 0 like "512M" or a number of bytes', v)
 
 
 def _check_cgroup(section: dict) -> None:
@@ -1048,7 +1035,7 @@ SECTIONS: tuple[Section, ...] = (
         Field("dirs", ListOf(_PATH, dedupe=True), [], "empty directories to create"),
         Field("symlinks", ListOf(_SYMLINK), [], "symlinks to create"),
         Field("files", ListOf(_FILE), [], "small files with the given content"),
-        Field("root_size", _check_tmpfs_size, 16 << 20, "size of the tmpfs that is the new root"),
+        Field("root_size", ByteSize(), 16 << 20, "size of the tmpfs that is the new root"),
         Field("template", Bool(), True, "launch from a template mount namespace that holds only what the "
                                         "view binds from (root only), so that a launch does not copy the "
                                         "caller's whole mount table; host mounts made later under a bound "
