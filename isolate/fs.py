@@ -35,9 +35,13 @@ OLD = "/oldroot"
 
 # What a minimal /dev holds: bound from the host's device nodes.
 DEV_NODES = ("null", "zero", "full", "random", "urandom", "tty")
-# /proc entries that reach beyond the sandbox: read-only, or hidden behind /dev/null.
+# /proc entries that reach beyond the sandbox: read-only, or masked: a file by
+# binding /dev/null over it, a directory by an empty read-only tmpfs. At least what
+# runc/Docker mask by default, plus the host-wide memory and scheduler views.
 PROC_READONLY = ("sys", "sysrq-trigger", "irq", "bus", "fs")
-PROC_MASKED = ("kcore", "keys", "timer_list", "sched_debug", "latency_stats", "kallsyms", "kmsg")
+PROC_MASKED = ("acpi", "asound", "kcore", "keys", "latency_stats", "timer_list", "timer_stats", "sched_debug",
+               "scsi", "kallsyms", "kmsg", "kpageflags", "kpagecount", "kpagecgroup", "slabinfo",
+               "vmallocinfo", "pagetypeinfo")
 DEV_LINKS = (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"),
              ("stderr", "/proc/self/fd/2"), ("ptmx", "pts/ptmx"))
 
@@ -226,8 +230,13 @@ def _proc(b: _Builder, root: str, devnull: str, where: str) -> None:
         b.add(_launch.OP_BIND, path, path, flags=_launch.BIND_READONLY | _launch.BIND_OPTIONAL,
               source=f"{where} (read-only /proc/{name})")
     for name in (n for n in PROC_MASKED if os.path.lexists(f"/proc/{n}")):
-        b.add(_launch.OP_BIND, devnull, f"{root}/proc/{name}", flags=_launch.BIND_READONLY | _launch.BIND_OPTIONAL,
-              source=f"{where} (hide /proc/{name})")
+        if os.path.isdir(f"/proc/{name}"):
+            b.add(_launch.OP_MOUNT, "tmpfs", f"{root}/proc/{name}", "tmpfs", b"mode=0555,size=4k",
+                  MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, source=f"{where} (hide /proc/{name})")
+        else:
+            b.add(_launch.OP_BIND, devnull, f"{root}/proc/{name}",
+                  flags=_launch.BIND_READONLY | _launch.BIND_OPTIONAL | _launch.BIND_DEV,
+                  source=f"{where} (hide /proc/{name})")
 
 
 def _dev(b: _Builder, where: str) -> None:

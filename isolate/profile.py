@@ -952,7 +952,7 @@ SECTIONS: tuple[Section, ...] = (
     Section("seccomp", "The syscall filter (compiled by isolate.seccomp). Per syscall: "
                        "if it is in `deny`, `deny_action` whatever its arguments; else if "
                        "argument rules (`rules`, `socket_families`, `deny_ioctls`, "
-                       "`deny_namespace_flags`) match, their action (the most restrictive "
+                       "`deny_namespace_flags`, `restrict_suid_sgid`) match, their action (the most restrictive "
                        "when several match); else allow if it is in `allow`; else "
                        "`default_action`. With `oci`, a Docker/OCI seccomp profile (JSON) "
                        "takes the place of `default_action`, `allow` and `rules`.", (
@@ -976,6 +976,12 @@ SECTIONS: tuple[Section, ...] = (
         Field("deny_namespace_flags", Bool(), False,
               "deny_action for unshare, setns and clone with CLONE_NEW* flags; "
               "clone3 gets ENOSYS (libc then falls back to clone)"),
+        Field("restrict_suid_sgid", Bool(), False,
+              "no setuid/setgid files (systemd's RestrictSUIDSGID=): deny_action for chmod, fchmod, "
+              "fchmodat, fchmodat2 with S_ISUID or S_ISGID in the mode, and for creat, mkdir, mkdirat, "
+              "mknod, mknodat, and open/openat with O_CREAT or O_TMPFILE, with either bit in the mode; "
+              "openat2 (its mode is in a struct seccomp cannot read) gets ENOSYS, and callers fall "
+              "back to openat"),
         Field("other_arches", _ACTION, "kill", "action for syscalls from other architectures "
                                                "(e.g. i386 on x86_64)"),
         Field("oci", Optional(_OCI_PATH), None,

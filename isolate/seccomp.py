@@ -28,12 +28,12 @@ Semantics of a compiled filter, per syscall made through the native ABI:
   1. the syscall is in `deny` (after group expansion): `deny_action`, whatever its
      arguments (argument rules for it are ignored);
   2. otherwise, if argument rules exist for it (`rules`, `socket_families`,
-     `deny_ioctls`, `deny_namespace_flags`) and the conditions of at least one
+     `deny_ioctls`, `deny_namespace_flags`, `restrict_suid_sgid`) and the conditions of at least one
      match: that rule's action.  When several match, the most restrictive action
      wins, in the kernel's order for stacked filters (kill-process > kill-thread >
      trap > errno > trace > log > allow); between equally restrictive actions the
      rule listed first wins (user `rules` first, then namespace flags, ioctls,
-     socket families);
+     socket families, restrict_suid_sgid);
   3. otherwise ALLOW if the syscall is in `allow`;
   4. otherwise `default_action`.
   Syscalls made through another ABI (x86 `int 0x80`, x32) get `other_arches`.
@@ -234,6 +234,8 @@ IOCTLS: dict[str, int] = {
     "FIONBIO": 0x5421,
     "TIOCNOTTY": 0x5422,
     "TIOCSETD": 0x5423,       # set line discipline
+    "TIOCSSERIAL": 0x541F,    # set a serial line's port, IRQ, divisor, ...
+    "TIOCVHANGUP": 0x5437,    # hang up the terminal (vhangup() on one fd)
     "FIONCLEX": 0x5450,
     "FIOCLEX": 0x5451,
     "TIOCSIG": 0x40045436,
@@ -837,6 +839,34 @@ def _low32(values: Iterable[int]) -> ArgSet:
     return [("c", _U32, v) for v in sorted(set(values))]
 
 
+S_ISUID = 0o4000
+S_ISGID = 0o2000
+O_CREAT = 0o100
+O_TMPFILE_BIT = 0o20000000  # __O_TMPFILE: O_TMPFILE is this | O_DIRECTORY
+# syscall -> (index of its mode argument, index of its open flags or None)
+SUID_SGID_MODE_ARGS: dict[str, tuple[int, int | None]] = {
+    "chmod": (1, None), "fchmod": (1, None), "fchmodat": (2, None), "fchmodat2": (2, None),
+    "mkdir": (1, None), "mkdirat": (2, None), "mknod": (1, None), "mknodat": (2, None),
+    "creat": (1, None), "open": (2, 1), "openat": (3, 2),
+}
+
+
+def _suid_sgid_terms() -> dict[str, list[Term]]:
+    """syscall -> the terms matching a mode with S_ISUID or S_ISGID; for open/openat
+    only with O_CREAT or O_TMPFILE in the flags (else the kernel ignores the mode).
+    Masked comparisons on single bits: the high 32 bits do not matter."""
+    out: dict[str, list[Term]] = {}
+    for name, (mode, flags) in SUID_SGID_MODE_ARGS.items():
+        terms = out.setdefault(name, [])
+        for bit in (S_ISUID, S_ISGID):
+            if flags is None:
+                terms.append(_term(**{f"a{mode}": [_cube(bit, bit)]}))
+                continue
+            for create in (O_CREAT, O_TMPFILE_BIT):
+                terms.append(_term(**{f"a{mode}": [_cube(bit, bit)], f"a{flags}": [_cube(create, create)]}))
+    return out
+
+
 def _plan(spec: dict) -> _Plan:
     if not isinstance(spec, dict):
         raise ValueError(f"seccomp spec must be a table, got {type(spec).__name__}")
@@ -923,6 +953,15 @@ def _plan(spec: dict) -> _Plan:
             if listed and grant:
                 add(call, seccomp.ALLOW, [_term(a0=listed)], "socket_families")
             add(call, deny_action, [_term(a0=others)], "socket_families (other families)")
+
+    # 5. no setuid/setgid files: deny_action where the mode given to chmod or to a
+    #    call that creates a file or directory has S_ISUID or S_ISGID (systemd's
+    #    RestrictSUIDSGID=). openat2 passes mode and flags in a struct seccomp cannot
+    #    read: it gets ENOSYS, as in systemd, and callers fall back to openat.
+    if spec.get("restrict_suid_sgid"):
+        for name, terms in _suid_sgid_terms().items():
+            add(name, deny_action, terms, "restrict_suid_sgid")
+        add("openat2", seccomp.ERRNO(_errno.ENOSYS), [_EVERYTHING], "restrict_suid_sgid (mode unreadable)")
 
     for p in plans.values():
         try:
