@@ -55,7 +55,8 @@ while True:
 def test_memory_bomb_is_oom_killed_and_reported():
     prof = with_python(cgroup={"memory_max": "64M"})
     plan = isolate.plan_for(prof)
-    assert plan.cgroup_mode == "v1" and dict(plan.cgroup) == {"memory_max": 64 * MiB}
+    # (pids_max from default)
+    assert plan.cgroup_mode == "v1" and dict(plan.cgroup) == {"memory_max": 64 * MiB, "pids_max": 1024}
     t = time.monotonic()
     r = isolate.run(_py(MEMORY_BOMB), profile=prof, capture_output=True, text=True, timeout=30)
     assert time.monotonic() - t < 20
@@ -75,7 +76,7 @@ def test_within_the_limit_is_an_ordinary_exit():
     assert (r.returncode, r.outcome, r.oom, r.stdout.strip()) == (0, "exited", False, str(8 * MiB))
     assert 8 * MiB <= r.memory_peak <= 80 * MiB
     # No limit: no cgroup, nothing reported.
-    r = isolate.run(["true"], profile="default")
+    r = isolate.run(["true"], profile=with_python(cgroup={"memory_max": None, "pids_max": None}))
     assert (r.outcome, r.oom, r.memory_peak) == ("exited", False, None)
 
 
@@ -200,15 +201,15 @@ def no_memory_cgroup(monkeypatch):
 
 def test_without_cgroup_fails_closed(no_memory_cgroup):
     with pytest.raises(isolate.UnsupportedError) as e:
-        isolate.run(["true"], profile=with_python(cgroup={"memory_max": "256M"}))
+        isolate.run(["true"], profile=with_python(cgroup={"memory_max": "256M", "fallback": "fail"}))
     assert e.value.field == "cgroup.memory_max"
     assert "cgroup.memory_max" in str(e.value) and "memory controller" in str(e.value)
     # The CLI says so in one line, exit 125.
-    r = cli("run", "--set", "cgroup.memory_max=256M", "--", "true",
+    r = cli("run", "--set", "cgroup.memory_max=256M", "--set", "cgroup.fallback=fail", "--", "true",
             env=dict(os.environ, ISOLATE_DOCTOR_DISABLE="cgroup_memory_limit"))
     assert r.returncode == 125 and r.stderr.startswith("isolate: cgroup.memory_max: "), r.stderr
     # pids alone still has its cgroup
-    assert isolate.plan_for(with_python(cgroup={"pids_max": 50})).cgroup_mode == "v1"
+    assert isolate.plan_for(with_python(cgroup={"pids_max": 50, "memory_max": None})).cgroup_mode == "v1"
 
 
 def test_without_cgroup_falls_back_to_rlimits(no_memory_cgroup):
@@ -244,7 +245,9 @@ def test_strict_profile_limits():
                if line.split(":")[1] in ("memory", "pids") and "/isolate/" in line) == 2, outside
     # ...and its cgroup namespace is rooted there: no host path shows inside.
     assert len(inside.split()) == 2 and all(line.endswith(":/") for line in inside.split()), inside
-    assert isolate.plan_for("default").cgroup_mode is None
+    # default has limits too (see test_limits_default.py)
+    assert isolate.plan_for("default").cgroup_mode == "v1"
+    assert isolate.plan_for(with_python(cgroup={"memory_max": None, "pids_max": None})).cgroup_mode is None
 
 
 def test_profile_validation():
@@ -340,7 +343,7 @@ def test_v2_cgroup_files_and_oom(fake_v2):
 
 def test_v2_defaults_and_oom_outcome(fake_v2, monkeypatch):
     root, made = fake_v2
-    prof = with_python(cgroup={"memory_max": "97M"})
+    prof = with_python(cgroup={"memory_max": "97M", "pids_max": None})
     with isolate.Popen(["sh", "-c", "read x"], profile=prof, stdin=isolate.PIPE) as p:
         d = made[-1]
         assert open(os.path.join(d, "memory.swap.max")).read() == "0"  # absent = memory_max: no swap

@@ -91,7 +91,12 @@ def test_default_profile_loads():
     # (part of @namespaces) would break pthread_create: see default.toml.
     assert "personality" not in sc["deny"] and "@namespaces" not in sc["deny"]
     assert sc["deny_namespace_flags"] is True
-    assert sc["deny_ioctls"] == ["TIOCSTI", "TIOCLINUX"]
+    assert sc["deny_ioctls"] == ["TIOCSTI", "TIOCLINUX", "TIOCSCTTY", "TIOCNOTTY", "TIOCSETD", "TIOCCONS",
+                                 "TIOCVHANGUP", "TIOCSSERIAL"]
+    assert sc["restrict_suid_sgid"] is True
+    assert {"open_tree", "quotactl_fd", "fanotify_init", "fanotify_mark"} <= set(sc["deny"])
+    assert p.to_dict()["cgroup"] == {"memory_max": 4 << 30, "memory_swap_max": None, "pids_max": 1024,
+                                     "fallback": "rlimits"}
     assert sc["socket_families"] == ["unix", "inet", "inet6"]
     assert sc["other_arches"] == "kill"
     assert sc["rules"] == [
