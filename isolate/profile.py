@@ -1004,7 +1004,7 @@ SECTIONS: tuple[Section, ...] = (
               "is kill-thread, errnoRet defaults to EPERM, SCMP_ACT_NOTIFY is refused; "
               "architectures, archMap and flags are not used. isolate's own protections apply on "
               "top with the usual precedence: `deny` beats the file (deny_action whatever the "
-              "file says); `deny_ioctls`, `deny_namespace_flags` and `socket_families` are argument "
+              "file says); `deny_ioctls`, `deny_namespace_flags`, `restrict_suid_sgid` and `socket_families` are argument "
               "rules next to the file's: where one matches it beats the file's allow and "
               "defaultAction, and among matching rules the most restrictive action wins "
               "(socket_families here only denies the families not listed; the listed ones are "

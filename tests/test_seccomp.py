@@ -284,10 +284,56 @@ def test_socket_families_and_ioctls():
     with pytest.raises(ValueError, match="unknown socket family 'AF_FOO'"):
         S.socket_family("AF_FOO")
     assert S.IOCTLS["TIOCSTI"] == 0x5412 and S.IOCTLS["TIOCLINUX"] == 0x541C
+    assert S.IOCTLS["TIOCVHANGUP"] == 0x5437 and S.IOCTLS["TIOCSSERIAL"] == 0x541F
     assert S.ioctl_request("tiocsti") == 0x5412 and S.ioctl_request(0x541B) == 0x541B
     for bad in ("TIOCFOO", 1 << 32, -1):
         with pytest.raises(ValueError):
             S.ioctl_request(bad)
+
+
+def test_restrict_suid_sgid_rules():
+    # chmod-like calls: the mode argument; creating calls: the mode, with O_CREAT or
+    # O_TMPFILE for open/openat; openat2: ENOSYS whole; compared on single bits.
+    nr = {n: sc.resolve_syscall(sc.Arch.NATIVE, n) for n in (
+        "chmod", "fchmod", "fchmodat", "fchmodat2", "mkdir", "mkdirat", "mknod", "mknodat", "creat", "open",
+        "openat", "openat2")}
+    eperm, enosys = sc.ERRNO(errno.EPERM), sc.ERRNO(errno.ENOSYS)
+    for strict in (False, True):
+        spec = base_spec(restrict_suid_sgid=True)
+        if strict:  # an allowlist: the rules hold there too, the rest falls to allow
+            spec.update(default_action="errno:ENOSYS", allow=["@system-service"])
+        bpf = S.compile_filter(spec)
+        for bit in (0o4000, 0o2000, 0o6000, (1 << 32) | 0o4000):
+            mode = bit | 0o755
+            assert run_bpf(bpf, nr["chmod"], (0, mode)) == eperm
+            assert run_bpf(bpf, nr["fchmod"], (3, mode)) == eperm
+            assert run_bpf(bpf, nr["fchmodat"], (-100, 0, mode)) == eperm
+            assert run_bpf(bpf, nr["fchmodat2"], (-100, 0, mode, 0)) == eperm
+            assert run_bpf(bpf, nr["mkdir"], (0, mode)) == eperm
+            assert run_bpf(bpf, nr["mkdirat"], (-100, 0, mode)) == eperm
+            assert run_bpf(bpf, nr["mknod"], (0, 0o100000 | mode, 0)) == eperm
+            assert run_bpf(bpf, nr["mknodat"], (-100, 0, 0o100000 | mode, 0)) == eperm
+            assert run_bpf(bpf, nr["creat"], (0, mode)) == eperm
+            for flags in (0o100, 0o101, 0o20200000, 0o20200002):   # O_CREAT, O_TMPFILE, ...
+                assert run_bpf(bpf, nr["open"], (0, flags, mode)) == eperm
+                assert run_bpf(bpf, nr["openat"], (-100, 0, flags, mode)) == eperm
+            # the mode without O_CREAT/O_TMPFILE is ignored by the kernel: allowed
+            assert run_bpf(bpf, nr["open"], (0, 0o2, mode)) == sc.ALLOW
+            assert run_bpf(bpf, nr["openat"], (-100, 0, 0o2, mode)) == sc.ALLOW
+        for mode in (0o755, 0o1777, 0o644, 0o777 | (1 << 40)):
+            assert run_bpf(bpf, nr["chmod"], (0, mode)) == sc.ALLOW
+            assert run_bpf(bpf, nr["fchmodat2"], (-100, 0, mode, 0)) == sc.ALLOW
+            assert run_bpf(bpf, nr["mkdir"], (0, mode)) == sc.ALLOW
+            assert run_bpf(bpf, nr["openat"], (-100, 0, 0o101, mode)) == sc.ALLOW
+        assert run_bpf(bpf, nr["openat2"], (-100, 0, 0, 24)) == enosys
+    # off: nothing
+    bpf = S.compile_filter(base_spec(restrict_suid_sgid=False))
+    assert run_bpf(bpf, nr["chmod"], (0, 0o4755)) == sc.ALLOW and run_bpf(bpf, nr["openat2"]) == sc.ALLOW
+    # the deny list still beats it, with deny_action whatever the mode
+    bpf = S.compile_filter(base_spec(restrict_suid_sgid=True, deny=["chmod"], deny_action="errno:EACCES"))
+    assert run_bpf(bpf, nr["chmod"], (0, 0o755)) == sc.ERRNO(errno.EACCES)
+    assert run_bpf(bpf, nr["fchmod"], (3, 0o4755)) == sc.ERRNO(errno.EACCES)   # deny_action for the rules
+    assert "restrict_suid_sgid" in S.describe(base_spec(restrict_suid_sgid=True))
 
 
 # ---------------------------------------------------------------------------
