@@ -29,10 +29,10 @@ Semantics of a compiled filter, per syscall made through the native ABI:
      arguments (argument rules for it are ignored);
   2. otherwise, if argument rules exist for it (`rules`, `socket_families`,
      `deny_ioctls`, `deny_namespace_flags`, `restrict_suid_sgid`) and the
-     conditions of at least one match: that rule's action.  When several match, the most restrictive action
-     wins, in the kernel's order for stacked filters (kill-process > kill-thread >
-     trap > errno > trace > log > allow); between equally restrictive actions the
-     rule listed first wins (user `rules` first, then namespace flags, ioctls,
+     conditions of at least one match: that rule's action.  When several match,
+     the most restrictive action wins, in the kernel's order for stacked filters
+     (kill-process > kill-thread > trap > errno > trace > log > allow); between
+     equally restrictive actions the rule listed first wins (user `rules` first, then namespace flags, ioctls,
      socket families, restrict_suid_sgid);
   3. otherwise ALLOW if the syscall is in `allow`;
   4. otherwise `default_action`.
