@@ -32,8 +32,8 @@ Semantics of a compiled filter, per syscall made through the native ABI:
      conditions of at least one match: that rule's action.  When several match,
      the most restrictive action wins, in the kernel's order for stacked filters
      (kill-process > kill-thread > trap > errno > trace > log > allow); between
-     equally restrictive actions the rule listed first wins (user `rules` first, then namespace flags, ioctls,
-     socket families, restrict_suid_sgid);
+     equally restrictive actions the rule listed first wins (user `rules` first,
+     then namespace flags, ioctls, socket families, restrict_suid_sgid);
   3. otherwise ALLOW if the syscall is in `allow`;
   4. otherwise `default_action`.
   Syscalls made through another ABI (x86 `int 0x80`, x32) get `other_arches`.
