@@ -271,3 +271,15 @@ def test_setuid_files_without_the_restriction(tmp_path):
         assert seen[key].startswith("OK"), (key, seen)
     assert seen["openat2"].startswith("OK"), seen
     assert {"o", "oa", "c", "n", "na"} <= set(seen["host:suid_sgid"]), seen  # (plain: chmod 0755 after)
+
+
+def test_restrict_suid_sgid_field():
+    from conftest import cli
+
+    from isolate import load_profile
+
+    assert load_profile("default").to_dict()["seccomp"]["restrict_suid_sgid"] is True
+    assert load_profile("strict").to_dict()["seccomp"]["restrict_suid_sgid"] is True   # inherited
+    r = cli("run", "--set", "seccomp.restrict_suid_sgid=maybe", "--", "true")
+    assert r.returncode == 2 and "seccomp.restrict_suid_sgid: expected a boolean" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr
