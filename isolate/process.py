@@ -543,6 +543,10 @@ def _setup_error(args, plan: Plan, program: str, cwd: bytes, cgroup_procs=()) ->
     if step == "mount" and 0 <= index < len(plan.mount_ops):
         op = plan.mount_ops[index]
         return SandboxSetupError("mount", err, f"{op.source}: {op.describe()}", op.b)
+    if step == "landlock" and 0 <= index < len(plan.landlock_rules):
+        path = os.fsdecode(plan.landlock_rules[index][0])
+        who = f" (the program runs as uid {plan.inside_uid})" if err == errno_mod.EACCES and not plan.uid_map else ""
+        return SandboxSetupError("landlock", err, f"adding the Landlock rule for this path{who}", path)
     if step == "fds":
         return SandboxSetupError("fds", err, f"fd {index}", None)
     if step == "id_maps":
