@@ -100,7 +100,8 @@ def cli_without_userns(*args) -> subprocess.CompletedProcess:
     return without_userns("import sys; from cli.main import main; sys.exit(main(sys.argv[1:]))", *args)
 
 
-# Under the filter: runs INSIDE in the profile given as JSON, reports what the program saw,
+# Under the filter: runs a program (argv 2, with the Python in argv 3 and arguments after) in the
+# profile given as JSON (argv 1), reports what the program saw,
 # and what the host sees of the program (its uid and gid in /proc/PID/status).
 LAUNCH = textwrap.dedent("""
     import json, sys, isolate
@@ -108,7 +109,7 @@ LAUNCH = textwrap.dedent("""
     prof = json.loads(sys.argv[1])
     out = {"userns": doctor.features()["user_namespaces"].available}
     try:
-        p = isolate.Popen([sys.argv[3], "-c", sys.argv[2]], profile=prof, stdout=isolate.PIPE,
+        p = isolate.Popen([sys.argv[3], "-c", sys.argv[2], *sys.argv[4:]], profile=prof, stdout=isolate.PIPE,
                           stderr=isolate.PIPE, text=True)
     except isolate.IsolateError as e:
         out["error"] = [type(e).__name__, str(e)]
@@ -320,3 +321,84 @@ def _toml(prof: dict) -> str:
             return "[" + ", ".join(value(x) for x in v) + "]"
         return "{" + ", ".join(f"{k} = {value(x)}" for k, x in v.items()) + "}"
     return "".join(f"[{name}]\n" + "".join(f"{k} = {value(v)}\n" for k, v in sec.items()) for name, sec in prof.items())
+
+
+# ---- hide under Landlock: the rules themselves, and a hidden file in a read-write directory -----------
+def test_hide_rules_grant_the_siblings_and_never_the_hidden(tmp_path):
+    from isolate import landlock as ll
+
+    (tmp_path / "etc" / "ssh").mkdir(parents=True)
+    (tmp_path / "etc" / "ssh" / "key").write_text("k")
+    (tmp_path / "etc" / "shadow").write_text("s")
+    (tmp_path / "etc" / "passwd").write_text("p")
+    (tmp_path / "etc" / "link").symlink_to("/")
+    (tmp_path / "usr").mkdir()
+    root, etc = str(tmp_path), str(tmp_path / "etc")
+    rw = ll.READ | ll.EXECUTE | ll.WRITE
+    # A hidden file: its directory keeps READ_DIR only, each sibling the full rights; the symlink none.
+    rules = ll.hide_rules([(root, rw, False)], [etc + "/shadow"])
+    assert (etc, ll.READ_DIR, True) in rules and (etc + "/passwd", rw, True) in rules
+    assert (etc + "/ssh", rw, True) in rules and (root + "/usr", rw, True) in rules
+    assert [r for r in rules if r[0] == root] == [(root, ll.READ_DIR, True)]
+    assert not any(p in (etc + "/shadow", etc + "/link") for p, _, _ in rules)
+    # A hidden directory: no READ_DIR on anything above it (it would be inherited).
+    rules = ll.hide_rules([(root, rw, False)], [etc + "/ssh"])
+    assert {p for p, _, _ in rules} == {etc + "/passwd", etc + "/shadow", root + "/usr"}
+    # A rule that is the hidden path goes; rules elsewhere, or inside, stay as they are.
+    assert ll.hide_rules([(etc + "/shadow", rw, False), (root + "/usr", ll.READ, False)], [etc + "/shadow"]) == [
+        (root + "/usr", ll.READ, False)]
+    assert ll.hide_rules([(etc + "/ssh/key", ll.READ, False)], [etc + "/ssh"]) == [(etc + "/ssh/key", ll.READ, False)]
+
+
+RW_INSIDE = textwrap.dedent("""
+    import errno, json, os, sys
+    d = sys.argv[1]
+    out = {"uid": os.getuid()}
+    if os.getuid() == 0:
+        print(json.dumps({"refused": "root"})); sys.exit(97)
+    def attempt(name, fn):
+        try:
+            r = fn(); out[name] = "ok" if r is None else r
+        except OSError as e:
+            out[name] = errno.errorcode.get(e.errno, str(e.errno))
+    attempt("read secret", lambda: open(d + "/secret").read() and None)
+    attempt("unlink secret", lambda: os.unlink(d + "/secret"))
+    attempt("rename secret", lambda: os.rename(d + "/secret", d + "/sub/moved"))
+    attempt("write public", lambda: open(d + "/public", "w").write("x") and None)
+    attempt("write sub/new", lambda: open(d + "/sub/new", "w").write("x") and None)
+    attempt("create new", lambda: open(d + "/new", "w").close())
+    attempt("list", lambda: sorted(os.listdir(d)))
+    print(json.dumps(out))
+""")
+
+
+def test_hidden_file_in_a_read_write_directory(tmp_path):
+    import shutil
+    import tempfile
+
+    d = tempfile.mkdtemp(prefix="isolate-hide-", dir="/tmp")
+    try:
+        os.chmod(d, 0o755)
+        os.mkdir(f"{d}/sub")
+        for name in ("secret", "public"):
+            with open(f"{d}/{name}", "w") as f:
+                f.write(name)
+        for path in (d, f"{d}/sub", f"{d}/secret", f"{d}/public"):
+            os.chown(path, hostids.BASE, hostids.BASE)  # only Landlock stands in the way
+        os.chmod(f"{d}/secret", 0o600)
+        prof = profile(filesystem={"rw": [d], "hide": [f"{d}/secret"]})
+        r = without_userns(LAUNCH, json.dumps(prof), RW_INSIDE, PYTHON, d)
+        out = json.loads(r.stdout)
+        assert out["enforcement"] == "landlock-only", out
+        seen = out["inside"]
+        assert seen["uid"] == hostids.BASE
+        assert seen["read secret"] == "EACCES" and seen["unlink secret"] == "EACCES"
+        assert seen["rename secret"] in ("EACCES", "EXDEV")
+        assert seen["write public"] == "ok" and seen["write sub/new"] == "ok"
+        # The parent itself carries no write right (it would reach the hidden file): nothing new there.
+        assert seen["create new"] == "EACCES"
+        assert seen["list"] == ["public", "secret", "sub"]
+        with open(f"{d}/secret") as f:
+            assert f.read() == "secret"
+    finally:
+        shutil.rmtree(d)
