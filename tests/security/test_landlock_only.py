@@ -101,8 +101,7 @@ def cli_without_userns(*args) -> subprocess.CompletedProcess:
 
 
 # Under the filter: runs a program (argv 2, with the Python in argv 3 and arguments after) in the
-# profile given as JSON (argv 1), reports what the program saw,
-# and what the host sees of the program (its uid and gid in /proc/PID/status).
+# profile given as JSON (argv 1) and reports the plan's enforcement and what the program saw.
 LAUNCH = textwrap.dedent("""
     import json, sys, isolate
     from isolate import doctor
@@ -126,11 +125,19 @@ HOST_SIDE = textwrap.dedent("""
     import json, sys, isolate
     p = isolate.Popen(["sh", "-c", "echo $$; exec sleep 30"], profile=json.loads(sys.argv[1]),
                       stdout=isolate.PIPE, text=True)
-    pid = int(p.stdout.readline())
-    with open(f"/proc/{pid}/status") as f:
-        status = dict(line.split(":", 1) for line in f.read().splitlines())
+    p.stdout.readline()  # it runs (the pid it prints may be one of its own pid namespace)
+    # p.pid is the sandbox's first process (isolate-init, or the program); every process
+    # of the sandbox, as the host sees it.
+    pids, out = [p.pid], {}
+    while pids:
+        pid = pids.pop()
+        with open(f"/proc/{pid}/status") as f:
+            status = dict(line.split(":", 1) for line in f.read().splitlines())
+        out[pid] = {k: status[k].split() for k in ("Uid", "Gid", "Groups", "CapEff", "NoNewPrivs")}
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            pids += [int(x) for x in f.read().split()]
     p.kill(); p.wait()
-    print(json.dumps({k: status[k].split() for k in ("Uid", "Gid", "Groups", "CapEff", "NoNewPrivs")}))
+    print(json.dumps(list(out.values())))
 """)
 
 
@@ -184,9 +191,11 @@ def test_hide_of_a_file_only_leaves_its_directory_listable():
 def test_the_host_sees_base_ids():
     r = without_userns(HOST_SIDE, json.dumps(profile()))
     assert r.returncode == 0, r.stderr
-    status = json.loads(r.stdout)
-    assert status["Uid"] == [str(hostids.BASE)] * 4 and status["Gid"] == [str(hostids.BASE)] * 4
-    assert status["Groups"] == [] and status["CapEff"] == ["0000000000000000"] and status["NoNewPrivs"] == ["1"]
+    seen = json.loads(r.stdout)
+    assert len(seen) == 2  # isolate-init and the program
+    for status in seen:
+        assert status["Uid"] == [str(hostids.BASE)] * 4 and status["Gid"] == [str(hostids.BASE)] * 4
+        assert status["Groups"] == [] and status["CapEff"] == ["0000000000000000"] and status["NoNewPrivs"] == ["1"]
 
 
 @pytest.mark.parametrize("changes, field", [
@@ -275,8 +284,19 @@ def test_landlock_with_namespaces_hides_too():
     seen = run_inside(landlock_profile(identity={"uid": 1000, "gid": 1000}))
     assert seen["read /etc/shadow"] == "EACCES" and seen["read /etc/passwd"] is True
     assert seen["list /etc/ssh"] == "EACCES" and seen["write /etc/isolate-test"] == "EACCES"
-    assert seen["chmod /dev/null"] in ("EPERM", "EACCES") and seen["list /dev"] == "EACCES"
+    # Mapped to the reserved uid, not to host root: root's inodes are not the program's.
+    assert seen["chmod /dev/null"] == "EPERM" and seen["list /dev"] == "EACCES"
     assert seen["uid"] == 1000
+
+
+def test_landlock_with_namespaces_the_host_sees_base_ids():
+    r = subprocess.run([sys.executable, "-c", HOST_SIDE, json.dumps(landlock_profile())], capture_output=True,
+                       text=True, timeout=60, cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    seen = json.loads(r.stdout)
+    assert len(seen) == 2
+    for status in seen:
+        assert status["Uid"] == [str(hostids.BASE)] * 4 and status["Gid"] == [str(hostids.BASE)] * 4
 
 
 def test_landlock_with_namespaces_gives_its_own_proc_and_hostname():
