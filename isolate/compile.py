@@ -592,8 +592,8 @@ def landlock_fields(data: Mapping, euid: int, mode: str, everything: bool = Fals
             own = euid if key == "uid" else os.getegid()
             if euid == 0 and want is None:
                 put(f"identity.{key}", "applied", f"a root caller's program runs as host {key} {BASE} "
-                    f"(isolate.hostids.BASE, no supplementary groups), never as host root: it can write "
-                    f"only what that {key} may")
+                    f"(isolate.hostids.BASE, no supplementary groups), never as host root: it can read and "
+                    f"write only what that {key} may")
             elif euid == 0 and want == 0:
                 put(f"identity.{key}", "refused", f"{key} 0 without a user namespace would be host root{here}")
             elif euid == 0:
@@ -645,7 +645,7 @@ def landlock_fields(data: Mapping, euid: int, mode: str, everything: bool = Fals
     put("filesystem.root_readonly", "applied", "nothing outside the rw entries is writable", everything)
     put("filesystem.root_size", "not used", "there is no new root", everything)
     put("unix sockets", "not covered", "Landlock does not restrict connect() to a socket file: host unix "
-        "sockets the program's uid may write stay reachable (abstract ones are scoped)", everything)
+        "sockets the program's uid may write stay reachable (abstract ones are scoped)")
     put("process/env/fds/rlimits/seccomp/cgroup", "applied", "as with namespaces", everything)
     return out
 

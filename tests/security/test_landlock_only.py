@@ -422,3 +422,28 @@ def test_hidden_file_in_a_read_write_directory(tmp_path):
             assert f.read() == "secret"
     finally:
         shutil.rmtree(d)
+
+
+def test_without_signal_scoping_landlock_only_is_refused(monkeypatch):
+    # Landlock ABI < 6 cannot scope signals and abstract sockets: without pid and network
+    # namespaces nothing would then keep the program from the host's processes.
+    from isolate import compile as compile_mod
+    from isolate import landlock as ll
+
+    monkeypatch.setattr(ll, "available", lambda: 5)
+    data = isolate.load_profile(profile()).data
+    fields = compile_mod.landlock_fields(data, 0, "landlock-only")
+    assert ("namespaces.pid", "refused") in [(f, v) for f, v, _ in fields]
+    monkeypatch.setattr(ll, "available", lambda: 6)
+    fields = compile_mod.landlock_fields(data, 0, "landlock-only")
+    assert [v for f, v, _ in fields if v == "refused"] == []
+
+
+def test_explain_for_landlock_with_namespaces(tmp_path):
+    (tmp_path / "p.toml").write_text(_toml(landlock_profile()))
+    r = subprocess.run([sys.executable, "-m", "cli.main", "explain", str(tmp_path / "p.toml")], capture_output=True,
+                       text=True, timeout=60, cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    section = r.stdout.split("## enforcement")[1].split("## plan")[0]
+    assert "for uid 0: landlock:" in section and f"mapped to host uid {hostids.BASE}" in section
+    assert f"uid_map: '0 {hostids.BASE} 1\\n'" in r.stdout
