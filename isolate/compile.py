@@ -578,6 +578,10 @@ def landlock_fields(data: Mapping, euid: int, mode: str, everything: bool = Fals
     else:
         put("namespaces", "applied", "as the profile says; the mount namespace shows the host's tree")
     if ns["user"]:
+        for key in ("uid_map", "gid_map"):
+            put(f"identity.{key}", "refused", "maps host id 0: on the host's tree the program would own every "
+                "root-owned inode (Landlock does not cover chmod or chown)",
+                any(o <= 0 < o + c for _i, o, c in ident[key] or ()))
         for key in ("uid", "gid"):
             if euid == 0 and not ident["uid_map"] and not ident["gid_map"]:
                 put(f"identity.{key}", "applied", f"inside the user namespace, mapped to host {key} {BASE} "
@@ -644,6 +648,9 @@ def landlock_fields(data: Mapping, euid: int, mode: str, everything: bool = Fals
             "enforce = \"namespaces\" or \"both\"", bool(fs[key]))
     put("filesystem.root_readonly", "applied", "nothing outside the rw entries is writable", everything)
     put("filesystem.root_size", "not used", "there is no new root", everything)
+    put("file metadata", "not covered", "Landlock does not cover changing a file's mode, owner, times or "
+        "extended attributes: the program can change those of files its host uid owns wherever it reaches "
+        "(for a root caller that uid is the reserved one, which owns nothing of the host)")
     put("unix sockets", "not covered", "Landlock does not restrict connect() to a socket file: host unix "
         "sockets the program's uid may write stay reachable (abstract ones are scoped)")
     put("process/env/fds/rlimits/seccomp/cgroup", "applied", "as with namespaces", everything)

@@ -447,3 +447,15 @@ def test_explain_for_landlock_with_namespaces(tmp_path):
     section = r.stdout.split("## enforcement")[1].split("## plan")[0]
     assert "for uid 0: landlock:" in section and f"mapped to host uid {hostids.BASE}" in section
     assert f"uid_map: '0 {hostids.BASE} 1\\n'" in r.stdout
+
+
+def test_landlock_refuses_maps_to_host_root():
+    prof = landlock_profile(identity={"uid_map": [[0, 0, 1]], "gid_map": [[0, 0, 1]]})
+    with pytest.raises(isolate.ProfileError) as e:
+        isolate.run(["true"], profile=prof)
+    assert e.value.key == "identity.uid_map" and "root-owned" in str(e.value)
+    # A map onto an unprivileged range is the profile's own choice, and is applied.
+    prof = landlock_profile(identity={"uid_map": [[0, hostids.BASE + 7, 1]], "gid_map": [[0, hostids.BASE + 7, 1]]},
+                            filesystem={"proc": True})
+    r = isolate.run(["sh", "-c", "cat /proc/self/uid_map"], profile=prof, capture_output=True, text=True, timeout=60)
+    assert r.stdout.split() == ["0", str(hostids.BASE + 7), "1"], r.stderr
