@@ -320,6 +320,7 @@ def _compile(profile, ctx: Mapping[str, str], key: str) -> Plan:
         flags = 0
         uid_map = gid_map = None
         deny_setgroups, become_root = False, False
+        hostname = None  # refused above where the profile sets one
         set_uid, set_gid, inside_uid, inside_gid = _host_ids(ident, euid, egid)
         mode = "netns" if data["network"]["mode"] == "netns" else "host"
         data = dict(data, namespaces=ns, network=dict(data["network"], mode=mode),
