@@ -149,11 +149,12 @@ def _explain(args) -> int:
     if args.json:
         print(json.dumps(data, indent=2, sort_keys=True))
         return 0
-    plan = compile_mod.compile_profile(profile)
     print(f"# profile {profile.name}  (hash {profile.hash[:16]})")
     print("# files: " + " -> ".join(str(f) for f in profile.files))
     print("\n## resolved profile")
     print(json.dumps(data, indent=2, sort_keys=True))
+    _explain_enforcement(profile)
+    plan = compile_mod.compile_profile(profile)
     print("\n## plan")
     flags = [n for n, f in compile_mod.NAMESPACE_FLAGS.items() if plan.clone_flags & f]
     print(f"namespaces: {', '.join(flags) or 'none'}")
@@ -178,6 +179,31 @@ def _explain(args) -> int:
     print(f"\n## seccomp filter ({len(plan.bpf or b'') // 8} BPF instructions)")
     print(seccomp.describe(dict(compile_mod._plain(profile.data["seccomp"]))))
     return 0
+
+
+def _explain_enforcement(profile) -> None:
+    """How the filesystem view is enforced for this caller; under Landlock, field by field."""
+    import os
+
+    from isolate import compile as compile_mod
+
+    mode, fields = compile_mod.enforcement(profile)
+    print("\n## enforcement")
+    why = {
+        "namespaces": "a mount namespace with the profile's view",
+        "both": "a mount namespace with the profile's view, and Landlock rules on the same entries",
+        "landlock": "Landlock rules on the host's tree (in the namespaces the profile asks for)",
+        "landlock-only": 'Landlock alone: enforce = "either" and this caller cannot create user namespaces, '
+                         "so the program gets no namespace at all",
+    }[mode]
+    print(f"for uid {os.geteuid()}: {mode}: {why}")
+    if fields:
+        width = max(len(f) for f, _, _ in fields)
+        for field, verdict, how in fields:
+            print(f"  {field:{width}}  {verdict:11}  {how}")
+        refused = [f for f, v, _ in fields if v == "refused"]
+        if refused:
+            print(f"the launch is refused (fail closed): {', '.join(refused)}")
 
 
 def _profiles() -> int:

@@ -558,7 +558,9 @@ static void step_landlock(const struct launch *l)
     for (int i = 0; i < p->nll; i++) {
         long fd = rsys4(SYS_openat, AT_FDCWD, p->ll_rules[i].path, O_PATH | O_CLOEXEC, 0);
         if (fd < 0) {
-            if (fd == -ENOENT && p->ll_rules[i].optional)
+            /* An optional path that is gone, or that our uid cannot reach (then its
+             * permissions refuse it anyway), needs no rule. */
+            if ((fd == -ENOENT || fd == -EACCES) && p->ll_rules[i].optional)
                 continue;
             child_fail(l, STEP_LANDLOCK, i, fd);
         }

@@ -266,6 +266,11 @@ def _compile(profile, ctx: Mapping[str, str], key: str) -> Plan:
         first = next(n for n in NAMESPACE_FLAGS if ns[n] and n != "user")
         raise UnsupportedError(f"namespaces.{first}", "a namespace without namespaces.user = true needs root")
 
+    enforce = _enforcement(data, euid)
+    if enforce == "landlock" and ns["user"] and euid == 0 and not ident.get("uid_map") and not ident.get("gid_map"):
+        # On the host's tree a program mapped to host root owns every root-owned inode
+        # (Landlock does not cover chmod or chown): map it to the reserved ids instead.
+        ident = dict(ident, uid_map=_base_map(ident.get("uid")), gid_map=_base_map(ident.get("gid")))
     uid_map, gid_map, deny_setgroups, set_uid, set_gid, inside_uid, inside_gid, become_root = _id_maps(
         ns, ident, euid, egid, file)
     hostname = ident.get("hostname")
@@ -299,19 +304,29 @@ def _compile(profile, ctx: Mapping[str, str], key: str) -> Plan:
     if not cwd.startswith("/"):
         raise ProfileError(f"expected an absolute path, got {cwd!r}", file=file, key="process.cwd")
 
-    enforce = _enforcement(data, euid)
+    if enforce in ("landlock", "landlock-only"):
+        # Landlock on the host's tree: every field is applied or the launch fails
+        # closed naming it (landlock_fields says which, and how).
+        for field, verdict, why in landlock_fields(data, euid, enforce):
+            if verdict != "refused":
+                continue
+            if enforce == "landlock-only" or field in _RUNTIME_REFUSALS:
+                raise UnsupportedError(field, why)
+            raise ProfileError(why, file=file, key=field)
     if enforce == "landlock-only":
-        # enforce = "either" where namespaces cannot be had: no namespaces at all; the
-        # filesystem is confined by Landlock alone (the profile accepted this).
+        # enforce = "either" where user namespaces cannot be had: no namespaces at all;
+        # the filesystem is confined by Landlock alone (the profile accepted this).
         ns = {name: False for name in ns}
         flags = 0
         uid_map = gid_map = None
-        deny_setgroups, set_uid, set_gid, become_root = False, -1, -1, False
-        inside_uid, inside_gid = euid, egid
-        if hostname is not None:
-            hostname = None
-        data = dict(data, namespaces=ns, network=dict(data["network"], mode="host"),
+        deny_setgroups, become_root = False, False
+        hostname = None  # refused above where the profile sets one
+        set_uid, set_gid, inside_uid, inside_gid = _host_ids(ident, euid, egid)
+        mode = "netns" if data["network"]["mode"] == "netns" else "host"
+        data = dict(data, namespaces=ns, network=dict(data["network"], mode=mode),
                     filesystem=dict(data["filesystem"], enforce="landlock"))
+    elif enforce == "landlock" and not ns["user"]:
+        set_uid, set_gid, inside_uid, inside_gid = _host_ids(ident, euid, egid)
     ops = _mount_ops(data, ns, ctx, file)
     landlock_rules = _landlock(data, ctx, file)
     flags, loopback, netns_fd, net_mode = _network(data, flags, euid, file)
@@ -493,6 +508,161 @@ def _enforcement(data, euid: int) -> str:
     if enforce == "either":
         return "namespaces" if _userns_possible(euid) else "landlock-only"
     return enforce
+
+
+def _base_map(want) -> list:
+    """An id map whose inside id `want` (default 0) is hostids.BASE; inside 0 is always
+    mapped (the launch child switches to it first), to BASE + 1 where it is not `want`."""
+    from .hostids import BASE
+
+    if want is None or want == 0:
+        return [(0, BASE, 1)]
+    return [(0, BASE + 1, 1), (want, BASE, 1)]
+
+
+def _host_ids(ident: Mapping, euid: int, egid: int) -> tuple:
+    """(set_uid, set_gid, uid, gid) of a program without a user namespace under Landlock.
+
+    A root caller's program never stays host root (it would own every root-owned host
+    inode, /dev/null included): it runs as the profile's uid/gid, else as
+    hostids.BASE. landlock_fields refuses uid/gid 0 and, for others, changes."""
+    from .hostids import BASE
+
+    def pick(want, own):
+        if euid == 0:
+            return BASE if want is None else want
+        return own if want is None else want
+
+    uid, gid = pick(ident.get("uid"), euid), pick(ident.get("gid"), egid)
+    return (uid if uid != euid else -1, gid if gid != egid else -1, uid, gid)
+
+
+# Refusals that depend on the caller (root or not), not on the profile alone.
+_RUNTIME_REFUSALS = {"identity.uid", "identity.gid", "capabilities.keep"}
+
+
+def landlock_fields(data: Mapping, euid: int, mode: str, everything: bool = False) -> list:
+    """What Landlock enforcement on the host's tree does with each profile field.
+
+    mode "landlock-only": enforce = "either" where this caller cannot create user
+    namespaces, so no namespace at all; "landlock": enforce = "landlock", with the
+    namespaces the profile asks for (a mount namespace, but the host's tree in it).
+    Returns [(field, verdict, how)], verdict "applied", "refused" (the launch fails
+    closed naming the field), "not used" or "not covered". Fields left at values that
+    ask nothing are listed only with everything=True (doctor's table)."""
+    from .hostids import BASE
+
+    fs, ident, net = data["filesystem"], data["identity"], data["network"]
+    only = mode == "landlock-only"
+    asked_ns = data["namespaces"]
+    ns = {n: False for n in asked_ns} if only else dict(asked_ns)
+    here = " (no user namespaces here: Landlock-only mode)" if only else ""
+    out: list = []
+
+    def put(field, verdict, how, when=True):
+        if when or everything:
+            out.append((field, verdict, how))
+
+    if only:
+        put("namespaces", "not used", "no namespace at all (enforce = \"either\" accepts that): the program "
+            "shares the host's processes, network, IPC, hostname and mount table")
+        from . import landlock
+
+        abi = landlock.available()
+        if abi and abi < 6 and (asked_ns["pid"] or asked_ns["net"]):
+            put("namespaces.pid" if asked_ns["pid"] else "namespaces.net", "refused",
+                f"without pid and network namespaces, Landlock ABI 6 must scope signals and abstract unix "
+                f"sockets; this kernel has ABI {abi}")
+        else:
+            put("namespaces.pid", "not used", "in its place Landlock scopes signals and abstract unix sockets to "
+                "the sandbox, and /proc is not granted: host processes can be neither signalled nor listed")
+    else:
+        put("namespaces", "applied", "as the profile says; the mount namespace shows the host's tree")
+    if ns["user"]:
+        for key in ("uid_map", "gid_map"):
+            put(f"identity.{key}", "refused", "maps host id 0: on the host's tree the program would own every "
+                "root-owned inode (Landlock does not cover chmod or chown)",
+                any(o <= 0 < o + c for _i, o, c in ident[key] or ()))
+        for key in ("uid", "gid"):
+            if euid == 0 and not ident["uid_map"] and not ident["gid_map"]:
+                put(f"identity.{key}", "applied", f"inside the user namespace, mapped to host {key} {BASE} "
+                    f"(isolate.hostids.BASE): a root caller's program never has host root's ownership")
+            else:
+                put(f"identity.{key}", "applied", "inside the user namespace", ident[key] is not None)
+    else:
+        for key in ("uid_map", "gid_map"):
+            put(f"identity.{key}", "refused", f"needs a user namespace{here}", bool(ident[key]))
+        for key in ("uid", "gid"):
+            want = ident[key]
+            own = euid if key == "uid" else os.getegid()
+            if euid == 0 and want is None:
+                put(f"identity.{key}", "applied", f"a root caller's program runs as host {key} {BASE} "
+                    f"(isolate.hostids.BASE, no supplementary groups), never as host root: it can read and "
+                    f"write only what that {key} may")
+            elif euid == 0 and want == 0:
+                put(f"identity.{key}", "refused", f"{key} 0 without a user namespace would be host root{here}")
+            elif euid == 0:
+                put(f"identity.{key}", "applied", f"host {key} {want}")
+            elif want is None or want == own:
+                put(f"identity.{key}", "applied", f"the caller's own {key} {own}", want is not None or everything)
+            else:
+                put(f"identity.{key}", "refused", f"changing the {key} without a user namespace needs root{here}")
+    if ident["hostname"] is not None or everything:
+        if ns["uts"]:
+            put("identity.hostname", "applied", "in the UTS namespace")
+        else:
+            put("identity.hostname", "refused", f"setting a hostname needs a UTS namespace{here}")
+    if only:
+        put("capabilities.keep", "refused", "without a user namespace kept capabilities would be the host's",
+            bool(data["capabilities"]["keep"]))
+    mode_ = net["mode"]
+    if not only:
+        put("network.mode", "applied", "as the profile says", mode_ is not None)
+    elif mode_ == "none" or (everything and mode_ is None):
+        put("network.mode", "refused", f"\"none\" needs a network namespace{here}; set network.mode = \"host\" "
+            "to accept the host's network", mode_ == "none")
+    elif mode_ == "netns":
+        put("network.mode", "applied", "\"netns\": joins the named network namespace (root with CAP_SYS_ADMIN only)")
+    if only:
+        put("network.mode", "applied", ('"host" or absent: ' if everything else "") + "the host's network"
+            + (" (namespaces.net is not used)" if mode_ is None else ""), mode_ in (None, "host"))
+    put("filesystem.ro", "applied", "Landlock rules on the host's paths (source must equal target)",
+        bool(fs["ro"]))
+    put("filesystem.rw", "applied", "Landlock rules on the host's paths; writable only where the program's "
+        "uid may write", bool(fs["rw"]))
+    put("filesystem.hide", "applied", "the parent of a hidden path gets no rule of its own; its other entries "
+        "(as they are when the profile is compiled: entries created there later are not reachable) each get "
+        "the parent's rights; nothing can be created or removed in that parent, and it can be listed only if "
+        "no hidden directory lies beneath it", bool(fs["hide"]))
+    put("filesystem.tmpfs", "refused", "a private tmpfs needs a mount namespace with a new root; Landlock "
+        "alone cannot give one", bool(fs["tmpfs"]))
+    if ns["pid"] and ns["mount"]:
+        put("filesystem.proc", "applied", "/proc of the sandbox's own pid namespace, over the host's",
+            bool(fs["proc"]))
+    else:
+        put("filesystem.proc", "refused", "the host's /proc would show every host process; /proc of the "
+            f"sandbox's own needs namespaces.pid and namespaces.mount{here}", bool(fs["proc"]))
+    put("filesystem.dev", "applied", "the host's /dev/null, zero, full, random, urandom and tty only; no "
+        "/dev/shm, /dev/pts or /dev/fd links", bool(fs["dev"]))
+    for key, what in (("dirs", "directories"), ("symlinks", "symlinks"), ("files", "files")):
+        put(f"filesystem.{key}", "refused", f"Landlock cannot create {what} on the host's tree; use "
+            "enforce = \"namespaces\" or \"both\"", bool(fs[key]))
+    put("filesystem.root_readonly", "applied", "nothing outside the rw entries is writable", everything)
+    put("filesystem.root_size", "not used", "there is no new root", everything)
+    put("file metadata", "not covered", "Landlock does not cover changing a file's mode, owner, times or "
+        "extended attributes: the program can change those of files its host uid owns wherever it reaches "
+        "(for a root caller that uid is the reserved one, which owns nothing of the host)")
+    put("unix sockets", "not covered", "Landlock does not restrict connect() to a socket file: host unix "
+        "sockets the program's uid may write stay reachable (abstract ones are scoped)")
+    put("process/env/fds/rlimits/seccomp/cgroup", "applied", "as with namespaces", everything)
+    return out
+
+
+def enforcement(profile) -> tuple:
+    """(how the filesystem view of `profile` is enforced for this caller, landlock_fields or [])."""
+    euid = os.geteuid()
+    mode = _enforcement(profile.data, euid)
+    return mode, (landlock_fields(profile.data, euid, mode) if mode in ("landlock", "landlock-only") else [])
 
 
 def _landlock(data, ctx, file):

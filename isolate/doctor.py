@@ -648,14 +648,37 @@ def profiles_status() -> list[tuple[str, bool, str]]:
     return _profiles_status()[0]
 
 
+def enforcement_status() -> dict:
+    """For this caller: what enforce = "either" becomes, each shipped profile's enforcement
+    and, for Landlock-only mode, what becomes of every profile field."""
+    from . import compile as compile_mod
+    from . import profile as profile_mod
+
+    euid = os.geteuid()
+    userns = features()["user_namespaces"]
+    either = "namespaces" if userns.available else "landlock-only"
+    out = {"uid": euid, "either": either, "user_namespaces": userns.detail, "profiles": {}}
+    try:
+        for name in profile_mod.shipped_profiles():
+            out["profiles"][name] = compile_mod.enforcement(profile_mod.load(name))[0]
+    except Exception as e:  # noqa: BLE001 - reported, never fatal here
+        out["profiles_error"] = f"{type(e).__name__}: {e}"
+    data = profile_mod.from_dict({}).data
+    out["landlock_only"] = [{"field": f, "verdict": v, "how": h}
+                            for f, v, h in compile_mod.landlock_fields(data, euid, "landlock-only", everything=True)]
+    return out
+
+
 def main(json_output: bool = False) -> int:
     """`isolate doctor`: the feature table, then whether each shipped profile can run here."""
     feats = features()
     profiles, note = _profiles_status()
+    enforcement = enforcement_status()
     if json_output:
         doc = {
             "features": {k: f.as_dict() for k, f in feats.items()},
             "profiles": {n: {"runnable": ok, "reason": why} for n, ok, why in profiles},
+            "enforcement": enforcement,
         }
         if note:
             doc["profiles_note"] = note
@@ -672,5 +695,18 @@ def main(json_output: bool = False) -> int:
     for name, ok, why in profiles:
         state = "runnable" if ok else ("unknown" if why.startswith("unknown:") else "not runnable")
         print(f"  {name:{pw}}  {state}" + (f"  {why}" if why else ""))
+    print(f"\nenforcement for uid {enforcement['uid']}:")
+    for name, mode in enforcement["profiles"].items():
+        print(f"  {name:{pw}}  {mode}")
+    if enforcement["either"] == "namespaces":
+        print('  enforce = "either" here: namespaces (user namespaces work)')
+    else:
+        print(f'  enforce = "either" here: landlock-only, no namespace at all '
+              f'({enforcement["user_namespaces"]})')
+    print('\nLandlock-only mode (enforce = "either" without user namespaces), field by field'
+          + (" (what applies here):" if enforcement["either"] == "landlock-only" else ":"))
+    fw = max(len(r["field"]) for r in enforcement["landlock_only"])
+    for r in enforcement["landlock_only"]:
+        print(f"  {r['field']:{fw}}  {r['verdict']:11}  {r['how']}")
     sys.stdout.flush()
     return 0

@@ -543,6 +543,15 @@ def _setup_error(args, plan: Plan, program: str, cwd: bytes, cgroup_procs=()) ->
     if step == "mount" and 0 <= index < len(plan.mount_ops):
         op = plan.mount_ops[index]
         return SandboxSetupError("mount", err, f"{op.source}: {op.describe()}", op.b)
+    if step == "landlock" and 0 <= index < len(plan.landlock_rules):
+        path = os.fsdecode(plan.landlock_rules[index][0])
+        host_uid = plan.inside_uid
+        for line in (plan.uid_map or "").splitlines():  # inside outside count
+            inside, outside, count = map(int, line.split())
+            if inside <= plan.inside_uid < inside + count:
+                host_uid = outside + plan.inside_uid - inside
+        who = f" (the program runs as host uid {host_uid})" if err == errno_mod.EACCES else ""
+        return SandboxSetupError("landlock", err, f"adding the Landlock rule for this path{who}", path)
     if step == "fds":
         return SandboxSetupError("fds", err, f"fd {index}", None)
     if step == "id_maps":

@@ -1029,13 +1029,21 @@ SECTIONS: tuple[Section, ...] = (
               'used); "new": build a new root from them'),
         Field("enforce", Choice("namespaces", "landlock", "both", "either"), "namespaces",
               "how the view is enforced: a mount namespace, Landlock rules on the host's tree, "
-              "both, or namespaces where available else Landlock"),
+              "both, or namespaces where available else Landlock alone with no namespace at all. "
+              "Under Landlock on the host's tree every field is applied or the launch fails closed "
+              "naming it (tmpfs, dirs, symlinks, files; without namespaces also proc, hostname, "
+              "uid/gid maps, capabilities.keep, network.mode = \"none\"); a root caller's program "
+              "runs as the reserved host uid/gid isolate.hostids.BASE; `isolate explain` and "
+              "`isolate doctor` list what applies how"),
         Field("ro", ListOf(BindEntry), [], "read-only binds of host paths"),
         Field("rw", ListOf(BindEntry), [], "read-write binds of host paths"),
         Field("tmpfs", ListOf(TmpfsEntry), [], 'private tmpfs mounts (default size "64M", mode 0o1777)'),
         Field("hide", ListOf(_PATH, dedupe=True), [], "paths inside the binds to hide: a file is covered "
                                                      "by an empty one, a directory by an empty read-only "
-                                                     "tmpfs; paths that do not exist on the host are skipped"),
+                                                     "tmpfs; paths that do not exist on the host are skipped. "
+                                                     "Under Landlock alone: the parent's other entries, "
+                                                     "as they are at compile time, are granted instead "
+                                                     "of the parent (entries made there later are not)"),
         Field("proc", Bool(), False, "mount /proc of the sandbox's own pid namespace"),
         Field("dev", Bool(), False, "a minimal /dev: null zero full random urandom tty, shm, pts, "
                                     "fd/stdin/stdout/stderr links"),

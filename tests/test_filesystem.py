@@ -58,8 +58,8 @@ TRY = textwrap.dedent("""
 """)
 
 
-def attempt(profile, *actions, **kw):
-    r = isolate.run([sys.executable, "-c", TRY, *actions], profile=profile, capture_output=True, text=True,
+def attempt(profile, *actions, python=sys.executable, **kw):
+    r = isolate.run([python, "-c", TRY, *actions], profile=profile, capture_output=True, text=True,
                     timeout=60, **kw)
     assert r.returncode == 0, r.stderr
     return json.loads(r.stdout)
@@ -283,20 +283,47 @@ def test_missing_named_netns_fails_closed():
 
 
 # ---- Landlock ---------------------------------------------------------------------------------------
+# On the host's tree a root caller's program runs as hostids.BASE: it runs the system's
+# Python (ours may live under /root) and uses directories that uid may reach.
+SYSTEM_PYTHON = "/usr/bin/python3"
+
+
 def landlock_profile(**fs):
-    prof = with_python()
+    prof = {"extends": "default", "filesystem": isolate.load_profile("default").to_dict()["filesystem"]}
     prof["filesystem"]["enforce"] = "landlock"
     prof["filesystem"]["tmpfs"] = []
+    prof["filesystem"]["rw"] = []
     prof["filesystem"].update(fs)
     return prof
 
 
-def test_landlock_alone_confines_reads_and_writes(host_dir):
-    prof = landlock_profile(ro=with_python()["filesystem"]["ro"] + [str(host_dir)])
+@pytest.fixture
+def open_dir(tmp_path_factory):
+    """host_dir, somewhere the reserved uid may reach and write."""
+    import shutil
+    import tempfile
+
+    from isolate import hostids
+
+    d = tempfile.mkdtemp(prefix="isolate-landlock-", dir="/tmp")
+    os.chmod(d, 0o755)
+    shared = os.path.join(d, "shared")
+    os.mkdir(shared)
+    with open(os.path.join(shared, "existing.txt"), "w") as f:
+        f.write("host content")
+    for path in (shared, os.path.join(shared, "existing.txt")):
+        os.chown(path, hostids.BASE, hostids.BASE)
+    yield __import__("pathlib").Path(shared)
+    shutil.rmtree(d)
+
+
+def test_landlock_alone_confines_reads_and_writes(open_dir):
+    host_dir = open_dir  # the program's uid owns existing.txt: only Landlock stops the write
+    prof = landlock_profile(ro=landlock_profile()["filesystem"]["ro"] + [str(host_dir)])
     r = isolate.run(["cat", "/proc/self/mountinfo"], profile=prof, capture_output=True, text=True)
     assert "/newroot" not in r.stdout and len(r.stdout.splitlines()) > 5  # the host's tree, no view
     seen = attempt(prof, "read:/root/.bashrc", f"read:{host_dir}/existing.txt", f"write:{host_dir}/existing.txt",
-                   "write:/usr/isolate-test")
+                   "write:/usr/isolate-test", python=SYSTEM_PYTHON)
     assert seen["read:/root/.bashrc"] == "EACCES"
     assert seen[f"read:{host_dir}/existing.txt"] == "ok"
     assert seen[f"write:{host_dir}/existing.txt"] == "EACCES"
@@ -304,16 +331,20 @@ def test_landlock_alone_confines_reads_and_writes(host_dir):
     assert (host_dir / "existing.txt").read_text() == "host content"
 
 
-def test_landlock_alone_read_write_bind(host_dir):
-    seen = attempt(landlock_profile(rw=[str(host_dir)]), f"write:{host_dir}/new")
+def test_landlock_alone_read_write_bind(open_dir):
+    host_dir = open_dir
+    seen = attempt(landlock_profile(rw=[str(host_dir)]), f"write:{host_dir}/new", python=SYSTEM_PYTHON)
     assert seen[f"write:{host_dir}/new"] == "ok"
     assert (host_dir / "new").read_text() == "from-sandbox"
+    from isolate import hostids
+
+    assert (host_dir / "new").stat().st_uid == hostids.BASE  # not host root: the reserved uid
 
 
 def test_landlock_scopes_abstract_sockets_even_on_the_hosts_network(host_abstract_socket):
     prof = landlock_profile()
     prof["network"] = {"mode": "host"}
-    seen = attempt(prof, f"abstract:{host_abstract_socket}")
+    seen = attempt(prof, f"abstract:{host_abstract_socket}", python=SYSTEM_PYTHON)
     assert seen[f"abstract:{host_abstract_socket}"] == "EPERM"
 
 
@@ -344,21 +375,28 @@ def test_landlock_required_but_missing_fails_closed(monkeypatch):
     assert "filesystem.enforce" in str(e.value) and "Landlock" in str(e.value)
 
 
-def test_either_falls_back_to_landlock_without_namespaces(monkeypatch, host_dir):
-    # Simulate a machine where the caller may not create namespaces at all.
+def test_either_falls_back_to_landlock_without_namespaces(monkeypatch, open_dir):
+    # Simulate a machine where the caller may not create namespaces at all (the real
+    # kernel refusal: tests/security/test_landlock_only.py).
+    host_dir = open_dir
     monkeypatch.setenv("ISOLATE_DOCTOR_DISABLE", "user_namespaces")
-    from isolate import doctor
+    from isolate import doctor, hostids
 
     doctor.features(refresh=True)
     try:
-        prof = with_python(ro=[str(host_dir)])
-        prof["filesystem"].update(enforce="either", tmpfs=[])
-        prof["identity"] = {"hostname": "fallback"}
-        r = isolate.run(["sh", "-c", "echo $$; cat /proc/self/uid_map"], profile=prof, capture_output=True, text=True)
-        pid, *uid_map = r.stdout.split()
-        assert int(pid) > 2 and uid_map == ["0", "0", "4294967295"]  # no namespaces: the host's view of ids
-        seen = attempt(prof, "read:/root/.bashrc", f"read:{host_dir}/existing.txt")
+        # What Landlock alone cannot give is refused by name (default has a hostname, /proc, /tmp).
+        prof = landlock_profile(enforce="either", ro=landlock_profile()["filesystem"]["ro"] + [str(host_dir)])
+        with pytest.raises(isolate.UnsupportedError) as e:
+            isolate.run(["true"], profile=prof)
+        assert e.value.field == "identity.hostname"
+        prof = {"filesystem": dict(prof["filesystem"], proc=False), "network": {"mode": "host"}}
+        r = isolate.run(["sh", "-c", "echo $$; id -u"], profile=prof, capture_output=True, text=True)
+        pid, uid = r.stdout.split()
+        assert int(pid) > 2 and int(uid) == hostids.BASE  # no namespaces; root runs as the reserved uid
+        seen = attempt(prof, "read:/root/.bashrc", f"read:{host_dir}/existing.txt", "read:/etc/shadow",
+                       python=SYSTEM_PYTHON)
         assert seen["read:/root/.bashrc"] == "EACCES" and seen[f"read:{host_dir}/existing.txt"] == "ok"
+        assert seen["read:/etc/shadow"] == "EACCES"
     finally:
         monkeypatch.delenv("ISOLATE_DOCTOR_DISABLE")
         doctor.features(refresh=True)
