@@ -45,6 +45,9 @@
 #ifndef SYS_close_range
 #define SYS_close_range 436
 #endif
+#ifndef CLOSE_RANGE_CLOEXEC
+#define CLOSE_RANGE_CLOEXEC (1U << 2)
+#endif
 
 static int status_fd = -1;
 static int cgroup_fd = -1; /* cgroup.procs of the sandbox's cgroup (no pid namespace), or -1 */
@@ -318,6 +321,10 @@ int main(int argc, char **argv)
         /* The program's process: Landlock, seccomp, exec. */
         close(started[0]);
         close(sfd);
+        /* The program's table is 0..first_private-1 as laid out by the launch path (or
+         * receive_task); nothing of ours above it may reach the program. Ours are
+         * close-on-exec already: make sure of every other number too (5.11+). */
+        syscall(SYS_close_range, first_private, ~0U, CLOSE_RANGE_CLOEXEC);
         sigset_t none;
         sigemptyset(&none);
         sigprocmask(SIG_SETMASK, &none, NULL);
