@@ -423,15 +423,11 @@ static void step_fds(const struct launch *l)
     /* Close-on-exec unless isolate-init is exec'd next and needs it. */
     int priv_cloexec[PRIV_COUNT] = {!use_init, 0, 0, 0, 1};
 
-    /* Above every source and every destination: moving fds there first means no
-     * dup3 below can clobber a source that is still needed. */
+    /* Every source is first copied to a temporary above every destination and every
+     * private slot (the lowest free numbers there: F_DUPFD never takes an open one),
+     * so no dup3 below can clobber a copy that is still needed. Not above the
+     * sources: a passed fd near RLIMIT_NOFILE would leave no room. */
     int base = top + PRIV_COUNT;
-    for (int i = 0; i < l->nfds; i++)
-        if (l->fd_src[i] >= base)
-            base = l->fd_src[i] + 1;
-    for (int i = 0; i < PRIV_COUNT; i++)
-        if (priv_src[i] >= base)
-            base = priv_src[i] + 1;
 
     int tmp[1024 + PRIV_COUNT] = {0};
     if (l->nfds > 1024)
