@@ -78,38 +78,48 @@ def secret(tmp_path):
     return path
 
 
-def _filled(secret):
-    """Fill every free fd number from 3 to 1024, and HIGH, with the secret file; every
-    other one inheritable (like `exec 6<file` in a shell), the rest close-on-exec.
-    Returns {fd: inheritable} of the ones opened here (others were open already)."""
-    old = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (old[1], old[1]))  # soft up to hard
-    base = os.open(secret, os.O_RDONLY | os.O_CLOEXEC)
-    opened = {}
-    try:
-        for fd in [*range(3, 1025), *HIGH, PASS_HIGH]:
-            try:
-                os.fstat(fd)
-                continue  # already the test process's own: it must not leak either
-            except OSError:
-                pass
-            inheritable = fd % 2 == 0
-            os.dup2(base, fd, inheritable=inheritable)
-            opened[fd] = inheritable
-        for fd in [*range(3, 1025), *HIGH, PASS_HIGH]:
-            os.fstat(fd)  # every number is open now
-        assert any(opened.values()) and not all(opened.values())
-        yield opened
-    finally:
-        for fd in opened:
-            os.close(fd)
-        os.close(base)
-        resource.setrlimit(resource.RLIMIT_NOFILE, old)
+# The caller, in a process of its own so that every number is really ours to fill
+# (pytest holds low fds of its own): it closes every fd above 2, fills every number
+# from 3 to 1024 and HIGH with the secret file (every other one inheritable, like
+# `exec 6<file` in a shell; all of them inheritable before it execs the CLI), then
+# runs the probe through the library or execs the CLI.
+DRIVER = r"""
+import json, os, resource, sys
+p = json.loads(sys.argv[1])
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+os.closerange(3, hard)
+import isolate
+base = os.open(p["secret"], os.O_RDONLY | os.O_CLOEXEC)
+for fd in [*range(3, 1025), *p["high"]]:
+    if fd != base:
+        try:
+            os.fstat(fd)
+            continue  # isolate's own (none are expected this early)
+        except OSError:
+            pass
+        os.dup2(base, fd, inheritable=fd % 2 == 0 or p.get("cli") is not None)
+    os.fstat(fd)
+if p.get("cli") is not None:
+    os.set_inheritable(base, True)
+    os.execv(sys.executable, [sys.executable, "-m", "cli.main", *p["cli"]])
+if p.get("warm"):
+    with isolate.WarmPool(p["profile"], size=2) as pool:
+        r = pool.run(p["argv"], capture_output=True, timeout=60, pass_fds=p["pass"])
+        r2 = pool.run(p["argv"], capture_output=True, timeout=60)
+    results = [r, r2]
+else:
+    results = [isolate.run(p["argv"], profile=p["profile"], capture_output=True, timeout=60, pass_fds=p["pass"])]
+ids = {fd: [os.fstat(fd).st_dev, os.fstat(fd).st_ino] for fd in p["pass"]}
+print(json.dumps({"runs": [[r.returncode, r.stdout.decode(), r.stderr.decode()] for r in results], "ids": ids,
+                  "use_init": isolate.plan_for(p["profile"]).use_init}))
+"""
 
 
-@pytest.fixture
-def caller_fds(secret):
-    yield from _filled(secret)
+def _drive(secret, **params) -> subprocess.CompletedProcess:
+    params = {"secret": str(secret), "high": [*HIGH, PASS_HIGH], "argv": PROBE_ARGV, "pass": [], **params}
+    return subprocess.run([sys.executable, "-c", DRIVER, json.dumps(params)], capture_output=True, text=True,
+                          timeout=180, cwd=ROOT)
 
 
 def _report(stdout) -> dict:
@@ -120,119 +130,112 @@ def _report(stdout) -> dict:
     return json.loads(lines[-1])
 
 
-def _assert_table(data: dict, expected: set, secret=None, passed=()):
+def _assert_table(data: dict, expected: set, ids=None):
     assert data["odd"] == []
     assert set(data["fds"]) == expected, sorted(set(data["fds"]) ^ expected)
     if data["proc"] is not None:
         assert set(data["proc"]) == expected
-    if secret is not None:
-        for fd in passed:  # the very file the caller holds at that number
-            st = os.fstat(fd)
-            assert data["ids"][str(fd)] == [st.st_dev, st.st_ino], fd
+    for fd, want in (ids or {}).items():  # the very file the caller holds at that number
+        assert data["ids"][str(fd)] == want, fd
+
+
+def _library(secret, profile, passed=(), warm=False, use_init=None):
+    d = _drive(secret, profile=profile, **{"pass": list(passed)}, warm=warm)
+    assert d.returncode == 0, d.stderr
+    out = json.loads(d.stdout.splitlines()[-1])
+    if use_init is not None:
+        assert out["use_init"] is use_init
+    for i, (rc, stdout, stderr) in enumerate(out["runs"]):
+        assert rc == 0, stderr
+        p = set(passed) if i == 0 else set()
+        _assert_table(_report(stdout), {0, 1, 2, *p}, {int(k): v for k, v in out["ids"].items()} if i == 0 else None)
 
 
 # ---- the library ----------------------------------------------------------------------
 
 @pytest.mark.parametrize("name", list(PROFILES))
-def test_library_no_caller_fd_reaches_the_program(name, caller_fds):
-    prof = PROFILES[name]
-    assert isolate.plan_for(prof).use_init is WITH_INIT[name]
-    r = isolate.run(PROBE_ARGV, profile=prof, capture_output=True, timeout=60)
-    assert r.returncode == 0, r.stderr
-    _assert_table(_report(r.stdout), {0, 1, 2})
+def test_library_no_caller_fd_reaches_the_program(name, secret):
+    _library(secret, PROFILES[name], use_init=WITH_INIT[name])
 
 
 @pytest.mark.parametrize("name", list(PROFILES))
-def test_library_exactly_the_passed_fds(name, caller_fds, secret):
-    passed = (5, 6, 700, 1024, HIGH[0], PASS_HIGH)
-    r = isolate.run(PROBE_ARGV, profile=PROFILES[name], capture_output=True, timeout=60, pass_fds=passed)
-    assert r.returncode == 0, r.stderr
-    _assert_table(_report(r.stdout), {0, 1, 2, *passed}, secret, passed)
+def test_library_exactly_the_passed_fds(name, secret):
+    _library(secret, PROFILES[name], (4, 5, 6, 7, 700, 1024, HIGH[0], PASS_HIGH), use_init=WITH_INIT[name])
 
 
 @pytest.mark.parametrize("name", ["default", "default-no-init"])
-def test_library_profile_fds_pass(name, caller_fds, secret):
+def test_library_profile_fds_pass(name, secret):
     prof = dict(PROFILES[name]) if isinstance(PROFILES[name], dict) else {"extends": name}
     prof["fds"] = {"pass": [9, 2000]}
-    r = isolate.run(PROBE_ARGV, profile=prof, capture_output=True, timeout=60, pass_fds=[11])
-    assert r.returncode == 0, r.stderr
-    _assert_table(_report(r.stdout), {0, 1, 2, 9, 11, 2000}, secret, (9, 11, 2000))
-
-
-def test_library_closed_stdin_stays_closed(caller_fds):
-    """A program given no fd 0 has none: the table is what was asked, nothing fills the gap."""
-    r = isolate.run(PROBE_ARGV, profile="strict", capture_output=True, timeout=60, stdin=isolate.DEVNULL)
-    assert r.returncode == 0
-    _assert_table(_report(r.stdout), {0, 1, 2})
+    d = _drive(secret, profile=prof, **{"pass": [11]})
+    assert d.returncode == 0, d.stderr
+    out = json.loads(d.stdout.splitlines()[-1])
+    rc, stdout, stderr = out["runs"][0]
+    assert rc == 0, stderr
+    _assert_table(_report(stdout), {0, 1, 2, 9, 11, 2000})
 
 
 # A warm sandbox lays out its task's fds in pid 1, under the profile's RLIMIT_NOFILE
 # (default 1024, strict 256): passed numbers stay below it.
-WARM_PASS = {"default": (4, 700, 1000), "strict": (3, 100, 240)}
+WARM_PASS = {"default": (3, 4, 5, 6, 7, 700, 1000), "strict": (3, 4, 5, 6, 7, 100, 240)}
 
 
 @pytest.mark.parametrize("profile", ["default", "strict"])
 @pytest.mark.parametrize("with_pass", [False, True])
-def test_warm_pool_filled_before_the_caller_opened_fds(profile, with_pass, secret):
-    passed = WARM_PASS[profile] if with_pass else ()
+def test_warm_pool(profile, with_pass, secret):
+    """Sandboxes made while the caller holds every number, then a task with and without pass_fds."""
+    _library(secret, profile, WARM_PASS[profile] if with_pass else (), warm=True)
+
+
+@pytest.mark.parametrize("profile", ["default", "strict"])
+def test_warm_pool_made_before_the_caller_opened_fds(profile, secret):
     with isolate.WarmPool(profile, size=1) as pool:
-        pool.run(["true"], timeout=60)  # the pool is up and has refilled
-        opener = _fill(secret)
+        pool.run(["true"], timeout=60)
+        opened = []
         try:
-            r = pool.run(PROBE_ARGV, capture_output=True, timeout=60, pass_fds=passed)
+            for fd in range(3, 1025):
+                try:
+                    os.fstat(fd)
+                except OSError:
+                    opened.append(fd)
+                    src = os.open(secret, os.O_RDONLY)
+                    if src != fd:
+                        os.dup2(src, fd)
+                        os.close(src)
+            r = pool.run(PROBE_ARGV, capture_output=True, timeout=60, pass_fds=(opened[0],))
             assert r.returncode == 0, r.stderr
-            _assert_table(_report(r.stdout), {0, 1, 2, *passed}, secret, passed)
+            st = os.fstat(opened[0])
+            _assert_table(_report(r.stdout), {0, 1, 2, opened[0]}, {opened[0]: [st.st_dev, st.st_ino]})
         finally:
-            opener()
-
-
-@pytest.mark.parametrize("profile", ["default", "strict"])
-@pytest.mark.parametrize("with_pass", [False, True])
-def test_warm_pool_made_while_the_caller_holds_fds(profile, with_pass, caller_fds, secret):
-    passed = WARM_PASS[profile][::-1] if with_pass else ()
-    with isolate.WarmPool(profile, size=2) as pool:
-        first = pool.run(PROBE_ARGV, capture_output=True, timeout=60, pass_fds=passed)
-        second = pool.run(PROBE_ARGV, capture_output=True, timeout=60)
-    for r, p in ((first, passed), (second, ())):
-        assert r.returncode == 0, r.stderr
-        _assert_table(_report(r.stdout), {0, 1, 2, *p}, secret, p)
-
-
-def _fill(secret):
-    """caller_fds, for use inside a test; returns the function that undoes it."""
-    gen = _filled(secret)
-    next(gen)
-
-    def undo():
-        for _ in gen:
-            pass
-    return undo
+            for fd in opened:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
 
 
 # ---- the command line -------------------------------------------------------------------
 
-def _cli(args, pass_fds=(), **kw):
-    return subprocess.run([sys.executable, "-m", "cli.main", *args], capture_output=True, text=True, timeout=120,
-                          cwd=ROOT, pass_fds=pass_fds, **kw)
-
-
 @pytest.mark.parametrize("name", ["default", "strict", "no-init"])
-def test_cli_no_caller_fd_reaches_the_program(name, caller_fds):
+def test_cli_no_caller_fd_reaches_the_program(name, secret):
     extra = ["--set", "namespaces.pid=false", "--set", "process.die_with_parent=false",
              "--set", "filesystem.proc=false"] if name == "no-init" else []
     profile = "default" if name == "no-init" else name
-    r = _cli(["run", "-p", profile, *extra, "--", *PROBE_ARGV], pass_fds=sorted(caller_fds))
+    r = _drive(secret, cli=["run", "-p", profile, *extra, "--", *PROBE_ARGV])
     assert r.returncode == 0, r.stderr
     assert "Traceback" not in r.stderr
     _assert_table(_report(r.stdout), {0, 1, 2})
 
 
-def test_cli_fds_pass(caller_fds, secret):
-    low = min(fd for fd in caller_fds if fd > 10)  # one this test opened (and gave the CLI)
-    r = _cli(["run", "-p", "strict", "--set", f"fds.pass=[{low}, 2000]", "--", *PROBE_ARGV],
-             pass_fds=sorted(caller_fds))
+@pytest.mark.parametrize("name", ["strict", "no-init"])
+def test_cli_fds_pass(name, secret):
+    extra = ["--set", "namespaces.pid=false", "--set", "process.die_with_parent=false",
+             "--set", "filesystem.proc=false"] if name == "no-init" else []
+    profile = "default" if name == "no-init" else name
+    r = _drive(secret, cli=["run", "-p", profile, *extra, "--set", "fds.pass=[4, 6, 2000]", "--", *PROBE_ARGV])
     assert r.returncode == 0, r.stderr
-    _assert_table(_report(r.stdout), {0, 1, 2, low, 2000}, secret, (low, 2000))
+    st = os.stat(secret)
+    _assert_table(_report(r.stdout), {0, 1, 2, 4, 6, 2000}, {fd: [st.st_dev, st.st_ino] for fd in (4, 6, 2000)})
 
 
 @pytest.mark.parametrize("profile", ["strict", "default"])
