@@ -31,6 +31,10 @@ class WarmPool:
                                key="namespaces.pid")
         if size < 1:
             raise ValueError("size must be at least 1")
+        # Its pid 1 lays out each task's fds under the profile's RLIMIT_NOFILE.
+        from .compile import check_nofile
+
+        check_nofile(self.plan, self.plan.pass_fds, warm=True, file=self.plan.profile_name)
         self.size = size
         # Refilling right after a task takes its sandbox would compete with that task
         # for the CPUs; while at least `low` are ready, wait until a task has ended.
