@@ -163,6 +163,20 @@ def plan_for(profile: Any = "default", overrides: Sequence[str] = (), cwd: str |
     return compile_profile(load_profile(profile, overrides), cwd=cwd)
 
 
+def plan_for_cwd(profile: Any, overrides: Sequence[str], cwd) -> Plan:
+    """plan_for() with cwd= (also the profile's {cwd}, which a view may bind): a missing
+    directory is reported as such (FileNotFoundError), not as the profile entry using it."""
+    if cwd is None:
+        return plan_for(profile, overrides)
+    path = os.fspath(cwd)
+    try:
+        return plan_for(profile, overrides, cwd=path)
+    except ProfileError as e:
+        if not os.path.exists(path) and os.fsdecode(path) in str(e):
+            raise WorkingDirectoryNotFound(os.fsdecode(path)) from None
+        raise
+
+
 # ---- results --------------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
 class Rusage:
@@ -260,15 +274,7 @@ class Popen(subprocess.Popen):
         for k, v in (env or {}).items():
             _no_nul(k, "env (a name)")
             _no_nul(v, f"env[{k!r}]")
-        try:
-            self.plan = warm.plan if warm is not None else plan_for(
-                profile, overrides, cwd=os.fspath(cwd) if cwd is not None else None)
-        except ProfileError:
-            # cwd= also stands for the profile's {cwd} (a bind of it, say): a missing
-            # directory is named as such, not as the profile entry that uses it.
-            if cwd is not None and not os.path.exists(cwd):
-                raise WorkingDirectoryNotFound(os.fsdecode(os.fspath(cwd))) from None
-            raise
+        self.plan = warm.plan if warm is not None else plan_for_cwd(profile, overrides, cwd)
         self.timings: dict = {}
         self._pidfd = -1
         self._status_fd = -1

@@ -25,7 +25,9 @@ from .errors import ProfileError
 
 class WarmPool:
     def __init__(self, profile: Any = "default", size: int = 4, overrides: Sequence[str] = (), cwd=None):
-        self.plan = process.plan_for(profile, overrides, cwd=os.fspath(cwd) if cwd is not None else None)
+        if cwd is not None:
+            process._no_nul(cwd, "cwd")
+        self.plan = process.plan_for_cwd(profile, overrides, cwd)
         if not self.plan.pidns:
             raise ProfileError("warm sandboxes need namespaces.pid = true: their pid 1 receives the task",
                                key="namespaces.pid")

@@ -179,6 +179,11 @@ def test_library_missing_cwd_is_file_not_found(profile, tmp_path, marker):
 
 def test_warm_missing_cwd_is_file_not_found(tmp_path, marker):
     missing = str(tmp_path / "nope")
+    with pytest.raises(isolate.WorkingDirectoryNotFound) as e:
+        isolate.WarmPool("default", size=1, cwd=missing)
+    assert e.value.filename == missing and isinstance(e.value, FileNotFoundError)
+    with pytest.raises(ValueError, match="embedded null byte in cwd"):
+        isolate.WarmPool("default", size=1, cwd=f"{tmp_path}\0x")
     with isolate.WarmPool("default", size=1, cwd=tmp_path) as pool:
         with pytest.raises(isolate.WorkingDirectoryNotFound) as e:
             pool.run(["sh", "-c", f"touch {marker}"], cwd=missing)
