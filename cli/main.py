@@ -152,9 +152,7 @@ def _run(args) -> int:
 
 def _explain(args) -> int:
     from isolate import compile as compile_mod
-    from isolate import process, seccomp
-
-    from isolate import doctor, net
+    from isolate import doctor, net, process, seccomp
 
     profile = process.load_profile(args.profile, args.overrides)
     data = compile_mod._plain(profile.data)

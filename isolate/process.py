@@ -272,7 +272,7 @@ class Popen(subprocess.Popen):
         if cwd is not None:
             _no_nul(cwd, "cwd")
         for k, v in (env or {}).items():
-            _no_nul(k, "env (a name)")
+            _no_nul(k, f"an env name {k!r}")
             _no_nul(v, f"env[{k!r}]")
         self.plan = warm.plan if warm is not None else plan_for_cwd(profile, overrides, cwd)
         self.timings: dict = {}

@@ -123,7 +123,7 @@ def test_nul_in_profile_env_set(where, tmp_path, marker):
         assert "env.set.A" in line and "NUL" in line
 
 
-def test_nul_in_profile_cwd(marker):
+def test_nul_in_profile_cwd():
     line = one_line(cli("run", "--set", 'process.cwd="/tmp\\u0000x"', "--", "sh", "-c", "echo RAN"), 2)
     assert "process.cwd" in line and "NUL" in line
 
@@ -131,7 +131,7 @@ def test_nul_in_profile_cwd(marker):
 # ---- timeouts ----------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("value", ["-1", "-0.5", "nan", "inf", "-inf", "NaN", "Infinity"])
-def test_cli_timeout_must_be_finite_and_not_negative(value, marker):
+def test_cli_timeout_must_be_finite_and_not_negative(value):
     r = cli("run", f"--timeout={value}", "--", "sh", "-c", "echo RAN")
     line = one_line(r, 2)
     assert line.startswith("isolate: -t/--timeout: expected a finite number of seconds >= 0, got ")
@@ -161,7 +161,7 @@ def test_library_timeout_zero_is_an_immediate_timeout():
 # ---- the working directory -------------------------------------------------------------------
 
 @pytest.mark.parametrize("profile", ["default", "strict"])
-def test_cli_missing_cwd(profile, marker):
+def test_cli_missing_cwd(profile):
     r = cli("run", "-p", profile, "-C", "/nonexistent", "--", "sh", "-c", "echo RAN")
     assert one_line(r, 2) == "isolate: -C/--cwd: /nonexistent: No such file or directory"
     r = cli("run", "-p", profile, "-C", "/etc/passwd", "--", "sh", "-c", "echo RAN")
@@ -198,7 +198,7 @@ PROFILES = {"default": ("default", []), "strict": ("strict", []), "no-init": ("d
 
 
 @pytest.mark.parametrize("name", list(PROFILES))
-def test_nofile_minimum_is_exact(name, marker):
+def test_nofile_minimum_is_exact(name):
     """Below the minimum: a ProfileError naming rlimits.nofile and the minimum, nothing runs.
     At the minimum: the launch works (the number is what the launch really needs)."""
     prof, over = PROFILES[name]
@@ -264,7 +264,7 @@ def test_nofile_checked_for_extra_pass_fds_before_anything_starts(tmp_path, mark
     assert r.returncode == 0
 
 
-def test_nofile_in_warm_sandboxes(tmp_path, marker):
+def test_nofile_in_warm_sandboxes(marker):
     plan = isolate.plan_for("strict")
     need = compile_mod.nofile_needed(plan, warm=True)
     with pytest.raises(isolate.ProfileError) as e:
@@ -295,7 +295,7 @@ def _chain(tmp_path, n: int):
     return tmp_path / "p0.toml"
 
 
-def test_deep_extends_names_the_key_and_the_file(tmp_path, marker):
+def test_deep_extends_names_the_key_and_the_file(tmp_path):
     top = _chain(tmp_path, 200)
     with pytest.raises(isolate.ProfileError) as e:
         isolate.load_profile(str(top))
@@ -314,7 +314,7 @@ def test_deep_extends_names_the_key_and_the_file(tmp_path, marker):
 # ---- explain refuses what run refuses --------------------------------------------------------------
 
 @pytest.mark.parametrize("json_flag", [[], ["--json"]])
-def test_explain_runs_the_preflight(json_flag, marker):
+def test_explain_runs_the_preflight(json_flag):
     # A ProfileError at compile time (the nofile minimum): 2, like run.
     args = ["--set", "rlimits.nofile=3"]
     run_line = one_line(cli("run", *args, "--", "sh", "-c", "echo RAN"), 2)

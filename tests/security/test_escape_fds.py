@@ -1,13 +1,15 @@
 """A caller's file descriptors must not reach the sandbox (escape battery: fds).
 
-Whatever numbers the caller has open (every number from 3 to 1024, and 2000 and 65535
-above a raised RLIMIT_NOFILE; inheritable or close-on-exec), the program's table is
+Whatever numbers the caller has open (every number from 3 to 1024, and 2000 and 65535,
+or the highest number the hard RLIMIT_NOFILE allows, with the soft limit raised to it;
+inheritable or close-on-exec), the program's table is
 exactly 0, 1, 2 and the fds it was passed (`pass_fds`, `fds.pass`), at their numbers,
 pointing at what the caller passed. The program reports its table from the inside:
 an fstat() of every number up to PROBE_LIMIT (works without /proc) and, where it has
 a /proc, the listing of /proc/self/fd; the tests assert the exact set. Covered: the
 library and the CLI, with isolate-init as pid 1 and without any init (no pid namespace,
-no die_with_parent), with and without pass_fds, and warm sandboxes (WarmPool).
+no die_with_parent), with and without pass_fds, warm sandboxes (WarmPool), and a
+kernel without close_range (the fallback path).
 """
 
 from __future__ import annotations
