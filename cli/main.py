@@ -111,6 +111,9 @@ def _run(args) -> int:
     if not argv:
         print("isolate: run: no command given (isolate run -p PROFILE -- COMMAND [ARG...])", file=sys.stderr)
         return EXIT_USAGE
+    if args.timeout is not None and not (0 <= args.timeout < float("inf")):  # negative, nan, inf
+        print(f"isolate: -t/--timeout: expected a finite number of seconds >= 0, got {args.timeout}", file=sys.stderr)
+        return EXIT_USAGE
     env = {}
     for item in args.env:
         name, sep, value = item.partition("=")
@@ -118,7 +121,14 @@ def _run(args) -> int:
             print(f"isolate: --env: expected NAME=VALUE, got {item!r}", file=sys.stderr)
             return EXIT_USAGE
         env[name] = value
-    p = isolate.Popen(argv, profile=args.profile, overrides=args.overrides, cwd=args.cwd, env=env or None)
+    try:
+        p = isolate.Popen(argv, profile=args.profile, overrides=args.overrides, cwd=args.cwd, env=env or None)
+    except isolate.SandboxSetupError as e:
+        if args.cwd is None or e.step != "chdir":
+            raise
+        # -C names a directory that is not there (or is not one): that is bad usage.
+        print(f"isolate: -C/--cwd: {args.cwd}: {e.strerror}", file=sys.stderr)
+        return EXIT_USAGE
     if args.timing:
         for name, ms in p.timings.items():
             print(f"isolate: timing: {name:>14} {ms:8.3f} ms", file=sys.stderr)
@@ -142,10 +152,15 @@ def _run(args) -> int:
 
 def _explain(args) -> int:
     from isolate import compile as compile_mod
-    from isolate import process, seccomp
+    from isolate import doctor, net, process, seccomp
 
     profile = process.load_profile(args.profile, args.overrides)
     data = compile_mod._plain(profile.data)
+    # The preflight of `run`: compiling checks the plan against this kernel and caller
+    # (doctor.check, cgroup availability, rlimits.nofile); what it refuses, explain
+    # refuses the same way (exit 2 for a ProfileError, 125 for UnsupportedError).
+    plan = compile_mod.compile_profile(profile)
+    doctor.check(plan)
     if args.json:
         print(json.dumps(data, indent=2, sort_keys=True))
         return 0
@@ -163,12 +178,17 @@ def _explain(args) -> int:
     print(f"inside: uid {plan.inside_uid} gid {plan.inside_gid}  hostname: {plan.hostname!r}")
     print("rlimits: " + (", ".join(f"{compile_mod.RLIMIT_NAMES[r]}={s}/{h}" for r, s, h in plan.rlimits) or "inherited"))
     print(f"capabilities kept: {', '.join(plan.keep_caps) or 'none'}")
-    pool = " (from the pool of prepared namespaces)" if plan.netns_pool else ""
+    pool = ""
+    if plan.netns_pool:  # only root keeps a pool (net.pool() is None for anyone else)
+        pool = (" (from the pool of prepared namespaces)" if net.pool() is not None else
+                " (a new namespace for each launch: the pool of prepared ones needs root)")
     print(f"network: {plan.network_mode}{pool}")
     print(f"filesystem enforced by: {plan.enforcement}"
           + (f" ({len(plan.landlock_rules)} Landlock rules)" if plan.landlock_rules else ""))
     limits = ", ".join(f"{k}={v}" for k, v in dict(plan.cgroup or {}).items())
-    print(f"cgroup: {plan.cgroup_mode or 'none'}" + (f" ({limits})" if limits else ""))
+    fallback = ("; no usable cgroup here: enforced per process as RLIMIT_AS/RLIMIT_NPROC, not for the whole "
+                "sandbox" if plan.cgroup_mode == "rlimits" else "")
+    print(f"cgroup: {plan.cgroup_mode or 'none'}" + (f" ({limits}{fallback})" if limits else ""))
     print(f"cwd: {plan.cwd}")
     env = plan.environment()
     print("environment: " + (" ".join(f"{k}={v}" for k, v in sorted(env.items())) or "(empty)"))

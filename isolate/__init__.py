@@ -10,11 +10,11 @@ from that Plan (see isolate/_launch.c).
 from .errors import IsolateError, ProfileError, SandboxSetupError, UnsupportedError
 from .warm import WarmPool
 from .process import (DEVNULL, PIPE, STDOUT, CalledProcessError, ExecutableNotFound, ExecutablePermission, Popen,
-                      Result, Rusage, TimeoutExpired, load_profile, plan_for, run)
+                      Result, Rusage, TimeoutExpired, WorkingDirectoryNotFound, load_profile, plan_for, run)
 
 __all__ = [
     "run", "Popen", "WarmPool", "Result", "Rusage", "PIPE", "DEVNULL", "STDOUT", "TimeoutExpired", "CalledProcessError",
     "IsolateError", "ProfileError", "SandboxSetupError", "UnsupportedError", "ExecutableNotFound",
-    "ExecutablePermission", "load_profile", "plan_for",
+    "ExecutablePermission", "WorkingDirectoryNotFound", "load_profile", "plan_for",
 ]
 __version__ = "0.1.0"

@@ -45,6 +45,20 @@
 #ifndef SYS_close_range
 #define SYS_close_range 436
 #endif
+#ifndef CLOSE_RANGE_CLOEXEC
+#define CLOSE_RANGE_CLOEXEC (1U << 2)
+#endif
+
+/* close_range(lo, hi) for a small range; close() each on a kernel without it (< 5.9). */
+static void close_fds(int lo, int hi)
+{
+    if (hi < lo)
+        return;
+    if (syscall(SYS_close_range, lo, hi, 0) == 0 || errno != ENOSYS)
+        return;
+    for (int fd = lo; fd <= hi; fd++)
+        close(fd);
+}
 
 static int status_fd = -1;
 static int cgroup_fd = -1; /* cgroup.procs of the sandbox's cgroup (no pid namespace), or -1 */
@@ -207,7 +221,7 @@ static void receive_task(char ***paths, int *nexec, char ***prog_argv, int *firs
     *sfd = move_up(*sfd, top);
     for (uint32_t i = 0; i < nfds; i++)
         fds[i] = move_up(fds[i], top);
-    syscall(SYS_close_range, 0, top - 1, 0);
+    close_fds(0, top - 1);
     for (uint32_t i = 0; i < nfds; i++) {
         if (dup2(fds[i], targets[i]) < 0)
             fail(STEP_FDS, targets[i], errno);
@@ -318,6 +332,10 @@ int main(int argc, char **argv)
         /* The program's process: Landlock, seccomp, exec. */
         close(started[0]);
         close(sfd);
+        /* The program's table is 0..first_private-1 as laid out by the launch path (or
+         * receive_task); nothing of ours above it may reach the program. Ours are
+         * close-on-exec already: make sure of every other number too (5.11+). */
+        syscall(SYS_close_range, first_private, ~0U, CLOSE_RANGE_CLOEXEC);
         sigset_t none;
         sigemptyset(&none);
         sigprocmask(SIG_SETMASK, &none, NULL);
@@ -348,7 +366,7 @@ int main(int argc, char **argv)
      * EOF at the caller without waiting for us. */
     close(started[1]);
     if (first_private > 0)
-        syscall(SYS_close_range, 0, first_private - 1, 0);
+        close_fds(0, first_private - 1);
     free(prog.filter);
 
     struct isolate_msg m;

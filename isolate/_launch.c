@@ -391,6 +391,28 @@ static void step_loopback(const struct launch *l)
  * Done before rlimits: a low RLIMIT_NOFILE would make the temporary dups fail. */
 enum { PRIV_STATUS, PRIV_PARENT_PIDFD, PRIV_BPF, PRIV_CGROUP, PRIV_INIT, PRIV_COUNT };
 
+/* close_range(lo, hi); on a kernel without it (before 5.9), close() every number up
+ * to the largest the fd table can hold: the RLIMIT_NOFILE hard limit bounds every fd
+ * this process could have been given (the limit can only have been lowered since). */
+static long close_fds(unsigned lo, unsigned hi)
+{
+    long r = rsys3(SYS_close_range, lo, hi, 0);
+    if (r != -ENOSYS)
+        return r;
+    struct rlimit lim;
+    r = rsys4(SYS_prlimit64, 0, RLIMIT_NOFILE, 0, &lim);
+    if (r < 0)
+        return r;
+    /* nr_open caps the hard limit (1 << 20 by default); the table can be larger only
+     * when a limit was lowered after fds were opened above it: cover the usual maximum. */
+    unsigned long end = lim.rlim_max > (1UL << 20) ? lim.rlim_max : (1UL << 20);
+    if (end > (1UL << 30))
+        end = 1UL << 30;
+    for (unsigned long fd = lo; fd <= hi && fd < end; fd++)
+        rsys1(SYS_close, (int)fd);
+    return 0;
+}
+
 static void step_fds(const struct launch *l)
 {
     struct launch *ml = (struct launch *)l;
@@ -401,15 +423,11 @@ static void step_fds(const struct launch *l)
     /* Close-on-exec unless isolate-init is exec'd next and needs it. */
     int priv_cloexec[PRIV_COUNT] = {!use_init, 0, 0, 0, 1};
 
-    /* Above every source and every destination: moving fds there first means no
-     * dup3 below can clobber a source that is still needed. */
+    /* Every source is first copied to a temporary above every destination and every
+     * private slot (the lowest free numbers there: F_DUPFD never takes an open one),
+     * so no dup3 below can clobber a copy that is still needed. Not above the
+     * sources: a passed fd near RLIMIT_NOFILE would leave no room. */
     int base = top + PRIV_COUNT;
-    for (int i = 0; i < l->nfds; i++)
-        if (l->fd_src[i] >= base)
-            base = l->fd_src[i] + 1;
-    for (int i = 0; i < PRIV_COUNT; i++)
-        if (priv_src[i] >= base)
-            base = priv_src[i] + 1;
 
     int tmp[1024 + PRIV_COUNT] = {0};
     if (l->nfds > 1024)
@@ -439,27 +457,31 @@ static void step_fds(const struct launch *l)
     if (l->init_fd >= 0 && use_init)
         ml->init_fd = top + PRIV_INIT;
 
-    /* Close every fd that is not in the table: gaps below `top`, unused private
-     * slots, then everything above. */
+    /* Close every fd that is not in the table, whatever the caller had open: the
+     * gaps below `top`, the private slots that stay unused (a caller's inheritable fd
+     * may sit at that number), then everything above. What is left is exactly the
+     * program's table plus the private fds in use. */
+    int keep_fd[PRIV_COUNT + 1];
+    for (int i = 0; i < PRIV_COUNT; i++)
+        keep_fd[i] = tmp[l->nfds + i] >= 0;
+    long r = 0;
     int lo = 0;
-    for (int fd = 0; fd < top; fd++) {
+    for (int fd = 0; fd < top + PRIV_COUNT; fd++) {
         int keep = 0;
-        for (int i = 0; i < l->nfds; i++)
-            if (l->fd_dst[i] == fd)
-                keep = 1;
+        if (fd >= top)
+            keep = keep_fd[fd - top];
+        else
+            for (int i = 0; i < l->nfds; i++)
+                if (l->fd_dst[i] == fd)
+                    keep = 1;
         if (keep) {
-            if (lo < fd)
-                rsys3(SYS_close_range, lo, fd - 1, 0);
+            if (lo < fd && (r = close_fds(lo, fd - 1)) < 0)
+                child_fail(l, STEP_FDS, lo, r);
             lo = fd + 1;
         }
     }
-    if (lo < top)
-        rsys3(SYS_close_range, lo, top - 1, 0);
-    long r = rsys3(SYS_close_range, top + PRIV_COUNT, ~0U, 0);
-    if (r == -ENOSYS) {
-        for (int fd = top + PRIV_COUNT; fd < base + l->nfds + PRIV_COUNT; fd++)
-            rsys1(SYS_close, fd);
-    }
+    if ((r = close_fds(lo, ~0U)) < 0)
+        child_fail(l, STEP_FDS, lo, r);
 }
 
 static void step_rlimits(const struct launch *l)

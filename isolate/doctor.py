@@ -638,7 +638,12 @@ def _profiles_status() -> tuple[list[tuple[str, bool, str]], str | None]:
         except Exception as e:  # noqa: BLE001 - UnsupportedError, reported as is
             out.append((name, False, str(e)))
             continue
-        out.append((name, True, ""))
+        note = ""
+        if getattr(plan, "cgroup_mode", None) == "rlimits":  # runnable, but weaker than a cgroup: say so
+            limits = ", ".join(f"cgroup.{k}" for k in dict(plan.cgroup or {}))
+            note = (f"with {limits} as per-process rlimits (RLIMIT_AS, RLIMIT_NPROC): no usable cgroup "
+                    "here (cgroup.fallback = \"rlimits\")")
+        out.append((name, True, note))
     return out, None
 
 

@@ -46,6 +46,33 @@ class ExecutablePermission(SandboxSetupError, PermissionError):
     """The program exists but may not be executed."""
 
 
+class WorkingDirectoryNotFound(SandboxSetupError, FileNotFoundError):
+    """The working directory (cwd=) does not exist (subprocess raises FileNotFoundError here too)."""
+
+    def __init__(self, path: str, errno_: int = errno_mod.ENOENT):
+        SandboxSetupError.__init__(self, "chdir", errno_, "working directory", path)
+
+
+def _no_nul(value, what: str) -> None:
+    """ValueError like subprocess's ("embedded null byte") instead of a silently shortened string."""
+    b = value if isinstance(value, bytes) else os.fsencode(value)
+    if b"\0" in b:
+        raise ValueError(f"embedded null byte in {what}")
+
+
+def _check_timeout(timeout) -> None:
+    import math
+
+    if timeout is None:
+        return
+    try:
+        t = float(timeout)
+    except (TypeError, ValueError):
+        raise TypeError(f"timeout: expected a number of seconds or None, got {type(timeout).__name__}") from None
+    if math.isnan(t) or t < 0 or math.isinf(t):
+        raise ValueError(f"timeout: expected a finite number of seconds >= 0 (None for no timeout), got {timeout!r}")
+
+
 # ---- per-process resources: the init binary and a pidfd of this process -----------
 _proc_lock = threading.Lock()
 _proc_fds: dict = {}
@@ -136,6 +163,20 @@ def plan_for(profile: Any = "default", overrides: Sequence[str] = (), cwd: str |
     return compile_profile(load_profile(profile, overrides), cwd=cwd)
 
 
+def plan_for_cwd(profile: Any, overrides: Sequence[str], cwd) -> Plan:
+    """plan_for() with cwd= (also the profile's {cwd}, which a view may bind): a missing
+    directory is reported as such (FileNotFoundError), not as the profile entry using it."""
+    if cwd is None:
+        return plan_for(profile, overrides)
+    path = os.fspath(cwd)
+    try:
+        return plan_for(profile, overrides, cwd=path)
+    except ProfileError as e:
+        if not os.path.exists(path) and os.fsdecode(path) in str(e):
+            raise WorkingDirectoryNotFound(os.fsdecode(path)) from None
+        raise
+
+
 # ---- results --------------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
 class Rusage:
@@ -223,8 +264,17 @@ class Popen(subprocess.Popen):
         args = list(args)
         if not args:
             raise ValueError("args must name a program")
-        self.plan = warm.plan if warm is not None else plan_for(
-            profile, overrides, cwd=os.fspath(cwd) if cwd is not None else None)
+        # Checked before anything starts: C strings would silently cut at a NUL.
+        for i, a in enumerate(args):
+            _no_nul(a, f"args[{i}]")
+        if executable is not None:
+            _no_nul(executable, "executable")
+        if cwd is not None:
+            _no_nul(cwd, "cwd")
+        for k, v in (env or {}).items():
+            _no_nul(k, f"an env name {k!r}")
+            _no_nul(v, f"env[{k!r}]")
+        self.plan = warm.plan if warm is not None else plan_for_cwd(profile, overrides, cwd)
         self.timings: dict = {}
         self._pidfd = -1
         self._status_fd = -1
@@ -243,6 +293,11 @@ class Popen(subprocess.Popen):
                 if v is _FROM_PROFILE:
                     std[i] = _stdio_from_profile(self.plan.stdio[i], i, self._opened)
             self._pass = tuple(sorted(set(self.plan.pass_fds) | set(int(f) for f in pass_fds)))
+            if warm is not None or set(self._pass) != set(self.plan.pass_fds):
+                from .compile import check_nofile
+
+                check_nofile(self.plan, self._pass, warm=warm is not None, file=self.plan.profile_name,
+                             what=f" with pass_fds={list(self._pass)}")
             super().__init__(args, bufsize=bufsize, executable=executable, stdin=std[0], stdout=std[1],
                              stderr=std[2], close_fds=True, cwd=cwd, text=text, encoding=encoding,
                              errors=errors, universal_newlines=universal_newlines, pipesize=pipesize)
@@ -504,9 +559,14 @@ def _envp(environment: Mapping[str, str]) -> list:
     out = []
     for k, v in environment.items():
         k = os.fsencode(k)
-        if not k or b"=" in k or b"\0" in k:
+        if b"\0" in k:
+            raise ValueError(f"embedded null byte in the environment variable name {k!r}")
+        if not k or b"=" in k:
             raise ValueError(f"illegal environment variable name {k!r}")
-        out.append(k + b"=" + os.fsencode(v))
+        v = os.fsencode(v)
+        if b"\0" in v:
+            raise ValueError(f"embedded null byte in the value of environment variable {os.fsdecode(k)!r}")
+        out.append(k + b"=" + v)
     return out
 
 
@@ -536,6 +596,8 @@ def _setup_error(args, plan: Plan, program: str, cwd: bytes, cgroup_procs=()) ->
             ExecutablePermission if err == errno_mod.EACCES else SandboxSetupError)
         return cls("exec", err, "cannot run the program in the sandbox", program)
     if step == "chdir":
+        if err == errno_mod.ENOENT:
+            return WorkingDirectoryNotFound(os.fsdecode(cwd))
         return SandboxSetupError("chdir", err, "working directory", os.fsdecode(cwd))
     if step == "rlimit":
         name = RLIMIT_NAMES.get(index, str(index))
@@ -570,6 +632,7 @@ def run(args, *, profile: Any = "default", overrides: Sequence[str] = (), input=
     A timeout kills the whole sandbox and is reported as Result.timed_out (no
     exception), with whatever output came before it.
     """
+    _check_timeout(timeout)
     if input is not None:
         if stdin is not _FROM_PROFILE:
             raise ValueError("stdin and input arguments may not both be used")

@@ -1363,6 +1363,9 @@ def _read_file(path: Path) -> dict:
     return _parse_toml(text, file)
 
 
+MAX_EXTENDS_DEPTH = 64  # profiles in one extends chain; far below Python's recursion limit
+
+
 class _Loader:
     def __init__(self):
         self.files: list[str] = []
@@ -1382,6 +1385,10 @@ class _Loader:
         merged: dict = {}
         origins = _Origins(file)
         many = len(parents) > 1
+        if parents and len(chain) > MAX_EXTENDS_DEPTH:
+            top = chain[0][1]
+            raise ProfileError(f"nested too deeply: more than {MAX_EXTENDS_DEPTH} levels of extends "
+                               f"(starting at {top})", file=file, key="extends[0]" if many else "extends")
         for i, ref in enumerate(parents):
             key = f"extends[{i}]" if many else "extends"
             path = resolve_name(ref, base_dir, _file=file, _key=key)

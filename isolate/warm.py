@@ -25,12 +25,18 @@ from .errors import ProfileError
 
 class WarmPool:
     def __init__(self, profile: Any = "default", size: int = 4, overrides: Sequence[str] = (), cwd=None):
-        self.plan = process.plan_for(profile, overrides, cwd=os.fspath(cwd) if cwd is not None else None)
+        if cwd is not None:
+            process._no_nul(cwd, "cwd")
+        self.plan = process.plan_for_cwd(profile, overrides, cwd)
         if not self.plan.pidns:
             raise ProfileError("warm sandboxes need namespaces.pid = true: their pid 1 receives the task",
                                key="namespaces.pid")
         if size < 1:
             raise ValueError("size must be at least 1")
+        # Its pid 1 lays out each task's fds under the profile's RLIMIT_NOFILE.
+        from .compile import check_nofile
+
+        check_nofile(self.plan, self.plan.pass_fds, warm=True, file=self.plan.profile_name)
         self.size = size
         # Refilling right after a task takes its sandbox would compete with that task
         # for the CPUs; while at least `low` are ready, wait until a task has ended.

@@ -352,10 +352,12 @@ def test_missing_cwd_names_step_and_path(tmp_path):
         isolate.run(["true"], cwd=missing, overrides=["filesystem.view=host"])
     assert e.value.step == "chdir" and e.value.path == missing and e.value.errno == errno.ENOENT
     assert missing in str(e.value) and "No such file" in str(e.value)
-    # With a new root whose rw bind is {cwd}: the profile cannot be built, and says which entry.
-    with pytest.raises(isolate.ProfileError) as e:
+    # With a new root whose rw bind is {cwd}: the same error, about cwd= (not about the
+    # profile entry that binds it), like subprocess's FileNotFoundError.
+    with pytest.raises(isolate.WorkingDirectoryNotFound) as e:
         isolate.run(["true"], cwd=missing)
-    assert "filesystem.rw[0]" in str(e.value) and missing in str(e.value)
+    assert isinstance(e.value, FileNotFoundError) and isinstance(e.value, isolate.SandboxSetupError)
+    assert e.value.filename == missing and e.value.errno == errno.ENOENT and missing in str(e.value)
 
 
 # ---- errors ------------------------------------------------------------------------------
