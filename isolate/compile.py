@@ -91,6 +91,10 @@ class Plan:
     bpf_fd: int = -1              # sealed memfd holding bpf, for the sandbox's pid 1
     netns_fd: int = -1            # network namespace joined around the clone (mode "netns")
     mntns_fd: int = -1            # template mount namespace the launcher joins around the clone
+    # Root caller without identity.uid_map/gid_map: the program runs as a host uid/gid of
+    # its own (hostids.allocate per launch), mapped "inside_uid S 1" / "inside_gid S 1".
+    host_ids: bool = False
+    idmap_binds: tuple = ()       # ((op index, host source, why it cannot be idmapped or ""), ...)
     network_mode: str = "none"
     netns_pool: bool = False       # take the namespace from net.pool() at launch
     enforcement: str = "namespaces"  # how the filesystem view is enforced
@@ -268,6 +272,11 @@ def _compile(profile, ctx: Mapping[str, str], key: str) -> Plan:
 
     uid_map, gid_map, deny_setgroups, set_uid, set_gid, inside_uid, inside_gid, become_root = _id_maps(
         ns, ident, euid, egid, file)
+    # Root's own ids mapped in would make the program host root (owner of every root-owned
+    # inode the view binds in): it gets an unprivileged host id of its own per launch.
+    host_ids = bool(ns["user"]) and euid == 0 and not ident.get("uid_map") and not ident.get("gid_map")
+    if host_ids:
+        uid_map = gid_map = None
     hostname = ident.get("hostname")
     if hostname is not None and not ns["uts"]:
         raise ProfileError("setting a hostname needs namespaces.uts = true", file=file, key="identity.hostname")
@@ -308,6 +317,7 @@ def _compile(profile, ctx: Mapping[str, str], key: str) -> Plan:
         uid_map = gid_map = None
         deny_setgroups, set_uid, set_gid, become_root = False, -1, -1, False
         inside_uid, inside_gid = euid, egid
+        host_ids = False
         if hostname is not None:
             hostname = None
         data = dict(data, namespaces=ns, network=dict(data["network"], mode="host"),
@@ -345,6 +355,7 @@ def _compile(profile, ctx: Mapping[str, str], key: str) -> Plan:
         ops=[op.as_tuple() for op in ops],
         become_root=become_root,
         landlock=landlock_rules,
+        launch_ids=host_ids,
     )
     env = data["env"]
     fds = data["fds"]
@@ -375,6 +386,8 @@ def _compile(profile, ctx: Mapping[str, str], key: str) -> Plan:
         bpf_fd=_sealed_memfd(bpf) if (bpf and use_init) else -1,
         netns_fd=netns_fd,
         mntns_fd=_template(data, ops),
+        host_ids=host_ids,
+        idmap_binds=_idmap_binds(ops) if host_ids else (),
         network_mode=net_mode,
         # A pooled namespace belongs to the caller's user namespace, where kept
         # capabilities (CAP_NET_BIND_SERVICE, ...) would not apply: no pool then.
@@ -504,6 +517,15 @@ def _landlock(data, ctx, file):
 
     return landlock.compile_rules(fs, with_view=fs["enforce"] == "both",
                                   resolve=lambda p, key: fs_mod.resolve(p, ctx, key, file), file=file)
+
+
+def _idmap_binds(ops) -> tuple:
+    """The binds a host-id sandbox gets as idmapped trees, and which filesystems refuse it."""
+    from . import fs as fs_mod
+    from . import hostids
+
+    binds = fs_mod.host_binds(ops)
+    return fs_mod.idmap_support(binds, hostids.userns_fd(hostids.BASE)) if binds else ()
 
 
 def _template(data, ops) -> int:

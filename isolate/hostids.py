@@ -14,3 +14,120 @@ from __future__ import annotations
 
 BASE = 2_000_000_000   # first reserved host uid (and gid)
 COUNT = 65536          # how many: one per sandbox running at once
+
+import fcntl
+import os
+import threading
+
+LOCK_DIR = "/run/isolate/ids"   # one lock file per id; flock-ed by the process whose sandbox has it
+
+_lock = threading.Lock()
+_held: dict = {}      # id -> fd of its lock file (this process holds the flock)
+_userns: dict = {}    # id -> fd of a user namespace mapping 0 <-> id (uid and gid), for idmapped binds
+
+
+class Lease:
+    """One host uid/gid (the same number) held for one running sandbox."""
+
+    __slots__ = ("id", "_released")
+
+    def __init__(self, id_: int):
+        self.id = id_
+        self._released = False
+
+    def release(self) -> None:
+        """The sandbox has been reaped: the id may go to the next one (idempotent)."""
+        if self._released:
+            return
+        self._released = True
+        release(self.id)
+
+    def __repr__(self):
+        return f"Lease({self.id}{', released' if self._released else ''})"
+
+
+def _lock_path(id_: int) -> str:
+    return f"{LOCK_DIR}/{id_}"
+
+
+def allocate() -> Lease:
+    """The lowest id of the range that no sandbox (of any process) is running as.
+
+    Held by an flock on LOCK_DIR/<id>, taken on an fd of this process and dropped when
+    the sandbox is reaped (release) or this process dies; within the process, a set."""
+    os.makedirs(LOCK_DIR, mode=0o700, exist_ok=True)
+    with _lock:
+        for id_ in range(BASE, BASE + COUNT):
+            if id_ in _held:
+                continue
+            fd = os.open(_lock_path(id_), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                continue
+            except BaseException:
+                os.close(fd)
+                raise
+            _held[id_] = fd
+            return Lease(id_)
+    from .errors import UnsupportedError
+
+    raise UnsupportedError("identity", f"all {COUNT} host ids reserved for sandboxes ({BASE}..{BASE + COUNT - 1}) "
+                           "are in use")
+
+
+def release(id_: int) -> None:
+    with _lock:
+        fd = _held.pop(id_, None)
+    if fd is not None:
+        os.close(fd)  # drops the flock
+
+
+def in_use(id_: int) -> bool:
+    """Is `id_` held by a sandbox of any process (a fresh flock attempt fails)."""
+    try:
+        fd = os.open(_lock_path(id_), os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+def held() -> frozenset:
+    """The ids this process's sandboxes hold now."""
+    with _lock:
+        return frozenset(_held)
+
+
+def userns_fd(id_: int) -> int:
+    """A user namespace whose maps are "0 id 1" (uid and gid), made once per id.
+
+    Binds idmapped through it show host inodes owned by 0 (the root caller) as owned
+    by the sandbox's id, and files the sandbox creates land on disk owned by 0."""
+    fd = _userns.get(id_)
+    if fd is None:
+        from . import _launch
+
+        with _lock:
+            fd = _userns.get(id_)
+            if fd is None:
+                line = f"0 {id_} 1\n".encode()
+                fd = _userns[id_] = _launch.make_userns(line, line)
+    return fd
+
+
+def _after_fork_in_child():
+    # The locks are shared with the parent (flock belongs to the open file): its
+    # sandboxes still hold them. This process holds none of its own.
+    global _lock
+    _lock = threading.Lock()
+    _held.clear()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
