@@ -272,11 +272,6 @@ def _compile(profile, ctx: Mapping[str, str], key: str) -> Plan:
 
     uid_map, gid_map, deny_setgroups, set_uid, set_gid, inside_uid, inside_gid, become_root = _id_maps(
         ns, ident, euid, egid, file)
-    # Root's own ids mapped in would make the program host root (owner of every root-owned
-    # inode the view binds in): it gets an unprivileged host id of its own per launch.
-    host_ids = bool(ns["user"]) and euid == 0 and not ident.get("uid_map") and not ident.get("gid_map")
-    if host_ids:
-        uid_map = gid_map = None
     hostname = ident.get("hostname")
     if hostname is not None and not ns["uts"]:
         raise ProfileError("setting a hostname needs namespaces.uts = true", file=file, key="identity.hostname")
@@ -322,6 +317,14 @@ def _compile(profile, ctx: Mapping[str, str], key: str) -> Plan:
             hostname = None
         data = dict(data, namespaces=ns, network=dict(data["network"], mode="host"),
                     filesystem=dict(data["filesystem"], enforce="landlock"))
+    # Root's own ids mapped in would make the program host root (owner of every root-owned
+    # inode the view binds in): it gets an unprivileged host id of its own per launch, and
+    # the binds of a new view are idmapped to it. (The host's own tree, view = "host" or
+    # Landlock alone, has no binds to idmap: there the caller's ids stay mapped.)
+    host_ids = (bool(ns["user"]) and euid == 0 and not ident.get("uid_map") and not ident.get("gid_map")
+                and bool(ns["mount"]) and data["filesystem"]["view"] == "new" and enforce in ("namespaces", "both"))
+    if host_ids:
+        uid_map = gid_map = None
     ops = _mount_ops(data, ns, ctx, file)
     landlock_rules = _landlock(data, ctx, file)
     flags, loopback, netns_fd, net_mode = _network(data, flags, euid, file)

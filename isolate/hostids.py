@@ -77,11 +77,17 @@ def allocate() -> Lease:
                            "are in use")
 
 
+USERNS_CACHE = 64      # user namespaces kept for ids not in use (more while more sandboxes run)
+
+
 def release(id_: int) -> None:
     with _lock:
         fd = _held.pop(id_, None)
+        userns = _userns.pop(id_, None) if len(_userns) > USERNS_CACHE else None
     if fd is not None:
         os.close(fd)  # drops the flock
+    if userns is not None:
+        os.close(userns)
 
 
 def in_use(id_: int) -> bool:

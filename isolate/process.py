@@ -14,6 +14,7 @@ import json
 import os
 import signal
 import socket
+import stat
 import struct
 import subprocess
 import threading
@@ -267,6 +268,8 @@ class Popen(subprocess.Popen):
                 slot = self._warm._take()
                 self._adopt(slot)
                 self._child_created = True  # from here on, it is ours to reap
+                if slot.ids is not None:
+                    _give_pipes(src, slot.ids.id)
                 slot.send_task(cwd_b if cwd is not None else b"", exec_paths, argv, envp, src, dst)
                 _await_start(slot.status_fd)
             else:
@@ -457,6 +460,7 @@ def launch(plan: Plan, exec_paths, argv, envp, cwd: bytes, src, dst, warm: bool 
 
             lease = hostids.allocate()
             trees = fs.detached_trees(plan, hostids.userns_fd(lease.id))
+            _give_pipes(src, lease.id)
             args += (b"%d %d 1\n" % (plan.inside_uid, lease.id), b"%d %d 1\n" % (plan.inside_gid, lease.id),
                      plan.inside_uid, plan.inside_gid, trees)
         if plan.mntns_fd >= 0:
@@ -483,6 +487,30 @@ def launch(plan: Plan, exec_paths, argv, envp, cwd: bytes, src, dst, warm: bool 
             if fd >= 0:
                 os.close(fd)  # attached in the child (or unused): our copies go
     return Launched(pid, pidfd, status_fd, netns, bool(used_clone3), _phases(timings), cgroup=group, ids=lease)
+
+
+_pipefs_dev = None
+
+
+def _give_pipes(fds, id_: int) -> None:
+    """Anonymous pipes of the program's fd table become owned by its host id.
+
+    A pipe's inode belongs to its creator (root, mode 0600); the program, another id now,
+    could not reopen it through /proc/self/fd (`echo > /dev/stdout`). Pipes only: files
+    and terminals are host inodes, never changed."""
+    global _pipefs_dev
+    if _pipefs_dev is None:
+        r, w = os.pipe()
+        _pipefs_dev = os.fstat(r).st_dev
+        os.close(r)
+        os.close(w)
+    for fd in fds:
+        try:
+            st = os.fstat(fd)
+            if stat.S_ISFIFO(st.st_mode) and st.st_dev == _pipefs_dev and st.st_uid != id_:
+                os.fchown(fd, id_, id_)
+        except OSError:
+            pass
 
 
 def _await_start(status_fd: int) -> None:
