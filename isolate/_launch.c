@@ -1425,8 +1425,9 @@ static PyObject *make_userns(PyObject *self, PyObject *args)
 }
 
 /* detached_tree(path, userns_fd) -> fd: a recursive clone of the mount tree at path
- * (open_tree(OPEN_TREE_CLONE)), idmapped through userns_fd unless it is -1. The
- * launch child attaches it with move_mount. OSError where the filesystem refuses. */
+ * (open_tree(OPEN_TREE_CLONE)), made private and idmapped through userns_fd unless
+ * it is -1. The launch child attaches it with move_mount. OSError where the
+ * filesystem refuses. */
 static PyObject *detached_tree(PyObject *self, PyObject *args)
 {
     const char *path;
@@ -1436,14 +1437,15 @@ static PyObject *detached_tree(PyObject *self, PyObject *args)
     int fd = (int)syscall(SYS_open_tree, AT_FDCWD, path, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE);
     if (fd < 0)
         return PyErr_SetFromErrnoWithFilename(PyExc_OSError, path);
-    if (userns_fd >= 0) {
-        struct mount_attr attr = {MOUNT_ATTR_IDMAP, 0, 0, (uint64_t)userns_fd};
-        if (syscall(SYS_mount_setattr, fd, "", AT_EMPTY_PATH | AT_RECURSIVE, &attr, sizeof attr) < 0) {
-            int e = errno;
-            close(fd);
-            errno = e;
-            return PyErr_SetFromErrnoWithFilename(PyExc_OSError, path);
-        }
+    /* Private, always: a clone of a shared host mount joins its peer group, and what the
+     * child then mounts on it (a hidden path's tmpfs) would propagate back to the host. */
+    struct mount_attr attr = {userns_fd >= 0 ? MOUNT_ATTR_IDMAP : 0, 0, MS_PRIVATE,
+                              userns_fd >= 0 ? (uint64_t)userns_fd : 0};
+    if (syscall(SYS_mount_setattr, fd, "", AT_EMPTY_PATH | AT_RECURSIVE, &attr, sizeof attr) < 0) {
+        int e = errno;
+        close(fd);
+        errno = e;
+        return PyErr_SetFromErrnoWithFilename(PyExc_OSError, path);
     }
     return PyLong_FromLong(fd);
 }

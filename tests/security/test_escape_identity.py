@@ -139,7 +139,9 @@ def _inode(path) -> tuple:
         xattrs = sorted(os.listxattr(path))
     except OSError:
         xattrs = None
-    return (st.st_mode, st.st_uid, st.st_gid, st.st_mtime_ns, st.st_ctime_ns, xattrs)
+    # Not mtime: a write to a terminal through any other process updates it; every change
+    # attempted here (mode, owner, times, xattrs) would update ctime.
+    return (st.st_mode, st.st_uid, st.st_gid, st.st_ctime_ns, xattrs)
 
 
 @pytest.mark.parametrize("profile", PROFILES)
@@ -236,3 +238,70 @@ def test_warm_sandboxes_hold_an_id_each_until_reaped():
         assert r.returncode == 0, r.stderr
         assert json.loads(r.stdout.splitlines()[-1])["uid"] == 0
     assert hostids.held() == frozenset()
+
+
+def test_a_filesystem_that_refuses_idmapping_is_bound_plain_and_explain_says_so():
+    # sysfs cannot be idmapped: its bind stays a plain one (root's files show as nobody there).
+    prof = profile_for("default", ro=["/sys/class"])
+    plan = isolate.plan_for(prof)
+    why = {src: reason for _i, src, reason in plan.idmap_binds}
+    assert why["/sys/class"] and not why["/usr"], why
+    r = isolate.run(["sh", "-c", "ls /sys/class >/dev/null && stat -c %u /sys/class /usr"], profile=prof,
+                    capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["65534", "0"]  # sysfs: host root, not mapped; /usr: idmapped to the program
+    from conftest import cli
+
+    out = cli("explain", "default", "--set", 'filesystem.ro=["/usr", "/sys/class"]').stdout
+    assert "'/oldroot/usr' '/newroot/usr' flags=0x1  [idmapped" in out
+    assert "'/oldroot/sys/class' '/newroot/sys/class' flags=0x1  [plain bind, files appear as nobody" in out
+    assert "uid_map: '0 S 1'" in out
+
+
+def _mounts_under(path: str) -> list:
+    with open("/proc/self/mountinfo") as f:
+        return [line.split()[4] for line in f if line.split()[4].startswith(path)]
+
+
+@pytest.mark.parametrize("template", [True, False])
+def test_idmapped_binds_of_a_shared_host_mount_propagate_nothing_back(tmp_path, template):
+    # The trees the parent clones are made private: the hide tmpfs the child mounts on
+    # one must not appear on the host through the peer group of a shared host mount.
+    import subprocess
+
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(shared)], check=True)
+    try:
+        subprocess.run(["mount", "--make-shared", str(shared)], check=True)
+        (shared / "hidden").mkdir()
+        (shared / "hidden" / "f").write_text("x")
+        before = _mounts_under(str(tmp_path))
+        prof = profile_for("default", ro=[shared])
+        prof["filesystem"]["hide"] = [str(shared / "hidden")]
+        prof["filesystem"]["template"] = template
+        r = isolate.run(["sh", "-c", f"ls {shared}/hidden; stat -c %u {shared}"], profile=prof, capture_output=True,
+                        text=True, timeout=30)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.split() == ["0"]  # hidden is empty; the root-owned tmpfs appears as the program's
+        assert _mounts_under(str(tmp_path)) == before
+    finally:
+        subprocess.run(["umount", "-l", str(shared)], check=True)
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_without_a_template_namespace_the_same_identity(profile, tmp_path):
+    work = tmp_path / "w"
+    work.mkdir()
+    rw = [work] if profile == "strict" else []
+    prof = profile_for(profile, rw=rw)
+    prof["filesystem"]["template"] = False
+    assert isolate.plan_for(prof, cwd=str(work)).mntns_fd == -1
+    r = isolate.run(["sh", "-c", "echo hi > made; cat /proc/self/uid_map"], profile=prof, cwd=str(work),
+                    capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    inside, host, count = r.stdout.split()
+    assert int(inside) == (0 if profile == "default" else 65534) and count == "1"
+    assert hostids.BASE <= int(host) < hostids.BASE + hostids.COUNT
+    st = os.stat(work / "made")
+    assert (st.st_uid, st.st_gid) == (0, 0)
