@@ -527,6 +527,7 @@ def _idmap_binds(ops) -> tuple:
     from . import fs as fs_mod
     from . import hostids
 
+    hostids.check_free()
     binds = fs_mod.host_binds(ops)
     return fs_mod.idmap_support(binds, hostids.userns_fd(hostids.BASE)) if binds else ()
 

@@ -46,6 +46,63 @@ class Lease:
         return f"Lease({self.id}{', released' if self._released else ''})"
 
 
+ACCOUNT_FILES = ("/etc/passwd", "/etc/group", "/etc/subuid", "/etc/subgid")
+_conflicts_cache: dict = {}
+
+
+def conflicts(files=ACCOUNT_FILES) -> list:
+    """[(file, name, first id, last id), ...]: host accounts or subordinate ranges inside the range.
+
+    A sandbox running as an id some account has would own that account's files; a
+    plan that needs host ids refuses to compile while this is not empty. Re-read only
+    when one of the files changed."""
+    sig = []
+    for path in files:
+        try:
+            st = os.stat(path)
+            sig.append((path, st.st_mtime_ns, st.st_size))
+        except OSError:
+            sig.append((path, None, None))
+    sig = tuple(sig)
+    hit = _conflicts_cache.get(files)
+    if hit is not None and hit[0] == sig:
+        return hit[1]
+    found = []
+    last = BASE + COUNT - 1
+    for path, *_ in sig:
+        try:
+            with open(path, encoding="utf-8", errors="replace") as f:
+                lines = f.read().splitlines()
+        except OSError:
+            continue
+        for line in lines:
+            parts = line.split(":")
+            try:
+                if path.endswith(("/subuid", "/subgid")):  # name:first:count
+                    lo = int(parts[1])
+                    hi = lo + int(parts[2]) - 1
+                else:  # name:x:id:...
+                    lo = hi = int(parts[2])
+            except (IndexError, ValueError):
+                continue
+            if lo <= last and hi >= BASE:
+                found.append((path, parts[0], lo, hi))
+    _conflicts_cache[files] = (sig, found)
+    return found
+
+
+def check_free() -> None:
+    """UnsupportedError when a host account uses an id of the range (see conflicts)."""
+    found = conflicts()
+    if found:
+        from .errors import UnsupportedError
+
+        path, name, lo, hi = found[0]
+        ids = str(lo) if lo == hi else f"{lo}-{hi}"
+        raise UnsupportedError("identity", f"{path}: {name!r} uses host id {ids}, inside the range reserved for "
+                               f"sandboxes ({BASE}..{BASE + COUNT - 1}); the program would own its files")
+
+
 def _lock_path(id_: int) -> str:
     return f"{LOCK_DIR}/{id_}"
 

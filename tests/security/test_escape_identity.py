@@ -305,3 +305,20 @@ def test_without_a_template_namespace_the_same_identity(profile, tmp_path):
     assert hostids.BASE <= int(host) < hostids.BASE + hostids.COUNT
     st = os.stat(work / "made")
     assert (st.st_uid, st.st_gid) == (0, 0)
+
+
+def test_a_host_account_inside_the_range_stops_compilation(tmp_path, monkeypatch):
+    passwd = tmp_path / "passwd"
+    passwd.write_text(f"root:x:0:0::/root:/bin/sh\nclash:x:{hostids.BASE + 7}:100::/:/bin/false\n")
+    subuid = tmp_path / "subuid"
+    subuid.write_text(f"someone:{hostids.BASE - 10}:100\n")
+    files = (str(passwd), str(subuid))
+    found = hostids.conflicts(files)
+    assert [(n, lo, hi) for _f, n, lo, hi in found] == [("clash", hostids.BASE + 7, hostids.BASE + 7),
+                                                        ("someone", hostids.BASE - 10, hostids.BASE + 89)]
+    assert hostids.conflicts() == []  # this machine's accounts leave the range free
+    monkeypatch.setattr(hostids, "ACCOUNT_FILES", files)
+    monkeypatch.setattr(hostids, "conflicts", lambda files=files, _c=hostids.conflicts: _c(files))
+    with pytest.raises(isolate.UnsupportedError) as e:
+        isolate.run(["true"], profile=profile_for("default", identity={"hostname": "clash-check"}))
+    assert "clash" in str(e.value) and "identity" in str(e.value)
