@@ -112,12 +112,23 @@ def allocate() -> Lease:
 
     Held by an flock on LOCK_DIR/<id>, taken on an fd of this process and dropped when
     the sandbox is reaped (release) or this process dies; within the process, a set."""
-    os.makedirs(LOCK_DIR, mode=0o700, exist_ok=True)
+    try:
+        os.makedirs(LOCK_DIR, mode=0o700, exist_ok=True)
+    except OSError as e:
+        from .errors import SandboxSetupError
+
+        raise SandboxSetupError("identity", e.errno, "reserving a host id for the sandbox", LOCK_DIR) from None
     with _lock:
         for id_ in range(BASE, BASE + COUNT):
             if id_ in _held:
                 continue
-            fd = os.open(_lock_path(id_), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+            try:
+                fd = os.open(_lock_path(id_), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+            except OSError as e:
+                from .errors import SandboxSetupError
+
+                raise SandboxSetupError("identity", e.errno, "reserving a host id for the sandbox",
+                                        _lock_path(id_)) from None
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
