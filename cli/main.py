@@ -151,6 +151,8 @@ def _run(args) -> int:
 
 
 def _explain(args) -> int:
+    import os
+
     from isolate import compile as compile_mod
     from isolate import doctor, net, process, seccomp
 
@@ -174,7 +176,18 @@ def _explain(args) -> int:
     flags = [n for n, f in compile_mod.NAMESPACE_FLAGS.items() if plan.clone_flags & f]
     print(f"namespaces: {', '.join(flags) or 'none'}")
     print(f"pid 1 in the sandbox: {'isolate-init' if plan.use_init else 'the program itself'}")
-    print(f"uid_map: {plan.uid_map!r}  gid_map: {plan.gid_map!r}")
+    if plan.host_ids:
+        from isolate import hostids
+
+        last = hostids.BASE + hostids.COUNT - 1
+        print(f"uid_map: '{plan.inside_uid} S 1'  gid_map: '{plan.inside_gid} S 1'  (S: a host uid/gid of the "
+              f"sandbox's own, {hostids.BASE}..{last}, allocated per launch; binds idmapped to it)")
+    else:
+        print(f"uid_map: {plan.uid_map!r}  gid_map: {plan.gid_map!r}")
+        if os.geteuid() == 0 and plan.clone_flags & compile_mod.CLONE_NEWUSER and plan.uid_map \
+                and plan.uid_map.split()[1:2] == ["0"]:
+            print("  (the caller's host root is mapped in: the profile's own identity.uid_map, or the host's "
+                  "tree as the view, which has no binds to idmap)")
     print(f"inside: uid {plan.inside_uid} gid {plan.inside_gid}  hostname: {plan.hostname!r}")
     print("rlimits: " + (", ".join(f"{compile_mod.RLIMIT_NAMES[r]}={s}/{h}" for r, s, h in plan.rlimits) or "inherited"))
     print(f"capabilities kept: {', '.join(plan.keep_caps) or 'none'}")
@@ -194,8 +207,14 @@ def _explain(args) -> int:
     print("environment: " + (" ".join(f"{k}={v}" for k, v in sorted(env.items())) or "(empty)"))
     if plan.mount_ops:
         print("mount operations:")
+        idmap = {i: why for i, _src, why in plan.idmap_binds}
         for i, op in enumerate(plan.mount_ops):
-            print(f"  {i:3d} {op.describe()}")
+            note = ""
+            if i in idmap:
+                note = ("  [idmapped: root's files appear as the sandbox's, its files land owned by root]"
+                        if not idmap[i] else f"  [plain bind, files appear as nobody: this filesystem refuses "
+                                             f"idmapping ({idmap[i]})]")
+            print(f"  {i:3d} {op.describe()}{note}")
     print(f"\n## seccomp filter ({len(plan.bpf or b'') // 8} BPF instructions)")
     print(seccomp.describe(dict(compile_mod._plain(profile.data["seccomp"]))))
     return 0

@@ -113,6 +113,7 @@ struct plan {
     int deny_setgroups;
     long set_uid, set_gid;            /* -1: keep what the maps give */
     int become_root;                  /* our own ids are not mapped: switch to 0 inside first */
+    int launch_ids;                   /* the maps come with each launch (spawn refuses without) */
     int clear_groups;
     char *hostname;
     int loopback;
@@ -162,6 +163,9 @@ struct launch {
     int late_cgroupns;                /* unshare the cgroup namespace after joining them */
     int cgroup_fd;                    /* cgroup.procs for init to empty (no pid namespace), or -1 */
     int64_t *timings;                 /* CLOCK_MONOTONIC ns per step (shared memory) */
+    const char *uid_map, *gid_map;    /* per-launch maps (a host id of its own), else the plan's */
+    long switch_uid, switch_gid;      /* >= 0: become these ids right after the maps */
+    const int *op_fds;                /* per op: a detached tree (open_tree) to attach, or -1 */
 };
 
 /* ---- child side ------------------------------------------------------------------- */
@@ -237,6 +241,14 @@ static void step_wait_for_id_maps(const struct launch *l)
         CHECK(l, STEP_SETGID, 1, rsys3(SYS_setresgid, 0, 0, 0));
         CHECK(l, STEP_SETUID, 1, rsys3(SYS_setresuid, 0, 0, 0));
     }
+    /* Mapped to a host id of its own: until now we are still the caller's host ids
+     * (host root), which own the host's inodes. Become the mapped ids before anything
+     * else; the capabilities in our namespace stay (we were not its root before). */
+    if (l->switch_uid >= 0) {
+        CHECK(l, STEP_SETGROUPS, 1, rsys2(SYS_setgroups, 0, 0));
+        CHECK(l, STEP_SETGID, 2, rsys3(SYS_setresgid, l->switch_gid, l->switch_gid, l->switch_gid));
+        CHECK(l, STEP_SETUID, 2, rsys3(SYS_setresuid, l->switch_uid, l->switch_uid, l->switch_uid));
+    }
 }
 
 /* A new session: the program has no controlling terminal, so it cannot push
@@ -274,6 +286,41 @@ static long make_mount_point(const char *src, const char *dst)
         return r;
     rsys1(SYS_close, r);
     return 0;
+}
+
+#ifndef SYS_move_mount
+#define SYS_move_mount 429
+#endif
+#ifndef SYS_open_tree
+#define SYS_open_tree 428
+#endif
+#ifndef MOVE_MOUNT_F_EMPTY_PATH
+#define MOVE_MOUNT_F_EMPTY_PATH 0x00000004
+#endif
+
+/* A detached tree the parent prepared (idmapped where it could be): a mount point of
+ * its type, then attach it. The parent opened it, so no host path above it needs to
+ * be searchable by our ids. */
+static long attach_tree(int fd, const char *dst)
+{
+    struct stat st;
+    long r = rsys4(SYS_newfstatat, fd, "", &st, AT_EMPTY_PATH);
+    if (r < 0)
+        return r;
+    if (rsys4(SYS_newfstatat, AT_FDCWD, dst, &st, AT_SYMLINK_NOFOLLOW) != 0) {
+        if (S_ISDIR(st.st_mode)) {
+            r = rsys2(SYS_mkdir, dst, 0755);
+        } else {
+            r = rsys4(SYS_openat, AT_FDCWD, dst, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
+            if (r >= 0)
+                rsys1(SYS_close, r);
+        }
+        if (r < 0 && r != -EEXIST)
+            return r;
+    }
+    r = rsys5(SYS_move_mount, fd, "", AT_FDCWD, dst, MOVE_MOUNT_F_EMPTY_PATH);
+    rsys1(SYS_close, fd);
+    return r;
 }
 
 static void step_mounts(const struct launch *l)
@@ -316,6 +363,12 @@ static void step_mounts(const struct launch *l)
             break;
         }
         case OP_BIND: {
+            if (l->op_fds && l->op_fds[i] >= 0) {
+                r = attach_tree(l->op_fds[i], op->b);
+                if (r < 0)
+                    break;
+                goto bind_attrs;
+            }
             r = make_mount_point(op->a, op->b);
             if (r == -ENOENT && (op->flags & BIND_OPTIONAL)) {
                 r = 0;
@@ -326,6 +379,7 @@ static void step_mounts(const struct launch *l)
             r = rsys5(SYS_mount, op->a, op->b, 0, MS_BIND | MS_REC, 0);
             if (r < 0)
                 break;
+        bind_attrs:;
             /* A bind ignores MS_RDONLY and friends; mount_setattr sets them on the
              * whole subtree at once. nosuid always, nodev unless asked for. */
             struct mount_attr attr = {MOUNT_ATTR_NOSUID, 0, 0, 0};
@@ -800,18 +854,19 @@ static PyObject *make_plan(PyObject *self, PyObject *args, PyObject *kw)
     static char *kwlist[] = {"clone_flags", "uid_map", "gid_map", "deny_setgroups", "set_uid", "set_gid",
                              "clear_groups", "hostname", "loopback", "rlimits", "no_new_privs", "drop_caps",
                              "keep_caps", "last_cap", "bpf", "use_init", "die_with_parent", "netns_fd", "ops",
-                             "become_root", "landlock", NULL};
+                             "become_root", "landlock", "launch_ids", NULL};
     unsigned long clone_flags = 0;
     PyObject *uid_map = Py_None, *gid_map = Py_None, *hostname = Py_None, *rlimits = NULL, *bpf = Py_None, *ops = NULL;
     int deny_setgroups = 0, clear_groups = 0, loopback = 0, nnp = 1, drop_caps = 1, last_cap = 40, use_init = 0,
-        dwp = 0, netns_fd = -1, become_root = 0;
+        dwp = 0, netns_fd = -1, become_root = 0, launch_ids = 0;
     long set_uid = -1, set_gid = -1;
     unsigned long long keep_caps = 0;
     PyObject *landlock = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "|kOOpllpOpO!ppKiOppiO!pO", kwlist, &clone_flags, &uid_map, &gid_map,
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "|kOOpllpOpO!ppKiOppiO!pOp", kwlist, &clone_flags, &uid_map, &gid_map,
                                      &deny_setgroups, &set_uid, &set_gid, &clear_groups, &hostname, &loopback,
                                      &PyList_Type, &rlimits, &nnp, &drop_caps, &keep_caps, &last_cap, &bpf,
-                                     &use_init, &dwp, &netns_fd, &PyList_Type, &ops, &become_root, &landlock))
+                                     &use_init, &dwp, &netns_fd, &PyList_Type, &ops, &become_root, &landlock,
+                                     &launch_ids))
         return NULL;
 
     struct plan *p = PyMem_RawCalloc(1, sizeof *p);
@@ -822,6 +877,7 @@ static PyObject *make_plan(PyObject *self, PyObject *args, PyObject *kw)
     p->set_uid = set_uid;
     p->set_gid = set_gid;
     p->become_root = become_root;
+    p->launch_ids = launch_ids;
     p->clear_groups = clear_groups;
     p->loopback = loopback;
     p->no_new_privs = nnp;
@@ -1004,7 +1060,8 @@ static const char *step_names[] = {
 };
 
 /* spawn(plan, exec_paths, argv, envp, cwd, fd_src, fd_dst, init_fd, init_argv,
- *       first_private, parent_pidfd, bpf_fd[, netns_fd, cgroup_procs, cgroup_fd, mntns_fd])
+ *       first_private, parent_pidfd, bpf_fd[, netns_fd, cgroup_procs, cgroup_fd, mntns_fd,
+ *       uid_map, gid_map, switch_uid, switch_gid, op_fds])
  *   -> (pid, pidfd, status_fd, timings, used_clone3)
  * status_fd is the read end of the status pipe; with init it carries the program's
  * exit status later, without it the parent may close it. */
@@ -1012,14 +1069,40 @@ static PyObject *spawn(PyObject *self, PyObject *args)
 {
     PyObject *cap, *exec_paths, *argv, *envp, *cwd, *fd_src, *fd_dst, *init_argv;
     int init_fd, first_private, parent_pidfd, bpf_fd, netns_fd = -1, cgroup_fd = -1, mntns_fd = -1;
-    PyObject *cgroups = NULL;
-    if (!PyArg_ParseTuple(args, "OOOOOOOiOiii|iOii", &cap, &exec_paths, &argv, &envp, &cwd, &fd_src, &fd_dst,
+    PyObject *cgroups = NULL, *l_uid_map = Py_None, *l_gid_map = Py_None, *op_fds = Py_None;
+    long switch_uid = -1, switch_gid = -1;
+    if (!PyArg_ParseTuple(args, "OOOOOOOiOiii|iOiiOOllO", &cap, &exec_paths, &argv, &envp, &cwd, &fd_src, &fd_dst,
                           &init_fd, &init_argv, &first_private, &parent_pidfd, &bpf_fd, &netns_fd, &cgroups,
-                          &cgroup_fd, &mntns_fd))
+                          &cgroup_fd, &mntns_fd, &l_uid_map, &l_gid_map, &switch_uid, &switch_gid, &op_fds))
         return NULL;
     struct plan *p = PyCapsule_GetPointer(cap, "isolate.plan");
     if (!p)
         return NULL;
+    if ((l_uid_map != Py_None && !PyBytes_Check(l_uid_map)) || (l_gid_map != Py_None && !PyBytes_Check(l_gid_map))) {
+        PyErr_SetString(PyExc_TypeError, "uid_map/gid_map: expected bytes or None");
+        return NULL;
+    }
+    if (p->launch_ids && (l_uid_map == Py_None || l_gid_map == Py_None || switch_uid < 0 || switch_gid < 0)) {
+        /* Without them the child would stay the caller's host ids: refuse. */
+        PyErr_SetString(PyExc_ValueError, "this plan maps a host id per launch: uid_map, gid_map and the ids are required");
+        return NULL;
+    }
+    int c_op_fds[p->nops + 1];
+    int have_op_fds = 0;
+    for (int i = 0; i <= p->nops; i++)
+        c_op_fds[i] = -1;
+    if (op_fds != Py_None) {
+        PyObject *of = PySequence_Fast(op_fds, "op_fds");
+        if (!of)
+            return NULL;
+        Py_ssize_t n = PySequence_Fast_GET_SIZE(of);
+        for (Py_ssize_t i = 0; i < n && i < p->nops; i++)
+            c_op_fds[i] = (int)PyLong_AsLong(PySequence_Fast_GET_ITEM(of, i));
+        Py_DECREF(of);
+        if (PyErr_Occurred())
+            return NULL;
+        have_op_fds = 1;
+    }
 
     PyObject *ep = NULL, *av = NULL, *ev = NULL, *iav = NULL, *fs = NULL, *fdd = NULL, *cgs = NULL, *result = NULL;
     char **c_exec = NULL, **c_argv = NULL, **c_envp = NULL, **c_init_argv = NULL, **c_cgroups = NULL;
@@ -1070,6 +1153,9 @@ static PyObject *spawn(PyObject *self, PyObject *args)
         .init_fd = init_fd, .init_argv = c_init_argv, .first_private = first_private,
         .parent_pidfd = parent_pidfd, .bpf_fd = bpf_fd, .netns_fd = netns_fd,
         .cgroup_procs = c_cgroups, .ncgroups = ncgroups, .cgroup_fd = cgroup_fd, .timings = timings,
+        .uid_map = l_uid_map == Py_None ? p->uid_map : PyBytes_AS_STRING(l_uid_map),
+        .gid_map = l_gid_map == Py_None ? p->gid_map : PyBytes_AS_STRING(l_gid_map),
+        .switch_uid = switch_uid, .switch_gid = switch_gid, .op_fds = have_op_fds ? c_op_fds : NULL,
     };
 
     int err = 0, step = STEP_NONE, index = 0, used_clone3 = 0;
@@ -1176,10 +1262,10 @@ static PyObject *spawn(PyObject *self, PyObject *args)
                 if (!r && (p->clone_flags & CLONE_NEWUSER)) {
                     if (p->deny_setgroups)
                         r = write_proc_file((pid_t)pid, "setgroups", "deny");
-                    if (!r && p->gid_map)
-                        r = write_proc_file((pid_t)pid, "gid_map", p->gid_map);
-                    if (!r && p->uid_map)
-                        r = write_proc_file((pid_t)pid, "uid_map", p->uid_map);
+                    if (!r && l.gid_map)
+                        r = write_proc_file((pid_t)pid, "gid_map", l.gid_map);
+                    if (!r && l.uid_map)
+                        r = write_proc_file((pid_t)pid, "uid_map", l.uid_map);
                     if (r) {
                         err = -r;
                         step = STEP_ID_MAPS;
@@ -1292,6 +1378,102 @@ done:
     return result;
 }
 
+/* make_userns(uid_map, gid_map) -> fd of a new user namespace with these maps (for
+ * idmapped mounts: nothing runs in it). A child is cloned into it only to write the
+ * maps and open it; it waits on a pipe, doing nothing but raw system calls. */
+static int userns_child(void *arg)
+{
+    int fd = *(int *)arg;
+    char b;
+    rsys3(SYS_read, fd, &b, 1);
+    return 0;
+}
+
+static PyObject *make_userns(PyObject *self, PyObject *args)
+{
+    const char *uid_map, *gid_map;
+    if (!PyArg_ParseTuple(args, "yy", &uid_map, &gid_map))
+        return NULL;
+    int pfd[2];
+    if (pipe2(pfd, O_CLOEXEC) < 0)
+        return PyErr_SetFromErrno(PyExc_OSError);
+    size_t size = 64 * 1024;
+    void *stack = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+    if (stack == MAP_FAILED) {
+        close(pfd[0]);
+        close(pfd[1]);
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    int err = 0, fd = -1;
+    int rfd = pfd[0];
+    Py_BEGIN_ALLOW_THREADS
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    /* CLONE_VM|CLONE_FILES: the child shares our memory and fd table; it only reads. */
+    int pid = clone(userns_child, (char *)stack + size, CLONE_NEWUSER | CLONE_VM | CLONE_FILES | SIGCHLD, &rfd);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (pid < 0) {
+        err = errno;
+    } else {
+        int r = write_proc_file(pid, "uid_map", uid_map);
+        if (!r)
+            r = write_proc_file(pid, "setgroups", "deny");
+        if (!r)
+            r = write_proc_file(pid, "gid_map", gid_map);
+        if (!r) {
+            char path[64];
+            snprintf(path, sizeof path, "/proc/%d/ns/user", pid);
+            fd = open(path, O_RDONLY | O_CLOEXEC);
+            if (fd < 0)
+                r = -errno;
+        }
+        err = -r;
+        close(pfd[1]);
+        pfd[1] = -1;
+        while (waitpid(pid, NULL, __WALL) < 0 && errno == EINTR)
+            ;
+    }
+    Py_END_ALLOW_THREADS
+    munmap(stack, size);
+    close(pfd[0]);
+    if (pfd[1] >= 0)
+        close(pfd[1]);
+    if (err) {
+        if (fd >= 0)
+            close(fd);
+        errno = err;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    return PyLong_FromLong(fd);
+}
+
+/* detached_tree(path, userns_fd) -> fd: a recursive clone of the mount tree at path
+ * (open_tree(OPEN_TREE_CLONE)), made private and idmapped through userns_fd unless
+ * it is -1. The launch child attaches it with move_mount. OSError where the
+ * filesystem refuses. */
+static PyObject *detached_tree(PyObject *self, PyObject *args)
+{
+    const char *path;
+    int userns_fd;
+    if (!PyArg_ParseTuple(args, "yi", &path, &userns_fd))
+        return NULL;
+    int fd = (int)syscall(SYS_open_tree, AT_FDCWD, path, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE);
+    if (fd < 0)
+        return PyErr_SetFromErrnoWithFilename(PyExc_OSError, path);
+    /* Private, always: a clone of a shared host mount joins its peer group, and what the
+     * child then mounts on it (a hidden path's tmpfs) would propagate back to the host. */
+    struct mount_attr attr = {userns_fd >= 0 ? MOUNT_ATTR_IDMAP : 0, 0, MS_PRIVATE,
+                              userns_fd >= 0 ? (uint64_t)userns_fd : 0};
+    if (syscall(SYS_mount_setattr, fd, "", AT_EMPTY_PATH | AT_RECURSIVE, &attr, sizeof attr) < 0) {
+        int e = errno;
+        close(fd);
+        errno = e;
+        return PyErr_SetFromErrnoWithFilename(PyExc_OSError, path);
+    }
+    return PyLong_FromLong(fd);
+}
+
 static PyObject *set_force_legacy_clone(PyObject *self, PyObject *arg)
 {
     force_legacy_clone = PyObject_IsTrue(arg);
@@ -1307,6 +1489,8 @@ static PyMethodDef methods[] = {
     {"make_plan", (PyCFunction)(void (*)(void))make_plan, METH_VARARGS | METH_KEYWORDS,
      "Turn compiled profile fields into a plan capsule."},
     {"spawn", spawn, METH_VARARGS, "Start one sandbox from a plan."},
+    {"make_userns", make_userns, METH_VARARGS, "A user namespace with these maps, as an fd."},
+    {"detached_tree", detached_tree, METH_VARARGS, "open_tree(OPEN_TREE_CLONE) of a path, idmapped."},
     {"set_force_legacy_clone", set_force_legacy_clone, METH_O, "Use clone instead of clone3 (for tests)."},
     {"monotonic_ns", monotonic_ns, METH_NOARGS, "CLOCK_MONOTONIC in ns, the clock of the timings."},
     {NULL, NULL, 0, NULL},

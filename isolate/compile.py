@@ -91,6 +91,10 @@ class Plan:
     bpf_fd: int = -1              # sealed memfd holding bpf, for the sandbox's pid 1
     netns_fd: int = -1            # network namespace joined around the clone (mode "netns")
     mntns_fd: int = -1            # template mount namespace the launcher joins around the clone
+    # Root caller without identity.uid_map/gid_map: the program runs as a host uid/gid of
+    # its own (hostids.allocate per launch), mapped "inside_uid S 1" / "inside_gid S 1".
+    host_ids: bool = False
+    idmap_binds: tuple = ()       # ((op index, host source, why it cannot be idmapped or ""), ...)
     network_mode: str = "none"
     netns_pool: bool = False       # take the namespace from net.pool() at launch
     enforcement: str = "namespaces"  # how the filesystem view is enforced
@@ -327,6 +331,14 @@ def _compile(profile, ctx: Mapping[str, str], key: str) -> Plan:
                     filesystem=dict(data["filesystem"], enforce="landlock"))
     elif enforce == "landlock" and not ns["user"]:
         set_uid, set_gid, inside_uid, inside_gid = _host_ids(ident, euid, egid)
+    # Root's own ids mapped in would make the program host root (owner of every root-owned
+    # inode the view binds in): it gets an unprivileged host id of its own per launch, and
+    # the binds of a new view are idmapped to it. (The host's own tree, view = "host" or
+    # Landlock alone, has no binds to idmap: there the caller's ids stay mapped.)
+    host_ids = (bool(ns["user"]) and euid == 0 and not ident.get("uid_map") and not ident.get("gid_map")
+                and bool(ns["mount"]) and data["filesystem"]["view"] == "new" and enforce in ("namespaces", "both"))
+    if host_ids:
+        uid_map = gid_map = None
     ops = _mount_ops(data, ns, ctx, file)
     landlock_rules = _landlock(data, ctx, file)
     flags, loopback, netns_fd, net_mode = _network(data, flags, euid, file)
@@ -360,6 +372,7 @@ def _compile(profile, ctx: Mapping[str, str], key: str) -> Plan:
         ops=[op.as_tuple() for op in ops],
         become_root=become_root,
         landlock=landlock_rules,
+        launch_ids=host_ids,
     )
     env = data["env"]
     fds = data["fds"]
@@ -390,6 +403,8 @@ def _compile(profile, ctx: Mapping[str, str], key: str) -> Plan:
         bpf_fd=_sealed_memfd(bpf) if (bpf and use_init) else -1,
         netns_fd=netns_fd,
         mntns_fd=_template(data, ops),
+        host_ids=host_ids,
+        idmap_binds=_idmap_binds(ops) if host_ids else (),
         network_mode=net_mode,
         # A pooled namespace belongs to the caller's user namespace, where kept
         # capabilities (CAP_NET_BIND_SERVICE, ...) would not apply: no pool then.
@@ -774,6 +789,16 @@ def _landlock(data, ctx, file):
 
     return landlock.compile_rules(fs, with_view=fs["enforce"] == "both",
                                   resolve=lambda p, key: fs_mod.resolve(p, ctx, key, file), file=file)
+
+
+def _idmap_binds(ops) -> tuple:
+    """The binds a host-id sandbox gets as idmapped trees, and which filesystems refuse it."""
+    from . import fs as fs_mod
+    from . import hostids
+
+    hostids.check_free()
+    binds = fs_mod.host_binds(ops)
+    return fs_mod.idmap_support(binds, hostids.userns_fd(hostids.BASE)) if binds else ()
 
 
 def _template(data, ops) -> int:

@@ -55,6 +55,7 @@ class Feature:
 # Constants
 # --------------------------------------------------------------------------
 
+from . import hostids
 from .compile import (CLONE_NEWCGROUP, CLONE_NEWIPC, CLONE_NEWNET, CLONE_NEWNS, CLONE_NEWPID, CLONE_NEWTIME,
                       CLONE_NEWUSER, CLONE_NEWUTS, NAMESPACE_FLAGS)
 
@@ -679,11 +680,13 @@ def main(json_output: bool = False) -> int:
     feats = features()
     profiles, note = _profiles_status()
     enforcement = enforcement_status()
+    ids = host_ids_status()
     if json_output:
         doc = {
             "features": {k: f.as_dict() for k, f in feats.items()},
             "profiles": {n: {"runnable": ok, "reason": why} for n, ok, why in profiles},
             "enforcement": enforcement,
+            "host_ids": ids,
         }
         if note:
             doc["profiles_note"] = note
@@ -713,5 +716,15 @@ def main(json_output: bool = False) -> int:
     fw = max(len(r["field"]) for r in enforcement["landlock_only"])
     for r in enforcement["landlock_only"]:
         print(f"  {r['field']:{fw}}  {r['verdict']:11}  {r['how']}")
+    print(f"\nhost ids of root's sandboxes: {ids['first']}..{ids['last']}, "
+          + ("free of host accounts" if not ids["conflicts"] else "CLASH, root's new-view sandboxes are refused:"))
+    for c in ids["conflicts"]:
+        print(f"  {c['file']}: {c['name']} uses {c['first']}..{c['last']}")
     sys.stdout.flush()
     return 0
+
+
+def host_ids_status() -> dict:
+    """The range of host ids root's sandboxes run as, and any host account inside it."""
+    return {"first": hostids.BASE, "last": hostids.BASE + hostids.COUNT - 1,
+            "conflicts": [{"file": f, "name": n, "first": lo, "last": hi} for f, n, lo, hi in hostids.conflicts()]}

@@ -243,8 +243,11 @@ def _dev(b: _Builder, where: str) -> None:
     b.mkdir("/dev", where)
     b.add(_launch.OP_MOUNT, "tmpfs", NEW + "/dev", "tmpfs", b"mode=0755,size=64k", MS_NOSUID | MS_NOEXEC,
           source=where)
+    # Read-only binds: a device node stays writable (it is a special file), but its
+    # host inode's mode, owner, times and xattrs cannot be changed through them.
     for node in DEV_NODES:
-        b.add(_launch.OP_BIND, OLD + "/dev/" + node, NEW + "/dev/" + node, flags=_launch.BIND_DEV, source=where)
+        b.add(_launch.OP_BIND, OLD + "/dev/" + node, NEW + "/dev/" + node,
+              flags=_launch.BIND_DEV | _launch.BIND_READONLY, source=where)
     for name, target in DEV_LINKS:
         b.add(_launch.OP_SYMLINK, target, NEW + "/dev/" + name, source=where)
     b.add(_launch.OP_MKDIR, None, NEW + "/dev/shm", num=0o1777, source=where)
@@ -254,6 +257,71 @@ def _dev(b: _Builder, where: str) -> None:
     b.add(_launch.OP_MOUNT, "devpts", NEW + "/dev/pts", "devpts", b"newinstance,ptmxmode=0666,mode=620",
           MS_NOSUID | MS_NOEXEC, source=where + " (pts)")
     b.add(_launch.OP_REMOUNT, None, NEW + "/dev", flags=MS_RDONLY | MS_NOSUID | MS_NOEXEC, source=where)
+
+
+# ---- binds of a sandbox with a host id of its own (root callers) ---------------------
+#
+# The sandbox runs as a host uid/gid S of its own (hostids), not as the root caller.
+# Each bind of a host directory or file is then a tree the parent clones with
+# open_tree and idmaps through a user namespace mapping 0 <-> S: what root owns on
+# the host appears owned by the sandbox, and what it creates lands owned by root. The
+# child attaches the trees (move_mount): no host path above a bind needs to be
+# searchable by S. Device nodes are never idmapped.
+
+def host_binds(ops) -> list:
+    """[(op index, host source path), ...]: the binds of host paths in `ops` to idmap."""
+    import stat
+
+    out = []
+    for i, op in enumerate(ops):
+        if op.kind != _launch.OP_BIND or op.flags & _launch.BIND_DEV or not op.a.startswith(OLD + "/"):
+            continue
+        src = op.a[len(OLD):]
+        try:
+            mode = os.stat(src).st_mode
+        except OSError:
+            mode = 0
+        if mode and not (stat.S_ISDIR(mode) or stat.S_ISREG(mode)):
+            continue  # a device node (the /dev/null over a hidden file): a plain bind
+        out.append((i, src))
+    return out
+
+
+def idmap_support(binds, userns_fd: int) -> tuple:
+    """((op index, source, why not or ""), ...): whether each bind's filesystem can be idmapped here."""
+    out = []
+    for i, src in binds:
+        why = ""
+        try:
+            os.close(_launch.detached_tree(os.fsencode(src), userns_fd))
+        except FileNotFoundError:
+            pass  # an optional source not there now: tried again at launch
+        except OSError as e:
+            why = e.strerror or str(e)
+        out.append((i, src, why))
+    return tuple(out)
+
+
+def detached_trees(plan, userns_fd: int) -> list:
+    """Per mount op, the fd of its tree for this launch (idmapped where supported), or -1."""
+    fds = [-1] * len(plan.mount_ops)
+    try:
+        for i, src, why in plan.idmap_binds:
+            path = os.fsencode(src)
+            try:
+                fds[i] = _launch.detached_tree(path, -1 if why else userns_fd)
+            except FileNotFoundError:
+                continue  # the child reports it (or skips an optional one) as before
+            except OSError:
+                if why:
+                    raise
+                fds[i] = _launch.detached_tree(path, -1)  # refused now: plain, files show as nobody
+    except BaseException:
+        for fd in fds:
+            if fd >= 0:
+                os.close(fd)
+        raise
+    return fds
 
 
 # ---- a template mount namespace: the cold launch's mount table, made small ----------

@@ -14,6 +14,7 @@ import json
 import os
 import signal
 import socket
+import stat
 import struct
 import subprocess
 import threading
@@ -322,6 +323,8 @@ class Popen(subprocess.Popen):
                 slot = self._warm._take()
                 self._adopt(slot)
                 self._child_created = True  # from here on, it is ours to reap
+                if slot.ids is not None:
+                    _give_pipes(src, slot.ids.id)
                 slot.send_task(cwd_b if cwd is not None else b"", exec_paths, argv, envp, src, dst)
                 _await_start(slot.status_fd)
             else:
@@ -345,6 +348,7 @@ class Popen(subprocess.Popen):
         self._used_clone3 = slot.used_clone3
         self.timings = slot.timings
         self._cgroup = slot.cgroup
+        self._ids = slot.ids
 
     def _release_netns(self, reusable: bool) -> None:
         fd, self._netns = getattr(self, "_netns", -1), -1
@@ -398,6 +402,10 @@ class Popen(subprocess.Popen):
         # The sandbox has ended: what its cgroup saw, then the cgroup goes.
         group, self._cgroup = self._cgroup, None
         usage = group.finish() if group is not None else None
+        # Reaped (and its cgroup emptied): its host id may serve the next sandbox.
+        ids, self._ids = getattr(self, "_ids", None), None
+        if ids is not None:
+            ids.release()
         super()._handle_exitstatus(sts, *args, **kwargs)
         if usage is not None:
             self.cgroup_usage = usage
@@ -449,6 +457,7 @@ class Launched:
     timings: dict
     ctl: Any = None       # warm sandboxes: the socket their task arrives on
     cgroup: Any = None    # cgroup.Group it runs in (plans with [cgroup] limits), or None
+    ids: Any = None       # hostids.Lease: the host uid/gid it runs as (plan.host_ids), or None
 
     def send_task(self, cwd: bytes, exec_paths, argv, envp, src, dst) -> None:
         """Hand a warm sandbox its one task: strings and the fd table, in one message."""
@@ -495,10 +504,20 @@ def launch(plan: Plan, exec_paths, argv, envp, cwd: bytes, src, dst, warm: bool 
                      b"%d" % first_private, b"%d" % cgroup_slot, b"%d" % len(exec_paths), *exec_paths, *argv]
     pool = net.pool() if plan.netns_pool else None
     netns = pool.take() if pool is not None else -1
+    lease, trees = None, None
     try:
         args = (plan.capsule, exec_paths, argv, envp, cwd, src, dst, init_fd, init_argv, first_private,
                 self_pidfd if plan.die_with_parent else -1, bpf_fd, netns,
                 group.procs if group is not None else None, cgroup_fd, plan.mntns_fd)
+        if plan.host_ids:
+            # A host uid/gid of its own for this sandbox, and its binds as trees idmapped to it.
+            from . import fs, hostids
+
+            lease = hostids.allocate()
+            trees = fs.detached_trees(plan, hostids.userns_fd(lease.id))
+            _give_pipes(src, lease.id)
+            args += (b"%d %d 1\n" % (plan.inside_uid, lease.id), b"%d %d 1\n" % (plan.inside_gid, lease.id),
+                     plan.inside_uid, plan.inside_gid, trees)
         if plan.mntns_fd >= 0:
             # Joining the template needs a thread of isolate's own (it unshares its fs_struct).
             from . import fs
@@ -513,11 +532,40 @@ def launch(plan: Plan, exec_paths, argv, envp, cwd: bytes, src, dst, warm: bool 
             if isinstance(e, _launch.ChildError):
                 e.cgroup_procs = group.procs
             group.destroy()
+        if lease is not None:
+            lease.release()  # spawn reaped the child of a failed setup
         raise
     finally:
         if cgroup_fd >= 0:
             os.close(cgroup_fd)
-    return Launched(pid, pidfd, status_fd, netns, bool(used_clone3), _phases(timings), cgroup=group)
+        for fd in trees or ():
+            if fd >= 0:
+                os.close(fd)  # attached in the child (or unused): our copies go
+    return Launched(pid, pidfd, status_fd, netns, bool(used_clone3), _phases(timings), cgroup=group, ids=lease)
+
+
+_pipefs_dev = None
+
+
+def _give_pipes(fds, id_: int) -> None:
+    """Anonymous pipes of the program's fd table become owned by its host id.
+
+    A pipe's inode belongs to its creator (root, mode 0600); the program, another id now,
+    could not reopen it through /proc/self/fd (`echo > /dev/stdout`). Pipes only: files
+    and terminals are host inodes, never changed."""
+    global _pipefs_dev
+    if _pipefs_dev is None:
+        r, w = os.pipe()
+        _pipefs_dev = os.fstat(r).st_dev
+        os.close(r)
+        os.close(w)
+    for fd in fds:
+        try:
+            st = os.fstat(fd)
+            if stat.S_ISFIFO(st.st_mode) and st.st_dev == _pipefs_dev and st.st_uid != id_:
+                os.fchown(fd, id_, id_)
+        except OSError:
+            pass
 
 
 def _await_start(status_fd: int) -> None:

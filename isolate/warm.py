@@ -172,3 +172,5 @@ def _discard(slot: process.Launched) -> None:
         net.pool().give_back(slot.netns, reusable=True)
     if slot.cgroup is not None:
         slot.cgroup.finish()
+    if slot.ids is not None:
+        slot.ids.release()

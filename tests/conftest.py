@@ -50,11 +50,12 @@ def cli(*args, input=None, timeout=60, env=None):
 
 
 def open_fds() -> set:
-    """Our open fds, less the prepared network namespaces the pool keeps on purpose."""
+    """Our open fds, less the prepared network namespaces the pool keeps on purpose (and the
+    user namespaces hostids keeps per host id, for idmapped binds)."""
     out = set()
     for x in os.listdir("/proc/self/fd"):
         try:
-            if os.readlink(f"/proc/self/fd/{x}").startswith("net:["):
+            if os.readlink(f"/proc/self/fd/{x}").startswith(("net:[", "user:[")):
                 continue
         except OSError:
             continue

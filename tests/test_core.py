@@ -25,17 +25,27 @@ EUID = os.geteuid()
 
 
 # ---- identity --------------------------------------------------------------------------
-def test_default_maps_the_callers_own_ids():
+def _host_id(word: str) -> int:
+    """The host id a map line maps to: root's sandboxes get one of the reserved range."""
+    from isolate import hostids
+
+    host = int(word)
+    assert EUID == 0 and hostids.BASE <= host < hostids.BASE + hostids.COUNT, word
+    return host
+
+
+def test_default_maps_the_callers_own_ids_inside_to_a_host_id_of_its_own():
     seen = run_probe()
     assert seen["uid"] == EUID and seen["gid"] == os.getegid()
-    assert seen["uid_map"] == [str(EUID), str(EUID), "1"]
-    assert seen["gid_map"] == [str(os.getegid()), str(os.getegid()), "1"]
+    assert seen["uid_map"][0::2] == [str(EUID), "1"] and seen["gid_map"][0::2] == [str(os.getegid()), "1"]
+    assert _host_id(seen["uid_map"][1]) == _host_id(seen["gid_map"][1])
 
 
-def test_inside_uid_is_mapped_to_the_caller():
+def test_inside_uid_is_mapped_to_the_sandboxs_host_id():
     seen = run_probe(overrides=["identity.uid=1000", "identity.gid=1000"])
     assert (seen["uid"], seen["gid"]) == (1000, 1000)
-    assert seen["uid_map"] == ["1000", str(EUID), "1"]
+    assert seen["uid_map"][0::2] == ["1000", "1"]
+    _host_id(seen["uid_map"][1])
 
 
 def test_root_may_map_ranges():

@@ -121,7 +121,7 @@ def settled_fds(timeout: float = 20.0) -> dict:
     deadline = time.monotonic() + timeout
     last = None
     while True:
-        now = {fd: t for fd, t in _fd_targets().items() if not t.startswith("net:[")}
+        now = {fd: t for fd, t in _fd_targets().items() if not t.startswith(("net:[", "user:["))}
         if now == last or time.monotonic() >= deadline:
             return now
         last = now

@@ -109,7 +109,7 @@ def settled_fds(timeout: float = 20.0) -> dict:
 
 def assert_no_fd_leak(before: dict) -> None:
     after = settled_fds()
-    is_ns = lambda target: target.startswith("net:[")  # noqa: E731
+    is_ns = lambda target: target.startswith(("net:[", "user:["))  # noqa: E731 (pools kept on purpose)
     plain_before = {fd: t for fd, t in before.items() if not is_ns(t)}
     plain_after = {fd: t for fd, t in after.items() if not is_ns(t)}
     assert plain_after == plain_before, (
