@@ -161,6 +161,7 @@ struct launch {
     int ncgroups;
     int late_cgroupns;                /* unshare the cgroup namespace after joining them */
     int cgroup_fd;                    /* cgroup.procs for init to empty (no pid namespace), or -1 */
+    int ctty;                         /* fd 0 is a fresh pty: make it our controlling terminal */
     int64_t *timings;                 /* CLOCK_MONOTONIC ns per step (shared memory) */
 };
 
@@ -244,6 +245,15 @@ static void step_wait_for_id_maps(const struct launch *l)
 static void step_setsid(const struct launch *l)
 {
     CHECK(l, STEP_SETSID, 0, rsys0(SYS_setsid));
+}
+
+/* Without isolate-init we are the program: fd 0, a pty the caller allocated for this
+ * sandbox (fds.pty), becomes the controlling terminal of the session setsid made.
+ * (isolate-init does this itself in the program's process.) Before seccomp. */
+static void step_ctty(const struct launch *l)
+{
+    if (l->ctty && !l->plan->use_init)
+        CHECK(l, STEP_SETSID, 1, rsys3(SYS_ioctl, 0, TIOCSCTTY, 0));
 }
 
 static void step_hostname(const struct launch *l)
@@ -635,6 +645,7 @@ static int child_main(void *arg)
     mark(l, STEP_LOOPBACK);
     step_fds(l);                  /* before rlimits: RLIMIT_NOFILE could block the dups */
     mark(l, STEP_FDS);
+    step_ctty(l);                 /* fd 0 is in place; before seccomp denies TIOCSCTTY */
     step_rlimits(l);
     step_chdir(l);                /* after the mounts: cwd is a path in the new view */
     step_caps_bounding(l);        /* while CAP_SETPCAP is still ours */
@@ -980,7 +991,7 @@ static const char *step_names[] = {
 };
 
 /* spawn(plan, exec_paths, argv, envp, cwd, fd_src, fd_dst, init_fd, init_argv,
- *       first_private, parent_pidfd, bpf_fd[, netns_fd, cgroup_procs, cgroup_fd, mntns_fd])
+ *       first_private, parent_pidfd, bpf_fd[, netns_fd, cgroup_procs, cgroup_fd, mntns_fd, ctty])
  *   -> (pid, pidfd, status_fd, timings, used_clone3)
  * status_fd is the read end of the status pipe; with init it carries the program's
  * exit status later, without it the parent may close it. */
@@ -988,10 +999,11 @@ static PyObject *spawn(PyObject *self, PyObject *args)
 {
     PyObject *cap, *exec_paths, *argv, *envp, *cwd, *fd_src, *fd_dst, *init_argv;
     int init_fd, first_private, parent_pidfd, bpf_fd, netns_fd = -1, cgroup_fd = -1, mntns_fd = -1;
+    int ctty = 0;
     PyObject *cgroups = NULL;
-    if (!PyArg_ParseTuple(args, "OOOOOOOiOiii|iOii", &cap, &exec_paths, &argv, &envp, &cwd, &fd_src, &fd_dst,
+    if (!PyArg_ParseTuple(args, "OOOOOOOiOiii|iOiip", &cap, &exec_paths, &argv, &envp, &cwd, &fd_src, &fd_dst,
                           &init_fd, &init_argv, &first_private, &parent_pidfd, &bpf_fd, &netns_fd, &cgroups,
-                          &cgroup_fd, &mntns_fd))
+                          &cgroup_fd, &mntns_fd, &ctty))
         return NULL;
     struct plan *p = PyCapsule_GetPointer(cap, "isolate.plan");
     if (!p)
@@ -1046,6 +1058,7 @@ static PyObject *spawn(PyObject *self, PyObject *args)
         .init_fd = init_fd, .init_argv = c_init_argv, .first_private = first_private,
         .parent_pidfd = parent_pidfd, .bpf_fd = bpf_fd, .netns_fd = netns_fd,
         .cgroup_procs = c_cgroups, .ncgroups = ncgroups, .cgroup_fd = cgroup_fd, .timings = timings,
+        .ctty = ctty,
     };
 
     int err = 0, step = STEP_NONE, index = 0, used_clone3 = 0;

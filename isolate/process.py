@@ -36,6 +36,8 @@ assert _MSG.size == _launch.MSG_SIZE
 
 INIT_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "isolate-init")
 FLAG_PIDNS, FLAG_DIE_WITH_PARENT = 1, 2
+FLAG_CTTY = 8  # fd 0 is a fresh pty: the program makes it its controlling terminal (_init.c)
+DEFAULT_PTY_SIZE = (24, 80)
 
 
 class ExecutableNotFound(SandboxSetupError, FileNotFoundError):
@@ -211,13 +213,25 @@ class Popen(subprocess.Popen):
     a file or an fd to override. `env` is added on top of the profile's environment
     (which starts empty unless the profile keeps or sets names). `cwd` overrides the
     profile's process.cwd. Killing (kill(), a timeout) takes the whole sandbox.
+
+    pty=True (or fds.pty in the profile; pty=False turns it off): fd 0, 1 and 2 of the
+    program are the slave of a fresh pty allocated for this sandbox, which is also its
+    controlling terminal (in a session of its own); stdin/stdout/stderr may then not be
+    given. The master is `pty_master`, an unbuffered binary file (read what the program
+    writes, write what it should read; a read raises EIO once every process of the
+    sandbox has closed the terminal). It is closed when the `with` block ends or by
+    close_pty(). `pty_size=(rows, cols)` is the terminal's size before the program
+    starts (default 24x80); resize() changes it later (the program gets SIGWINCH).
+    communicate() then types `input` on the terminal and returns (everything the program
+    wrote to it, None).
     """
 
     def __init__(self, args, *, profile: Any = "default", overrides: Sequence[str] = (),
                  stdin=_FROM_PROFILE, stdout=_FROM_PROFILE, stderr=_FROM_PROFILE,
                  pass_fds: Sequence[int] = (), cwd=None, env: Mapping[str, str] | None = None,
                  executable=None, bufsize=-1, text=None, encoding=None, errors=None,
-                 universal_newlines=None, pipesize=-1, warm=None):
+                 universal_newlines=None, pipesize=-1, warm=None, pty: bool | None = None,
+                 pty_size: Sequence[int] | None = None):
         if isinstance(args, (str, bytes, os.PathLike)):
             args = [args]
         args = list(args)
@@ -237,8 +251,17 @@ class Popen(subprocess.Popen):
         self.cgroup_usage = None       # after wait: cgroup.Usage (with cgroup limits)
         self._opened: list = []
         self._warm = warm
+        self.pty_master = None         # with a pty: the master side, an unbuffered binary file
+        self._pty_out: list = []       # communicate() in pty mode: output so far (kept across timeouts)
+        self._pty_in = None
+        self._pty_eof = False
+        use_pty = self.plan.pty if pty is None else bool(pty)
+        if pty_size is not None and not use_pty:
+            raise ValueError("pty_size needs pty=True (or fds.pty in the profile)")
         try:
             std = [stdin, stdout, stderr]
+            if use_pty:
+                self._open_pty(std, warm, pty_size)
             for i, v in enumerate(std):
                 if v is _FROM_PROFILE:
                     std[i] = _stdio_from_profile(self.plan.stdio[i], i, self._opened)
@@ -246,10 +269,135 @@ class Popen(subprocess.Popen):
             super().__init__(args, bufsize=bufsize, executable=executable, stdin=std[0], stdout=std[1],
                              stderr=std[2], close_fds=True, cwd=cwd, text=text, encoding=encoding,
                              errors=errors, universal_newlines=universal_newlines, pipesize=pipesize)
+        except BaseException:
+            self.close_pty()
+            raise
         finally:
             for fd in self._opened:
                 os.close(fd)
             self._opened = []
+
+    # ---- pty mode ---------------------------------------------------------------------
+    def _open_pty(self, std: list, warm, size) -> None:
+        """A fresh pty for this sandbox: its slave becomes fd 0, 1 and 2 of the program."""
+        for name, v in zip(("stdin", "stdout", "stderr"), std):
+            if v is not _FROM_PROFILE:
+                raise ValueError(f"pty: {name} is the sandbox's terminal; {name}= cannot be given with a pty")
+        if warm is not None:
+            raise ValueError("pty: not available with a WarmPool (its sandboxes are started before the task)")
+        rows, cols = _check_pty_size(DEFAULT_PTY_SIZE if size is None else size)
+        master, slave = os.openpty()  # both close-on-exec; the launch path dup3s the slave
+        self._opened.append(slave)    # ours is closed once the program has its copies
+        self.pty_master = open(master, "r+b", buffering=0)
+        set_winsize(master, rows, cols)
+        self._ctty = True
+        std[:] = [slave, slave, slave]
+
+    def resize(self, rows: int, cols: int) -> None:
+        """Change the size of the sandbox's terminal; the program gets SIGWINCH."""
+        if self.pty_master is None or self.pty_master.closed:
+            raise ValueError("resize: this Popen has no terminal (pty=True)")
+        rows, cols = _check_pty_size((rows, cols))
+        set_winsize(self.pty_master.fileno(), rows, cols)
+
+    def close_pty(self) -> None:
+        """Close the master side of the sandbox's terminal (once; idempotent)."""
+        if self.pty_master is not None and not self.pty_master.closed:
+            self.pty_master.close()
+
+    def __exit__(self, exc_type, value, traceback):
+        try:
+            return super().__exit__(exc_type, value, traceback)
+        finally:
+            self.close_pty()
+
+    def communicate(self, input=None, timeout=None):
+        if self.pty_master is None:
+            return super().communicate(input, timeout)
+        return self._pty_communicate(input, timeout, sink=None), None
+
+    def _pty_communicate(self, input, timeout, sink: int | None):
+        """Type `input` on the terminal, collect (or with `sink`, write to that fd) what the
+        program writes until every process of the sandbox has closed the terminal, wait."""
+        text = self.text_mode
+        if self._pty_in is None:
+            data = input if input is not None else b""
+            if text and isinstance(data, str):
+                data = data.encode(self.encoding or _locale_encoding(), self.errors or "strict")
+            self._pty_in = memoryview(bytes(data))
+        deadline = None if timeout is None else time.monotonic() + timeout
+        fd = self.pty_master.fileno()
+        blocking = os.get_blocking(fd)
+        os.set_blocking(fd, False)
+        try:
+            self._pty_relay(fd, deadline, timeout, text, sink)
+        finally:
+            os.set_blocking(fd, blocking)
+        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+        try:
+            self.wait(remaining)
+        except TimeoutExpired:
+            raise TimeoutExpired(self.args, timeout, output=self._pty_output(text)) from None
+        return None if sink is not None else self._pty_output(text)
+
+    def _pty_relay(self, fd, deadline, timeout, text, sink):
+        import select
+
+        exited_at = None
+        while not self._pty_eof:
+            if exited_at is None and self.poll() is not None:
+                exited_at = time.monotonic()
+            # After the program ended, the terminal closes as soon as the sandbox is gone;
+            # a process that escaped it (no pid namespace, no cgroup) must not hang us.
+            wait = None if exited_at is None else 1.0
+            if deadline is not None:
+                left = max(0.0, deadline - time.monotonic())
+                wait = left if wait is None else min(wait, left)
+            p = select.poll()
+            p.register(fd, select.POLLIN | (select.POLLOUT if len(self._pty_in) else 0))
+            if exited_at is None and self._pidfd >= 0:
+                p.register(self._pidfd, select.POLLIN)
+            events = dict(p.poll(None if wait is None else wait * 1000))
+            if not events:
+                if exited_at is not None and time.monotonic() - exited_at >= 1.0:
+                    break
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise TimeoutExpired(self.args, timeout, output=self._pty_output(text))
+                continue
+            ev = events.get(fd, 0)
+            if ev & select.POLLOUT and len(self._pty_in):
+                try:
+                    n = os.write(fd, self._pty_in[:4096])
+                    self._pty_in = self._pty_in[n:]
+                except BlockingIOError:
+                    pass
+                except OSError:
+                    self._pty_in = memoryview(b"")
+            if ev & (select.POLLIN | select.POLLHUP | select.POLLERR):
+                try:
+                    chunk = os.read(fd, 65536)
+                except BlockingIOError:
+                    continue
+                except OSError as e:
+                    if e.errno != errno_mod.EIO:
+                        raise
+                    chunk = b""
+                if not chunk:  # EIO: no process holds the slave any more
+                    self._pty_eof = True
+                elif sink is not None:
+                    _write_all(sink, chunk)
+                else:
+                    self._pty_out.append(chunk)
+
+    def _pty_output(self, text):
+        data = b"".join(self._pty_out)
+        if not text:
+            return data
+        import io
+
+        # As subprocess's text mode: decoded, universal newlines (a terminal writes \r\n).
+        return io.TextIOWrapper(io.BytesIO(data), encoding=self.encoding or _locale_encoding(),
+                                errors=self.errors or "strict").read()
 
     # subprocess calls this with its resolved pipe ends; -1 means "inherit".
     def _execute_child(self, args, executable, preexec_fn, close_fds, pass_fds, cwd, env, startupinfo,
@@ -270,7 +418,8 @@ class Popen(subprocess.Popen):
                 slot.send_task(cwd_b if cwd is not None else b"", exec_paths, argv, envp, src, dst)
                 _await_start(slot.status_fd)
             else:
-                self._adopt(launch(plan, exec_paths, argv, envp, cwd_b, src, dst))
+                self._adopt(launch(plan, exec_paths, argv, envp, cwd_b, src, dst,
+                                   ctty=getattr(self, "_ctty", False)))
                 self._child_created = True
         except BaseException as e:
             self._close_pipe_fds(p2cread, p2cwrite, c2pread, c2pwrite, errread, errwrite)
@@ -415,9 +564,12 @@ TASK_MAX = 1 << 20
 FLAG_WARM = 4
 
 
-def launch(plan: Plan, exec_paths, argv, envp, cwd: bytes, src, dst, warm: bool = False) -> Launched:
+def launch(plan: Plan, exec_paths, argv, envp, cwd: bytes, src, dst, warm: bool = False,
+           ctty: bool = False) -> Launched:
     """One start of the launch path. With warm=True, pid 1 is set up and then waits for
-    its task on fd 0 (a socket returned as Launched.ctl) instead of starting a program."""
+    its task on fd 0 (a socket returned as Launched.ctl) instead of starting a program.
+    With ctty=True, fd 0 (a fresh pty) becomes the controlling terminal of the program,
+    in a session of its own, before its seccomp filter is installed."""
     first_private = max(dst + [2]) + 1
     init_fd, self_pidfd = _process_fds()
     # A fresh cgroup per launch; the launch path puts the child in before it runs anything.
@@ -435,7 +587,7 @@ def launch(plan: Plan, exec_paths, argv, envp, cwd: bytes, src, dst, warm: bool 
         bpf_slot = first_private + 2 if bpf_fd >= 0 else -1
         cgroup_slot = first_private + 3 if cgroup_fd >= 0 else -1
         flags = ((FLAG_PIDNS if plan.pidns else 0) | (FLAG_DIE_WITH_PARENT if plan.die_with_parent else 0)
-                 | (FLAG_WARM if warm else 0))
+                 | (FLAG_WARM if warm else 0) | (FLAG_CTTY if ctty else 0))
         init_argv = [b"isolate-init", b"%d" % first_private, b"%d" % pidfd_slot, b"%d" % bpf_slot, b"%d" % flags,
                      b"%d" % first_private, b"%d" % cgroup_slot, b"%d" % len(exec_paths), *exec_paths, *argv]
     pool = net.pool() if plan.netns_pool else None
@@ -443,7 +595,7 @@ def launch(plan: Plan, exec_paths, argv, envp, cwd: bytes, src, dst, warm: bool 
     try:
         args = (plan.capsule, exec_paths, argv, envp, cwd, src, dst, init_fd, init_argv, first_private,
                 self_pidfd if plan.die_with_parent else -1, bpf_fd, netns,
-                group.procs if group is not None else None, cgroup_fd, plan.mntns_fd)
+                group.procs if group is not None else None, cgroup_fd, plan.mntns_fd, bool(ctty))
         if plan.mntns_fd >= 0:
             # Joining the template needs a thread of isolate's own (it unshares its fs_struct).
             from . import fs
@@ -477,7 +629,7 @@ def _await_start(status_fd: int) -> None:
 
 
 # Mirrors enum isolate_step in _protocol.h (for records that come from pid 1).
-STEP_NUMBERS = {"init": 19, "exec": 17, "seccomp": 16, "landlock": 22, "chdir": 9, "fds": 7}
+STEP_NUMBERS = {"init": 19, "exec": 17, "seccomp": 16, "landlock": 22, "chdir": 9, "fds": 7, "setsid": 3}
 
 
 def _fd_table(p2cread: int, c2pwrite: int, errwrite: int, passed) -> tuple[list, list]:
@@ -498,6 +650,47 @@ def _fd_table(p2cread: int, c2pwrite: int, errwrite: int, passed) -> tuple[list,
         src.append(fd)
         dst.append(fd)
     return src, dst
+
+
+def _check_pty_size(size) -> tuple[int, int]:
+    try:
+        rows, cols = (int(x) for x in size)
+    except (TypeError, ValueError):
+        raise ValueError(f"pty_size: expected (rows, cols), got {size!r}") from None
+    if not (0 <= rows <= 0xFFFF and 0 <= cols <= 0xFFFF):
+        raise ValueError(f"pty_size: rows and cols must be 0..65535, got {size!r}")
+    return rows, cols
+
+
+def get_winsize(fd: int) -> tuple[int, int] | None:
+    """(rows, cols) of the terminal on fd, or None when it is not a terminal."""
+    import fcntl
+    import termios
+
+    try:
+        rows, cols, _x, _y = struct.unpack("HHHH", fcntl.ioctl(fd, termios.TIOCGWINSZ, b"\0" * 8))
+    except OSError:
+        return None
+    return rows, cols
+
+
+def set_winsize(fd: int, rows: int, cols: int) -> None:
+    import fcntl
+    import termios
+
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+
+
+def _locale_encoding() -> str:
+    import locale
+
+    return locale.getpreferredencoding(False)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
 
 
 def _envp(environment: Mapping[str, str]) -> list:
@@ -545,6 +738,9 @@ def _setup_error(args, plan: Plan, program: str, cwd: bytes, cgroup_procs=()) ->
         return SandboxSetupError("mount", err, f"{op.source}: {op.describe()}", op.b)
     if step == "fds":
         return SandboxSetupError("fds", err, f"fd {index}", None)
+    if step == "setsid" and index == 1:
+        return SandboxSetupError("setsid", err, "making the sandbox's pty its controlling terminal (TIOCSCTTY)",
+                                 None)
     if step == "id_maps":
         return SandboxSetupError("id_maps", err, "writing uid_map/gid_map", None)
     if step == "clone":
@@ -555,12 +751,24 @@ def _setup_error(args, plan: Plan, program: str, cwd: bytes, cgroup_procs=()) ->
 def run(args, *, profile: Any = "default", overrides: Sequence[str] = (), input=None, timeout: float | None = None,
         capture_output: bool = False, cwd=None, env: Mapping[str, str] | None = None, stdin=_FROM_PROFILE,
         stdout=_FROM_PROFILE, stderr=_FROM_PROFILE, pass_fds: Sequence[int] = (), text=None, encoding=None,
-        errors=None, check: bool = False, executable=None, warm=None) -> Result:
+        errors=None, check: bool = False, executable=None, warm=None, pty: bool | None = None,
+        pty_size: Sequence[int] | None = None) -> Result:
     """Run `args` in a sandbox and wait for it, like subprocess.run; returns a Result.
 
     A timeout kills the whole sandbox and is reported as Result.timed_out (no
     exception), with whatever output came before it.
+
+    With a pty (pty=True or fds.pty; see Popen), `input` is typed on the sandbox's
+    terminal, and what the program writes to it is Result.stdout with capture_output
+    (stderr is None: it is the same terminal), else copied to the caller's fd 1.
     """
+    plan = warm.plan if warm is not None else plan_for(profile, overrides,
+                                                       cwd=os.fspath(cwd) if cwd is not None else None)
+    if plan.pty if pty is None else pty:
+        return _run_pty(args, plan, input=input, timeout=timeout, capture_output=capture_output, cwd=cwd, env=env,
+                        stdin=stdin, stdout=stdout, stderr=stderr, pass_fds=pass_fds, text=text, encoding=encoding,
+                        errors=errors, check=check, executable=executable, warm=warm, pty_size=pty_size)
+    profile, overrides = plan, ()
     if input is not None:
         if stdin is not _FROM_PROFILE:
             raise ValueError("stdin and input arguments may not both be used")
@@ -582,9 +790,35 @@ def run(args, *, profile: Any = "default", overrides: Sequence[str] = (), input=
         except BaseException:
             p.kill()
             raise
+    return _result(args, p, out, err, timed_out, check)
+
+
+def _result(args, p: Popen, out, err, timed_out: bool, check: bool) -> Result:
     result = Result(args=list(args) if not isinstance(args, (str, bytes)) else [args], returncode=p.returncode,
                     stdout=out, stderr=err, timed_out=timed_out, duration=getattr(p, "duration", 0.0),
                     rusage=p._rusage, timings=p.timings, oom=p.oom, memory_peak=p.memory_peak)
     if check and not timed_out:
         result.check_returncode()
     return result
+
+
+def _run_pty(args, plan: Plan, *, input, timeout, capture_output, cwd, env, stdin, stdout, stderr, pass_fds, text,
+             encoding, errors, check, executable, warm, pty_size) -> Result:
+    """run() with the sandbox's own terminal: input typed on it, its output captured or copied to fd 1."""
+    for name, v in (("stdin", stdin), ("stdout", stdout), ("stderr", stderr)):
+        if v is not _FROM_PROFILE:
+            raise ValueError(f"pty: {name} is the sandbox's terminal; {name}= cannot be given with a pty")
+    timed_out = False
+    sink = None if capture_output else 1
+    with Popen(args, profile=plan, pass_fds=pass_fds, cwd=cwd, env=env, text=text, encoding=encoding,
+               errors=errors, executable=executable, warm=warm, pty=True, pty_size=pty_size) as p:
+        try:
+            out = p._pty_communicate(input, timeout, sink=sink)
+        except TimeoutExpired:
+            timed_out = True
+            p.kill()
+            out = p._pty_communicate(None, None, sink=sink)
+        except BaseException:
+            p.kill()
+            raise
+    return _result(args, p, out, None, timed_out, check)
