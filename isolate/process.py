@@ -255,6 +255,7 @@ class Popen(subprocess.Popen):
         self._pty_out: list = []       # communicate() in pty mode: output so far (kept across timeouts)
         self._pty_in = None
         self._pty_eof = False
+        self._pty_last = b"\n"        # the last byte typed on the terminal (for EOF)
         use_pty = self.plan.pty if pty is None else bool(pty)
         if pty_size is not None and not use_pty:
             raise ValueError("pty_size needs pty=True (or fds.pty in the profile)")
@@ -316,21 +317,23 @@ class Popen(subprocess.Popen):
             return super().communicate(input, timeout)
         return self._pty_communicate(input, timeout, sink=None), None
 
-    def _pty_communicate(self, input, timeout, sink: int | None):
+    def _pty_communicate(self, input, timeout, sink: int | None, source: int | None = None):
         """Type `input` on the terminal, collect (or with `sink`, write to that fd) what the
-        program writes until every process of the sandbox has closed the terminal, wait."""
+        program writes until every process of the sandbox has closed the terminal, wait.
+        With `source`, what can be read from that fd is typed on the terminal too (its
+        end of file becomes the terminal's EOF character)."""
         text = self.text_mode
         if self._pty_in is None:
             data = input if input is not None else b""
             if text and isinstance(data, str):
                 data = data.encode(self.encoding or _locale_encoding(), self.errors or "strict")
-            self._pty_in = memoryview(bytes(data))
+            self._pty_in = bytearray(data)
         deadline = None if timeout is None else time.monotonic() + timeout
         fd = self.pty_master.fileno()
         blocking = os.get_blocking(fd)
         os.set_blocking(fd, False)
         try:
-            self._pty_relay(fd, deadline, timeout, text, sink)
+            self._pty_relay(fd, deadline, timeout, text, sink, source)
         finally:
             os.set_blocking(fd, blocking)
         remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
@@ -340,13 +343,15 @@ class Popen(subprocess.Popen):
             raise TimeoutExpired(self.args, timeout, output=self._pty_output(text)) from None
         return None if sink is not None else self._pty_output(text)
 
-    def _pty_relay(self, fd, deadline, timeout, text, sink):
+    def _pty_relay(self, fd, deadline, timeout, text, sink, source):
         import select
 
         exited_at = None
+        pending = self._pty_in
         while not self._pty_eof:
             if exited_at is None and self.poll() is not None:
                 exited_at = time.monotonic()
+                source = None  # nobody left to type for
             # After the program ended, the terminal closes as soon as the sandbox is gone;
             # a process that escaped it (no pid namespace, no cgroup) must not hang us.
             wait = None if exited_at is None else 1.0
@@ -354,9 +359,11 @@ class Popen(subprocess.Popen):
                 left = max(0.0, deadline - time.monotonic())
                 wait = left if wait is None else min(wait, left)
             p = select.poll()
-            p.register(fd, select.POLLIN | (select.POLLOUT if len(self._pty_in) else 0))
+            p.register(fd, select.POLLIN | (select.POLLOUT if pending else 0))
             if exited_at is None and self._pidfd >= 0:
                 p.register(self._pidfd, select.POLLIN)
+            if source is not None and len(pending) < 65536:
+                p.register(source, select.POLLIN)
             events = dict(p.poll(None if wait is None else wait * 1000))
             if not events:
                 if exited_at is not None and time.monotonic() - exited_at >= 1.0:
@@ -364,15 +371,28 @@ class Popen(subprocess.Popen):
                 if deadline is not None and time.monotonic() >= deadline:
                     raise TimeoutExpired(self.args, timeout, output=self._pty_output(text))
                 continue
-            ev = events.get(fd, 0)
-            if ev & select.POLLOUT and len(self._pty_in):
+            if source is not None and events.get(source, 0):
                 try:
-                    n = os.write(fd, self._pty_in[:4096])
-                    self._pty_in = self._pty_in[n:]
+                    chunk = os.read(source, 65536)
+                except BlockingIOError:
+                    chunk = None
+                except OSError:
+                    chunk = b""
+                if chunk:
+                    pending += chunk
+                elif chunk is not None:  # end of our input: the terminal's EOF, as typed
+                    source = None
+                    pending += _eof_keys(fd, self._pty_last)
+            ev = events.get(fd, 0)
+            if ev & select.POLLOUT and pending:
+                try:
+                    n = os.write(fd, pending[:4096])
+                    self._pty_last = pending[n - 1:n] if n else self._pty_last
+                    del pending[:n]
                 except BlockingIOError:
                     pass
                 except OSError:
-                    self._pty_in = memoryview(b"")
+                    pending.clear()
             if ev & (select.POLLIN | select.POLLHUP | select.POLLERR):
                 try:
                     chunk = os.read(fd, 65536)
@@ -385,7 +405,11 @@ class Popen(subprocess.Popen):
                 if not chunk:  # EIO: no process holds the slave any more
                     self._pty_eof = True
                 elif sink is not None:
-                    _write_all(sink, chunk)
+                    if sink >= 0:
+                        try:
+                            _write_all(sink, chunk)
+                        except OSError:  # our output is gone: keep draining so the program is not stuck
+                            sink = -1
                 else:
                     self._pty_out.append(chunk)
 
@@ -685,6 +709,22 @@ def _locale_encoding() -> str:
     import locale
 
     return locale.getpreferredencoding(False)
+
+
+def _eof_keys(master: int, last: bytes) -> bytes:
+    """What to type for end of file: the terminal's EOF character when it reads lines
+    (twice after a partial line: the first ends the line), else nothing."""
+    import termios
+
+    try:
+        attrs = termios.tcgetattr(master)
+    except termios.error:
+        return b""
+    if not attrs[3] & termios.ICANON:
+        return b""
+    eof = attrs[6][termios.VEOF]
+    eof = eof if isinstance(eof, bytes) else bytes([eof])
+    return eof if last in (b"\n", b"") else eof * 2
 
 
 def _write_all(fd: int, data: bytes) -> None:
