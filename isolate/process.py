@@ -820,7 +820,7 @@ def run(args, *, profile: Any = "default", overrides: Sequence[str] = (), input=
     timed_out = False
     with Popen(args, profile=profile, overrides=overrides, stdin=stdin, stdout=stdout, stderr=stderr,
                pass_fds=pass_fds, cwd=cwd, env=env, text=text, encoding=encoding, errors=errors,
-               executable=executable, warm=warm) as p:
+               executable=executable, warm=warm, pty=False) as p:
         try:
             out, err = p.communicate(input, timeout=timeout)
         except TimeoutExpired:
