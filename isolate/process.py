@@ -38,6 +38,7 @@ INIT_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "isolate-in
 FLAG_PIDNS, FLAG_DIE_WITH_PARENT = 1, 2
 FLAG_CTTY = 8  # fd 0 is a fresh pty: the program makes it its controlling terminal (_init.c)
 DEFAULT_PTY_SIZE = (24, 80)
+TIOCSPTLCK, TIOCGPTPEER = 0x40045431, 0x5441  # asm-generic/ioctls.h (not in the termios module)
 
 
 class ExecutableNotFound(SandboxSetupError, FileNotFoundError):
@@ -286,13 +287,60 @@ class Popen(subprocess.Popen):
                 raise ValueError(f"pty: {name} is the sandbox's terminal; {name}= cannot be given with a pty")
         if warm is not None:
             raise ValueError("pty: not available with a WarmPool (its sandboxes are started before the task)")
-        rows, cols = _check_pty_size(DEFAULT_PTY_SIZE if size is None else size)
+        self._pty_size = _check_pty_size(DEFAULT_PTY_SIZE if size is None else size)
+        self._ctty = True
+        if self.plan.pidns:
+            # pid 1 is started first and given the program once the pty exists: then the
+            # pty can come from the sandbox's own devpts (see _start_on_pty).
+            self._pty_late = True
+            devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)  # placeholder for subprocess
+            self._opened.append(devnull)
+            std[:] = [devnull, devnull, devnull]
+            return
         master, slave = os.openpty()  # both close-on-exec; the launch path dup3s the slave
         self._opened.append(slave)    # ours is closed once the program has its copies
         self.pty_master = open(master, "r+b", buffering=0)
-        set_winsize(master, rows, cols)
-        self._ctty = True
+        set_winsize(master, *self._pty_size)
+        _give_pty(self._opened[-1], self.plan)
         std[:] = [slave, slave, slave]
+
+    def _start_on_pty(self, plan: Plan, exec_paths, argv, envp, cwd: bytes, passed) -> None:
+        """Start pid 1 waiting for its task, allocate the pty, then hand pid 1 the program
+        with the pty's slave as 0/1/2. The pty comes from the sandbox's own devpts
+        instance when its view has one (/dev/pts of a minimal /dev: then the program
+        finds it there, at /dev/pts/N, and ttyname works), else from the caller's."""
+        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+        devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+        try:
+            slot = launch(plan, [], [], [], cwd, [theirs.fileno(), devnull, devnull], [0, 1, 2], warm=True,
+                          ctty=True)
+        except BaseException:
+            mine.close()
+            raise
+        finally:
+            theirs.close()
+            os.close(devnull)
+        slot.ctl = mine
+        self._adopt(slot)
+        self._child_created = True  # from here on, it is ours to reap
+        master = _sandbox_ptmx(slot.pid) if _has_own_devpts(plan) else -1
+        if master >= 0:
+            try:
+                slave = _pty_peer(master)
+            except OSError:
+                os.close(master)
+                master = -1
+        if master < 0:
+            master, slave = os.openpty()
+        try:
+            self.pty_master = open(master, "r+b", buffering=0)
+            set_winsize(master, *self._pty_size)
+            _give_pty(slave, plan)
+            src, dst = _fd_table(slave, slave, slave, passed)
+            slot.send_task(b"", exec_paths, argv, envp, src, dst)
+        finally:
+            os.close(slave)
+        _await_start(slot.status_fd)
 
     def resize(self, rows: int, cols: int) -> None:
         """Change the size of the sandbox's terminal; the program gets SIGWINCH."""
@@ -435,7 +483,9 @@ class Popen(subprocess.Popen):
         src, dst = _fd_table(p2cread, c2pwrite, errwrite, self._pass)
         cwd_b = os.fsencode(os.fspath(cwd)) if cwd is not None else os.fsencode(plan.cwd)
         try:
-            if self._warm is not None:
+            if getattr(self, "_pty_late", False):
+                self._start_on_pty(plan, exec_paths, argv, envp, cwd_b, self._pass)
+            elif self._warm is not None:
                 slot = self._warm._take()
                 self._adopt(slot)
                 self._child_created = True  # from here on, it is ours to reap
@@ -447,7 +497,7 @@ class Popen(subprocess.Popen):
                 self._child_created = True
         except BaseException as e:
             self._close_pipe_fds(p2cread, p2cwrite, c2pread, c2pwrite, errread, errwrite)
-            if self._warm is not None and self._child_created:
+            if (self._warm is not None or getattr(self, "_pty_late", False)) and self._child_created:
                 self.kill()  # a warm sandbox that will not run this task: kill it and reap it
                 self.wait()
             if isinstance(e, _launch.ChildError):
@@ -674,6 +724,59 @@ def _fd_table(p2cread: int, c2pwrite: int, errwrite: int, passed) -> tuple[list,
         src.append(fd)
         dst.append(fd)
     return src, dst
+
+
+def _has_own_devpts(plan: Plan) -> bool:
+    """The view mounts a devpts instance of the sandbox's own at /dev/pts (filesystem.dev)."""
+    return any(op.kind == _launch.OP_MOUNT and op.c == "devpts" and op.b == "/newroot/dev/pts"
+               for op in plan.mount_ops)
+
+
+def _sandbox_ptmx(pid: int) -> int:
+    """The master of a new pty of the sandbox's devpts instance, opened through the
+    root of its pid 1 (which waits for its task: nothing of the program runs yet), or -1."""
+    import stat
+
+    try:
+        fd = os.open(f"/proc/{pid}/root/dev/pts/ptmx", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except OSError:
+        return -1
+    st = os.fstat(fd)
+    if not stat.S_ISCHR(st.st_mode) or os.major(st.st_rdev) != 5 or os.minor(st.st_rdev) != 2:
+        os.close(fd)
+        return -1
+    return fd
+
+
+def _pty_peer(master: int) -> int:
+    """Unlock a pty master and open its slave (TIOCGPTPEER: no path involved)."""
+    import fcntl
+
+    fcntl.ioctl(master, TIOCSPTLCK, struct.pack("i", 0))
+    return fcntl.ioctl(master, TIOCGPTPEER, os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+
+
+def _outside_id(mapping: str | None, inside: int) -> int | None:
+    for line in (mapping or "").splitlines():
+        parts = line.split()
+        if len(parts) == 3:
+            first, outside, count = (int(x) for x in parts)
+            if first <= inside < first + count:
+                return outside + inside - first
+    return None
+
+
+def _give_pty(slave: int, plan: Plan) -> None:
+    """The terminal belongs to the program's user, as a login's does (tools such as
+    screen check it). The caller owns it already unless it is root and the sandbox's
+    user is mapped to another host id; then root hands it over."""
+    if os.geteuid() != 0:
+        return
+    uid, gid = _outside_id(plan.uid_map, plan.inside_uid), _outside_id(plan.gid_map, plan.inside_gid)
+    try:
+        os.fchown(slave, -1 if uid is None else uid, -1 if gid is None else gid)
+    except OSError:
+        pass
 
 
 def _check_pty_size(size) -> tuple[int, int]:

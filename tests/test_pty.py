@@ -27,11 +27,15 @@ from conftest import ROOT, cli
 
 # The three ways the program can be started: by isolate-init as pid 1 of a pid
 # namespace, by isolate-init as a subreaper without one, and by the launch child itself.
+# With a pid namespace and a minimal /dev, the pty comes from the sandbox's own devpts
+# instance (its /dev/pts); otherwise from the caller's (/dev/ptmx).
 STARTS = {
     "init-pidns": [],
+    "init-pidns-host-view": ["filesystem.view=host"],
     "init-no-pidns": ["namespaces.pid=false", "filesystem.view=host"],
     "no-init": ["namespaces.pid=false", "process.die_with_parent=false", "filesystem.view=host"],
 }
+OWN_DEVPTS = {"init-pidns"}
 TIOCGSID = 0x5429  # the session of a terminal (on a master: of its slave)
 TIOCGDEV = 0x80045432  # the device number of the terminal behind an fd (here: /dev/tty)
 PTS_MAJORS = range(136, 144)  # UNIX98_PTY_SLAVE_MAJOR .. + 7
@@ -51,6 +55,9 @@ REPORT = textwrap.dedent(r'''
         "pid": os.getpid(), "sid": os.getsid(0), "pgid": os.getpgid(0),
         "tcpgrp": os.tcgetpgrp(0), "devtty_tcpgrp": os.tcgetpgrp(tty),
         "size": size(0), "devtty_size": size(tty),
+        "ttyname": os.ttyname(0), "ttyname_rdev": os.stat(os.ttyname(0)).st_rdev,
+        "devpts_dev": os.stat("/dev/pts").st_dev, "fd0_dev": os.fstat(0).st_dev,
+        "devpts_entries": sorted(os.listdir("/dev/pts")),
     }
     print("REPORT" + json.dumps(r), flush=True)
 ''')
@@ -61,7 +68,7 @@ def _report(text: str) -> dict:
     return json.loads(line[len("REPORT"):])
 
 
-def _assert_own_terminal(r: dict, caller_rdev: int | None = None) -> None:
+def _assert_own_terminal(r: dict, caller: tuple | None = None, own_devpts: bool | None = None) -> None:
     """The program's 0/1/2 are one pty, which is its controlling terminal, in its own session."""
     assert r["isatty"] == [True, True, True]
     assert len(set(r["rdev"])) == 1
@@ -71,8 +78,17 @@ def _assert_own_terminal(r: dict, caller_rdev: int | None = None) -> None:
     assert r["tty_nr"] == rdev               # and the kernel's idea of its ctty
     assert r["sid"] == r["pid"] == r["pgid"]  # a session of its own, and its leader
     assert r["tcpgrp"] == r["pgid"] == r["devtty_tcpgrp"]  # in the foreground of its terminal
-    if caller_rdev is not None:
-        assert rdev != caller_rdev and r["devtty_rdev"] != caller_rdev
+    assert r["ttyname"].startswith("/dev/pts/") and r["ttyname_rdev"] == rdev  # tty(1) names it
+    assert r["fd0_dev"] == r["devpts_dev"]  # it is on the /dev/pts the program sees
+    if caller is not None:
+        # A terminal is a devpts instance and an index in it (the same index, hence the
+        # same device number, may exist in two instances).
+        assert (r["fd0_dev"], rdev) != caller
+    if own_devpts is not None:
+        # The sandbox's own devpts instance: not the caller's, and only its own terminal in it.
+        assert (r["devpts_dev"] != os.stat("/dev/pts").st_dev) == own_devpts
+        if own_devpts:
+            assert r["devpts_entries"] == [r["ttyname"].rsplit("/", 1)[1], "ptmx"]
 
 
 # ---- a terminal for the CLI ------------------------------------------------------------
@@ -86,7 +102,8 @@ class Outer:
     def __init__(self, *args, rows=24, cols=80):
         self.master, slave = os.openpty()
         _winsize(self.master, rows, cols)
-        self.rdev = os.fstat(slave).st_rdev
+        st = os.fstat(slave)
+        self.ident = (st.st_dev, st.st_rdev)
         self.before = termios.tcgetattr(self.master)  # the slave's mode, as the CLI finds it
         argv = [sys.executable, "-m", "cli.main", *args]
         pid = os.fork()
@@ -197,14 +214,14 @@ def test_cli_pty_the_program_has_a_terminal_of_its_own(outer, start):
     o.write(b"\r")
     assert o.finish() == 5
     r = _report(o.out.decode())
-    _assert_own_terminal(r, caller_rdev=o.rdev)
+    _assert_own_terminal(r, caller=o.ident, own_devpts=start in OWN_DEVPTS)
     assert r["size"] == r["devtty_size"] == [37, 101]  # copied before the program started
 
 
 def test_cli_pty_set_field_is_the_same_as_the_flag(outer):
     o = outer("run", "--set", "fds.pty=true", "--", *_py(REPORT))
     assert o.finish() == 0
-    _assert_own_terminal(_report(o.out.decode()), caller_rdev=o.rdev)
+    _assert_own_terminal(_report(o.out.decode()), caller=o.ident)
 
 
 def test_cli_without_pty_the_program_gets_no_terminal_of_its_own(outer):
@@ -253,9 +270,9 @@ def test_cli_pty_input_output_exit_status_and_drain(outer):
 
 def test_cli_pty_ctrl_c_reaches_the_program_through_its_terminal(outer):
     code = textwrap.dedent(r'''
-        import signal, sys, time
-        def on_int(*_):
-            print("SIGINT", flush=True); sys.exit(3)
+        import os, signal, time
+        def on_int(*_):  # may come while print() below still flushes: no print here
+            os.write(1, b"SIGINT\n"); os._exit(3)
         signal.signal(signal.SIGINT, on_int)
         print("READY", flush=True)
         time.sleep(60)
@@ -264,7 +281,7 @@ def test_cli_pty_ctrl_c_reaches_the_program_through_its_terminal(outer):
     o.read_until(b"READY")
     assert not o.mode()[3] & termios.ISIG  # raw: ^C is a byte for the sandbox's terminal
     o.write(b"\x03")
-    assert o.finish() == 3
+    assert o.finish() == 3, o.out
     assert b"SIGINT" in o.out
 
 
@@ -333,7 +350,7 @@ def test_run_pty_capture(start):
     text = r.stdout.decode()
     assert "ON-STDERR" in text
     rep = _report(text)
-    _assert_own_terminal(rep)
+    _assert_own_terminal(rep, own_devpts=start in OWN_DEVPTS)
     assert rep["size"] == [33, 111]
 
 
@@ -431,9 +448,13 @@ def test_pty_with_warm_pool_is_refused():
 def test_pty_leaks_no_fds():
     from conftest import open_fds
 
+    import gc
+
     isolate.run(["true"], pty=True, capture_output=True, timeout=60)  # once per process: the plan's fds
+    gc.collect()  # what earlier tests left for the collector is not ours to count
     before = open_fds()
     for _ in range(3):
         r = isolate.run(["true"], pty=True, capture_output=True, timeout=60)
         assert r.returncode == 0
+    gc.collect()
     assert open_fds() == before
