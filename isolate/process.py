@@ -772,7 +772,9 @@ def _give_pty(slave: int, plan: Plan) -> None:
     user is mapped to another host id; then root hands it over."""
     if os.geteuid() != 0:
         return
-    uid, gid = _outside_id(plan.uid_map, plan.inside_uid), _outside_id(plan.gid_map, plan.inside_gid)
+    # Without a user namespace (no map) the ids inside are host ids.
+    uid = plan.inside_uid if plan.uid_map is None else _outside_id(plan.uid_map, plan.inside_uid)
+    gid = plan.inside_gid if plan.gid_map is None else _outside_id(plan.gid_map, plan.inside_gid)
     try:
         os.fchown(slave, -1 if uid is None else uid, -1 if gid is None else gid)
     except OSError:

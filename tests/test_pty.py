@@ -354,6 +354,25 @@ def test_run_pty_capture(start):
     assert rep["size"] == [33, 111]
 
 
+def test_run_pty_strict_and_the_terminal_belongs_to_the_programs_user():
+    code = REPORT + "st = os.fstat(0); print('OWNER', st.st_uid, st.st_gid, os.getuid(), os.getgid())"
+    r = isolate.run(_py(code), profile="strict", pty=True, capture_output=True, timeout=60)
+    assert r.returncode == 0, r.stdout
+    _assert_own_terminal(_report(r.stdout.decode()), own_devpts=True)
+    owner = next(ln for ln in r.stdout.decode().splitlines() if ln.startswith("OWNER")).split()[1:]
+    assert owner[:2] == owner[2:] == ["65534", "65534"]
+
+
+@pytest.mark.parametrize("start", [*STARTS, "no-userns"])
+def test_run_pty_owner_is_the_programs_user(start):
+    overrides = STARTS.get(start, ["namespaces.user=false"])
+    r = isolate.run(["sh", "-c", 'stat -c "%u %g" /proc/self/fd/0; id -u; id -g'],
+                    overrides=overrides + ["identity.uid=1000", "identity.gid=1000"], pty=True,
+                    capture_output=True, timeout=60)
+    assert r.returncode == 0, r.stdout
+    assert r.stdout.split() == [b"1000", b"1000", b"1000", b"1000"]
+
+
 def test_run_pty_from_the_profile_field():
     r = isolate.run(_py(REPORT), overrides=["fds.pty=true"], capture_output=True, timeout=60)
     assert r.returncode == 0
