@@ -944,11 +944,12 @@ SECTIONS: tuple[Section, ...] = (
                              describe="array of integers >= 3"),
               [], "extra fds kept open at the same number (normalized sorted)"),
         Field("pty", Bool(), False,
-              "a terminal of the sandbox's own: fd 0, 1 and 2 are the slave of a fresh pty, "
-              "which is the program's controlling terminal (in a session of its own); the caller "
-              "holds the master (`isolate run` relays it to its own terminal, with resizes; "
-              "library: Popen.pty_master). The caller's terminal is never handed in. "
-              "stdin/stdout/stderr must then be \"inherit\""),
+              "a terminal of the sandbox's own: fd 0, 1 and 2 are the slave of a fresh pty "
+              "(from the sandbox's own /dev/pts with a pid namespace and filesystem.dev, else from "
+              "the caller's devpts), which is the program's controlling terminal, in a session of "
+              "its own; the caller holds the master (`isolate run` relays it to its own terminal, "
+              "resizes included; library: Popen.pty_master). The caller's terminal is never handed "
+              "in. stdin/stdout/stderr must then be \"inherit\" (`isolate run --pty` sets this)"),
     ), check=_check_fds),
     Section("env", "The environment of the command.", (
         Field("clear", Bool(), True, "start from an empty environment"),
