@@ -53,6 +53,7 @@
 
 static int status_fd = -1;
 static int cgroup_fd = -1; /* cgroup.procs of the sandbox's cgroup (no pid namespace), or -1 */
+static pid_t ctty_pgrp = 0; /* FLAG_CTTY: the program's own session and process group */
 
 static int64_t now_ns(void)
 {
@@ -113,6 +114,8 @@ static void kill_all(int pidns, pid_t program)
     else {
         if (program > 0)
             kill(program, SIGKILL);
+        if (ctty_pgrp > 0)
+            kill(-ctty_pgrp, SIGKILL); /* left our process group with its own terminal */
         if (cgroup_fd >= 0)
             kill_cgroup();
         kill(0, SIGKILL); /* our process group (setsid made it ours), us included */
@@ -355,6 +358,8 @@ int main(int argc, char **argv)
         _exit(127);
     }
 
+    if (flags & FLAG_CTTY)
+        ctty_pgrp = program;
     /* pid 1 keeps none of the program's fds: a pipe the program closes must reach
      * EOF at the caller without waiting for us. */
     close(started[1]);

@@ -594,10 +594,15 @@ class Popen(subprocess.Popen):
             return
         if not self.plan.pidns:
             # No pid namespace: the tree is our child's process group (it called setsid).
-            try:
-                os.killpg(self.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
+            groups = [self.pid]
+            if getattr(self, "_ctty", False) and self.plan.use_init:
+                # With a terminal of its own the program has a session and group of its own.
+                groups += _children(self.pid)
+            for pgrp in groups:
+                try:
+                    os.killpg(pgrp, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
         if self._cgroup is not None:  # and whatever left the group is still in the cgroup
             self._cgroup.kill()
         try:
@@ -724,6 +729,14 @@ def _fd_table(p2cread: int, c2pwrite: int, errwrite: int, passed) -> tuple[list,
         src.append(fd)
         dst.append(fd)
     return src, dst
+
+
+def _children(pid: int) -> list:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(x) for x in f.read().split()]
+    except (OSError, ValueError):
+        return []
 
 
 def _has_own_devpts(plan: Plan) -> bool:

@@ -458,12 +458,6 @@ def test_pty_errors():
         isolate.run(["true"], overrides=['fds.pty="yes"'])
 
 
-def test_pty_with_warm_pool_is_refused():
-    with isolate.WarmPool("default", size=1) as pool:
-        with pytest.raises(ValueError, match="WarmPool"):
-            pool.run(["true"], pty=True)
-
-
 def test_pty_leaks_no_fds():
     from conftest import open_fds
 
@@ -476,4 +470,36 @@ def test_pty_leaks_no_fds():
         r = isolate.run(["true"], pty=True, capture_output=True, timeout=60)
         assert r.returncode == 0
     gc.collect()
-    assert open_fds() == before
+    assert open_fds() - before == set()  # (fds others close meanwhile are not our business)
+
+
+def test_pty_with_warm_pool_is_refused():
+    with isolate.WarmPool("default", size=1) as pool:
+        with pytest.raises(ValueError, match="WarmPool"):
+            pool.run(["true"], pty=True)
+
+
+def _gone(pid: int, within: float = 20.0) -> bool:
+    """The process has ended (gone, or a zombie nobody reaped yet), waiting up to `within`."""
+    end = time.monotonic() + within
+    while time.monotonic() < end:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X"):
+                    return True
+        except FileNotFoundError:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.mark.parametrize("start", ["init-no-pidns", "no-init"])
+@pytest.mark.parametrize("how", ["exit", "kill"])
+def test_pty_without_pid_namespace_the_programs_group_goes_with_it(start, how):
+    # With its own terminal the program leads a session of its own: ending the sandbox
+    # must still take what it started (here a child that ignores the terminal's SIGHUP).
+    prog = "trap '' HUP; sleep 120 & echo CHILD $!; " + ("exit 0" if how == "exit" else "exec sleep 120")
+    timeout = None if how == "exit" else 2
+    r = isolate.run(["sh", "-c", prog], overrides=STARTS[start], pty=True, capture_output=True, timeout=timeout)
+    child = int(next(ln for ln in r.stdout.decode().splitlines() if ln.startswith("CHILD")).split()[1])
+    assert _gone(child), f"pid {child} outlived its sandbox"
