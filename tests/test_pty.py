@@ -373,6 +373,24 @@ def test_run_pty_owner_is_the_programs_user(start):
     assert r.stdout.split() == [b"1000", b"1000", b"1000", b"1000"]
 
 
+def test_run_pty_as_an_unprivileged_caller():
+    # The pty of the sandbox's own devpts is opened through /proc/PID/root of its pid 1:
+    # an unprivileged caller may do that too (it owns the sandbox's user namespace).
+    import ctypes.util  # noqa: F401  (nobody cannot read our interpreter's lazy imports)
+    import locale  # noqa: F401
+
+    from test_core import _as_nobody
+
+    def inside():
+        r = isolate.run(["sh", "-c", "tty; id -u; stat -c %u $(tty); ls /dev/pts"], pty=True, capture_output=True,
+                        cwd=str(ROOT), timeout=60)
+        return {"rc": r.returncode, "out": r.stdout.decode()}
+
+    res = _as_nobody(inside)
+    assert res.get("rc") == 0, res
+    assert res["out"].split() == ["/dev/pts/0", "65534", "65534", "0", "ptmx"]
+
+
 def test_run_pty_from_the_profile_field():
     r = isolate.run(_py(REPORT), overrides=["fds.pty=true"], capture_output=True, timeout=60)
     assert r.returncode == 0
