@@ -20,7 +20,7 @@ import threading
 import time
 from typing import Any, Mapping, Sequence
 
-from . import _launch, cgroup, net
+from . import _launch, cgroup, net, terminal
 from .compile import RLIMIT_NAMES, Plan, compile_profile
 from .errors import ProfileError, SandboxSetupError
 
@@ -37,8 +37,6 @@ assert _MSG.size == _launch.MSG_SIZE
 INIT_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "isolate-init")
 FLAG_PIDNS, FLAG_DIE_WITH_PARENT = 1, 2
 FLAG_CTTY = 8  # fd 0 is a fresh pty: the program makes it its controlling terminal (_init.c)
-DEFAULT_PTY_SIZE = (24, 80)
-TIOCSPTLCK, TIOCGPTPEER = 0x40045431, 0x5441  # asm-generic/ioctls.h (not in the termios module)
 
 
 class ExecutableNotFound(SandboxSetupError, FileNotFoundError):
@@ -287,7 +285,7 @@ class Popen(subprocess.Popen):
                 raise ValueError(f"pty: {name} is the sandbox's terminal; {name}= cannot be given with a pty")
         if warm is not None:
             raise ValueError("pty: not available with a WarmPool (its sandboxes are started before the task)")
-        self._pty_size = _check_pty_size(DEFAULT_PTY_SIZE if size is None else size)
+        self._pty_size = terminal.check_size(terminal.DEFAULT_SIZE if size is None else size)
         self._ctty = True
         if self.plan.pidns:
             # pid 1 is started first and given the program once the pty exists: then the
@@ -300,8 +298,8 @@ class Popen(subprocess.Popen):
         master, slave = os.openpty()  # both close-on-exec; the launch path dup3s the slave
         self._opened.append(slave)    # ours is closed once the program has its copies
         self.pty_master = open(master, "r+b", buffering=0)
-        set_winsize(master, *self._pty_size)
-        _give_pty(self._opened[-1], self.plan)
+        terminal.set_winsize(master, *self._pty_size)
+        terminal.give(slave, self.plan)
         std[:] = [slave, slave, slave]
 
     def _start_on_pty(self, plan: Plan, exec_paths, argv, envp, cwd: bytes, passed) -> None:
@@ -323,19 +321,12 @@ class Popen(subprocess.Popen):
         slot.ctl = mine
         self._adopt(slot)
         self._child_created = True  # from here on, it is ours to reap
-        master = _sandbox_ptmx(slot.pid) if _has_own_devpts(plan) else -1
-        if master >= 0:
-            try:
-                slave = _pty_peer(master)
-            except OSError:
-                os.close(master)
-                master = -1
-        if master < 0:
-            master, slave = os.openpty()
+        pair = terminal.open_sandbox_pty(slot.pid) if terminal.has_own_devpts(plan) else None
+        master, slave = pair if pair is not None else os.openpty()
         try:
             self.pty_master = open(master, "r+b", buffering=0)
-            set_winsize(master, *self._pty_size)
-            _give_pty(slave, plan)
+            terminal.set_winsize(master, *self._pty_size)
+            terminal.give(slave, plan)
             src, dst = _fd_table(slave, slave, slave, passed)
             slot.send_task(b"", exec_paths, argv, envp, src, dst)
         finally:
@@ -346,8 +337,8 @@ class Popen(subprocess.Popen):
         """Change the size of the sandbox's terminal; the program gets SIGWINCH."""
         if self.pty_master is None or self.pty_master.closed:
             raise ValueError("resize: this Popen has no terminal (pty=True)")
-        rows, cols = _check_pty_size((rows, cols))
-        set_winsize(self.pty_master.fileno(), rows, cols)
+        rows, cols = terminal.check_size((rows, cols))
+        terminal.set_winsize(self.pty_master.fileno(), rows, cols)
 
     def close_pty(self) -> None:
         """Close the master side of the sandbox's terminal (once; idempotent)."""
@@ -374,7 +365,7 @@ class Popen(subprocess.Popen):
         if self._pty_in is None:
             data = input if input is not None else b""
             if text and isinstance(data, str):
-                data = data.encode(self.encoding or _locale_encoding(), self.errors or "strict")
+                data = data.encode(self.encoding or terminal.locale_encoding(), self.errors or "strict")
             self._pty_in = bytearray(data)
         deadline = None if timeout is None else time.monotonic() + timeout
         fd = self.pty_master.fileno()
@@ -430,7 +421,7 @@ class Popen(subprocess.Popen):
                     pending += chunk
                 elif chunk is not None:  # end of our input: the terminal's EOF, as typed
                     source = None
-                    pending += _eof_keys(fd, self._pty_last)
+                    pending += terminal.eof_keys(fd, self._pty_last)
             ev = events.get(fd, 0)
             if ev & select.POLLOUT and pending:
                 try:
@@ -455,7 +446,7 @@ class Popen(subprocess.Popen):
                 elif sink is not None:
                     if sink >= 0:
                         try:
-                            _write_all(sink, chunk)
+                            terminal.write_all(sink, chunk)
                         except OSError:  # our output is gone: keep draining so the program is not stuck
                             sink = -1
                 else:
@@ -468,7 +459,7 @@ class Popen(subprocess.Popen):
         import io
 
         # As subprocess's text mode: decoded, universal newlines (a terminal writes \r\n).
-        return io.TextIOWrapper(io.BytesIO(data), encoding=self.encoding or _locale_encoding(),
+        return io.TextIOWrapper(io.BytesIO(data), encoding=self.encoding or terminal.locale_encoding(),
                                 errors=self.errors or "strict").read()
 
     # subprocess calls this with its resolved pipe ends; -1 means "inherit".
@@ -737,118 +728,6 @@ def _children(pid: int) -> list:
             return [int(x) for x in f.read().split()]
     except (OSError, ValueError):
         return []
-
-
-def _has_own_devpts(plan: Plan) -> bool:
-    """The view mounts a devpts instance of the sandbox's own at /dev/pts (filesystem.dev)."""
-    return any(op.kind == _launch.OP_MOUNT and op.c == "devpts" and op.b == "/newroot/dev/pts"
-               for op in plan.mount_ops)
-
-
-def _sandbox_ptmx(pid: int) -> int:
-    """The master of a new pty of the sandbox's devpts instance, opened through the
-    root of its pid 1 (which waits for its task: nothing of the program runs yet), or -1."""
-    import stat
-
-    try:
-        fd = os.open(f"/proc/{pid}/root/dev/pts/ptmx", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC | os.O_NOFOLLOW)
-    except OSError:
-        return -1
-    st = os.fstat(fd)
-    if not stat.S_ISCHR(st.st_mode) or os.major(st.st_rdev) != 5 or os.minor(st.st_rdev) != 2:
-        os.close(fd)
-        return -1
-    return fd
-
-
-def _pty_peer(master: int) -> int:
-    """Unlock a pty master and open its slave (TIOCGPTPEER: no path involved)."""
-    import fcntl
-
-    fcntl.ioctl(master, TIOCSPTLCK, struct.pack("i", 0))
-    return fcntl.ioctl(master, TIOCGPTPEER, os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
-
-
-def _outside_id(mapping: str | None, inside: int) -> int | None:
-    for line in (mapping or "").splitlines():
-        parts = line.split()
-        if len(parts) == 3:
-            first, outside, count = (int(x) for x in parts)
-            if first <= inside < first + count:
-                return outside + inside - first
-    return None
-
-
-def _give_pty(slave: int, plan: Plan) -> None:
-    """The terminal belongs to the program's user, as a login's does (tools such as
-    screen check it). The caller owns it already unless it is root and the sandbox's
-    user is mapped to another host id; then root hands it over."""
-    if os.geteuid() != 0:
-        return
-    # Without a user namespace (no map) the ids inside are host ids.
-    uid = plan.inside_uid if plan.uid_map is None else _outside_id(plan.uid_map, plan.inside_uid)
-    gid = plan.inside_gid if plan.gid_map is None else _outside_id(plan.gid_map, plan.inside_gid)
-    try:
-        os.fchown(slave, -1 if uid is None else uid, -1 if gid is None else gid)
-    except OSError:
-        pass
-
-
-def _check_pty_size(size) -> tuple[int, int]:
-    try:
-        rows, cols = (int(x) for x in size)
-    except (TypeError, ValueError):
-        raise ValueError(f"pty_size: expected (rows, cols), got {size!r}") from None
-    if not (0 <= rows <= 0xFFFF and 0 <= cols <= 0xFFFF):
-        raise ValueError(f"pty_size: rows and cols must be 0..65535, got {size!r}")
-    return rows, cols
-
-
-def get_winsize(fd: int) -> tuple[int, int] | None:
-    """(rows, cols) of the terminal on fd, or None when it is not a terminal."""
-    import fcntl
-    import termios
-
-    try:
-        rows, cols, _x, _y = struct.unpack("HHHH", fcntl.ioctl(fd, termios.TIOCGWINSZ, b"\0" * 8))
-    except OSError:
-        return None
-    return rows, cols
-
-
-def set_winsize(fd: int, rows: int, cols: int) -> None:
-    import fcntl
-    import termios
-
-    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
-
-
-def _locale_encoding() -> str:
-    import locale
-
-    return locale.getpreferredencoding(False)
-
-
-def _eof_keys(master: int, last: bytes) -> bytes:
-    """What to type for end of file: the terminal's EOF character when it reads lines
-    (twice after a partial line: the first ends the line), else nothing."""
-    import termios
-
-    try:
-        attrs = termios.tcgetattr(master)
-    except termios.error:
-        return b""
-    if not attrs[3] & termios.ICANON:
-        return b""
-    eof = attrs[6][termios.VEOF]
-    eof = eof if isinstance(eof, bytes) else bytes([eof])
-    return eof if last in (b"\n", b"") else eof * 2
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
 
 
 def _envp(environment: Mapping[str, str]) -> list:
