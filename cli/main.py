@@ -44,6 +44,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="add an environment variable (repeatable)")
     r.add_argument("-t", "--timeout", type=float, help="kill the whole sandbox after this many seconds")
     r.add_argument("--timing", action="store_true", help="print where the launch time went, on stderr")
+    r.add_argument("--pty", action="store_true",
+                   help="give the command a terminal of its own (same as --set fds.pty=true): a fresh pty, "
+                        "relayed to this one, resizes included")
     r.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- COMMAND [ARG...]")
 
     e = sub.add_parser("explain", help="print a resolved profile and its seccomp filter",
@@ -106,6 +109,7 @@ def _report(e: BaseException) -> int:
 
 def _run(args) -> int:
     import isolate
+    from isolate import process
 
     argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
     if not argv:
@@ -121,8 +125,15 @@ def _run(args) -> int:
             print(f"isolate: --env: expected NAME=VALUE, got {item!r}", file=sys.stderr)
             return EXIT_USAGE
         env[name] = value
+    overrides = list(args.overrides) + (["fds.pty=true"] if args.pty else [])
+    pty_size = None
     try:
-        p = isolate.Popen(argv, profile=args.profile, overrides=args.overrides, cwd=args.cwd, env=env or None)
+        plan = process.plan_for_cwd(args.profile, overrides, args.cwd)
+        if plan.pty:
+            from isolate import terminal
+
+            pty_size = terminal.caller_size()
+        p = isolate.Popen(argv, profile=plan, cwd=args.cwd, env=env or None, pty_size=pty_size)
     except isolate.SandboxSetupError as e:
         if args.cwd is None or e.step != "chdir":
             raise
@@ -132,10 +143,17 @@ def _run(args) -> int:
     if args.timing:
         for name, ms in p.timings.items():
             print(f"isolate: timing: {name:>14} {ms:8.3f} ms", file=sys.stderr)
-    # Our signals go to the sandbox, whose pid 1 hands them to the program.
+    # Our signals go to the sandbox, whose pid 1 hands them to the program. (With a
+    # terminal of its own, a resize reaches it as a resize of that terminal instead.)
     for sig in _FORWARDED:
-        signal.signal(sig, lambda s, _f: p.send_signal(s))
+        if not (plan.pty and sig == signal.SIGWINCH):
+            signal.signal(sig, lambda s, _f: p.send_signal(s))
     try:
+        if plan.pty:
+            try:
+                terminal.relay(p, timeout=args.timeout)
+            finally:
+                p.close_pty()
         p.wait(timeout=args.timeout)
     except isolate.TimeoutExpired:
         p.kill()

@@ -6,6 +6,9 @@
  *
  *   argv: isolate-init STATUS_FD PARENT_PIDFD BPF_FD FLAGS FIRST_PRIVATE CGROUP_FD NEXEC PATH... ARGV...
  *
+ * With FLAG_CTTY (fds.pty) the program's process calls setsid and makes fd 0, a pty
+ * the caller allocated for this sandbox, its controlling terminal (TIOCSCTTY).
+ *
  * It starts the program (seccomp last, in the program's own process),
  * reports "started" or (step, errno) on STATUS_FD, then reaps every orphan, forwards
  * SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2 and SIGWINCH to the program, and
@@ -24,6 +27,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
@@ -38,6 +42,7 @@
 #define FLAG_PIDNS 1
 #define FLAG_DIE_WITH_PARENT 2
 #define FLAG_WARM 4 /* ready in advance: the task (argv, env, cwd, fds) arrives on fd 0 */
+#define FLAG_CTTY 8 /* fd 0 is a fresh pty: the program makes it its controlling terminal */
 #define TASK_MAGIC 0x544f5349u /* "ISOT" */
 #define TASK_MAX (1 << 20)
 #define TASK_MAX_FDS 250
@@ -62,6 +67,7 @@ static void close_fds(int lo, int hi)
 
 static int status_fd = -1;
 static int cgroup_fd = -1; /* cgroup.procs of the sandbox's cgroup (no pid namespace), or -1 */
+static pid_t ctty_pgrp = 0; /* FLAG_CTTY: the program's own session and process group */
 
 static int64_t now_ns(void)
 {
@@ -122,6 +128,8 @@ static void kill_all(int pidns, pid_t program)
     else {
         if (program > 0)
             kill(program, SIGKILL);
+        if (ctty_pgrp > 0)
+            kill(-ctty_pgrp, SIGKILL); /* left our process group with its own terminal */
         if (cgroup_fd >= 0)
             kill_cgroup();
         kill(0, SIGKILL); /* our process group (setsid made it ours), us included */
@@ -340,7 +348,13 @@ int main(int argc, char **argv)
         sigemptyset(&none);
         sigprocmask(SIG_SETMASK, &none, NULL);
         struct isolate_msg m = {MSG_ERROR, 0, 0, 0, 0};
-        if (prog.filter && syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) < 0) {
+        /* A terminal of its own: a session of its own whose controlling terminal is
+         * the fresh pty on fd 0. Before seccomp, which denies TIOCSCTTY. */
+        if ((flags & FLAG_CTTY) && (setsid() < 0 || ioctl(0, TIOCSCTTY, 0) < 0)) {
+            m.a = STEP_SETSID;
+            m.b = 1;
+            m.c = errno;
+        } else if (prog.filter && syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) < 0) {
             m.a = STEP_SECCOMP;
             m.c = errno;
         } else {
@@ -362,6 +376,8 @@ int main(int argc, char **argv)
         _exit(127);
     }
 
+    if (flags & FLAG_CTTY)
+        ctty_pgrp = program;
     /* pid 1 keeps none of the program's fds: a pipe the program closes must reach
      * EOF at the caller without waiting for us. */
     close(started[1]);

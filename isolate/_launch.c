@@ -162,6 +162,7 @@ struct launch {
     int ncgroups;
     int late_cgroupns;                /* unshare the cgroup namespace after joining them */
     int cgroup_fd;                    /* cgroup.procs for init to empty (no pid namespace), or -1 */
+    int ctty;                         /* fd 0 is a fresh pty: make it our controlling terminal */
     int64_t *timings;                 /* CLOCK_MONOTONIC ns per step (shared memory) */
     const char *uid_map, *gid_map;    /* per-launch maps (a host id of its own), else the plan's */
     long switch_uid, switch_gid;      /* >= 0: become these ids right after the maps */
@@ -256,6 +257,15 @@ static void step_wait_for_id_maps(const struct launch *l)
 static void step_setsid(const struct launch *l)
 {
     CHECK(l, STEP_SETSID, 0, rsys0(SYS_setsid));
+}
+
+/* Without isolate-init we are the program: fd 0, a pty the caller allocated for this
+ * sandbox (fds.pty), becomes the controlling terminal of the session setsid made.
+ * (isolate-init does this itself in the program's process.) Before seccomp. */
+static void step_ctty(const struct launch *l)
+{
+    if (l->ctty && !l->plan->use_init)
+        CHECK(l, STEP_SETSID, 1, rsys3(SYS_ioctl, 0, TIOCSCTTY, 0));
 }
 
 static void step_hostname(const struct launch *l)
@@ -713,6 +723,7 @@ static int child_main(void *arg)
     mark(l, STEP_LOOPBACK);
     step_fds(l);                  /* before rlimits: RLIMIT_NOFILE could block the dups */
     mark(l, STEP_FDS);
+    step_ctty(l);                 /* fd 0 is in place; before seccomp denies TIOCSCTTY */
     step_rlimits(l);
     step_chdir(l);                /* after the mounts: cwd is a path in the new view */
     step_caps_bounding(l);        /* while CAP_SETPCAP is still ours */
@@ -1061,7 +1072,7 @@ static const char *step_names[] = {
 
 /* spawn(plan, exec_paths, argv, envp, cwd, fd_src, fd_dst, init_fd, init_argv,
  *       first_private, parent_pidfd, bpf_fd[, netns_fd, cgroup_procs, cgroup_fd, mntns_fd,
- *       uid_map, gid_map, switch_uid, switch_gid, op_fds])
+ *       uid_map, gid_map, switch_uid, switch_gid, op_fds, ctty])
  *   -> (pid, pidfd, status_fd, timings, used_clone3)
  * status_fd is the read end of the status pipe; with init it carries the program's
  * exit status later, without it the parent may close it. */
@@ -1071,9 +1082,11 @@ static PyObject *spawn(PyObject *self, PyObject *args)
     int init_fd, first_private, parent_pidfd, bpf_fd, netns_fd = -1, cgroup_fd = -1, mntns_fd = -1;
     PyObject *cgroups = NULL, *l_uid_map = Py_None, *l_gid_map = Py_None, *op_fds = Py_None;
     long switch_uid = -1, switch_gid = -1;
-    if (!PyArg_ParseTuple(args, "OOOOOOOiOiii|iOiiOOllO", &cap, &exec_paths, &argv, &envp, &cwd, &fd_src, &fd_dst,
+    int ctty = 0;
+    if (!PyArg_ParseTuple(args, "OOOOOOOiOiii|iOiiOOllOp", &cap, &exec_paths, &argv, &envp, &cwd, &fd_src, &fd_dst,
                           &init_fd, &init_argv, &first_private, &parent_pidfd, &bpf_fd, &netns_fd, &cgroups,
-                          &cgroup_fd, &mntns_fd, &l_uid_map, &l_gid_map, &switch_uid, &switch_gid, &op_fds))
+                          &cgroup_fd, &mntns_fd, &l_uid_map, &l_gid_map, &switch_uid, &switch_gid, &op_fds,
+                          &ctty))
         return NULL;
     struct plan *p = PyCapsule_GetPointer(cap, "isolate.plan");
     if (!p)
@@ -1156,6 +1169,7 @@ static PyObject *spawn(PyObject *self, PyObject *args)
         .uid_map = l_uid_map == Py_None ? p->uid_map : PyBytes_AS_STRING(l_uid_map),
         .gid_map = l_gid_map == Py_None ? p->gid_map : PyBytes_AS_STRING(l_gid_map),
         .switch_uid = switch_uid, .switch_gid = switch_gid, .op_fds = have_op_fds ? c_op_fds : NULL,
+        .ctty = ctty,
     };
 
     int err = 0, step = STEP_NONE, index = 0, used_clone3 = 0;

@@ -105,6 +105,7 @@ class Plan:
     cgroup: Mapping = dataclasses.field(default_factory=lambda: types.MappingProxyType({}))
     cgroup_mode: str | None = None
     cgroup_dirs: tuple = ()
+    pty: bool = False             # fds.pty: 0/1/2 are a fresh pty, the program's controlling terminal
 
     def environment(self, caller_env: Mapping[str, str] | None = None, extra: Mapping[str, str] | None = None) -> dict:
         """The program's environment: cleared (or the caller's), + kept names, + set, + extra."""
@@ -414,6 +415,7 @@ def _compile(profile, ctx: Mapping[str, str], key: str) -> Plan:
         cgroup=types.MappingProxyType(cg_limits),
         cgroup_mode=cg_mode,
         cgroup_dirs=cg_dirs,
+        pty=bool(fds["pty"]),
     )
     check_nofile(plan, plan.pass_fds, file=profile.name)
     # Fail closed: whatever this plan asks of the kernel must be there.

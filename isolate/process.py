@@ -21,7 +21,7 @@ import threading
 import time
 from typing import Any, Mapping, Sequence
 
-from . import _launch, cgroup, net
+from . import _launch, cgroup, net, terminal
 from .compile import RLIMIT_NAMES, Plan, compile_profile
 from .errors import ProfileError, SandboxSetupError
 
@@ -37,6 +37,7 @@ assert _MSG.size == _launch.MSG_SIZE
 
 INIT_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "isolate-init")
 FLAG_PIDNS, FLAG_DIE_WITH_PARENT = 1, 2
+FLAG_CTTY = 8  # fd 0 is a fresh pty: the program makes it its controlling terminal (_init.c)
 
 
 class ExecutableNotFound(SandboxSetupError, FileNotFoundError):
@@ -253,13 +254,25 @@ class Popen(subprocess.Popen):
     a file or an fd to override. `env` is added on top of the profile's environment
     (which starts empty unless the profile keeps or sets names). `cwd` overrides the
     profile's process.cwd. Killing (kill(), a timeout) takes the whole sandbox.
+
+    pty=True (or fds.pty in the profile; pty=False turns it off): fd 0, 1 and 2 of the
+    program are the slave of a fresh pty allocated for this sandbox, which is also its
+    controlling terminal (in a session of its own); stdin/stdout/stderr may then not be
+    given. The master is `pty_master`, an unbuffered binary file (read what the program
+    writes, write what it should read; a read raises EIO once every process of the
+    sandbox has closed the terminal). It is closed when the `with` block ends or by
+    close_pty(). `pty_size=(rows, cols)` is the terminal's size before the program
+    starts (default 24x80); resize() changes it later (the program gets SIGWINCH).
+    communicate() then types `input` on the terminal and returns (everything the program
+    wrote to it, None).
     """
 
     def __init__(self, args, *, profile: Any = "default", overrides: Sequence[str] = (),
                  stdin=_FROM_PROFILE, stdout=_FROM_PROFILE, stderr=_FROM_PROFILE,
                  pass_fds: Sequence[int] = (), cwd=None, env: Mapping[str, str] | None = None,
                  executable=None, bufsize=-1, text=None, encoding=None, errors=None,
-                 universal_newlines=None, pipesize=-1, warm=None):
+                 universal_newlines=None, pipesize=-1, warm=None, pty: bool | None = None,
+                 pty_size: Sequence[int] | None = None):
         if isinstance(args, (str, bytes, os.PathLike)):
             args = [args]
         args = list(args)
@@ -288,8 +301,18 @@ class Popen(subprocess.Popen):
         self.cgroup_usage = None       # after wait: cgroup.Usage (with cgroup limits)
         self._opened: list = []
         self._warm = warm
+        self.pty_master = None         # with a pty: the master side, an unbuffered binary file
+        self._pty_out: list = []       # communicate() in pty mode: output so far (kept across timeouts)
+        self._pty_in = None
+        self._pty_eof = False
+        self._pty_last = b"\n"        # the last byte typed on the terminal (for EOF)
+        use_pty = self.plan.pty if pty is None else bool(pty)
+        if pty_size is not None and not use_pty:
+            raise ValueError("pty_size needs pty=True (or fds.pty in the profile)")
         try:
             std = [stdin, stdout, stderr]
+            if use_pty:
+                self._open_pty(std, warm, pty_size)
             for i, v in enumerate(std):
                 if v is _FROM_PROFILE:
                     std[i] = _stdio_from_profile(self.plan.stdio[i], i, self._opened)
@@ -302,10 +325,198 @@ class Popen(subprocess.Popen):
             super().__init__(args, bufsize=bufsize, executable=executable, stdin=std[0], stdout=std[1],
                              stderr=std[2], close_fds=True, cwd=cwd, text=text, encoding=encoding,
                              errors=errors, universal_newlines=universal_newlines, pipesize=pipesize)
+        except BaseException:
+            self.close_pty()
+            raise
         finally:
             for fd in self._opened:
                 os.close(fd)
             self._opened = []
+
+    # ---- pty mode ---------------------------------------------------------------------
+    def _open_pty(self, std: list, warm, size) -> None:
+        """A fresh pty for this sandbox: its slave becomes fd 0, 1 and 2 of the program."""
+        for name, v in zip(("stdin", "stdout", "stderr"), std):
+            if v is not _FROM_PROFILE:
+                raise ValueError(f"pty: {name} is the sandbox's terminal; {name}= cannot be given with a pty")
+        if warm is not None:
+            raise ValueError("pty: not available with a WarmPool (its sandboxes are started before the task)")
+        self._pty_size = terminal.check_size(terminal.DEFAULT_SIZE if size is None else size)
+        self._ctty = True
+        if self.plan.pidns:
+            # pid 1 is started first and given the program once the pty exists: then the
+            # pty can come from the sandbox's own devpts (see _start_on_pty).
+            self._pty_late = True
+            devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)  # placeholder for subprocess
+            self._opened.append(devnull)
+            std[:] = [devnull, devnull, devnull]
+            return
+        master, slave = os.openpty()  # both close-on-exec; the launch path dup3s the slave
+        self._opened.append(slave)    # ours is closed once the program has its copies
+        self.pty_master = open(master, "r+b", buffering=0)
+        terminal.set_winsize(master, *self._pty_size)
+        terminal.give(slave, self.plan)
+        std[:] = [slave, slave, slave]
+
+    def _start_on_pty(self, plan: Plan, exec_paths, argv, envp, cwd: bytes, passed) -> None:
+        """Start pid 1 waiting for its task, allocate the pty, then hand pid 1 the program
+        with the pty's slave as 0/1/2. The pty comes from the sandbox's own devpts
+        instance when its view has one (/dev/pts of a minimal /dev: then the program
+        finds it there, at /dev/pts/N, and ttyname works), else from the caller's."""
+        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+        devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+        try:
+            slot = launch(plan, [], [], [], cwd, [theirs.fileno(), devnull, devnull], [0, 1, 2], warm=True,
+                          ctty=True)
+        except BaseException:
+            mine.close()
+            raise
+        finally:
+            theirs.close()
+            os.close(devnull)
+        slot.ctl = mine
+        self._adopt(slot)
+        self._child_created = True  # from here on, it is ours to reap
+        pair = terminal.open_sandbox_pty(slot.pid) if terminal.has_own_devpts(plan) else None
+        master, slave = pair if pair is not None else os.openpty()
+        try:
+            self.pty_master = open(master, "r+b", buffering=0)
+            terminal.set_winsize(master, *self._pty_size)
+            terminal.give(slave, plan)
+            src, dst = _fd_table(slave, slave, slave, passed)
+            slot.send_task(b"", exec_paths, argv, envp, src, dst)
+        finally:
+            os.close(slave)
+        _await_start(slot.status_fd)
+
+    def resize(self, rows: int, cols: int) -> None:
+        """Change the size of the sandbox's terminal; the program gets SIGWINCH."""
+        if self.pty_master is None or self.pty_master.closed:
+            raise ValueError("resize: this Popen has no terminal (pty=True)")
+        rows, cols = terminal.check_size((rows, cols))
+        terminal.set_winsize(self.pty_master.fileno(), rows, cols)
+
+    def close_pty(self) -> None:
+        """Close the master side of the sandbox's terminal (once; idempotent)."""
+        if self.pty_master is not None and not self.pty_master.closed:
+            self.pty_master.close()
+
+    def __exit__(self, exc_type, value, traceback):
+        try:
+            return super().__exit__(exc_type, value, traceback)
+        finally:
+            self.close_pty()
+
+    def communicate(self, input=None, timeout=None):
+        if self.pty_master is None:
+            return super().communicate(input, timeout)
+        return self._pty_communicate(input, timeout, sink=None), None
+
+    def _pty_communicate(self, input, timeout, sink: int | None, source: int | None = None):
+        """Type `input` on the terminal, collect (or with `sink`, write to that fd) what the
+        program writes until every process of the sandbox has closed the terminal, wait.
+        With `source`, what can be read from that fd is typed on the terminal too (its
+        end of file becomes the terminal's EOF character)."""
+        text = self.text_mode
+        if self._pty_in is None:
+            data = input if input is not None else b""
+            if text and isinstance(data, str):
+                data = data.encode(self.encoding or terminal.locale_encoding(), self.errors or "strict")
+            self._pty_in = bytearray(data)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        fd = self.pty_master.fileno()
+        blocking = os.get_blocking(fd)
+        os.set_blocking(fd, False)
+        try:
+            self._pty_relay(fd, deadline, timeout, text, sink, source)
+        finally:
+            os.set_blocking(fd, blocking)
+        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+        try:
+            self.wait(remaining)
+        except TimeoutExpired:
+            raise TimeoutExpired(self.args, timeout, output=self._pty_output(text)) from None
+        return None if sink is not None else self._pty_output(text)
+
+    def _pty_relay(self, fd, deadline, timeout, text, sink, source):
+        import select
+
+        exited_at = None
+        pending = self._pty_in
+        while not self._pty_eof:
+            if exited_at is None and self.poll() is not None:
+                exited_at = time.monotonic()
+                source = None  # nobody left to type for
+            # After the program ended, the terminal closes as soon as the sandbox is gone;
+            # a process that escaped it (no pid namespace, no cgroup) must not hang us.
+            wait = None if exited_at is None else 1.0
+            if deadline is not None:
+                left = max(0.0, deadline - time.monotonic())
+                wait = left if wait is None else min(wait, left)
+            p = select.poll()
+            p.register(fd, select.POLLIN | (select.POLLOUT if pending else 0))
+            if exited_at is None and self._pidfd >= 0:
+                p.register(self._pidfd, select.POLLIN)
+            if source is not None and len(pending) < 65536:
+                p.register(source, select.POLLIN)
+            events = dict(p.poll(None if wait is None else wait * 1000))
+            if not events:
+                if exited_at is not None and time.monotonic() - exited_at >= 1.0:
+                    break
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise TimeoutExpired(self.args, timeout, output=self._pty_output(text))
+                continue
+            if source is not None and events.get(source, 0):
+                try:
+                    chunk = os.read(source, 65536)
+                except BlockingIOError:
+                    chunk = None
+                except OSError:
+                    chunk = b""
+                if chunk:
+                    pending += chunk
+                elif chunk is not None:  # end of our input: the terminal's EOF, as typed
+                    source = None
+                    pending += terminal.eof_keys(fd, self._pty_last)
+            ev = events.get(fd, 0)
+            if ev & select.POLLOUT and pending:
+                try:
+                    n = os.write(fd, pending[:4096])
+                    self._pty_last = pending[n - 1:n] if n else self._pty_last
+                    del pending[:n]
+                except BlockingIOError:
+                    pass
+                except OSError:
+                    pending.clear()
+            if ev & (select.POLLIN | select.POLLHUP | select.POLLERR):
+                try:
+                    chunk = os.read(fd, 65536)
+                except BlockingIOError:
+                    continue
+                except OSError as e:
+                    if e.errno != errno_mod.EIO:
+                        raise
+                    chunk = b""
+                if not chunk:  # EIO: no process holds the slave any more
+                    self._pty_eof = True
+                elif sink is not None:
+                    if sink >= 0:
+                        try:
+                            terminal.write_all(sink, chunk)
+                        except OSError:  # our output is gone: keep draining so the program is not stuck
+                            sink = -1
+                else:
+                    self._pty_out.append(chunk)
+
+    def _pty_output(self, text):
+        data = b"".join(self._pty_out)
+        if not text:
+            return data
+        import io
+
+        # As subprocess's text mode: decoded, universal newlines (a terminal writes \r\n).
+        return io.TextIOWrapper(io.BytesIO(data), encoding=self.encoding or terminal.locale_encoding(),
+                                errors=self.errors or "strict").read()
 
     # subprocess calls this with its resolved pipe ends; -1 means "inherit".
     def _execute_child(self, args, executable, preexec_fn, close_fds, pass_fds, cwd, env, startupinfo,
@@ -319,7 +530,9 @@ class Popen(subprocess.Popen):
         src, dst = _fd_table(p2cread, c2pwrite, errwrite, self._pass)
         cwd_b = os.fsencode(os.fspath(cwd)) if cwd is not None else os.fsencode(plan.cwd)
         try:
-            if self._warm is not None:
+            if getattr(self, "_pty_late", False):
+                self._start_on_pty(plan, exec_paths, argv, envp, cwd_b, self._pass)
+            elif self._warm is not None:
                 slot = self._warm._take()
                 self._adopt(slot)
                 self._child_created = True  # from here on, it is ours to reap
@@ -328,11 +541,12 @@ class Popen(subprocess.Popen):
                 slot.send_task(cwd_b if cwd is not None else b"", exec_paths, argv, envp, src, dst)
                 _await_start(slot.status_fd)
             else:
-                self._adopt(launch(plan, exec_paths, argv, envp, cwd_b, src, dst))
+                self._adopt(launch(plan, exec_paths, argv, envp, cwd_b, src, dst,
+                                   ctty=getattr(self, "_ctty", False)))
                 self._child_created = True
         except BaseException as e:
             self._close_pipe_fds(p2cread, p2cwrite, c2pread, c2pwrite, errread, errwrite)
-            if self._warm is not None and self._child_created:
+            if (self._warm is not None or getattr(self, "_pty_late", False)) and self._child_created:
                 self.kill()  # a warm sandbox that will not run this task: kill it and reap it
                 self.wait()
             if isinstance(e, _launch.ChildError):
@@ -434,10 +648,15 @@ class Popen(subprocess.Popen):
             return
         if not self.plan.pidns:
             # No pid namespace: the tree is our child's process group (it called setsid).
-            try:
-                os.killpg(self.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
+            groups = [self.pid]
+            if getattr(self, "_ctty", False) and self.plan.use_init:
+                # With a terminal of its own the program has a session and group of its own.
+                groups += _children(self.pid)
+            for pgrp in groups:
+                try:
+                    os.killpg(pgrp, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
         if self._cgroup is not None:  # and whatever left the group is still in the cgroup
             self._cgroup.kill()
         try:
@@ -479,9 +698,12 @@ TASK_MAX = 1 << 20
 FLAG_WARM = 4
 
 
-def launch(plan: Plan, exec_paths, argv, envp, cwd: bytes, src, dst, warm: bool = False) -> Launched:
+def launch(plan: Plan, exec_paths, argv, envp, cwd: bytes, src, dst, warm: bool = False,
+           ctty: bool = False) -> Launched:
     """One start of the launch path. With warm=True, pid 1 is set up and then waits for
-    its task on fd 0 (a socket returned as Launched.ctl) instead of starting a program."""
+    its task on fd 0 (a socket returned as Launched.ctl) instead of starting a program.
+    With ctty=True, fd 0 (a fresh pty) becomes the controlling terminal of the program,
+    in a session of its own, before its seccomp filter is installed."""
     first_private = max(dst + [2]) + 1
     init_fd, self_pidfd = _process_fds()
     # A fresh cgroup per launch; the launch path puts the child in before it runs anything.
@@ -499,7 +721,7 @@ def launch(plan: Plan, exec_paths, argv, envp, cwd: bytes, src, dst, warm: bool 
         bpf_slot = first_private + 2 if bpf_fd >= 0 else -1
         cgroup_slot = first_private + 3 if cgroup_fd >= 0 else -1
         flags = ((FLAG_PIDNS if plan.pidns else 0) | (FLAG_DIE_WITH_PARENT if plan.die_with_parent else 0)
-                 | (FLAG_WARM if warm else 0))
+                 | (FLAG_WARM if warm else 0) | (FLAG_CTTY if ctty else 0))
         init_argv = [b"isolate-init", b"%d" % first_private, b"%d" % pidfd_slot, b"%d" % bpf_slot, b"%d" % flags,
                      b"%d" % first_private, b"%d" % cgroup_slot, b"%d" % len(exec_paths), *exec_paths, *argv]
     pool = net.pool() if plan.netns_pool else None
@@ -518,6 +740,9 @@ def launch(plan: Plan, exec_paths, argv, envp, cwd: bytes, src, dst, warm: bool 
             _give_pipes(src, lease.id)
             args += (b"%d %d 1\n" % (plan.inside_uid, lease.id), b"%d %d 1\n" % (plan.inside_gid, lease.id),
                      plan.inside_uid, plan.inside_gid, trees)
+        else:
+            args += (None, None, -1, -1, None)
+        args += (bool(ctty),)
         if plan.mntns_fd >= 0:
             # Joining the template needs a thread of isolate's own (it unshares its fs_struct).
             from . import fs
@@ -580,7 +805,7 @@ def _await_start(status_fd: int) -> None:
 
 
 # Mirrors enum isolate_step in _protocol.h (for records that come from pid 1).
-STEP_NUMBERS = {"init": 19, "exec": 17, "seccomp": 16, "landlock": 22, "chdir": 9, "fds": 7}
+STEP_NUMBERS = {"init": 19, "exec": 17, "seccomp": 16, "landlock": 22, "chdir": 9, "fds": 7, "setsid": 3}
 
 
 def _fd_table(p2cread: int, c2pwrite: int, errwrite: int, passed) -> tuple[list, list]:
@@ -601,6 +826,14 @@ def _fd_table(p2cread: int, c2pwrite: int, errwrite: int, passed) -> tuple[list,
         src.append(fd)
         dst.append(fd)
     return src, dst
+
+
+def _children(pid: int) -> list:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(x) for x in f.read().split()]
+    except (OSError, ValueError):
+        return []
 
 
 def _envp(environment: Mapping[str, str]) -> list:
@@ -664,6 +897,9 @@ def _setup_error(args, plan: Plan, program: str, cwd: bytes, cgroup_procs=()) ->
         return SandboxSetupError("landlock", err, f"adding the Landlock rule for this path{who}", path)
     if step == "fds":
         return SandboxSetupError("fds", err, f"fd {index}", None)
+    if step == "setsid" and index == 1:
+        return SandboxSetupError("setsid", err, "making the sandbox's pty its controlling terminal (TIOCSCTTY)",
+                                 None)
     if step == "id_maps":
         return SandboxSetupError("id_maps", err, "writing uid_map/gid_map", None)
     if step == "clone":
@@ -674,13 +910,26 @@ def _setup_error(args, plan: Plan, program: str, cwd: bytes, cgroup_procs=()) ->
 def run(args, *, profile: Any = "default", overrides: Sequence[str] = (), input=None, timeout: float | None = None,
         capture_output: bool = False, cwd=None, env: Mapping[str, str] | None = None, stdin=_FROM_PROFILE,
         stdout=_FROM_PROFILE, stderr=_FROM_PROFILE, pass_fds: Sequence[int] = (), text=None, encoding=None,
-        errors=None, check: bool = False, executable=None, warm=None) -> Result:
+        errors=None, check: bool = False, executable=None, warm=None, pty: bool | None = None,
+        pty_size: Sequence[int] | None = None) -> Result:
     """Run `args` in a sandbox and wait for it, like subprocess.run; returns a Result.
 
     A timeout kills the whole sandbox and is reported as Result.timed_out (no
     exception), with whatever output came before it.
+
+    With a pty (pty=True or fds.pty; see Popen), `input` is typed on the sandbox's
+    terminal, and what the program writes to it is Result.stdout with capture_output
+    (stderr is None: it is the same terminal), else copied to the caller's fd 1.
     """
     _check_timeout(timeout)
+    if cwd is not None:
+        _no_nul(cwd, "cwd")
+    plan = warm.plan if warm is not None else plan_for_cwd(profile, overrides, cwd)
+    if plan.pty if pty is None else pty:
+        return _run_pty(args, plan, input=input, timeout=timeout, capture_output=capture_output, cwd=cwd, env=env,
+                        stdin=stdin, stdout=stdout, stderr=stderr, pass_fds=pass_fds, text=text, encoding=encoding,
+                        errors=errors, check=check, executable=executable, warm=warm, pty_size=pty_size)
+    profile, overrides = plan, ()
     if input is not None:
         if stdin is not _FROM_PROFILE:
             raise ValueError("stdin and input arguments may not both be used")
@@ -692,7 +941,7 @@ def run(args, *, profile: Any = "default", overrides: Sequence[str] = (), input=
     timed_out = False
     with Popen(args, profile=profile, overrides=overrides, stdin=stdin, stdout=stdout, stderr=stderr,
                pass_fds=pass_fds, cwd=cwd, env=env, text=text, encoding=encoding, errors=errors,
-               executable=executable, warm=warm) as p:
+               executable=executable, warm=warm, pty=False) as p:
         try:
             out, err = p.communicate(input, timeout=timeout)
         except TimeoutExpired:
@@ -702,9 +951,35 @@ def run(args, *, profile: Any = "default", overrides: Sequence[str] = (), input=
         except BaseException:
             p.kill()
             raise
+    return _result(args, p, out, err, timed_out, check)
+
+
+def _result(args, p: Popen, out, err, timed_out: bool, check: bool) -> Result:
     result = Result(args=list(args) if not isinstance(args, (str, bytes)) else [args], returncode=p.returncode,
                     stdout=out, stderr=err, timed_out=timed_out, duration=getattr(p, "duration", 0.0),
                     rusage=p._rusage, timings=p.timings, oom=p.oom, memory_peak=p.memory_peak)
     if check and not timed_out:
         result.check_returncode()
     return result
+
+
+def _run_pty(args, plan: Plan, *, input, timeout, capture_output, cwd, env, stdin, stdout, stderr, pass_fds, text,
+             encoding, errors, check, executable, warm, pty_size) -> Result:
+    """run() with the sandbox's own terminal: input typed on it, its output captured or copied to fd 1."""
+    for name, v in (("stdin", stdin), ("stdout", stdout), ("stderr", stderr)):
+        if v is not _FROM_PROFILE:
+            raise ValueError(f"pty: {name} is the sandbox's terminal; {name}= cannot be given with a pty")
+    timed_out = False
+    sink = None if capture_output else 1
+    with Popen(args, profile=plan, pass_fds=pass_fds, cwd=cwd, env=env, text=text, encoding=encoding,
+               errors=errors, executable=executable, warm=warm, pty=True, pty_size=pty_size) as p:
+        try:
+            out = p._pty_communicate(input, timeout, sink=sink)
+        except TimeoutExpired:
+            timed_out = True
+            p.kill()
+            out = p._pty_communicate(None, None, sink=sink)
+        except BaseException:
+            p.kill()
+            raise
+    return _result(args, p, out, None, timed_out, check)

@@ -490,6 +490,14 @@ class FdTarget(Validator):
         raise _expected(self.what, v)
 
 
+def _check_fds(section: dict) -> None:
+    if section["pty"]:
+        for key in ("stdin", "stdout", "stderr"):
+            if section[key] != "inherit":
+                raise Invalid(f"pty = true makes fd 0, 1 and 2 the sandbox's terminal; "
+                              f"{key} = {_describe(section[key])} cannot be honoured (leave it \"inherit\")", [key])
+
+
 # -- env -------------------------------------------------------------------
 
 
@@ -935,7 +943,14 @@ SECTIONS: tuple[Section, ...] = (
         Field("pass", ListOf(Int(3, 2**31 - 1), unique=True, sort_key=lambda x: x,
                              describe="array of integers >= 3"),
               [], "extra fds kept open at the same number (normalized sorted)"),
-    )),
+        Field("pty", Bool(), False,
+              "a terminal of the sandbox's own: fd 0, 1 and 2 are the slave of a fresh pty "
+              "(from the sandbox's own /dev/pts with a pid namespace and filesystem.dev, else from "
+              "the caller's devpts), which is the program's controlling terminal, in a session of "
+              "its own; the caller holds the master (`isolate run` relays it to its own terminal, "
+              "resizes included; library: Popen.pty_master). The caller's terminal is never handed "
+              "in. stdin/stdout/stderr must then be \"inherit\" (`isolate run --pty` sets this)"),
+    ), check=_check_fds),
     Section("env", "The environment of the command.", (
         Field("clear", Bool(), True, "start from an empty environment"),
         Field("set", MapOf(_check_env_name, Str(), describe="table of string to string"), {},

@@ -429,7 +429,7 @@ def test_fds():
         pass = [7, 3, 5]
     """)
     assert p.to_dict()["fds"] == {"stdin": "/dev/null", "stdout": "append:/tmp/out.log",
-                                  "stderr": "pipe", "pass": [3, 5, 7]}
+                                  "stderr": "pipe", "pass": [3, 5, 7], "pty": False}
     assert P.from_toml("fds.stdin = 'null'\nfds.stdout = '/x'").get("fds.stdout") == "/x"
 
 
