@@ -172,15 +172,22 @@ def _explain(args) -> int:
     import os
 
     from isolate import compile as compile_mod
-    from isolate import doctor, net, process, seccomp
+    from isolate import doctor, errors, net, process, seccomp
 
     profile = process.load_profile(args.profile, args.overrides)
     data = compile_mod._plain(profile.data)
     # The preflight of `run`: compiling checks the plan against this kernel and caller
     # (doctor.check, cgroup availability, rlimits.nofile); what it refuses, explain
     # refuses the same way (exit 2 for a ProfileError, 125 for UnsupportedError).
-    plan = compile_mod.compile_profile(profile)
-    doctor.check(plan)
+    try:
+        plan = compile_mod.compile_profile(profile)
+        doctor.check(plan)
+    except errors.UnsupportedError:
+        # Say how this caller's launch would be enforced, and why it is refused.
+        if not args.json:
+            _explain_enforcement(profile)
+            sys.stdout.flush()
+        raise
     if args.json:
         print(json.dumps(data, indent=2, sort_keys=True))
         return 0
@@ -189,7 +196,6 @@ def _explain(args) -> int:
     print("\n## resolved profile")
     print(json.dumps(data, indent=2, sort_keys=True))
     _explain_enforcement(profile)
-    plan = compile_mod.compile_profile(profile)
     print("\n## plan")
     flags = [n for n, f in compile_mod.NAMESPACE_FLAGS.items() if plan.clone_flags & f]
     print(f"namespaces: {', '.join(flags) or 'none'}")

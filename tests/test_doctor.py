@@ -239,3 +239,17 @@ def test_cli_doctor_table():
     assert row == ["landlock", "no", "disabled by ISOLATE_DOCTOR_DISABLE"]
     assert any(line.split()[:2] == ["ns_user", "yes"] for line in lines)
     assert "profiles:" in lines
+
+
+def test_doctor_reports_the_host_id_range_and_any_account_inside_it(monkeypatch, capsys):
+    from isolate import doctor, hostids
+
+    doctor.main(json_output=True)
+    ids = json.loads(capsys.readouterr().out)["host_ids"]
+    assert (ids["first"], ids["last"]) == (hostids.BASE, hostids.BASE + hostids.COUNT - 1)
+    assert ids["conflicts"] == hostids.conflicts() == []  # this machine has no account in the range
+    clash = [("/etc/passwd", "intruder", hostids.BASE + 5, hostids.BASE + 5)]
+    monkeypatch.setattr(hostids, "conflicts", lambda *a, **k: clash)
+    doctor.main()
+    out = capsys.readouterr().out
+    assert "CLASH" in out and f"/etc/passwd: intruder uses {hostids.BASE + 5}..{hostids.BASE + 5}" in out

@@ -251,7 +251,7 @@ def test_explain_and_doctor_say_so(tmp_path):
     r = cli_without_userns("doctor")
     assert r.returncode == 0, r.stderr
     assert 'enforce = "either" here: landlock-only' in r.stdout
-    table = r.stdout.split("field by field")[1]
+    table = r.stdout.split("field by field")[1].split("\n\n")[0]  # up to the next section
     rows = {}
     for line in table.splitlines()[1:]:
         parts = line.split(None, 2)
