@@ -210,8 +210,7 @@ def _explain(args) -> int:
         print(f"uid_map: {plan.uid_map!r}  gid_map: {plan.gid_map!r}")
         if os.geteuid() == 0 and plan.clone_flags & compile_mod.CLONE_NEWUSER and plan.uid_map \
                 and plan.uid_map.split()[1:2] == ["0"]:
-            print("  (the caller's host root is mapped in: the profile's own identity.uid_map, or the host's "
-                  "tree as the view, which has no binds to idmap)")
+            print("  (the caller's host root is mapped in: the profile's own identity.uid_map says so)")
     print(f"inside: uid {plan.inside_uid} gid {plan.inside_gid}  hostname: {plan.hostname!r}")
     print("rlimits: " + (", ".join(f"{compile_mod.RLIMIT_NAMES[r]}={s}/{h}" for r, s, h in plan.rlimits) or "inherited"))
     print(f"capabilities kept: {', '.join(plan.keep_caps) or 'none'}")

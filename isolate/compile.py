@@ -334,10 +334,12 @@ def _compile(profile, ctx: Mapping[str, str], key: str) -> Plan:
         set_uid, set_gid, inside_uid, inside_gid = _host_ids(ident, euid, egid)
     # Root's own ids mapped in would make the program host root (owner of every root-owned
     # inode the view binds in): it gets an unprivileged host id of its own per launch, and
-    # the binds of a new view are idmapped to it. (The host's own tree, view = "host" or
-    # Landlock alone, has no binds to idmap: there the caller's ids stay mapped.)
+    # the binds of a new view are idmapped to it. On the host's own tree (view = "host")
+    # there is nothing to idmap: the program is that unprivileged uid on the host's files.
+    # (Landlock on the host's tree maps to the static hostids.BASE instead, above.)
     host_ids = (bool(ns["user"]) and euid == 0 and not ident.get("uid_map") and not ident.get("gid_map")
-                and bool(ns["mount"]) and data["filesystem"]["view"] == "new" and enforce in ("namespaces", "both"))
+                and (enforce in ("namespaces", "both") or data["filesystem"]["view"] == "host")
+                and (bool(ns["mount"]) or data["filesystem"]["view"] == "host"))
     if host_ids:
         uid_map = gid_map = None
     ops = _mount_ops(data, ns, ctx, file)

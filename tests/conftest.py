@@ -31,11 +31,16 @@ def with_python(profile="default", ro=(), rw=(), **sections) -> dict:
     return out
 
 
-def run_probe(profile="default", overrides=(), checks=(), **kw) -> dict:
+# The host's own Python: on the host's tree (filesystem.view = "host") a root caller's
+# program is an unprivileged host uid, which cannot reach this interpreter under /root.
+SYSTEM_PYTHON = "/usr/bin/python3"
+
+
+def run_probe(profile="default", overrides=(), checks=(), python=None, **kw) -> dict:
     """Run tests/probe.py in a sandbox (with this Python visible) and return what it saw."""
     if isinstance(profile, str):
         profile = with_python(profile)
-    r = isolate.run([sys.executable, str(PROBE), *checks], profile=profile, overrides=list(overrides),
+    r = isolate.run([python or sys.executable, str(PROBE), *checks], profile=profile, overrides=list(overrides),
                     capture_output=True, timeout=60, **kw)
     assert r.returncode == 0, (r.returncode, r.stderr)
     return json.loads(r.stdout)

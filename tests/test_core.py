@@ -17,7 +17,8 @@ import pytest
 import isolate
 from isolate import _launch, compile as compile_mod
 
-from conftest import PROBE, ROOT, cli, launch_many, open_fds, pids_with_cmdline, run_probe, with_python, zombies_of
+from conftest import (PROBE, ROOT, SYSTEM_PYTHON, cli, launch_many, open_fds, pids_with_cmdline, run_probe, with_python,
+                      zombies_of)
 
 NO_PID_NS = ["namespaces.pid=false", "process.die_with_parent=false", "filesystem.view=host"]
 
@@ -198,7 +199,7 @@ def test_sandbox_started_from_a_thread_outlives_the_thread():
 
 
 def test_without_die_with_parent_and_pid_namespace_the_program_is_the_child():
-    seen = run_probe(overrides=NO_PID_NS)
+    seen = run_probe(overrides=NO_PID_NS, python=SYSTEM_PYTHON)
     assert seen["pid"] != 1 and seen["pid"] != 2
     assert seen["sid"] == seen["pid"]  # still a session of its own
 
@@ -355,8 +356,10 @@ def test_cwd_defaults_to_the_callers_and_can_be_set(tmp_path):
     assert run_probe(cwd=str(tmp_path))["cwd"] == str(tmp_path)
 
 
-def test_missing_cwd_names_step_and_path(tmp_path):
-    missing = str(tmp_path / "nope")
+def test_missing_cwd_names_step_and_path():
+    # Below /tmp (world-searchable): the program, an unprivileged host uid on the host's
+    # tree, must find it missing, not forbidden.
+    missing = f"/tmp/isolate-test-missing-{os.getpid()}-{time.monotonic_ns()}/nope"
     # With the host's tree: the launch child's chdir fails, and says where.
     with pytest.raises(isolate.SandboxSetupError) as e:
         isolate.run(["true"], cwd=missing, overrides=["filesystem.view=host"])

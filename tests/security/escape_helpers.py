@@ -120,20 +120,25 @@ def profile_for(name: str, ro=(), rw=(), **sections) -> dict:
     return with_python(name, ro=[str(p) for p in ro], rw=[str(p) for p in rw], **sections)
 
 
-def launch_args(body: str, args=None) -> list:
+# The host's own Python, for views where this interpreter (under root's 0700 home) is out
+# of the program's reach: the host's tree seen as an unprivileged host uid.
+SYSTEM_PYTHON = "/usr/bin/python3"
+
+
+def launch_args(body: str, args=None, python: str | None = None) -> list:
     code = PRELUDE + textwrap.dedent(body) + "\ndone()\n"
-    return [sys.executable, "-c", code, json.dumps(host_facts()), json.dumps(args or {})]
+    return [python or sys.executable, "-c", code, json.dumps(host_facts()), json.dumps(args or {})]
 
 
 def run_attack(profile: str, body: str, args=None, *, ro=(), rw=(), profile_dict=None, expect_rc=0,
-               timeout=30, **kw):
+               timeout=30, python=None, **kw):
     """Run `body` (after PRELUDE) in the sandbox; return (Result, the JSON it printed or None).
 
     The sandbox check must have passed (else the test fails: the sandbox is broken). With
     expect_rc set, the program's returncode must be that.
     """
     prof = profile_dict if profile_dict is not None else profile_for(profile, ro=ro, rw=rw)
-    r = isolate.run(launch_args(body, args), profile=prof, capture_output=True, text=True, timeout=timeout, **kw)
+    r = isolate.run(launch_args(body, args, python), profile=prof, capture_output=True, text=True, timeout=timeout, **kw)
     assert_not_refused(r)
     data = None
     for line in reversed((r.stdout or "").splitlines()):

@@ -12,15 +12,19 @@ from __future__ import annotations
 import grp
 import json
 import os
+import pathlib
 import pwd
+import shutil
 import stat
+import tempfile
 
 import pytest
 
 import isolate
 from isolate import hostids
 
-from escape_helpers import DENIED, PROFILES, assert_not_refused, launch_args, profile_for, run_attack
+from escape_helpers import (DENIED, PROFILES, SYSTEM_PYTHON, assert_not_refused, launch_args, profile_for,
+                            run_attack)
 
 assert os.geteuid() == 0, "the identity battery is about root callers: run the suite as root"
 
@@ -328,3 +332,51 @@ def test_a_host_account_inside_the_range_stops_compilation(tmp_path, monkeypatch
     with pytest.raises(isolate.UnsupportedError) as e:
         isolate.run(["true"], profile=profile_for("default", identity={"hostname": "clash-check"}))
     assert "clash" in str(e.value) and "identity" in str(e.value)
+
+
+HOST_VIEW_BODY = CHANGE_BODY + r'''
+out["ids"] = [os.getuid(), os.getgid(), os.getgroups()]
+attempt("write-root-dir", lambda: open(ARGS["root_dir"] + "/planted", "w").write("x"))
+open(ARGS["open_dir"] + "/made", "w").write("x")
+'''
+OWNER_ONLY = ("chmod", "chmod-suid", "chown", "chown-root", "utime", "setxattr-user", "setxattr-trusted",
+              "setxattr-security")
+
+
+@pytest.fixture
+def open_tmp():
+    """A directory the program's host id can reach (pytest's own tmp_path is root's 0700)."""
+    d = tempfile.mkdtemp(prefix="isolate-identity-", dir="/tmp")
+    os.chmod(d, 0o755)
+    yield pathlib.Path(d)
+    shutil.rmtree(d)
+
+
+def test_on_the_hosts_tree_the_program_is_an_unprivileged_host_id(open_tmp):
+    # filesystem.view = "host": nothing is bound (so nothing is idmapped), and the program
+    # must still not be host root: it is a host id of its own on the host's files, so it
+    # may do to them what any unprivileged host user may, and no more.
+    tmp_path = open_tmp
+    root_dir = tmp_path / "root-owned-dir"
+    root_dir.mkdir(mode=0o755)
+    target = root_dir / "file"
+    target.write_text("host\n")
+    open_dir = tmp_path / "open"
+    open_dir.mkdir()
+    os.chmod(open_dir, 0o777)
+    paths = ["/dev/null", str(target)]
+    before = {p: _inode(p)[:3] + _inode(p)[4:] for p in paths}  # mode, owner, xattrs (touch of 0666 is anyone's)
+    prof = profile_for("default")
+    prof["filesystem"] = {"view": "host"}
+    _r, seen = run_attack("default", HOST_VIEW_BODY, {"paths": paths, "root_dir": str(root_dir),
+                                                       "open_dir": str(open_dir)},
+                          profile_dict=prof, python=SYSTEM_PYTHON)
+    assert seen["ids"] == [0, 0, []], seen  # root of its own user namespace, without capabilities
+    for key, value in seen.items():
+        if key.split(":")[0] in OWNER_ONLY or key == "write-root-dir":
+            assert value in REFUSED_CHANGE | DENIED["default"], (key, value, seen)
+    assert {p: _inode(p)[:3] + _inode(p)[4:] for p in paths} == before
+    assert not (root_dir / "planted").exists()
+    # What it made on the host belongs to a reserved host id, not to root.
+    owner = os.stat(open_dir / "made").st_uid
+    assert owner != 0 and hostids.BASE <= owner < hostids.BASE + hostids.COUNT, owner

@@ -12,7 +12,7 @@ import pytest
 
 from isolate import fs
 
-from escape_helpers import NO_WRITE, PROFILES, profile_for, run_attack
+from escape_helpers import NO_WRITE, PROFILES, SYSTEM_PYTHON, profile_for, run_attack
 
 # runc/Docker's masked paths and more: the list must hold at least these.
 RUNC_MASKED = {"acpi", "asound", "kcore", "keys", "latency_stats", "timer_list", "timer_stats", "sched_debug",
@@ -89,5 +89,5 @@ def test_proc_masks_with_the_host_view():
     # filesystem.view = "host" with a pid namespace mounts its own /proc: hardened too.
     prof = profile_for("default")
     prof["filesystem"] = {"view": "host"}
-    _, seen = run_attack("default", BODY, _args(), profile_dict=prof)
+    _, seen = run_attack("default", BODY, _args(), profile_dict=prof, python=SYSTEM_PYTHON)
     _check(seen)
