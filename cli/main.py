@@ -90,7 +90,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _report(e: BaseException) -> int:
-    from isolate import errors, process
+    from isolate import errors
+    from isolate.launch import process
 
     # One line, whatever the message holds (a key given with a line break, say).
     text = str(e).replace("\r", "\\r").replace("\n", "\\n")
@@ -109,7 +110,7 @@ def _report(e: BaseException) -> int:
 
 def _run(args) -> int:
     import isolate
-    from isolate import process
+    from isolate.launch import process
 
     argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
     if not argv:
@@ -130,7 +131,7 @@ def _run(args) -> int:
     try:
         plan = process.plan_for_cwd(args.profile, overrides, args.cwd)
         if plan.pty:
-            from isolate import terminal
+            from isolate.launch import terminal
 
             pty_size = terminal.caller_size()
         p = isolate.Popen(argv, profile=plan, cwd=args.cwd, env=env or None, pty_size=pty_size)
@@ -171,8 +172,9 @@ def _run(args) -> int:
 def _explain(args) -> int:
     import os
 
-    from isolate import compile as compile_mod
-    from isolate import doctor, errors, net, process, seccomp
+    from isolate.plan import compile as compile_mod
+    from isolate import doctor, errors, seccomp
+    from isolate.launch import net, process
 
     profile = process.load_profile(args.profile, args.overrides)
     data = compile_mod._plain(profile.data)
@@ -201,7 +203,7 @@ def _explain(args) -> int:
     print(f"namespaces: {', '.join(flags) or 'none'}")
     print(f"pid 1 in the sandbox: {'isolate-init' if plan.use_init else 'the program itself'}")
     if plan.host_ids:
-        from isolate import hostids
+        from isolate.launch import hostids
 
         last = hostids.BASE + hostids.COUNT - 1
         print(f"uid_map: '{plan.inside_uid} S 1'  gid_map: '{plan.inside_gid} S 1'  (S: a host uid/gid of the "
@@ -248,7 +250,7 @@ def _explain_enforcement(profile) -> None:
     """How the filesystem view is enforced for this caller; under Landlock, field by field."""
     import os
 
-    from isolate import compile as compile_mod
+    from isolate.plan import compile as compile_mod
 
     mode, fields = compile_mod.enforcement(profile)
     print("\n## enforcement")

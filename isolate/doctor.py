@@ -55,9 +55,9 @@ class Feature:
 # Constants
 # --------------------------------------------------------------------------
 
-from . import hostids
-from .compile import (CLONE_NEWCGROUP, CLONE_NEWIPC, CLONE_NEWNET, CLONE_NEWNS, CLONE_NEWPID, CLONE_NEWTIME,
-                      CLONE_NEWUSER, CLONE_NEWUTS, NAMESPACE_FLAGS)
+from .launch import hostids
+from .plan.compile import (CLONE_NEWCGROUP, CLONE_NEWIPC, CLONE_NEWNET, CLONE_NEWNS, CLONE_NEWPID, CLONE_NEWTIME,
+                           CLONE_NEWUSER, CLONE_NEWUTS, NAMESPACE_FLAGS)
 
 # namespace name (as in the profile's [namespaces] table, plus time) -> clone flag
 NAMESPACES = {**NAMESPACE_FLAGS, "time": CLONE_NEWTIME}
@@ -619,7 +619,7 @@ def _profiles_status() -> tuple[list[tuple[str, bool, str]], str | None]:
     except Exception as e:  # noqa: BLE001 - being written by others; say so instead of failing
         return [], f"unknown: cannot list the shipped profiles ({type(e).__name__}: {e})"
     try:
-        from . import compile as compile_mod
+        from .plan import compile as compile_mod
     except Exception as e:  # noqa: BLE001
         return [(n, False, f"unknown: cannot import isolate.compile ({type(e).__name__}: {e})") for n in names], None
     out = []
@@ -657,7 +657,7 @@ def profiles_status() -> list[tuple[str, bool, str]]:
 def enforcement_status() -> dict:
     """For this caller: what enforce = "either" becomes, each shipped profile's enforcement
     and, for Landlock-only mode, what becomes of every profile field."""
-    from . import compile as compile_mod
+    from .plan import compile as compile_mod
     from . import profile as profile_mod
 
     euid = os.geteuid()

@@ -72,7 +72,7 @@ from typing import Iterable
 
 import pyseccomp as seccomp
 
-from . import compile as _compile  # the CLONE_NEW* constants live there
+from .plan import compile as _compile  # the CLONE_NEW* constants live there
 from .syscall_groups import DESCRIPTIONS as GROUP_DESCRIPTIONS
 from .syscall_groups import GROUPS
 

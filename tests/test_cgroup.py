@@ -16,7 +16,8 @@ import time
 import pytest
 
 import isolate
-from isolate import cgroup, doctor
+from isolate.launch import cgroup
+from isolate import doctor
 from conftest import cli, pids_with_cmdline, with_python
 
 MiB = 1 << 20

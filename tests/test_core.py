@@ -15,7 +15,8 @@ import time
 import pytest
 
 import isolate
-from isolate import _launch, compile as compile_mod
+from isolate.launch import _launch
+from isolate.plan import compile as compile_mod
 
 from conftest import PROBE, ROOT, cli, launch_many, open_fds, pids_with_cmdline, run_probe, with_python, zombies_of
 
@@ -27,7 +28,7 @@ EUID = os.geteuid()
 # ---- identity --------------------------------------------------------------------------
 def _host_id(word: str) -> int:
     """The host id a map line maps to: root's sandboxes get one of the reserved range."""
-    from isolate import hostids
+    from isolate.launch import hostids
 
     host = int(word)
     assert EUID == 0 and hostids.BASE <= host < hostids.BASE + hostids.COUNT, word

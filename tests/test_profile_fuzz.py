@@ -27,7 +27,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 import isolate
-from isolate import compile as compile_mod
+from isolate.plan import compile as compile_mod
 from isolate import profile as profile_mod
 
 from conftest import ROOT, cli

@@ -24,7 +24,7 @@ import pytest
 import pyseccomp as sc
 
 import isolate
-from isolate import compile as compile_mod
+from isolate.plan import compile as compile_mod
 from isolate import profile as profile_mod
 from isolate import seccomp as S
 

@@ -18,7 +18,7 @@ import stat
 import pytest
 
 import isolate
-from isolate import hostids
+from isolate.launch import hostids
 
 from escape_helpers import DENIED, PROFILES, assert_not_refused, launch_args, profile_for, run_attack
 

@@ -16,8 +16,8 @@ import types
 from collections import OrderedDict
 from typing import Mapping
 
-from . import _launch
-from .errors import ProfileError, UnsupportedError
+from ..launch import _launch
+from ..errors import ProfileError, UnsupportedError
 
 CLONE_NEWTIME = 0x00000080
 CLONE_NEWNS = 0x00020000
@@ -236,7 +236,7 @@ def compile_profile(profile, cwd: str | None = None) -> Plan:
     # The profile names an OCI seccomp file by path: its content is part of the plan.
     oci = None
     if profile.data["seccomp"].get("oci") is not None:
-        from . import seccomp
+        from .. import seccomp
 
         oci = seccomp.oci_digest(dict(profile.data["seccomp"]), ctx)
     key = hashlib.sha256(repr((profile.hash, sorted(ctx.items()), disabled, oci)).encode()).hexdigest()
@@ -283,7 +283,7 @@ def _compile(profile, ctx: Mapping[str, str], key: str) -> Plan:
         raise ProfileError("setting a hostname needs namespaces.uts = true", file=file, key="identity.hostname")
 
     keep = tuple(data["capabilities"]["keep"])
-    from .profile import CAPABILITIES
+    from ..profile import CAPABILITIES
 
     last_cap = _last_cap()
     keep_mask = 0
@@ -293,7 +293,7 @@ def _compile(profile, ctx: Mapping[str, str], key: str) -> Plan:
             raise UnsupportedError("capabilities.keep", f"{cap} is not known to this kernel")
         keep_mask |= 1 << bit
 
-    from . import seccomp
+    from .. import seccomp
 
     # An OCI seccomp profile (seccomp.oci) is read and translated here: its
     # includes/excludes.caps need the capabilities kept, its path the placeholders.
@@ -419,7 +419,7 @@ def _compile(profile, ctx: Mapping[str, str], key: str) -> Plan:
     )
     check_nofile(plan, plan.pass_fds, file=profile.name)
     # Fail closed: whatever this plan asks of the kernel must be there.
-    from . import doctor
+    from .. import doctor
 
     doctor.check(plan)
     if cg_limits and cg_mode is None:  # the doctor saw a cgroup, but none can be used as asked
@@ -533,7 +533,7 @@ def _cgroup(section: Mapping, track: bool) -> tuple:
     that called setsid leaves the process group), so where a cgroup can be had, the
     sandbox gets one without limits, and killing the sandbox empties it."""
     limits = {k: section[k] for k in ("memory_max", "memory_swap_max", "pids_max") if section.get(k) is not None}
-    from . import cgroup
+    from ..launch import cgroup
 
     if not limits:
         if not track:
@@ -611,7 +611,7 @@ def _mount_ops(data, ns, ctx, file) -> list:
 
 def _userns_possible(euid: int) -> bool:
     """Can this caller create user namespaces here (what the profiles are built on)."""
-    from . import doctor
+    from .. import doctor
 
     return doctor.features()["user_namespaces"].available
 
@@ -630,7 +630,7 @@ def _enforcement(data, euid: int) -> str:
 def _base_map(want) -> list:
     """An id map whose inside id `want` (default 0) is hostids.BASE; inside 0 is always
     mapped (the launch child switches to it first), to BASE + 1 where it is not `want`."""
-    from .hostids import BASE
+    from ..launch.hostids import BASE
 
     if want is None or want == 0:
         return [(0, BASE, 1)]
@@ -643,7 +643,7 @@ def _host_ids(ident: Mapping, euid: int, egid: int) -> tuple:
     A root caller's program never stays host root (it would own every root-owned host
     inode, /dev/null included): it runs as the profile's uid/gid, else as
     hostids.BASE. landlock_fields refuses uid/gid 0 and, for others, changes."""
-    from .hostids import BASE
+    from ..launch.hostids import BASE
 
     def pick(want, own):
         if euid == 0:
@@ -667,7 +667,7 @@ def landlock_fields(data: Mapping, euid: int, mode: str, everything: bool = Fals
     Returns [(field, verdict, how)], verdict "applied", "refused" (the launch fails
     closed naming the field), "not used" or "not covered". Fields left at values that
     ask nothing are listed only with everything=True (doctor's table)."""
-    from .hostids import BASE
+    from ..launch.hostids import BASE
 
     fs, ident, net = data["filesystem"], data["identity"], data["network"]
     only = mode == "landlock-only"
@@ -796,7 +796,7 @@ def _landlock(data, ctx, file):
 def _idmap_binds(ops) -> tuple:
     """The binds a host-id sandbox gets as idmapped trees, and which filesystems refuse it."""
     from . import fs as fs_mod
-    from . import hostids
+    from ..launch import hostids
 
     hostids.check_free()
     binds = fs_mod.host_binds(ops)

@@ -100,7 +100,7 @@ def check_free() -> None:
     """UnsupportedError when a host account uses an id of the range (see conflicts)."""
     found = conflicts()
     if found:
-        from .errors import UnsupportedError
+        from ..errors import UnsupportedError
 
         path, name, lo, hi = found[0]
         ids = str(lo) if lo == hi else f"{lo}-{hi}"
@@ -120,7 +120,7 @@ def allocate() -> Lease:
     try:
         os.makedirs(LOCK_DIR, mode=0o700, exist_ok=True)
     except OSError as e:
-        from .errors import SandboxSetupError
+        from ..errors import SandboxSetupError
 
         raise SandboxSetupError("identity", e.errno, "reserving a host id for the sandbox", LOCK_DIR) from None
     with _lock:
@@ -130,7 +130,7 @@ def allocate() -> Lease:
             try:
                 fd = os.open(_lock_path(id_), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
             except OSError as e:
-                from .errors import SandboxSetupError
+                from ..errors import SandboxSetupError
 
                 raise SandboxSetupError("identity", e.errno, "reserving a host id for the sandbox",
                                         _lock_path(id_)) from None
@@ -144,7 +144,7 @@ def allocate() -> Lease:
                 raise
             _held[id_] = fd
             return Lease(id_)
-    from .errors import UnsupportedError
+    from ..errors import UnsupportedError
 
     raise UnsupportedError("identity", f"all {COUNT} host ids reserved for sandboxes ({BASE}..{BASE + COUNT - 1}) "
                            "are in use")

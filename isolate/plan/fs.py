@@ -19,8 +19,8 @@ from __future__ import annotations
 import os
 from typing import Mapping
 
-from . import _launch
-from .errors import ProfileError
+from ..launch import _launch
+from ..errors import ProfileError
 
 MS_RDONLY = 1
 MS_NOSUID = 2
@@ -369,7 +369,7 @@ def make_template(ops) -> int:
         return -1
     import socket
 
-    from . import process
+    from ..launch import process
 
     CLONE_NEWNS = 0x00020000
     capsule = _launch.make_plan(clone_flags=CLONE_NEWNS, drop_caps=False, no_new_privs=False, use_init=True,

@@ -20,7 +20,7 @@ from collections import deque
 from typing import Any, Sequence
 
 from . import process
-from .errors import ProfileError
+from ..errors import ProfileError
 
 
 class WarmPool:
@@ -34,7 +34,7 @@ class WarmPool:
         if size < 1:
             raise ValueError("size must be at least 1")
         # Its pid 1 lays out each task's fds under the profile's RLIMIT_NOFILE.
-        from .compile import check_nofile
+        from ..plan.compile import check_nofile
 
         check_nofile(self.plan, self.plan.pass_fds, warm=True, file=self.plan.profile_name)
         self.size = size

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 
-from .errors import ProfileError, UnsupportedError
+from ..errors import ProfileError, UnsupportedError
 
 EXECUTE = 1 << 0
 WRITE_FILE = 1 << 1
@@ -51,7 +51,7 @@ def handled_fs(abi: int) -> int:
 
 def available() -> int:
     """The Landlock ABI here, 0 without it (the doctor's probe: it honours ISOLATE_DOCTOR_DISABLE)."""
-    from . import doctor
+    from .. import doctor
 
     return doctor.landlock_abi()
 
@@ -64,7 +64,7 @@ def compile_rules(fs: dict, *, with_view: bool, resolve, file) -> tuple:
     """
     abi = available()
     if abi < 1:
-        from . import doctor
+        from .. import doctor
 
         detail = doctor.features()["landlock"].detail
         raise UnsupportedError("filesystem.enforce", f"Landlock is not available here ({detail})")

@@ -22,8 +22,8 @@ import time
 from typing import Any, Mapping, Sequence
 
 from . import _launch, cgroup, net, terminal
-from .compile import RLIMIT_NAMES, Plan, compile_profile
-from .errors import ProfileError, SandboxSetupError
+from ..plan.compile import RLIMIT_NAMES, Plan, compile_profile
+from ..errors import ProfileError, SandboxSetupError
 
 PIPE = subprocess.PIPE
 DEVNULL = subprocess.DEVNULL
@@ -125,7 +125,7 @@ def _signature(files) -> tuple:
 
 def load_profile(profile: Any, overrides: Sequence[str] = ()):
     """A Profile from a name, a path, a dict or a Profile; files re-read only when changed."""
-    from . import profile as profile_mod
+    from .. import profile as profile_mod
 
     if isinstance(profile, profile_mod.Profile):
         if overrides:
@@ -318,7 +318,7 @@ class Popen(subprocess.Popen):
                     std[i] = _stdio_from_profile(self.plan.stdio[i], i, self._opened)
             self._pass = tuple(sorted(set(self.plan.pass_fds) | set(int(f) for f in pass_fds)))
             if warm is not None or set(self._pass) != set(self.plan.pass_fds):
-                from .compile import check_nofile
+                from ..plan.compile import check_nofile
 
                 check_nofile(self.plan, self._pass, warm=warm is not None, file=self.plan.profile_name,
                              what=f" with pass_fds={list(self._pass)}")
@@ -733,7 +733,8 @@ def launch(plan: Plan, exec_paths, argv, envp, cwd: bytes, src, dst, warm: bool 
                 group.procs if group is not None else None, cgroup_fd, plan.mntns_fd)
         if plan.host_ids:
             # A host uid/gid of its own for this sandbox, and its binds as trees idmapped to it.
-            from . import fs, hostids
+            from ..plan import fs
+            from . import hostids
 
             lease = hostids.allocate()
             trees = fs.detached_trees(plan, hostids.userns_fd(lease.id))
@@ -745,7 +746,7 @@ def launch(plan: Plan, exec_paths, argv, envp, cwd: bytes, src, dst, warm: bool 
         args += (bool(ctty),)
         if plan.mntns_fd >= 0:
             # Joining the template needs a thread of isolate's own (it unshares its fs_struct).
-            from . import fs
+            from ..plan import fs
 
             pid, pidfd, status_fd, timings, used_clone3 = fs.launcher().submit(_launch.spawn, *args).result()
         else:

@@ -32,7 +32,7 @@ import threading
 import time
 from typing import Iterable, Mapping
 
-from .errors import SandboxSetupError
+from ..errors import SandboxSetupError
 
 PARENT = "isolate"
 CONTROLLER_OF = {"memory_max": "memory", "memory_swap_max": "memory", "pids_max": "pids"}
@@ -57,7 +57,7 @@ def _read(path: str) -> str | None:
 def _v2_candidates() -> list[tuple[str, bool]]:
     """(directory, is the hierarchy's root) of cgroup v2 directories to try, best first:
     our own cgroup (a delegated subtree), then the root of the hierarchy."""
-    from . import doctor
+    from .. import doctor
 
     mounts = [m for m in doctor._mounts() if m.fstype == "cgroup2"]
     mounts.sort(key=lambda m: m.point != "/sys/fs/cgroup")
@@ -91,7 +91,7 @@ def _v2_usable(d: str, is_root: bool, ctrls: tuple[str, ...]) -> str | None:
 
 
 def _v1_dirs(ctrls: tuple[str, ...]) -> tuple[dict[str, str] | None, str]:
-    from . import doctor
+    from .. import doctor
 
     mounts = doctor._mounts()
     out = {}
@@ -114,7 +114,7 @@ def find(ctrls: tuple[str, ...]) -> tuple[str | None, dict[str, str], str]:
     controller has a writable v1 hierarchy. Features that isolate.doctor reports as
     missing (or ISOLATE_DOCTOR_DISABLE disables) are never used.
     """
-    from . import doctor
+    from .. import doctor
 
     feats = doctor.features()
     for c in ctrls:
