@@ -3,12 +3,16 @@
 Exit status of `isolate run`: the program's own code, or 128+N when a signal N ended
 it; 2 for a bad profile or bad usage; 125 when the sandbox could not be set up; 126
 when the program may not be executed; 127 when it was not found.
+
+The library is imported inside each command, not here: `isolate --help` must not pay
+for `import isolate` (~40 ms). The layers below never import cli.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 
@@ -170,19 +174,19 @@ def _run(args) -> int:
 
 
 def _explain(args) -> int:
-    import os
-
+    from isolate import doctor, errors
+    from isolate.kernel import constants
+    from isolate.launch import net, plans, process
     from isolate.plan import compile as compile_mod
-    from isolate import doctor, errors, seccomp
-    from isolate.launch import net, process
+    from isolate.plan import seccomp
 
     profile = process.load_profile(args.profile, args.overrides)
-    data = compile_mod._plain(profile.data)
+    data = compile_mod.plain(profile.data)
     # The preflight of `run`: compiling checks the plan against this kernel and caller
     # (doctor.check, cgroup availability, rlimits.nofile); what it refuses, explain
     # refuses the same way (exit 2 for a ProfileError, 125 for UnsupportedError).
     try:
-        plan = compile_mod.compile_profile(profile)
+        plan = plans.compile_profile(profile)
         doctor.check(plan)
     except errors.UnsupportedError:
         # Say how this caller's launch would be enforced, and why it is refused.
@@ -199,7 +203,7 @@ def _explain(args) -> int:
     print(json.dumps(data, indent=2, sort_keys=True))
     _explain_enforcement(profile)
     print("\n## plan")
-    flags = [n for n, f in compile_mod.NAMESPACE_FLAGS.items() if plan.clone_flags & f]
+    flags = [n for n, f in constants.NAMESPACE_FLAGS.items() if plan.clone_flags & f]
     print(f"namespaces: {', '.join(flags) or 'none'}")
     print(f"pid 1 in the sandbox: {'isolate-init' if plan.use_init else 'the program itself'}")
     if plan.host_ids:
@@ -210,12 +214,12 @@ def _explain(args) -> int:
               f"sandbox's own, {hostids.BASE}..{last}, allocated per launch; binds idmapped to it)")
     else:
         print(f"uid_map: {plan.uid_map!r}  gid_map: {plan.gid_map!r}")
-        if os.geteuid() == 0 and plan.clone_flags & compile_mod.CLONE_NEWUSER and plan.uid_map \
+        if os.geteuid() == 0 and plan.clone_flags & constants.CLONE_NEWUSER and plan.uid_map \
                 and plan.uid_map.split()[1:2] == ["0"]:
             print("  (the caller's host root is mapped in: the profile's own identity.uid_map, or the host's "
                   "tree as the view, which has no binds to idmap)")
     print(f"inside: uid {plan.inside_uid} gid {plan.inside_gid}  hostname: {plan.hostname!r}")
-    print("rlimits: " + (", ".join(f"{compile_mod.RLIMIT_NAMES[r]}={s}/{h}" for r, s, h in plan.rlimits) or "inherited"))
+    print("rlimits: " + (", ".join(f"{constants.RLIMIT_NAMES[r]}={s}/{h}" for r, s, h in plan.rlimits) or "inherited"))
     print(f"capabilities kept: {', '.join(plan.keep_caps) or 'none'}")
     pool = ""
     if plan.netns_pool:  # only root keeps a pool (net.pool() is None for anyone else)
@@ -242,14 +246,12 @@ def _explain(args) -> int:
                                              f"idmapping ({idmap[i]})]")
             print(f"  {i:3d} {op.describe()}{note}")
     print(f"\n## seccomp filter ({len(plan.bpf or b'') // 8} BPF instructions)")
-    print(seccomp.describe(dict(compile_mod._plain(profile.data["seccomp"]))))
+    print(seccomp.describe(dict(compile_mod.plain(profile.data["seccomp"]))))
     return 0
 
 
 def _explain_enforcement(profile) -> None:
     """How the filesystem view is enforced for this caller; under Landlock, field by field."""
-    import os
-
     from isolate.plan import compile as compile_mod
 
     mode, fields = compile_mod.enforcement(profile)

@@ -344,7 +344,8 @@ def _cli_as_nobody(*args) -> tuple[int, str, str]:
 
     import cli.main as cli_main
     from isolate.launch import cgroup, net  # noqa: F401 - imported before the drop
-    from isolate import doctor, seccomp
+    from isolate import doctor
+    from isolate.plan import seccomp
     from isolate.plan import fs, landlock
 
     r, w = os.pipe()
