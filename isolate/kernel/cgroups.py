@@ -5,18 +5,11 @@ What isolate.launch.cgroup makes per launch, in the directory find() names here.
 from __future__ import annotations
 
 import os
-from typing import Iterable
 
 from . import features as features_mod
 from . import mounts as mounts_mod
 
-CONTROLLER_OF = {"memory_max": "memory", "memory_swap_max": "memory", "pids_max": "pids"}
 FEATURE_OF = {"memory": "cgroup_memory_limit", "pids": "cgroup_pids_limit"}
-
-
-def controllers(limits: Iterable[str]) -> tuple[str, ...]:
-    """The controllers the limit keys need, e.g. ("memory", "pids")."""
-    return tuple(sorted({CONTROLLER_OF[k] for k in limits}))
 
 
 # ---- where cgroups can be made -------------------------------------------------------

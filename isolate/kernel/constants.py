@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from typing import Iterable
+
 # <linux/sched.h>
 CLONE_NEWTIME = 0x00000080
 CLONE_NEWNS = 0x00020000
@@ -69,6 +71,14 @@ SECCOMP_ACTIONS = {
     "allow": 0x7FFF0000,
     "user_notif": 0x7FC00000,
 }
+
+# a profile's [cgroup] limit -> the controller that enforces it
+CONTROLLER_OF = {"memory_max": "memory", "memory_swap_max": "memory", "pids_max": "pids"}
+
+
+def controllers(limits: Iterable[str]) -> tuple[str, ...]:
+    """The controllers the limit keys need, e.g. ("memory", "pids")."""
+    return tuple(sorted({CONTROLLER_OF[k] for k in limits}))
 
 
 def last_cap() -> int:

@@ -30,7 +30,6 @@ import ctypes
 import dataclasses
 import errno
 import os
-import platform
 import threading
 from typing import Iterable, Mapping
 
@@ -69,7 +68,7 @@ _SYS_CLONE3 = 435
 _SYS_CLOSE_RANGE = 436
 _SYS_LANDLOCK_CREATE_RULESET = 444
 _SYS_SECCOMP = {"x86_64": 317, "aarch64": 277, "i686": 354, "i386": 354, "armv7l": 383, "riscv64": 277,
-                "ppc64le": 358, "s390x": 348}.get(platform.machine())
+                "ppc64le": 358, "s390x": 348}.get(os.uname().machine)
 
 FEATURE_KEYS = (
     "kernel",

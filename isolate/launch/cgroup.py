@@ -33,7 +33,7 @@ import time
 from typing import Mapping
 
 from ..errors import SandboxSetupError
-from ..kernel.cgroups import controllers
+from ..kernel.constants import controllers
 
 PARENT = "isolate"
 EMPTY_TIMEOUT = 10.0  # seconds to wait for a cgroup to empty before giving up on it for now

@@ -12,7 +12,6 @@ import socket
 import threading
 
 from ..kernel.constants import CLONE_NEWNS
-from ..plan import fs
 from . import _launch, pid1
 
 
@@ -55,15 +54,16 @@ def detached_trees(plan, userns_fd: int) -> list:
 
 # ---- a template mount namespace: see isolate.plan.fs.template_ops
 
-def make_template(ops) -> int:
-    """A template mount namespace for a view's `ops`, as an fd (-1 where none can be had).
+def make_template(template_ops) -> int:
+    """A template mount namespace built by `template_ops` (isolate.plan.fs.template_ops of a
+    view), as an fd (-1 where none can be had).
 
     Made by a short-lived process that builds it (through the launch path itself) and
     then waits, so that its namespace can be opened; the fd keeps it alive after."""
-    if os.geteuid() != 0 or not any(op.kind == fs.OP_PIVOT for op in ops):
+    if os.geteuid() != 0:
         return -1
     capsule = _launch.make_plan(clone_flags=CLONE_NEWNS, drop_caps=False, no_new_privs=False, use_init=True,
-                                ops=[op.as_tuple() for op in fs.template_ops(ops)])
+                                ops=[op.as_tuple() for op in template_ops])
     init_fd, _self_pidfd = pid1.process_fds()
     mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
     devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)

@@ -18,21 +18,18 @@ import os
 import threading
 from collections import OrderedDict
 
-from ..errors import UnsupportedError
-from ..kernel import features as features_mod
-from ..plan import compile as compile_mod
-from ..plan import fs as fs_mod
-from ..plan.compile import Plan, caller_context, check_nofile
+from ..plan import mountops
+from ..plan.plan import Plan
 from . import _launch, hostids, mounts
 
 # The mount operations are numbered by the plan (isolate.plan.fs) and applied by the C
 # launch child: both must mean the same steps.
-_C_CODES = {name: getattr(_launch, name) for name in fs_mod.OP_NAMES.values()}
-if _C_CODES != {name: code for code, name in fs_mod.OP_NAMES.items()} or \
+_C_CODES = {name: getattr(_launch, name) for name in mountops.OP_NAMES.values()}
+if _C_CODES != {name: code for code, name in mountops.OP_NAMES.items()} or \
         (_launch.BIND_READONLY, _launch.BIND_OPTIONAL, _launch.BIND_DEV) != \
-        (fs_mod.BIND_READONLY, fs_mod.BIND_OPTIONAL, fs_mod.BIND_DEV):
+        (mountops.BIND_READONLY, mountops.BIND_OPTIONAL, mountops.BIND_DEV):
     raise ImportError("isolate.launch._launch was built from another isolate: its mount operation codes differ "
-                      "from isolate.plan.fs (rebuild the extension)")
+                      "from isolate.plan.mountops (rebuild the extension)")
 
 _cache: "OrderedDict[str, Plan]" = OrderedDict()
 _cache_lock = threading.Lock()
@@ -40,9 +37,16 @@ CACHE_SIZE = 64
 stats = {"compiled": 0, "hits": 0}
 
 
+def _compiler():
+    from ..plan import compile  # the compiler, its probes and views: ~10 ms, loaded by the first compile
+
+    return compile
+
+
 def compile_profile(profile, cwd: str | None = None) -> Plan:
     """The Plan of `profile` for this caller; cached by content, compiled at most once."""
-    ctx = caller_context(cwd)
+    compile_mod = _compiler()
+    ctx = compile_mod.caller_context(cwd)
     key = compile_mod.cache_key(profile, ctx)
     with _cache_lock:
         plan = _cache.get(key)
@@ -60,6 +64,7 @@ def compile_profile(profile, cwd: str | None = None) -> Plan:
 
 
 def _make(profile, ctx, key: str) -> Plan:
+    compile_mod = _compiler()
     parts = compile_mod.compile_parts(profile, ctx, key)
     fields = parts.fields
     ops = fields["mount_ops"]
@@ -69,14 +74,11 @@ def _make(profile, ctx, key: str) -> Plan:
         **fields,
         capsule=capsule,
         bpf_fd=_sealed_memfd(bpf) if (bpf and fields["use_init"]) else -1,
-        mntns_fd=mounts.make_template(ops) if parts.template else -1,
-        idmap_binds=_idmap_binds(ops) if fields["host_ids"] else (),
+        mntns_fd=mounts.make_template(parts.template_ops) if parts.template_ops else -1,
+        idmap_binds=_idmap_binds(parts.host_binds) if fields["host_ids"] else (),
     )
-    check_nofile(plan, plan.pass_fds, file=profile.name)
-    # Fail closed: whatever this plan asks of the kernel must be there.
-    features_mod.check(plan)
-    if plan.cgroup and plan.cgroup_mode is None:  # the doctor saw a cgroup, but none can be used as asked
-        raise UnsupportedError(f"cgroup.{next(iter(plan.cgroup))}", f"no usable cgroup here ({parts.cgroup_why})")
+    # Fail closed: whatever this plan asks of the kernel (and of its fd table) must be there.
+    compile_mod.check_runnable(plan, parts, profile.name)
     return plan
 
 
@@ -91,8 +93,7 @@ def _sealed_memfd(data: bytes) -> int:
     return fd
 
 
-def _idmap_binds(ops) -> tuple:
+def _idmap_binds(binds) -> tuple:
     """The binds a host-id sandbox gets as idmapped trees, and which filesystems refuse it."""
     hostids.check_free()
-    binds = fs_mod.host_binds(ops)
     return mounts.idmap_support(binds, hostids.userns_fd(hostids.BASE)) if binds else ()

@@ -22,7 +22,7 @@ from typing import Any, Mapping, Sequence
 
 from ..errors import ProfileError, SandboxSetupError
 from ..kernel.constants import RLIMIT_NAMES
-from ..plan.compile import Plan, check_nofile
+from ..plan.plan import Plan, check_nofile
 from . import _launch, cgroup, hostids, mounts, net, terminal
 from .pid1 import FLAG_CTTY, FLAG_DIE_WITH_PARENT, FLAG_PIDNS, FLAG_WARM, process_fds
 from .plans import compile_profile

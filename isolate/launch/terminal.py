@@ -24,7 +24,7 @@ import struct
 import termios
 import tty
 
-from ..plan.fs import OP_MOUNT
+from ..plan.mountops import OP_MOUNT
 
 DEFAULT_SIZE = (24, 80)
 TIOCSPTLCK, TIOCGPTPEER = 0x40045431, 0x5441  # asm-generic/ioctls.h (not in the termios module)

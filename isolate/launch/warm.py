@@ -21,7 +21,7 @@ from collections import deque
 from typing import Any, Sequence
 
 from ..errors import ProfileError
-from ..plan.compile import check_nofile
+from ..plan.plan import check_nofile
 from . import net, process
 
 

@@ -16,30 +16,16 @@ assembled:
 
 from __future__ import annotations
 
-import os
-from typing import Mapping
-
 import dataclasses
+import os
 import stat
+from typing import Mapping
 
 from ..errors import ProfileError
 from ..kernel.constants import MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_PRIVATE, MS_RDONLY, MS_REC
 
-# The steps the launch child knows (enum mount_op_kind and BIND_* in launch/_launch.c,
-# which isolate.launch.plans checks against these at import).
-OP_MOUNT = 1      # mount(a, b, c, flags, d)
-OP_MKDIR = 2      # mkdir(b, num); EEXIST is fine
-OP_SYMLINK = 3    # symlink(a, b)
-OP_WRITE = 4      # create b with mode num, write d
-OP_BIND = 5       # bind a onto b (created to match a's type); flags: BIND_*
-OP_PIVOT = 6      # pivot_root into b
-OP_REMOUNT = 7    # mount(NULL, b, NULL, MS_REMOUNT|MS_BIND|flags, NULL)
-OP_CHMOD = 8      # chmod(b, num)
-OP_UMOUNT = 9     # umount2(b, MNT_DETACH)
-OP_NAMES = {v: k for k, v in list(globals().items()) if k.startswith("OP_") and isinstance(v, int)}
-BIND_READONLY = 1
-BIND_OPTIONAL = 2
-BIND_DEV = 4
+from .mountops import (BIND_DEV, BIND_OPTIONAL, BIND_READONLY, OP_BIND, OP_MKDIR, OP_MOUNT, OP_NAMES, OP_PIVOT,
+                       OP_REMOUNT, OP_SYMLINK, OP_UMOUNT, OP_WRITE)
 
 STAGE = "/tmp"           # any host directory; the staging tmpfs hides it only in our namespace
 NEW = "/newroot"
