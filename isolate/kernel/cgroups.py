@@ -74,7 +74,7 @@ def find(ctrls: tuple[str, ...]) -> tuple[str | None, dict[str, str], str]:
     """(version "v2"/"v1" or None, controller -> base directory, why none) for `ctrls`.
 
     v2 when one writable directory offers every controller, else v1 when every
-    controller has a writable v1 hierarchy. Features that isolate.doctor reports as
+    controller has a writable v1 hierarchy. Features that isolate.kernel.features reports as
     missing (or ISOLATE_DOCTOR_DISABLE disables) are never used.
     """
     feats = features_mod.features()

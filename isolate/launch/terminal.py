@@ -9,7 +9,7 @@ editing, echo and ^C), and is restored on every way out. The program never gets 
 descriptor of the caller's terminal.
 
 Also here: allocating that pty (from the sandbox's own devpts instance when it has
-one) and the small terminal helpers isolate.process uses.
+one) and the small terminal helpers isolate.launch.process uses.
 """
 
 from __future__ import annotations

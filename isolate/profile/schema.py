@@ -668,7 +668,7 @@ SECTIONS: tuple[Section, ...] = (
         Field("die_with_parent", Bool(), True, "kill the sandbox when isolate dies (PDEATHSIG)"),
         Field("no_new_privs", Bool(), True, "set PR_SET_NO_NEW_PRIVS (no setuid gains)"),
     )),
-    Section("seccomp", "The syscall filter (compiled by isolate.seccomp). Per syscall: "
+    Section("seccomp", "The syscall filter (compiled by isolate.plan.seccomp). Per syscall: "
                        "if it is in `deny`, `deny_action` whatever its arguments; else if "
                        "argument rules (`rules`, `socket_families`, `deny_ioctls`, "
                        "`deny_namespace_flags`, `restrict_suid_sgid`) match, their action (the most restrictive "
@@ -752,7 +752,7 @@ SECTIONS: tuple[Section, ...] = (
               "Under Landlock on the host's tree every field is applied or the launch fails closed "
               "naming it (tmpfs, dirs, symlinks, files; without namespaces also proc, hostname, "
               "uid/gid maps, capabilities.keep, network.mode = \"none\"); a root caller's program "
-              "runs as the reserved host uid/gid isolate.hostids.BASE; `isolate explain` and "
+              "runs as the reserved host uid/gid isolate.plan.ids.BASE; `isolate explain` and "
               "`isolate doctor` list what applies how"),
         Field("ro", ListOf(BindEntry), [], "read-only binds of host paths"),
         Field("rw", ListOf(BindEntry), [], "read-write binds of host paths"),
