@@ -138,6 +138,30 @@ def test_no_module_takes_another_modules_private_names():
     assert not bad, "\n".join(bad)
 
 
+def test_no_module_reaches_into_another_modules_private_names():
+    """`from . import fs` then `fs._op(...)` takes a private name as surely as an import."""
+    mods = _modules()
+    bad = []
+    for mod, path in mods.items():
+        tree = ast.parse(path.read_text())
+        package = mod if path.name == "__init__.py" else mod.rpartition(".")[0]
+        aliases = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom):
+                base = package.split(".")
+                base = base[:len(base) - (node.level - 1)] if node.level > 1 else base
+                source = ".".join(base + ([node.module] if node.module else [])) if node.level else node.module
+                aliases.update(a.asname or a.name for a in node.names
+                               if f"{source}.{a.name}" in mods and not a.name.startswith("_"))
+            elif isinstance(node, ast.Import):
+                aliases.update(a.asname for a in node.names if a.asname and a.name in mods)
+        for node in ast.walk(tree):
+            if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in aliases
+                    and node.attr.startswith("_") and not node.attr.startswith("__")):
+                bad.append(f"{mod}:{node.lineno}: {node.value.id}.{node.attr}")
+    assert not bad, "\n".join(bad)
+
+
 def test_imports_inside_functions_are_only_the_heavy_ones():
     bad = []
     for importer, target, _name, lazy, line in _imports():
