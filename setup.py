@@ -1,4 +1,4 @@
-"""Build: the C extension isolate._launch and the static helper isolate/isolate-init.
+"""Build: the C extension isolate.launch._launch and the static helper isolate/launch/isolate-init.
 
 isolate-init is the sandbox's pid 1. It is linked statically so that it runs in any
 filesystem view, even one without a dynamic loader or libc in it.
@@ -18,11 +18,11 @@ class BuildWithInit(build_ext):
     def run(self):
         super().run()
         here = os.path.dirname(os.path.abspath(__file__))
-        src = os.path.join(here, "isolate", "_init.c")
+        src = os.path.join(here, "isolate", "launch", "_init.c")
         if self.inplace:
-            out_dir = os.path.join(here, "isolate")
+            out_dir = os.path.join(here, "isolate", "launch")
         else:
-            out_dir = os.path.join(os.path.abspath(self.build_lib), "isolate")
+            out_dir = os.path.join(os.path.abspath(self.build_lib), "isolate", "launch")
         os.makedirs(out_dir, exist_ok=True)
         out = os.path.join(out_dir, "isolate-init")
         cc = os.environ.get("CC") or sysconfig.get_config_var("CC").split()[0] or "cc"
@@ -35,9 +35,9 @@ class BuildWithInit(build_ext):
 setup(
     ext_modules=[
         Extension(
-            "isolate._launch",
-            sources=["isolate/_launch.c"],
-            depends=["isolate/_protocol.h", "isolate/_syscall.h"],
+            "isolate.launch._launch",
+            sources=["isolate/launch/_launch.c"],
+            depends=["isolate/launch/_protocol.h", "isolate/launch/_syscall.h"],
             extra_compile_args=CFLAGS,
         )
     ],

@@ -15,7 +15,7 @@ import dataclasses
 import time
 
 import isolate
-from isolate import net
+from isolate.launch import net
 
 from . import phases, programs
 from .stats import Ratio, Summary, interleaved

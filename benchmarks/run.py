@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from isolate import net
+from isolate.launch import net
 
 from . import latency, mounts, netpool, parent_size, phases, programs, report, targets, throughput
 

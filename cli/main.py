@@ -3,12 +3,16 @@
 Exit status of `isolate run`: the program's own code, or 128+N when a signal N ended
 it; 2 for a bad profile or bad usage; 125 when the sandbox could not be set up; 126
 when the program may not be executed; 127 when it was not found.
+
+The library is imported inside each command, not here: `isolate --help` must not pay
+for `import isolate` (~40 ms). The layers below never import cli.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 
@@ -90,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _report(e: BaseException) -> int:
-    from isolate import errors, process
+    from isolate import errors
+    from isolate.launch import process
 
     # One line, whatever the message holds (a key given with a line break, say).
     text = str(e).replace("\r", "\\r").replace("\n", "\\n")
@@ -109,7 +114,7 @@ def _report(e: BaseException) -> int:
 
 def _run(args) -> int:
     import isolate
-    from isolate import process
+    from isolate.launch import process
 
     argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
     if not argv:
@@ -130,7 +135,7 @@ def _run(args) -> int:
     try:
         plan = process.plan_for_cwd(args.profile, overrides, args.cwd)
         if plan.pty:
-            from isolate import terminal
+            from isolate.launch import terminal
 
             pty_size = terminal.caller_size()
         p = isolate.Popen(argv, profile=plan, cwd=args.cwd, env=env or None, pty_size=pty_size)
@@ -169,18 +174,19 @@ def _run(args) -> int:
 
 
 def _explain(args) -> int:
-    import os
-
-    from isolate import compile as compile_mod
-    from isolate import doctor, errors, net, process, seccomp
+    from isolate import doctor, errors
+    from isolate.kernel import constants
+    from isolate.launch import net, plans, process
+    from isolate.plan import compile as compile_mod
+    from isolate.plan import seccomp
 
     profile = process.load_profile(args.profile, args.overrides)
-    data = compile_mod._plain(profile.data)
+    data = compile_mod.plain(profile.data)
     # The preflight of `run`: compiling checks the plan against this kernel and caller
     # (doctor.check, cgroup availability, rlimits.nofile); what it refuses, explain
     # refuses the same way (exit 2 for a ProfileError, 125 for UnsupportedError).
     try:
-        plan = compile_mod.compile_profile(profile)
+        plan = plans.compile_profile(profile)
         doctor.check(plan)
     except errors.UnsupportedError:
         # Say how this caller's launch would be enforced, and why it is refused.
@@ -197,22 +203,22 @@ def _explain(args) -> int:
     print(json.dumps(data, indent=2, sort_keys=True))
     _explain_enforcement(profile)
     print("\n## plan")
-    flags = [n for n, f in compile_mod.NAMESPACE_FLAGS.items() if plan.clone_flags & f]
+    flags = [n for n, f in constants.NAMESPACE_FLAGS.items() if plan.clone_flags & f]
     print(f"namespaces: {', '.join(flags) or 'none'}")
     print(f"pid 1 in the sandbox: {'isolate-init' if plan.use_init else 'the program itself'}")
     if plan.host_ids:
-        from isolate import hostids
+        from isolate.launch import hostids
 
         last = hostids.BASE + hostids.COUNT - 1
         print(f"uid_map: '{plan.inside_uid} S 1'  gid_map: '{plan.inside_gid} S 1'  (S: a host uid/gid of the "
               f"sandbox's own, {hostids.BASE}..{last}, allocated per launch; binds idmapped to it)")
     else:
         print(f"uid_map: {plan.uid_map!r}  gid_map: {plan.gid_map!r}")
-        if os.geteuid() == 0 and plan.clone_flags & compile_mod.CLONE_NEWUSER and plan.uid_map \
+        if os.geteuid() == 0 and plan.clone_flags & constants.CLONE_NEWUSER and plan.uid_map \
                 and plan.uid_map.split()[1:2] == ["0"]:
             print("  (the caller's host root is mapped in: the profile's own identity.uid_map says so)")
     print(f"inside: uid {plan.inside_uid} gid {plan.inside_gid}  hostname: {plan.hostname!r}")
-    print("rlimits: " + (", ".join(f"{compile_mod.RLIMIT_NAMES[r]}={s}/{h}" for r, s, h in plan.rlimits) or "inherited"))
+    print("rlimits: " + (", ".join(f"{constants.RLIMIT_NAMES[r]}={s}/{h}" for r, s, h in plan.rlimits) or "inherited"))
     print(f"capabilities kept: {', '.join(plan.keep_caps) or 'none'}")
     pool = ""
     if plan.netns_pool:  # only root keeps a pool (net.pool() is None for anyone else)
@@ -239,15 +245,13 @@ def _explain(args) -> int:
                                              f"idmapping ({idmap[i]})]")
             print(f"  {i:3d} {op.describe()}{note}")
     print(f"\n## seccomp filter ({len(plan.bpf or b'') // 8} BPF instructions)")
-    print(seccomp.describe(dict(compile_mod._plain(profile.data["seccomp"]))))
+    print(seccomp.describe(dict(compile_mod.plain(profile.data["seccomp"]))))
     return 0
 
 
 def _explain_enforcement(profile) -> None:
     """How the filesystem view is enforced for this caller; under Landlock, field by field."""
-    import os
-
-    from isolate import compile as compile_mod
+    from isolate.plan import compile as compile_mod
 
     mode, fields = compile_mod.enforcement(profile)
     print("\n## enforcement")

@@ -4,13 +4,14 @@
     r = isolate.run(["id"], profile="default", capture_output=True)
 
 A profile (TOML) is compiled once into a Plan; each launch is a clone-based start
-from that Plan (see isolate/_launch.c).
+from that Plan (see isolate/launch/_launch.c).
 """
 
 from .errors import IsolateError, ProfileError, SandboxSetupError, UnsupportedError
-from .warm import WarmPool
-from .process import (DEVNULL, PIPE, STDOUT, CalledProcessError, ExecutableNotFound, ExecutablePermission, Popen,
-                      Result, Rusage, TimeoutExpired, WorkingDirectoryNotFound, load_profile, plan_for, run)
+from .launch.warm import WarmPool
+from .launch.process import (DEVNULL, PIPE, STDOUT, CalledProcessError, ExecutableNotFound, ExecutablePermission,
+                             Popen, Result, Rusage, TimeoutExpired, WorkingDirectoryNotFound, load_profile, plan_for,
+                             run)
 
 __all__ = [
     "run", "Popen", "WarmPool", "Result", "Rusage", "PIPE", "DEVNULL", "STDOUT", "TimeoutExpired", "CalledProcessError",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 
 class IsolateError(Exception):
     """Base of every error isolate raises on purpose."""
@@ -25,8 +27,6 @@ class SandboxSetupError(IsolateError, OSError):
     """The sandbox could not be set up: names the step, the path and the reason."""
 
     def __init__(self, step: str, errno_: int, detail: str | None = None, path: str | None = None):
-        import os
-
         self.step = step
         self.path = path
         self.detail = detail

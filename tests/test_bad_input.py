@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import isolate
-from isolate import compile as compile_mod
+from isolate.plan import compile as compile_mod
 
 from conftest import ROOT, cli
 
@@ -343,7 +343,10 @@ def _cli_as_nobody(*args) -> tuple[int, str, str]:
     import prctl
 
     import cli.main as cli_main
-    from isolate import cgroup, doctor, fs, landlock, net, seccomp  # noqa: F401 - imported before the drop
+    from isolate.launch import cgroup, net  # noqa: F401 - imported before the drop
+    from isolate import doctor
+    from isolate.plan import seccomp
+    from isolate.plan import fs, landlock
 
     r, w = os.pipe()
     pid = os.fork()

@@ -16,7 +16,9 @@ import time
 import pytest
 
 import isolate
-from isolate import cgroup, doctor
+from isolate.kernel import cgroups
+from isolate.launch import cgroup
+from isolate import doctor
 from conftest import cli, pids_with_cmdline, with_python
 
 MiB = 1 << 20
@@ -290,7 +292,7 @@ def fake_v2(tmp_path, monkeypatch):
         if "-" in os.path.basename(path):  # a launch's cgroup, not the isolate/ parent
             made.append(path)
 
-    monkeypatch.setattr(cgroup, "_v2_candidates", lambda: [(str(root), True)])
+    monkeypatch.setattr(cgroups, "_v2_candidates", lambda: [(str(root), True)])
     monkeypatch.setattr(cgroup, "_make_dir", make_dir)
     monkeypatch.setattr(cgroup, "_remove_dir", shutil.rmtree)
     return root, made
@@ -301,14 +303,14 @@ def test_v2_usable_rules(tmp_path):
     d.mkdir()
     for name, text in V2_FILES.items():
         (d / name).write_text(text)
-    assert cgroup._v2_usable(str(d), False, ("memory", "pids")) is None  # empty: controllers can be enabled
+    assert cgroups._v2_usable(str(d), False, ("memory", "pids")) is None  # empty: controllers can be enabled
     (d / "cgroup.procs").write_text("1234\n")
-    assert "holds processes" in cgroup._v2_usable(str(d), False, ("memory",))
-    assert cgroup._v2_usable(str(d), True, ("memory",)) is None          # the root may hold processes
+    assert "holds processes" in cgroups._v2_usable(str(d), False, ("memory",))
+    assert cgroups._v2_usable(str(d), True, ("memory",)) is None          # the root may hold processes
     (d / "cgroup.subtree_control").write_text("memory\n")
-    assert cgroup._v2_usable(str(d), False, ("memory",)) is None          # already delegated to children
+    assert cgroups._v2_usable(str(d), False, ("memory",)) is None          # already delegated to children
     (d / "cgroup.controllers").write_text("cpu io\n")
-    assert "does not offer memory" in cgroup._v2_usable(str(d), True, ("memory",))
+    assert "does not offer memory" in cgroups._v2_usable(str(d), True, ("memory",))
 
 
 def test_v2_cgroup_files_and_oom(fake_v2):

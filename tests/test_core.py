@@ -16,7 +16,9 @@ import time
 import pytest
 
 import isolate
-from isolate import _launch, compile as compile_mod
+from isolate.launch import _launch
+from isolate.launch import plans
+from isolate.plan import compile as compile_mod
 
 from conftest import (PROBE, ROOT, SYSTEM_PYTHON, cli, launch_many, open_fds, pids_with_cmdline, run_probe, with_python,
                       zombies_of)
@@ -29,7 +31,7 @@ EUID = os.geteuid()
 # ---- identity --------------------------------------------------------------------------
 def _host_id(word: str) -> int:
     """The host id a map line maps to: root's sandboxes get one of the reserved range."""
-    from isolate import hostids
+    from isolate.launch import hostids
 
     host = int(word)
     assert EUID == 0 and hostids.BASE <= host < hostids.BASE + hostids.COUNT, word
@@ -447,11 +449,11 @@ def test_clone3_refused_with_enosys_falls_back():
 def test_second_launch_compiles_nothing():
     overrides = [f"identity.hostname=cache{time.monotonic_ns() % 100000}"]
     isolate.run(["true"], overrides=overrides)
-    compiled = compile_mod.stats["compiled"]
-    hits = compile_mod.stats["hits"]
+    compiled = plans.stats["compiled"]
+    hits = plans.stats["hits"]
     isolate.run(["true"], overrides=overrides)
-    assert compile_mod.stats["compiled"] == compiled
-    assert compile_mod.stats["hits"] == hits + 1
+    assert plans.stats["compiled"] == compiled
+    assert plans.stats["hits"] == hits + 1
 
 
 # ---- the library API mirrors subprocess ------------------------------------------------------

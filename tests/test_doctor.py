@@ -242,7 +242,8 @@ def test_cli_doctor_table():
 
 
 def test_doctor_reports_the_host_id_range_and_any_account_inside_it(monkeypatch, capsys):
-    from isolate import doctor, hostids
+    from isolate import doctor
+    from isolate.launch import hostids
 
     doctor.main(json_output=True)
     ids = json.loads(capsys.readouterr().out)["host_ids"]

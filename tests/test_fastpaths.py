@@ -10,7 +10,7 @@ import time
 import pytest
 
 import isolate
-from isolate import net
+from isolate.launch import net
 
 from conftest import ROOT, with_python
 

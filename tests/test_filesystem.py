@@ -303,7 +303,7 @@ def open_dir(tmp_path_factory):
     import shutil
     import tempfile
 
-    from isolate import hostids
+    from isolate.launch import hostids
 
     d = tempfile.mkdtemp(prefix="isolate-landlock-", dir="/tmp")
     os.chmod(d, 0o755)
@@ -336,7 +336,7 @@ def test_landlock_alone_read_write_bind(open_dir):
     seen = attempt(landlock_profile(rw=[str(host_dir)]), f"write:{host_dir}/new", python=SYSTEM_PYTHON)
     assert seen[f"write:{host_dir}/new"] == "ok"
     assert (host_dir / "new").read_text() == "from-sandbox"
-    from isolate import hostids
+    from isolate.launch import hostids
 
     assert (host_dir / "new").stat().st_uid == hostids.BASE  # not host root: the reserved uid
 
@@ -380,7 +380,8 @@ def test_either_falls_back_to_landlock_without_namespaces(monkeypatch, open_dir)
     # kernel refusal: tests/security/test_landlock_only.py).
     host_dir = open_dir
     monkeypatch.setenv("ISOLATE_DOCTOR_DISABLE", "user_namespaces")
-    from isolate import doctor, hostids
+    from isolate import doctor
+    from isolate.launch import hostids
 
     doctor.features(refresh=True)
     try:

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from isolate import profile as P
+from isolate.profile import schema as P_schema
 from isolate.errors import ProfileError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -109,7 +110,7 @@ def test_default_profile_loads():
 
 
 def test_default_profile_seccomp_compiles():
-    from isolate import seccomp
+    from isolate.plan import seccomp
 
     spec = P.load("default").to_dict()["seccomp"]
     for name in spec["deny"]:
@@ -120,7 +121,8 @@ def test_default_profile_seccomp_compiles():
 
 _PROBE = r"""
 import ctypes, os, sys, threading
-from isolate import profile, seccomp
+from isolate import profile
+from isolate.plan import seccomp
 bpf = seccomp.compile_filter(profile.load("default").to_dict()["seccomp"])
 libc = ctypes.CDLL(None, use_errno=True)
 class Prog(ctypes.Structure):
@@ -189,9 +191,9 @@ def test_new_section_is_a_few_lines(monkeypatch):
         P.Field("loopback", P.Bool(), True, "bring lo up"),
         P.Field("mtu", P.Optional(P.Int(68, 65535)), None, "MTU"),
     ))
-    monkeypatch.setattr(P, "SECTIONS", P.SECTIONS + (sec,))
-    monkeypatch.setattr(P, "SECTION_BY_NAME", {**P.SECTION_BY_NAME, "example": sec})
-    monkeypatch.setattr(P, "FIELDS", {**P.FIELDS, **{f.key: f for f in sec.fields}})
+    monkeypatch.setattr(P_schema, "SECTIONS", P.SECTIONS + (sec,))
+    monkeypatch.setattr(P_schema, "SECTION_BY_NAME", {**P.SECTION_BY_NAME, "example": sec})
+    monkeypatch.setattr(P_schema, "FIELDS", {**P.FIELDS, **{f.key: f for f in sec.fields}})
     p = P.from_toml("[example]\nmtu = 1500")
     assert p.get("example.loopback") is True and p.get("example.mtu") == 1500
     check(err("[example]\nmtu = 1"), "t.toml", "example.mtu", "between 68 and 65535")

@@ -27,7 +27,8 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 import isolate
-from isolate import compile as compile_mod
+from isolate.launch import plans
+from isolate.plan import compile as compile_mod
 from isolate import profile as profile_mod
 
 from conftest import ROOT, cli
@@ -84,7 +85,7 @@ def profile_or_profile_error(fn, *args, **kwargs):
 def plan_or_isolate_error(p):
     with bounded():
         try:
-            plan = compile_mod.compile_profile(p)
+            plan = plans.compile_profile(p)
         except isolate.IsolateError:
             return None
         except Hang:

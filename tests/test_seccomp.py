@@ -24,8 +24,13 @@ import struct
 import pytest
 import pyseccomp as sc
 
-from isolate import seccomp as S
-from isolate.syscall_groups import DESCRIPTIONS, GROUPS
+from isolate.kernel import syscalls
+from isolate.plan import seccomp as S
+from isolate.plan.seccomp import bpf as S_bpf
+from isolate.plan.seccomp import policy as S_policy
+from isolate.plan.seccomp import regions as S_regions
+from isolate.plan.seccomp import verify as S_verify
+from isolate.kernel.syscall_groups import DESCRIPTIONS, GROUPS
 
 AUDIT_ARCH_X86_64 = 0xC000003E
 AUDIT_ARCH_I386 = 0x40000003
@@ -140,7 +145,7 @@ def cond_matches(c: dict, args) -> bool:
 def native_set(names) -> set[int]:
     out = set()
     for n in S.expand(names):
-        nr = S._native_nr(n)
+        nr = syscalls.native_nr(n)
         if nr is not None:
             out.add(nr)
     return out
@@ -156,7 +161,7 @@ def model(spec: dict, nr: int, args) -> int:
     for rule in spec["rules"]:
         for member in S.expand([rule["syscall"]]):
             order += 1
-            if S._native_nr(member) == nr and all(cond_matches(c, args) for c in rule["args"]):
+            if syscalls.native_nr(member) == nr and all(cond_matches(c, args) for c in rule["args"]):
                 action = S.parse_action(rule["action"])
                 matches.append((severity(action), order, action))
     if spec["deny_namespace_flags"]:
@@ -345,14 +350,14 @@ def test_compile_returns_sock_filter_array_and_caches(monkeypatch):
     spec = base_spec(deny=["@mount"])
     bpf = S.compile_filter(spec)
     assert isinstance(bpf, bytes) and bpf and len(bpf) % 8 == 0
-    assert S.CACHE[S._cache_key(spec)] == bpf
+    assert S.CACHE[S_bpf._cache_key(spec)] == bpf
 
     def boom(*a, **k):
         raise AssertionError("libseccomp used for a cached spec")
 
-    monkeypatch.setattr(S, "_build", boom)
-    monkeypatch.setattr(S, "_plan", boom)
-    monkeypatch.setattr(S, "_generate", boom)
+    monkeypatch.setattr(S_policy, "build", boom)
+    monkeypatch.setattr(S_policy, "plan_filter", boom)
+    monkeypatch.setattr(S_bpf, "_generate", boom)
     assert S.compile_filter(dict(reversed(list(spec.items())))) is bpf
     with pytest.raises(AssertionError):
         S.compile_filter(base_spec(deny=["@swap"]))
@@ -392,13 +397,13 @@ def test_newer_syscalls_than_libseccomp_are_filtered():
 
 def test_attributes_and_x32():
     spec = base_spec(deny=["mount"], other_arches="errno:EACCES")
-    plan = S._plan(spec)
-    f = S._build(plan, S._rules(plan, S._PLAIN))
+    plan = S_policy.plan_filter(spec)
+    f = S_policy.build(plan, S_policy.emit_rules(plan, S_regions.PLAIN))
     assert f.get_attr(sc.Attr.CTL_NNP) == 0
     assert f.get_attr(sc.Attr.ACT_BADARCH) == sc.ERRNO(errno.EACCES)
     assert f.get_attr(sc.Attr.CTL_OPTIMIZE) == 1  # tiny filter: plain list
-    big = S._plan(base_spec(deny=["@privileged"]))
-    assert S._build(big, S._rules(big, S._PLAIN)).get_attr(sc.Attr.CTL_OPTIMIZE) == 2
+    big = S_policy.plan_filter(base_spec(deny=["@privileged"]))
+    assert S_policy.build(big, S_policy.emit_rules(big, S_regions.PLAIN)).get_attr(sc.Attr.CTL_OPTIMIZE) == 2
     # no rules at all: the default action still applies (libseccomp#370)
     for default in ("allow", "errno:EPERM", "kill"):
         empty = S.compile_filter(base_spec(default_action=default))
@@ -543,7 +548,7 @@ def random_spec(rng: random.Random) -> dict:
 def test_randomized_specs_match_model():
     """Random specs (overlapping rules of every kind) against the model.  A spec may be
     refused as too complex (ranges combined with other conditions expand a lot, see
-    seccomp._argset_comparisons), but most must compile, and none may be wrong."""
+    isolate.plan.seccomp.regions._argset_comparisons), but most must compile, and none may be wrong."""
     rng = random.Random(1234)
     interesting = VALUES + list(S.CLONE_NAMESPACE_FLAGS.values()) + [0x01200011 | 0x10000000, 128, 9, 11]
     compiled = refused = 0
@@ -573,30 +578,30 @@ def test_verify_rejects_wrong_programs():
                        deny_action="errno:EACCES")
     spec_b = base_spec(default_action="errno:EPERM", allow=["ioctl", "read"], deny_ioctls=["TIOCLINUX"],
                        deny_action="errno:EACCES")
-    plan_a, plan_b = S._plan(spec_a), S._plan(spec_b)
+    plan_a, plan_b = S_policy.plan_filter(spec_a), S_policy.plan_filter(spec_b)
     bpf_a = S.compile_filter(spec_a)
-    assert S._verify(bpf_a, plan_a)
-    assert not S._verify(bpf_a, plan_b)
-    assert not S._verify(S.compile_filter(base_spec(default_action="errno:EPERM", allow=["read"])), plan_a)
+    assert S_verify.verify(bpf_a, plan_a)
+    assert not S_verify.verify(bpf_a, plan_b)
+    assert not S_verify.verify(S.compile_filter(base_spec(default_action="errno:EPERM", allow=["read"])), plan_a)
     # a masked test off by one bit
-    wrong = S._build(plan_a, {NR["ioctl"]: [(sc.ERRNO(errno.EACCES), ((1, sc.MASKED_EQ, 0xFFFFFFFE, 0x5412),))],
+    wrong = S_policy.build(plan_a, {NR["ioctl"]: [(sc.ERRNO(errno.EACCES), ((1, sc.MASKED_EQ, 0xFFFFFFFE, 0x5412),))],
                               NR["read"]: [(sc.ALLOW, ())]})
-    assert not S._verify(S._export(wrong, "export_bpf"), plan_a)
+    assert not S_verify.verify(S_bpf._export(wrong, "export_bpf"), plan_a)
 
 
 def test_libseccomp_range_hang_is_contained():
     """libseccomp 2.5.4 loops forever on these two rules in this order (see _NATIVE_NOTE);
     a form that could do that is only ever built in a child that gets killed."""
-    plan = S._plan(base_spec(default_action="errno:EPERM"))
+    plan = S_policy.plan_filter(base_spec(default_action="errno:EPERM"))
     rules = {NR["ioctl"]: [
         (sc.ALLOW, ((0, sc.GE, 10, 0), (1, sc.EQ, 0x5414, 0))),
         (sc.ALLOW, ((0, sc.GE, 10, 0), (1, sc.EQ, 0x1_0000_5414, 0))),
     ]}
-    assert S._inner_native(rules)
-    assert S._export_in_child(plan, rules, False, "export_bpf", 0.5) is None
+    assert S_bpf._inner_native(rules)
+    assert S_bpf._export_in_child(plan, rules, False, "export_bpf", 0.5) is None
     # the order compile_filter uses is fine
-    ordered = {nr: sorted(r, key=S._rule_key, reverse=True) for nr, r in rules.items()}
-    assert S._export_in_child(plan, ordered, False, "export_bpf", 5.0)
+    ordered = {nr: sorted(r, key=S_regions.rule_key, reverse=True) for nr, r in rules.items()}
+    assert S_bpf._export_in_child(plan, ordered, False, "export_bpf", 5.0)
     # and such rules compile to a correct filter
     spec = base_spec(default_action="errno:EPERM", rules=[
         {"syscall": "ioctl", "action": "allow", "args": [{"index": 0, "op": "ge", "value": 10, "mask": None},
@@ -619,19 +624,19 @@ def test_libseccomp_tree_mode_bug_is_caught():
                          {"syscall": "socketpair", "action": "log",
                           "args": [{"index": 1, "op": "le", "value": 2, "mask": None}]},
                          {"syscall": "kill", "action": "kill", "args": []}])
-    plan = S._plan(spec)
+    plan = S_policy.plan_filter(spec)
     probes = [(16, 3), (17, 5), (16, 1), (1, 3), (16, 1 << 33), (0x1_0000_0011, 2)]
     wrong_seen = 0
-    for form in (S._ANYWHERE, S._LAST_ONLY, S._PLAIN):
-        rules = S._rules(plan, form)
+    for form in (S_regions.ANYWHERE, S_regions.LAST_ONLY, S_regions.PLAIN):
+        rules = S_policy.emit_rules(plan, form)
         for tree in (True, False):
-            bpf = S._export(S._build(plan, rules, tree), "export_bpf")
+            bpf = S_bpf._export(S_policy.build(plan, rules, tree), "export_bpf")
             right = all(run_bpf(bpf, NR["socketpair"], a) == model(spec, NR["socketpair"], a) for a in probes)
             if not right:
                 wrong_seen += 1
-                assert not S._verify(bpf, plan)
+                assert not S_verify.verify(bpf, plan)
     bpf = S.compile_filter(spec)
-    assert S._verify(bpf, plan)
+    assert S_verify.verify(bpf, plan)
     for a in probes:
         assert run_bpf(bpf, NR["socketpair"], a) == model(spec, NR["socketpair"], a)
     assert wrong_seen <= 3  # (3 with libseccomp 2.5.4: every form in tree mode)

@@ -24,9 +24,15 @@ import pytest
 import pyseccomp as sc
 
 import isolate
-from isolate import compile as compile_mod
+from isolate.launch import plans
+from isolate.plan import compile as compile_mod
 from isolate import profile as profile_mod
-from isolate import seccomp as S
+from isolate.kernel import syscalls
+from isolate.plan import seccomp as S
+from isolate.plan.seccomp import bpf as S_bpf
+from isolate.plan.seccomp import policy as S_policy
+from isolate.plan.seccomp import regions as S_regions
+from isolate.plan.seccomp import verify as S_verify
 
 from conftest import TESTS, with_python
 from test_seccomp import AUDIT_ARCH_I386, base_spec, run_bpf
@@ -42,7 +48,7 @@ EPERM = sc.ERRNO(errno.EPERM)
 
 
 def nr(name: str) -> int:
-    n = S._native_nr(name)
+    n = syscalls.native_nr(name)
     assert n is not None, name
     return n
 
@@ -494,17 +500,17 @@ def test_cache_follows_the_file_content(tmp_path, monkeypatch):
     first = S.compile_filter(spec)
     assert run_bpf(first, nr("getcwd")) == sc.ERRNO(errno.ENOENT)
     translated = S.oci_spec(spec)
-    assert S.CACHE[S._cache_key(translated)] is first
+    assert S.CACHE[S_bpf._cache_key(translated)] is first
     assert translated["oci_source"]["sha256"] == S.load_oci(str(path)).sha256
 
-    real_generate = S._generate
+    real_generate = S_bpf._generate
     calls = []
 
     def counting(plan, method):
         calls.append(method)
         return real_generate(plan, method)
 
-    monkeypatch.setattr(S, "_generate", counting)
+    monkeypatch.setattr(S_bpf, "_generate", counting)
     assert S.compile_filter(spec) is first and calls == []        # same content: cached
     doc["syscalls"][0]["errnoRet"] = 13
     write_json(path, doc)
@@ -531,7 +537,7 @@ def test_profile_extends_default_loads_and_compiles():
     assert sec["rules"] == () and sec["allow"] == () and sec["default_action"] == "allow"
     assert "@mount" in sec["deny"] and sec["deny_namespace_flags"] and sec["socket_families"]
     assert profile_mod.from_dict(p.to_dict()) == p      # the normalized data loads back as-is
-    plan = compile_mod.compile_profile(p)
+    plan = plans.compile_profile(p)
     assert plan.bpf and len(plan.bpf) % 8 == 0
     assert run_bpf(plan.bpf, nr("mount")) == EPERM                      # default's deny list
     assert run_bpf(plan.bpf, nr("personality"), [0x0040000]) == EPERM   # the file's rules
@@ -590,10 +596,10 @@ def test_placeholders_are_resolved_by_the_compiler(tmp_path):
     p = profile_mod.from_dict({"extends": "default", "seccomp": {"oci": "{cwd}/oci.json"}})
     assert p.data["seccomp"]["oci"] == "{cwd}/oci.json"  # not read at load time
     with pytest.raises(isolate.ProfileError) as info:
-        compile_mod.compile_profile(p, cwd=str(tmp_path))
+        plans.compile_profile(p, cwd=str(tmp_path))
     assert info.value.key == "seccomp.oci" and "No such file" in info.value.message
     (tmp_path / "oci.json").write_bytes(SMALL.read_bytes())
-    plan = compile_mod.compile_profile(p, cwd=str(tmp_path))
+    plan = plans.compile_profile(p, cwd=str(tmp_path))
     assert run_bpf(plan.bpf, nr("getcwd")) == sc.ERRNO(errno.ENOENT)
     for bad, words in (("{nope}/x.json", "unknown placeholder"), ("/x/{cwd}.json", "only start the path"),
                        ("{cwd/x.json", "unbalanced"), ("", "expected a path")):
@@ -631,7 +637,7 @@ def test_a_file_too_complex_to_compile_is_a_profile_error(tmp_path):
     path = write_json(tmp_path / "complex.json", {"defaultAction": "SCMP_ACT_ALLOW", "syscalls": entries})
     p = profile_mod.from_dict({"extends": "default", "seccomp": {"oci": str(path)}})
     with pytest.raises(isolate.ProfileError) as info:
-        compile_mod.compile_profile(p)
+        plans.compile_profile(p)
     assert info.value.file == str(path) and "too complex" in info.value.message
 
 

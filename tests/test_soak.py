@@ -77,7 +77,7 @@ def sandbox_inits_below(ancestor: int) -> list:
 
 def _pool_size() -> int:
     try:
-        from isolate import net
+        from isolate.launch import net
     except ImportError:  # no pool in this version
         return 0
     pool = net.pool() if hasattr(net, "pool") else None

@@ -21,7 +21,7 @@ import tempfile
 import pytest
 
 import isolate
-from isolate import hostids
+from isolate.launch import hostids
 
 from escape_helpers import (DENIED, PROFILES, SYSTEM_PYTHON, assert_not_refused, launch_args, profile_for,
                             run_attack)

@@ -10,7 +10,7 @@ import os
 
 import pytest
 
-from isolate import fs
+from isolate.plan import fs
 
 from escape_helpers import NO_WRITE, PROFILES, SYSTEM_PYTHON, profile_for, run_attack
 

@@ -11,7 +11,7 @@ import struct
 
 import pytest
 
-from isolate import _launch
+from isolate.launch import _launch
 
 from escape_helpers import PROFILES, HostSleep, run_attack
 

@@ -20,7 +20,7 @@ import textwrap
 import pytest
 
 import isolate
-from isolate import hostids
+from isolate.launch import hostids
 
 from conftest import ROOT
 
@@ -345,7 +345,7 @@ def _toml(prof: dict) -> str:
 
 # ---- hide under Landlock: the rules themselves, and a hidden file in a read-write directory -----------
 def test_hide_rules_grant_the_siblings_and_never_the_hidden(tmp_path):
-    from isolate import landlock as ll
+    from isolate.plan import landlock as ll
 
     (tmp_path / "etc" / "ssh").mkdir(parents=True)
     (tmp_path / "etc" / "ssh" / "key").write_text("k")
@@ -427,8 +427,8 @@ def test_hidden_file_in_a_read_write_directory(tmp_path):
 def test_without_signal_scoping_landlock_only_is_refused(monkeypatch):
     # Landlock ABI < 6 cannot scope signals and abstract sockets: without pid and network
     # namespaces nothing would then keep the program from the host's processes.
-    from isolate import compile as compile_mod
-    from isolate import landlock as ll
+    from isolate.plan import compile as compile_mod
+    from isolate.plan import landlock as ll
 
     monkeypatch.setattr(ll, "available", lambda: 5)
     data = isolate.load_profile(profile()).data

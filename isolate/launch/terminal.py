@@ -9,19 +9,22 @@ editing, echo and ^C), and is restored on every way out. The program never gets 
 descriptor of the caller's terminal.
 
 Also here: allocating that pty (from the sandbox's own devpts instance when it has
-one) and the small terminal helpers isolate.process uses.
+one) and the small terminal helpers isolate.launch.process uses.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import locale
 import os
 import signal
 import stat
 import struct
 import termios
 import tty
+
+from ..plan.mountops import OP_MOUNT
 
 DEFAULT_SIZE = (24, 80)
 TIOCSPTLCK, TIOCGPTPEER = 0x40045431, 0x5441  # asm-generic/ioctls.h (not in the termios module)
@@ -30,9 +33,7 @@ TIOCSPTLCK, TIOCGPTPEER = 0x40045431, 0x5441  # asm-generic/ioctls.h (not in the
 # ---- allocating the sandbox's terminal ---------------------------------------------------
 def has_own_devpts(plan) -> bool:
     """The plan's view mounts a devpts instance of the sandbox's own at /dev/pts (filesystem.dev)."""
-    from . import _launch
-
-    return any(op.kind == _launch.OP_MOUNT and op.c == "devpts" and op.b == "/newroot/dev/pts"
+    return any(op.kind == OP_MOUNT and op.c == "devpts" and op.b == "/newroot/dev/pts"
                for op in plan.mount_ops)
 
 
@@ -126,8 +127,6 @@ def write_all(fd: int, data: bytes) -> None:
 
 
 def locale_encoding() -> str:
-    import locale
-
     return locale.getpreferredencoding(False)
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import errno as errno_mod
-import json
 import os
 import signal
 import socket
@@ -21,9 +20,13 @@ import threading
 import time
 from typing import Any, Mapping, Sequence
 
-from . import _launch, cgroup, net, terminal
-from .compile import RLIMIT_NAMES, Plan, compile_profile
-from .errors import ProfileError, SandboxSetupError
+from ..errors import ProfileError, SandboxSetupError
+from ..kernel.constants import RLIMIT_NAMES
+from ..plan.plan import Plan, check_nofile
+from . import _launch, cgroup, hostids, mounts, net, terminal
+from .pid1 import FLAG_CTTY, FLAG_DIE_WITH_PARENT, FLAG_PIDNS, FLAG_WARM, process_fds
+from .plans import compile_profile
+from ..profile.cache import load_profile
 
 PIPE = subprocess.PIPE
 DEVNULL = subprocess.DEVNULL
@@ -35,9 +38,6 @@ _FROM_PROFILE = object()  # "as the profile says" for stdin/stdout/stderr
 _MSG = struct.Struct("=iiiiq")
 assert _MSG.size == _launch.MSG_SIZE
 
-INIT_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "isolate-init")
-FLAG_PIDNS, FLAG_DIE_WITH_PARENT = 1, 2
-FLAG_CTTY = 8  # fd 0 is a fresh pty: the program makes it its controlling terminal (_init.c)
 
 
 class ExecutableNotFound(SandboxSetupError, FileNotFoundError):
@@ -74,90 +74,7 @@ def _check_timeout(timeout) -> None:
     if math.isnan(t) or t < 0 or math.isinf(t):
         raise ValueError(f"timeout: expected a finite number of seconds >= 0 (None for no timeout), got {timeout!r}")
 
-
-# ---- per-process resources: the init binary and a pidfd of this process -----------
-_proc_lock = threading.Lock()
-_proc_fds: dict = {}
-
-
-def _process_fds() -> tuple[int, int]:
-    """(O_PATH fd of isolate-init, pidfd of this process), opened once per process."""
-    pid = os.getpid()
-    fds = _proc_fds.get(pid)
-    if fds is None:
-        with _proc_lock:
-            fds = _proc_fds.get(pid)
-            if fds is None:
-                try:
-                    init_fd = os.open(INIT_PATH, os.O_PATH | os.O_CLOEXEC)
-                except OSError as e:
-                    raise SandboxSetupError("exec_init", e.errno, "isolate-init is missing: reinstall isolate",
-                                            INIT_PATH) from None
-                self_fd = os.pidfd_open(pid)
-                _proc_fds.clear()
-                _proc_fds[pid] = fds = (init_fd, self_fd)
-    return fds
-
-
-def _forget_after_fork():
-    # The child of a fork must not use its parent's pidfd: it is not that process.
-    _proc_fds.clear()
-
-
-os.register_at_fork(after_in_child=_forget_after_fork)
-
-
 # ---- profiles and plans -------------------------------------------------------------
-_profile_cache: dict = {}
-_profile_lock = threading.Lock()
-
-
-def _signature(files) -> tuple:
-    out = []
-    for f in files:
-        try:
-            st = os.stat(f)
-            out.append((str(f), st.st_mtime_ns, st.st_size))
-        except OSError:
-            out.append((str(f), None, None))
-    return tuple(out)
-
-
-def load_profile(profile: Any, overrides: Sequence[str] = ()):
-    """A Profile from a name, a path, a dict or a Profile; files re-read only when changed."""
-    from . import profile as profile_mod
-
-    if isinstance(profile, profile_mod.Profile):
-        if overrides:
-            raise ProfileError("overrides need a profile name or path", key="--set")
-        return profile
-    if isinstance(profile, Mapping):
-        # Validating a dict costs about a millisecond: remember it by its content.
-        try:
-            content = json.dumps(profile, sort_keys=True, default=repr)
-        except (TypeError, ValueError, RecursionError):
-            return profile_mod.from_dict(dict(profile), overrides=tuple(overrides))
-        return _cached(("dict", content, tuple(overrides), os.getcwd()),
-                       lambda: profile_mod.from_dict(dict(profile), overrides=tuple(overrides)))
-    if not isinstance(profile, (str, os.PathLike)):
-        raise ProfileError(f"expected a profile name, path, dict or Profile, got {type(profile).__name__}")
-    return _cached((os.fspath(profile), tuple(overrides), os.getcwd()),
-                   lambda: profile_mod.load(os.fspath(profile), overrides))
-
-
-def _cached(key, load):
-    """The profile cached under `key` while none of its files changed, else load() it."""
-    with _profile_lock:
-        hit = _profile_cache.get(key)
-    if hit is not None and _signature(hit[0].files) == hit[1]:
-        return hit[0]
-    loaded = load()
-    with _profile_lock:
-        if len(_profile_cache) > 256:
-            _profile_cache.clear()
-        _profile_cache[key] = (loaded, _signature(loaded.files))
-    return loaded
-
 
 def plan_for(profile: Any = "default", overrides: Sequence[str] = (), cwd: str | None = None) -> Plan:
     if isinstance(profile, Plan):
@@ -170,6 +87,7 @@ def plan_for_cwd(profile: Any, overrides: Sequence[str], cwd) -> Plan:
     directory is reported as such (FileNotFoundError), not as the profile entry using it."""
     if cwd is None:
         return plan_for(profile, overrides)
+    _no_nul(cwd, "cwd")
     path = os.fspath(cwd)
     try:
         return plan_for(profile, overrides, cwd=path)
@@ -318,8 +236,6 @@ class Popen(subprocess.Popen):
                     std[i] = _stdio_from_profile(self.plan.stdio[i], i, self._opened)
             self._pass = tuple(sorted(set(self.plan.pass_fds) | set(int(f) for f in pass_fds)))
             if warm is not None or set(self._pass) != set(self.plan.pass_fds):
-                from .compile import check_nofile
-
                 check_nofile(self.plan, self._pass, warm=warm is not None, file=self.plan.profile_name,
                              what=f" with pass_fds={list(self._pass)}")
             super().__init__(args, bufsize=bufsize, executable=executable, stdin=std[0], stdout=std[1],
@@ -695,7 +611,6 @@ class Launched:
 
 TASK_MAGIC = 0x544F5349
 TASK_MAX = 1 << 20
-FLAG_WARM = 4
 
 
 def launch(plan: Plan, exec_paths, argv, envp, cwd: bytes, src, dst, warm: bool = False,
@@ -705,7 +620,7 @@ def launch(plan: Plan, exec_paths, argv, envp, cwd: bytes, src, dst, warm: bool 
     With ctty=True, fd 0 (a fresh pty) becomes the controlling terminal of the program,
     in a session of its own, before its seccomp filter is installed."""
     first_private = max(dst + [2]) + 1
-    init_fd, self_pidfd = _process_fds()
+    init_fd, self_pidfd = process_fds()
     # A fresh cgroup per launch; the launch path puts the child in before it runs anything.
     # (no limits: a cgroup only to hold the tree of a sandbox without a pid namespace)
     group = cgroup.create(plan.cgroup_mode, dict(plan.cgroup_dirs), plan.cgroup or {"pids_max": "max"}) \
@@ -733,10 +648,8 @@ def launch(plan: Plan, exec_paths, argv, envp, cwd: bytes, src, dst, warm: bool 
                 group.procs if group is not None else None, cgroup_fd, plan.mntns_fd)
         if plan.host_ids:
             # A host uid/gid of its own for this sandbox, and its binds as trees idmapped to it.
-            from . import fs, hostids
-
             lease = hostids.allocate()
-            trees = fs.detached_trees(plan, hostids.userns_fd(lease.id))
+            trees = mounts.detached_trees(plan, hostids.userns_fd(lease.id))
             _give_pipes(src, lease.id)
             args += (b"%d %d 1\n" % (plan.inside_uid, lease.id), b"%d %d 1\n" % (plan.inside_gid, lease.id),
                      plan.inside_uid, plan.inside_gid, trees)
@@ -745,9 +658,7 @@ def launch(plan: Plan, exec_paths, argv, envp, cwd: bytes, src, dst, warm: bool 
         args += (bool(ctty),)
         if plan.mntns_fd >= 0:
             # Joining the template needs a thread of isolate's own (it unshares its fs_struct).
-            from . import fs
-
-            pid, pidfd, status_fd, timings, used_clone3 = fs.launcher().submit(_launch.spawn, *args).result()
+            pid, pidfd, status_fd, timings, used_clone3 = mounts.launcher().submit(_launch.spawn, *args).result()
         else:
             pid, pidfd, status_fd, timings, used_clone3 = _launch.spawn(*args)
     except BaseException as e:

@@ -14,19 +14,19 @@ and sees or signals no other task. A background thread keeps `size` of them read
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import threading
 from collections import deque
 from typing import Any, Sequence
 
-from . import process
-from .errors import ProfileError
+from ..errors import ProfileError
+from ..plan.plan import check_nofile
+from . import net, process
 
 
 class WarmPool:
     def __init__(self, profile: Any = "default", size: int = 4, overrides: Sequence[str] = (), cwd=None):
-        if cwd is not None:
-            process._no_nul(cwd, "cwd")
         self.plan = process.plan_for_cwd(profile, overrides, cwd)
         if not self.plan.pidns:
             raise ProfileError("warm sandboxes need namespaces.pid = true: their pid 1 receives the task",
@@ -34,8 +34,6 @@ class WarmPool:
         if size < 1:
             raise ValueError("size must be at least 1")
         # Its pid 1 lays out each task's fds under the profile's RLIMIT_NOFILE.
-        from .compile import check_nofile
-
         check_nofile(self.plan, self.plan.pass_fds, warm=True, file=self.plan.profile_name)
         self.size = size
         # Refilling right after a task takes its sandbox would compete with that task
@@ -151,8 +149,6 @@ class WarmPool:
 
 def _discard(slot: process.Launched) -> None:
     """Kill a ready sandbox that will get no task, and reap it."""
-    import signal
-
     try:
         signal.pidfd_send_signal(slot.pidfd, signal.SIGKILL)
     except ProcessLookupError:
@@ -167,8 +163,6 @@ def _discard(slot: process.Launched) -> None:
     if slot.ctl is not None:
         slot.ctl.close()
     if slot.netns >= 0:
-        from . import net
-
         net.pool().give_back(slot.netns, reusable=True)
     if slot.cgroup is not None:
         slot.cgroup.finish()

@@ -1,139 +1,33 @@
 """Profile -> Plan: everything that is the same for every launch of a profile, once.
 
-A Plan is immutable and cached by the profile's content hash plus what its
-placeholders and id maps resolve to for this caller (cwd, home, uid, gid). The
-second launch of a profile compiles nothing: it finds the Plan here.
+A Plan is immutable and cached (by isolate.launch.plans, which also makes the kernel
+objects it holds) by the profile's content hash plus what its placeholders and id
+maps resolve to for this caller (cwd, home, uid, gid): cache_key(). compile_parts()
+does the compiling, one concern per module: the filesystem view (fs.py), Landlock
+(landlock.py), seccomp (seccomp/), the host ids (ids.py); here the namespaces, ids,
+rlimits, capabilities, network and cgroup mode, and the Plan itself.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import fnmatch
 import hashlib
 import os
-import threading
 import types
-from collections import OrderedDict
 from typing import Mapping
 
-from . import _launch
-from .errors import ProfileError, UnsupportedError
-
-CLONE_NEWTIME = 0x00000080
-CLONE_NEWNS = 0x00020000
-CLONE_NEWCGROUP = 0x02000000
-CLONE_NEWUTS = 0x04000000
-CLONE_NEWIPC = 0x08000000
-CLONE_NEWUSER = 0x10000000
-CLONE_NEWPID = 0x20000000
-CLONE_NEWNET = 0x40000000
-
-NAMESPACE_FLAGS = {
-    "user": CLONE_NEWUSER,
-    "pid": CLONE_NEWPID,
-    "net": CLONE_NEWNET,
-    "mount": CLONE_NEWNS,
-    "ipc": CLONE_NEWIPC,
-    "uts": CLONE_NEWUTS,
-    "cgroup": CLONE_NEWCGROUP,
-}
-
-RLIMITS = {
-    "cpu": 0, "fsize": 1, "data": 2, "stack": 3, "core": 4, "nproc": 6, "nofile": 7, "memlock": 8, "as": 9,
-}
-RLIMIT_NAMES = {v: k for k, v in RLIMITS.items()}
-RLIM_INFINITY = 2**64 - 1
-
-MS_REC = 0x4000
-MS_PRIVATE = 1 << 18
-MS_NOSUID = 2
-MS_NODEV = 4
-MS_NOEXEC = 8
+from ..errors import ProfileError, UnsupportedError
+from ..kernel import cgroups
+from ..kernel import features as features_mod
+from ..kernel.constants import (CAPABILITIES, CLONE_NEWNET, CLONE_NEWUSER, MS_PRIVATE, MS_REC, NAMESPACE_FLAGS,
+                                RLIM_INFINITY, RLIMITS, controllers, last_cap)
+from . import fs as fs_mod
+from . import ids, landlock
+from .fs import MountOp, resolve_placeholders
+from .mountops import OP_PIVOT
+from .plan import Plan, check_nofile, nofile_needed  # noqa: F401 - nofile_needed: also this module's API
 
 DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
-
-
-def _last_cap() -> int:
-    try:
-        with open("/proc/sys/kernel/cap_last_cap") as f:
-            return int(f.read())
-    except OSError:
-        return 40
-
-
-@dataclasses.dataclass(frozen=True, eq=False)
-class Plan:
-    """A compiled profile, ready to launch many times."""
-
-    key: str                      # cache key: profile hash + caller-dependent inputs
-    profile_name: str
-    profile_hash: str
-    clone_flags: int
-    use_init: bool
-    pidns: bool
-    die_with_parent: bool
-    uid_map: str | None
-    gid_map: str | None
-    inside_uid: int
-    inside_gid: int
-    hostname: str | None
-    rlimits: tuple                # ((resource, soft, hard), ...)
-    keep_caps: tuple
-    cwd: str
-    env_clear: bool
-    env_set: tuple                # ((name, value), ...)
-    env_keep: tuple               # names or globs
-    stdio: tuple                  # (stdin, stdout, stderr) profile values
-    pass_fds: tuple
-    bpf: bytes | None
-    mount_ops: tuple
-    capsule: object = dataclasses.field(repr=False)
-    bpf_fd: int = -1              # sealed memfd holding bpf, for the sandbox's pid 1
-    netns_fd: int = -1            # network namespace joined around the clone (mode "netns")
-    mntns_fd: int = -1            # template mount namespace the launcher joins around the clone
-    # Root caller without identity.uid_map/gid_map: the program runs as a host uid/gid of
-    # its own (hostids.allocate per launch), mapped "inside_uid S 1" / "inside_gid S 1".
-    host_ids: bool = False
-    idmap_binds: tuple = ()       # ((op index, host source, why it cannot be idmapped or ""), ...)
-    network_mode: str = "none"
-    netns_pool: bool = False       # take the namespace from net.pool() at launch
-    enforcement: str = "namespaces"  # how the filesystem view is enforced
-    landlock_rules: tuple = ()
-    # [cgroup]: the limits set ({"memory_max": bytes, "pids_max": n}, only the set keys),
-    # how they are enforced ("v2" | "v1" | "rlimits" | None = no limits) and, for
-    # v2/v1, controller -> the directory whose isolate/ subdirectory holds the cgroups.
-    cgroup: Mapping = dataclasses.field(default_factory=lambda: types.MappingProxyType({}))
-    cgroup_mode: str | None = None
-    cgroup_dirs: tuple = ()
-    pty: bool = False             # fds.pty: 0/1/2 are a fresh pty, the program's controlling terminal
-
-    def environment(self, caller_env: Mapping[str, str] | None = None, extra: Mapping[str, str] | None = None) -> dict:
-        """The program's environment: cleared (or the caller's), + kept names, + set, + extra."""
-        caller_env = os.environ if caller_env is None else caller_env
-        env = {} if self.env_clear else dict(caller_env)
-        for pattern in self.env_keep:
-            for name, value in caller_env.items():
-                if fnmatch.fnmatchcase(name, pattern):
-                    env[name] = value
-        env.update(self.env_set)
-        if extra:
-            env.update(extra)
-        return env
-
-    def __del__(self):
-        for fd in (self.bpf_fd, self.netns_fd, self.mntns_fd):
-            if fd >= 0:
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
-
-
-def _resolve_placeholders(text: str, values: Mapping[str, str], key: str, file: str | None) -> str:
-    try:
-        return text.format_map(values)
-    except (KeyError, ValueError, IndexError) as e:
-        raise ProfileError(f"cannot resolve placeholders in {text!r}: {e}", file=file, key=key) from None
 
 
 def _map_text(entries) -> str:
@@ -204,58 +98,38 @@ def _rlimits(section: Mapping) -> tuple:
     return tuple(out)
 
 
-def _sealed_memfd(data: bytes) -> int:
-    fd = os.memfd_create("isolate-seccomp", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
-    try:
-        os.write(fd, data)
-        import fcntl
-
-        fcntl.fcntl(fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE)
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
-
-
-_cache: "OrderedDict[str, Plan]" = OrderedDict()
-_cache_lock = threading.Lock()
-CACHE_SIZE = 64
-stats = {"compiled": 0, "hits": 0}
-
-
 def caller_context(cwd: str | None = None) -> dict:
     home = os.environ.get("HOME") or os.path.expanduser("~")
     return {"cwd": cwd or os.getcwd(), "home": home, "uid": str(os.geteuid()), "gid": str(os.getegid())}
 
 
-def compile_profile(profile, cwd: str | None = None) -> Plan:
-    """The Plan of `profile` for this caller; cached by content, compiled at most once."""
-    ctx = caller_context(cwd)
+def cache_key(profile, ctx: Mapping[str, str]) -> str:
+    """What the Plan of `profile` for the caller `ctx` depends on, hashed."""
     # What doctor.features() may report differently (ISOLATE_DOCTOR_DISABLE) changes the plan.
-    disabled = os.environ.get("ISOLATE_DOCTOR_DISABLE", "")
+    disabled = os.environ.get(features_mod.DISABLE_ENV, "")
     # The profile names an OCI seccomp file by path: its content is part of the plan.
     oci = None
     if profile.data["seccomp"].get("oci") is not None:
-        from . import seccomp
+        from . import seccomp  # pyseccomp (libseccomp) and the filter compiler: ~30 ms, loaded on first use
 
         oci = seccomp.oci_digest(dict(profile.data["seccomp"]), ctx)
-    key = hashlib.sha256(repr((profile.hash, sorted(ctx.items()), disabled, oci)).encode()).hexdigest()
-    with _cache_lock:
-        plan = _cache.get(key)
-        if plan is not None:
-            _cache.move_to_end(key)
-            stats["hits"] += 1
-            return plan
-    plan = _compile(profile, ctx, key)
-    with _cache_lock:
-        stats["compiled"] += 1
-        _cache[key] = plan
-        while len(_cache) > CACHE_SIZE:
-            _cache.popitem(last=False)
-    return plan
+    return hashlib.sha256(repr((profile.hash, sorted(ctx.items()), disabled, oci)).encode()).hexdigest()
 
 
-def _compile(profile, ctx: Mapping[str, str], key: str) -> Plan:
+@dataclasses.dataclass(frozen=True)
+class Parts:
+    """What compile_parts() makes of a profile; isolate.launch.plans turns it into a Plan."""
+
+    fields: dict        # the Plan's fields, but for the kernel objects made at launch level
+    native: dict        # keyword arguments of the launch child's plan (_launch.make_plan), but ops
+    template_ops: tuple  # the ops of the view's template mount namespace (made where the caller is root), or ()
+    host_binds: tuple    # a host-id sandbox's binds of host paths, to idmap: ((op index, source), ...)
+    cgroup_why: str     # why no cgroup could be had, when one was asked for and cgroup_mode is None
+
+
+def compile_parts(profile, ctx: Mapping[str, str], key: str) -> Parts:
+    """Compile `profile` for the caller `ctx` (caller_context()); ProfileError or
+    UnsupportedError naming the field where it asks what cannot be given."""
     data = profile.data
     file = profile.files[0] if getattr(profile, "files", None) else profile.name
     ns = data["namespaces"]
@@ -283,21 +157,19 @@ def _compile(profile, ctx: Mapping[str, str], key: str) -> Plan:
         raise ProfileError("setting a hostname needs namespaces.uts = true", file=file, key="identity.hostname")
 
     keep = tuple(data["capabilities"]["keep"])
-    from .profile import CAPABILITIES
-
-    last_cap = _last_cap()
+    top_cap = last_cap()
     keep_mask = 0
     for cap in keep:
         bit = CAPABILITIES[cap]
-        if bit > last_cap:
+        if bit > top_cap:
             raise UnsupportedError("capabilities.keep", f"{cap} is not known to this kernel")
         keep_mask |= 1 << bit
 
-    from . import seccomp
+    from . import seccomp  # pyseccomp (libseccomp) and the filter compiler: ~30 ms, loaded on first use
 
     # An OCI seccomp profile (seccomp.oci) is read and translated here: its
     # includes/excludes.caps need the capabilities kept, its path the placeholders.
-    spec = seccomp.oci_spec(dict(_plain(data["seccomp"])), caps=keep, ctx=ctx, file=file)
+    spec = seccomp.oci_spec(dict(plain(data["seccomp"])), caps=keep, ctx=ctx, file=file)
     try:
         bpf = seccomp.compile_filter(spec)
     except ValueError as e:  # e.g. a file whose argument rules are too complex
@@ -305,7 +177,7 @@ def _compile(profile, ctx: Mapping[str, str], key: str) -> Plan:
             raise
         raise ProfileError(str(e), file=spec["oci_source"]["path"]) from None
 
-    cwd = _resolve_placeholders(proc["cwd"], ctx, "process.cwd", file)
+    cwd = resolve_placeholders(proc["cwd"], ctx, "process.cwd", file)
     if not cwd.startswith("/"):
         raise ProfileError(f"expected an absolute path, got {cwd!r}", file=file, key="process.cwd")
 
@@ -353,7 +225,7 @@ def _compile(profile, ctx: Mapping[str, str], key: str) -> Plan:
     die = bool(proc["die_with_parent"])
     use_init = pidns or die
 
-    capsule = _launch.make_plan(
+    native = dict(
         clone_flags=flags,
         uid_map=uid_map.encode() if uid_map else None,
         gid_map=gid_map.encode() if gid_map else None,
@@ -367,19 +239,18 @@ def _compile(profile, ctx: Mapping[str, str], key: str) -> Plan:
         no_new_privs=bool(proc["no_new_privs"]),
         drop_caps=True,
         keep_caps=keep_mask,
-        last_cap=last_cap,
+        last_cap=top_cap,
         bpf=bpf,
         use_init=use_init,
         die_with_parent=die,
         netns_fd=netns_fd,
-        ops=[op.as_tuple() for op in ops],
         become_root=become_root,
         landlock=landlock_rules,
         launch_ids=host_ids,
     )
     env = data["env"]
     fds = data["fds"]
-    plan = Plan(
+    fields = dict(
         key=key,
         profile_name=profile.name,
         profile_hash=profile.hash,
@@ -402,12 +273,8 @@ def _compile(profile, ctx: Mapping[str, str], key: str) -> Plan:
         pass_fds=tuple(fds["pass"]),
         bpf=bpf,
         mount_ops=tuple(ops),
-        capsule=capsule,
-        bpf_fd=_sealed_memfd(bpf) if (bpf and use_init) else -1,
         netns_fd=netns_fd,
-        mntns_fd=_template(data, ops),
         host_ids=host_ids,
-        idmap_binds=_idmap_binds(ops) if host_ids else (),
         network_mode=net_mode,
         # A pooled namespace belongs to the caller's user namespace, where kept
         # capabilities (CAP_NET_BIND_SERVICE, ...) would not apply: no pool then.
@@ -419,113 +286,20 @@ def _compile(profile, ctx: Mapping[str, str], key: str) -> Plan:
         cgroup_dirs=cg_dirs,
         pty=bool(fds["pty"]),
     )
-    check_nofile(plan, plan.pass_fds, file=profile.name)
-    # Fail closed: whatever this plan asks of the kernel must be there.
-    from . import doctor
-
-    doctor.check(plan)
-    if cg_limits and cg_mode is None:  # the doctor saw a cgroup, but none can be used as asked
-        raise UnsupportedError(f"cgroup.{next(iter(cg_limits))}", f"no usable cgroup here ({cg_why})")
-    return plan
+    fsd = data["filesystem"]
+    template = (fsd["view"] == "new" and bool(fsd["template"]) and bool(data["namespaces"]["mount"])
+                and any(op.kind == OP_PIVOT for op in ops))
+    return Parts(fields, native, template_ops=tuple(fs_mod.template_ops(ops)) if template else (),
+                 host_binds=tuple(fs_mod.host_binds(ops)) if host_ids else (), cgroup_why=cg_why)
 
 
-RLIMIT_NOFILE = 7
-
-
-def nofile_needed(plan: "Plan", pass_fds=(), warm: bool = False) -> int:
-    """The lowest RLIMIT_NOFILE soft limit with which a launch of `plan` can start a
-    program whose fd table is 0, 1, 2 and `pass_fds` (0 = no constraint).
-
-    The limit is set in the launch child after the program's table and the private
-    fds are in place (at fixed slots right after the table, PRIV_* in _launch.c);
-    what has to be opened after that must get a number below it. Every new fd takes
-    the lowest free number, so this replays those allocations:
-      * the launch child (with Landlock): the ruleset and one O_PATH fd at a time;
-      * isolate-init: its signalfd and the pipe to the program (the seccomp memfd is
-        closed by then, its own binary's fd closed by its exec);
-      * a warm isolate-init (the table arrives with the task, under the limit): the
-        received fds, its own fds moved above the table, the table itself, the pipe.
-    """
-    fds = {0, 1, 2} | {int(f) for f in pass_fds}
-    top = max(fds) + 1
-    held: set = set()
-    high = [0]
-
-    def alloc(lowest: int = 0) -> int:
-        fd = lowest
-        while fd in held:
-            fd += 1
-        held.add(fd)
-        high[0] = max(high[0], fd + 1)
-        return fd
-
-    cgroup_fd = plan.use_init and not plan.pidns and plan.die_with_parent and plan.cgroup_mode in ("v1", "v2")
-    landlock = plan.enforcement != "namespaces"
-
-    def start(table: set, first: int) -> dict:
-        """The table after the launch child's fd step, and the private slots in use."""
-        held.clear()
-        held.update(table)
-        slots = {"status": first}
-        if plan.use_init:
-            slots.update(init=first + 4)
-            if plan.die_with_parent:
-                slots["pidfd"] = first + 1
-            if plan.bpf_fd >= 0:
-                slots["bpf"] = first + 2
-            if cgroup_fd:
-                slots["cgroup"] = first + 3
-        held.update(slots.values())
-        return slots
-
-    def child_and_init_start(table: set, first: int) -> dict:
-        slots = start(table, first)
-        if landlock:  # in the launch child, after its rlimits
-            rs = alloc()
-            held.discard(alloc())
-            held.discard(rs)
-        if plan.use_init:  # isolate-init's exec closed its binary's fd; it reads and closes the memfd
-            held.discard(slots.pop("init"))
-            held.discard(slots.pop("bpf", -1))
-        return slots
-
-    if not warm:
-        high[0] = 0
-        child_and_init_start(fds, top)
-        if plan.use_init:
-            alloc(), alloc(), alloc()  # signalfd, pipe2
-        return high[0]
-    # Warm: launched with the table 0, 1, 2 (the task socket, /dev/null); the task's
-    # own table is laid out later by isolate-init, under the limit.
-    slots = child_and_init_start({0, 1, 2}, 3)
-    own = [slots[k] for k in ("status", "cgroup", "pidfd") if k in slots]
-    own.append(alloc())  # signalfd
-    received = [alloc() for _ in fds]
-    for fd in own + received:  # move_up(fd, top): a copy at >= top, then the old one goes
-        alloc(top)
-        held.discard(fd)
-    for fd in list(held):
-        if fd < top:
-            held.discard(fd)
-    held.update(fds)
-    high[0] = max(high[0], top)  # dup2 onto the table's numbers
-    alloc(), alloc()  # pipe2
-    return high[0]
-
-
-def check_nofile(plan: "Plan", pass_fds=(), warm: bool = False, file=None, what: str = "") -> None:
-    """ProfileError naming rlimits.nofile when its soft limit is below nofile_needed()."""
-    soft = next((s for r, s, _h in plan.rlimits if r == RLIMIT_NOFILE), None)
-    if soft is None or soft == RLIM_INFINITY or soft < 0:
-        return
-    need = nofile_needed(plan, pass_fds, warm)
-    if soft >= need:
-        return
-    passed = sorted({int(f) for f in pass_fds})
-    table = "0-2" + (f" and {', '.join(map(str, passed))}" if passed else "")
-    init = " plus isolate-init's private fds" if plan.use_init else " plus the status pipe"
-    raise ProfileError(f"{soft} is below what the launch needs: at least {need} (the program's fds {table}{init}"
-                       f"{', in a warm sandbox' if warm else ''}){what}", file=file, key="rlimits.nofile")
+def check_runnable(plan: Plan, parts: Parts, file) -> None:
+    """Fail closed: ProfileError or UnsupportedError naming the field when `plan` (made
+    from `parts`) asks for what this kernel, this caller or its fd table cannot give."""
+    check_nofile(plan, plan.pass_fds, file=file)
+    features_mod.check(plan)
+    if plan.cgroup and plan.cgroup_mode is None:  # the doctor saw a cgroup, but none can be used as asked
+        raise UnsupportedError(f"cgroup.{next(iter(plan.cgroup))}", f"no usable cgroup here ({parts.cgroup_why})")
 
 
 def _cgroup(section: Mapping, track: bool) -> tuple:
@@ -535,15 +309,13 @@ def _cgroup(section: Mapping, track: bool) -> tuple:
     that called setsid leaves the process group), so where a cgroup can be had, the
     sandbox gets one without limits, and killing the sandbox empties it."""
     limits = {k: section[k] for k in ("memory_max", "memory_swap_max", "pids_max") if section.get(k) is not None}
-    from . import cgroup
-
     if not limits:
         if not track:
             return limits, None, (), ""
-        version, dirs, why = cgroup.find(("pids",))
+        version, dirs, why = cgroups.find(("pids",))
         return limits, version, tuple(sorted(dirs.items())), why
 
-    version, dirs, why = cgroup.find(cgroup.controllers(limits))
+    version, dirs, why = cgroups.find(controllers(limits))
     if version is None and section["fallback"] == "rlimits":
         return limits, "rlimits", (), why
     return limits, version, tuple(sorted(dirs.items())), why
@@ -559,39 +331,13 @@ def _rlimit_fallback(rlimits: tuple, limits: Mapping) -> tuple:
     return tuple((r, s, h) for r, (s, h) in out.items())
 
 
-def _plain(obj):
+def plain(obj):
     """Deep copy of read-only profile data into plain dicts and lists."""
     if isinstance(obj, Mapping):
-        return {k: _plain(v) for k, v in obj.items()}
+        return {k: plain(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
+        return [plain(v) for v in obj]
     return obj
-
-
-@dataclasses.dataclass(frozen=True)
-class MountOp:
-    """One step of building the filesystem view, applied in order by the launch child."""
-
-    kind: int
-    a: str | None = None
-    b: str | None = None
-    c: str | None = None
-    d: bytes | None = None
-    flags: int = 0
-    num: int = 0
-    source: str = ""  # the profile entry it came from, for error messages
-
-    def as_tuple(self):
-        enc = lambda s: None if s is None else os.fsencode(s)  # noqa: E731
-        return (self.kind, enc(self.a), enc(self.b), enc(self.c), self.d, self.flags, self.num)
-
-    def describe(self) -> str:
-        names = {v: k for k, v in vars(_launch).items() if k.startswith("OP_")}
-        parts = [names.get(self.kind, str(self.kind))]
-        parts += [repr(x) for x in (self.a, self.b, self.c) if x is not None]
-        if self.flags:
-            parts.append(f"flags={self.flags:#x}")
-        return " ".join(parts)
 
 
 def _mount_ops(data, ns, ctx, file) -> list:
@@ -601,21 +347,17 @@ def _mount_ops(data, ns, ctx, file) -> list:
             raise ProfileError('filesystem.view = "new" needs namespaces.mount = true', file=file,
                                key="filesystem.view")
         return []
-    from . import fs
-
     # Our mount events must never propagate back to the host.
-    ops = [MountOp(_launch.OP_MOUNT, None, "/", None, None, MS_REC | MS_PRIVATE, 0, "namespaces.mount")]
+    ops = [MountOp(fs_mod.OP_MOUNT, None, "/", None, None, MS_REC | MS_PRIVATE, 0, "namespaces.mount")]
     if data["filesystem"]["enforce"] == "landlock":
         view = dict(data["filesystem"], view="host")
-        return ops + fs.mount_ops(dict(data, filesystem=view), ns, ctx, file)
-    return ops + fs.mount_ops(data, ns, ctx, file)
+        return ops + fs_mod.mount_ops(dict(data, filesystem=view), ns, ctx, file)
+    return ops + fs_mod.mount_ops(data, ns, ctx, file)
 
 
 def _userns_possible(euid: int) -> bool:
     """Can this caller create user namespaces here (what the profiles are built on)."""
-    from . import doctor
-
-    return doctor.features()["user_namespaces"].available
+    return features_mod.features()["user_namespaces"].available
 
 
 def _enforcement(data, euid: int) -> str:
@@ -632,11 +374,9 @@ def _enforcement(data, euid: int) -> str:
 def _base_map(want) -> list:
     """An id map whose inside id `want` (default 0) is hostids.BASE; inside 0 is always
     mapped (the launch child switches to it first), to BASE + 1 where it is not `want`."""
-    from .hostids import BASE
-
     if want is None or want == 0:
-        return [(0, BASE, 1)]
-    return [(0, BASE + 1, 1), (want, BASE, 1)]
+        return [(0, ids.BASE, 1)]
+    return [(0, ids.BASE + 1, 1), (want, ids.BASE, 1)]
 
 
 def _host_ids(ident: Mapping, euid: int, egid: int) -> tuple:
@@ -645,11 +385,9 @@ def _host_ids(ident: Mapping, euid: int, egid: int) -> tuple:
     A root caller's program never stays host root (it would own every root-owned host
     inode, /dev/null included): it runs as the profile's uid/gid, else as
     hostids.BASE. landlock_fields refuses uid/gid 0 and, for others, changes."""
-    from .hostids import BASE
-
     def pick(want, own):
         if euid == 0:
-            return BASE if want is None else want
+            return ids.BASE if want is None else want
         return own if want is None else want
 
     uid, gid = pick(ident.get("uid"), euid), pick(ident.get("gid"), egid)
@@ -669,8 +407,7 @@ def landlock_fields(data: Mapping, euid: int, mode: str, everything: bool = Fals
     Returns [(field, verdict, how)], verdict "applied", "refused" (the launch fails
     closed naming the field), "not used" or "not covered". Fields left at values that
     ask nothing are listed only with everything=True (doctor's table)."""
-    from .hostids import BASE
-
+    BASE = ids.BASE
     fs, ident, net = data["filesystem"], data["identity"], data["network"]
     only = mode == "landlock-only"
     asked_ns = data["namespaces"]
@@ -685,8 +422,6 @@ def landlock_fields(data: Mapping, euid: int, mode: str, everything: bool = Fals
     if only:
         put("namespaces", "not used", "no namespace at all (enforce = \"either\" accepts that): the program "
             "shares the host's processes, network, IPC, hostname and mount table")
-        from . import landlock
-
         abi = landlock.available()
         if abi and abi < 6 and (asked_ns["pid"] or asked_ns["net"]):
             put("namespaces.pid" if asked_ns["pid"] else "namespaces.net", "refused",
@@ -705,7 +440,7 @@ def landlock_fields(data: Mapping, euid: int, mode: str, everything: bool = Fals
         for key in ("uid", "gid"):
             if euid == 0 and not ident["uid_map"] and not ident["gid_map"]:
                 put(f"identity.{key}", "applied", f"inside the user namespace, mapped to host {key} {BASE} "
-                    f"(isolate.hostids.BASE): a root caller's program never has host root's ownership")
+                    f"(isolate.plan.ids.BASE): a root caller's program never has host root's ownership")
             else:
                 put(f"identity.{key}", "applied", "inside the user namespace", ident[key] is not None)
     else:
@@ -716,7 +451,7 @@ def landlock_fields(data: Mapping, euid: int, mode: str, everything: bool = Fals
             own = euid if key == "uid" else os.getegid()
             if euid == 0 and want is None:
                 put(f"identity.{key}", "applied", f"a root caller's program runs as host {key} {BASE} "
-                    f"(isolate.hostids.BASE, no supplementary groups), never as host root: it can read and "
+                    f"(isolate.plan.ids.BASE, no supplementary groups), never as host root: it can read and "
                     f"write only what that {key} may")
             elif euid == 0 and want == 0:
                 put(f"identity.{key}", "refused", f"{key} 0 without a user namespace would be host root{here}")
@@ -788,31 +523,8 @@ def _landlock(data, ctx, file):
     fs = data["filesystem"]
     if fs["view"] == "host" or fs["enforce"] == "namespaces":
         return None
-    from . import fs as fs_mod
-    from . import landlock
-
     return landlock.compile_rules(fs, with_view=fs["enforce"] == "both",
                                   resolve=lambda p, key: fs_mod.resolve(p, ctx, key, file), file=file)
-
-
-def _idmap_binds(ops) -> tuple:
-    """The binds a host-id sandbox gets as idmapped trees, and which filesystems refuse it."""
-    from . import fs as fs_mod
-    from . import hostids
-
-    hostids.check_free()
-    binds = fs_mod.host_binds(ops)
-    return fs_mod.idmap_support(binds, hostids.userns_fd(hostids.BASE)) if binds else ()
-
-
-def _template(data, ops) -> int:
-    """The template mount namespace of a new-root view (root only), or -1."""
-    fs = data["filesystem"]
-    if fs["view"] != "new" or not fs["template"] or not data["namespaces"]["mount"]:
-        return -1
-    from . import fs as fs_mod
-
-    return fs_mod.make_template(ops)
 
 
 def _network(data, flags: int, euid: int, file) -> tuple:

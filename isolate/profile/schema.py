@@ -1,317 +1,25 @@
-"""Profiles: the TOML schema, defined once, and the loader.
+"""The profile schema, defined once: every section and field (dotted key, validator,
+default, one-line doc) in SECTIONS, and the field-specific validators they use.
 
-A profile is a TOML file.  Everything about its format lives in ``SECTIONS``
-below: every field's dotted key, validator/normalizer, default and one-line
-doc.  Validation, defaults, ``isolate explain`` and the generated reference
-(``reference_markdown()``) all read that one table; nothing is written twice.
-
-Public API
-----------
-``load(name_or_path, overrides=())``  a shipped/user profile name or a path
-``from_toml(text, name)``             TOML text
-``from_dict(data, name)``             a plain dict (may contain ``extends``)
-``resolve_name(name)``                where a name or path points
-``shipped_profiles()``                names of the profiles shipped with isolate
-``reference_markdown()``              the schema as a markdown reference
-``Profile``                           the immutable result (see its docstring)
-``CAPABILITIES``                      capability name -> number
-``SECTIONS`` / ``FIELDS``             the schema itself
-
-Adding a section (filesystem, network, cgroup, ...) is one ``Section(...)``
-entry appended to ``SECTIONS``, built from the small validators below
-(``Bool``, ``Int``, ``Str``, ``Choice``, ``Optional``, ``ListOf``, ``MapOf``,
-``Table``) or any callable that returns the normalized value and raises
-``Invalid`` on bad input.
-
-Every problem with a profile, whatever the input, is a ``ProfileError`` naming
-the file, the dotted key (with list indexes) and what was expected.
-"""
+Adding a section (filesystem, network, cgroup, ...) is one Section(...) entry appended to
+SECTIONS, built from the validators in validators.py or any callable that returns the
+normalized value and raises Invalid on bad input."""
 
 from __future__ import annotations
 
-import copy
 import dataclasses
-import datetime
-import difflib
-import hashlib
-import json
 import os
 import re
-import stat
-import tomllib
-import types
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Mapping
 
-from .errors import ProfileError
-
-__all__ = [
-    "CAPABILITIES",
-    "FIELDS",
-    "SECTIONS",
-    "Field",
-    "Invalid",
-    "Profile",
-    "Section",
-    "from_dict",
-    "from_toml",
-    "load",
-    "profile_dirs",
-    "reference_markdown",
-    "resolve_name",
-    "shipped_profiles",
-]
+from ..kernel.constants import CAPABILITIES
+from .validators import (Bool, Choice, Int, Invalid, ListOf, MapOf, Optional, Str, Table, Validator, describe_value,
+                         expected_error, is_int, short, suggest)
 
 MAX_ID = 4294967294  # (uid_t)-1 is "no id"; the largest usable id is one less
 RLIM_MAX = 2**63 - 1  # the largest finite rlimit value we accept
-OVERRIDE_FILE = "--set"
-
-# --------------------------------------------------------------------------
-# Validation primitives
-# --------------------------------------------------------------------------
-
-
-class Invalid(Exception):
-    """Raised by validators. ``path`` is relative to the value being checked:
-    a list of str (table keys) and int (array indexes)."""
-
-    def __init__(self, message: str, path: Sequence[str | int] = ()):
-        super().__init__(message)
-        self.message = message
-        self.path = list(path)
-
-    def under(self, part: str | int) -> "Invalid":
-        self.path.insert(0, part)
-        return self
-
-
-_BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
-
-
-def _key_part(k: str) -> str:
-    return k if _BARE_KEY.match(k) else json.dumps(k)
-
-
-def _dotted(path: Iterable[str | int]) -> str:
-    out = ""
-    for p in path:
-        if isinstance(p, int):
-            out += f"[{p}]"
-        else:
-            out += ("." if out else "") + _key_part(p)
-    return out
-
-
-def _short(s: str, limit: int = 60) -> str:
-    r = repr(s)
-    return r if len(r) <= limit else r[: limit - 4] + "...'"
-
-
-def _describe(v: Any) -> str:
-    """Describe a value for 'got ...' in messages (never fails, never huge)."""
-    if v is None:
-        return "no value (None)"
-    if isinstance(v, bool):
-        return "boolean " + ("true" if v else "false")
-    if isinstance(v, int):
-        if v.bit_length() > 96:
-            return f"integer of {v.bit_length()} bits"
-        return f"integer {v}"
-    if isinstance(v, float):
-        return f"float {v!r}"
-    if isinstance(v, str):
-        return f"string {_short(v)}"
-    if isinstance(v, (list, tuple)):
-        return f"array of {len(v)} item" + ("" if len(v) == 1 else "s")
-    if isinstance(v, Mapping):
-        return "table"
-    if isinstance(v, datetime.datetime):
-        return f"datetime {v.isoformat()}"
-    if isinstance(v, datetime.date):
-        return f"date {v.isoformat()}"
-    if isinstance(v, datetime.time):
-        return f"time {v.isoformat()}"
-    return f"{type(v).__name__} object"
-
-
-def _expected(what: str, v: Any) -> Invalid:
-    return Invalid(f"expected {what}, got {_describe(v)}")
-
-
-def _suggest(word: str, candidates: Iterable[str]) -> str:
-    m = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
-    return f"; did you mean '{m[0]}'?" if m else ""
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-class Validator:
-    """Checks and normalizes one value. ``describe`` is shown in the reference."""
-
-    describe = "value"
-
-    def __call__(self, v: Any) -> Any:  # pragma: no cover - abstract
-        raise NotImplementedError
-
-
-class Bool(Validator):
-    describe = "boolean"
-
-    def __call__(self, v):
-        if isinstance(v, bool):
-            return v
-        raise _expected("a boolean", v)
-
-
-class Int(Validator):
-    def __init__(self, lo: int | None = None, hi: int | None = None):
-        self.lo, self.hi = lo, hi
-        if lo is not None and hi is not None:
-            self.what = f"an integer between {lo} and {hi}"
-        elif lo is not None:
-            self.what = f"an integer >= {lo}"
-        elif hi is not None:
-            self.what = f"an integer <= {hi}"
-        else:
-            self.what = "an integer"
-        self.describe = self.what[3:] if self.what.startswith("an ") else self.what
-
-    def __call__(self, v):
-        if not _is_int(v):
-            raise _expected(self.what, v)
-        if (self.lo is not None and v < self.lo) or (self.hi is not None and v > self.hi):
-            raise _expected(self.what, v)
-        return v
-
-
-class Str(Validator):
-    """A string without NUL; ``check(s)`` may normalize it or raise Invalid."""
-
-    def __init__(self, check: Callable[[str], Any] | None = None, describe: str = "string",
-                 what: str = "a string"):
-        self.check, self.describe, self.what = check, describe, what
-
-    def __call__(self, v):
-        if not isinstance(v, str):
-            raise _expected(self.what, v)
-        if "\0" in v:
-            raise Invalid("must not contain a NUL character")
-        try:
-            # Every string ends up as bytes for the kernel (a path, a value, file content):
-            # undecodable bytes (\udc80-\udcff) pass through, other lone surrogates cannot.
-            os.fsencode(v)
-        except UnicodeEncodeError:
-            raise Invalid(f"not representable as bytes (a lone surrogate): {ascii(v)[:60]}") from None
-        return self.check(v) if self.check else v
-
-
-class Choice(Validator):
-    def __init__(self, *choices: str):
-        self.choices = choices
-        self.describe = " or ".join(f'"{c}"' for c in choices)
-
-    def __call__(self, v):
-        if isinstance(v, str) and v in self.choices:
-            return v
-        raise _expected("one of " + ", ".join(self.choices), v)
-
-
-class Optional(Validator):
-    """Absent (None) or the inner value. TOML cannot write None: just omit the key."""
-
-    def __init__(self, inner: Validator):
-        self.inner = inner
-        self.describe = inner.describe
-
-    def __call__(self, v):
-        return None if v is None else self.inner(v)
-
-
-class ListOf(Validator):
-    def __init__(self, item: Validator, *, unique: bool = False, dedupe: bool = False,
-                 sort_key: Callable[[Any], Any] | None = None, max_len: int | None = None,
-                 post: Callable[[list], None] | None = None, describe: str | None = None):
-        self.item, self.unique, self.dedupe = item, unique, dedupe
-        self.sort_key, self.max_len, self.post = sort_key, max_len, post
-        self.describe = describe or f"array of {item.describe}"
-
-    def __call__(self, v):
-        if not isinstance(v, (list, tuple)):
-            raise _expected("an array", v)
-        if self.max_len is not None and len(v) > self.max_len:
-            raise Invalid(f"expected at most {self.max_len} items, got {len(v)}")
-        out: list = []
-        for i, x in enumerate(v):
-            try:
-                y = self.item(x)
-            except Invalid as e:
-                raise e.under(i) from None
-            if y in out:
-                if self.unique:
-                    raise Invalid(f"duplicate value {_describe(y).split(' ', 1)[-1]}", [i])
-                if self.dedupe:
-                    continue
-            out.append(y)
-        if self.sort_key is not None:
-            out.sort(key=self.sort_key)
-        if self.post is not None:
-            self.post(out)
-        return out
-
-
-class MapOf(Validator):
-    """A table whose keys are free-form (checked by ``key``) and values uniform."""
-
-    def __init__(self, key: Callable[[str], None], value: Validator, describe: str):
-        self.key, self.value, self.describe = key, value, describe
-
-    def __call__(self, v):
-        if not isinstance(v, Mapping):
-            raise _expected("a table", v)
-        out = {}
-        for k, x in v.items():
-            try:
-                self.key(k)
-                out[k] = self.value(x)
-            except Invalid as e:
-                raise e.under(k) from None
-        return out
-
-
-class Table(Validator):
-    """A table with a fixed set of keys. ``fields`` maps key -> validator;
-    keys in ``required`` must be present, the others default to ``defaults``
-    (or None). ``post(out)`` may cross-check the result."""
-
-    def __init__(self, fields: dict[str, Callable[[Any], Any]], required: Iterable[str] = (),
-                 defaults: dict[str, Any] | None = None,
-                 post: Callable[[dict], None] | None = None, describe: str = "table"):
-        self.fields, self.required = fields, tuple(required)
-        self.defaults, self.post, self.describe = defaults or {}, post, describe
-
-    def __call__(self, v):
-        if not isinstance(v, Mapping):
-            raise _expected("a table", v)
-        for k in v:
-            if k not in self.fields:
-                raise Invalid(f"unknown key '{k}'" + _suggest(k, self.fields), [k])
-        out = {}
-        for name, val in self.fields.items():
-            if name in v:
-                try:
-                    out[name] = val(v[name])
-                except Invalid as e:
-                    raise e.under(name) from None
-            elif name in self.required:
-                raise Invalid(f"missing required key '{name}'")
-            else:
-                out[name] = copy.deepcopy(self.defaults.get(name))
-        if self.post is not None:
-            self.post(out)
-        return out
 
 
 # --------------------------------------------------------------------------
@@ -323,7 +31,7 @@ _HOSTNAME = re.compile(r"[A-Za-z0-9.][A-Za-z0-9.-]{0,63}", re.ASCII)
 
 def _check_hostname(s: str) -> str:
     if not _HOSTNAME.fullmatch(s):
-        raise _expected("1 to 64 characters of A-Z a-z 0-9 . - not starting with '-'", s)
+        raise expected_error("1 to 64 characters of A-Z a-z 0-9 . - not starting with '-'", s)
     return s
 
 
@@ -343,7 +51,7 @@ class IdMapEntry(Validator):
         if isinstance(v, str):
             parts = v.split()
             if len(parts) != 3 or not all(p.isascii() and p.isdigit() for p in parts):
-                raise _expected(self.what, v)
+                raise expected_error(self.what, v)
             nums = [int(p) for p in parts]
             for name, n, check in zip(("inside", "outside", "count"), nums, (_ID, _ID, _COUNT)):
                 try:
@@ -361,7 +69,7 @@ class IdMapEntry(Validator):
                 except Invalid as e:
                     raise e.under(i) from None
         else:
-            raise _expected(self.what, v)
+            raise expected_error(self.what, v)
         inside, outside, count = nums
         for name, start in (("inside", inside), ("outside", outside)):
             if start + count - 1 > MAX_ID:
@@ -433,11 +141,11 @@ class RLimit(Validator):
                     return parse_size(s)
                 except ValueError:
                     if _SIZE.fullmatch(s):
-                        raise Invalid(f"size {_short(v)} is too large "
+                        raise Invalid(f"size {short(v)} is too large "
                                       f"(at most {RLIM_MAX} bytes)") from None
-            raise _expected(self.what, v)
-        if not _is_int(v) or v < 0 or v > RLIM_MAX:
-            raise _expected(self.what, v)
+            raise expected_error(self.what, v)
+        if not is_int(v) or v < 0 or v > RLIM_MAX:
+            raise expected_error(self.what, v)
         return v
 
     def __call__(self, v):
@@ -475,19 +183,19 @@ class FdTarget(Validator):
 
     def __call__(self, v):
         if not isinstance(v, str):
-            raise _expected(self.what, v)
+            raise expected_error(self.what, v)
         Str()(v)  # no NUL, representable as bytes
         if v in ("inherit", "null", "pipe"):
             return v
         if v.startswith("append:"):
             if not self.output:
-                raise Invalid(f"'append:' is only for stdout and stderr, got {_describe(v)}")
+                raise Invalid(f"'append:' is only for stdout and stderr, got {describe_value(v)}")
             if not v[len("append:"):].startswith("/"):
-                raise _expected("an absolute path after 'append:'", v)
+                raise expected_error("an absolute path after 'append:'", v)
             return v
         if v.startswith("/"):
             return v
-        raise _expected(self.what, v)
+        raise expected_error(self.what, v)
 
 
 def _check_fds(section: dict) -> None:
@@ -495,7 +203,7 @@ def _check_fds(section: dict) -> None:
         for key in ("stdin", "stdout", "stderr"):
             if section[key] != "inherit":
                 raise Invalid(f"pty = true makes fd 0, 1 and 2 the sandbox's terminal; "
-                              f"{key} = {_describe(section[key])} cannot be honoured (leave it \"inherit\")", [key])
+                              f"{key} = {describe_value(section[key])} cannot be honoured (leave it \"inherit\")", [key])
 
 
 # -- env -------------------------------------------------------------------
@@ -503,7 +211,7 @@ def _check_fds(section: dict) -> None:
 
 def _check_env_name(name: Any) -> None:
     if not isinstance(name, str) or not name or "=" in name or "\0" in name:
-        raise _expected("an environment variable name (non-empty, no '=' or NUL)", name)
+        raise expected_error("an environment variable name (non-empty, no '=' or NUL)", name)
     Str()(name)  # representable as bytes
 
 
@@ -521,37 +229,43 @@ _BRACES = re.compile(r"\{[^{}]*\}")
 def _check_cwd(s: str) -> str:
     for m in _BRACES.finditer(s):
         if m.group(0) not in PLACEHOLDERS:
-            raise Invalid(f"unknown placeholder '{m.group(0)}' in {_short(s)}; "
+            raise Invalid(f"unknown placeholder '{m.group(0)}' in {short(s)}; "
                           f"allowed: {', '.join(PLACEHOLDERS)}")
     if "{" in _BRACES.sub("", s) or "}" in _BRACES.sub("", s):
-        raise Invalid(f"unbalanced '{{' or '}}' in {_short(s)}")
+        raise Invalid(f"unbalanced '{{' or '}}' in {short(s)}")
     if not (s.startswith("/") or any(s.startswith(p) for p in PLACEHOLDERS)):
-        raise _expected("an absolute path (may start with {cwd}, {home} or {uid})", s)
+        raise expected_error("an absolute path (may start with {cwd}, {home} or {uid})", s)
     return s
 
 
-# -- seccomp (names and actions come from isolate.seccomp, imported lazily) --
+# -- seccomp (names and actions come from isolate.kernel.syscalls, imported lazily) --
 
 
-def _seccomp():
-    from . import seccomp
+def _syscalls():
+    from ..kernel import syscalls  # pyseccomp (libseccomp's tables): ~15 ms, loaded by the first seccomp field
 
-    return seccomp
+    return syscalls
+
+
+def _oci():
+    from . import oci  # pyseccomp too: loaded only for a profile that names seccomp.oci
+
+    return oci
 
 
 def _check_action(s: str) -> str:
     try:
-        _seccomp().parse_action(s)
+        _syscalls().parse_action(s)
     except (ValueError, LookupError) as e:
-        raise Invalid(str(e) or f"unknown action {_short(s)}") from None
+        raise Invalid(str(e) or f"unknown action {short(s)}") from None
     return s
 
 
 def _check_syscall(s: str) -> str:
     try:
-        _seccomp().check_syscall_name(s)
+        _syscalls().check_syscall_name(s)
     except (ValueError, LookupError) as e:
-        raise Invalid(str(e) or f"unknown syscall {_short(s)}") from None
+        raise Invalid(str(e) or f"unknown syscall {short(s)}") from None
     return s
 
 
@@ -564,24 +278,24 @@ def _lookup_name(kind: str, table: Mapping[str, int], v: str, strip_prefix: str 
     for cand in (v.lower(), v.lower().removeprefix(strip_prefix.lower()) if strip_prefix else None):
         if cand is not None and cand in folded:
             return folded[cand]
-    raise Invalid(f"unknown {kind} {_short(v)}" + _suggest(v, table))
+    raise Invalid(f"unknown {kind} {short(v)}" + suggest(v, table))
 
 
 def _check_family(s: str) -> str:
-    return _lookup_name("socket family", _seccomp().SOCKET_FAMILIES, s, "AF_")
+    return _lookup_name("socket family", _syscalls().SOCKET_FAMILIES, s, "AF_")
 
 
 class Ioctl(Validator):
     describe = "ioctl name or number"
 
     def __call__(self, v):
-        if _is_int(v):
+        if is_int(v):
             if 0 <= v <= 0xFFFFFFFF:
                 return v
-            raise _expected("an ioctl request number between 0 and 0xffffffff", v)
+            raise expected_error("an ioctl request number between 0 and 0xffffffff", v)
         if isinstance(v, str):
-            return _lookup_name("ioctl", _seccomp().IOCTLS, v)
-        raise _expected("an ioctl name or number", v)
+            return _lookup_name("ioctl", _syscalls().IOCTLS, v)
+        raise expected_error("an ioctl name or number", v)
 
 
 ARG_OPS = ("eq", "ne", "lt", "le", "gt", "ge", "masked_eq")
@@ -612,7 +326,7 @@ _RULE = Table({"syscall": _SYSCALL, "action": _ACTION,
 
 # seccomp.oci: a Docker/OCI seccomp profile (JSON) that takes the place of
 # default_action, allow and rules.  A relative path is relative to the profile file
-# that sets it: the loader calls _seccomp_oci_layer() on every file (and override)
+# that sets it: the loader calls seccomp_oci_layer() on every file (and override)
 # before merging it, which makes the path absolute and drops the default_action,
 # allow and rules the layer inherits (the file replaces them).  Values set next to
 # `oci`, or after it, are refused by _check_seccomp.
@@ -633,15 +347,15 @@ def _oci_absolute(s: str, base_dir: str | os.PathLike | None) -> str:
 
 def _check_oci_path(s: str) -> str:
     if not s.strip():
-        raise _expected("a path to a JSON seccomp profile", s)
+        raise expected_error("a path to a JSON seccomp profile", s)
     for m in _BRACES.finditer(s):
         if m.group(0) not in PLACEHOLDERS:
-            raise Invalid(f"unknown placeholder '{m.group(0)}' in {_short(s)}; "
+            raise Invalid(f"unknown placeholder '{m.group(0)}' in {short(s)}; "
                           f"allowed: {', '.join(PLACEHOLDERS)}")
     if "{" in _BRACES.sub("", s) or "}" in _BRACES.sub("", s):
-        raise Invalid(f"unbalanced '{{' or '}}' in {_short(s)}")
+        raise Invalid(f"unbalanced '{{' or '}}' in {short(s)}")
     if "{" in s and not any(s.startswith(p) for p in PLACEHOLDERS):
-        raise Invalid(f"a placeholder may only start the path: {_short(s)}")
+        raise Invalid(f"a placeholder may only start the path: {short(s)}")
     return _oci_absolute(s, None)
 
 
@@ -649,7 +363,7 @@ _OCI_PATH = Str(_check_oci_path, describe="path to a JSON file (placeholders {cw
                 what="a path to a JSON seccomp profile")
 
 
-def _seccomp_oci_layer(merged: dict, origins: Any, layer: Mapping, base_dir: Path | None) -> None:
+def seccomp_oci_layer(merged: dict, origins: Any, layer: Mapping, base_dir: Path | None) -> None:
     """Called by the loader for each file (or override) ``layer`` before it is merged
     into ``merged``: a relative ``seccomp.oci`` becomes absolute (relative to
     ``base_dir``, the directory of the file; None = the current directory), and if
@@ -676,32 +390,22 @@ def _check_seccomp(section: dict) -> None:
         return
     for k in _OCI_REPLACES:
         if section[k] != FIELDS[f"seccomp.{k}"].default and not (
-                k == "default_action" and _seccomp().parse_action(section[k]) == _seccomp().parse_action("allow")):
+                k == "default_action" and _syscalls().parse_action(section[k]) == _syscalls().parse_action("allow")):
             raise Invalid(f"cannot be combined with seccomp.oci: the OCI profile's policy replaces "
                           f"default_action, allow and rules (remove {k} here, or oci)", [k])
     if path.startswith("{"):
         return  # read by the compiler, once the placeholders are known
     try:
-        blob = _seccomp().read_oci_file(path)
+        blob = _oci().read_oci_file(path)
     except (OSError, ValueError) as e:
-        raise Invalid(f"cannot read the OCI seccomp profile {_short(path, 200)}: "
+        raise Invalid(f"cannot read the OCI seccomp profile {short(path, 200)}: "
                       f"{getattr(e, 'strerror', None) or e}", ["oci"]) from None
-    _seccomp().parse_oci(blob, path)  # ProfileError naming the JSON file and path
+    _oci().parse_oci(blob, path)  # ProfileError naming the JSON file and path
 
 
 # -- capabilities ----------------------------------------------------------
 
-CAPABILITIES: dict[str, int] = {
-    f"CAP_{n}": i
-    for i, n in enumerate(
-        "CHOWN DAC_OVERRIDE DAC_READ_SEARCH FOWNER FSETID KILL SETGID SETUID SETPCAP "
-        "LINUX_IMMUTABLE NET_BIND_SERVICE NET_BROADCAST NET_ADMIN NET_RAW IPC_LOCK "
-        "IPC_OWNER SYS_MODULE SYS_RAWIO SYS_CHROOT SYS_PTRACE SYS_PACCT SYS_ADMIN "
-        "SYS_BOOT SYS_NICE SYS_RESOURCE SYS_TIME SYS_TTY_CONFIG MKNOD LEASE AUDIT_WRITE "
-        "AUDIT_CONTROL SETFCAP MAC_OVERRIDE MAC_ADMIN SYSLOG WAKE_ALARM BLOCK_SUSPEND "
-        "AUDIT_READ PERFMON BPF CHECKPOINT_RESTORE".split()
-    )
-}
+# CAPABILITIES (name -> bit) is isolate.kernel.constants.CAPABILITIES.
 
 
 def _check_cap(s: str) -> str:
@@ -711,7 +415,7 @@ def _check_cap(s: str) -> str:
     if name not in CAPABILITIES:
         prefixed = [c for c in CAPABILITIES if c.startswith(name)]
         hint = f"; did you mean '{prefixed[0]}'?" if len(prefixed) == 1 else ""
-        raise Invalid(f"unknown capability {_short(s)}" + (hint or _suggest(name, CAPABILITIES)))
+        raise Invalid(f"unknown capability {short(s)}" + (hint or suggest(name, CAPABILITIES)))
     return name
 
 
@@ -727,10 +431,10 @@ class Extends(Validator):
         elif isinstance(v, (list, tuple)):
             refs = list(v)
         else:
-            raise _expected("a profile name or path, or an array of them", v)
+            raise expected_error("a profile name or path, or an array of them", v)
         for i, r in enumerate(refs):
             if not isinstance(r, str) or not r or "\0" in r:
-                e = _expected("a profile name or path", r)
+                e = expected_error("a profile name or path", r)
                 raise e.under(i) if isinstance(v, (list, tuple)) else e
         return refs
 
@@ -742,7 +446,7 @@ def _check_path(s: str) -> str:
     """An absolute path, maybe starting with a placeholder; no '..' components."""
     s = _check_cwd(s)
     if any(part == ".." for part in s.split("/")):
-        raise Invalid(f"'..' is not allowed in a path: {_short(s)}")
+        raise Invalid(f"'..' is not allowed in a path: {short(s)}")
     return s
 
 
@@ -756,16 +460,16 @@ class ByteSize(Validator):
     describe = 'integer (bytes) or size string ("512M")'
 
     def __call__(self, v):
-        if _is_int(v) and 0 < v <= RLIM_MAX:
+        if is_int(v) and 0 < v <= RLIM_MAX:
             return v
         if isinstance(v, str):
             try:
                 n = parse_size(v)
             except ValueError:
-                raise _expected('a size like "512M"', v) from None
+                raise expected_error('a size like "512M"', v) from None
             if 0 < n <= RLIM_MAX:
                 return n
-        raise _expected('a size > 0 like "512M" or a number of bytes', v)
+        raise expected_error('a size > 0 like "512M" or a number of bytes', v)
 
 
 class PathOrTable(Validator):
@@ -781,7 +485,7 @@ class PathOrTable(Validator):
         if isinstance(v, Mapping):
             out = Table(self.fields, required=(self.key,), defaults=self.defaults)(v)
             return self.finish(out) if self.finish else out
-        raise _expected(f"a path or a table {{{', '.join(self.fields)}}}", v)
+        raise expected_error(f"a path or a table {{{', '.join(self.fields)}}}", v)
 
 
 def _target_defaults_to_source(entry: dict) -> dict:
@@ -826,7 +530,7 @@ def _check_netns(s: str) -> str:
     if s.startswith("/"):
         return s
     if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", s) or s in (".", ".."):
-        raise _expected("a name from `ip netns` or an absolute path", s)
+        raise expected_error("a name from `ip netns` or an absolute path", s)
     return s
 
 
@@ -964,7 +668,7 @@ SECTIONS: tuple[Section, ...] = (
         Field("die_with_parent", Bool(), True, "kill the sandbox when isolate dies (PDEATHSIG)"),
         Field("no_new_privs", Bool(), True, "set PR_SET_NO_NEW_PRIVS (no setuid gains)"),
     )),
-    Section("seccomp", "The syscall filter (compiled by isolate.seccomp). Per syscall: "
+    Section("seccomp", "The syscall filter (compiled by isolate.plan.seccomp). Per syscall: "
                        "if it is in `deny`, `deny_action` whatever its arguments; else if "
                        "argument rules (`rules`, `socket_families`, `deny_ioctls`, "
                        "`deny_namespace_flags`, `restrict_suid_sgid`) match, their action (the most restrictive "
@@ -1048,7 +752,7 @@ SECTIONS: tuple[Section, ...] = (
               "Under Landlock on the host's tree every field is applied or the launch fails closed "
               "naming it (tmpfs, dirs, symlinks, files; without namespaces also proc, hostname, "
               "uid/gid maps, capabilities.keep, network.mode = \"none\"); a root caller's program "
-              "runs as the reserved host uid/gid isolate.hostids.BASE; `isolate explain` and "
+              "runs as the reserved host uid/gid isolate.plan.ids.BASE; `isolate explain` and "
               "`isolate doctor` list what applies how"),
         Field("ro", ListOf(BindEntry), [], "read-only binds of host paths"),
         Field("rw", ListOf(BindEntry), [], "read-write binds of host paths"),
@@ -1126,504 +830,3 @@ TOML has no null: an inherited value can be replaced but not removed.
 Command-line overrides (`--set KEY=VALUE`, VALUE parsed as TOML, else taken as
 a plain string) are applied after `extends`, with the same merge rules.
 """
-
-
-# --------------------------------------------------------------------------
-# Validation of a merged raw dict
-# --------------------------------------------------------------------------
-
-
-class _Origins:
-    """Which file set each table key path (for error messages)."""
-
-    def __init__(self, default: str):
-        self.default = default
-        self.map: dict[tuple[str, ...], str] = {}
-
-    def mark(self, raw: Mapping, file: str, prefix: tuple[str, ...] = ()) -> None:
-        for k, v in raw.items():
-            p = prefix + (k,)
-            self.map[p] = file
-            if isinstance(v, Mapping):
-                self.mark(v, file, p)
-
-    def lookup(self, path: Sequence[str | int]) -> str:
-        keys: list[str] = []
-        for p in path:
-            if isinstance(p, int):
-                break
-            keys.append(p)
-        for i in range(len(keys), 0, -1):
-            f = self.map.get(tuple(keys[:i]))
-            if f is not None:
-                return f
-        return self.default
-
-
-def _merge(base: dict, base_o: _Origins, over: Mapping, over_o: _Origins,
-           prefix: tuple[str, ...] = ()) -> None:
-    """Merge ``over`` into ``base`` in place: tables recursively, anything else replaced."""
-    for k, v in over.items():
-        p = prefix + (k,)
-        if isinstance(v, dict) and isinstance(base.get(k), dict):
-            _merge(base[k], base_o, v, over_o, p)
-        else:
-            base[k] = copy.deepcopy(v)
-            n = len(p)
-            for q in [q for q in base_o.map if q[:n] == p]:
-                del base_o.map[q]
-            if isinstance(v, dict):
-                for q, f in over_o.map.items():
-                    if q[:n] == p:
-                        base_o.map[q] = f
-        base_o.map[p] = over_o.map.get(p, over_o.default)
-
-
-def _plain(v: Any, file: str, path: tuple = ()) -> Any:
-    """Deep copy into dict/list form (accepting any Mapping/tuple), checking keys are str."""
-    if isinstance(v, Mapping):
-        out = {}
-        for k, x in v.items():
-            if not isinstance(k, str):
-                raise ProfileError(f"expected a string key, got {_describe(k)}",
-                                   file=file, key=_dotted(path) or None)
-            out[k] = _plain(x, file, path + (k,))
-        return out
-    if isinstance(v, (list, tuple)):
-        return [_plain(x, file, path + (i,)) for i, x in enumerate(v)]
-    return v
-
-
-def _unknown_key_message(k: str, local: Iterable[str]) -> str:
-    msg = f"unknown key '{k}'" + _suggest(k, local)
-    if "did you mean" not in msg:
-        elsewhere = [f.key for f in FIELDS.values() if f.name == k and not f.meta]
-        if elsewhere:
-            msg += f"; did you mean '{elsewhere[0]}'?"
-    return msg
-
-
-def _validate(raw: Mapping, origins: _Origins) -> dict:
-    def fail(message: str, path: Sequence[str | int]):
-        raise ProfileError(message, file=origins.lookup(path), key=_dotted(path) or None)
-
-    for k in raw:
-        if k not in SECTION_BY_NAME and k not in TOP_FIELDS:
-            fail(_unknown_key_message(k, list(SECTION_BY_NAME) + list(TOP_FIELDS)), [k])
-    data: dict[str, Any] = {}
-    for sec in SECTIONS:
-        if not sec.name:
-            for f in sec.fields:
-                if f.meta:
-                    continue
-                try:  # pragma: no cover - no non-meta top-level field yet
-                    data[f.name] = f.type(raw[f.name]) if f.name in raw else copy.deepcopy(f.default)
-                except Invalid as e:  # pragma: no cover
-                    fail(e.message, [f.name] + e.path)
-            continue
-        given = raw.get(sec.name, {})
-        if not isinstance(given, Mapping):
-            fail(_expected("a table", given).message, [sec.name])
-        names = {f.name: f for f in sec.fields}
-        for k in given:
-            if k not in names:
-                fail(_unknown_key_message(k, names), [sec.name, k])
-        out: dict[str, Any] = {}
-        for f in sec.fields:
-            if f.name in given:
-                try:
-                    out[f.name] = f.type(given[f.name])
-                except Invalid as e:
-                    fail(e.message, [sec.name, f.name] + e.path)
-            else:
-                out[f.name] = copy.deepcopy(f.default)
-        if sec.check is not None:
-            try:
-                sec.check(out)
-            except Invalid as e:
-                fail(e.message, [sec.name] + e.path)
-        data[sec.name] = out
-    return data
-
-
-# --------------------------------------------------------------------------
-# Files, names, extends
-# --------------------------------------------------------------------------
-
-
-def shipped_dir() -> Path:
-    """The directory of the profiles shipped with isolate (package isolate.profiles)."""
-    try:
-        import importlib.resources
-
-        p = importlib.resources.files("isolate.profiles")
-        if isinstance(p, Path) and p.is_dir():
-            return p
-        p = Path(str(p))
-        if p.is_dir():
-            return p
-    except Exception:  # not installed as a package: use the source tree layout
-        pass
-    return Path(__file__).resolve().parent.parent / "profiles"
-
-
-def profile_dirs() -> list[Path]:
-    """Where profile names are looked up, in order."""
-    dirs = [Path(d) for d in os.environ.get("ISOLATE_PROFILE_PATH", "").split(os.pathsep) if d]
-    home = os.path.expanduser("~/.config/isolate/profiles")
-    if not home.startswith("~"):
-        dirs.append(Path(home))
-    dirs.append(shipped_dir())
-    return dirs
-
-
-def _is_name(ref: str) -> bool:
-    return "/" not in ref and not ref.endswith(".toml")
-
-
-def resolve_name(name: str, base_dir: str | os.PathLike | None = None, *,
-                 _file: str | None = None, _key: str | None = None) -> Path:
-    """A profile name -> the first NAME.toml found in ``profile_dirs()``
-    (ProfileError if none); anything else is a path, relative to ``base_dir``
-    (default: the current directory). Paths are not checked for existence."""
-    if not isinstance(name, str) or not name or "\0" in name:
-        raise ProfileError(_expected("a profile name or path", name).message,
-                           file=_file, key=_key)
-    if _is_name(name):
-        dirs = profile_dirs()
-        for d in dirs:
-            p = d / f"{name}.toml"
-            try:
-                if p.is_file():
-                    return p
-            except OSError:
-                continue
-        raise ProfileError(f"no profile named '{name}' (searched: "
-                           f"{', '.join(str(d) for d in dirs)})"
-                           + _suggest(name, _all_names(dirs)),
-                           file=_file or name, key=_key)
-    p = Path(os.path.expanduser(name))
-    if not p.is_absolute() and base_dir is not None:
-        p = Path(base_dir) / p
-    return p
-
-
-def _all_names(dirs: Iterable[Path]) -> list[str]:
-    names = []
-    for d in dirs:
-        try:
-            names += [p.stem for p in d.glob("*.toml")]
-        except OSError:
-            pass
-    return names
-
-
-def shipped_profiles() -> list[str]:
-    """Names of the profiles shipped with isolate, sorted."""
-    try:
-        return sorted(p.stem for p in shipped_dir().glob("*.toml") if p.is_file())
-    except OSError:
-        return []
-
-
-_TOML_POS = re.compile(r"^(.*) \(at (line \d+, column \d+|end of document)\)$", re.DOTALL)
-
-
-def _parse_toml(text: str, file: str) -> dict:
-    try:
-        return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        msg = str(e)
-        m = _TOML_POS.match(msg)
-        if m:
-            msg = f"invalid TOML at {m.group(2)}: {m.group(1)}"
-        else:
-            msg = f"invalid TOML: {msg}"
-        raise ProfileError(msg, file=file) from None
-    except RecursionError:
-        raise ProfileError("invalid TOML: nested too deeply", file=file) from None
-    except ValueError as e:  # e.g. an integer literal longer than int's str-conversion limit
-        raise ProfileError(f"invalid TOML: {e}", file=file) from None
-
-
-MAX_PROFILE_BYTES = 1 << 20
-
-
-def _read_file(path: Path) -> dict:
-    file = str(path)
-    regular = True
-    try:
-        # A profile is a small regular file: never read a device, a FIFO or a huge file
-        # (extends = "/dev/zero" must be an error, not a memory blow-up; O_NONBLOCK so
-        # that opening a FIFO does not wait for a writer).
-        with os.fdopen(os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC), "rb") as f:
-            regular = stat.S_ISREG(os.fstat(f.fileno()).st_mode)
-            blob = f.read(MAX_PROFILE_BYTES + 1) if regular else b""
-    except FileNotFoundError:
-        raise ProfileError("file not found", file=file) from None
-    except IsADirectoryError:
-        raise ProfileError("is a directory, expected a TOML file", file=file) from None
-    except OSError as e:
-        raise ProfileError(f"cannot read: {e.strerror or e}", file=file) from None
-    except ValueError as e:  # e.g. embedded NUL in the path
-        raise ProfileError(f"cannot read: {e}", file=file) from None
-    if not regular:
-        raise ProfileError("not a regular file, expected a TOML file", file=file)
-    if len(blob) > MAX_PROFILE_BYTES:
-        raise ProfileError(f"larger than {MAX_PROFILE_BYTES} bytes; a profile is a small TOML file", file=file)
-    try:
-        text = blob.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise ProfileError(f"not valid UTF-8 (byte {e.start})", file=file) from None
-    return _parse_toml(text, file)
-
-
-MAX_EXTENDS_DEPTH = 64  # profiles in one extends chain; far below Python's recursion limit
-
-
-class _Loader:
-    def __init__(self):
-        self.files: list[str] = []
-
-    def expand(self, raw: Any, file: str, base_dir: Path | None,
-               chain: list[tuple[str | None, str]]) -> tuple[dict, _Origins]:
-        """Resolve ``extends`` of ``raw`` (read from ``file``): returns the merged
-        raw dict (parents, then raw) and who set what."""
-        if not isinstance(raw, Mapping):
-            raise ProfileError(_expected("a table", raw).message, file=file)
-        raw = _plain(raw, file)
-        ext = raw.pop("extends", None)
-        try:
-            parents = Extends()(ext) if ext is not None else []
-        except Invalid as e:
-            raise ProfileError(e.message, file=file, key=_dotted(["extends"] + e.path)) from None
-        merged: dict = {}
-        origins = _Origins(file)
-        many = len(parents) > 1
-        if parents and len(chain) > MAX_EXTENDS_DEPTH:
-            top = chain[0][1]
-            raise ProfileError(f"nested too deeply: more than {MAX_EXTENDS_DEPTH} levels of extends "
-                               f"(starting at {top})", file=file, key="extends[0]" if many else "extends")
-        for i, ref in enumerate(parents):
-            key = f"extends[{i}]" if many else "extends"
-            path = resolve_name(ref, base_dir, _file=file, _key=key)
-            real = os.path.realpath(path)
-            if real in [c[0] for c in chain]:
-                shown = [c[1] for c in chain] + [ref]
-                raise ProfileError("extends cycle: " + " -> ".join(shown), file=file, key=key)
-            try:
-                praw = _read_file(path)
-            except ProfileError as e:
-                if e.message == "file not found":
-                    raise ProfileError(f"file not found: {path}", file=file, key=key) from None
-                raise
-            pm, po = self.expand(praw, str(path), path.parent, chain + [(real, ref)])
-            _merge(merged, origins, pm, po)
-        own = _Origins(file)
-        own.mark(raw, file)
-        _seccomp_oci_layer(merged, origins, raw, base_dir)
-        _merge(merged, origins, raw, own)
-        if chain[-1][0] is not None and chain[-1][0] not in self.files:
-            self.files.append(chain[-1][0])
-        return merged, origins
-
-
-def _parse_override_value(text: str) -> Any:
-    try:
-        doc = tomllib.loads(f"v = {text}")
-    except (ValueError, RecursionError):  # TOMLDecodeError is a ValueError
-        return text
-    if set(doc) != {"v"}:
-        return text
-    return doc["v"]
-
-
-def _override(item: Any) -> dict:
-    if not isinstance(item, str):
-        raise ProfileError(_expected("a KEY=VALUE string", item).message, file=OVERRIDE_FILE)
-    key, sep, text = item.partition("=")
-    key = key.strip()
-    if not sep or not key:
-        raise ProfileError(f"expected KEY=VALUE, got {_short(item)}", file=OVERRIDE_FILE,
-                           key=key or None)
-    parts = [p.strip() for p in key.split(".")]
-    if not all(parts):
-        raise ProfileError("empty component in dotted key", file=OVERRIDE_FILE, key=key)
-    if parts[0] in TOP_FIELDS:
-        raise ProfileError("cannot be overridden: it is resolved before overrides apply",
-                           file=OVERRIDE_FILE, key=key)
-    sec = SECTION_BY_NAME.get(parts[0])
-    if sec is None:
-        raise ProfileError(_unknown_key_message(parts[0], SECTION_BY_NAME), file=OVERRIDE_FILE,
-                           key=key)
-    names = [f.name for f in sec.fields]
-    if len(parts) > 1 and parts[1] not in names:
-        raise ProfileError(_unknown_key_message(parts[1], names), file=OVERRIDE_FILE, key=key)
-    value: Any = _parse_override_value(text)
-    for p in reversed(parts):
-        value = {p: value}
-    return value
-
-
-# --------------------------------------------------------------------------
-# Profile
-# --------------------------------------------------------------------------
-
-
-def _freeze(v: Any) -> Any:
-    if isinstance(v, dict):
-        return types.MappingProxyType({k: _freeze(x) for k, x in v.items()})
-    if isinstance(v, list):
-        return tuple(_freeze(x) for x in v)
-    return v
-
-
-def _thaw(v: Any) -> Any:
-    if isinstance(v, Mapping):
-        return {k: _thaw(x) for k, x in v.items()}
-    if isinstance(v, tuple):
-        return [_thaw(x) for x in v]
-    return v
-
-
-def _canonical_hash(data: dict) -> str:
-    # ensure_ascii: a string may hold lone surrogates (a non-UTF-8 byte of a path or
-    # value, decoded with surrogateescape), which have no UTF-8 encoding.
-    blob = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
-    return hashlib.sha256(blob.encode("ascii")).hexdigest()
-
-
-@dataclasses.dataclass(frozen=True, eq=False)
-class Profile:
-    """A validated profile. Immutable.
-
-    ``name``   the name or path as given (or the name passed to from_dict/from_toml)
-    ``data``   every field, defaults filled in, deep-frozen: nested
-               ``MappingProxyType`` for tables and tuples for arrays.
-               ``data["rlimits"]["nofile"] == (1024, 1024)``.
-               ``to_dict()`` returns a mutable deep copy (dicts and lists).
-    ``files``  real (absolute, symlink-resolved) paths of the files read,
-               parents before children, each once; () for from_dict/from_toml
-               without extends
-    ``hash``   hex sha256 of the canonical JSON of the normalized data
-    Profiles compare equal when their hashes are equal.
-    """
-
-    name: str
-    data: Mapping[str, Any]
-    files: tuple[str, ...]
-    hash: str
-
-    def get(self, dotted_key: str) -> Any:
-        """``get("rlimits.nofile")`` -> (1024, 1024); ``get("env")`` -> the section;
-        deeper table keys work too (``get("env.set.PATH")``)."""
-        if not isinstance(dotted_key, str):
-            raise ProfileError(_expected("a dotted key", dotted_key).message, file=self.name)
-        node: Any = self.data
-        for p in dotted_key.split("."):
-            if not isinstance(node, Mapping) or p not in node:
-                local = list(node) if isinstance(node, Mapping) else []
-                msg = f"unknown key '{p}'" + _suggest(str(p), local)
-                raise ProfileError(msg, file=self.name, key=str(dotted_key))
-            node = node[p]
-        return node
-
-    def to_dict(self) -> dict:
-        """A mutable deep copy of ``data`` (dicts and lists); from_dict() accepts it back."""
-        return _thaw(self.data)
-
-    def __eq__(self, other):
-        return isinstance(other, Profile) and other.hash == self.hash
-
-    def __hash__(self):
-        return hash(self.hash)
-
-    def __repr__(self):
-        return f"Profile(name={self.name!r}, hash={self.hash[:12]}..., files={self.files!r})"
-
-    def __reduce__(self):
-        return (_rebuild, (self.name, self.to_dict(), self.files, self.hash))
-
-
-def _rebuild(name, data, files, hash_):
-    return Profile(name, _freeze(data), tuple(files), hash_)
-
-
-def _finish(name: str, raw: Any, file: str, base_dir: Path | None, real: str | None,
-            overrides: Sequence[str]) -> Profile:
-    loader = _Loader()
-    try:
-        merged, origins = loader.expand(raw, file, base_dir, [(real, name)])
-        if isinstance(overrides, str):
-            overrides = [overrides]
-        for item in overrides:
-            over = _override(item)
-            over_o = _Origins(OVERRIDE_FILE)
-            over_o.mark(over, OVERRIDE_FILE)
-            _seccomp_oci_layer(merged, origins, over, None)
-            _merge(merged, origins, over, over_o)
-        data = _validate(merged, origins)
-    except RecursionError:
-        raise ProfileError("value nested too deeply", file=file) from None
-    return Profile(name=name, data=_freeze(data), files=tuple(loader.files),
-                   hash=_canonical_hash(data))
-
-
-def load(name_or_path: str, overrides: Sequence[str] = ()) -> Profile:
-    """Load a profile by name (searched like ``extends``) or path (relative to
-    the current directory), resolve ``extends``, apply ``overrides``
-    ("dotted.key=TOML value", or a plain string if it is not TOML) and validate."""
-    path = resolve_name(name_or_path)
-    raw = _read_file(path)
-    return _finish(name_or_path, raw, str(path), path.parent,
-                   os.path.realpath(path), overrides)
-
-
-def from_toml(text: str, name: str = "<string>", overrides: Sequence[str] = ()) -> Profile:
-    """Validate TOML text; relative ``extends`` paths are relative to the current directory."""
-    if not isinstance(text, str):
-        raise ProfileError(_expected("TOML text", text).message, file=name)
-    return _finish(name, _parse_toml(text, name), name, None, None, overrides)
-
-
-def from_dict(data: Mapping, name: str = "<dict>", overrides: Sequence[str] = ()) -> Profile:
-    """Validate a dict shaped like the TOML (it may contain ``extends``; None
-    means absent). Profile.data and Profile.to_dict() are accepted back as-is."""
-    return _finish(name, data, name, None, None, overrides)
-
-
-# --------------------------------------------------------------------------
-# Reference documentation
-# --------------------------------------------------------------------------
-
-
-def _toml_value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, str):
-        return json.dumps(v)
-    if isinstance(v, list):
-        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
-    if isinstance(v, dict):
-        return "{" + ", ".join(f"{k} = {_toml_value(x)}" for k, x in v.items()) + "}"
-    return str(v)
-
-
-def _cell(s: str) -> str:
-    return s.replace("|", "\\|").replace("\n", " ")
-
-
-def reference_markdown() -> str:
-    """The schema rendered as markdown: an intro, then one table per section."""
-    out = ["# Profile reference", "",
-           "<!-- generated by isolate.profile.reference_markdown(); do not edit -->", "",
-           MERGE_DOC.format(sep=os.pathsep)]
-    for sec in SECTIONS:
-        out.append(f"## {'[' + sec.name + ']' if sec.name else 'Top level'}")
-        out += ["", sec.doc, "", "| Key | Type | Default | Description |",
-                "|---|---|---|---|"]
-        for f in sec.fields:
-            default = f.default_doc if f.default_doc is not None else f"`{_toml_value(f.default)}`"
-            out.append(f"| `{f.key}` | {_cell(f.type_doc)} | {_cell(default)} | {_cell(f.doc)} |")
-        out.append("")
-    return "\n".join(out)

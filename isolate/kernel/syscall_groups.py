@@ -6,9 +6,9 @@ groups are specific to isolate: "@namespaces", "@io-uring", "@bpf", "@perf",
 "@ptrace", "@userfaultfd" and "@handle".
 
 Members are plain syscall names or other groups ("@default" inside
-"@system-service"); expansion is recursive (see isolate.seccomp.expand).  Lists
+"@system-service"); expansion is recursive (see isolate.kernel.syscalls.expand).  Lists
 deliberately name syscalls of every architecture (32-bit-only calls such as
-"chown32", arm/s390/powerpc-only calls, time64 variants): isolate.seccomp skips
+"chown32", arm/s390/powerpc-only calls, time64 variants): isolate.kernel.syscalls skips
 whatever does not exist on the machine it compiles for.
 
     GROUPS[name]        -> tuple of member names, sorted
@@ -220,7 +220,7 @@ _group("@timer", "Schedule operations by time", """
 # systemd generates @known from the kernel's syscall tables; this list is every
 # name libseccomp 2.5.4 knows on any architecture, plus the x86-64 syscalls
 # added by kernels newer than that libseccomp release (see
-# isolate.seccomp.EXTRA_X86_64_SYSCALLS).
+# isolate.kernel.syscalls.EXTRA_X86_64_SYSCALLS).
 _group("@known", "All known syscalls declared in the kernel", """
     @obsolete
     _llseek _newselect _sysctl accept accept4 access acct add_key adjtimex afs_syscall

@@ -1,7 +1,7 @@
 /* What the launch child and the sandbox init tell the parent, over one pipe.
  *
  * Every message is one fixed-size record, written with a single write(2) so it is
- * atomic on a pipe. The step numbers are mirrored in isolate/compile.py (STEPS).
+ * atomic on a pipe. The step numbers are mirrored in isolate/launch/process.py (STEP_NUMBERS).
  */
 #ifndef ISOLATE_PROTOCOL_H
 #define ISOLATE_PROTOCOL_H

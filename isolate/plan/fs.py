@@ -16,18 +16,16 @@ assembled:
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import stat
 from typing import Mapping
 
-from . import _launch
-from .errors import ProfileError
+from ..errors import ProfileError
+from ..kernel.constants import MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_PRIVATE, MS_RDONLY, MS_REC
 
-MS_RDONLY = 1
-MS_NOSUID = 2
-MS_NODEV = 4
-MS_NOEXEC = 8
-MS_REC = 0x4000
-MS_PRIVATE = 1 << 18
+from .mountops import (BIND_DEV, BIND_OPTIONAL, BIND_READONLY, OP_BIND, OP_MKDIR, OP_MOUNT, OP_NAMES, OP_PIVOT,
+                       OP_REMOUNT, OP_SYMLINK, OP_UMOUNT, OP_WRITE)
 
 STAGE = "/tmp"           # any host directory; the staging tmpfs hides it only in our namespace
 NEW = "/newroot"
@@ -46,16 +44,45 @@ DEV_LINKS = (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "
              ("stderr", "/proc/self/fd/2"), ("ptmx", "pts/ptmx"))
 
 
-def _op(kind, a=None, b=None, c=None, d=None, flags=0, num=0, source=""):
-    from .compile import MountOp
+@dataclasses.dataclass(frozen=True)
+class MountOp:
+    """One step of building the filesystem view, applied in order by the launch child."""
 
+    kind: int
+    a: str | None = None
+    b: str | None = None
+    c: str | None = None
+    d: bytes | None = None
+    flags: int = 0
+    num: int = 0
+    source: str = ""  # the profile entry it came from, for error messages
+
+    def as_tuple(self):
+        enc = lambda s: None if s is None else os.fsencode(s)  # noqa: E731
+        return (self.kind, enc(self.a), enc(self.b), enc(self.c), self.d, self.flags, self.num)
+
+    def describe(self) -> str:
+        parts = [OP_NAMES.get(self.kind, str(self.kind))]
+        parts += [repr(x) for x in (self.a, self.b, self.c) if x is not None]
+        if self.flags:
+            parts.append(f"flags={self.flags:#x}")
+        return " ".join(parts)
+
+
+
+def _op(kind, a=None, b=None, c=None, d=None, flags=0, num=0, source=""):
     return MountOp(kind, a, b, c, d, flags, num, source)
 
 
-def resolve(path: str, ctx: Mapping[str, str], key: str, file) -> str:
-    from .compile import _resolve_placeholders
+def resolve_placeholders(text: str, values: Mapping[str, str], key: str, file: str | None) -> str:
+    try:
+        return text.format_map(values)
+    except (KeyError, ValueError, IndexError) as e:
+        raise ProfileError(f"cannot resolve placeholders in {text!r}: {e}", file=file, key=key) from None
 
-    out = os.path.normpath(_resolve_placeholders(path, ctx, key, file))
+
+def resolve(path: str, ctx: Mapping[str, str], key: str, file) -> str:
+    out = os.path.normpath(resolve_placeholders(path, ctx, key, file))
     if not out.startswith("/"):
         raise ProfileError(f"expected an absolute path, got {out!r}", file=file, key=key)
     return "/" if out == "//" else out
@@ -81,13 +108,13 @@ class _Builder:
             path += "/" + part
             if path not in self.made:
                 self.made.add(path)
-                self.add(_launch.OP_MKDIR, None, NEW + path, num=0o755, source=source)
+                self.add(OP_MKDIR, None, NEW + path, num=0o755, source=source)
 
     def mkdir(self, target: str, source: str, mode: int = 0o755):
         self.parents(target, source)
         if target not in self.made:
             self.made.add(target)
-            self.add(_launch.OP_MKDIR, None, NEW + target, num=mode, source=source)
+            self.add(OP_MKDIR, None, NEW + target, num=mode, source=source)
 
 
 def mount_ops(data, ns, ctx, file) -> list:
@@ -106,13 +133,13 @@ def mount_ops(data, ns, ctx, file) -> list:
 
     b = _Builder()
     root_size = fs["root_size"]
-    b.add(_launch.OP_MOUNT, "tmpfs", STAGE, "tmpfs", b"mode=0755,size=1m", MS_NOSUID | MS_NODEV,
+    b.add(OP_MOUNT, "tmpfs", STAGE, "tmpfs", b"mode=0755,size=1m", MS_NOSUID | MS_NODEV,
           source="filesystem (staging)")
-    b.add(_launch.OP_MKDIR, None, STAGE + NEW, num=0o755, source="filesystem (staging)")
-    b.add(_launch.OP_MKDIR, None, STAGE + OLD, num=0o755, source="filesystem (staging)")
-    b.add(_launch.OP_MOUNT, "tmpfs", STAGE + NEW, "tmpfs", f"mode=0755,size={root_size}".encode(),
+    b.add(OP_MKDIR, None, STAGE + NEW, num=0o755, source="filesystem (staging)")
+    b.add(OP_MKDIR, None, STAGE + OLD, num=0o755, source="filesystem (staging)")
+    b.add(OP_MOUNT, "tmpfs", STAGE + NEW, "tmpfs", f"mode=0755,size={root_size}".encode(),
           MS_NOSUID | MS_NODEV, source="filesystem.root_size")
-    b.add(_launch.OP_PIVOT, OLD.lstrip("/"), STAGE, source="filesystem (staging)")
+    b.add(OP_PIVOT, OLD.lstrip("/"), STAGE, source="filesystem (staging)")
 
     # Mounts in order of target depth, so a parent is in place before what goes on it;
     # entries of equal depth keep the profile's order (see the sort below).
@@ -149,14 +176,14 @@ def mount_ops(data, ns, ctx, file) -> list:
             _bind(b, where, src, dst, readonly=x, optional=y, file=file)
         elif kind == "tmpfs":
             b.mkdir(dst, where)
-            b.add(_launch.OP_MOUNT, "tmpfs", NEW + dst, "tmpfs", f"mode={y:o},size={x}".encode(),
+            b.add(OP_MOUNT, "tmpfs", NEW + dst, "tmpfs", f"mode={y:o},size={x}".encode(),
                   MS_NOSUID | MS_NODEV, source=where)
         elif kind == "hide":
             if x:  # a directory: an empty, read-only tmpfs over it
-                b.add(_launch.OP_MOUNT, "tmpfs", NEW + dst, "tmpfs", b"mode=0755,size=4k",
+                b.add(OP_MOUNT, "tmpfs", NEW + dst, "tmpfs", b"mode=0755,size=4k",
                       MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, source=where)
             else:  # a file: the empty /dev/null over it, read-only
-                b.add(_launch.OP_BIND, OLD + "/dev/null", NEW + dst, flags=_launch.BIND_READONLY, source=where)
+                b.add(OP_BIND, OLD + "/dev/null", NEW + dst, flags=BIND_READONLY, source=where)
         elif kind == "proc":
             b.mkdir("/proc", where)
             _proc(b, NEW, OLD + "/dev/null", where)
@@ -170,17 +197,17 @@ def mount_ops(data, ns, ctx, file) -> list:
         where = f"filesystem.symlinks[{i}]"
         path = resolve(e["path"], ctx, where, file)
         b.parents(path, where)
-        b.add(_launch.OP_SYMLINK, e["target"], NEW + path, source=where)
+        b.add(OP_SYMLINK, e["target"], NEW + path, source=where)
     for i, e in enumerate(fs["files"]):
         where = f"filesystem.files[{i}]"
         path = resolve(e["path"], ctx, where, file)
         b.parents(path, where)
-        b.add(_launch.OP_WRITE, None, NEW + path, None, os.fsencode(e["content"]), num=e["mode"], source=where)
+        b.add(OP_WRITE, None, NEW + path, None, os.fsencode(e["content"]), num=e["mode"], source=where)
 
-    b.add(_launch.OP_UMOUNT, None, OLD, source="filesystem (detach the host's tree)")
-    b.add(_launch.OP_PIVOT, None, NEW, source="filesystem (pivot_root)")
+    b.add(OP_UMOUNT, None, OLD, source="filesystem (detach the host's tree)")
+    b.add(OP_PIVOT, None, NEW, source="filesystem (pivot_root)")
     if fs["root_readonly"]:
-        b.add(_launch.OP_REMOUNT, None, "/", flags=MS_RDONLY | MS_NOSUID | MS_NODEV,
+        b.add(OP_REMOUNT, None, "/", flags=MS_RDONLY | MS_NOSUID | MS_NODEV,
               source="filesystem.root_readonly")
     return b.ops
 
@@ -203,7 +230,7 @@ def _bind(b: _Builder, where: str, src: str, dst: str, *, readonly: bool, option
         # the same symlink; what it points to must be in the view by its own entry.
         b.parents(dst, where)
         b.made.add(dst)
-        b.add(_launch.OP_SYMLINK, os.readlink(src), NEW + dst, source=where)
+        b.add(OP_SYMLINK, os.readlink(src), NEW + dst, source=where)
         return
     if not os.path.exists(src):
         if optional:
@@ -214,49 +241,49 @@ def _bind(b: _Builder, where: str, src: str, dst: str, *, readonly: bool, option
         raise ProfileError("resolves to / : refusing to bind the whole host read-write", file=file, key=where)
     b.parents(dst, where)
     b.made.add(dst)
-    flags = _launch.BIND_READONLY if readonly else 0
+    flags = BIND_READONLY if readonly else 0
     if optional:
-        flags |= _launch.BIND_OPTIONAL
-    b.add(_launch.OP_BIND, OLD + src, NEW + dst, flags=flags, source=where)
+        flags |= BIND_OPTIONAL
+    b.add(OP_BIND, OLD + src, NEW + dst, flags=flags, source=where)
 
 
 def _proc(b: _Builder, root: str, devnull: str, where: str) -> None:
     """/proc of the sandbox's pid namespace, with what reaches the host made read-only or hidden."""
-    b.add(_launch.OP_MOUNT, "proc", root + "/proc", "proc", None, MS_NOSUID | MS_NODEV | MS_NOEXEC, source=where)
+    b.add(OP_MOUNT, "proc", root + "/proc", "proc", None, MS_NOSUID | MS_NODEV | MS_NOEXEC, source=where)
     # Only what this kernel has (the host's /proc is the same kernel's): a bind per
     # entry that does not exist would cost two failed lookups in every launch.
     for name in (n for n in PROC_READONLY if os.path.lexists(f"/proc/{n}")):
         path = f"{root}/proc/{name}"
-        b.add(_launch.OP_BIND, path, path, flags=_launch.BIND_READONLY | _launch.BIND_OPTIONAL,
+        b.add(OP_BIND, path, path, flags=BIND_READONLY | BIND_OPTIONAL,
               source=f"{where} (read-only /proc/{name})")
     for name in (n for n in PROC_MASKED if os.path.lexists(f"/proc/{n}")):
         if os.path.isdir(f"/proc/{name}"):
-            b.add(_launch.OP_MOUNT, "tmpfs", f"{root}/proc/{name}", "tmpfs", b"mode=0555,size=4k",
+            b.add(OP_MOUNT, "tmpfs", f"{root}/proc/{name}", "tmpfs", b"mode=0555,size=4k",
                   MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, source=f"{where} (hide /proc/{name})")
         else:
-            b.add(_launch.OP_BIND, devnull, f"{root}/proc/{name}",
-                  flags=_launch.BIND_READONLY | _launch.BIND_OPTIONAL | _launch.BIND_DEV,
+            b.add(OP_BIND, devnull, f"{root}/proc/{name}",
+                  flags=BIND_READONLY | BIND_OPTIONAL | BIND_DEV,
                   source=f"{where} (hide /proc/{name})")
 
 
 def _dev(b: _Builder, where: str) -> None:
     b.mkdir("/dev", where)
-    b.add(_launch.OP_MOUNT, "tmpfs", NEW + "/dev", "tmpfs", b"mode=0755,size=64k", MS_NOSUID | MS_NOEXEC,
+    b.add(OP_MOUNT, "tmpfs", NEW + "/dev", "tmpfs", b"mode=0755,size=64k", MS_NOSUID | MS_NOEXEC,
           source=where)
     # Read-only binds: a device node stays writable (it is a special file), but its
     # host inode's mode, owner, times and xattrs cannot be changed through them.
     for node in DEV_NODES:
-        b.add(_launch.OP_BIND, OLD + "/dev/" + node, NEW + "/dev/" + node,
-              flags=_launch.BIND_DEV | _launch.BIND_READONLY, source=where)
+        b.add(OP_BIND, OLD + "/dev/" + node, NEW + "/dev/" + node,
+              flags=BIND_DEV | BIND_READONLY, source=where)
     for name, target in DEV_LINKS:
-        b.add(_launch.OP_SYMLINK, target, NEW + "/dev/" + name, source=where)
-    b.add(_launch.OP_MKDIR, None, NEW + "/dev/shm", num=0o1777, source=where)
-    b.add(_launch.OP_MOUNT, "tmpfs", NEW + "/dev/shm", "tmpfs", b"mode=1777,size=64m",
+        b.add(OP_SYMLINK, target, NEW + "/dev/" + name, source=where)
+    b.add(OP_MKDIR, None, NEW + "/dev/shm", num=0o1777, source=where)
+    b.add(OP_MOUNT, "tmpfs", NEW + "/dev/shm", "tmpfs", b"mode=1777,size=64m",
           MS_NOSUID | MS_NODEV, source=where + " (shm)")
-    b.add(_launch.OP_MKDIR, None, NEW + "/dev/pts", num=0o755, source=where)
-    b.add(_launch.OP_MOUNT, "devpts", NEW + "/dev/pts", "devpts", b"newinstance,ptmxmode=0666,mode=620",
+    b.add(OP_MKDIR, None, NEW + "/dev/pts", num=0o755, source=where)
+    b.add(OP_MOUNT, "devpts", NEW + "/dev/pts", "devpts", b"newinstance,ptmxmode=0666,mode=620",
           MS_NOSUID | MS_NOEXEC, source=where + " (pts)")
-    b.add(_launch.OP_REMOUNT, None, NEW + "/dev", flags=MS_RDONLY | MS_NOSUID | MS_NOEXEC, source=where)
+    b.add(OP_REMOUNT, None, NEW + "/dev", flags=MS_RDONLY | MS_NOSUID | MS_NOEXEC, source=where)
 
 
 # ---- binds of a sandbox with a host id of its own (root callers) ---------------------
@@ -270,11 +297,9 @@ def _dev(b: _Builder, where: str) -> None:
 
 def host_binds(ops) -> list:
     """[(op index, host source path), ...]: the binds of host paths in `ops` to idmap."""
-    import stat
-
     out = []
     for i, op in enumerate(ops):
-        if op.kind != _launch.OP_BIND or op.flags & _launch.BIND_DEV or not op.a.startswith(OLD + "/"):
+        if op.kind != OP_BIND or op.flags & BIND_DEV or not op.a.startswith(OLD + "/"):
             continue
         src = op.a[len(OLD):]
         try:
@@ -285,43 +310,6 @@ def host_binds(ops) -> list:
             continue  # a device node (the /dev/null over a hidden file): a plain bind
         out.append((i, src))
     return out
-
-
-def idmap_support(binds, userns_fd: int) -> tuple:
-    """((op index, source, why not or ""), ...): whether each bind's filesystem can be idmapped here."""
-    out = []
-    for i, src in binds:
-        why = ""
-        try:
-            os.close(_launch.detached_tree(os.fsencode(src), userns_fd))
-        except FileNotFoundError:
-            pass  # an optional source not there now: tried again at launch
-        except OSError as e:
-            why = e.strerror or str(e)
-        out.append((i, src, why))
-    return tuple(out)
-
-
-def detached_trees(plan, userns_fd: int) -> list:
-    """Per mount op, the fd of its tree for this launch (idmapped where supported), or -1."""
-    fds = [-1] * len(plan.mount_ops)
-    try:
-        for i, src, why in plan.idmap_binds:
-            path = os.fsencode(src)
-            try:
-                fds[i] = _launch.detached_tree(path, -1 if why else userns_fd)
-            except FileNotFoundError:
-                continue  # the child reports it (or skips an optional one) as before
-            except OSError:
-                if why:
-                    raise
-                fds[i] = _launch.detached_tree(path, -1)  # refused now: plain, files show as nobody
-    except BaseException:
-        for fd in fds:
-            if fd >= 0:
-                os.close(fd)
-        raise
-    return fds
 
 
 # ---- a template mount namespace: the cold launch's mount table, made small ----------
@@ -335,80 +323,26 @@ def detached_trees(plan, userns_fd: int) -> list:
 
 def template_ops(ops) -> list:
     """Mount operations that build a template for a view's operations `ops`."""
-    sources = {op.a[len(OLD):] for op in ops if op.kind == _launch.OP_BIND and op.a.startswith(OLD + "/")}
-    if any(op.kind == _launch.OP_MOUNT and op.c == "proc" for op in ops):
+    sources = {op.a[len(OLD):] for op in ops if op.kind == OP_BIND and op.a.startswith(OLD + "/")}
+    if any(op.kind == OP_MOUNT and op.c == "proc" for op in ops):
         # The kernel lets a user namespace mount a new proc only where a full one is
         # already visible in the mount namespace: the host's, as in the caller's.
         sources.add("/proc")
     sources = sorted(sources, key=lambda p: (_depth(p), p))
     b = _Builder()
-    b.add(_launch.OP_MOUNT, None, "/", None, None, MS_REC | MS_PRIVATE, source="template")
-    b.add(_launch.OP_MOUNT, "tmpfs", STAGE, "tmpfs", b"mode=0755,size=1m", MS_NOSUID | MS_NODEV, source="template")
-    b.add(_launch.OP_MKDIR, None, STAGE + NEW, num=0o755, source="template")
-    b.add(_launch.OP_MKDIR, None, STAGE + OLD, num=0o755, source="template")
-    b.add(_launch.OP_MOUNT, "tmpfs", STAGE + NEW, "tmpfs", b"mode=0755,size=1m", 0, source="template")
-    b.add(_launch.OP_PIVOT, OLD.lstrip("/"), STAGE, source="template")
+    b.add(OP_MOUNT, None, "/", None, None, MS_REC | MS_PRIVATE, source="template")
+    b.add(OP_MOUNT, "tmpfs", STAGE, "tmpfs", b"mode=0755,size=1m", MS_NOSUID | MS_NODEV, source="template")
+    b.add(OP_MKDIR, None, STAGE + NEW, num=0o755, source="template")
+    b.add(OP_MKDIR, None, STAGE + OLD, num=0o755, source="template")
+    b.add(OP_MOUNT, "tmpfs", STAGE + NEW, "tmpfs", b"mode=0755,size=1m", 0, source="template")
+    b.add(OP_PIVOT, OLD.lstrip("/"), STAGE, source="template")
     for src in sources:
         b.parents(src, "template")
         b.made.add(src)
         # Host flags kept as they are (no nodev added): each launch's own bind sets its own.
-        b.add(_launch.OP_BIND, OLD + src, NEW + src, flags=_launch.BIND_DEV | _launch.BIND_OPTIONAL,
+        b.add(OP_BIND, OLD + src, NEW + src, flags=BIND_DEV | BIND_OPTIONAL,
               source=f"template: {src}")
     b.mkdir(STAGE, "template")
-    b.add(_launch.OP_UMOUNT, None, OLD, source="template")
-    b.add(_launch.OP_PIVOT, None, NEW, source="template")
+    b.add(OP_UMOUNT, None, OLD, source="template")
+    b.add(OP_PIVOT, None, NEW, source="template")
     return b.ops
-
-
-def make_template(ops) -> int:
-    """A template mount namespace for a view's `ops`, as an fd (-1 where none can be had).
-
-    Made by a short-lived process that builds it (through the launch path itself) and
-    then waits, so that its namespace can be opened; the fd keeps it alive after."""
-    if os.geteuid() != 0 or not any(op.kind == _launch.OP_PIVOT for op in ops):
-        return -1
-    import socket
-
-    from . import process
-
-    CLONE_NEWNS = 0x00020000
-    capsule = _launch.make_plan(clone_flags=CLONE_NEWNS, drop_caps=False, no_new_privs=False, use_init=True,
-                                ops=[op.as_tuple() for op in template_ops(ops)])
-    init_fd, _self_pidfd = process._process_fds()
-    mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
-    devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
-    init_argv = [b"isolate-init", b"3", b"-1", b"-1", b"%d" % process.FLAG_WARM, b"3", b"-1", b"0"]
-    try:
-        pid, pidfd, status_fd, _t, _c = _launch.spawn(capsule, [], [], [], b"/", [theirs.fileno(), devnull, devnull],
-                                                     [0, 1, 2], init_fd, init_argv, 3, -1, -1)
-    except _launch.ChildError:
-        return -1  # the cold launch then copies the caller's namespace, as without a template
-    finally:
-        theirs.close()
-        os.close(devnull)
-    try:
-        return os.open(f"/proc/{pid}/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
-    finally:
-        mine.close()  # no task will come: it exits
-        os.waitpid(pid, 0)
-        os.close(pidfd)
-        os.close(status_fd)
-
-
-_launchers = None
-_launchers_lock = None
-
-
-def launcher():
-    """The threads that launch from templates (each keeps an fs_struct of its own)."""
-    global _launchers, _launchers_lock
-    import threading
-    from concurrent.futures import ThreadPoolExecutor
-
-    if _launchers_lock is None:
-        _launchers_lock = threading.Lock()
-    with _launchers_lock:
-        if _launchers is None or _launchers[0] != os.getpid():
-            _launchers = (os.getpid(), ThreadPoolExecutor(max_workers=max(8, 2 * (os.cpu_count() or 1)),
-                                                          thread_name_prefix="isolate-launcher"))
-        return _launchers[1]

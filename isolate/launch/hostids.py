@@ -13,16 +13,14 @@ outside systemd's "foreign" range 0x7ffe0000-0x7ffeffff).
 
 from __future__ import annotations
 
-BASE = 2_000_000_000   # first reserved host uid (and gid)
-COUNT = 65536          # how many: one per sandbox running at once
-# The first two are the static ids of Landlock modes (compile._base_map maps a root
-# caller's program to BASE, and inside uid 0 to BASE + 1 where it is not the program's):
-# never handed out per launch, so no allocated sandbox shares them.
-SHARED = frozenset({BASE, BASE + 1})
-
 import fcntl
 import os
 import threading
+
+from ..errors import SandboxSetupError, UnsupportedError
+# The range (BASE, COUNT, SHARED) is the plan's: a Landlock-mode plan maps to BASE itself.
+from ..plan.ids import BASE, COUNT, SHARED
+from . import _launch
 
 LOCK_DIR = "/run/isolate/ids"   # one lock file per id; flock-ed by the process whose sandbox has it
 
@@ -100,8 +98,6 @@ def check_free() -> None:
     """UnsupportedError when a host account uses an id of the range (see conflicts)."""
     found = conflicts()
     if found:
-        from .errors import UnsupportedError
-
         path, name, lo, hi = found[0]
         ids = str(lo) if lo == hi else f"{lo}-{hi}"
         raise UnsupportedError("identity", f"{path}: {name!r} uses host id {ids}, inside the range reserved for "
@@ -120,8 +116,6 @@ def allocate() -> Lease:
     try:
         os.makedirs(LOCK_DIR, mode=0o700, exist_ok=True)
     except OSError as e:
-        from .errors import SandboxSetupError
-
         raise SandboxSetupError("identity", e.errno, "reserving a host id for the sandbox", LOCK_DIR) from None
     with _lock:
         for id_ in range(BASE, BASE + COUNT):
@@ -130,8 +124,6 @@ def allocate() -> Lease:
             try:
                 fd = os.open(_lock_path(id_), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
             except OSError as e:
-                from .errors import SandboxSetupError
-
                 raise SandboxSetupError("identity", e.errno, "reserving a host id for the sandbox",
                                         _lock_path(id_)) from None
             try:
@@ -144,8 +136,6 @@ def allocate() -> Lease:
                 raise
             _held[id_] = fd
             return Lease(id_)
-    from .errors import UnsupportedError
-
     raise UnsupportedError("identity", f"all {COUNT} host ids reserved for sandboxes ({BASE}..{BASE + COUNT - 1}) "
                            "are in use")
 
@@ -191,8 +181,6 @@ def userns_fd(id_: int) -> int:
     by the sandbox's id, and files the sandbox creates land on disk owned by 0."""
     fd = _userns.get(id_)
     if fd is None:
-        from . import _launch
-
         with _lock:
             fd = _userns.get(id_)
             if fd is None:

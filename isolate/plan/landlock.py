@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import os
 
-from .errors import ProfileError, UnsupportedError
+from ..errors import ProfileError, UnsupportedError
+from ..kernel import features as features_mod
+from .fs import DEV_NODES
 
 EXECUTE = 1 << 0
 WRITE_FILE = 1 << 1
@@ -51,9 +53,7 @@ def handled_fs(abi: int) -> int:
 
 def available() -> int:
     """The Landlock ABI here, 0 without it (the doctor's probe: it honours ISOLATE_DOCTOR_DISABLE)."""
-    from . import doctor
-
-    return doctor.landlock_abi()
+    return features_mod.landlock_abi()
 
 
 def compile_rules(fs: dict, *, with_view: bool, resolve, file) -> tuple:
@@ -64,9 +64,7 @@ def compile_rules(fs: dict, *, with_view: bool, resolve, file) -> tuple:
     """
     abi = available()
     if abi < 1:
-        from . import doctor
-
-        detail = doctor.features()["landlock"].detail
+        detail = features_mod.features()["landlock"].detail
         raise UnsupportedError("filesystem.enforce", f"Landlock is not available here ({detail})")
     mask = handled_fs(abi)
     rules: list = []
@@ -109,8 +107,6 @@ def compile_rules(fs: dict, *, with_view: bool, resolve, file) -> tuple:
         add("/dev", READ | WRITE_FILE | IOCTL_DEV)
     elif fs["dev"]:
         # The host's /dev holds every device: only the nodes a minimal /dev has.
-        from .fs import DEV_NODES
-
         for node in DEV_NODES:
             add(f"/dev/{node}", READ_FILE | WRITE_FILE | IOCTL_DEV, True)
     if with_view:

@@ -23,11 +23,14 @@ launch gets a fresh namespace from clone.
 from __future__ import annotations
 
 import ctypes
+import fcntl
 import os
+import socket
+import struct
 import threading
 from collections import deque
 
-CLONE_NEWNET = 0x40000000
+from ..kernel.constants import CLONE_NEWNET
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -48,10 +51,6 @@ def _loopback_up() -> None:
     One ioctl, not pyroute2: this runs in a background thread of the caller's
     process, and pyroute2's pure-Python netlink parsing would hold the GIL that the
     launching threads are waiting for."""
-    import fcntl
-    import socket
-    import struct
-
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         fcntl.ioctl(s, SIOCSIFFLAGS, struct.pack("16sH22x", b"lo", IFF_UP_LOOPBACK_RUNNING))
 

@@ -1,4 +1,4 @@
-/* isolate._launch: the launch path, and nothing else.
+/* isolate.launch._launch: the launch path, and nothing else.
  *
  * make_plan(...) turns a compiled profile into a C struct once (a capsule).
  * spawn(plan, ...) starts one sandbox from it:
@@ -859,7 +859,7 @@ static size_t obj_len(PyObject *o)
     return (o && PyBytes_Check(o)) ? (size_t)PyBytes_GET_SIZE(o) + 1 : 0;
 }
 
-/* make_plan(**fields) -> capsule. isolate/compile.py is the only caller. */
+/* make_plan(**fields) -> capsule. isolate/launch/plans.py is the only caller. */
 static PyObject *make_plan(PyObject *self, PyObject *args, PyObject *kw)
 {
     static char *kwlist[] = {"clone_flags", "uid_map", "gid_map", "deny_setgroups", "set_uid", "set_gid",
@@ -1510,14 +1510,14 @@ static PyMethodDef methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
-static struct PyModuleDef moduledef = {PyModuleDef_HEAD_INIT, "isolate._launch", NULL, -1, methods};
+static struct PyModuleDef moduledef = {PyModuleDef_HEAD_INIT, "isolate.launch._launch", NULL, -1, methods};
 
 PyMODINIT_FUNC PyInit__launch(void)
 {
     PyObject *m = PyModule_Create(&moduledef);
     if (!m)
         return NULL;
-    ChildError = PyErr_NewException("isolate._launch.ChildError", NULL, NULL);
+    ChildError = PyErr_NewException("isolate.launch._launch.ChildError", NULL, NULL);
     if (!ChildError || PyModule_AddObject(m, "ChildError", ChildError) < 0)
         return NULL;
     Py_INCREF(ChildError);

@@ -1,0 +1,99 @@
+"""Plans made runnable on this host, and cached: the launch side of compiling.
+
+isolate.plan.compile turns a profile into the parts of a Plan; this module adds the
+kernel objects a Plan holds, made once per Plan, not per launch: the launch child's
+plan (a capsule made by _launch.make_plan), the sealed memfd of the seccomp filter
+for isolate-init, the template mount namespace of a new-root view and, for a root
+caller's host-id sandbox, which of its binds can be idmapped. Then it checks, failing
+closed, that this kernel has everything the Plan asks for.
+
+A Plan is cached by content (isolate.plan.compile.cache_key): the second launch of
+a profile compiles nothing.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import threading
+from collections import OrderedDict
+
+from ..plan import mountops
+from ..plan.plan import Plan
+from . import _launch, hostids, mounts
+
+# The mount operations are numbered by the plan (isolate.plan.fs) and applied by the C
+# launch child: both must mean the same steps.
+_C_CODES = {name: getattr(_launch, name) for name in mountops.OP_NAMES.values()}
+if _C_CODES != {name: code for code, name in mountops.OP_NAMES.items()} or \
+        (_launch.BIND_READONLY, _launch.BIND_OPTIONAL, _launch.BIND_DEV) != \
+        (mountops.BIND_READONLY, mountops.BIND_OPTIONAL, mountops.BIND_DEV):
+    raise ImportError("isolate.launch._launch was built from another isolate: its mount operation codes differ "
+                      "from isolate.plan.mountops (rebuild the extension)")
+
+_cache: "OrderedDict[str, Plan]" = OrderedDict()
+_cache_lock = threading.Lock()
+CACHE_SIZE = 64
+stats = {"compiled": 0, "hits": 0}
+
+
+def _compiler():
+    from ..plan import compile  # the compiler, its probes and views: ~10 ms, loaded by the first compile
+
+    return compile
+
+
+def compile_profile(profile, cwd: str | None = None) -> Plan:
+    """The Plan of `profile` for this caller; cached by content, compiled at most once."""
+    compile_mod = _compiler()
+    ctx = compile_mod.caller_context(cwd)
+    key = compile_mod.cache_key(profile, ctx)
+    with _cache_lock:
+        plan = _cache.get(key)
+        if plan is not None:
+            _cache.move_to_end(key)
+            stats["hits"] += 1
+            return plan
+    plan = _make(profile, ctx, key)
+    with _cache_lock:
+        stats["compiled"] += 1
+        _cache[key] = plan
+        while len(_cache) > CACHE_SIZE:
+            _cache.popitem(last=False)
+    return plan
+
+
+def _make(profile, ctx, key: str) -> Plan:
+    compile_mod = _compiler()
+    parts = compile_mod.compile_parts(profile, ctx, key)
+    fields = parts.fields
+    ops = fields["mount_ops"]
+    capsule = _launch.make_plan(ops=[op.as_tuple() for op in ops], **parts.native)
+    bpf = fields["bpf"]
+    plan = Plan(
+        **fields,
+        capsule=capsule,
+        bpf_fd=_sealed_memfd(bpf) if (bpf and fields["use_init"]) else -1,
+        mntns_fd=mounts.make_template(parts.template_ops) if parts.template_ops else -1,
+        idmap_binds=_idmap_binds(parts.host_binds) if fields["host_ids"] else (),
+    )
+    # Fail closed: whatever this plan asks of the kernel (and of its fd table) must be there.
+    compile_mod.check_runnable(plan, parts, profile.name)
+    return plan
+
+
+def _sealed_memfd(data: bytes) -> int:
+    fd = os.memfd_create("isolate-seccomp", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+    try:
+        os.write(fd, data)
+        fcntl.fcntl(fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _idmap_binds(binds) -> tuple:
+    """The binds a host-id sandbox gets as idmapped trees, and which filesystems refuse it."""
+    hostids.check_free()
+    return mounts.idmap_support(binds, hostids.userns_fd(hostids.BASE)) if binds else ()
