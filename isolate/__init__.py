@@ -11,10 +11,14 @@ from .errors import IsolateError, ProfileError, SandboxSetupError, UnsupportedEr
 from .warm import WarmPool
 from .process import (DEVNULL, PIPE, STDOUT, CalledProcessError, ExecutableNotFound, ExecutablePermission, Popen,
                       Result, Rusage, TimeoutExpired, WorkingDirectoryNotFound, load_profile, plan_for, run)
+from .compat import (IdentityError, UnknownName, call, check_call, check_output, getoutput, getstatusoutput)
+SubprocessError = __import__("subprocess").SubprocessError
 
 __all__ = [
     "run", "Popen", "WarmPool", "Result", "Rusage", "PIPE", "DEVNULL", "STDOUT", "TimeoutExpired", "CalledProcessError",
     "IsolateError", "ProfileError", "SandboxSetupError", "UnsupportedError", "ExecutableNotFound",
     "ExecutablePermission", "WorkingDirectoryNotFound", "load_profile", "plan_for",
+    "call", "check_call", "check_output", "getoutput", "getstatusoutput", "SubprocessError", "IdentityError",
+    "UnknownName",
 ]
 __version__ = "0.1.0"

@@ -106,6 +106,7 @@ class Plan:
     cgroup_mode: str | None = None
     cgroup_dirs: tuple = ()
     pty: bool = False             # fds.pty: 0/1/2 are a fresh pty, the program's controlling terminal
+    shell: str = "/bin/sh"        # process.shell: what Popen(shell=True) runs as SHELL -c COMMAND
 
     def environment(self, caller_env: Mapping[str, str] | None = None, extra: Mapping[str, str] | None = None) -> dict:
         """The program's environment: cleared (or the caller's), + kept names, + set, + extra."""
@@ -416,6 +417,7 @@ def _compile(profile, ctx: Mapping[str, str], key: str) -> Plan:
         cgroup_mode=cg_mode,
         cgroup_dirs=cg_dirs,
         pty=bool(fds["pty"]),
+        shell=proc["shell"],
     )
     check_nofile(plan, plan.pass_fds, file=profile.name)
     # Fail closed: whatever this plan asks of the kernel must be there.

@@ -1,0 +1,232 @@
+"""subprocess's module-level API on top of isolate.Popen, and the argument checks that
+make Popen's signature subprocess's own.
+
+    isolate.call / check_call / check_output / getoutput / getstatusoutput
+
+behave as subprocess's functions of the same names, with the child in a sandbox
+(`profile=`, `overrides=` ... as for isolate.Popen). `user=`/`group=` are the identity
+INSIDE the sandbox: names are looked up in the sandbox's own /etc/passwd and /etc/group
+(the files its view shows), numbers are taken as they are; either must be mapped by the
+profile's identity maps.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Sequence
+
+from . import _launch
+from .errors import ProfileError, SandboxSetupError
+
+# What the usual preexec_fn jobs are in a profile (preexec_fn itself cannot run: the
+# launch path never runs Python in the child).
+PREEXEC_FIELDS = ("rlimits.* (resource.setrlimit)", "process.cwd (os.chdir)", "identity.uid/identity.gid or "
+                  "user=/group= (os.setuid/os.setgid)", "seccomp.* (a syscall filter)", "env.* or env= (os.environ)",
+                  "umask= (os.umask)", "fds.pass or pass_fds= (os.dup2)", "capabilities.keep")
+
+
+class IdentityError(SandboxSetupError, PermissionError):
+    """user=/group=/extra_groups= ask for an identity the sandbox's id maps cannot give."""
+
+    def __init__(self, what: str, reason: str):
+        import errno
+
+        SandboxSetupError.__init__(self, "identity", errno.EPERM, reason, None)
+        self.what = what
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return f"{self.what}: {self.reason}"
+
+
+class UnknownName(ProfileError, KeyError):
+    """A user or group name that the sandbox's /etc/passwd or /etc/group does not list
+    (subprocess raises KeyError here too, from pwd/grp)."""
+
+    def __str__(self) -> str:  # KeyError's own __str__ would print the repr
+        return ProfileError.__str__(self)
+
+
+def check_popen_args(preexec_fn, close_fds, startupinfo, creationflags) -> None:
+    """The refusals of isolate.Popen, before anything starts."""
+    if preexec_fn is not None:
+        raise ValueError("preexec_fn: cannot run in a sandbox (the launch path never runs Python in the child); "
+                         "its usual jobs are profile fields: " + ", ".join(PREEXEC_FIELDS))
+    if not close_fds:
+        raise ValueError("close_fds=False: a sandbox never inherits the caller's fds (that is what it exists to "
+                         "prevent); name the ones it should keep with pass_fds= (or fds.pass in the profile)")
+
+
+# ---- identity: user=, group=, extra_groups= -----------------------------------------
+def _view_file(plan, path: str) -> bytes | None:
+    """The content of `path` as the sandbox's view shows it (None: not there)."""
+    new = "/newroot"
+    if not any((op.b or "").startswith(new + "/") for op in plan.mount_ops):
+        host = path  # the host's own tree
+    else:
+        target = new + path
+        host = None
+        content = None
+        for op in plan.mount_ops:
+            b = op.b or ""
+            if not (target == b or target.startswith(b.rstrip("/") + "/")):
+                continue
+            if op.kind == _launch.OP_BIND and (op.a or "").startswith("/oldroot"):
+                host, content = op.a[len("/oldroot"):] + target[len(b):], None
+            elif op.kind == _launch.OP_WRITE and target == b:
+                host, content = None, op.d
+            elif op.kind == _launch.OP_MOUNT:  # a tmpfs over it: hidden
+                host, content = None, None
+        if content is not None:
+            return content
+    if host is None:
+        return None
+    try:
+        with open(host or "/", "rb") as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+def _lookup(plan, file: str, name: str, what: str) -> int:
+    data = _view_file(plan, file)
+    if data is not None:
+        for line in data.decode("utf-8", "replace").splitlines():
+            fields = line.split(":")
+            if len(fields) >= 3 and fields[0] == name:
+                try:
+                    return int(fields[2])
+                except ValueError:
+                    break
+    raise UnknownName(f"{what}={name!r}: no such name in the sandbox's {file}"
+                      + ("" if data is not None else f" ({file} is not in its view)"))
+
+
+def _id(plan, value, file: str, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise TypeError(f"{what}: must be a string or an integer, got {type(value).__name__}")
+    if isinstance(value, str):
+        return _lookup(plan, file, value, what)
+    if value < 0:
+        raise ValueError(f"{what}: an id cannot be negative, got {value}")
+    return value
+
+
+def identity_overrides(plan, user, group, extra_groups) -> list:
+    """The overrides (identity.uid=..., identity.gid=...) that make `plan`'s program run
+    as user/group inside the sandbox; [] when nothing is asked."""
+    out = []
+    if user is not None:
+        out.append(f"identity.uid={_id(plan, user, '/etc/passwd', 'user')}")
+    if group is not None:
+        out.append(f"identity.gid={_id(plan, group, '/etc/group', 'group')}")
+    if extra_groups is not None:
+        if isinstance(extra_groups, (str, bytes)) or not hasattr(extra_groups, "__iter__"):
+            raise TypeError("extra_groups: expected a list of group names or ids")
+        gids = [_id(plan, g, "/etc/group", "extra_groups") for g in extra_groups]
+        if gids:
+            raise IdentityError("extra_groups", "a sandbox has no supplementary groups (the launch path clears "
+                                "them); only extra_groups=[] is accepted")
+        if os.geteuid() != 0:
+            raise IdentityError("extra_groups", "an unprivileged caller cannot clear its supplementary groups in a "
+                                "user namespace (setgroups is denied there): extra_groups=[] needs root")
+    return out
+
+
+def plan_with_identity(profile: Any, overrides: Sequence[str], cwd, user, group, extra_groups):
+    """The plan of `profile` whose program runs as user/group (see identity_overrides)."""
+    from . import process
+    from .compile import Plan
+
+    base = process.plan_for_cwd(profile, overrides, cwd)
+    if user is None and group is None and extra_groups is None:
+        return base
+    wanted = identity_overrides(base, user, group, extra_groups)
+    if not wanted:
+        return base
+    if isinstance(profile, Plan):
+        have = {"identity.uid": base.inside_uid, "identity.gid": base.inside_gid}
+        for o in wanted:
+            key, value = o.split("=")
+            if have[key] != int(value):
+                raise ValueError(f"{'user' if key.endswith('uid') else 'group'}=: this Plan was compiled for "
+                                 f"{key} {have[key]}; pass the profile (a name, path or dict) to choose another")
+        return base
+    from . import profile as profile_mod
+
+    if isinstance(profile, profile_mod.Profile):
+        profile = profile.to_dict()
+    try:
+        return process.plan_for_cwd(profile, [*overrides, *wanted], cwd)
+    except ProfileError as e:
+        if e.key in ("identity.uid", "identity.gid"):
+            what = "user" if e.key == "identity.uid" else "group"
+            raise IdentityError(what, f"{e.message} (profile {base.profile_name})") from None
+        raise
+    except SandboxSetupError as e:
+        field = getattr(e, "field", "")
+        if field in ("identity.uid", "identity.gid"):
+            raise IdentityError("user" if field == "identity.uid" else "group", str(e)) from None
+        raise
+
+
+# ---- the module-level functions -------------------------------------------------------
+def call(*popenargs, timeout=None, **kwargs) -> int:
+    """Run a command in a sandbox, wait for it, return its returncode (subprocess.call)."""
+    from .process import Popen
+
+    with Popen(*popenargs, **kwargs) as p:
+        try:
+            return p.wait(timeout=timeout)
+        except BaseException:
+            p.kill()
+            raise
+
+
+def check_call(*popenargs, **kwargs) -> int:
+    """call(), raising CalledProcessError on a non-zero returncode (subprocess.check_call)."""
+    from .process import CalledProcessError
+
+    retcode = call(*popenargs, **kwargs)
+    if retcode:
+        cmd = kwargs.get("args")
+        if cmd is None:
+            cmd = popenargs[0]
+        raise CalledProcessError(retcode, cmd)
+    return 0
+
+
+def check_output(*popenargs, timeout=None, **kwargs):
+    """The command's stdout; CalledProcessError on a non-zero returncode, TimeoutExpired
+    on a timeout (subprocess.check_output)."""
+    from .process import PIPE, run
+
+    for kw in ("stdout", "check"):
+        if kw in kwargs:
+            raise ValueError(f"{kw} argument not allowed, it will be overridden.")
+    if "input" in kwargs and kwargs["input"] is None:
+        # As subprocess: input=None means "no input", not "inherit stdin".
+        kwargs["input"] = "" if kwargs.get("universal_newlines") or kwargs.get("text") or \
+            kwargs.get("encoding") or kwargs.get("errors") else b""
+    return run(*popenargs, stdout=PIPE, timeout=timeout, check=True, **kwargs).stdout
+
+
+def getstatusoutput(cmd, *, encoding=None, errors=None, **kwargs) -> tuple:
+    """(exitcode, output) of `cmd` run by the profile's shell (process.shell) in a
+    sandbox, stderr included, one trailing newline removed (subprocess.getstatusoutput)."""
+    from .process import CalledProcessError, STDOUT
+
+    try:
+        data = check_output(cmd, shell=True, text=True, stderr=STDOUT, encoding=encoding, errors=errors, **kwargs)
+        exitcode = 0
+    except CalledProcessError as ex:
+        data = ex.output
+        exitcode = ex.returncode
+    if data[-1:] == "\n":
+        data = data[:-1]
+    return exitcode, data
+
+
+def getoutput(cmd, *, encoding=None, errors=None, **kwargs) -> str:
+    """The output of getstatusoutput() (subprocess.getoutput)."""
+    return getstatusoutput(cmd, encoding=encoding, errors=errors, **kwargs)[1]
