@@ -109,6 +109,9 @@ def _id(plan, value, file: str, what: str) -> int:
         return _lookup(plan, file, value, what)
     if value < 0:
         raise ValueError(f"{what}: an id cannot be negative, got {value}")
+    if value > 2**32 - 2:  # as subprocess: OverflowError for a uid/gid, ValueError in extra_groups
+        cls = ValueError if what == "extra_groups" else OverflowError
+        raise cls(f"{what}: an id is at most {2**32 - 2}, got {value}")
     return value
 
 
