@@ -1,7 +1,7 @@
 """The tests of CPython's own test_subprocess.py and test_asyncio/test_subprocess.py that
 do not pass against isolate, each with its reason. The conformance test
-(tests/test_conformance.py) asserts that every other test passes, and that every entry
-here still matches a test that does not (so the list cannot go stale).
+(tests/test_conformance.py) asserts that every other test passes, on 3.11, 3.12 and
+3.13, and that no entry here matches a test that passes (so the list cannot go stale).
 
 Keys are unittest ids without the module ("Class.test_name"), fnmatch patterns; values
 are keys of REASONS."""
@@ -20,7 +20,7 @@ REASONS = {
                "sandbox's pidfd)",
 }
 
-# CPython 3.11 Lib/test/test_subprocess.py
+# CPython's Lib/test/test_subprocess.py (3.11, 3.12, 3.13)
 SUBPROCESS = {
     "POSIXProcessTestCase.test_close_fds": "close_fds",
     "POSIXProcessTestCase.test_pass_fds": "close_fds",
@@ -29,14 +29,18 @@ SUBPROCESS = {
     "POSIXProcessTestCase.test_user": "close_fds",    # every user= case also runs with close_fds=False
     "POSIXProcessTestCase.test_group": "close_fds",   # every group= case also runs with close_fds=False
     "POSIXProcessTestCase.test_close_fds_after_preexec": "preexec_fn",
-    "POSIXProcessTestCase.test_preexec*": "preexec_fn",
+    "POSIXProcessTestCase.test_preexec": "preexec_fn",
+    "POSIXProcessTestCase.test_preexec_exception": "preexec_fn",
+    "POSIXProcessTestCase.test_preexec_errpipe_does_not_double_close_pipes": "preexec_fn",
+    "POSIXProcessTestCase.test_preexec_fork_failure": "preexec_fn",
+    "POSIXProcessTestCase.test_preexec_gc_module_failure": "preexec_fn",
     "POSIXProcessTestCase.test_exception_errpipe_*": "internals",
     "POSIXProcessTestCase.test_surrogates_error_message": "internals",
     "POSIXProcessTestCase.test_stopped": "internals",
-    "ProcessTestCase*.test__use_vfork": "internals",
+    "*.test__use_vfork": "internals",
 }
 
-# CPython 3.11 Lib/test/test_asyncio/test_subprocess.py (each for every watcher class)
+# CPython's Lib/test/test_asyncio/test_subprocess.py (each for every watcher class)
 ASYNCIO = {
     "*WatcherTests.test_devnull_*": "close_fds",
     "*WatcherTests.test_devstdin_input": "close_fds",
