@@ -115,7 +115,7 @@ def _id(plan, value, file: str, what: str) -> int:
     return value
 
 
-def identity_overrides(plan, user, group, extra_groups) -> list:
+def identity_overrides(plan, user, group) -> list:
     """The overrides (identity.uid=..., identity.gid=...) that make `plan`'s program run
     as user/group inside the sandbox; [] when nothing is asked."""
     out = []
@@ -123,28 +123,44 @@ def identity_overrides(plan, user, group, extra_groups) -> list:
         out.append(f"identity.uid={_id(plan, user, '/etc/passwd', 'user')}")
     if group is not None:
         out.append(f"identity.gid={_id(plan, group, '/etc/group', 'group')}")
-    if extra_groups is not None:
-        if isinstance(extra_groups, (str, bytes)) or not hasattr(extra_groups, "__iter__"):
-            raise TypeError("extra_groups: expected a list of group names or ids")
-        gids = [_id(plan, g, "/etc/group", "extra_groups") for g in extra_groups]
-        if gids:
-            raise IdentityError("extra_groups", "a sandbox has no supplementary groups (the launch path clears "
-                                "them); only extra_groups=[] is accepted")
-        if os.geteuid() != 0:
-            raise IdentityError("extra_groups", "an unprivileged caller cannot clear its supplementary groups in a "
-                                "user namespace (setgroups is denied there): extra_groups=[] needs root")
     return out
 
 
-def plan_with_identity(profile: Any, overrides: Sequence[str], cwd, user, group, extra_groups):
-    """The plan of `profile` whose program runs as user/group (see identity_overrides)."""
+def extra_gids(plan, extra_groups) -> list | None:
+    """The supplementary gids of extra_groups= (None: not given), each one the sandbox's
+    user namespace maps (as subprocess, names come from the sandbox's /etc/group)."""
+    if extra_groups is None:
+        return None
+    if isinstance(extra_groups, (str, bytes)) or not hasattr(extra_groups, "__iter__"):
+        raise TypeError("extra_groups: expected a list of group names or ids")
+    gids = [_id(plan, g, "/etc/group", "extra_groups") for g in extra_groups]
+    if os.geteuid() != 0:
+        raise IdentityError("extra_groups", "an unprivileged caller cannot set supplementary groups in a user "
+                            "namespace (setgroups is denied there); it needs root")
+    from .compile import CLONE_NEWUSER
+
+    if plan.clone_flags & CLONE_NEWUSER:
+        if plan.host_ids:
+            ranges, how = [(plan.inside_gid, 1)], f"maps only gid {plan.inside_gid} (identity.gid)"
+        else:
+            ranges = [(int(i), int(c)) for i, _o, c in (line.split() for line in (plan.gid_map or "").splitlines())]
+            how = "does not map it (identity.gid_map)"
+        for g in gids:
+            if not any(i <= g < i + c for i, c in ranges):
+                raise IdentityError("extra_groups", f"gid {g}: the sandbox's user namespace {how}")
+    return gids
+
+
+def plan_with_identity(profile: Any, overrides: Sequence[str], cwd, user, group, extra_groups=None):
+    """The plan of `profile` whose program runs as user/group (see identity_overrides);
+    extra_groups are checked against it by extra_gids()."""
     from . import process
     from .compile import Plan
 
     base = process.plan_for_cwd(profile, overrides, cwd)
-    if user is None and group is None and extra_groups is None:
+    if user is None and group is None:
         return base
-    wanted = identity_overrides(base, user, group, extra_groups)
+    wanted = identity_overrides(base, user, group)
     if not wanted:
         return base
     if isinstance(profile, Plan):

@@ -323,7 +323,8 @@ class Popen(subprocess.Popen):
                                  "before the task)")
             self.plan = warm.plan
         else:
-            self.plan = compat.plan_with_identity(profile, overrides, cwd, user, group, extra_groups)
+            self.plan = compat.plan_with_identity(profile, overrides, cwd, user, group)
+        self._groups = compat.extra_gids(self.plan, extra_groups) if warm is None else None
         self._umask = umask if umask >= 0 else -1
         self._keep_ignored = not restore_signals
         self.timings: dict = {}
@@ -405,7 +406,7 @@ class Popen(subprocess.Popen):
         devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
         try:
             slot = launch(plan, [], [], [], cwd, [theirs.fileno(), devnull, devnull], [0, 1, 2], warm=True,
-                          ctty=True, keep_ignored=self._keep_ignored)
+                          ctty=True, keep_ignored=self._keep_ignored, groups=self._groups)
         except BaseException:
             mine.close()
             raise
@@ -596,7 +597,7 @@ class Popen(subprocess.Popen):
             else:
                 self._adopt(launch(plan, exec_paths, argv, envp, cwd_b, src, dst,
                                    ctty=getattr(self, "_ctty", False), umask=self._umask,
-                                   keep_ignored=self._keep_ignored))
+                                   keep_ignored=self._keep_ignored, groups=self._groups))
                 self._child_created = True
         except BaseException as e:
             self._close_pipe_fds(p2cread, p2cwrite, c2pread, c2pwrite, errread, errwrite)
@@ -761,7 +762,7 @@ FLAG_WARM = 4
 
 
 def launch(plan: Plan, exec_paths, argv, envp, cwd: bytes, src, dst, warm: bool = False,
-           ctty: bool = False, umask: int = -1, keep_ignored: bool = False) -> Launched:
+           ctty: bool = False, umask: int = -1, keep_ignored: bool = False, groups=None) -> Launched:
     """One start of the launch path. With warm=True, pid 1 is set up and then waits for
     its task on fd 0 (a socket returned as Launched.ctl) instead of starting a program.
     With ctty=True, fd 0 (a fresh pty) becomes the controlling terminal of the program,
@@ -804,13 +805,14 @@ def launch(plan: Plan, exec_paths, argv, envp, cwd: bytes, src, dst, warm: bool 
                      plan.inside_uid, plan.inside_gid, trees)
         else:
             args += (None, None, -1, -1, None)
-        args += (bool(ctty), int(umask), bool(keep_ignored))
+        args += (bool(ctty), int(umask), bool(keep_ignored),
+                 None if groups is None else struct.pack(f"={len(groups)}I", *groups))
         if plan.mntns_fd >= 0:
             # Joining the template needs a thread of isolate's own (it unshares its fs_struct).
             from . import fs
 
             if umask < 0:  # the umask is in the fs_struct too: the caller's, as subprocess
-                args = args[:-2] + (_caller_umask(), args[-1])
+                args = args[:-3] + (_caller_umask(),) + args[-2:]
 
             pid, pidfd, status_fd, timings, used_clone3 = fs.launcher().submit(_launch.spawn, *args).result()
         else:
@@ -977,6 +979,8 @@ def _setup_error(args, plan: Plan, program: str, cwd: bytes, cgroup_procs=()) ->
     if step == "setsid" and index == 1:
         return SandboxSetupError("setsid", err, "making the sandbox's pty its controlling terminal (TIOCSCTTY)",
                                  None)
+    if step == "setgroups" and index == 2:
+        return SandboxSetupError("setgroups", err, "setting the supplementary groups of extra_groups=", None)
     if step == "id_maps":
         return SandboxSetupError("id_maps", err, "writing uid_map/gid_map", None)
     if step == "clone":

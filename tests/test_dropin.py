@@ -172,12 +172,31 @@ def test_user_must_be_mapped_by_the_profiles_maps():
     assert str(e.value).startswith("user:")
 
 
-def test_extra_groups():
-    # The launch path clears supplementary groups: [] is what every sandbox has.
-    seen = out(["sh", "-c", "id -G"], extra_groups=[], group=4321).split()
-    assert seen == ["4321"]
+def test_extra_groups_inside():
+    if EUID != 0:
+        pytest.fail("this machine runs the suite as root")
+    # With id maps of ranges: any mapped gid, by number or by the sandbox's own name.
+    files = [{"path": "/etc/group", "content": "staff:x:7:\nwheel:x:8:\n", "mode": 0o644}]
+    profile = {"extends": "strict", "filesystem": {"files": files},
+               "identity": {"uid": 1, "gid": 5, "uid_map": [[0, 300000, 100]], "gid_map": [[0, 300000, 100]]}}
+    assert sorted(out(["id", "-G"], profile=profile, group=5, extra_groups=[7, "wheel", 42]).split()) == \
+        ["42", "5", "7", "8"]
+    assert out(["id", "-G"], profile=profile, group=5, extra_groups=[]).split() == ["5"]
+    # Without extra_groups: none but the primary one (the launch path clears the caller's).
+    assert out(["id", "-G"], profile=profile, group=5).split() == ["5"]
+    with pytest.raises(PermissionError) as e:
+        isolate.Popen(["true"], profile=profile, extra_groups=[500])
+    assert isinstance(e.value, isolate.IdentityError) and "gid 500" in str(e.value)
+    # root's default sandbox maps only its own gid: that one may be listed, no other.
+    assert out(["id", "-G"], group=4321, extra_groups=[4321]).split() == ["4321"]
     with pytest.raises(PermissionError, match="extra_groups"):
-        isolate.Popen(["true"], extra_groups=[1, 2])
+        isolate.Popen(["true"], extra_groups=[1])
+    with pytest.raises(ValueError):
+        isolate.Popen(["true"], extra_groups=[-1])
+    with pytest.raises(ValueError):
+        isolate.Popen(["true"], extra_groups=[2**64])
+    with pytest.raises(TypeError):
+        isolate.Popen(["true"], extra_groups="staff")
 
 
 def test_user_on_a_plan_must_match_it():
