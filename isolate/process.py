@@ -55,6 +55,14 @@ class WorkingDirectoryNotFound(SandboxSetupError, FileNotFoundError):
         SandboxSetupError.__init__(self, "chdir", errno_, "working directory", path)
 
 
+class WorkingDirectoryNotADirectory(SandboxSetupError, NotADirectoryError):
+    """cwd= is not a directory in the sandbox (subprocess raises NotADirectoryError)."""
+
+
+class WorkingDirectoryPermission(SandboxSetupError, PermissionError):
+    """cwd= may not be entered in the sandbox (subprocess raises PermissionError)."""
+
+
 def _no_nul(value, what: str) -> None:
     """ValueError like subprocess's ("embedded null byte") instead of a silently shortened string."""
     b = value if isinstance(value, bytes) else os.fsencode(value)
@@ -958,7 +966,9 @@ def _setup_error(args, plan: Plan, program: str, cwd: bytes, cgroup_procs=()) ->
     if step == "chdir":
         if err == errno_mod.ENOENT:
             return WorkingDirectoryNotFound(os.fsdecode(cwd))
-        return SandboxSetupError("chdir", err, "working directory", os.fsdecode(cwd))
+        cls = {errno_mod.ENOTDIR: WorkingDirectoryNotADirectory, errno_mod.EACCES: WorkingDirectoryPermission}.get(
+            err, SandboxSetupError)
+        return cls("chdir", err, "working directory", os.fsdecode(cwd))
     if step == "rlimit":
         name = RLIMIT_NAMES.get(index, str(index))
         return SandboxSetupError("rlimit", err, f"rlimits.{name}", None)

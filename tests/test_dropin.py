@@ -265,6 +265,14 @@ def test_missing_program_and_cwd_are_file_not_found_with_filename(tmp_path):
     assert e.value.filename == str(missing) and isinstance(e.value, isolate.WorkingDirectoryNotFound)
 
 
+def test_cwd_not_a_directory_is_not_a_directory_error(tmp_path):
+    f = tmp_path / "file"
+    f.write_text("")
+    with pytest.raises(NotADirectoryError) as e:
+        isolate.Popen(["true"], cwd=f)
+    assert isinstance(e.value, isolate.SandboxSetupError) and e.value.filename == str(f)
+
+
 def test_not_executable_is_permission_error(tmp_path):
     f = tmp_path / "prog"
     f.write_text("#!/bin/sh\n")
