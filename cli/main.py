@@ -138,7 +138,9 @@ def _run(args) -> int:
             from isolate.launch import terminal
 
             pty_size = terminal.caller_size()
-        p = isolate.Popen(argv, profile=plan, cwd=args.cwd, env=env or None, pty_size=pty_size)
+        # --env adds to the profile's environment (Popen's env= is the whole environment).
+        p = isolate.Popen(argv, profile=plan, cwd=args.cwd, env=plan.environment(extra=env) if env else None,
+                          pty_size=pty_size)
     except isolate.SandboxSetupError as e:
         if args.cwd is None or e.step != "chdir":
             raise

@@ -12,10 +12,15 @@ from .launch.warm import WarmPool
 from .launch.process import (DEVNULL, PIPE, STDOUT, CalledProcessError, ExecutableNotFound, ExecutablePermission,
                              Popen, Result, Rusage, TimeoutExpired, WorkingDirectoryNotFound, load_profile, plan_for,
                              run)
+from .launch.compat import call, check_call, check_output, getoutput, getstatusoutput
+from .launch.popen_args import IdentityError, UnknownName
+SubprocessError = __import__("subprocess").SubprocessError
 
 __all__ = [
     "run", "Popen", "WarmPool", "Result", "Rusage", "PIPE", "DEVNULL", "STDOUT", "TimeoutExpired", "CalledProcessError",
     "IsolateError", "ProfileError", "SandboxSetupError", "UnsupportedError", "ExecutableNotFound",
     "ExecutablePermission", "WorkingDirectoryNotFound", "load_profile", "plan_for",
+    "call", "check_call", "check_output", "getoutput", "getstatusoutput", "SubprocessError", "IdentityError",
+    "UnknownName",
 ]
 __version__ = "0.1.0"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno as errno_mod
 import os
 
 
@@ -50,3 +51,26 @@ class UnsupportedError(SandboxSetupError):
 
     def __str__(self) -> str:
         return f"{self.field}: {self.reason}"
+
+
+class ExecutableNotFound(SandboxSetupError, FileNotFoundError):
+    """The program does not exist in the sandbox (subprocess raises FileNotFoundError here too)."""
+
+
+class ExecutablePermission(SandboxSetupError, PermissionError):
+    """The program exists but may not be executed."""
+
+
+class WorkingDirectoryNotFound(SandboxSetupError, FileNotFoundError):
+    """The working directory (cwd=) does not exist (subprocess raises FileNotFoundError here too)."""
+
+    def __init__(self, path: str, errno_: int = errno_mod.ENOENT):
+        SandboxSetupError.__init__(self, "chdir", errno_, "working directory", path)
+
+
+class WorkingDirectoryNotADirectory(SandboxSetupError, NotADirectoryError):
+    """cwd= is not a directory in the sandbox (subprocess raises NotADirectoryError)."""
+
+
+class WorkingDirectoryPermission(SandboxSetupError, PermissionError):
+    """cwd= may not be entered in the sandbox (subprocess raises PermissionError)."""

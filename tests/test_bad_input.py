@@ -154,7 +154,7 @@ def test_library_timeout_must_be_finite_and_not_negative(value, tmp_path, marker
 
 
 def test_library_timeout_zero_is_an_immediate_timeout():
-    r = isolate.run(["sleep", "30"], timeout=0)
+    r = isolate.run(["sleep", "30"], timeout=0, on_timeout="result")
     assert r.timed_out and r.outcome == "timed_out"
 
 

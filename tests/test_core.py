@@ -159,7 +159,7 @@ def test_timeout_kills_the_whole_sandbox():
     marker = f"3{os.getpid()}.{time.monotonic_ns() % 1000}"
     t0 = time.monotonic()
     r = isolate.run(["sh", "-c", f"(setsid sleep {marker} &); echo partial; sleep 1000"], timeout=1,
-                    capture_output=True, text=True)
+                    on_timeout="result", capture_output=True, text=True)
     assert r.timed_out and r.outcome == "timed_out" and r.signal == signal.SIGKILL
     assert r.stdout == "partial\n"
     assert time.monotonic() - t0 < 10

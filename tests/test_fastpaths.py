@@ -146,7 +146,7 @@ def test_warm_task_semantics_match_cold_ones(warm_pool, tmp_path):
     assert (r.returncode, r.stdout, r.stderr) == (7, b"in\n" + str(ROOT).encode() + b"\n", b"err\n")
     r = warm_pool.run(["sh", "-c", "kill -TERM $$"])
     assert r.signal == 15
-    r = warm_pool.run(["sleep", "30"], timeout=0.5)
+    r = warm_pool.run(["sleep", "30"], timeout=0.5, on_timeout="result")
     assert r.timed_out
     with pytest.raises(isolate.ExecutableNotFound):
         warm_pool.run(["no-such-program-xyz"])

@@ -226,7 +226,7 @@ def _state(pid: int):
 def test_a_program_ignoring_sigterm_is_still_ended_by_a_timeout():
     m = marker(2)
     try:
-        r = isolate.run(["sh", "-c", f"trap '' TERM HUP INT; echo ready; exec sleep {m}"], timeout=1,
+        r = isolate.run(["sh", "-c", f"trap '' TERM HUP INT; echo ready; exec sleep {m}"], timeout=1, on_timeout="result",
                         capture_output=True, text=True)
         assert r.timed_out and r.outcome == "timed_out" and r.signal == signal.SIGKILL
         assert r.stdout == "ready\n"
@@ -259,7 +259,7 @@ DAEMON = "( trap '' TERM HUP; exec setsid sleep {m} & ) ; echo started; exec sle
 def test_timeout_kills_a_double_forked_daemon_that_ignores_term_and_hup():
     m = marker(4)
     try:
-        r = isolate.run(["sh", "-c", DAEMON.format(m=m)], timeout=2, capture_output=True, text=True)
+        r = isolate.run(["sh", "-c", DAEMON.format(m=m)], timeout=2, on_timeout="result", capture_output=True, text=True)
         assert r.timed_out and r.stdout == "started\n"
         assert wait_gone(m, 2) == []
     finally:
@@ -298,7 +298,8 @@ def test_without_a_pid_namespace_a_timeout_still_kills_a_setsid_daemon_and_retur
     try:
         done, r = in_thread(lambda: isolate.run(["sh", "-c", prog], overrides=["namespaces.pid=false",
                                                                                 "filesystem.proc=false"],
-                                                timeout=1, capture_output=True, text=True), 10)
+                                                timeout=1, on_timeout="result", capture_output=True,
+                                                text=True), 10)
         survivors = left(m)
         assert done, (f"isolate.run(timeout=1) had not returned after 10 s; "
                       f"the setsid daemon {survivors} still holds its stdout pipe")
@@ -320,7 +321,7 @@ def test_flooding_both_pipes_does_not_deadlock_capture_output():
 def test_a_flood_then_a_hang_is_ended_by_the_timeout_with_the_output_so_far():
     m = marker(7)
     try:
-        r = isolate.run(["sh", "-c", f"yes | head -c 20M; exec sleep {m}"], capture_output=True, timeout=3)
+        r = isolate.run(["sh", "-c", f"yes | head -c 20M; exec sleep {m}"], capture_output=True, timeout=3, on_timeout="result")
         assert r.timed_out and r.signal == signal.SIGKILL
         assert 0 < len(r.stdout) <= 20 * MiB and r.stdout[:len(r.stdout) // 2 * 2] == b"y\n" * (len(r.stdout) // 2)
         assert wait_gone(m, 2) == []
@@ -348,7 +349,8 @@ def test_endless_flood_on_both_pipes_with_capture_output_and_a_timeout():
     # A shell loop rather than `yes`: endless, but slow enough (some MB/s) that what is
     # captured in one second stays small; `yes` would pile up gigabytes in the parent.
     prog = "while :; do echo yyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyy; echo eeeeeeee >&2; done"
-    done, r = in_thread(lambda: isolate.run(["sh", "-c", prog], capture_output=True, timeout=1), 60)
+    done, r = in_thread(lambda: isolate.run(["sh", "-c", prog], capture_output=True, timeout=1,
+                                                        on_timeout="result"), 60)
     assert done, "run(timeout=1) did not return"
     assert r.timed_out and r.signal == signal.SIGKILL
     assert len(r.stdout) > 0 and len(r.stderr) > 0
@@ -373,7 +375,7 @@ def test_a_program_that_never_reads_stdin_while_10mb_are_written():
     m = marker(8)
     try:
         t0 = time.monotonic()
-        done, r = in_thread(lambda: isolate.run(["sleep", m], input=os.urandom(10 * MiB), timeout=1,
+        done, r = in_thread(lambda: isolate.run(["sleep", m], input=os.urandom(10 * MiB), timeout=1, on_timeout="result",
                                                 capture_output=True), 30)
         assert done, "run() deadlocked writing input nobody reads"
         assert r.timed_out and r.outcome == "timed_out" and r.signal == signal.SIGKILL

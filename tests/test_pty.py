@@ -420,7 +420,8 @@ def test_run_pty_without_capture_copies_to_fd_1(tmp_path):
 
 
 def test_run_pty_timeout():
-    r = isolate.run(["sh", "-c", "echo START; exec sleep 60"], pty=True, capture_output=True, timeout=1)
+    r = isolate.run(["sh", "-c", "echo START; exec sleep 60"], pty=True, capture_output=True, timeout=1,
+                     on_timeout="result")
     assert r.timed_out and r.returncode == -signal.SIGKILL
     assert b"START" in r.stdout
 
@@ -518,6 +519,7 @@ def test_pty_without_pid_namespace_the_programs_group_goes_with_it(start, how):
     # must still take what it started (here a child that ignores the terminal's SIGHUP).
     prog = "trap '' HUP; sleep 120 & echo CHILD $!; " + ("exit 0" if how == "exit" else "exec sleep 120")
     timeout = None if how == "exit" else 2
-    r = isolate.run(["sh", "-c", prog], overrides=STARTS[start], pty=True, capture_output=True, timeout=timeout)
+    r = isolate.run(["sh", "-c", prog], overrides=STARTS[start], pty=True, capture_output=True, timeout=timeout,
+                    on_timeout="result")
     child = int(next(ln for ln in r.stdout.decode().splitlines() if ln.startswith("CHILD")).split()[1])
     assert _gone(child), f"pid {child} outlived its sandbox"

@@ -156,7 +156,7 @@ static int move_up(int fd, int base)
 }
 
 /* One task from fd 0 (a unix SOCK_SEQPACKET socket), as one message:
- *   u32 magic, u32 nfds, i32 target[nfds], u32 nexec, u32 nargv, u32 nenv,
+ *   u32 magic, u32 nfds, i32 target[nfds], u32 nexec, u32 nargv, u32 nenv, i32 umask (-1: keep),
  *   then NUL-terminated strings: cwd, exec paths, argv, environment;
  * with the nfds descriptors attached (SCM_RIGHTS), placed at target[i]. */
 static void receive_task(char ***paths, int *nexec, char ***prog_argv, int *first_private, int *parent_pidfd,
@@ -198,7 +198,7 @@ static void receive_task(char ***paths, int *nexec, char ***prog_argv, int *firs
         fail(STEP_INIT, 12, EPROTO);
     uint32_t nfds = rd32(buf + 4);
     size_t off = 8 + 4 * (size_t)nfds;
-    if (nfds != (uint32_t)nrecv || off + 12 > (size_t)n)
+    if (nfds != (uint32_t)nrecv || off + 16 > (size_t)n)
         fail(STEP_INIT, 13, EPROTO);
     int targets[TASK_MAX_FDS];
     int top = 3;
@@ -210,7 +210,8 @@ static void receive_task(char ***paths, int *nexec, char ***prog_argv, int *firs
             top = targets[i] + 1;
     }
     uint32_t ne = rd32(buf + off), na = rd32(buf + off + 4), nv = rd32(buf + off + 8);
-    off += 12;
+    int32_t task_umask = (int32_t)rd32(buf + off + 12); /* < 0: keep ours */
+    off += 16;
     size_t nstr = 1 + (size_t)ne + na + nv;
     char **strs = calloc(nstr + 3, sizeof(char *));
     if (!strs || na < 1)
@@ -237,6 +238,8 @@ static void receive_task(char ***paths, int *nexec, char ***prog_argv, int *firs
     }
     if (strs[0][0] && chdir(strs[0]) < 0)
         fail(STEP_CHDIR, 0, errno);
+    if (task_umask >= 0)
+        umask((mode_t)task_umask & 0777); /* the program inherits it */
     /* argv and envp must be NULL-terminated arrays of their own. */
     char **exec_paths = strs + 1;
     char **argv_ = calloc(na + 1, sizeof(char *));

@@ -167,6 +167,10 @@ struct launch {
     const char *uid_map, *gid_map;    /* per-launch maps (a host id of its own), else the plan's */
     long switch_uid, switch_gid;      /* >= 0: become these ids right after the maps */
     const int *op_fds;                /* per op: a detached tree (open_tree) to attach, or -1 */
+    int umask;                        /* >= 0: the program's umask (set before exec), else inherited */
+    int keep_ignored;                 /* restore_signals=False: ignored signals stay ignored */
+    int ngroups;                      /* >= 0: the program's supplementary groups (extra_groups=) */
+    const uint32_t *groups;
 };
 
 /* ---- child side ------------------------------------------------------------------- */
@@ -216,9 +220,15 @@ static void step_signals(const struct launch *l)
     for (int sig = 1; sig < 65; sig++) {
         if (sig == SIGKILL || sig == SIGSTOP)
             continue;
+        if (l->keep_ignored) {
+            /* SIG_IGN is no pointer into the parent: it may stay (subprocess's
+             * restore_signals=False keeps SIGPIPE ignored across exec). */
+            struct sigaction_raw old = {0};
+            if (rsys4(SYS_rt_sigaction, sig, 0, &old, 8) == 0 && old.handler == (void *)SIG_IGN)
+                continue;
+        }
         rsys4(SYS_rt_sigaction, sig, &dfl, 0, 8);
     }
-    (void)l;
 }
 
 /* The parent writes uid_map/gid_map (only it may map ranges), then writes a byte;
@@ -589,6 +599,8 @@ static void step_ids(const struct launch *l)
         CHECK(l, STEP_CAPS, -1, rsys5(SYS_prctl, PR_SET_KEEPCAPS, 1, 0, 0, 0));
     if (p->clear_groups)
         CHECK(l, STEP_SETGROUPS, 0, rsys2(SYS_setgroups, 0, 0));
+    if (l->ngroups >= 0) /* extra_groups=: while we may still set them */
+        CHECK(l, STEP_SETGROUPS, 2, rsys2(SYS_setgroups, l->ngroups, l->groups));
     if (p->set_gid >= 0)
         CHECK(l, STEP_SETGID, 0, rsys3(SYS_setresgid, p->set_gid, p->set_gid, p->set_gid));
     if (p->set_uid >= 0)
@@ -726,6 +738,8 @@ static int child_main(void *arg)
     step_ctty(l);                 /* fd 0 is in place; before seccomp denies TIOCSCTTY */
     step_rlimits(l);
     step_chdir(l);                /* after the mounts: cwd is a path in the new view */
+    if (l->umask >= 0)            /* after the mounts (their mount points keep their modes); */
+        rsys1(SYS_umask, l->umask & 0777); /* before seccomp; pid 1 and the program inherit it */
     step_caps_bounding(l);        /* while CAP_SETPCAP is still ours */
     step_ids(l);                  /* may drop root, and with it our capabilities */
     step_no_new_privs(l);         /* required for an unprivileged seccomp filter */
@@ -1072,7 +1086,7 @@ static const char *step_names[] = {
 
 /* spawn(plan, exec_paths, argv, envp, cwd, fd_src, fd_dst, init_fd, init_argv,
  *       first_private, parent_pidfd, bpf_fd[, netns_fd, cgroup_procs, cgroup_fd, mntns_fd,
- *       uid_map, gid_map, switch_uid, switch_gid, op_fds, ctty])
+ *       uid_map, gid_map, switch_uid, switch_gid, op_fds, ctty, umask, keep_ignored, groups])
  *   -> (pid, pidfd, status_fd, timings, used_clone3)
  * status_fd is the read end of the status pipe; with init it carries the program's
  * exit status later, without it the parent may close it. */
@@ -1082,12 +1096,18 @@ static PyObject *spawn(PyObject *self, PyObject *args)
     int init_fd, first_private, parent_pidfd, bpf_fd, netns_fd = -1, cgroup_fd = -1, mntns_fd = -1;
     PyObject *cgroups = NULL, *l_uid_map = Py_None, *l_gid_map = Py_None, *op_fds = Py_None;
     long switch_uid = -1, switch_gid = -1;
-    int ctty = 0;
-    if (!PyArg_ParseTuple(args, "OOOOOOOiOiii|iOiiOOllOp", &cap, &exec_paths, &argv, &envp, &cwd, &fd_src, &fd_dst,
-                          &init_fd, &init_argv, &first_private, &parent_pidfd, &bpf_fd, &netns_fd, &cgroups,
+    int ctty = 0, umask_ = -1, keep_ignored = 0;
+    PyObject *groups = Py_None;
+    if (!PyArg_ParseTuple(args, "OOOOOOOiOiii|iOiiOOllOpipO", &cap, &exec_paths, &argv, &envp, &cwd, &fd_src,
+                          &fd_dst, &init_fd, &init_argv, &first_private, &parent_pidfd, &bpf_fd, &netns_fd, &cgroups,
                           &cgroup_fd, &mntns_fd, &l_uid_map, &l_gid_map, &switch_uid, &switch_gid, &op_fds,
-                          &ctty))
+                          &ctty, &umask_, &keep_ignored, &groups))
         return NULL;
+    if (groups != Py_None && (!PyBytes_Check(groups) || PyBytes_GET_SIZE(groups) % 4 ||
+                              PyBytes_GET_SIZE(groups) / 4 > 65536)) {
+        PyErr_SetString(PyExc_TypeError, "groups: expected None or bytes of native uint32 gids");
+        return NULL;
+    }
     struct plan *p = PyCapsule_GetPointer(cap, "isolate.plan");
     if (!p)
         return NULL;
@@ -1169,7 +1189,9 @@ static PyObject *spawn(PyObject *self, PyObject *args)
         .uid_map = l_uid_map == Py_None ? p->uid_map : PyBytes_AS_STRING(l_uid_map),
         .gid_map = l_gid_map == Py_None ? p->gid_map : PyBytes_AS_STRING(l_gid_map),
         .switch_uid = switch_uid, .switch_gid = switch_gid, .op_fds = have_op_fds ? c_op_fds : NULL,
-        .ctty = ctty,
+        .ctty = ctty, .umask = umask_, .keep_ignored = keep_ignored,
+        .ngroups = groups == Py_None ? -1 : (int)(PyBytes_GET_SIZE(groups) / 4),
+        .groups = groups == Py_None ? NULL : (const uint32_t *)PyBytes_AS_STRING(groups),
     };
 
     int err = 0, step = STEP_NONE, index = 0, used_clone3 = 0;

@@ -18,8 +18,12 @@ import os
 import threading
 from collections import OrderedDict
 
+from typing import Any, Sequence
+
+from ..errors import ProfileError, WorkingDirectoryNotFound
 from ..plan import mountops
 from ..plan.plan import Plan
+from ..profile.cache import load_profile
 from . import _launch, hostids, mounts
 
 # The mount operations are numbered by the plan (isolate.plan.fs) and applied by the C
@@ -97,3 +101,32 @@ def _idmap_binds(binds) -> tuple:
     """The binds a host-id sandbox gets as idmapped trees, and which filesystems refuse it."""
     hostids.check_free()
     return mounts.idmap_support(binds, hostids.userns_fd(hostids.BASE)) if binds else ()
+
+
+# ---- plans for a call: profile + overrides + cwd, as run/Popen take them ----------
+def no_nul(value, what: str) -> None:
+    """ValueError like subprocess's ("embedded null byte") instead of a silently shortened string."""
+    b = value if isinstance(value, bytes) else os.fsencode(value)
+    if b"\0" in b:
+        raise ValueError(f"embedded null byte in {what}")
+
+
+def plan_for(profile: Any = "default", overrides: Sequence[str] = (), cwd: str | None = None) -> Plan:
+    if isinstance(profile, Plan):
+        return profile
+    return compile_profile(load_profile(profile, overrides), cwd=cwd)
+
+
+def plan_for_cwd(profile: Any, overrides: Sequence[str], cwd) -> Plan:
+    """plan_for() with cwd= (also the profile's {cwd}, which a view may bind): a missing
+    directory is reported as such (FileNotFoundError), not as the profile entry using it."""
+    if cwd is None:
+        return plan_for(profile, overrides)
+    no_nul(cwd, "cwd")
+    path = os.path.abspath(os.fsdecode(os.fspath(cwd)))  # bytes or relative, as subprocess takes them
+    try:
+        return plan_for(profile, overrides, cwd=path)
+    except ProfileError as e:
+        if not os.path.exists(path) and os.fsdecode(path) in str(e):
+            raise WorkingDirectoryNotFound(os.fsdecode(path)) from None
+        raise

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 import errno as errno_mod
+import io
+import math
 import os
+import select
 import signal
 import socket
 import stat
@@ -20,12 +23,13 @@ import threading
 import time
 from typing import Any, Mapping, Sequence
 
-from ..errors import ProfileError, SandboxSetupError
+from ..errors import (ExecutableNotFound, ExecutablePermission, ProfileError, SandboxSetupError,  # noqa: F401
+                      WorkingDirectoryNotADirectory, WorkingDirectoryNotFound, WorkingDirectoryPermission)
 from ..kernel.constants import RLIMIT_NAMES
 from ..plan.plan import Plan, check_nofile
-from . import _launch, cgroup, hostids, mounts, net, terminal
+from . import _launch, cgroup, hostids, mounts, net, popen_args, terminal
 from .pid1 import FLAG_CTTY, FLAG_DIE_WITH_PARENT, FLAG_PIDNS, FLAG_WARM, process_fds
-from .plans import compile_profile
+from .plans import compile_profile, no_nul, plan_for, plan_for_cwd  # noqa: F401 - plan_for*: public here too
 from ..profile.cache import load_profile
 
 PIPE = subprocess.PIPE
@@ -34,37 +38,13 @@ STDOUT = subprocess.STDOUT
 TimeoutExpired = subprocess.TimeoutExpired
 CalledProcessError = subprocess.CalledProcessError
 
-_FROM_PROFILE = object()  # "as the profile says" for stdin/stdout/stderr
+FROM_PROFILE = object()  # "as the profile says" for stdin/stdout/stderr (the default of those arguments)
 _MSG = struct.Struct("=iiiiq")
 assert _MSG.size == _launch.MSG_SIZE
 
 
 
-class ExecutableNotFound(SandboxSetupError, FileNotFoundError):
-    """The program does not exist in the sandbox (subprocess raises FileNotFoundError here too)."""
-
-
-class ExecutablePermission(SandboxSetupError, PermissionError):
-    """The program exists but may not be executed."""
-
-
-class WorkingDirectoryNotFound(SandboxSetupError, FileNotFoundError):
-    """The working directory (cwd=) does not exist (subprocess raises FileNotFoundError here too)."""
-
-    def __init__(self, path: str, errno_: int = errno_mod.ENOENT):
-        SandboxSetupError.__init__(self, "chdir", errno_, "working directory", path)
-
-
-def _no_nul(value, what: str) -> None:
-    """ValueError like subprocess's ("embedded null byte") instead of a silently shortened string."""
-    b = value if isinstance(value, bytes) else os.fsencode(value)
-    if b"\0" in b:
-        raise ValueError(f"embedded null byte in {what}")
-
-
 def _check_timeout(timeout) -> None:
-    import math
-
     if timeout is None:
         return
     try:
@@ -75,27 +55,6 @@ def _check_timeout(timeout) -> None:
         raise ValueError(f"timeout: expected a finite number of seconds >= 0 (None for no timeout), got {timeout!r}")
 
 # ---- profiles and plans -------------------------------------------------------------
-
-def plan_for(profile: Any = "default", overrides: Sequence[str] = (), cwd: str | None = None) -> Plan:
-    if isinstance(profile, Plan):
-        return profile
-    return compile_profile(load_profile(profile, overrides), cwd=cwd)
-
-
-def plan_for_cwd(profile: Any, overrides: Sequence[str], cwd) -> Plan:
-    """plan_for() with cwd= (also the profile's {cwd}, which a view may bind): a missing
-    directory is reported as such (FileNotFoundError), not as the profile entry using it."""
-    if cwd is None:
-        return plan_for(profile, overrides)
-    _no_nul(cwd, "cwd")
-    path = os.fspath(cwd)
-    try:
-        return plan_for(profile, overrides, cwd=path)
-    except ProfileError as e:
-        if not os.path.exists(path) and os.fsdecode(path) in str(e):
-            raise WorkingDirectoryNotFound(os.fsdecode(path)) from None
-        raise
-
 
 # ---- results --------------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
@@ -168,10 +127,22 @@ def _stdio_from_profile(value: str, index: int, opened: list):
 class Popen(subprocess.Popen):
     """subprocess.Popen whose child starts in a sandbox described by `profile`.
 
-    stdin/stdout/stderr default to what the profile's [fds] says; pass PIPE, DEVNULL,
-    a file or an fd to override. `env` is added on top of the profile's environment
-    (which starts empty unless the profile keeps or sets names). `cwd` overrides the
-    profile's process.cwd. Killing (kill(), a timeout) takes the whole sandbox.
+    The signature is subprocess.Popen's, in the same order, and every argument means
+    what it means there, inside the sandbox; isolate's own (profile, overrides, warm,
+    pty, pty_size) are keyword-only. stdin/stdout/stderr default to what the profile's
+    [fds] says; pass PIPE, DEVNULL, a file or an fd to override (None: the caller's).
+    `env` is exactly the program's environment, as in subprocess; the profile's [env]
+    applies when env is None (its environment starts empty unless the profile keeps or
+    sets names). `cwd` overrides the profile's process.cwd (a missing one is
+    FileNotFoundError naming it). `shell=True` runs the profile's process.shell
+    (/bin/sh) as SHELL -c ARGS. `user`/`group` are the identity inside the sandbox
+    (names from the sandbox's /etc/passwd and /etc/group), which the profile's id maps
+    must map; `umask` is the program's umask; `restore_signals=False` keeps the signals
+    the caller ignores ignored (True: every signal at its default). close_fds=True is
+    the only behaviour (pass_fds= names what is kept); start_new_session and
+    process_group are accepted: every sandbox has a session and process group of its
+    own. preexec_fn is refused (no Python runs in the child; see popen_args.PREEXEC_FIELDS).
+    Killing (kill(), a timeout) takes the whole sandbox.
 
     pty=True (or fds.pty in the profile; pty=False turns it off): fd 0, 1 and 2 of the
     program are the slave of a fresh pty allocated for this sandbox, which is also its
@@ -185,34 +156,58 @@ class Popen(subprocess.Popen):
     wrote to it, None).
     """
 
-    def __init__(self, args, *, profile: Any = "default", overrides: Sequence[str] = (),
-                 stdin=_FROM_PROFILE, stdout=_FROM_PROFILE, stderr=_FROM_PROFILE,
-                 pass_fds: Sequence[int] = (), cwd=None, env: Mapping[str, str] | None = None,
-                 executable=None, bufsize=-1, text=None, encoding=None, errors=None,
-                 universal_newlines=None, pipesize=-1, warm=None, pty: bool | None = None,
-                 pty_size: Sequence[int] | None = None):
-        if isinstance(args, (str, bytes, os.PathLike)):
-            args = [args]
-        args = list(args)
-        if not args:
-            raise ValueError("args must name a program")
+    def __init__(self, args, bufsize=-1, executable=None, stdin=FROM_PROFILE, stdout=FROM_PROFILE,
+                 stderr=FROM_PROFILE, preexec_fn=None, close_fds=True, shell=False, cwd=None,
+                 env: Mapping[str, str] | None = None, universal_newlines=None, startupinfo=None, creationflags=0,
+                 restore_signals=True, start_new_session=False, pass_fds: Sequence[int] = (), *, user=None,
+                 group=None, extra_groups=None, encoding=None, errors=None, text=None, umask=-1, pipesize=-1,
+                 process_group=None, profile: Any = "default", overrides: Sequence[str] = (), warm=None,
+                 pty: bool | None = None, pty_size: Sequence[int] | None = None):
+        popen_args.check_popen_args(preexec_fn, close_fds, startupinfo, creationflags)
+        if isinstance(args, (str, bytes)):
+            argl = [args]
+        elif isinstance(args, os.PathLike):
+            if shell:
+                raise TypeError("path-like args is not allowed when shell is true")
+            argl = [args]
+        else:
+            argl = list(args)
+        if not argl:
+            raise IndexError("list index out of range") if not shell else ValueError("shell=True: no command")
         # Checked before anything starts: C strings would silently cut at a NUL.
-        for i, a in enumerate(args):
-            _no_nul(a, f"args[{i}]")
+        for i, a in enumerate(argl):
+            if not isinstance(a, (str, bytes, os.PathLike)):
+                raise TypeError(f"expected str, bytes or os.PathLike object, not {type(a).__name__}")
+            no_nul(a, f"args[{i}]")
         if executable is not None:
-            _no_nul(executable, "executable")
+            no_nul(executable, "executable")
         if cwd is not None:
-            _no_nul(cwd, "cwd")
-        for k, v in (env or {}).items():
-            _no_nul(k, f"an env name {k!r}")
-            _no_nul(v, f"env[{k!r}]")
-        self.plan = warm.plan if warm is not None else plan_for_cwd(profile, overrides, cwd)
+            no_nul(cwd, "cwd")
+        if env is not None:
+            for k, v in env.items():
+                no_nul(k, f"an env name {k!r}")
+                no_nul(v, f"env[{k!r}]")
+        if not isinstance(umask, int) or isinstance(umask, bool):
+            raise TypeError(f"umask: expected an integer, got {type(umask).__name__}")
+        if warm is not None:
+            if user is not None or group is not None or extra_groups is not None:
+                raise ValueError("user/group/extra_groups: not available with a WarmPool (its sandboxes are started "
+                                 "before the task); set identity.uid/identity.gid in its profile")
+            if not restore_signals:
+                raise ValueError("restore_signals=False: not available with a WarmPool (its sandboxes are started "
+                                 "before the task)")
+            self.plan = warm.plan
+        else:
+            self.plan = popen_args.plan_with_identity(profile, overrides, cwd, user, group)
+        self._groups = popen_args.extra_gids(self.plan, extra_groups) if warm is None else None
+        self._umask = umask if umask >= 0 else -1
+        self._keep_ignored = not restore_signals
         self.timings: dict = {}
         self._pidfd = -1
         self._status_fd = -1
         self._rusage = None
         self._start = time.monotonic()
-        self._extra_env = env
+        self._env = env                # exactly the program's environment; None: the profile's
         self._cgroup = None            # cgroup.Group of this launch, until it is removed
         self.oom = False               # after wait: the OOM killer killed a process of it
         self.memory_peak = None        # after wait: peak memory in bytes (with a memory limit)
@@ -232,15 +227,16 @@ class Popen(subprocess.Popen):
             if use_pty:
                 self._open_pty(std, warm, pty_size)
             for i, v in enumerate(std):
-                if v is _FROM_PROFILE:
+                if v is FROM_PROFILE:
                     std[i] = _stdio_from_profile(self.plan.stdio[i], i, self._opened)
             self._pass = tuple(sorted(set(self.plan.pass_fds) | set(int(f) for f in pass_fds)))
             if warm is not None or set(self._pass) != set(self.plan.pass_fds):
                 check_nofile(self.plan, self._pass, warm=warm is not None, file=self.plan.profile_name,
                              what=f" with pass_fds={list(self._pass)}")
             super().__init__(args, bufsize=bufsize, executable=executable, stdin=std[0], stdout=std[1],
-                             stderr=std[2], close_fds=True, cwd=cwd, text=text, encoding=encoding,
-                             errors=errors, universal_newlines=universal_newlines, pipesize=pipesize)
+                             stderr=std[2], close_fds=True, shell=shell, cwd=cwd, text=text, encoding=encoding,
+                             errors=errors, universal_newlines=universal_newlines, pipesize=pipesize,
+                             startupinfo=startupinfo, creationflags=creationflags)
         except BaseException:
             self.close_pty()
             raise
@@ -253,7 +249,7 @@ class Popen(subprocess.Popen):
     def _open_pty(self, std: list, warm, size) -> None:
         """A fresh pty for this sandbox: its slave becomes fd 0, 1 and 2 of the program."""
         for name, v in zip(("stdin", "stdout", "stderr"), std):
-            if v is not _FROM_PROFILE:
+            if v is not FROM_PROFILE:
                 raise ValueError(f"pty: {name} is the sandbox's terminal; {name}= cannot be given with a pty")
         if warm is not None:
             raise ValueError("pty: not available with a WarmPool (its sandboxes are started before the task)")
@@ -283,7 +279,7 @@ class Popen(subprocess.Popen):
         devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
         try:
             slot = launch(plan, [], [], [], cwd, [theirs.fileno(), devnull, devnull], [0, 1, 2], warm=True,
-                          ctty=True)
+                          ctty=True, keep_ignored=self._keep_ignored, groups=self._groups)
         except BaseException:
             mine.close()
             raise
@@ -300,7 +296,7 @@ class Popen(subprocess.Popen):
             terminal.set_winsize(master, *self._pty_size)
             terminal.give(slave, plan)
             src, dst = _fd_table(slave, slave, slave, passed)
-            slot.send_task(b"", exec_paths, argv, envp, src, dst)
+            slot.send_task(b"", exec_paths, argv, envp, src, dst, umask=self._umask)
         finally:
             os.close(slave)
         _await_start(slot.status_fd)
@@ -355,8 +351,6 @@ class Popen(subprocess.Popen):
         return None if sink is not None else self._pty_output(text)
 
     def _pty_relay(self, fd, deadline, timeout, text, sink, source):
-        import select
-
         exited_at = None
         pending = self._pty_in
         while not self._pty_eof:
@@ -428,8 +422,6 @@ class Popen(subprocess.Popen):
         data = b"".join(self._pty_out)
         if not text:
             return data
-        import io
-
         # As subprocess's text mode: decoded, universal newlines (a terminal writes \r\n).
         return io.TextIOWrapper(io.BytesIO(data), encoding=self.encoding or terminal.locale_encoding(),
                                 errors=self.errors or "strict").read()
@@ -438,13 +430,27 @@ class Popen(subprocess.Popen):
     def _execute_child(self, args, executable, preexec_fn, close_fds, pass_fds, cwd, env, startupinfo,
                        creationflags, shell, p2cread, p2cwrite, c2pread, c2pwrite, errread, errwrite, *rest):
         plan = self.plan
+        if isinstance(args, (str, bytes)):
+            args = [args]
+        elif isinstance(args, os.PathLike):
+            args = [args]
+        else:
+            args = list(args)
+        self._shell = None
+        if shell:
+            # As subprocess: SHELL -c ARGS..., with the profile's shell (process.shell).
+            args = [plan.shell, "-c"] + args
+            if executable:
+                args[0] = executable
+            else:
+                self._shell = plan.shell
         program = os.fspath(executable if executable is not None else args[0])
         argv = [os.fsencode(a) for a in args]
-        environment = plan.environment(extra=self._extra_env)
+        environment = plan.environment() if self._env is None else self._env
         envp = _envp(environment)
-        exec_paths = self._exec_paths(os.fsencode(program), environment)
+        exec_paths = self._exec_paths(os.fsencode(program), environment, given=self._env is not None)
         src, dst = _fd_table(p2cread, c2pwrite, errwrite, self._pass)
-        cwd_b = os.fsencode(os.fspath(cwd)) if cwd is not None else os.fsencode(plan.cwd)
+        cwd_b = os.fsencode(os.path.abspath(os.fspath(cwd))) if cwd is not None else os.fsencode(plan.cwd)
         try:
             if getattr(self, "_pty_late", False):
                 self._start_on_pty(plan, exec_paths, argv, envp, cwd_b, self._pass)
@@ -454,11 +460,13 @@ class Popen(subprocess.Popen):
                 self._child_created = True  # from here on, it is ours to reap
                 if slot.ids is not None:
                     _give_pipes(src, slot.ids.id)
-                slot.send_task(cwd_b if cwd is not None else b"", exec_paths, argv, envp, src, dst)
+                slot.send_task(cwd_b if cwd is not None else b"", exec_paths, argv, envp, src, dst,
+                               umask=self._umask)
                 _await_start(slot.status_fd)
             else:
                 self._adopt(launch(plan, exec_paths, argv, envp, cwd_b, src, dst,
-                                   ctty=getattr(self, "_ctty", False)))
+                                   ctty=getattr(self, "_ctty", False), umask=self._umask,
+                                   keep_ignored=self._keep_ignored, groups=self._groups))
                 self._child_created = True
         except BaseException as e:
             self._close_pipe_fds(p2cread, p2cwrite, c2pread, c2pwrite, errread, errwrite)
@@ -466,7 +474,10 @@ class Popen(subprocess.Popen):
                 self.kill()  # a warm sandbox that will not run this task: kill it and reap it
                 self.wait()
             if isinstance(e, _launch.ChildError):
-                raise _setup_error(e.args, plan, program, cwd_b, getattr(e, "cgroup_procs", ())) from None
+                err = _setup_error(e.args, plan, program, cwd_b, getattr(e, "cgroup_procs", ()))
+                if self._shell is not None and isinstance(err, (ExecutableNotFound, ExecutablePermission)):
+                    err.detail = f"process.shell: the shell of shell=True is not usable in the sandbox's view"
+                raise err from None
             raise
         self._close_pipe_fds(p2cread, p2cwrite, c2pread, c2pwrite, errread, errwrite)
 
@@ -486,11 +497,14 @@ class Popen(subprocess.Popen):
             net.pool().give_back(fd, reusable)
 
     @staticmethod
-    def _exec_paths(program: bytes, environment: Mapping[str, str]) -> list:
+    def _exec_paths(program: bytes, environment: Mapping[str, str], given: bool = False) -> list:
         if b"/" in program:
             return [program]
-        path = environment.get("PATH") or os.environ.get("PATH") or "/usr/local/bin:/usr/bin:/bin"
-        return [os.path.join(os.fsencode(d or "."), program) for d in path.split(":")]
+        if given:  # env= given: its PATH, as subprocess (os.get_exec_path)
+            dirs = os.get_exec_path(environment)
+        else:
+            dirs = (environment.get("PATH") or os.environ.get("PATH") or "/usr/local/bin:/usr/bin:/bin").split(":")
+        return [os.path.join(os.fsencode(d or "."), program) for d in dirs]
 
     def _try_wait(self, wait_flags):
         try:
@@ -594,10 +608,12 @@ class Launched:
     cgroup: Any = None    # cgroup.Group it runs in (plans with [cgroup] limits), or None
     ids: Any = None       # hostids.Lease: the host uid/gid it runs as (plan.host_ids), or None
 
-    def send_task(self, cwd: bytes, exec_paths, argv, envp, src, dst) -> None:
+    def send_task(self, cwd: bytes, exec_paths, argv, envp, src, dst, umask: int = -1) -> None:
         """Hand a warm sandbox its one task: strings and the fd table, in one message."""
         head = struct.pack(f"=II{len(dst)}i", TASK_MAGIC, len(src), *dst)
-        counts = struct.pack("=III", len(exec_paths), len(argv), len(envp))
+        if umask < 0:  # pid 1 was started earlier, maybe from another thread: the caller's umask now
+            umask = _caller_umask()
+        counts = struct.pack("=IIIi", len(exec_paths), len(argv), len(envp), umask)
         strings = b"".join(s + b"\0" for s in [cwd, *exec_paths, *argv, *envp])
         payload = head + counts + strings
         if len(payload) > TASK_MAX:
@@ -614,7 +630,7 @@ TASK_MAX = 1 << 20
 
 
 def launch(plan: Plan, exec_paths, argv, envp, cwd: bytes, src, dst, warm: bool = False,
-           ctty: bool = False) -> Launched:
+           ctty: bool = False, umask: int = -1, keep_ignored: bool = False, groups=None) -> Launched:
     """One start of the launch path. With warm=True, pid 1 is set up and then waits for
     its task on fd 0 (a socket returned as Launched.ctl) instead of starting a program.
     With ctty=True, fd 0 (a fresh pty) becomes the controlling terminal of the program,
@@ -655,9 +671,12 @@ def launch(plan: Plan, exec_paths, argv, envp, cwd: bytes, src, dst, warm: bool 
                      plan.inside_uid, plan.inside_gid, trees)
         else:
             args += (None, None, -1, -1, None)
-        args += (bool(ctty),)
+        args += (bool(ctty), int(umask), bool(keep_ignored),
+                 None if groups is None else struct.pack(f"={len(groups)}I", *groups))
         if plan.mntns_fd >= 0:
             # Joining the template needs a thread of isolate's own (it unshares its fs_struct).
+            if umask < 0:  # the umask is in the fs_struct too: the caller's, as subprocess
+                args = args[:-3] + (_caller_umask(),) + args[-2:]
             pid, pidfd, status_fd, timings, used_clone3 = mounts.launcher().submit(_launch.spawn, *args).result()
         else:
             pid, pidfd, status_fd, timings, used_clone3 = _launch.spawn(*args)
@@ -678,6 +697,18 @@ def launch(plan: Plan, exec_paths, argv, envp, cwd: bytes, src, dst, warm: bool 
             if fd >= 0:
                 os.close(fd)  # attached in the child (or unused): our copies go
     return Launched(pid, pidfd, status_fd, netns, bool(used_clone3), _phases(timings), cgroup=group, ids=lease)
+
+
+def _caller_umask() -> int:
+    """This thread's umask, read without changing it (os.umask would, for a moment)."""
+    try:
+        with open("/proc/thread-self/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return -1
 
 
 _pipefs_dev = None
@@ -790,7 +821,9 @@ def _setup_error(args, plan: Plan, program: str, cwd: bytes, cgroup_procs=()) ->
     if step == "chdir":
         if err == errno_mod.ENOENT:
             return WorkingDirectoryNotFound(os.fsdecode(cwd))
-        return SandboxSetupError("chdir", err, "working directory", os.fsdecode(cwd))
+        cls = {errno_mod.ENOTDIR: WorkingDirectoryNotADirectory, errno_mod.EACCES: WorkingDirectoryPermission}.get(
+            err, SandboxSetupError)
+        return cls("chdir", err, "working directory", os.fsdecode(cwd))
     if step == "rlimit":
         name = RLIMIT_NAMES.get(index, str(index))
         return SandboxSetupError("rlimit", err, f"rlimits.{name}", None)
@@ -811,6 +844,8 @@ def _setup_error(args, plan: Plan, program: str, cwd: bytes, cgroup_procs=()) ->
     if step == "setsid" and index == 1:
         return SandboxSetupError("setsid", err, "making the sandbox's pty its controlling terminal (TIOCSCTTY)",
                                  None)
+    if step == "setgroups" and index == 2:
+        return SandboxSetupError("setgroups", err, "setting the supplementary groups of extra_groups=", None)
     if step == "id_maps":
         return SandboxSetupError("id_maps", err, "writing uid_map/gid_map", None)
     if step == "clone":
@@ -818,41 +853,50 @@ def _setup_error(args, plan: Plan, program: str, cwd: bytes, cgroup_procs=()) ->
     return SandboxSetupError(step, err, None, None)
 
 
-def run(args, *, profile: Any = "default", overrides: Sequence[str] = (), input=None, timeout: float | None = None,
-        capture_output: bool = False, cwd=None, env: Mapping[str, str] | None = None, stdin=_FROM_PROFILE,
-        stdout=_FROM_PROFILE, stderr=_FROM_PROFILE, pass_fds: Sequence[int] = (), text=None, encoding=None,
-        errors=None, check: bool = False, executable=None, warm=None, pty: bool | None = None,
-        pty_size: Sequence[int] | None = None) -> Result:
-    """Run `args` in a sandbox and wait for it, like subprocess.run; returns a Result.
+def run(*popenargs, input=None, capture_output: bool = False, timeout: float | None = None, check: bool = False,
+        on_timeout: str = "raise", profile: Any = "default", overrides: Sequence[str] = (), cwd=None, warm=None,
+        pty: bool | None = None, pty_size: Sequence[int] | None = None, user=None, group=None, extra_groups=None,
+        stdin=FROM_PROFILE, stdout=FROM_PROFILE, stderr=FROM_PROFILE, **kwargs) -> Result:
+    """Run a command in a sandbox and wait for it, like subprocess.run; returns a Result
+    (compatible with subprocess.CompletedProcess: args, returncode, stdout, stderr,
+    check_returncode). Popen's arguments, positional ones included, pass through.
 
-    A timeout kills the whole sandbox and is reported as Result.timed_out (no
-    exception), with whatever output came before it.
+    check=True raises CalledProcessError on a non-zero returncode. A timeout kills the
+    whole sandbox; then, as subprocess, TimeoutExpired is raised (with the output that
+    came before it, and the Result as its `result` attribute, timed_out=True) unless
+    on_timeout="result": then the Result is returned with timed_out=True, no exception.
 
     With a pty (pty=True or fds.pty; see Popen), `input` is typed on the sandbox's
     terminal, and what the program writes to it is Result.stdout with capture_output
     (stderr is None: it is the same terminal), else copied to the caller's fd 1.
     """
     _check_timeout(timeout)
+    if on_timeout not in ("raise", "result"):
+        raise ValueError(f'on_timeout: expected "raise" (as subprocess) or "result", got {on_timeout!r}')
+    if not popenargs and "args" not in kwargs:
+        raise TypeError("run() missing the command (args)")
+    args = popenargs[0] if popenargs else kwargs["args"]
     if cwd is not None:
-        _no_nul(cwd, "cwd")
-    plan = warm.plan if warm is not None else plan_for_cwd(profile, overrides, cwd)
+        no_nul(cwd, "cwd")
+    if warm is not None:
+        plan = warm.plan
+    else:
+        plan = popen_args.plan_with_identity(profile, overrides, cwd, user, group, extra_groups)
+    kwargs.update(cwd=cwd, warm=warm, user=user, group=group, extra_groups=extra_groups)
     if plan.pty if pty is None else pty:
-        return _run_pty(args, plan, input=input, timeout=timeout, capture_output=capture_output, cwd=cwd, env=env,
-                        stdin=stdin, stdout=stdout, stderr=stderr, pass_fds=pass_fds, text=text, encoding=encoding,
-                        errors=errors, check=check, executable=executable, warm=warm, pty_size=pty_size)
-    profile, overrides = plan, ()
+        return _run_pty(popenargs, args, plan, input=input, timeout=timeout, capture_output=capture_output,
+                        stdin=stdin, stdout=stdout, stderr=stderr, check=check, on_timeout=on_timeout,
+                        pty_size=pty_size, **kwargs)
     if input is not None:
-        if stdin is not _FROM_PROFILE:
-            raise ValueError("stdin and input arguments may not both be used")
+        if stdin not in (FROM_PROFILE, None):
+            raise ValueError("stdin and input arguments may not both be used.")
         stdin = PIPE
     if capture_output:
-        if stdout is not _FROM_PROFILE or stderr is not _FROM_PROFILE:
-            raise ValueError("stdout and stderr arguments may not be used with capture_output")
+        if stdout not in (FROM_PROFILE, None) or stderr not in (FROM_PROFILE, None):
+            raise ValueError("stdout and stderr arguments may not be used with capture_output.")
         stdout = stderr = PIPE
     timed_out = False
-    with Popen(args, profile=profile, overrides=overrides, stdin=stdin, stdout=stdout, stderr=stderr,
-               pass_fds=pass_fds, cwd=cwd, env=env, text=text, encoding=encoding, errors=errors,
-               executable=executable, warm=warm, pty=False) as p:
+    with Popen(*popenargs, profile=plan, stdin=stdin, stdout=stdout, stderr=stderr, pty=False, **kwargs) as p:
         try:
             out, err = p.communicate(input, timeout=timeout)
         except TimeoutExpired:
@@ -862,28 +906,32 @@ def run(args, *, profile: Any = "default", overrides: Sequence[str] = (), input=
         except BaseException:
             p.kill()
             raise
-    return _result(args, p, out, err, timed_out, check)
+    return _result(args, p, out, err, timed_out, check, on_timeout, timeout)
 
 
-def _result(args, p: Popen, out, err, timed_out: bool, check: bool) -> Result:
-    result = Result(args=list(args) if not isinstance(args, (str, bytes)) else [args], returncode=p.returncode,
+def _result(args, p: Popen, out, err, timed_out: bool, check: bool, on_timeout: str = "result",
+            timeout=None) -> Result:
+    result = Result(args=args, returncode=p.returncode,
                     stdout=out, stderr=err, timed_out=timed_out, duration=getattr(p, "duration", 0.0),
                     rusage=p._rusage, timings=p.timings, oom=p.oom, memory_peak=p.memory_peak)
+    if timed_out and on_timeout == "raise":
+        exc = TimeoutExpired(p.args, timeout, output=out, stderr=err)
+        exc.result = result
+        raise exc
     if check and not timed_out:
         result.check_returncode()
     return result
 
 
-def _run_pty(args, plan: Plan, *, input, timeout, capture_output, cwd, env, stdin, stdout, stderr, pass_fds, text,
-             encoding, errors, check, executable, warm, pty_size) -> Result:
+def _run_pty(popenargs, args, plan: Plan, *, input, timeout, capture_output, stdin, stdout, stderr, check,
+             on_timeout, pty_size, **kwargs) -> Result:
     """run() with the sandbox's own terminal: input typed on it, its output captured or copied to fd 1."""
     for name, v in (("stdin", stdin), ("stdout", stdout), ("stderr", stderr)):
-        if v is not _FROM_PROFILE:
+        if v is not FROM_PROFILE:
             raise ValueError(f"pty: {name} is the sandbox's terminal; {name}= cannot be given with a pty")
     timed_out = False
     sink = None if capture_output else 1
-    with Popen(args, profile=plan, pass_fds=pass_fds, cwd=cwd, env=env, text=text, encoding=encoding,
-               errors=errors, executable=executable, warm=warm, pty=True, pty_size=pty_size) as p:
+    with Popen(*popenargs, profile=plan, pty=True, pty_size=pty_size, **kwargs) as p:
         try:
             out = p._pty_communicate(input, timeout, sink=sink)
         except TimeoutExpired:
@@ -893,4 +941,4 @@ def _run_pty(args, plan: Plan, *, input, timeout, capture_output, cwd, env, stdi
         except BaseException:
             p.kill()
             raise
-    return _result(args, p, out, None, timed_out, check)
+    return _result(args, p, out, None, timed_out, check, on_timeout, timeout)

@@ -285,6 +285,7 @@ def compile_parts(profile, ctx: Mapping[str, str], key: str) -> Parts:
         cgroup_mode=cg_mode,
         cgroup_dirs=cg_dirs,
         pty=bool(fds["pty"]),
+        shell=proc["shell"],
     )
     fsd = data["filesystem"]
     template = (fsd["view"] == "new" and bool(fsd["template"]) and bool(data["namespaces"]["mount"])

@@ -59,6 +59,7 @@ class Plan:
     cgroup_mode: str | None = None
     cgroup_dirs: tuple = ()
     pty: bool = False             # fds.pty: 0/1/2 are a fresh pty, the program's controlling terminal
+    shell: str = "/bin/sh"        # process.shell: what Popen(shell=True) runs as SHELL -c COMMAND
 
     def environment(self, caller_env: Mapping[str, str] | None = None, extra: Mapping[str, str] | None = None) -> dict:
         """The program's environment: cleared (or the caller's), + kept names, + set, + extra."""

@@ -238,6 +238,12 @@ def _check_cwd(s: str) -> str:
     return s
 
 
+def _check_shell(s: str) -> str:
+    if not s.startswith("/") or "\0" in s:
+        raise expected_error("an absolute path such as /bin/sh", s)
+    return s
+
+
 # -- seccomp (names and actions come from isolate.kernel.syscalls, imported lazily) --
 
 
@@ -667,6 +673,9 @@ SECTIONS: tuple[Section, ...] = (
               "{cwd}", "working directory; placeholders are resolved by the compiler"),
         Field("die_with_parent", Bool(), True, "kill the sandbox when isolate dies (PDEATHSIG)"),
         Field("no_new_privs", Bool(), True, "set PR_SET_NO_NEW_PRIVS (no setuid gains)"),
+        Field("shell", Str(_check_shell, describe="absolute path in the sandbox's view"), "/bin/sh",
+              "the shell of `Popen(..., shell=True)`, `getoutput` and `create_subprocess_shell`: runs "
+              "as SHELL -c COMMAND; must exist in the sandbox's view"),
     )),
     Section("seccomp", "The syscall filter (compiled by isolate.plan.seccomp). Per syscall: "
                        "if it is in `deny`, `deny_action` whatever its arguments; else if "
