@@ -30,6 +30,13 @@ class BuildWithInit(build_ext):
         self.announce(" ".join(cmd), level=2)
         subprocess.check_call(cmd)
         os.chmod(out, 0o755)
+        # isolate-agentd: the program of an isolate.Session's sandbox (static, like isolate-init).
+        agent_out = os.path.join(out_dir, "agent", "isolate-agentd")
+        os.makedirs(os.path.dirname(agent_out), exist_ok=True)
+        cmd = [cc, *CFLAGS, "-static", "-o", agent_out, os.path.join(here, "isolate", "agent", "_agentd.c")]
+        self.announce(" ".join(cmd), level=2)
+        subprocess.check_call(cmd)
+        os.chmod(agent_out, 0o755)
 
 
 setup(

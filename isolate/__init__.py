@@ -18,3 +18,14 @@ __all__ = [
     "ExecutablePermission", "WorkingDirectoryNotFound", "load_profile", "plan_for",
 ]
 __version__ = "0.1.0"
+
+# Agent sessions (isolate.agent) are imported on first use: `import isolate` stays fast.
+_AGENT_NAMES = ("Session", "AsyncSession", "SessionPool", "ExecResult", "Job")
+
+
+def __getattr__(name):
+    if name in _AGENT_NAMES:
+        from . import agent
+
+        return getattr(agent, name)
+    raise AttributeError(f"module 'isolate' has no attribute {name!r}")
