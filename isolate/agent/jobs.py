@@ -196,6 +196,7 @@ class Run:
             raise ValueError("spawn: a shell string is run as [shell, -c, cmd]")
         self._start_argv()
         self._to_background(deadline)
+        self.proc.started.wait(10)   # its pid (or why it did not start) is known on return
         return self.job
 
     def _to_background(self, deadline) -> ExecResult:
@@ -475,6 +476,8 @@ class Job:
     def pid(self) -> int | None:
         """Its pid in the sandbox (for a yielded shell command: the shell's)."""
         p = self._run.proc
+        if p is not None and p.pid is None and p.start_err is None:
+            p.started.wait(10)
         return p.pid if p is not None else None
 
     @property
