@@ -9,6 +9,8 @@
 from .session import ExecResult, JobNotFound, Session, SessionClosed, SessionError, Truncated
 from .files import DirEntry, SessionPathError
 from .jobs import Job, JobOutput
+from .asyncio_session import AsyncJob, AsyncSession
+from .pool import SessionPool
 
-__all__ = ["Session", "ExecResult", "Truncated", "Job", "JobOutput", "DirEntry", "SessionError", "SessionClosed",
+__all__ = ["Session", "AsyncSession", "AsyncJob", "SessionPool", "ExecResult", "Truncated", "Job", "JobOutput", "DirEntry", "SessionError", "SessionClosed",
            "JobNotFound", "SessionPathError"]
