@@ -233,11 +233,21 @@ class Run:
             self._finish(-signal.SIGKILL)
 
     def _kill_shell(self) -> None:
-        try:
-            # The shell only: its process group also holds earlier commands' background jobs.
-            self.session._send(A_KILL, self.shell.id, signal.SIGKILL, 1)
-        except SessionClosed:
-            pass
+        # The shell only: its process group also holds earlier commands' background jobs.
+        # From here, synchronously: it must be dead before its current child is, or it
+        # would run the rest of the script.
+        s = self.session
+        host = s._host_pid(self.shell.pid) if self.shell.pid is not None else None
+        if host is not None:
+            try:
+                os.kill(host, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        else:
+            try:
+                s._send(A_KILL, self.shell.id, signal.SIGKILL, 1)
+            except SessionClosed:
+                pass
         self.shell_restarted = True
 
     def pump(self, deadline, yield_at) -> str:

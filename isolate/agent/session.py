@@ -598,6 +598,13 @@ class Session:
     def _sandbox_pids(self) -> set:
         return set(_tree(self._popen.pid))
 
+    def _host_pid(self, inside: int) -> int | None:
+        """The host pid of a child of agentd, from its pid in the sandbox."""
+        for pid in _tree(self.agent_pid)[1:]:
+            if _inside_pid(pid) == inside:
+                return pid
+        return None
+
     def _protected(self, exclude) -> set:
         """Host pids that a timeout of `exclude` must not kill: pid 1, agentd, the shells,
         and the trees of the other jobs."""
