@@ -43,6 +43,7 @@
 #define FLAG_DIE_WITH_PARENT 2
 #define FLAG_WARM 4 /* ready in advance: the task (argv, env, cwd, fds) arrives on fd 0 */
 #define FLAG_CTTY 8 /* fd 0 is a fresh pty: the program makes it its controlling terminal */
+#define FLAG_SECCOMP_LOG 16 /* load the filter with SECCOMP_FILTER_FLAG_LOG: denials go to the audit log */
 #define TASK_MAGIC 0x544f5349u /* "ISOT" */
 #define TASK_MAX (1 << 20)
 #define TASK_MAX_FDS 250
@@ -354,7 +355,8 @@ int main(int argc, char **argv)
             m.a = STEP_SETSID;
             m.b = 1;
             m.c = errno;
-        } else if (prog.filter && syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) < 0) {
+        } else if (prog.filter && syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER,
+                                          (flags & FLAG_SECCOMP_LOG) ? SECCOMP_FILTER_FLAG_LOG : 0, &prog) < 0) {
             m.a = STEP_SECCOMP;
             m.c = errno;
         } else {

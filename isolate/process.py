@@ -38,6 +38,7 @@ assert _MSG.size == _launch.MSG_SIZE
 INIT_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "isolate-init")
 FLAG_PIDNS, FLAG_DIE_WITH_PARENT = 1, 2
 FLAG_CTTY = 8  # fd 0 is a fresh pty: the program makes it its controlling terminal (_init.c)
+FLAG_SECCOMP_LOG = 16  # the filter is loaded with SECCOMP_FILTER_FLAG_LOG (_init.c)
 
 
 class ExecutableNotFound(SandboxSetupError, FileNotFoundError):
@@ -265,6 +266,9 @@ class Popen(subprocess.Popen):
     starts (default 24x80); resize() changes it later (the program gets SIGWINCH).
     communicate() then types `input` on the terminal and returns (everything the program
     wrote to it, None).
+
+    seccomp_log=True loads the filter with SECCOMP_FILTER_FLAG_LOG: each denial becomes a
+    kernel audit record (type 1326; isolate.agent.violations reads them).
     """
 
     def __init__(self, args, *, profile: Any = "default", overrides: Sequence[str] = (),
@@ -272,7 +276,8 @@ class Popen(subprocess.Popen):
                  pass_fds: Sequence[int] = (), cwd=None, env: Mapping[str, str] | None = None,
                  executable=None, bufsize=-1, text=None, encoding=None, errors=None,
                  universal_newlines=None, pipesize=-1, warm=None, pty: bool | None = None,
-                 pty_size: Sequence[int] | None = None):
+                 pty_size: Sequence[int] | None = None, seccomp_log: bool = False):
+        self._seccomp_log = bool(seccomp_log)  # denials of the filter go to the kernel's audit log
         if isinstance(args, (str, bytes, os.PathLike)):
             args = [args]
         args = list(args)
@@ -542,7 +547,7 @@ class Popen(subprocess.Popen):
                 _await_start(slot.status_fd)
             else:
                 self._adopt(launch(plan, exec_paths, argv, envp, cwd_b, src, dst,
-                                   ctty=getattr(self, "_ctty", False)))
+                                   ctty=getattr(self, "_ctty", False), seccomp_log=self._seccomp_log))
                 self._child_created = True
         except BaseException as e:
             self._close_pipe_fds(p2cread, p2cwrite, c2pread, c2pwrite, errread, errwrite)
@@ -699,7 +704,7 @@ FLAG_WARM = 4
 
 
 def launch(plan: Plan, exec_paths, argv, envp, cwd: bytes, src, dst, warm: bool = False,
-           ctty: bool = False) -> Launched:
+           ctty: bool = False, seccomp_log: bool = False) -> Launched:
     """One start of the launch path. With warm=True, pid 1 is set up and then waits for
     its task on fd 0 (a socket returned as Launched.ctl) instead of starting a program.
     With ctty=True, fd 0 (a fresh pty) becomes the controlling terminal of the program,
@@ -721,7 +726,8 @@ def launch(plan: Plan, exec_paths, argv, envp, cwd: bytes, src, dst, warm: bool 
         bpf_slot = first_private + 2 if bpf_fd >= 0 else -1
         cgroup_slot = first_private + 3 if cgroup_fd >= 0 else -1
         flags = ((FLAG_PIDNS if plan.pidns else 0) | (FLAG_DIE_WITH_PARENT if plan.die_with_parent else 0)
-                 | (FLAG_WARM if warm else 0) | (FLAG_CTTY if ctty else 0))
+                 | (FLAG_WARM if warm else 0) | (FLAG_CTTY if ctty else 0)
+                 | (FLAG_SECCOMP_LOG if seccomp_log else 0))
         init_argv = [b"isolate-init", b"%d" % first_private, b"%d" % pidfd_slot, b"%d" % bpf_slot, b"%d" % flags,
                      b"%d" % first_private, b"%d" % cgroup_slot, b"%d" % len(exec_paths), *exec_paths, *argv]
     pool = net.pool() if plan.netns_pool else None

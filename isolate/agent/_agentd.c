@@ -17,13 +17,25 @@
  *   agentd -> caller
  *     R_HELLO   0 pid 0     once, at start (pid = agentd's pid in the sandbox)
  *     R_EXIT    id status 0 a process of ours ended (wait status)
+ *     R_NET     pid family port | address (4 or 16 bytes)
+ *               a process of the session called connect() to a non-loopback inet
+ *               address (watched with a SECCOMP_RET_USER_NOTIF filter on connect that
+ *               agentd installs on itself, so on every process it starts; agentd only
+ *               looks: the kernel then does the call as it would have, CONTINUE).
  *
  * When the caller's end of the socket closes, agentd exits, and isolate-init then ends
  * every process of the sandbox.
  */
 #define _GNU_SOURCE
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/audit.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <netinet/in.h>
+#include <stddef.h>
+#include <sys/ioctl.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdint.h>
@@ -32,6 +44,7 @@
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
+#include <stdio.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -42,6 +55,7 @@
 #define R_HELLO 16
 #define R_STARTED 17
 #define R_EXIT 18
+#define R_NET 19
 #define RUN_SHELL 1
 #define HOLD_FD 10
 #define MAX_MSG (1 << 20)
@@ -212,6 +226,78 @@ static void do_run(struct amsg *m, char *data, size_t len, int *fds, int nfds, c
         reply(R_STARTED, m->id, pid, 0);
 }
 
+/* A filter on top of the profile's: connect() is shown to us first. */
+static int watch_connect(void)
+{
+    struct sock_filter f[] = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH_X86_64, 1, 0),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_connect, 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_USER_NOTIF),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+    };
+    struct sock_fprog prog = {sizeof f / sizeof *f, f};
+    return (int)syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_NEW_LISTENER, &prog);
+}
+
+static void on_connect(int listener)
+{
+    struct seccomp_notif req;
+    struct seccomp_notif_resp resp;
+    memset(&req, 0, sizeof req);
+    if (ioctl(listener, SECCOMP_IOCTL_NOTIF_RECV, &req) < 0)
+        return;
+    unsigned char sa[128];
+    memset(sa, 0, sizeof sa);
+    size_t len = req.data.args[2] < sizeof sa ? (size_t)req.data.args[2] : sizeof sa;
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/mem", (int)req.pid);
+    int mem = open(path, O_RDONLY | O_CLOEXEC);
+    ssize_t got = -1;
+    if (mem >= 0) {
+        got = pread(mem, sa, len, (off_t)req.data.args[1]);
+        close(mem);
+    }
+    if (got >= (ssize_t)sizeof(sa_family_t) && ioctl(listener, SECCOMP_IOCTL_NOTIF_ID_VALID, &req.id) == 0) {
+        sa_family_t fam;
+        memcpy(&fam, sa, sizeof fam);
+        char out[sizeof(struct amsg) + 16];
+        struct amsg m = {R_NET, (uint32_t)req.pid, fam, 0};
+        size_t n = 0;
+        if (fam == AF_INET && got >= (ssize_t)sizeof(struct sockaddr_in)) {
+            struct sockaddr_in in;
+            memcpy(&in, sa, sizeof in);
+            if ((ntohl(in.sin_addr.s_addr) >> 24) != 127) {
+                m.b = ntohs(in.sin_port);
+                memcpy(out + sizeof m, &in.sin_addr, 4);
+                n = 4;
+            }
+        } else if (fam == AF_INET6 && got >= (ssize_t)sizeof(struct sockaddr_in6)) {
+            struct sockaddr_in6 in6;
+            memcpy(&in6, sa, sizeof in6);
+            static const unsigned char v4mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+            int loop = IN6_IS_ADDR_LOOPBACK(&in6.sin6_addr) ||
+                       (!memcmp(&in6.sin6_addr, v4mapped, 12) && in6.sin6_addr.s6_addr[12] == 127);
+            if (!loop) {
+                m.b = ntohs(in6.sin6_port);
+                memcpy(out + sizeof m, &in6.sin6_addr, 16);
+                n = 16;
+            }
+        }
+        if (n) {
+            memcpy(out, &m, sizeof m);
+            while (send(0, out, sizeof m + n, MSG_NOSIGNAL) < 0 && errno == EINTR)
+                ;
+        }
+    }
+    memset(&resp, 0, sizeof resp);
+    resp.id = req.id;
+    resp.flags = SECCOMP_USER_NOTIF_FLAG_CONTINUE;
+    ioctl(listener, SECCOMP_IOCTL_NOTIF_SEND, &resp);
+}
+
 static void reap(void)
 {
     int status;
@@ -231,9 +317,16 @@ static void reap(void)
 
 int main(int argc, char **argv)
 {
-    /* argv[1]: the fd this program was executed from (closed here). */
+    /* argv[1]: the fd this program was executed from (closed here); argv[2] "net":
+     * report connect() calls to non-loopback addresses. */
     if (argc > 1)
         close(atoi(argv[1]));
+    int listener = -1;
+    if (argc > 2 && !strcmp(argv[2], "net")) {
+        listener = watch_connect();
+        if (listener >= 0)
+            fcntl(listener, F_SETFD, FD_CLOEXEC);
+    }
     signal(SIGPIPE, SIG_IGN);
     sigset_t mask, oldmask;
     sigemptyset(&mask);
@@ -257,8 +350,8 @@ int main(int argc, char **argv)
         return 125;
     reply(R_HELLO, 0, (int)getpid(), 0);
     for (;;) {
-        struct pollfd p[2] = {{0, POLLIN, 0}, {sfd, POLLIN, 0}};
-        if (poll(p, 2, -1) < 0) {
+        struct pollfd p[3] = {{0, POLLIN, 0}, {sfd, POLLIN, 0}, {listener, POLLIN, 0}};
+        if (poll(p, listener >= 0 ? 3 : 2, -1) < 0) {
             if (errno == EINTR)
                 continue;
             return 125;
@@ -269,6 +362,8 @@ int main(int argc, char **argv)
                 ;
             reap();
         }
+        if (listener >= 0 && (p[2].revents & POLLIN))
+            on_connect(listener);
         if (!p[0].revents)
             continue;
         char cbuf[CMSG_SPACE(sizeof(int) * 8)] __attribute__((aligned(8)));

@@ -53,7 +53,7 @@ from .files import Files, SessionPathError
 
 AGENTD = os.path.join(os.path.dirname(os.path.abspath(__file__)), "isolate-agentd")
 A_RUN, A_SHELL, A_RELEASE, A_KILL = 1, 2, 3, 4
-R_HELLO, R_STARTED, R_EXIT = 16, 17, 18
+R_HELLO, R_STARTED, R_EXIT, R_NET = 16, 17, 18, 19
 RUN_SHELL = 1
 HOLD_FD = 10
 MAX_SLOTS = 64
@@ -110,7 +110,7 @@ class ExecResult:
     timed_out: bool = False
     duration: float = 0.0
     truncated: Truncated = Truncated()
-    violations: list = dataclasses.field(default_factory=list)
+    violations: list = dataclasses.field(default_factory=list)   # what the sandbox refused (dicts)
     running: bool = False
     job: Any = None
     shell_restarted: bool = False   # the shell was killed and restarted (cwd and exports kept)
@@ -277,7 +277,7 @@ class Session:
     def __init__(self, profile: Any = "agent", *, overrides: Sequence[str] = (), workspace=None,
                  overlay: bool = False, env: Mapping[str, str] | None = None, ttl: float | None = None,
                  idle_timeout: float | None = None, max_output: int | None = None, shell: str | None = None,
-                 _plan=None):
+                 violations: bool = True, _plan=None):
         from .. import plan_for
 
         self._ttl = check_seconds(ttl, "ttl")
@@ -286,6 +286,9 @@ class Session:
         if env is not None:
             _check_env(env)
         self._closed = False
+        self._seccomp_log = bool(violations)
+        self._watch_net = bool(violations)
+        self._net_events: list = []
         self._close_reason = "closed"
         self._lock = threading.RLock()        # session state
         self._send_lock = threading.Lock()    # the control socket
@@ -343,9 +346,17 @@ class Session:
             overlay_args = {}
             if self._overlay is not None:
                 overlay_args = self._overlay.launch_args(self.plan)
-            self._popen = Popen([f"/proc/self/fd/{agent_fd}", str(agent_fd)], profile=self.plan,
+            argv = [f"/proc/self/fd/{agent_fd}", str(agent_fd)]
+            if self._watch_net and self.plan.network_mode == "none":
+                argv.append("net")
+            if self._seccomp_log:
+                from .violations import reader
+
+                reader()   # listening before the first command runs
+            self._popen = Popen(argv, profile=self.plan,
                                 stdin=theirs.fileno(), stdout=self._devnull, stderr=self._devnull,
-                                pass_fds=pass_fds, env=dict(self._base_env), cwd=None, **overlay_args)
+                                pass_fds=pass_fds, env=dict(self._base_env), cwd=None,
+                                seccomp_log=self._seccomp_log, **overlay_args)
         finally:
             theirs.close()
             os.close(agent_fd)
@@ -493,6 +504,14 @@ class Session:
             if len(data) < _MSG.size:
                 continue
             kind, id_, a, b = _MSG.unpack_from(data)
+            if kind == R_NET:
+                from .violations import network_event
+
+                try:
+                    self._net_events.append(network_event(self, id_, a, b, data[_MSG.size:]))
+                except ValueError:
+                    pass
+                continue
             p = self._procs.get(id_)
             if p is None:
                 continue
