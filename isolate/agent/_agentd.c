@@ -192,6 +192,14 @@ static void do_run(struct amsg *m, char *data, size_t len, int *fds, int nfds, c
         reply(R_STARTED, m->id, -1, errno);
         return;
     }
+    if (shell_pipe[1] >= 0) {
+        /* Above the slots, which A_SHELL and A_RELEASE close by number. */
+        int w = fcntl(shell_pipe[1], F_DUPFD_CLOEXEC, HOLD_FD + 4 * 64);
+        if (w >= 0) {
+            close(shell_pipe[1]);
+            shell_pipe[1] = w;
+        }
+    }
     int ep[2];
     if (pipe2(ep, O_CLOEXEC) < 0) {
         reply(R_STARTED, m->id, -1, errno);

@@ -160,7 +160,7 @@ class Run:
         env = s.environment()
         if self.env:
             env.update(self.env)
-        cwd = self.cwd if self.cwd is not None else (s._pwd or "")
+        cwd = self.cwd if self.cwd is not None else (s._pwd or s.plan.cwd)
         p = self.proc = s._new_proc()
         try:
             s._run_msg(p, self.cmd, env, cwd, [in_r if in_r >= 0 else s._devnull, out_w, err_w])

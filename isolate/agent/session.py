@@ -323,6 +323,8 @@ class Session:
         self._ctl = None
         try:
             self._start()
+            if self._overlay is not None:
+                self._overlay.attach(self)
         except BaseException:
             self._teardown()
             raise
@@ -568,8 +570,8 @@ class Session:
         sh.bash = path.endswith("bash")
         argv = [path, "--noprofile", "--norc"] if sh.bash else [path]
         try:
-            self._run_msg(sh, argv, dict(self._base_env), "", [self._devnull, status_w, self._devnull],
-                          RUN_SHELL)
+            self._run_msg(sh, argv, dict(self._base_env), self._pwd or self.plan.cwd,
+                          [self._devnull, status_w, self._devnull], RUN_SHELL)
         finally:
             os.close(status_w)
         done = ("__isolate_done() { printf '\\0R %s %s\\0%s\\0' \"$1\" \"$2\" \"$PWD\"; export -p; "
@@ -593,7 +595,8 @@ class Session:
             self._shells.remove(sh)
         if sh.wait_status is None and not self._closed:
             try:
-                self._send(A_KILL, sh.id, signal.SIGKILL)
+                # The shell only: background jobs of its commands (its process group) live on.
+                self._send(A_KILL, sh.id, signal.SIGKILL, 1)
             except SessionClosed:
                 pass
         _close(sh.status_r)
@@ -749,12 +752,26 @@ class Session:
         return self._need_overlay("changes").changes()
 
     def apply(self) -> list:
-        """Write the overlay's changes to the host directory; returns them."""
-        return self._need_overlay("apply").apply()
+        """Write the overlay's changes to the host directory; returns them. The overlay
+        then starts over (the shell is restarted, with its state)."""
+        ov = self._need_overlay("apply")
+        with self._shell_lock:
+            changes = ov.apply()
+            self._fresh_shell()
+        return changes
 
     def discard(self) -> None:
         """Drop the overlay's changes: the workspace is the host directory again."""
-        self._need_overlay("discard").discard()
+        ov = self._need_overlay("discard")
+        with self._shell_lock:
+            ov.discard()
+            self._fresh_shell()
+
+    def _fresh_shell(self) -> None:
+        # Its working directory may be in the old overlay: the next command gets a new shell.
+        if self._shell is not None:
+            self._retire_shell(self._shell)
+            self._shell = None
 
     # ---- pty ------------------------------------------------------------------------------
     def pty(self, cmd, rows: int = 24, cols: int = 80, *, cwd=None, env: Mapping[str, str] | None = None):
