@@ -120,3 +120,19 @@ def test_read_only_system_and_size_cap(session):
         session.read_file("/tmp")
     with pytest.raises(SessionPathError, match="null byte"):
         session.read_file("/tmp/a\0b")
+
+
+def test_pty_interactive_program(session):
+    with session.pty(["python3", "-i", "-q"], rows=30, cols=100) as t:
+        assert t.pid > 1
+        t.write("import os, shutil, sys\n")
+        t.write("print('tty', os.isatty(0), shutil.get_terminal_size())\n")
+        out = t.read_until("lines=30)")
+        assert b"tty True os.terminal_size(columns=100, lines=30)" in out
+        t.resize(40, 120)
+        t.write("print('size', os.get_terminal_size())\n")
+        assert b"columns=120, lines=40" in t.read_until("lines=40")
+        t.write("exit(3)\n")
+        assert t.wait(30) == 3
+    with pytest.raises(ValueError, match="rows"):
+        session.pty(["sh"], rows=0, cols=80)
