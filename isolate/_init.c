@@ -333,6 +333,12 @@ int main(int argc, char **argv)
     int started[2];
     if (pipe2(started, O_CLOEXEC) < 0)
         fail(STEP_INIT, 5, errno);
+    /* Ours stay above the program's table, which is closed below after the fork: a
+     * pass_fds number with a gap below it (e.g. only fd 8) would otherwise leave the
+     * signalfd or this pipe in the range (a busy loop on a closed fd). */
+    sfd = move_up(sfd, first_private);
+    started[0] = move_up(started[0], first_private);
+    started[1] = move_up(started[1], first_private);
 
     pid_t program = fork();
     if (program < 0)

@@ -6,6 +6,11 @@ import pytest
 import isolate
 
 
+@pytest.fixture
+def session(tmp_path):
+    with isolate.Session("agent", workspace=tmp_path) as s:
+        yield s
+
 
 def _sandbox_pids(s) -> list:
     from isolate.agent.session import _tree

@@ -7,6 +7,8 @@ import pytest
 import isolate
 from isolate.agent import JobNotFound, SessionError, SessionPathError
 
+from agent_helpers import session  # noqa: F401 (fixture)
+
 
 def test_soft_timeout_returns_and_the_job_continues(session):
     r = session.exec("echo start; sleep 1; read line; echo got:$line; echo end", yield_after=0.3)

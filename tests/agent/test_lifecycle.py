@@ -15,7 +15,7 @@ import isolate
 from isolate import hostids
 from isolate.agent import SessionClosed
 
-from agent_helpers import names_in
+from agent_helpers import names_in, session  # noqa: F401 (fixture)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -217,3 +217,27 @@ def test_a_sandbox_that_ends_closes_the_session(session):
         time.sleep(0.05)
     with pytest.raises(SessionClosed, match="sandbox ended"):
         session.exec("true")
+
+
+def test_init_keeps_its_fds_above_a_gap_in_pass_fds():
+    # pass_fds=[N] with 3..N-1 free: isolate-init's signalfd used to land at 3, inside the
+    # program's table that it closes after the fork, and it then spun on POLLNVAL.
+    fd = os.open(os.devnull, os.O_RDONLY)
+    high = os.dup2(fd, 40, inheritable=True)
+    os.close(fd)
+    try:
+        with isolate.Popen(["sleep", "600"], profile="agent", pass_fds=[high], stdin=isolate.DEVNULL,
+                           stdout=isolate.DEVNULL, stderr=isolate.DEVNULL) as p:
+            try:
+                init_fds = {}
+                for name in os.listdir(f"/proc/{p.pid}/fd"):
+                    try:
+                        init_fds[int(name)] = os.readlink(f"/proc/{p.pid}/fd/{name}")
+                    except OSError:
+                        pass
+                sig = [n for n, what in init_fds.items() if "signalfd" in what]
+                assert sig and min(sig) > high, init_fds
+            finally:
+                p.kill()
+    finally:
+        os.close(high)

@@ -9,7 +9,7 @@ import pytest
 import isolate
 from isolate.agent import ExecResult, SessionClosed
 
-from agent_helpers import names_in
+from agent_helpers import names_in, session  # noqa: F401 (fixture)
 
 
 def test_import_is_lazy():

@@ -5,6 +5,8 @@ import pytest
 import isolate
 from isolate.agent import violations
 
+from agent_helpers import session  # noqa: F401 (fixture)
+
 
 def test_refused_connection_is_listed(session):
     r = session.exec("python3 -c \"import socket; socket.create_connection(('1.2.3.4', 443), timeout=5)\"")
