@@ -333,12 +333,6 @@ int main(int argc, char **argv)
     int started[2];
     if (pipe2(started, O_CLOEXEC) < 0)
         fail(STEP_INIT, 5, errno);
-    /* Ours stay above the program's table, which is closed below after the fork: a
-     * pass_fds number with a gap below it (e.g. only fd 8) would otherwise leave the
-     * signalfd or this pipe in the range (a busy loop on a closed fd). */
-    sfd = move_up(sfd, first_private);
-    started[0] = move_up(started[0], first_private);
-    started[1] = move_up(started[1], first_private);
 
     pid_t program = fork();
     if (program < 0)
@@ -389,8 +383,17 @@ int main(int argc, char **argv)
     /* pid 1 keeps none of the program's fds: a pipe the program closes must reach
      * EOF at the caller without waiting for us. */
     close(started[1]);
-    if (first_private > 0)
-        close_fds(0, first_private - 1);
+    /* Our signalfd and the start pipe may sit in a gap of the program's table (pass_fds
+     * [8] leaves 3..7 free): they stay (closing them made pid 1 spin on POLLNVAL). */
+    if (first_private > 0) {
+        int lo = 0;
+        for (int fd = 0; fd < first_private; fd++)
+            if (fd == sfd || fd == started[0]) {
+                close_fds(lo, fd - 1);
+                lo = fd + 1;
+            }
+        close_fds(lo, first_private - 1);
+    }
     free(prog.filter);
 
     struct isolate_msg m;

@@ -286,6 +286,7 @@ class Session:
         if env is not None:
             _check_env(env)
         self._closed = False
+        self._torn_down = threading.Event()
         self._seccomp_log = bool(violations)
         self._watch_net = bool(violations)
         self._net_events: list = []
@@ -299,6 +300,7 @@ class Session:
         self._job_ids = itertools.count(1)
         self._shell: _Shell | None = None
         self._shells: list = []
+        self._all_shells: list = []          # retired ones too, until their eventfd is closed
         self._slots = set(range(MAX_SLOTS))
         self._pwd: str | None = None
         self._exports: bytes | None = None
@@ -405,15 +407,23 @@ class Session:
             time.sleep(min(waits + [1.0]))
 
     def close(self) -> None:
-        """End the sandbox and everything in it. Idempotent."""
+        """End the sandbox and everything in it; returns once it is gone (also when
+        another thread, the TTL or the idle timeout, is closing it). Idempotent."""
         with self._lock:
             if self._closed:
+                self._torn_down.wait(30)
                 return
             self._closed = True
         self._teardown()
 
     def _teardown(self) -> None:
         self._closed = True
+        try:
+            self._teardown_steps()
+        finally:
+            self._torn_down.set()
+
+    def _teardown_steps(self) -> None:
         if self._ctl is not None:
             try:
                 self._ctl.close()
@@ -433,6 +443,9 @@ class Session:
                 p.on_exit(signal.SIGKILL)
         for job in list(self._jobs.values()):
             job._session_closed()
+        for p in list(self._procs.values()) + self._shells + self._all_shells:
+            p.close()
+        self._procs.clear()
         if self._drainer is not None:
             self._drainer.stop()
         if getattr(self, "_root_fd", -1) >= 0:
@@ -602,6 +615,10 @@ class Session:
         _close(sh.status_r)
         sh.status_r = -1
         self._slots.add(sh.slot)
+        if sh.exited.is_set():
+            sh.close()
+        else:
+            self._all_shells.append(sh)
 
     def _idle_shell(self) -> _Shell:
         sh = self._shell

@@ -41,7 +41,8 @@ AUDIT_SYSCALL = 1300
 AUDIT_LANDLOCK_ACCESS = 1423
 NETLINK_AUDIT = 9
 AUDIT_NLGRP_READLOG = 1
-LATE = 0.02          # seconds to wait for the kernel's records of a command that failed
+COARSE = 0.012       # the audit stamp is CLOCK_REALTIME_COARSE (a jiffy, up to 10 ms at HZ=100)
+LATE = 0.05          # seconds to wait for the kernel's records of a command that failed
 
 _FIELD = re.compile(r'(\w+)=("[^"]*"|\S+)')
 _STAMP = re.compile(r"audit\((\d+)\.(\d+):(\d+)\)")
@@ -107,14 +108,17 @@ class AuditReader:
                     rec = _parse(kind, text)
                     if rec is not None:
                         with self.lock:
-                            self.records.append(rec)
                             self.count += 1
+                            rec["seq"] = self.count
+                            self.records.append(rec)
                             self.arrived.notify_all()
                 off += (length + 3) & ~3
 
-    def since(self, t0: float, t1: float) -> list:
+    def since(self, seq: int, t0: float) -> list:
+        """Records that arrived after `seq`, stamped no earlier than t0 (the kernel's
+        stamp is the coarse clock: a few ms early at most)."""
         with self.lock:
-            return [r for r in self.records if t0 - 0.002 <= r["time"] <= t1 + 0.002]
+            return [r for r in self.records if r["seq"] > seq and r["time"] >= t0 - COARSE]
 
 
 def _parse(kind: int, text: str) -> dict | None:
@@ -148,12 +152,12 @@ def status() -> dict:
 # ---- per command -------------------------------------------------------------------------
 def mark(session):
     """Where a command's window begins (wall clock, and the session's network events)."""
-    return (time.time(), len(session._net_events))
+    r = reader() if session._seccomp_log else None
+    return (time.time(), len(session._net_events), r.count if r is not None else 0)
 
 
 def collect(session, mark_, run) -> list:
-    t0, net0 = mark_
-    t1 = time.time()
+    t0, net0, seq = mark_
     out = []
     failed = run.returncode not in (0, None) or run.timed_out
     r = reader() if session._seccomp_log else None
@@ -161,9 +165,9 @@ def collect(session, mark_, run) -> list:
         if failed:
             # The kernel queues the record at the syscall; kauditd delivers it soon after.
             with r.lock:
-                r.arrived.wait_for(lambda: any(x["time"] >= t0 - 0.002 and _ours(session, x)
+                r.arrived.wait_for(lambda: any(x["seq"] > seq and x["type"] == AUDIT_SECCOMP and _ours(session, x)
                                                for x in r.records), LATE)
-        recs = r.since(t0, t1)
+        recs = r.since(seq, t0)
         syscall_uid = {x["serial"]: x["fields"].get("uid") for x in recs if x["type"] == AUDIT_SYSCALL}
         for x in recs:
             if x["type"] == AUDIT_SECCOMP and _ours(session, x):
