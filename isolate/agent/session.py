@@ -206,6 +206,12 @@ class _Proc:
         self.wait_status: int | None = None
         self.exited = threading.Event()
         self.evfd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+        self._evlock = threading.Lock()   # the eventfd is written and closed by different threads
+
+    def _wake(self) -> None:
+        with self._evlock:
+            if self.evfd >= 0:
+                os.eventfd_write(self.evfd, 1)
 
     def on_started(self, pid: int, err: int) -> None:
         if pid < 0:
@@ -213,17 +219,18 @@ class _Proc:
         else:
             self.pid = pid
         self.started.set()
-        os.eventfd_write(self.evfd, 1)
+        self._wake()
 
     def on_exit(self, status: int) -> None:
         self.wait_status = status
         self.exited.set()
-        os.eventfd_write(self.evfd, 1)
+        self._wake()
 
     def close(self) -> None:
-        if self.evfd >= 0:
-            os.close(self.evfd)
-            self.evfd = -1
+        with self._evlock:
+            fd, self.evfd = self.evfd, -1
+            if fd >= 0:
+                os.close(fd)
 
 
 class _Shell(_Proc):
