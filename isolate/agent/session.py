@@ -47,7 +47,7 @@ import threading
 import time
 from typing import Any, Callable, Mapping, Sequence
 
-from ..errors import IsolateError
+from ..errors import IsolateError, SandboxSetupError
 from . import output as output_mod
 from .files import Files, SessionPathError
 
@@ -364,10 +364,18 @@ class Session:
                 from .violations import reader
 
                 reader()   # listening before the first command runs
-            self._popen = Popen(argv, profile=self.plan,
-                                stdin=theirs.fileno(), stdout=self._devnull, stderr=self._devnull,
-                                pass_fds=pass_fds, env=dict(self._base_env), cwd=None,
-                                seccomp_log=self._seccomp_log, **overlay_args)
+            try:
+                self._popen = Popen(argv, profile=self.plan,
+                                    stdin=theirs.fileno(), stdout=self._devnull, stderr=self._devnull,
+                                    pass_fds=pass_fds, env=dict(self._base_env), cwd=None,
+                                    seccomp_log=self._seccomp_log, **overlay_args)
+            except SandboxSetupError as e:
+                if getattr(e, "step", None) != "exec":
+                    raise
+                raise SessionError(
+                    f"profile {self.plan.profile_name!r} cannot hold a session: its sandbox cannot run the "
+                    f"session's program (isolate-agentd, executed from an fd through /proc/self/fd: the profile "
+                    f"needs filesystem.proc = true, and Landlock must not enforce the view): {e}") from None
         finally:
             theirs.close()
             os.close(agent_fd)

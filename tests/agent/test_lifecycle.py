@@ -199,6 +199,10 @@ def test_bad_session_arguments_start_nothing(tmp_path):
         isolate.Session("agent", workspace=tmp_path / "missing")
     with pytest.raises(isolate.ProfileError):
         isolate.Session("no-such-profile")
+    from isolate.agent import SessionError
+
+    with pytest.raises(SessionError, match="cannot hold a session.*filesystem.proc"):
+        isolate.Session({"extends": "agent", "filesystem": {"proc": False}})
 
 
 def test_closed_session_refuses_everything(tmp_path):
