@@ -205,7 +205,10 @@ static void do_run(struct amsg *m, char *data, size_t len, int *fds, int nfds, c
         reply(R_STARTED, m->id, -1, errno);
         return;
     }
-    pid_t pid = fork();
+    /* vfork: the child only rearranges its fds, chdirs and execs (or writes errpipe and
+     * _exits), touching no memory of ours but its own deeper stack frames; we wait for
+     * that anyway (errpipe), and avoid copying our page tables. */
+    pid_t pid = vfork();
     if (pid == 0)
         child(fds, nfds, shell_pipe[0], cwd, argv, envp, ep[1], oldmask);
     close(ep[1]);

@@ -81,6 +81,7 @@ class Run:
         self.shell: _Shell | None = None
         self.rid = next(Run._rids)
         self.before: set = set()
+        self.killable = True
         self.returncode: int | None = None
         self.error: str | None = None
         self.timed_out = False
@@ -123,7 +124,8 @@ class Run:
         from .violations import mark
 
         self.vio_mark = mark(s)
-        self.before = s._sandbox_pids()
+        if self.killable:   # what existed before: only a timeout or a job's kill() needs it
+            self.before = s._sandbox_pids()
         in_r, out_w, err_w = self._pipes()
         script = os.memfd_create("isolate-cmd", os.MFD_CLOEXEC)
         try:
@@ -155,7 +157,8 @@ class Run:
         from .violations import mark
 
         self.vio_mark = mark(s)
-        self.before = s._sandbox_pids()
+        if self.killable:   # what existed before: only a timeout or a job's kill() needs it
+            self.before = s._sandbox_pids()
         in_r, out_w, err_w = self._pipes()
         env = s.environment()
         if self.env:
@@ -173,6 +176,7 @@ class Run:
         s = self.session
         deadline = None if timeout is None else self.start + timeout
         yield_at = None if yield_after is None else self.start + yield_after
+        self.killable = timeout is not None or yield_after is not None
         if self.shell_cmd:
             with s._shell_lock:
                 s._check_open("exec")

@@ -118,7 +118,13 @@ class AuditReader:
         """Records that arrived after `seq`, stamped no earlier than t0 (the kernel's
         stamp is the coarse clock: a few ms early at most)."""
         with self.lock:
-            return [r for r in self.records if r["seq"] > seq and r["time"] >= t0 - COARSE]
+            out = []
+            for r in reversed(self.records):   # newest first, in arrival order
+                if r["seq"] <= seq:
+                    break
+                if r["time"] >= t0 - COARSE:
+                    out.append(r)
+            return out[::-1]
 
 
 def _parse(kind: int, text: str) -> dict | None:
@@ -161,12 +167,18 @@ def collect(session, mark_, run) -> list:
     out = []
     failed = run.returncode not in (0, None) or run.timed_out
     r = reader() if session._seccomp_log else None
-    if r is not None and r.sock is not None:
+    if r is not None and r.sock is not None and (failed or r.count > seq):
         if failed:
             # The kernel queues the record at the syscall; kauditd delivers it soon after.
+            def arrived():
+                for x in reversed(r.records):
+                    if x["seq"] <= seq:
+                        return False
+                    if x["type"] == AUDIT_SECCOMP and _ours(session, x):
+                        return True
+                return False
             with r.lock:
-                r.arrived.wait_for(lambda: any(x["seq"] > seq and x["type"] == AUDIT_SECCOMP and _ours(session, x)
-                                               for x in r.records), LATE)
+                r.arrived.wait_for(arrived, LATE)
         recs = r.since(seq, t0)
         syscall_uid = {x["serial"]: x["fields"].get("uid") for x in recs if x["type"] == AUDIT_SYSCALL}
         for x in recs:
