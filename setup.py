@@ -1,4 +1,5 @@
-"""Build: the C extension isolate.launch._launch and the static helper isolate/launch/isolate-init.
+"""Build: the C extension isolate.launch._launch and the static helpers isolate/launch/isolate-init
+and isolate/agent/isolate-agentd.
 
 isolate-init is the sandbox's pid 1. It is linked statically so that it runs in any
 filesystem view, even one without a dynamic loader or libc in it.
@@ -30,6 +31,13 @@ class BuildWithInit(build_ext):
         self.announce(" ".join(cmd), level=2)
         subprocess.check_call(cmd)
         os.chmod(out, 0o755)
+        # isolate-agentd: the program of an isolate.Session's sandbox (static, like isolate-init).
+        agent_out = os.path.join(os.path.dirname(out_dir), "agent", "isolate-agentd")
+        os.makedirs(os.path.dirname(agent_out), exist_ok=True)
+        cmd = [cc, *CFLAGS, "-static", "-o", agent_out, os.path.join(here, "isolate", "agent", "_agentd.c")]
+        self.announce(" ".join(cmd), level=2)
+        subprocess.check_call(cmd)
+        os.chmod(agent_out, 0o755)
 
 
 setup(

@@ -851,5 +851,13 @@ def write(res: targets.Results, out_dir: Path, info: dict, command: str, elapsed
         lines += _section_netpool(res.netpool, res.netns_stats_end)
     lines += _section_method(res, opts)
     path = out_dir / "performance.md"
-    path.write_text("\n".join(lines))
+    # The agent sessions' section (benchmarks.sessions, run on its own) is kept.
+    keep = ""
+    if path.exists():
+        from .sessions import BEGIN, END
+
+        old = path.read_text()
+        if BEGIN in old and END in old:
+            keep = "\n" + old[old.index(BEGIN):old.index(END) + len(END)] + "\n"
+    path.write_text("\n".join(lines) + keep)
     return path

@@ -24,3 +24,14 @@ __all__ = [
     "UnknownName",
 ]
 __version__ = "0.1.0"
+
+# Agent sessions (isolate.agent) are imported on first use: `import isolate` stays fast.
+_AGENT_NAMES = ("Session", "AsyncSession", "SessionPool", "ExecResult", "Job")
+
+
+def __getattr__(name):
+    if name in _AGENT_NAMES:
+        from . import agent
+
+        return getattr(agent, name)
+    raise AttributeError(f"module 'isolate' has no attribute {name!r}")

@@ -23,7 +23,7 @@ ALL_KEYS = [
     "seccomp", "seccomp_actions", *(f"seccomp_action_{a}" for a in ACTIONS),
     "landlock", "landlock_abi", "clone3", "pidfd", "close_range", "no_new_privs",
     "cgroup_v2", "cgroup_v1_memory", "cgroup_v1_pids", "cgroup_memory_limit", "cgroup_pids_limit",
-    "overlayfs", "tmpfs", "proc",
+    "overlayfs", "tmpfs", "proc", "audit_read",
 ]
 
 CLONE_NEWUSER = 0x10000000
@@ -254,3 +254,12 @@ def test_doctor_reports_the_host_id_range_and_any_account_inside_it(monkeypatch,
     doctor.main()
     out = capsys.readouterr().out
     assert "CLASH" in out and f"/etc/passwd: intruder uses {hostids.BASE + 5}..{hostids.BASE + 5}" in out
+
+
+def test_audit_read_says_whether_session_violations_can_be_read(feats):
+    # Root here: the audit log's read-only multicast group is open to it (CAP_AUDIT_READ).
+    from isolate.agent import violations
+
+    f = feats["audit_read"]
+    assert f.available == violations.status()["syscalls"], (f.detail, violations.status())
+    assert f.available and "AUDIT_NLGRP_READLOG" in f.detail

@@ -30,6 +30,7 @@ import ctypes
 import dataclasses
 import errno
 import os
+import socket
 import threading
 from typing import Iterable, Mapping
 
@@ -79,6 +80,7 @@ FEATURE_KEYS = (
     "clone3", "pidfd", "close_range", "no_new_privs",
     "cgroup_v2", "cgroup_v1_memory", "cgroup_v1_pids", "cgroup_memory_limit", "cgroup_pids_limit",
     "overlayfs", "tmpfs", "proc",
+    "audit_read",
 )
 
 # What each feature is, for error messages: "<what> not available here (<detail>)".
@@ -98,6 +100,7 @@ _WHAT = {
     "seccomp_actions": "seccomp filter actions are",
     "landlock": "Landlock is",
     "landlock_abi": "Landlock is",
+    "audit_read": "reading the kernel's audit records (seccomp and Landlock denials, for Session violations) is",
     "clone3": "clone3 is",
     "pidfd": "pidfds are",
     "close_range": "close_range is",
@@ -299,6 +302,15 @@ def _probe_all() -> dict[str, Feature]:
             why = f"landlock_create_ruleset: {_errname(e)}" if r == -1 else f"landlock_create_ruleset returned {r}"
         put("landlock", False, why)
         put("landlock_abi", False, why)
+
+    # --- the audit log's read-only multicast group: where isolate.Session finds what the
+    # filter denied (SECCOMP_FILTER_FLAG_LOG) and what Landlock refused
+    try:
+        with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, 9) as sk:  # NETLINK_AUDIT
+            sk.bind((0, 1))  # AUDIT_NLGRP_READLOG
+        put("audit_read", True, "audit netlink multicast group (AUDIT_NLGRP_READLOG) readable")
+    except OSError as ex:
+        put("audit_read", False, f"audit netlink multicast group: {_errname(ex.errno or 0)} (CAP_AUDIT_READ needed)")
 
     # --- clone3 / pidfd / close_range
     r, e = _syscall(_SYS_CLONE3, ctypes.c_void_p(None), 0)

@@ -43,6 +43,7 @@
 #define FLAG_DIE_WITH_PARENT 2
 #define FLAG_WARM 4 /* ready in advance: the task (argv, env, cwd, fds) arrives on fd 0 */
 #define FLAG_CTTY 8 /* fd 0 is a fresh pty: the program makes it its controlling terminal */
+#define FLAG_SECCOMP_LOG 16 /* load the filter with SECCOMP_FILTER_FLAG_LOG: denials go to the audit log */
 #define TASK_MAGIC 0x544f5349u /* "ISOT" */
 #define TASK_MAX (1 << 20)
 #define TASK_MAX_FDS 250
@@ -357,7 +358,8 @@ int main(int argc, char **argv)
             m.a = STEP_SETSID;
             m.b = 1;
             m.c = errno;
-        } else if (prog.filter && syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) < 0) {
+        } else if (prog.filter && syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER,
+                                          (flags & FLAG_SECCOMP_LOG) ? SECCOMP_FILTER_FLAG_LOG : 0, &prog) < 0) {
             m.a = STEP_SECCOMP;
             m.c = errno;
         } else {
@@ -384,8 +386,17 @@ int main(int argc, char **argv)
     /* pid 1 keeps none of the program's fds: a pipe the program closes must reach
      * EOF at the caller without waiting for us. */
     close(started[1]);
-    if (first_private > 0)
-        close_fds(0, first_private - 1);
+    /* Our signalfd and the start pipe may sit in a gap of the program's table (pass_fds
+     * [8] leaves 3..7 free): they stay (closing them made pid 1 spin on POLLNVAL). */
+    if (first_private > 0) {
+        int lo = 0;
+        for (int fd = 0; fd < first_private; fd++)
+            if (fd == sfd || fd == started[0]) {
+                close_fds(lo, fd - 1);
+                lo = fd + 1;
+            }
+        close_fds(lo, first_private - 1);
+    }
     free(prog.filter);
 
     struct isolate_msg m;

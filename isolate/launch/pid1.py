@@ -13,6 +13,7 @@ INIT_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "isolate-in
 FLAG_PIDNS, FLAG_DIE_WITH_PARENT = 1, 2
 FLAG_WARM = 4  # fd 0 is the task socket: wait for a task instead of starting a program
 FLAG_CTTY = 8  # fd 0 is a fresh pty: the program makes it its controlling terminal (_init.c)
+FLAG_SECCOMP_LOG = 16  # the filter is loaded with SECCOMP_FILTER_FLAG_LOG (_init.c)
 
 _proc_lock = threading.Lock()
 _proc_fds: dict = {}

@@ -28,7 +28,7 @@ from ..errors import (ExecutableNotFound, ExecutablePermission, ProfileError, Sa
 from ..kernel.constants import RLIMIT_NAMES
 from ..plan.plan import Plan, check_nofile
 from . import _launch, cgroup, hostids, mounts, net, popen_args, terminal
-from .pid1 import FLAG_CTTY, FLAG_DIE_WITH_PARENT, FLAG_PIDNS, FLAG_WARM, process_fds
+from .pid1 import FLAG_CTTY, FLAG_DIE_WITH_PARENT, FLAG_PIDNS, FLAG_SECCOMP_LOG, FLAG_WARM, process_fds
 from .plans import compile_profile, no_nul, plan_for, plan_for_cwd  # noqa: F401 - plan_for*: public here too
 from ..profile.cache import load_profile
 
@@ -154,6 +154,9 @@ class Popen(subprocess.Popen):
     starts (default 24x80); resize() changes it later (the program gets SIGWINCH).
     communicate() then types `input` on the terminal and returns (everything the program
     wrote to it, None).
+
+    seccomp_log=True loads the filter with SECCOMP_FILTER_FLAG_LOG: each denial becomes a
+    kernel audit record (type 1326; isolate.agent.violations reads them).
     """
 
     def __init__(self, args, bufsize=-1, executable=None, stdin=FROM_PROFILE, stdout=FROM_PROFILE,
@@ -162,8 +165,9 @@ class Popen(subprocess.Popen):
                  restore_signals=True, start_new_session=False, pass_fds: Sequence[int] = (), *, user=None,
                  group=None, extra_groups=None, encoding=None, errors=None, text=None, umask=-1, pipesize=-1,
                  process_group=None, profile: Any = "default", overrides: Sequence[str] = (), warm=None,
-                 pty: bool | None = None, pty_size: Sequence[int] | None = None):
+                 pty: bool | None = None, pty_size: Sequence[int] | None = None, seccomp_log: bool = False):
         popen_args.check_popen_args(preexec_fn, close_fds, startupinfo, creationflags)
+        self._seccomp_log = bool(seccomp_log)  # denials of the filter go to the kernel's audit log
         if isinstance(args, (str, bytes)):
             argl = [args]
         elif isinstance(args, os.PathLike):
@@ -466,7 +470,8 @@ class Popen(subprocess.Popen):
             else:
                 self._adopt(launch(plan, exec_paths, argv, envp, cwd_b, src, dst,
                                    ctty=getattr(self, "_ctty", False), umask=self._umask,
-                                   keep_ignored=self._keep_ignored, groups=self._groups))
+                                   keep_ignored=self._keep_ignored, groups=self._groups,
+                                   seccomp_log=self._seccomp_log))
                 self._child_created = True
         except BaseException as e:
             self._close_pipe_fds(p2cread, p2cwrite, c2pread, c2pwrite, errread, errwrite)
@@ -630,7 +635,8 @@ TASK_MAX = 1 << 20
 
 
 def launch(plan: Plan, exec_paths, argv, envp, cwd: bytes, src, dst, warm: bool = False,
-           ctty: bool = False, umask: int = -1, keep_ignored: bool = False, groups=None) -> Launched:
+           ctty: bool = False, umask: int = -1, keep_ignored: bool = False, groups=None,
+           seccomp_log: bool = False) -> Launched:
     """One start of the launch path. With warm=True, pid 1 is set up and then waits for
     its task on fd 0 (a socket returned as Launched.ctl) instead of starting a program.
     With ctty=True, fd 0 (a fresh pty) becomes the controlling terminal of the program,
@@ -652,7 +658,8 @@ def launch(plan: Plan, exec_paths, argv, envp, cwd: bytes, src, dst, warm: bool 
         bpf_slot = first_private + 2 if bpf_fd >= 0 else -1
         cgroup_slot = first_private + 3 if cgroup_fd >= 0 else -1
         flags = ((FLAG_PIDNS if plan.pidns else 0) | (FLAG_DIE_WITH_PARENT if plan.die_with_parent else 0)
-                 | (FLAG_WARM if warm else 0) | (FLAG_CTTY if ctty else 0))
+                 | (FLAG_WARM if warm else 0) | (FLAG_CTTY if ctty else 0)
+                 | (FLAG_SECCOMP_LOG if seccomp_log else 0))
         init_argv = [b"isolate-init", b"%d" % first_private, b"%d" % pidfd_slot, b"%d" % bpf_slot, b"%d" % flags,
                      b"%d" % first_private, b"%d" % cgroup_slot, b"%d" % len(exec_paths), *exec_paths, *argv]
     pool = net.pool() if plan.netns_pool else None

@@ -1,0 +1,872 @@
+"""isolate.Session: one sandbox that lives across many commands.
+
+The sandbox's program is `isolate-agentd` (pid 2, under isolate-init), a small static
+C program that starts the session's processes when asked over a socket (fd 0) and
+reports when they end. Closing that socket (close(), or the caller dying: then
+isolate-init kills the sandbox itself) ends agentd, and isolate-init then takes every
+other process of the sandbox with it.
+
+Commands:
+- an argv list is started by agentd directly (fork + execvpe, in a session and
+  process group of its own), with fresh pipes for its stdin, stdout and stderr;
+- a string is run by the session's persistent shell (bash, else sh), so that cd,
+  export, functions and variables persist. For each command the caller makes fresh
+  pipes and a memfd holding the command's text and hands them to agentd, which holds
+  them at fixed fd numbers; the shell then runs
+      . /proc/$PPID/fd/S </proc/$PPID/fd/I >/proc/$PPID/fd/O 2>/proc/$PPID/fd/E
+  and reports, on its own stdout (a pipe only the caller reads), the exit status, its
+  $PWD and `export -p`: stdout and stderr of each command are its own, never mixed
+  with the next command's.
+
+Timeouts: `timeout` is hard. When it expires, every process of the sandbox that did
+not exist when the command started (and is not another job's or shell's) is killed,
+found from the host through /proc/PID/task/*/children, so a tree that detached into
+a session of its own dies too. If the shell itself is busy (a builtin loop: `while :;
+do :; done`) it does not report within a grace period; it is then killed and a new
+shell is started with the working directory and exported variables the old one
+reported after its last command (functions and unexported variables are lost; the
+result says so: `shell_restarted`). `yield_after` is soft: `exec` returns with
+`running=True` and a Job; the command goes on. The shell it runs in stays with the
+job; the next string command gets a new shell restored in the same way.
+"""
+
+from __future__ import annotations
+
+import codecs
+import dataclasses
+import errno
+import itertools
+import math
+import os
+import select
+import shlex
+import signal
+import socket
+import struct
+import threading
+import time
+from typing import Any, Callable, Mapping, Sequence
+
+from ..errors import IsolateError, SandboxSetupError
+from ..launch.plans import plan_for
+from ..launch.process import Popen
+from . import output as output_mod
+from .files import Files, SessionPathError
+
+AGENTD = os.path.join(os.path.dirname(os.path.abspath(__file__)), "isolate-agentd")
+A_RUN, A_SHELL, A_RELEASE, A_KILL = 1, 2, 3, 4
+R_HELLO, R_STARTED, R_EXIT, R_NET = 16, 17, 18, 19
+RUN_SHELL = 1
+HOLD_FD = 10
+MAX_SLOTS = 64
+_MSG = struct.Struct("=IIii")
+KILL_GRACE = 0.5          # seconds a shell has to report after its command's tree was killed
+START_TIMEOUT = 10.0
+_STEP = {1: "setsid", 2: "fds", 3: "chdir", 4: "signals", 5: "exec"}
+
+
+class SessionError(IsolateError):
+    """A session could not do what was asked (see the message)."""
+
+
+class SessionClosed(SessionError):
+    """The session was closed (by close(), its TTL or idle timeout, or its sandbox ended)."""
+
+
+class JobNotFound(SessionError, KeyError):
+    """No job with that id in this session."""
+
+    def __str__(self):
+        return self.args[0] if self.args else "no such job"
+
+
+def check_seconds(value, what: str, allow_none: bool = True):
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{what}: expected a number of seconds or None, got {type(value).__name__}")
+    if math.isnan(value) or math.isinf(value) or value < 0:
+        raise ValueError(f"{what}: expected a finite number of seconds >= 0 (None for none), got {value!r}")
+    return float(value)
+
+
+@dataclasses.dataclass(frozen=True)
+class Truncated:
+    """Bytes omitted from the middle of each stream by the output cap (0: nothing)."""
+
+    stdout: int = 0
+    stderr: int = 0
+
+    def __bool__(self):
+        return bool(self.stdout or self.stderr)
+
+
+@dataclasses.dataclass
+class ExecResult:
+    """What a command did. `returncode` is as subprocess's (-N: killed by signal N),
+    None while it runs (`running`, with its `job`)."""
+
+    returncode: int | None
+    stdout: str
+    stderr: str
+    timed_out: bool = False
+    duration: float = 0.0
+    truncated: Truncated = Truncated()
+    violations: list = dataclasses.field(default_factory=list)   # what the sandbox refused (dicts)
+    running: bool = False
+    job: Any = None
+    shell_restarted: bool = False   # the shell was killed and restarted (cwd and exports kept)
+    cwd: str | None = None          # the shell's working directory after the command
+    error: str | None = None        # the command could not be started (returncode 126/127)
+
+    @property
+    def outcome(self) -> str:
+        if self.running:
+            return "running"
+        if self.timed_out:
+            return "timed_out"
+        if self.error:
+            return "not_started"
+        if self.returncode is not None and self.returncode < 0:
+            return "signaled"
+        return "exited"
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0 and not self.timed_out and not self.running
+
+    def for_model(self, max_chars: int = 20000) -> str:
+        """A short text block for a model: output, outcome, what the sandbox denied."""
+        from .violations import render
+
+        parts = []
+        if self.stdout:
+            parts.append(self.stdout)
+        if self.stderr:
+            parts.append("[stderr]\n" + self.stderr)
+        if self.running:
+            parts.append(f"[still running as job {self.job.id}; poll it, write to it or wait for it]")
+        elif self.timed_out:
+            parts.append(f"[timed out after {self.duration:.1f} s: the command and its processes were killed]")
+        elif self.error:
+            parts.append(f"[not started: {self.error}]")
+        else:
+            parts.append(f"[exit code {self.returncode}]")
+        if self.truncated:
+            parts.append(f"[output truncated: {self.truncated.stdout} bytes of stdout and "
+                         f"{self.truncated.stderr} bytes of stderr omitted from the middle]")
+        if self.violations:
+            parts.append(render(self.violations))
+        text = "\n".join(parts)
+        if len(text) > max_chars:
+            half = max_chars // 2
+            text = text[:half] + f"\n[... {len(text) - max_chars} characters omitted ...]\n" + text[-half:]
+        return text
+
+
+def _tree(root: int) -> list:
+    """Host pids of `root` and all its descendants (from /proc, as the host sees them)."""
+    out, todo, seen = [], [root], set()
+    while todo:
+        pid = todo.pop()
+        if pid in seen:
+            continue
+        seen.add(pid)
+        out.append(pid)
+        try:
+            tids = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                with open(f"/proc/{pid}/task/{tid}/children", "rb") as f:
+                    todo.extend(int(x) for x in f.read().split())
+            except (OSError, ValueError):
+                pass
+    return out
+
+
+def _inside_pid(host_pid: int) -> int | None:
+    try:
+        with open(f"/proc/{host_pid}/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"NSpid:"):
+                    return int(line.split()[-1])
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+class _Proc:
+    """Something agentd started for us (a shell or a command): its id and how it ended."""
+
+    def __init__(self, id_: int):
+        self.id = id_
+        self.pid: int | None = None         # in the sandbox
+        self.start_err: tuple | None = None  # (step, errno) when it could not start
+        self.started = threading.Event()
+        self.wait_status: int | None = None
+        self.exited = threading.Event()
+        self.evfd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+        self._evlock = threading.Lock()   # the eventfd is written and closed by different threads
+
+    def _wake(self) -> None:
+        with self._evlock:
+            if self.evfd >= 0:
+                os.eventfd_write(self.evfd, 1)
+
+    def on_started(self, pid: int, err: int) -> None:
+        if pid < 0:
+            self.start_err = (_STEP.get(-pid, "start"), err)
+        else:
+            self.pid = pid
+        self.started.set()
+        self._wake()
+
+    def on_exit(self, status: int) -> None:
+        self.wait_status = status
+        self.exited.set()
+        self._wake()
+
+    def close(self) -> None:
+        with self._evlock:
+            fd, self.evfd = self.evfd, -1
+            if fd >= 0:
+                os.close(fd)
+
+
+class _Shell(_Proc):
+    def __init__(self, id_: int, slot: int, status_r: int):
+        super().__init__(id_)
+        self.slot = slot
+        self.status_r = status_r
+        self.buf = bytearray()
+        self.dead = False
+        self.retired = False
+
+    def records(self):
+        """Complete records so far: (id, status, pwd, exports, functions)."""
+        while True:
+            if self.buf.count(b"\0") < 5:
+                return
+            start = self.buf.find(b"\0R ")
+            if start < 0:
+                self.buf.clear()
+                return
+            if start:
+                del self.buf[:start]
+                continue
+            parts = bytes(self.buf).split(b"\0", 5)
+            if len(parts) < 6:
+                return
+            _, head, pwd, exports, functions, rest = parts
+            self.buf[:] = rest
+            try:
+                _, rid, st = head.split(b" ")
+                yield int(rid), int(st), os.fsdecode(pwd), exports, functions
+            except ValueError:
+                continue
+
+
+class Session:
+    """One sandbox from `profile`, serving many commands until close().
+
+        with isolate.Session("agent") as s:
+            s.exec("cd /tmp && export A=1")
+            r = s.exec("pwd; echo $A")          # /tmp, 1
+            r = s.exec(["ls", "-l"], timeout=5)
+
+    ttl: seconds after which the session closes itself; idle_timeout: seconds without a
+    call after which it does. The sandbox ends with the caller process too.
+    workspace=DIR makes DIR the profile's {cwd} (the shipped `agent` profile binds it
+    read-write at the same path and starts there); overlay=True mounts it as an
+    overlay instead (see changes/apply/discard).
+    """
+
+    def __init__(self, profile: Any = "agent", *, overrides: Sequence[str] = (), workspace=None,
+                 overlay: bool = False, env: Mapping[str, str] | None = None, ttl: float | None = None,
+                 idle_timeout: float | None = None, max_output: int | None = None, shell: str | None = None,
+                 violations: bool = True, _plan=None):
+        self._ttl = check_seconds(ttl, "ttl")
+        self._idle = check_seconds(idle_timeout, "idle_timeout")
+        self._max_output = output_mod.check_max_output(max_output)
+        if env is not None:
+            _check_env(env)
+        self._closed = False
+        self._torn_down = threading.Event()
+        self._seccomp_log = bool(violations)
+        self._watch_net = bool(violations)
+        self._net_events: list = []
+        self._close_reason = "closed"
+        self._lock = threading.RLock()        # session state
+        self._send_lock = threading.Lock()    # the control socket
+        self._shell_lock = threading.Lock()   # one string command at a time per shell
+        self._ids = itertools.count(1)
+        self._procs: dict = {}                # agentd id -> _Proc
+        self._jobs: dict = {}                 # job id -> Job
+        self._job_ids = itertools.count(1)
+        self._shell: _Shell | None = None
+        self._shells: list = []
+        self._all_shells: list = []          # retired ones too, until their eventfd is closed
+        self._slots = set(range(MAX_SLOTS))
+        self._pwd: str | None = None
+        self._exports: bytes | None = None
+        self._exports_env: dict | None = None
+        self._functions: bytes = b""
+        self._last_used = time.monotonic()
+        self._drainer = None
+        self._overlay = None
+        self.workspace = os.path.abspath(os.fspath(workspace)) if workspace is not None else None
+        if overlay and workspace is None:
+            raise ValueError("overlay=True needs workspace=DIR")
+        if self.workspace is not None and not os.path.isdir(self.workspace):
+            raise FileNotFoundError(errno.ENOENT, "workspace: not a directory", self.workspace)
+        if overlay:
+            from .overlay import Overlay
+
+            self._overlay = Overlay(self.workspace)
+        self.plan = _plan if _plan is not None else plan_for(profile, overrides, cwd=self.workspace)
+        self._base_env = self.plan.environment(extra=env)
+        self._devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+        self._popen = None
+        self._ctl = None
+        try:
+            self._start()
+            if self._overlay is not None:
+                self._overlay.attach(self)
+        except BaseException:
+            self._teardown()
+            raise
+        self._watchdog = None
+        if self._ttl is not None or self._idle is not None:
+            self._deadline = None if self._ttl is None else time.monotonic() + self._ttl
+            self._watchdog = threading.Thread(target=self._watch, name="isolate-session-watchdog", daemon=True)
+            self._watchdog.start()
+        self._shell_path = shell
+        self._want_shell = True
+
+    # ---- start and stop -----------------------------------------------------------------
+    def _start(self) -> None:
+        t0 = time.monotonic()
+        agent_fd = os.open(AGENTD, os.O_PATH)   # not close-on-exec: agentd is run from it
+        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+        try:
+            pass_fds = [agent_fd]
+            overlay_args = {}
+            if self._overlay is not None:
+                overlay_args = self._overlay.launch_args(self.plan)
+            argv = [f"/proc/self/fd/{agent_fd}", str(agent_fd)]
+            if self._watch_net and self.plan.network_mode == "none":
+                argv.append("net")
+            if self._seccomp_log:
+                from .violations import reader
+
+                reader()   # listening before the first command runs
+            try:
+                self._popen = Popen(argv, profile=self.plan,
+                                    stdin=theirs.fileno(), stdout=self._devnull, stderr=self._devnull,
+                                    pass_fds=pass_fds, env=dict(self._base_env), cwd=None,
+                                    seccomp_log=self._seccomp_log, **overlay_args)
+            except SandboxSetupError as e:
+                if getattr(e, "step", None) != "exec":
+                    raise
+                raise SessionError(
+                    f"profile {self.plan.profile_name!r} cannot hold a session: its sandbox cannot run the "
+                    f"session's program (isolate-agentd, executed from an fd through /proc/self/fd: the profile "
+                    f"needs filesystem.proc = true, and Landlock must not enforce the view): {e}") from None
+        finally:
+            theirs.close()
+            os.close(agent_fd)
+        self._ctl = mine
+        mine.settimeout(START_TIMEOUT)
+        try:
+            data = mine.recv(64)
+        except (socket.timeout, OSError):
+            data = b""
+        if len(data) < _MSG.size or _MSG.unpack_from(data)[0] != R_HELLO:
+            rc = self._popen.poll()
+            raise SessionError(f"the session's sandbox did not start (its program ended with {rc}); "
+                               f"does the profile give it /proc?")
+        mine.setblocking(False)
+        self.agent_pid_inside = _MSG.unpack_from(data)[2]
+        kids = _tree(self._popen.pid)
+        self.agent_pid = next((p for p in kids[1:] if _inside_pid(p) == self.agent_pid_inside), None)
+        if self.agent_pid is None:
+            raise SessionError("the session's sandbox started, but its program cannot be found from the host")
+        st = os.stat(f"/proc/{self.agent_pid}")
+        self.uid, self.gid = st.st_uid, st.st_gid
+        self._root_fd = os.open(f"/proc/{self.agent_pid}/root", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        self.files = Files(self._root_fd, self.uid, self.gid, lambda: self._pwd or self.plan.cwd)
+        self.pid = self._popen.pid
+        self.start_time = time.monotonic() - t0
+
+    def _watch(self) -> None:
+        while not self._closed:
+            now = time.monotonic()
+            waits = []
+            if self._deadline is not None:
+                if now >= self._deadline:
+                    self._close_reason = "its TTL expired"
+                    self.close()
+                    return
+                waits.append(self._deadline - now)
+            if self._idle is not None:
+                idle_end = self._last_used + self._idle
+                if now >= idle_end and not any(not j.done for j in list(self._jobs.values())):
+                    self._close_reason = "it was idle for longer than idle_timeout"
+                    self.close()
+                    return
+                waits.append(max(0.01, idle_end - now))
+            time.sleep(min(waits + [1.0]))
+
+    def close(self) -> None:
+        """End the sandbox and everything in it; returns once it is gone (also when
+        another thread, the TTL or the idle timeout, is closing it). Idempotent."""
+        with self._lock:
+            if self._closed:
+                self._torn_down.wait(30)
+                return
+            self._closed = True
+        self._teardown()
+
+    def _teardown(self) -> None:
+        self._closed = True
+        try:
+            self._teardown_steps()
+        finally:
+            self._torn_down.set()
+
+    def _teardown_steps(self) -> None:
+        if self._ctl is not None:
+            try:
+                self._ctl.close()
+            except OSError:
+                pass
+        if self._popen is not None:
+            self._popen.kill()
+            try:
+                self._popen.wait(10)
+            except Exception:
+                pass
+        for p in list(self._procs.values()):
+            if isinstance(p, _Shell):
+                _close(p.status_r)
+                p.status_r = -1
+            if p.wait_status is None:
+                p.on_exit(signal.SIGKILL)
+        for job in list(self._jobs.values()):
+            job._session_closed()
+        for p in list(self._procs.values()) + self._shells + self._all_shells:
+            p.close()
+        self._procs.clear()
+        if self._drainer is not None:
+            self._drainer.stop()
+        if getattr(self, "_root_fd", -1) >= 0:
+            _close(self._root_fd)
+            self._root_fd = -1
+        _close(self._devnull)
+        self._devnull = -1
+        if self._overlay is not None:
+            self._overlay.session_ended()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        try:
+            if not self._closed:
+                self.close()
+        except Exception:
+            pass
+
+    @property
+    def closed(self) -> bool:
+        if not self._closed and self._popen is not None and self._popen.poll() is not None:
+            self._close_reason = "its sandbox ended"
+            self.close()
+        return self._closed
+
+    def _check_open(self, what: str) -> None:
+        if self.closed:
+            raise SessionClosed(f"{what}: the session is closed ({self._close_reason})")
+        self._last_used = time.monotonic()
+
+    # ---- the control socket ----------------------------------------------------------
+    def _send(self, kind: int, id_: int, a: int = 0, b: int = 0, data: bytes = b"", fds=()) -> None:
+        msg = _MSG.pack(kind, id_, a, b) + data
+        with self._send_lock:
+            if self._ctl is None or self._closed:
+                raise SessionClosed("the session is closed")
+            try:
+                if fds:
+                    socket.send_fds(self._ctl, [msg], list(fds))
+                else:
+                    self._ctl.send(msg)
+            except BlockingIOError:
+                self._ctl.setblocking(True)
+                try:
+                    if fds:
+                        socket.send_fds(self._ctl, [msg], list(fds))
+                    else:
+                        self._ctl.send(msg)
+                finally:
+                    self._ctl.setblocking(False)
+            except OSError as e:
+                raise SessionClosed(f"the session's sandbox is gone ({os.strerror(e.errno)})") from None
+
+    def _read_ctl(self) -> bool:
+        """Dispatch what agentd sent; False when it is gone."""
+        while True:
+            try:
+                data = self._ctl.recv(64)
+            except BlockingIOError:
+                return True
+            except OSError:
+                data = b""
+            if not data:
+                self._agent_gone()
+                return False
+            if len(data) < _MSG.size:
+                continue
+            kind, id_, a, b = _MSG.unpack_from(data)
+            if kind == R_NET:
+                from .violations import network_event
+
+                try:
+                    self._net_events.append(network_event(self, id_, a, b, data[_MSG.size:]))
+                except ValueError:
+                    pass
+                continue
+            p = self._procs.get(id_)
+            if p is None:
+                continue
+            if kind == R_STARTED:
+                p.on_started(a, b)
+            elif kind == R_EXIT:
+                self._procs.pop(id_, None)
+                p.on_exit(a)
+
+    def _agent_gone(self) -> None:
+        for p in list(self._procs.values()):
+            if p.wait_status is None:
+                p.on_exit(signal.SIGKILL)
+
+    def _new_proc(self, cls=_Proc, *args) -> _Proc:
+        p = cls(next(self._ids), *args)
+        self._procs[p.id] = p
+        return p
+
+    # ---- state -------------------------------------------------------------------------
+    @property
+    def cwd(self) -> str:
+        """The shell's working directory (as of its last command)."""
+        return self._pwd or self.plan.cwd
+
+    def environment(self) -> dict:
+        """The environment commands get: the profile's, plus what the shell exported."""
+        if self._exports is None:
+            return dict(self._base_env)
+        if self._exports_env is None:
+            self._exports_env = _parse_exports(self._exports)
+        return dict(self._exports_env)
+
+    # ---- shells ------------------------------------------------------------------------
+    def _which_shell(self) -> str:
+        if self._shell_path:
+            return self._shell_path
+        for cand in ("/bin/bash", "/usr/bin/bash"):
+            try:
+                os.close(_openat_root(self._root_fd, cand))
+                return cand
+            except OSError:
+                pass
+        return "/bin/sh"
+
+    def _start_shell(self) -> _Shell:
+        if not self._slots:
+            raise SessionError("too many shells busy with jobs in this session")
+        slot = min(self._slots)
+        self._slots.discard(slot)
+        status_r, status_w = os.pipe2(os.O_CLOEXEC)
+        sh = self._new_proc(_Shell, slot, status_r)
+        path = self._which_shell()
+        sh.bash = path.endswith("bash")
+        argv = [path, "--noprofile", "--norc"] if sh.bash else [path]
+        try:
+            self._run_msg(sh, argv, dict(self._base_env), self._pwd or self.plan.cwd,
+                          [self._devnull, status_w, self._devnull], RUN_SHELL)
+        finally:
+            os.close(status_w)
+        done = ("__isolate_done() { printf '\\0R %s %s\\0%s\\0' \"$1\" \"$2\" \"$PWD\"; export -p; "
+                "printf '\\0'; " + ("declare -f; " if sh.bash else "") + "printf '\\0'; }\n")
+        if sh.bash:
+            done += "readonly -f __isolate_done\n"
+        text = done
+        if self._pwd is not None:
+            text += f"cd -- {shlex.quote(self._pwd)} 2>/dev/null\n"
+        if self._exports is not None:
+            text += "{\n" + os.fsdecode(self._exports) + "\n} 2>/dev/null\n"
+        if self._functions:
+            text += "{\n" + os.fsdecode(self._functions) + "\n} 2>/dev/null\n"
+        self._send(A_SHELL, sh.id, slot, 0, text.encode())
+        self._shells.append(sh)
+        return sh
+
+    def _retire_shell(self, sh: _Shell) -> None:
+        sh.retired = True
+        if sh in self._shells:
+            self._shells.remove(sh)
+        if sh.wait_status is None and not self._closed:
+            try:
+                # The shell only: background jobs of its commands (its process group) live on.
+                self._send(A_KILL, sh.id, signal.SIGKILL, 1)
+            except SessionClosed:
+                pass
+        _close(sh.status_r)
+        sh.status_r = -1
+        self._slots.add(sh.slot)
+        if sh.exited.is_set():
+            sh.close()
+        else:
+            self._all_shells.append(sh)
+
+    def _idle_shell(self) -> _Shell:
+        sh = self._shell
+        if sh is None or sh.dead or sh.retired:
+            if sh is not None and not sh.retired:
+                self._retire_shell(sh)
+            sh = self._shell = self._start_shell()
+        return sh
+
+    def _run_msg(self, p: _Proc, argv, env: Mapping[str, str], cwd: str, fds, flags: int = 0) -> None:
+        strings = [os.fsencode(cwd)] + [os.fsencode(a) for a in argv] + [b""] + \
+            [os.fsencode(k) + b"=" + os.fsencode(v) for k, v in env.items()]
+        self._send(A_RUN, p.id, flags, 0, b"\0".join(strings) + b"\0", fds)
+
+    # ---- processes of the sandbox, for killing a command's tree ------------------------
+    def _sandbox_pids(self) -> set:
+        return set(_tree(self._popen.pid))
+
+    def _host_pid(self, inside: int) -> int | None:
+        """The host pid of a child of agentd, from its pid in the sandbox."""
+        for pid in _tree(self.agent_pid)[1:]:
+            if _inside_pid(pid) == inside:
+                return pid
+        return None
+
+    def _protected(self, exclude) -> set:
+        """Host pids that a timeout of `exclude` must not kill: pid 1, agentd, the shells,
+        and the trees of the other jobs."""
+        keep = {self._popen.pid, self.agent_pid}
+        inside = {}
+        for pid in _tree(self.agent_pid)[1:]:
+            ip = _inside_pid(pid)
+            if ip is not None:
+                inside.setdefault(ip, pid)
+        for p in list(self._procs.values()) + self._shells:
+            if p is exclude or p.pid is None:
+                continue
+            hp = inside.get(p.pid)
+            if hp is None:
+                continue
+            if isinstance(p, _Shell):
+                if exclude is not None and getattr(exclude, "shell", None) is p:
+                    keep.add(hp)   # the shell of the command: itself survives
+                else:
+                    keep.update(_tree(hp))
+            else:
+                keep.update(_tree(hp))
+        return keep
+
+    def _kill_tree(self, run) -> None:
+        """Kill everything the command started: its own tree, and whatever appeared in
+        the sandbox since it started that belongs to nobody else."""
+        if run.proc is not None and not isinstance(run.proc, _Shell) and run.proc.wait_status is None:
+            try:
+                self._send(A_KILL, run.proc.id, signal.SIGKILL)
+            except SessionClosed:
+                return
+        for _ in range(5):
+            keep = self._protected(run.proc if not isinstance(run.proc, _Shell) else run)
+            victims = [p for p in self._sandbox_pids() if p not in keep and p not in run.before]
+            if not victims:
+                break
+            for pid in victims:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
+
+    # ---- commands ------------------------------------------------------------------------
+    def exec(self, cmd, *, timeout: float | None = None, yield_after: float | None = None, input=None,
+             cwd=None, env: Mapping[str, str] | None = None, max_output: int | None = None,
+             on_stdout: Callable | None = None, on_stderr: Callable | None = None) -> ExecResult:
+        """Run `cmd` (a shell string for the session's shell, or an argv list) and return
+        what it did. See the module's documentation for timeouts and yield_after."""
+        from .jobs import Run
+
+        timeout = check_seconds(timeout, "timeout")
+        yield_after = check_seconds(yield_after, "yield_after")
+        limit = self._max_output if max_output is None else output_mod.check_max_output(max_output)
+        self._check_open("exec")
+        run = Run(self, cmd, input=input, cwd=cwd, env=env, limit=limit, on_stdout=on_stdout,
+                  on_stderr=on_stderr, stdin_pipe=False)
+        return run.execute(timeout, yield_after)
+
+    def spawn(self, cmd, *, cwd=None, env: Mapping[str, str] | None = None, max_output: int | None = None,
+              timeout: float | None = None, on_stdout: Callable | None = None,
+              on_stderr: Callable | None = None):
+        """Start `cmd` in the background and return its Job (stdin stays open for
+        write_stdin until close_stdin). A string runs in `sh -c` (bash) with the session's
+        current directory and exported variables; it does not change the shell's state."""
+        from .jobs import Run
+
+        timeout = check_seconds(timeout, "timeout")
+        limit = self._max_output if max_output is None else output_mod.check_max_output(max_output)
+        self._check_open("spawn")
+        if isinstance(cmd, (str, bytes)):
+            cmd = [self._which_shell(), "-c", os.fsdecode(cmd)]
+        run = Run(self, cmd, input=None, cwd=cwd, env=env, limit=limit, on_stdout=on_stdout,
+                  on_stderr=on_stderr, stdin_pipe=True)
+        return run.background(timeout)
+
+    def jobs(self) -> list:
+        """The session's jobs (spawned or yielded), running or finished, oldest first."""
+        self._check_open("jobs")
+        return list(self._jobs.values())
+
+    def job(self, job_id):
+        """Re-attach to a job by its id (Job.id)."""
+        self._check_open("job")
+        try:
+            return self._jobs[int(job_id)]
+        except (KeyError, ValueError, TypeError):
+            raise JobNotFound(f"job {job_id!r}: no such job in this session "
+                              f"(jobs: {sorted(self._jobs) or 'none'})") from None
+
+    def _register_job(self, job) -> None:
+        self._jobs[job.id] = job
+
+    # ---- files ---------------------------------------------------------------------------
+    def write_file(self, path, data, mode: int = 0o644) -> int:
+        """Write `data` (bytes or str) to `path` in the session, creating its parents."""
+        self._check_open("write_file")
+        return self.files.write_file(path, data, mode)
+
+    def read_file(self, path, text: bool = False, max_size: int | None = None):
+        """The content of `path` in the session (bytes, or str with text=True); at most
+        max_size bytes (default 100 MiB), else SessionPathError."""
+        from .files import DEFAULT_READ_MAX
+
+        self._check_open("read_file")
+        return self.files.read_file(path, text=text, max_size=DEFAULT_READ_MAX if max_size is None else max_size)
+
+    def list_dir(self, path=".") -> list:
+        """Entries of a directory in the session: DirEntry(name, type, size, mode), by name."""
+        self._check_open("list_dir")
+        return self.files.list_dir(path)
+
+    # ---- the overlay workspace -------------------------------------------------------------
+    def _need_overlay(self, what):
+        self._check_open(what)
+        if self._overlay is None:
+            raise SessionError(f"{what}: this session has no overlay workspace (Session(..., workspace=DIR, "
+                               f"overlay=True))")
+        return self._overlay
+
+    def changes(self) -> list:
+        """What commands changed in the overlay workspace: Change(kind "A"|"M"|"D", path)."""
+        return self._need_overlay("changes").changes()
+
+    def apply(self) -> list:
+        """Write the overlay's changes to the host directory; returns them. The overlay
+        then starts over (the shell is restarted, with its state)."""
+        ov = self._need_overlay("apply")
+        with self._shell_lock:
+            changes = ov.apply()
+            self._fresh_shell()
+        return changes
+
+    def discard(self) -> None:
+        """Drop the overlay's changes: the workspace is the host directory again."""
+        ov = self._need_overlay("discard")
+        with self._shell_lock:
+            ov.discard()
+            self._fresh_shell()
+
+    def _fresh_shell(self) -> None:
+        # Its working directory may be in the old overlay: the next command gets a new shell.
+        if self._shell is not None:
+            self._retire_shell(self._shell)
+            self._shell = None
+
+    # ---- pty ------------------------------------------------------------------------------
+    def pty(self, cmd, rows: int = 24, cols: int = 80, *, cwd=None, env: Mapping[str, str] | None = None):
+        """An interactive program on a terminal of its own in the session: a Pty with
+        write, read, resize, wait and kill."""
+        from .pty import start_pty
+
+        self._check_open("pty")
+        return start_pty(self, cmd, rows, cols, cwd=cwd, env=env)
+
+    def _drain_later(self, fds) -> None:
+        """Read and drop what background processes still write to a finished command's pipes."""
+        from .jobs import Drainer
+
+        fds = [fd for fd in fds if fd >= 0]
+        if not fds:
+            return
+        if self._closed:
+            for fd in fds:
+                _close(fd)
+            return
+        if self._drainer is None:
+            self._drainer = Drainer()
+        self._drainer.add(fds)
+
+
+def _openat_root(root_fd: int, path: str) -> int:
+    from .files import openat2
+
+    return openat2(root_fd, path, os.O_PATH)
+
+
+def _close(fd: int) -> None:
+    if fd is not None and fd >= 0:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
+def _check_env(env) -> None:
+    if not isinstance(env, Mapping):
+        raise TypeError(f"env: expected a mapping of names to values, got {type(env).__name__}")
+    for k, v in env.items():
+        if not isinstance(k, str) or not isinstance(v, str):
+            raise TypeError(f"env: names and values must be str, got {k!r}: {v!r}")
+        if not k or "=" in k or "\0" in k:
+            raise ValueError(f"env: illegal variable name {k!r}")
+        if "\0" in v:
+            raise ValueError(f"env[{k!r}]: embedded null byte")
+        if not all(c.isalnum() or c == "_" for c in k) or k[0].isdigit():
+            raise ValueError(f"env: {k!r} is not a shell variable name")
+
+
+def _parse_exports(text: bytes) -> dict:
+    """`export -p` (bash's `declare -x NAME="value"`, sh's `export NAME='value'`) -> dict."""
+    env = {}
+    try:
+        words = shlex.split(os.fsdecode(text), posix=True)
+    except ValueError:
+        return env
+    for w in words:
+        if w in ("declare", "export") or w.startswith("-"):
+            continue
+        if "=" in w:
+            k, v = w.split("=", 1)
+            env[k] = v.replace("\\$", "$").replace("\\`", "`")
+    return env
