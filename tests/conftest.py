@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 import isolate
+from isolate import doctor
 
 TESTS = Path(__file__).resolve().parent
 PROBE = TESTS / "probe.py"
@@ -132,3 +133,13 @@ def launch_many(count: int, threads: int, launch, join_timeout: float = 600) -> 
 @pytest.fixture
 def probe():
     return run_probe
+
+
+@pytest.fixture
+def no_memory_cgroup(monkeypatch):
+    """This process's doctor sees no usable memory cgroup (ISOLATE_DOCTOR_DISABLE)."""
+    monkeypatch.setenv(doctor.DISABLE_ENV, "cgroup_memory_limit")
+    doctor.features(refresh=True)
+    yield
+    monkeypatch.delenv(doctor.DISABLE_ENV)
+    doctor.features(refresh=True)

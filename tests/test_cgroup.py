@@ -192,15 +192,6 @@ def test_cgroup_procs_write_failure_is_a_setup_error(monkeypatch):
 
 
 # ---- no cgroup available --------------------------------------------------------------------------
-@pytest.fixture
-def no_memory_cgroup(monkeypatch):
-    monkeypatch.setenv(doctor.DISABLE_ENV, "cgroup_memory_limit")
-    doctor.features(refresh=True)
-    yield
-    monkeypatch.delenv(doctor.DISABLE_ENV)
-    doctor.features(refresh=True)
-
-
 def test_without_cgroup_fails_closed(no_memory_cgroup):
     with pytest.raises(isolate.UnsupportedError) as e:
         isolate.run(["true"], profile=with_python(cgroup={"memory_max": "256M", "fallback": "fail"}))

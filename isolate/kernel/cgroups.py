@@ -8,17 +8,12 @@ import os
 
 from . import features as features_mod
 from . import mounts as mounts_mod
+from . import procfs
 
 FEATURE_OF = {"memory": "cgroup_memory_limit", "pids": "cgroup_pids_limit"}
 
 
 # ---- where cgroups can be made -------------------------------------------------------
-def _read(path: str) -> str | None:
-    try:
-        with open(path) as f:
-            return f.read()
-    except OSError:
-        return None
 
 
 def _v2_candidates() -> list[tuple[str, bool]]:
@@ -41,16 +36,16 @@ def _v2_usable(d: str, is_root: bool, ctrls: tuple[str, ...]) -> str | None:
     sub = os.path.join(d, "cgroup.subtree_control")
     if not (os.access(d, os.W_OK) and os.access(sub, os.W_OK)):
         return f"{d} is not writable"
-    offered = (_read(os.path.join(d, "cgroup.controllers")) or "").split()
+    offered = (procfs.read(os.path.join(d, "cgroup.controllers")) or "").split()
     missing = [c for c in ctrls if c not in offered]
     if missing:
         return f"{d} does not offer {' '.join(missing)}"
-    enabled = (_read(sub) or "").split()
+    enabled = (procfs.read(sub) or "").split()
     if all(c in enabled for c in ctrls) or is_root:
         return None
     # Enabling a controller for the children of a cgroup that holds processes is EBUSY
     # (no internal processes), and our own cgroup holds at least us.
-    if (_read(os.path.join(d, "cgroup.procs")) or "").split():
+    if (procfs.read(os.path.join(d, "cgroup.procs")) or "").split():
         return f"{d} holds processes, so its children cannot get {' '.join(ctrls)}"
     return None
 

@@ -39,6 +39,7 @@ import prctl
 from ..errors import UnsupportedError
 from . import mounts as mounts_mod
 from .constants import CLONE_NEWUSER, FLAG_NAMES, NAMESPACES, SECCOMP_ACTIONS
+from . import procfs
 
 __all__ = ["Feature", "features", "requirements", "check", "landlock_abi", "DISABLE_ENV", "FEATURE_KEYS"]
 
@@ -150,22 +151,6 @@ def _errname(e: int) -> str:
     return f"{errno.errorcode.get(e, str(e))} ({os.strerror(e)})"
 
 
-def _read(path: str) -> str | None:
-    try:
-        with open(path) as f:
-            return f.read().strip()
-    except OSError:
-        return None
-
-
-def _read_int(path: str) -> int | None:
-    text = _read(path)
-    try:
-        return int(text) if text is not None else None
-    except ValueError:
-        return None
-
-
 # --------------------------------------------------------------------------
 # Probes in a forked child
 # --------------------------------------------------------------------------
@@ -264,9 +249,9 @@ def _probe_all() -> dict[str, Feature]:
     put("kernel", True, os.uname().release)
 
     # --- user namespace sysctls
-    max_userns = _read_int("/proc/sys/user/max_user_namespaces")
-    unpriv_clone = _read_int("/proc/sys/kernel/unprivileged_userns_clone")
-    apparmor = _read_int("/proc/sys/kernel/apparmor_restrict_unprivileged_userns")
+    max_userns = procfs.read_int("/proc/sys/user/max_user_namespaces")
+    unpriv_clone = procfs.read_int("/proc/sys/kernel/unprivileged_userns_clone")
+    apparmor = procfs.read_int("/proc/sys/kernel/apparmor_restrict_unprivileged_userns")
     if max_userns is None:
         put("max_user_namespaces", False, "/proc/sys/user/max_user_namespaces is missing")
     else:
@@ -347,7 +332,7 @@ def _probe_all() -> dict[str, Feature]:
     # --- cgroups and filesystems
     _cgroups(put, euid)
     fstypes = set()
-    for line in (_read("/proc/filesystems") or "").splitlines():
+    for line in (procfs.read("/proc/filesystems", strip=True) or "").splitlines():
         parts = line.split()
         if parts:
             fstypes.add(parts[-1])
@@ -365,7 +350,7 @@ def _probe_all() -> dict[str, Feature]:
 
 
 def _seccomp(put) -> None:
-    actions_text = _read("/proc/sys/kernel/seccomp/actions_avail")
+    actions_text = procfs.read("/proc/sys/kernel/seccomp/actions_avail", strip=True)
     listed = set(actions_text.split()) if actions_text is not None else set()
     try:
         # python-prctl returns a bool; true is filter mode (2): in strict mode (1) no Python runs
@@ -409,13 +394,13 @@ def _cgroups(put, euid: int) -> None:
         put("cgroup_v2", False, "no cgroup2 mount in /proc/self/mountinfo")
         v2_note = "no cgroup v2"
     else:
-        ctrls = (_read(os.path.join(v2_mount.point, "cgroup.controllers")) or "").split()
+        ctrls = (procfs.read(os.path.join(v2_mount.point, "cgroup.controllers"), strip=True) or "").split()
         put("cgroup_v2", True, f"{v2_mount.point} controllers: {' '.join(ctrls) or 'none'}")
         v2_note = f"v2 at {v2_mount.point} has {' '.join(ctrls) or 'no controllers'}"
         # A delegated subtree: our own cgroup (or the root), writable, with the controller.
         own = mounts_mod.join(v2_mount, mounts_mod.own_cgroup_v2_path())
         for d in dict.fromkeys(x for x in (own, v2_mount.point) if x):
-            here = (_read(os.path.join(d, "cgroup.controllers")) or "").split()
+            here = (procfs.read(os.path.join(d, "cgroup.controllers"), strip=True) or "").split()
             if os.access(d, os.W_OK) and os.access(os.path.join(d, "cgroup.subtree_control"), os.W_OK):
                 for c in here:
                     v2_usable.setdefault(c, d)

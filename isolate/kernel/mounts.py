@@ -5,13 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 
-
-def _read(path: str) -> str | None:
-    try:
-        with open(path) as f:
-            return f.read().strip()
-    except OSError:
-        return None
+from . import procfs
 
 
 def _unescape(field: str) -> str:
@@ -39,7 +33,7 @@ class Mount:
 
 def mounts() -> list[Mount]:
     out = []
-    text = _read("/proc/self/mountinfo") or ""
+    text = procfs.read("/proc/self/mountinfo", strip=True) or ""
     for line in text.splitlines():
         fields = line.split()
         try:
@@ -52,14 +46,14 @@ def mounts() -> list[Mount]:
 
 
 def own_cgroup_v2_path() -> str | None:
-    for line in (_read("/proc/self/cgroup") or "").splitlines():
+    for line in (procfs.read("/proc/self/cgroup", strip=True) or "").splitlines():
         if line.startswith("0::"):
             return line[3:]
     return None
 
 
 def own_cgroup_v1_path(controller: str) -> str | None:
-    for line in (_read("/proc/self/cgroup") or "").splitlines():
+    for line in (procfs.read("/proc/self/cgroup", strip=True) or "").splitlines():
         parts = line.split(":", 2)
         if len(parts) == 3 and controller in parts[1].split(","):
             return parts[2]

@@ -34,17 +34,10 @@ from typing import Mapping
 
 from ..errors import SandboxSetupError
 from ..kernel.constants import controllers
+from ..kernel import procfs
 
 PARENT = "isolate"
 EMPTY_TIMEOUT = 10.0  # seconds to wait for a cgroup to empty before giving up on it for now
-
-
-def _read(path: str) -> str | None:
-    try:
-        with open(path) as f:
-            return f.read()
-    except OSError:
-        return None
 
 
 # ---- one launch's cgroup ---------------------------------------------------------------
@@ -82,16 +75,8 @@ def _keyed(text: str | None) -> dict[str, int]:
     return out
 
 
-def _int(path: str) -> int | None:
-    text = _read(path)
-    try:
-        return int(text) if text is not None else None
-    except ValueError:
-        return None
-
-
 def _pids(d: str) -> list[int]:
-    return [int(x) for x in (_read(os.path.join(d, "cgroup.procs")) or "").split() if x.isdigit()]
+    return [int(x) for x in (procfs.read(os.path.join(d, "cgroup.procs")) or "").split() if x.isdigit()]
 
 
 class Group:
@@ -110,22 +95,22 @@ class Group:
     def usage(self) -> Usage:
         if self.version == "v2":
             d = self.dirs[0]
-            events = _keyed(_read(os.path.join(d, "memory.events")))
-            pids = _keyed(_read(os.path.join(d, "pids.events")))
+            events = _keyed(procfs.read(os.path.join(d, "memory.events")))
+            pids = _keyed(procfs.read(os.path.join(d, "pids.events")))
             with_mem, with_pids = "memory_max" in self.limits, "pids_max" in self.limits
             return Usage(events.get("oom_kill") if with_mem else None,
-                         _int(os.path.join(d, "memory.peak")) if with_mem else None, None,
+                         procfs.read_int(os.path.join(d, "memory.peak")) if with_mem else None, None,
                          pids.get("max") if with_pids else None,
-                         _int(os.path.join(d, "pids.peak")) if with_pids else None)
+                         procfs.read_int(os.path.join(d, "pids.peak")) if with_pids else None)
         oom = peak = failcnt = refused = pids_peak = None
         for d in self.dirs:
             if os.path.exists(os.path.join(d, "memory.limit_in_bytes")):
-                oom = _keyed(_read(os.path.join(d, "memory.oom_control"))).get("oom_kill")
-                peak = _int(os.path.join(d, "memory.max_usage_in_bytes"))
-                failcnt = _int(os.path.join(d, "memory.failcnt"))
+                oom = _keyed(procfs.read(os.path.join(d, "memory.oom_control"))).get("oom_kill")
+                peak = procfs.read_int(os.path.join(d, "memory.max_usage_in_bytes"))
+                failcnt = procfs.read_int(os.path.join(d, "memory.failcnt"))
             elif os.path.exists(os.path.join(d, "pids.max")):
-                refused = _keyed(_read(os.path.join(d, "pids.events"))).get("max")
-                pids_peak = _int(os.path.join(d, "pids.peak"))
+                refused = _keyed(procfs.read(os.path.join(d, "pids.events"))).get("max")
+                pids_peak = procfs.read_int(os.path.join(d, "pids.peak"))
         return Usage(oom, peak, failcnt, refused, pids_peak)
 
     def kill(self) -> None:
@@ -245,7 +230,7 @@ def _retry_pending() -> None:
 def _ensure_parent_v2(base: str, ctrls: tuple[str, ...]) -> str:
     """BASE/isolate with `ctrls` enabled for its children (and for itself in BASE)."""
     want = " ".join(f"+{c}" for c in ctrls)
-    enabled = (_read(os.path.join(base, "cgroup.subtree_control")) or "").split()
+    enabled = (procfs.read(os.path.join(base, "cgroup.subtree_control")) or "").split()
     if not all(c in enabled for c in ctrls):
         _write(os.path.join(base, "cgroup.subtree_control"), want)
     parent = os.path.join(base, PARENT)
@@ -253,7 +238,7 @@ def _ensure_parent_v2(base: str, ctrls: tuple[str, ...]) -> str:
         _make_dir(parent)
     except FileExistsError:
         pass
-    enabled = (_read(os.path.join(parent, "cgroup.subtree_control")) or "").split()
+    enabled = (procfs.read(os.path.join(parent, "cgroup.subtree_control")) or "").split()
     if not all(c in enabled for c in ctrls):
         _write(os.path.join(parent, "cgroup.subtree_control"), want)
     return parent

@@ -279,18 +279,7 @@ class Popen(subprocess.Popen):
         with the pty's slave as 0/1/2. The pty comes from the sandbox's own devpts
         instance when its view has one (/dev/pts of a minimal /dev: then the program
         finds it there, at /dev/pts/N, and ttyname works), else from the caller's."""
-        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
-        devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
-        try:
-            slot = launch(plan, [], [], [], cwd, [theirs.fileno(), devnull, devnull], [0, 1, 2], warm=True,
-                          ctty=True, keep_ignored=self._keep_ignored, groups=self._groups)
-        except BaseException:
-            mine.close()
-            raise
-        finally:
-            theirs.close()
-            os.close(devnull)
-        slot.ctl = mine
+        slot = launch_waiting(plan, cwd, ctty=True, keep_ignored=self._keep_ignored, groups=self._groups)
         self._adopt(slot)
         self._child_created = True  # from here on, it is ours to reap
         pair = terminal.open_sandbox_pty(slot.pid) if terminal.has_own_devpts(plan) else None
@@ -740,6 +729,23 @@ def _give_pipes(fds, id_: int) -> None:
                 os.fchown(fd, id_, id_)
         except OSError:
             pass
+
+
+def launch_waiting(plan: Plan, cwd: bytes, **kw) -> Launched:
+    """A sandbox whose pid 1 is set up and waits for its one task (Launched.send_task), on a
+    socket that is its fd 0 (Launched.ctl); its 1 and 2 are /dev/null until then."""
+    mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+    devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+    try:
+        slot = launch(plan, [], [], [], cwd, [theirs.fileno(), devnull, devnull], [0, 1, 2], warm=True, **kw)
+    except BaseException:
+        mine.close()
+        raise
+    finally:
+        theirs.close()
+        os.close(devnull)
+    slot.ctl = mine
+    return slot
 
 
 def _await_start(status_fd: int) -> None:

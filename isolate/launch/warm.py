@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import threading
 from collections import deque
 from typing import Any, Sequence
@@ -50,19 +49,7 @@ class WarmPool:
 
     # ---- the pool ----------------------------------------------------------------------
     def _prepare(self) -> process.Launched:
-        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
-        devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
-        try:
-            slot = process.launch(self.plan, [], [], [], os.fsencode(self.plan.cwd), [theirs.fileno(), devnull,
-                                  devnull], [0, 1, 2], warm=True)
-        except BaseException:
-            mine.close()
-            raise
-        finally:
-            theirs.close()
-            os.close(devnull)
-        slot.ctl = mine
-        return slot
+        return process.launch_waiting(self.plan, os.fsencode(self.plan.cwd))
 
     def _refill(self) -> None:
         while True:

@@ -101,15 +101,6 @@ def test_default_shipped_limits_from_inside():
     assert all(line.endswith(":/") for line in seen["self_cgroup"].split()), seen
 
 
-@pytest.fixture
-def no_memory_cgroup(monkeypatch):
-    monkeypatch.setenv(doctor.DISABLE_ENV, "cgroup_memory_limit")
-    doctor.features(refresh=True)
-    yield
-    monkeypatch.delenv(doctor.DISABLE_ENV)
-    doctor.features(refresh=True)
-
-
 def test_default_falls_back_to_rlimits_without_cgroup(no_memory_cgroup):
     plan = isolate.plan_for("default")
     assert plan.cgroup_mode == "rlimits"
