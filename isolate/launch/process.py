@@ -19,18 +19,18 @@ import socket
 import stat
 import struct
 import subprocess
-import threading
 import time
 from typing import Any, Mapping, Sequence
 
-from ..errors import (ExecutableNotFound, ExecutablePermission, ProfileError, SandboxSetupError,  # noqa: F401
+# The error types are also this module's names (isolate exports them from here).
+from ..errors import (ExecutableNotFound, ExecutablePermission, SandboxSetupError,  # noqa: F401
                       WorkingDirectoryNotADirectory, WorkingDirectoryNotFound, WorkingDirectoryPermission)
 from ..kernel.constants import RLIMIT_NAMES
 from ..plan.plan import Plan, check_nofile
 from . import _launch, cgroup, hostids, mounts, net, popen_args, terminal
 from .pid1 import FLAG_CTTY, FLAG_DIE_WITH_PARENT, FLAG_PIDNS, FLAG_SECCOMP_LOG, FLAG_WARM, process_fds
+from ..profile.cache import load_profile  # noqa: F401 - public here too (isolate.load_profile)
 from .plans import compile_profile, no_nul, plan_for, plan_for_cwd  # noqa: F401 - plan_for*: public here too
-from ..profile.cache import load_profile
 
 PIPE = subprocess.PIPE
 DEVNULL = subprocess.DEVNULL
@@ -470,7 +470,7 @@ class Popen(subprocess.Popen):
             if isinstance(e, _launch.ChildError):
                 err = _setup_error(e.args, plan, program, cwd_b, getattr(e, "cgroup_procs", ()))
                 if self._shell is not None and isinstance(err, (ExecutableNotFound, ExecutablePermission)):
-                    err.detail = f"process.shell: the shell of shell=True is not usable in the sandbox's view"
+                    err.detail = "process.shell: the shell of shell=True is not usable in the sandbox's view"
                 raise err from None
             raise
         self._close_pipe_fds(p2cread, p2cwrite, c2pread, c2pwrite, errread, errwrite)

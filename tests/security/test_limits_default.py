@@ -12,7 +12,6 @@ import sys
 import pytest
 
 import isolate
-from isolate import doctor
 
 from escape_helpers import profile_for, run_attack
 
