@@ -31,7 +31,7 @@ _AGENT_NAMES = ("Session", "AsyncSession", "SessionPool", "ExecResult", "Job")
 
 def __getattr__(name):
     if name in _AGENT_NAMES:
-        from . import agent
+        from . import agent  # sessions load the agent package (its C helper, audit reader), kept out of `import isolate`
 
         return getattr(agent, name)
     raise AttributeError(f"module 'isolate' has no attribute {name!r}")

@@ -28,6 +28,7 @@ LAZY_OK = {
     ("isolate.profile.schema", "isolate.profile.oci"),      # pyseccomp
     ("isolate.profile.cache", "isolate.profile.loader"),    # tomllib and the schema, kept out of `import isolate`
     ("isolate.launch.plans", "isolate.plan.compile"),       # the compiler (probes, views), kept out of `import isolate`
+    ("isolate", "isolate.agent"),                           # agent sessions, loaded on first use of isolate.Session
 }
 
 

@@ -6,7 +6,9 @@
         print(r.for_model())
 """
 
-from .session import ExecResult, JobNotFound, Session, SessionClosed, SessionError, Truncated
+from .errors import JobNotFound, SessionClosed, SessionError
+from .results import ExecResult, Truncated
+from .session import Session
 from .files import DirEntry, SessionPathError
 from .jobs import Job, JobOutput
 from .asyncio_session import AsyncJob, AsyncSession

@@ -11,7 +11,9 @@ import asyncio
 import inspect
 from typing import Any, Callable, Mapping, Sequence
 
-from .session import ExecResult, Session
+from .errors import SessionClosed
+from .results import ExecResult
+from .session import Session
 
 
 def _on_loop(cb, loop, pending: list):
@@ -97,8 +99,6 @@ class AsyncSession:
 
     def _s(self) -> Session:
         if self.sync is None:
-            from .session import SessionClosed
-
             raise SessionClosed("the session is not started (use `async with` or `await start()`)")
         return self.sync
 

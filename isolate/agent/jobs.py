@@ -13,33 +13,12 @@ import threading
 import time
 from typing import Callable, Mapping
 
+from .errors import SessionClosed, SessionError
 from .output import HeadTail
-from .session import (A_KILL, A_RELEASE, A_SHELL, HOLD_FD, KILL_GRACE, ExecResult, SessionClosed, SessionError,
-                      Truncated, _check_env, _close, _Proc, _Shell)
-
-
-def _check_cmd(cmd):
-    if isinstance(cmd, bytes):
-        cmd = os.fsdecode(cmd)
-    if isinstance(cmd, str):
-        if "\0" in cmd:
-            raise ValueError("cmd: embedded null byte in the command")
-        return cmd
-    if isinstance(cmd, os.PathLike):
-        cmd = [cmd]
-    if not isinstance(cmd, (list, tuple)):
-        raise TypeError(f"cmd: expected a shell string or an argv list, got {type(cmd).__name__}")
-    if not cmd:
-        raise ValueError("cmd: an empty argv list names no program")
-    out = []
-    for i, a in enumerate(cmd):
-        if not isinstance(a, (str, bytes, os.PathLike)):
-            raise TypeError(f"cmd[{i}]: expected str, got {type(a).__name__}")
-        a = os.fsdecode(os.fspath(a))
-        if "\0" in a:
-            raise ValueError(f"cmd[{i}]: embedded null byte")
-        out.append(a)
-    return out
+from .procs import Proc, Shell
+from .protocol import A_KILL, A_RELEASE, A_SHELL, HOLD_FD, KILL_GRACE, check_cmd, check_env, check_seconds, close_fd
+from .results import ExecResult, Truncated
+from .violations import collect, mark
 
 
 class Run:
@@ -49,7 +28,7 @@ class Run:
 
     def __init__(self, session, cmd, *, input, cwd, env, limit: int, on_stdout, on_stderr, stdin_pipe: bool):
         self.session = session
-        self.cmd = _check_cmd(cmd)
+        self.cmd = check_cmd(cmd)
         self.shell_cmd = isinstance(self.cmd, str)
         if input is not None and not isinstance(input, (bytes, bytearray, memoryview, str)):
             raise TypeError(f"input: expected bytes or str, got {type(input).__name__}")
@@ -63,7 +42,7 @@ class Run:
                 raise ValueError(f"cwd: not a usable path: {cwd!r}")
         self.cwd = cwd
         if env is not None:
-            _check_env(env)
+            check_env(env)
         self.env = dict(env) if env else None
         self.out = HeadTail(limit)
         self.err = HeadTail(limit)
@@ -77,8 +56,8 @@ class Run:
         self.fds = [-1, -1]       # our ends of stdout, stderr
         self.in_w = -1
         self.in_lock = threading.Lock()
-        self.proc: _Proc | None = None
-        self.shell: _Shell | None = None
+        self.proc: Proc | None = None
+        self.shell: Shell | None = None
         self.rid = next(Run._rids)
         self.before: set = set()
         self.killable = True
@@ -121,11 +100,9 @@ class Run:
     def _start_shell_cmd(self) -> None:
         s = self.session
         sh = self.shell = self.proc = s._idle_shell()
-        from .violations import mark
-
         self.vio_mark = mark(s)
         if self.killable:   # what existed before: only a timeout or a job's kill() needs it
-            self.before = s._sandbox_pids()
+            self.before = s.sandbox_pids()
         in_r, out_w, err_w = self._pipes()
         script = os.memfd_create("isolate-cmd", os.MFD_CLOEXEC)
         try:
@@ -150,15 +127,13 @@ class Run:
                     [in_r if in_r >= 0 else s._devnull, out_w, err_w, script])
         finally:
             for fd in (in_r, out_w, err_w, script):
-                _close(fd)
+                close_fd(fd)
 
     def _start_argv(self) -> None:
         s = self.session
-        from .violations import mark
-
         self.vio_mark = mark(s)
         if self.killable:   # what existed before: only a timeout or a job's kill() needs it
-            self.before = s._sandbox_pids()
+            self.before = s.sandbox_pids()
         in_r, out_w, err_w = self._pipes()
         env = s.environment()
         if self.env:
@@ -169,7 +144,7 @@ class Run:
             s._run_msg(p, self.cmd, env, cwd, [in_r if in_r >= 0 else s._devnull, out_w, err_w])
         finally:
             for fd in (in_r, out_w, err_w):
-                _close(fd)
+                close_fd(fd)
 
     # ---- running --------------------------------------------------------------------------
     def execute(self, timeout, yield_after) -> ExecResult:
@@ -302,7 +277,7 @@ class Run:
                     except OSError:
                         pass
                 else:
-                    s._read_ctl()
+                    s.read_ctl()
             self._check_done()
         return "done"
 
@@ -315,7 +290,7 @@ class Run:
         except OSError:
             data = b""
         if not data:
-            _close(fd)
+            close_fd(fd)
             self.fds[i] = -1
             return
         (self.out if i == 0 else self.err).write(data)
@@ -325,7 +300,7 @@ class Run:
             if text:
                 cb(text)
 
-    def _read_status(self, sh: _Shell) -> None:
+    def _read_status(self, sh: Shell) -> None:
         try:
             data = os.read(sh.status_r, 65536)
         except BlockingIOError:
@@ -334,14 +309,14 @@ class Run:
             data = b""
         if not data:
             sh.dead = True
-            _close(sh.status_r)
+            close_fd(sh.status_r)
             sh.status_r = -1
             return
         sh.buf += data
 
     def _write_input(self) -> None:
         if not self.input:
-            _close(self.in_w)
+            close_fd(self.in_w)
             self.in_w = -1
             self.input = None
             return
@@ -353,7 +328,7 @@ class Run:
         except OSError:
             self.input.clear()
         if not self.input:
-            _close(self.in_w)
+            close_fd(self.in_w)
             self.in_w = -1
             self.input = None
 
@@ -376,7 +351,7 @@ class Run:
             if sh.dead:
                 # The shell ended (exit, exec, a fatal error): its status is the command's.
                 if sh.wait_status is None and not sh.exited.wait(KILL_GRACE):
-                    self.session._read_ctl()
+                    self.session.read_ctl()
                 st = sh.wait_status
                 self.shell_restarted = True
                 self._finish(os.waitstatus_to_exitcode(st) if st is not None else -signal.SIGKILL)
@@ -410,7 +385,7 @@ class Run:
                 except OSError:
                     data = b""
                 if not data:
-                    _close(before)
+                    close_fd(before)
                     self.fds[i] = -1
                     break
                 (self.out if i == 0 else self.err).write(data)
@@ -432,13 +407,11 @@ class Run:
         s._drain_later(self.fds)
         self.fds = [-1, -1]
         with self.in_lock:
-            _close(self.in_w)
+            close_fd(self.in_w)
             self.in_w = -1
-        if self.proc is not None and not isinstance(self.proc, _Shell):
+        if self.proc is not None and not isinstance(self.proc, Shell):
             self.proc.close()
         if self.vio_mark is not None:
-            from .violations import collect
-
             try:
                 self.violations = collect(s, self.vio_mark, self)
             except Exception:
@@ -550,14 +523,12 @@ class Job:
         r = self._run
         with r.in_lock:
             if r.input is None:
-                _close(r.in_w)
+                close_fd(r.in_w)
                 r.in_w = -1
 
     def wait(self, timeout: float | None = None) -> ExecResult:
         """Wait for it to end (at most `timeout` seconds): its ExecResult (running=True if
         it still runs)."""
-        from .session import check_seconds
-
         timeout = check_seconds(timeout, "timeout")
         self._run.finished_event.wait(timeout)
         return self._run.result()
@@ -634,11 +605,11 @@ class Drainer:
                     if not data:
                         with self._lock:
                             self._fds.discard(fd)
-                        _close(fd)
+                        close_fd(fd)
         finally:
             with self._lock:
                 for fd in self._fds:
-                    _close(fd)
+                    close_fd(fd)
                 self._fds.clear()
-            _close(self._wake_r)
-            _close(self._wake_w)
+            close_fd(self._wake_r)
+            close_fd(self._wake_w)

@@ -16,7 +16,8 @@ import struct
 import termios
 import time
 
-from .session import A_KILL, SessionClosed, SessionError, _close, check_seconds
+from .errors import SessionClosed, SessionError
+from .protocol import A_KILL, check_cmd, check_env, check_seconds, close_fd
 
 
 def _size(rows, cols):
@@ -99,7 +100,7 @@ class Pty:
                 break
             r, _, _ = select.select([self._session._ctl, self._proc.evfd], [], [], left)
             if self._session._ctl in r:
-                self._session._read_ctl()
+                self._session.read_ctl()
             if self._proc.evfd in r:
                 try:
                     os.eventfd_read(self._proc.evfd)
@@ -114,7 +115,7 @@ class Pty:
 
     def close(self) -> None:
         self.kill()
-        _close(self.master)
+        close_fd(self.master)
         self.master = -1
 
     def __enter__(self):
@@ -125,15 +126,12 @@ class Pty:
 
 
 def start_pty(session, cmd, rows, cols, cwd=None, env=None) -> Pty:
-    from .jobs import _check_cmd
-    from .session import _check_env
-
     rows, cols = _size(rows, cols)
-    cmd = _check_cmd(cmd)
+    cmd = check_cmd(cmd)
     if isinstance(cmd, str):
         cmd = [session._which_shell(), "-c", cmd]
     if env is not None:
-        _check_env(env)
+        check_env(env)
     master, slave = os.openpty()
     try:
         fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
@@ -153,9 +151,9 @@ def start_pty(session, cmd, rows, cols, cwd=None, env=None) -> Pty:
     while not p.started.is_set() and time.monotonic() < end:
         r, _, _ = select.select([session._ctl], [], [], 0.1)
         if r:
-            session._read_ctl()
+            session.read_ctl()
     if p.start_err is not None:
-        _close(master)
+        close_fd(master)
         step, err = p.start_err
         raise SessionError(f"pty: cannot run {cmd[0]!r}: {os.strerror(err)}")
     return pty

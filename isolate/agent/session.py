@@ -33,135 +33,31 @@ job; the next string command gets a new shell restored in the same way.
 from __future__ import annotations
 
 import codecs
-import dataclasses
 import errno
 import itertools
-import math
 import os
 import select
 import shlex
 import signal
 import socket
-import struct
 import threading
 import time
 from typing import Any, Callable, Mapping, Sequence
 
-from ..errors import IsolateError, SandboxSetupError
+from ..errors import SandboxSetupError
 from ..launch.plans import plan_for
 from ..launch.process import Popen
 from . import output as output_mod
-from .files import Files, SessionPathError
-
-AGENTD = os.path.join(os.path.dirname(os.path.abspath(__file__)), "isolate-agentd")
-A_RUN, A_SHELL, A_RELEASE, A_KILL = 1, 2, 3, 4
-R_HELLO, R_STARTED, R_EXIT, R_NET = 16, 17, 18, 19
-RUN_SHELL = 1
-HOLD_FD = 10
-MAX_SLOTS = 64
-_MSG = struct.Struct("=IIii")
-KILL_GRACE = 0.5          # seconds a shell has to report after its command's tree was killed
-START_TIMEOUT = 10.0
-_STEP = {1: "setsid", 2: "fds", 3: "chdir", 4: "signals", 5: "exec"}
-
-
-class SessionError(IsolateError):
-    """A session could not do what was asked (see the message)."""
-
-
-class SessionClosed(SessionError):
-    """The session was closed (by close(), its TTL or idle timeout, or its sandbox ended)."""
-
-
-class JobNotFound(SessionError, KeyError):
-    """No job with that id in this session."""
-
-    def __str__(self):
-        return self.args[0] if self.args else "no such job"
-
-
-def check_seconds(value, what: str, allow_none: bool = True):
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{what}: expected a number of seconds or None, got {type(value).__name__}")
-    if math.isnan(value) or math.isinf(value) or value < 0:
-        raise ValueError(f"{what}: expected a finite number of seconds >= 0 (None for none), got {value!r}")
-    return float(value)
-
-
-@dataclasses.dataclass(frozen=True)
-class Truncated:
-    """Bytes omitted from the middle of each stream by the output cap (0: nothing)."""
-
-    stdout: int = 0
-    stderr: int = 0
-
-    def __bool__(self):
-        return bool(self.stdout or self.stderr)
-
-
-@dataclasses.dataclass
-class ExecResult:
-    """What a command did. `returncode` is as subprocess's (-N: killed by signal N),
-    None while it runs (`running`, with its `job`)."""
-
-    returncode: int | None
-    stdout: str
-    stderr: str
-    timed_out: bool = False
-    duration: float = 0.0
-    truncated: Truncated = Truncated()
-    violations: list = dataclasses.field(default_factory=list)   # what the sandbox refused (dicts)
-    running: bool = False
-    job: Any = None
-    shell_restarted: bool = False   # the shell was killed and restarted (cwd and exports kept)
-    cwd: str | None = None          # the shell's working directory after the command
-    error: str | None = None        # the command could not be started (returncode 126/127)
-
-    @property
-    def outcome(self) -> str:
-        if self.running:
-            return "running"
-        if self.timed_out:
-            return "timed_out"
-        if self.error:
-            return "not_started"
-        if self.returncode is not None and self.returncode < 0:
-            return "signaled"
-        return "exited"
-
-    @property
-    def ok(self) -> bool:
-        return self.returncode == 0 and not self.timed_out and not self.running
-
-    def for_model(self, max_chars: int = 20000) -> str:
-        """A short text block for a model: output, outcome, what the sandbox denied."""
-        from .violations import render
-
-        parts = []
-        if self.stdout:
-            parts.append(self.stdout)
-        if self.stderr:
-            parts.append("[stderr]\n" + self.stderr)
-        if self.running:
-            parts.append(f"[still running as job {self.job.id}; poll it, write to it or wait for it]")
-        elif self.timed_out:
-            parts.append(f"[timed out after {self.duration:.1f} s: the command and its processes were killed]")
-        elif self.error:
-            parts.append(f"[not started: {self.error}]")
-        else:
-            parts.append(f"[exit code {self.returncode}]")
-        if self.truncated:
-            parts.append(f"[output truncated: {self.truncated.stdout} bytes of stdout and "
-                         f"{self.truncated.stderr} bytes of stderr omitted from the middle]")
-        if self.violations:
-            parts.append(render(self.violations))
-        text = "\n".join(parts)
-        if len(text) > max_chars:
-            half = max_chars // 2
-            text = text[:half] + f"\n[... {len(text) - max_chars} characters omitted ...]\n" + text[-half:]
-        return text
+from .errors import JobNotFound, SessionClosed, SessionError
+from .files import DEFAULT_READ_MAX, Files, SessionPathError, openat2
+from .jobs import Drainer, Run
+from .overlay import Overlay
+from .procs import Proc, Shell
+from .protocol import (A_KILL, A_RUN, A_SHELL, AGENTD, MAX_SLOTS, MSG, R_EXIT, R_HELLO, R_NET, R_STARTED,
+                       RUN_SHELL, START_TIMEOUT, check_env, check_seconds, close_fd)
+from .pty import start_pty
+from .results import ExecResult, Truncated  # Truncated: re-exported, importable from here as before
+from .violations import network_event, reader
 
 
 def _tree(root: int) -> list:
@@ -197,77 +93,6 @@ def _inside_pid(host_pid: int) -> int | None:
     return None
 
 
-class _Proc:
-    """Something agentd started for us (a shell or a command): its id and how it ended."""
-
-    def __init__(self, id_: int):
-        self.id = id_
-        self.pid: int | None = None         # in the sandbox
-        self.start_err: tuple | None = None  # (step, errno) when it could not start
-        self.started = threading.Event()
-        self.wait_status: int | None = None
-        self.exited = threading.Event()
-        self.evfd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
-        self._evlock = threading.Lock()   # the eventfd is written and closed by different threads
-
-    def _wake(self) -> None:
-        with self._evlock:
-            if self.evfd >= 0:
-                os.eventfd_write(self.evfd, 1)
-
-    def on_started(self, pid: int, err: int) -> None:
-        if pid < 0:
-            self.start_err = (_STEP.get(-pid, "start"), err)
-        else:
-            self.pid = pid
-        self.started.set()
-        self._wake()
-
-    def on_exit(self, status: int) -> None:
-        self.wait_status = status
-        self.exited.set()
-        self._wake()
-
-    def close(self) -> None:
-        with self._evlock:
-            fd, self.evfd = self.evfd, -1
-            if fd >= 0:
-                os.close(fd)
-
-
-class _Shell(_Proc):
-    def __init__(self, id_: int, slot: int, status_r: int):
-        super().__init__(id_)
-        self.slot = slot
-        self.status_r = status_r
-        self.buf = bytearray()
-        self.dead = False
-        self.retired = False
-
-    def records(self):
-        """Complete records so far: (id, status, pwd, exports, functions)."""
-        while True:
-            if self.buf.count(b"\0") < 5:
-                return
-            start = self.buf.find(b"\0R ")
-            if start < 0:
-                self.buf.clear()
-                return
-            if start:
-                del self.buf[:start]
-                continue
-            parts = bytes(self.buf).split(b"\0", 5)
-            if len(parts) < 6:
-                return
-            _, head, pwd, exports, functions, rest = parts
-            self.buf[:] = rest
-            try:
-                _, rid, st = head.split(b" ")
-                yield int(rid), int(st), os.fsdecode(pwd), exports, functions
-            except ValueError:
-                continue
-
-
 class Session:
     """One sandbox from `profile`, serving many commands until close().
 
@@ -291,7 +116,7 @@ class Session:
         self._idle = check_seconds(idle_timeout, "idle_timeout")
         self._max_output = output_mod.check_max_output(max_output)
         if env is not None:
-            _check_env(env)
+            check_env(env)
         self._closed = False
         self._torn_down = threading.Event()
         self._seccomp_log = bool(violations)
@@ -302,10 +127,10 @@ class Session:
         self._send_lock = threading.Lock()    # the control socket
         self._shell_lock = threading.Lock()   # one string command at a time per shell
         self._ids = itertools.count(1)
-        self._procs: dict = {}                # agentd id -> _Proc
+        self._procs: dict = {}                # agentd id -> Proc
         self._jobs: dict = {}                 # job id -> Job
         self._job_ids = itertools.count(1)
-        self._shell: _Shell | None = None
+        self._shell: Shell | None = None
         self._shells: list = []
         self._all_shells: list = []          # retired ones too, until their eventfd is closed
         self._slots = set(range(MAX_SLOTS))
@@ -322,8 +147,6 @@ class Session:
         if self.workspace is not None and not os.path.isdir(self.workspace):
             raise FileNotFoundError(errno.ENOENT, "workspace: not a directory", self.workspace)
         if overlay:
-            from .overlay import Overlay
-
             self._overlay = Overlay(self.workspace)
         self.plan = _plan if _plan is not None else plan_for(profile, overrides, cwd=self.workspace)
         self._base_env = self.plan.environment(extra=env)
@@ -359,8 +182,6 @@ class Session:
             if self._watch_net and self.plan.network_mode == "none":
                 argv.append("net")
             if self._seccomp_log:
-                from .violations import reader
-
                 reader()   # listening before the first command runs
             try:
                 self._popen = Popen(argv, profile=self.plan,
@@ -383,12 +204,12 @@ class Session:
             data = mine.recv(64)
         except (socket.timeout, OSError):
             data = b""
-        if len(data) < _MSG.size or _MSG.unpack_from(data)[0] != R_HELLO:
+        if len(data) < MSG.size or MSG.unpack_from(data)[0] != R_HELLO:
             rc = self._popen.poll()
             raise SessionError(f"the session's sandbox did not start (its program ended with {rc}); "
                                f"does the profile give it /proc?")
         mine.setblocking(False)
-        self.agent_pid_inside = _MSG.unpack_from(data)[2]
+        self.agent_pid_inside = MSG.unpack_from(data)[2]
         kids = _tree(self._popen.pid)
         self.agent_pid = next((p for p in kids[1:] if _inside_pid(p) == self.agent_pid_inside), None)
         if self.agent_pid is None:
@@ -449,8 +270,8 @@ class Session:
             except Exception:
                 pass
         for p in list(self._procs.values()):
-            if isinstance(p, _Shell):
-                _close(p.status_r)
+            if isinstance(p, Shell):
+                close_fd(p.status_r)
                 p.status_r = -1
             if p.wait_status is None:
                 p.on_exit(signal.SIGKILL)
@@ -462,9 +283,9 @@ class Session:
         if self._drainer is not None:
             self._drainer.stop()
         if getattr(self, "_root_fd", -1) >= 0:
-            _close(self._root_fd)
+            close_fd(self._root_fd)
             self._root_fd = -1
-        _close(self._devnull)
+        close_fd(self._devnull)
         self._devnull = -1
         if self._overlay is not None:
             self._overlay.session_ended()
@@ -489,6 +310,17 @@ class Session:
             self.close()
         return self._closed
 
+    @property
+    def seccomp_log(self) -> bool:
+        """The filter's denials go to the audit log (violations=True): commands report them."""
+        return self._seccomp_log
+
+    @property
+    def net_events(self) -> list:
+        """The network attempts agentd reported so far, oldest first (the session's own list:
+        read_ctl() appends to it)."""
+        return self._net_events
+
     def _check_open(self, what: str) -> None:
         if self.closed:
             raise SessionClosed(f"{what}: the session is closed ({self._close_reason})")
@@ -496,7 +328,7 @@ class Session:
 
     # ---- the control socket ----------------------------------------------------------
     def _send(self, kind: int, id_: int, a: int = 0, b: int = 0, data: bytes = b"", fds=()) -> None:
-        msg = _MSG.pack(kind, id_, a, b) + data
+        msg = MSG.pack(kind, id_, a, b) + data
         with self._send_lock:
             if self._ctl is None or self._closed:
                 raise SessionClosed("the session is closed")
@@ -517,7 +349,7 @@ class Session:
             except OSError as e:
                 raise SessionClosed(f"the session's sandbox is gone ({os.strerror(e.errno)})") from None
 
-    def _read_ctl(self) -> bool:
+    def read_ctl(self) -> bool:
         """Dispatch what agentd sent; False when it is gone."""
         while True:
             try:
@@ -529,14 +361,12 @@ class Session:
             if not data:
                 self._agent_gone()
                 return False
-            if len(data) < _MSG.size:
+            if len(data) < MSG.size:
                 continue
-            kind, id_, a, b = _MSG.unpack_from(data)
+            kind, id_, a, b = MSG.unpack_from(data)
             if kind == R_NET:
-                from .violations import network_event
-
                 try:
-                    self._net_events.append(network_event(self, id_, a, b, data[_MSG.size:]))
+                    self._net_events.append(network_event(self, id_, a, b, data[MSG.size:]))
                 except ValueError:
                     pass
                 continue
@@ -554,7 +384,7 @@ class Session:
             if p.wait_status is None:
                 p.on_exit(signal.SIGKILL)
 
-    def _new_proc(self, cls=_Proc, *args) -> _Proc:
+    def _new_proc(self, cls=Proc, *args) -> Proc:
         p = cls(next(self._ids), *args)
         self._procs[p.id] = p
         return p
@@ -585,13 +415,13 @@ class Session:
                 pass
         return "/bin/sh"
 
-    def _start_shell(self) -> _Shell:
+    def _start_shell(self) -> Shell:
         if not self._slots:
             raise SessionError("too many shells busy with jobs in this session")
         slot = min(self._slots)
         self._slots.discard(slot)
         status_r, status_w = os.pipe2(os.O_CLOEXEC)
-        sh = self._new_proc(_Shell, slot, status_r)
+        sh = self._new_proc(Shell, slot, status_r)
         path = self._which_shell()
         sh.bash = path.endswith("bash")
         argv = [path, "--noprofile", "--norc"] if sh.bash else [path]
@@ -615,7 +445,7 @@ class Session:
         self._shells.append(sh)
         return sh
 
-    def _retire_shell(self, sh: _Shell) -> None:
+    def _retire_shell(self, sh: Shell) -> None:
         sh.retired = True
         if sh in self._shells:
             self._shells.remove(sh)
@@ -625,7 +455,7 @@ class Session:
                 self._send(A_KILL, sh.id, signal.SIGKILL, 1)
             except SessionClosed:
                 pass
-        _close(sh.status_r)
+        close_fd(sh.status_r)
         sh.status_r = -1
         self._slots.add(sh.slot)
         if sh.exited.is_set():
@@ -633,7 +463,7 @@ class Session:
         else:
             self._all_shells.append(sh)
 
-    def _idle_shell(self) -> _Shell:
+    def _idle_shell(self) -> Shell:
         sh = self._shell
         if sh is None or sh.dead or sh.retired:
             if sh is not None and not sh.retired:
@@ -641,13 +471,14 @@ class Session:
             sh = self._shell = self._start_shell()
         return sh
 
-    def _run_msg(self, p: _Proc, argv, env: Mapping[str, str], cwd: str, fds, flags: int = 0) -> None:
+    def _run_msg(self, p: Proc, argv, env: Mapping[str, str], cwd: str, fds, flags: int = 0) -> None:
         strings = [os.fsencode(cwd)] + [os.fsencode(a) for a in argv] + [b""] + \
             [os.fsencode(k) + b"=" + os.fsencode(v) for k, v in env.items()]
         self._send(A_RUN, p.id, flags, 0, b"\0".join(strings) + b"\0", fds)
 
     # ---- processes of the sandbox, for killing a command's tree ------------------------
-    def _sandbox_pids(self) -> set:
+    def sandbox_pids(self) -> set:
+        """Host pids of every process of the sandbox now (isolate-init and its descendants)."""
         return set(_tree(self._popen.pid))
 
     def _host_pid(self, inside: int) -> int | None:
@@ -672,7 +503,7 @@ class Session:
             hp = inside.get(p.pid)
             if hp is None:
                 continue
-            if isinstance(p, _Shell):
+            if isinstance(p, Shell):
                 if exclude is not None and getattr(exclude, "shell", None) is p:
                     keep.add(hp)   # the shell of the command: itself survives
                 else:
@@ -684,14 +515,14 @@ class Session:
     def _kill_tree(self, run) -> None:
         """Kill everything the command started: its own tree, and whatever appeared in
         the sandbox since it started that belongs to nobody else."""
-        if run.proc is not None and not isinstance(run.proc, _Shell) and run.proc.wait_status is None:
+        if run.proc is not None and not isinstance(run.proc, Shell) and run.proc.wait_status is None:
             try:
                 self._send(A_KILL, run.proc.id, signal.SIGKILL)
             except SessionClosed:
                 return
         for _ in range(5):
-            keep = self._protected(run.proc if not isinstance(run.proc, _Shell) else run)
-            victims = [p for p in self._sandbox_pids() if p not in keep and p not in run.before]
+            keep = self._protected(run.proc if not isinstance(run.proc, Shell) else run)
+            victims = [p for p in self.sandbox_pids() if p not in keep and p not in run.before]
             if not victims:
                 break
             for pid in victims:
@@ -706,8 +537,6 @@ class Session:
              on_stdout: Callable | None = None, on_stderr: Callable | None = None) -> ExecResult:
         """Run `cmd` (a shell string for the session's shell, or an argv list) and return
         what it did. See the module's documentation for timeouts and yield_after."""
-        from .jobs import Run
-
         timeout = check_seconds(timeout, "timeout")
         yield_after = check_seconds(yield_after, "yield_after")
         limit = self._max_output if max_output is None else output_mod.check_max_output(max_output)
@@ -722,8 +551,6 @@ class Session:
         """Start `cmd` in the background and return its Job (stdin stays open for
         write_stdin until close_stdin). A string runs in `sh -c` (bash) with the session's
         current directory and exported variables; it does not change the shell's state."""
-        from .jobs import Run
-
         timeout = check_seconds(timeout, "timeout")
         limit = self._max_output if max_output is None else output_mod.check_max_output(max_output)
         self._check_open("spawn")
@@ -759,8 +586,6 @@ class Session:
     def read_file(self, path, text: bool = False, max_size: int | None = None):
         """The content of `path` in the session (bytes, or str with text=True); at most
         max_size bytes (default 100 MiB), else SessionPathError."""
-        from .files import DEFAULT_READ_MAX
-
         self._check_open("read_file")
         return self.files.read_file(path, text=text, max_size=DEFAULT_READ_MAX if max_size is None else max_size)
 
@@ -807,21 +632,17 @@ class Session:
     def pty(self, cmd, rows: int = 24, cols: int = 80, *, cwd=None, env: Mapping[str, str] | None = None):
         """An interactive program on a terminal of its own in the session: a Pty with
         write, read, resize, wait and kill."""
-        from .pty import start_pty
-
         self._check_open("pty")
         return start_pty(self, cmd, rows, cols, cwd=cwd, env=env)
 
     def _drain_later(self, fds) -> None:
         """Read and drop what background processes still write to a finished command's pipes."""
-        from .jobs import Drainer
-
         fds = [fd for fd in fds if fd >= 0]
         if not fds:
             return
         if self._closed:
             for fd in fds:
-                _close(fd)
+                close_fd(fd)
             return
         if self._drainer is None:
             self._drainer = Drainer()
@@ -829,31 +650,7 @@ class Session:
 
 
 def _openat_root(root_fd: int, path: str) -> int:
-    from .files import openat2
-
     return openat2(root_fd, path, os.O_PATH)
-
-
-def _close(fd: int) -> None:
-    if fd is not None and fd >= 0:
-        try:
-            os.close(fd)
-        except OSError:
-            pass
-
-
-def _check_env(env) -> None:
-    if not isinstance(env, Mapping):
-        raise TypeError(f"env: expected a mapping of names to values, got {type(env).__name__}")
-    for k, v in env.items():
-        if not isinstance(k, str) or not isinstance(v, str):
-            raise TypeError(f"env: names and values must be str, got {k!r}: {v!r}")
-        if not k or "=" in k or "\0" in k:
-            raise ValueError(f"env: illegal variable name {k!r}")
-        if "\0" in v:
-            raise ValueError(f"env[{k!r}]: embedded null byte")
-        if not all(c.isalnum() or c == "_" for c in k) or k[0].isdigit():
-            raise ValueError(f"env: {k!r} is not a shell variable name")
 
 
 def _parse_exports(text: bytes) -> dict:

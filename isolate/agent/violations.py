@@ -158,15 +158,15 @@ def status() -> dict:
 # ---- per command -------------------------------------------------------------------------
 def mark(session):
     """Where a command's window begins (wall clock, and the session's network events)."""
-    r = reader() if session._seccomp_log else None
-    return (time.time(), len(session._net_events), r.count if r is not None else 0)
+    r = reader() if session.seccomp_log else None
+    return (time.time(), len(session.net_events), r.count if r is not None else 0)
 
 
 def collect(session, mark_, run) -> list:
     t0, net0, seq = mark_
     out = []
     failed = run.returncode not in (0, None) or run.timed_out
-    r = reader() if session._seccomp_log else None
+    r = reader() if session.seccomp_log else None
     if r is not None and r.sock is not None and (failed or r.count > seq):
         if failed:
             # The kernel queues the record at the syscall; kauditd delivers it soon after.
@@ -188,9 +188,9 @@ def collect(session, mark_, run) -> list:
                 f = x["fields"]
                 out.append({"kind": "path", "path": f.get("path") or f.get("name") or "?",
                             "access": f.get("blockers", "?"), "reason": "refused by Landlock (the profile's view)"})
-    if session._net_events:
-        session._read_ctl()
-        for ev in list(session._net_events)[net0:]:
+    if session.net_events:
+        session.read_ctl()
+        for ev in list(session.net_events)[net0:]:
             out.append(ev)
     return _dedupe(out)
 
@@ -200,7 +200,7 @@ def _ours(session, rec) -> bool:
     if session.uid != os.geteuid():
         return f.get("uid") == str(session.uid)
     try:
-        return int(f.get("pid", -1)) in set(session._sandbox_pids())
+        return int(f.get("pid", -1)) in set(session.sandbox_pids())
     except ValueError:
         return False
 
