@@ -54,7 +54,7 @@ from .jobs import Drainer, Run
 from .overlay import Overlay
 from .procs import Proc, Shell
 from .protocol import (A_KILL, A_RUN, A_SHELL, AGENTD, MAX_SLOTS, MSG, R_EXIT, R_HELLO, R_NET, R_STARTED,
-                       RUN_SHELL, START_TIMEOUT, check_env, check_seconds, close_fd)
+                       KILL_GRACE, RUN_SHELL, START_TIMEOUT, check_env, check_seconds, close_fd)
 from .pty import start_pty
 from .results import ExecResult, Truncated  # Truncated: re-exported, importable from here as before
 from .violations import network_event, reader
@@ -520,16 +520,33 @@ class Session:
                 self._send(A_KILL, run.proc.id, signal.SIGKILL)
             except SessionClosed:
                 return
-        for _ in range(5):
+        killed: set = set()
+        empty = 0
+        for _ in range(20):
             keep = self._protected(run.proc if not isinstance(run.proc, Shell) else run)
             victims = [p for p in self.sandbox_pids() if p not in keep and p not in run.before]
             if not victims:
-                break
+                # The children of a shell killed a moment ago are being handed to pid 1: a
+                # walk of the tree in that instant can miss them. Two empty walks in a row.
+                empty += 1
+                if empty == 2:
+                    break
+                time.sleep(0.002)
+                continue
+            empty = 0
             for pid in victims:
                 try:
                     os.kill(pid, signal.SIGKILL)
+                    killed.add(pid)
                 except (ProcessLookupError, PermissionError):
                     pass
+        # SIGKILL is asynchronous: the command has timed out only once its tree is gone
+        # (dead and reaped by the sandbox's pid 1), so that the caller sees nothing of it.
+        deadline = time.monotonic() + KILL_GRACE
+        while killed and time.monotonic() < deadline:
+            killed = {pid for pid in killed if os.path.exists(f"/proc/{pid}")}
+            if killed:
+                time.sleep(0.002)
 
     # ---- commands ------------------------------------------------------------------------
     def exec(self, cmd, *, timeout: float | None = None, yield_after: float | None = None, input=None,
