@@ -258,6 +258,8 @@ class SandboxNet:
         name = self.names.get(ip)
         first = peek(conn)
         hint = sniff_name(first)
+        if hint is not None and is_ip(hint):
+            hint = None if hint.strip("[]") == ip else hint
         if name is None:
             if ipaddress.ip_address(ip) in SYNTHETIC:
                 return self.refuse("address not handed out by isolate's DNS", host=ip, port=port, name=hint)

@@ -274,3 +274,35 @@ def test_violations_for_by_id(env):
     p.wait()
     got = netproxy.violations_for(p.netproxy_id)
     assert got and got == p.violations and got[0]["name"] == "nope.test"
+
+
+def test_tls_sni_must_match_the_name_connected_to(env):
+    """A TLS ClientHello whose SNI names another host (domain fronting through an allowed
+    name's address) is refused before anything reaches the server."""
+    r, out = inside(f"""
+ctx = ssl.create_default_context(cadata={env['ca']!r})
+def hello(sni):
+    s = socket.create_connection(("tls.test", {env['tls']}), timeout=10)
+    try:
+        t = ctx.wrap_socket(s, server_hostname=sni)
+        return "connected"
+    except (OSError, ssl.SSLError) as e:
+        return "error " + type(e).__name__
+out["fronted"] = hello("bad.test")
+out["right"] = hello("tls.test")
+""", env["profile"])
+    assert out["fronted"].startswith("error") and out["right"] == "connected"
+    assert any(v["name"] == "tls.test" and "'bad.test'" in v["reason"] for v in r.violations), reasons(r)
+
+
+def test_cli_run_reports_refusals(env, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+    prof = tmp_path / "p.toml"
+    prof.write_text('[network]\nmode = "allowlist"\nallow = ["pypi.org:443"]\n')
+    isolate_cli = Path(sys.executable).parent / "isolate"
+    r = subprocess.run([str(isolate_cli), "run", "-p", str(prof), "--", "/usr/bin/getent", "hosts", "nope.example"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2  # getent: not found
+    assert "refused dns nope.example" in r.stderr
