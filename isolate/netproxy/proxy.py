@@ -364,6 +364,8 @@ class SandboxNet:
         with self._lock:
             self.stats["allowed"] += 1
         up.settimeout(None)
+        up.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:
             if reply:
                 conn.sendall(reply)
