@@ -65,10 +65,11 @@ class Policy:
     def name_allowed(self, name: str, port: int | None) -> str | None:
         """None when allowed, else why not."""
         def m(r):
-            if port is None:
+            if port is None:  # a DNS question: does any port of the name stay open?
                 return r.matches_name(name, r.port or 0)
             return r.matches_name(name, port)
-        if any(m(r) for r in self.deny):
+        # For DNS, only a deny of the whole name (no port) refuses it.
+        if any(r.matches_name(name, port) if port is not None else (r.port is None and m(r)) for r in self.deny):
             return "denied by network.deny"
         if not any(m(r) for r in self.allow):
             return "name not in network.allow" if port is None or not any(

@@ -123,15 +123,19 @@ def test_denied_name_port_and_deny_list(env):
     r, out = inside(GET + f"""
 out["nx"] = attempt(lambda: socket.gethostbyname("nope.test"))
 out["denied"] = attempt(lambda: socket.gethostbyname("bad.test"))
+out["denied_conn"] = attempt(lambda: get("bad.test", {env['other']}))
 out["port"] = get("web.test", {env['echo']})
 out["proxy_denied"] = get("nope.test", {env['web']}, via_proxy=True)
 """, env["profile"])
-    assert out["nx"].startswith("error: gaierror") and out["denied"].startswith("error: gaierror")
+    assert out["nx"].startswith("error: gaierror")
+    # bad.test:PORT is denied: the name still resolves (a deny with a port leaves its other
+    # ports to allow), and the connection is refused.
+    assert out["denied"].startswith("198.1") and '"server"' not in out["denied_conn"]
     assert out["port"] in ("", "error: ConnectionResetError")
     assert "403" in out["proxy_denied"]
     got = reasons(r)
     assert any(p == "dns" and n == "nope.test" for p, n, *_ in got), got
-    assert any(p == "dns" and n == "bad.test" and "deny" in why for p, n, _, _, why in got), got
+    assert any(p == "tcp" and n == "bad.test" and "deny" in why for p, n, _, _, why in got), got
     assert any(n == "web.test" and port == env["echo"] and "port not allowed" in why for _, n, _, port, why in got), got
     assert any(n == "nope.test" and port == env["web"] for _, n, _, port, _ in got), got
 
