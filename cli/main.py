@@ -192,7 +192,7 @@ def _run_prepared(args, holder: list) -> int:
 
 
 def _explain(args) -> int:
-    from isolate import doctor, errors
+    from isolate import doctor, errors, netproxy
     from isolate.kernel import constants
     from isolate.launch import net, plans, process
     from isolate.plan import compile as compile_mod
@@ -204,7 +204,7 @@ def _explain(args) -> int:
     # (doctor.check, cgroup availability, rlimits.nofile); what it refuses, explain
     # refuses the same way (exit 2 for a ProfileError, 125 for UnsupportedError).
     try:
-        plan = plans.compile_profile(profile)
+        plan = plans.compile_profile(netproxy.stand_in(profile))  # network.mode "allowlist": see docs/network.md
         doctor.check(plan)
     except errors.UnsupportedError:
         # Say how this caller's launch would be enforced, and why it is refused.

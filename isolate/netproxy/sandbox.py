@@ -54,6 +54,16 @@ def prepare(profile: Any, overrides: Sequence[str]) -> tuple:
     return d, (), net
 
 
+def stand_in(profile):
+    """For `isolate explain`: the profile whose plan an allowlist profile's launch resembles
+    (network.mode = "none": an own namespace; the real launch joins its captured one)."""
+    if profile.data["network"]["mode"] != "allowlist":
+        return profile
+    d = profile.to_dict()
+    d["network"] = {"mode": "none", "pool": False}
+    return load_profile(d)
+
+
 class Popen(process.Popen):
     """isolate.Popen, and network.mode = "allowlist" works: `violations`, `netproxy_id`."""
 

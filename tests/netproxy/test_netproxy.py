@@ -310,3 +310,15 @@ def test_cli_run_reports_refusals(env, tmp_path):
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2  # getent: not found
     assert "refused dns nope.example" in r.stderr
+
+
+def test_cli_explain_shows_an_allowlist_profile(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+    prof = tmp_path / "p.toml"
+    prof.write_text('[network]\nmode = "allowlist"\nallow = ["pypi.org:443"]\n')
+    r = subprocess.run([str(Path(sys.executable).parent / "isolate"), "explain", str(prof)],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert '"mode": "allowlist"' in r.stdout and "pypi.org:443" in r.stdout
