@@ -4,7 +4,8 @@ It has only lo, but `local default dev lo` (and the same for IPv6) makes every a
 local, so a connect() to any address is routed into the namespace itself instead of
 failing; nftables' nat output chain then REDIRECTs every TCP connection not to loopback
 to the proxy's listener (127.0.0.1/::1 port PROXY_PORT), every UDP datagram to port 53
-to the DNS responder, and every other UDP datagram to a sink. The listeners are sockets
+to the DNS responder; every other UDP datagram, which `local default` loops back through
+lo, is taken by TPROXY in prerouting to a sink that records its original destination. The listeners are sockets
 that isolate's host process creates inside the namespace (a thread joins it only for
 that) and keeps: nothing of isolate runs inside the sandbox, and the sandbox, which
 holds no capability over this namespace (it is owned by the host's user namespace),
@@ -25,6 +26,8 @@ from ..launch import net
 PROXY_PORT = 3128
 DNS_PORT = 53
 SINK_PORT = 9
+IP_TRANSPARENT, IP_RECVORIGDSTADDR = 19, 20
+IPV6_TRANSPARENT, IPV6_RECVORIGDSTADDR = 75, 74
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -36,7 +39,12 @@ table inet isolate {{
     ip6 daddr ::1 return
     meta l4proto tcp redirect to :{PROXY_PORT}
     udp dport 53 redirect to :{DNS_PORT}
-    meta l4proto udp redirect to :{SINK_PORT}
+  }}
+  chain sink_udp {{
+    type filter hook prerouting priority mangle; policy accept;
+    ct direction reply return
+    meta l4proto udp udp dport != 53 ip daddr != 127.0.0.0/8 tproxy ip to 127.0.0.1:{SINK_PORT}
+    meta l4proto udp udp dport != 53 ip6 daddr != ::1 tproxy ip6 to [::1]:{SINK_PORT}
   }}
   chain drop_other {{
     type filter hook output priority 0; policy accept;
@@ -109,6 +117,13 @@ def make_sockets() -> dict:
                 u.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             # On the address REDIRECT delivers to, so that replies leave from it and match
             # the query's conntrack entry (un-NATed back to the address the program asked).
+            if kind == "sink":  # TPROXY delivers to it; the original destination comes with each datagram
+                if fam == socket.AF_INET:
+                    u.setsockopt(socket.SOL_IP, IP_TRANSPARENT, 1)
+                    u.setsockopt(socket.SOL_IP, IP_RECVORIGDSTADDR, 1)
+                else:
+                    u.setsockopt(socket.IPPROTO_IPV6, IPV6_TRANSPARENT, 1)
+                    u.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVORIGDSTADDR, 1)
             u.bind(("127.0.0.1" if fam == socket.AF_INET else "::1", port))
             u.setblocking(False)
             socks[(kind, fam)] = u

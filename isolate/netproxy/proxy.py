@@ -189,8 +189,10 @@ class SandboxNet:
                     elif kind == "dns":
                         self._dns(s)
                     else:
-                        data, src = s.recvfrom(65536)
-                        self.refuse("UDP is not carried (only DNS, answered by isolate)", proto="udp")
+                        _data, anc, _flags, _src = s.recvmsg(65536, 256)
+                        host, port = udp_original_dst(anc)
+                        self.refuse("UDP is not carried (only DNS, answered by isolate)", host=host, port=port,
+                                    name=self.names.get(host), proto="udp")
                 except (BlockingIOError, InterruptedError):
                     pass
                 except OSError:
@@ -405,6 +407,17 @@ def original_dst(conn) -> tuple:
     except OSError:
         h = conn.getsockname()
         return h[0], h[1]
+
+
+def udp_original_dst(anc) -> tuple:
+    for _level, _type, d in anc:
+        if len(d) >= 16 and struct.unpack("=H", d[:2])[0] == socket.AF_INET:
+            port, ip = struct.unpack("!2xH4s8x", d[:16])
+            return socket.inet_ntop(socket.AF_INET, ip), port
+        if len(d) >= 28 and struct.unpack("=H", d[:2])[0] == socket.AF_INET6:
+            port, ip = struct.unpack("!2xH4x16s4x", d[:28])
+            return socket.inet_ntop(socket.AF_INET6, ip), port
+    return None, None
 
 
 def peek(conn) -> bytes:

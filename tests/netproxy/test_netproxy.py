@@ -199,6 +199,8 @@ def test_udp_and_dns_to_a_public_resolver(env):
     r, out = inside(f"""
 u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 u.sendto(b"hello", ("203.0.113.7", 9999))
+u6 = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+u6.sendto(b"hello", ("2001:db8::7", 4433))  # QUIC-like, IPv6
 def query(name, server):
     q = struct.pack("!HHHHHH", 0x1234, 0x0100, 1, 0, 0, 0)
     q += b"".join(bytes([len(p)]) + p.encode() for p in name.split(".")) + b"\\0" + struct.pack("!HH", 1, 1)
@@ -215,7 +217,8 @@ out["allowed"] = query("web.test", "8.8.8.8")
     assert out["denied"]["src"] == "8.8.8.8"  # the reply looks like the resolver's, but isolate answered
     assert out["allowed"]["rcode"] == 0 and out["allowed"]["addr"].startswith("198.1")
     got = reasons(r)
-    assert any(p == "udp" for p, *_ in got), got
+    assert any(p == "udp" and h == "203.0.113.7" and port == 9999 for p, _, h, port, _ in got), got
+    assert any(p == "udp" and h == "2001:db8::7" and port == 4433 for p, _, h, port, _ in got), got
     assert any(p == "dns" and n == "exfil-secret.example.com" for p, n, *_ in got), got
 
 
