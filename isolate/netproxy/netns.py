@@ -35,10 +35,10 @@ NFT_RULES = f"""
 table inet isolate {{
   chain capture {{
     type nat hook output priority -100; policy accept;
+    udp dport 53 redirect to :{DNS_PORT}
     ip daddr 127.0.0.0/8 return
     ip6 daddr ::1 return
     meta l4proto tcp redirect to :{PROXY_PORT}
-    udp dport 53 redirect to :{DNS_PORT}
   }}
   chain sink_udp {{
     type filter hook prerouting priority mangle; policy accept;

@@ -212,10 +212,12 @@ def query(name, server):
              "addr": socket.inet_ntoa(a[-4:]) if a[7] else None}}
 out["denied"] = query("exfil-secret.example.com", "8.8.8.8")
 out["allowed"] = query("web.test", "8.8.8.8")
+out["stub"] = query("web.test", "127.0.0.53")  # a host whose resolv.conf names systemd-resolved
 """, env["profile"])
     assert out["denied"]["rcode"] == 3 and out["denied"]["answers"] == 0
     assert out["denied"]["src"] == "8.8.8.8"  # the reply looks like the resolver's, but isolate answered
     assert out["allowed"]["rcode"] == 0 and out["allowed"]["addr"].startswith("198.1")
+    assert out["stub"]["addr"] == out["allowed"]["addr"]
     got = reasons(r)
     assert any(p == "udp" and h == "203.0.113.7" and port == 9999 for p, _, h, port, _ in got), got
     assert any(p == "udp" and h == "2001:db8::7" and port == 4433 for p, _, h, port, _ in got), got
