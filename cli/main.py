@@ -113,7 +113,21 @@ def _report(e: BaseException) -> int:
 
 
 def _run(args) -> int:
+    holder: list = []
+    try:
+        return _run_prepared(args, holder)
+    finally:
+        for net in holder:  # network.mode = "allowlist": its proxy, and what it refused
+            net.close()
+            for v in net.recorded():
+                where = v.get("name") or v.get("host") or "?"
+                port = f":{v['port']}" if v.get("port") else ""
+                print(f"isolate: network: refused {v['proto']} {where}{port}: {v['reason']}", file=sys.stderr)
+
+
+def _run_prepared(args, holder: list) -> int:
     import isolate
+    from isolate import netproxy
     from isolate.launch import process
 
     argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
@@ -133,7 +147,9 @@ def _run(args) -> int:
     overrides = list(args.overrides) + (["fds.pty=true"] if args.pty else [])
     pty_size = None
     try:
-        plan = process.plan_for_cwd(args.profile, overrides, args.cwd)
+        launch_profile, launch_overrides, net = netproxy.prepare(args.profile, overrides)
+        holder += [net] if net else []
+        plan = process.plan_for_cwd(launch_profile, launch_overrides, args.cwd)
         if plan.pty:
             from isolate.launch import terminal
 
@@ -176,7 +192,7 @@ def _run(args) -> int:
 
 
 def _explain(args) -> int:
-    from isolate import doctor, errors
+    from isolate import doctor, errors, netproxy
     from isolate.kernel import constants
     from isolate.launch import net, plans, process
     from isolate.plan import compile as compile_mod
@@ -188,7 +204,7 @@ def _explain(args) -> int:
     # (doctor.check, cgroup availability, rlimits.nofile); what it refuses, explain
     # refuses the same way (exit 2 for a ProfileError, 125 for UnsupportedError).
     try:
-        plan = plans.compile_profile(profile)
+        plan = plans.compile_profile(netproxy.stand_in(profile))  # network.mode "allowlist": see docs/network.md
         doctor.check(plan)
     except errors.UnsupportedError:
         # Say how this caller's launch would be enforced, and why it is refused.

@@ -82,6 +82,7 @@ class Result:
     timings: dict                 # launch phases, milliseconds since the launch began
     oom: bool = False             # the cgroup's OOM killer killed a process of the sandbox
     memory_peak: int | None = None  # bytes, the sandbox's peak memory (cgroup.memory_max set)
+    violations: tuple = ()        # what the sandbox was refused (dicts; network.mode "allowlist": isolate.netproxy)
 
     @property
     def signal(self) -> int | None:

@@ -199,7 +199,7 @@ def compile_parts(profile, ctx: Mapping[str, str], key: str) -> Parts:
         deny_setgroups, become_root = False, False
         hostname = None  # refused above where the profile sets one
         set_uid, set_gid, inside_uid, inside_gid = _host_ids(ident, euid, egid)
-        mode = "netns" if data["network"]["mode"] == "netns" else "host"
+        mode = data["network"]["mode"] if data["network"]["mode"] in ("netns", "allowlist") else "host"
         data = dict(data, namespaces=ns, network=dict(data["network"], mode=mode),
                     filesystem=dict(data["filesystem"], enforce="landlock"))
     elif enforce == "landlock" and not ns["user"]:
@@ -536,6 +536,11 @@ def _network(data, flags: int, euid: int, file) -> tuple:
         return flags | CLONE_NEWNET, True, -1, mode
     if mode == "host":
         return flags, False, -1, mode
+    if mode == "allowlist":
+        # The namespace and its proxy are made per launch by isolate.netproxy, which hands
+        # this layer a mode = "netns" profile; launched any other way, fail closed.
+        raise UnsupportedError("network.mode", '"allowlist" is launched by isolate.netproxy (netproxy.run/'
+                               "Popen, or `isolate run`): plain isolate.run has no proxy to give it")
     name = data["network"]["netns"]
     path = name if name.startswith("/") else f"/run/netns/{name}"
     if euid != 0:

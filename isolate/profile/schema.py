@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from ..kernel.constants import CAPABILITIES
+from .hosts import parse_host_entry
 from .validators import (Bool, Choice, Int, Invalid, ListOf, MapOf, Optional, Str, Table, Validator, describe_value,
                          expected_error, is_int, short, suggest)
 
@@ -525,7 +526,19 @@ def _check_filesystem(section: dict) -> None:
             seen[e["target"]] = where
 
 
+def _check_host_entry(s: str) -> str:
+    try:
+        parse_host_entry(s)
+    except ValueError as e:
+        raise Invalid(str(e)) from None
+    return s.strip().lower()
+
+
 def _check_network(section: dict) -> None:
+    if section["mode"] != "allowlist":
+        for key in ("allow", "deny"):
+            if section[key]:
+                raise Invalid(f'{key} is used only with mode = "allowlist"', [key])
     if section["mode"] == "netns" and not section["netns"]:
         raise Invalid('mode = "netns" needs netns = NAME (in /run/netns) or an absolute path', ["netns"])
     if section["netns"] and section["mode"] != "netns":
@@ -787,14 +800,33 @@ SECTIONS: tuple[Section, ...] = (
                                              "(binds and tmpfs mounts keep their own mode)"),
     ), check=_check_filesystem),
     Section("network", "The network the program sees.", (
-        Field("mode", Optional(Choice("none", "host", "netns")), None,
+        Field("mode", Optional(Choice("none", "host", "netns", "allowlist")), None,
               '"none": own network namespace with only loopback up; "host": the host\'s network; '
-              '"netns": join an existing named network namespace',
+              '"netns": join an existing named network namespace; "allowlist": an own network '
+              "namespace whose every TCP connection and DNS query is captured and carried to a proxy "
+              "of isolate on the host, which lets through only what `allow` names (launch with "
+              "isolate.netproxy.run/Popen or `isolate run`; see docs/network.md)",
               default_doc="absent = none if namespaces.net else host"),
         Field("netns", Optional(Str(_check_netns, describe="name or path")), None,
               "for mode = \"netns\": a name in /run/netns (ip netns) or an absolute path"),
         Field("pool", Bool(), True, 'for mode "none": take a prepared empty namespace from a pool '
                                     "(root only; one sandbox at a time each) instead of making one per launch"),
+        Field("allow", ListOf(Str(_check_host_entry, describe="host entry"), dedupe=True), [],
+              'for mode "allowlist": the destinations allowed: "name", "name:port", "*.domain[:port]" '
+              '(names below domain), "1.2.3.4[:port]", "::1" or "[::1]:port"; a name whose address '
+              "(resolved on the host) is loopback, link-local or private is refused unless that "
+              "address is allowed here too"),
+        Field("deny", ListOf(Str(_check_host_entry, describe="host entry"), dedupe=True), [],
+              'for mode "allowlist": destinations refused even when `allow` names them (deny wins)'),
+        Field("dns", Choice("allowlist", "none"), "allowlist",
+              'for mode "allowlist": "allowlist": a DNS responder inside answers allowed names with '
+              'addresses of its own and NXDOMAIN to the rest; "none": every query gets NXDOMAIN'),
+        Field("max_connections", Int(1, 65536), 64,
+              'for mode "allowlist": connections of the sandbox open through the proxy at once; '
+              "more are refused (a violation)"),
+        Field("bytes_per_second", Optional(ByteSize()), None,
+              'for mode "allowlist": bytes per second through the proxy, both directions, the '
+              "sandbox's connections together", default_doc="absent = no limit"),
     ), check=_check_network),
     Section("cgroup", "Limits that hold for the whole sandbox, every process it starts included: "
                       "each launch gets a fresh cgroup (v2 where a writable cgroup offers the "

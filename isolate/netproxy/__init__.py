@@ -1,0 +1,11 @@
+"""network.mode = "allowlist": a sandbox that reaches only the hosts its profile names.
+
+isolate.netproxy.run / Popen launch such a profile (any other profile runs as with
+isolate.run / Popen); Result.violations and Popen.violations list what was refused, and
+violations_for(sandbox_id) reads them by Popen.netproxy_id. See docs/network.md.
+"""
+
+from .proxy import SandboxNet, set_resolver
+from .sandbox import Popen, prepare, run, stand_in, violations_for
+
+__all__ = ["Popen", "prepare", "run", "stand_in", "violations_for", "set_resolver", "SandboxNet"]

@@ -1,0 +1,553 @@
+"""The host-side proxy of one sandbox: its listeners (inside the sandbox's namespace), the
+names its DNS handed out, its policy, its limits and the refusals (violations).
+
+One thread per sandbox accepts and answers DNS (a select loop over its own sockets), and
+one thread per open connection relays it; a sandbox has at most max_connections of those,
+so a flood from one sandbox costs its own thread and its own budget, not the others'.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import itertools
+import os
+import select
+import socket
+import struct
+import threading
+import time
+from typing import Callable
+
+from ..profile.hosts import HostRule, parse_host_entry
+from . import dns, netns
+
+SYNTHETIC = ipaddress.ip_network("198.18.0.0/15")
+SO_ORIGINAL_DST = 80
+MAX_VIOLATIONS = 1000
+PEEK_TIMEOUT = 0.5      # seconds to wait for a client's first bytes (protocols where the server speaks first)
+CONNECT_TIMEOUT = 10.0
+HEAD_MAX = 16384
+
+# name -> list of addresses; None = the host's resolver. Settable for tests (set_resolver).
+_resolver: Callable[[str], list] | None = None
+
+
+def set_resolver(fn: Callable[[str], list] | None) -> None:
+    """Resolve names with fn(name) -> [address, ...] instead of the host's resolver (tests;
+    an empty list = the name does not exist)."""
+    global _resolver
+    _resolver = fn
+
+
+def resolve(name: str, port: int) -> list:
+    if _resolver is not None:
+        return list(_resolver(name))
+    try:
+        infos = socket.getaddrinfo(name, port, type=socket.SOCK_STREAM)
+    except socket.gaierror:
+        return []
+    return list(dict.fromkeys(i[4][0] for i in infos))
+
+
+def is_internal(ip: str) -> bool:
+    a = ipaddress.ip_address(ip)
+    if isinstance(a, ipaddress.IPv6Address) and a.ipv4_mapped:
+        a = a.ipv4_mapped
+    return (a.is_loopback or a.is_link_local or a.is_private or a.is_unspecified or a.is_multicast
+            or a.is_reserved or a in SYNTHETIC)
+
+
+class Policy:
+    def __init__(self, allow, deny):
+        self.allow: list[HostRule] = [parse_host_entry(e) for e in allow]
+        self.deny: list[HostRule] = [parse_host_entry(e) for e in deny]
+
+    def name_allowed(self, name: str, port: int | None) -> str | None:
+        """None when allowed, else why not."""
+        def m(r):
+            if port is None:  # a DNS question: does any port of the name stay open?
+                return r.matches_name(name, r.port or 0)
+            return r.matches_name(name, port)
+        # For DNS, only a deny of the whole name (no port) refuses it.
+        if any(r.matches_name(name, port) if port is not None else (r.port is None and m(r)) for r in self.deny):
+            return "denied by network.deny"
+        if not any(m(r) for r in self.allow):
+            return "name not in network.allow" if port is None or not any(
+                r.matches_name(name, r.port or port) for r in self.allow) else "port not allowed for this name"
+        return None
+
+    def ip_allowed(self, ip: str, port: int) -> str | None:
+        if any(r.matches_ip(ip, port) for r in self.deny):
+            return "denied by network.deny"
+        if not any(r.matches_ip(ip, port) for r in self.allow):
+            return "address not in network.allow"
+        return None
+
+
+class RateLimit:
+    """A token bucket shared by a sandbox's connections (bytes per second)."""
+
+    def __init__(self, rate: int | None):
+        self.rate, self.tokens, self.t, self.lock = rate, float(rate or 0), time.monotonic(), threading.Lock()
+
+    def take(self, n: int) -> None:
+        if not self.rate:
+            return
+        while True:
+            with self.lock:
+                now = time.monotonic()
+                self.tokens = min(float(self.rate), self.tokens + (now - self.t) * self.rate)
+                self.t = now
+                if self.tokens >= min(n, self.rate):
+                    self.tokens -= n
+                    return
+                wait = (min(n, self.rate) - self.tokens) / self.rate
+            time.sleep(wait)
+
+
+_ids = itertools.count(1)
+
+
+class SandboxNet:
+    """Everything of one allowlist sandbox's network; start() before the launch, close() after."""
+
+    def __init__(self, network: dict):
+        self.id = f"{os.getpid()}-{next(_ids)}-{os.urandom(4).hex()}"
+        self.policy = Policy(network.get("allow", ()), network.get("deny", ()))
+        self.dns_mode = network.get("dns", "allowlist")
+        self.max_connections = int(network.get("max_connections", 64))
+        self.limit = RateLimit(network.get("bytes_per_second"))
+        self.violations: list = []
+        self.dropped_violations = 0
+        self.names: dict[str, str] = {}       # synthetic address -> name
+        self.addrs: dict[str, str] = {}       # name -> synthetic address
+        self._next = 1
+        self._lock = threading.Lock()
+        self.open = 0
+        self.stats = {"connections": 0, "allowed": 0, "refused": 0, "dns": 0}
+        self._closed = threading.Event()
+        self.fd = netns.make_captured_namespace()
+        try:
+            self.socks = netns.in_namespace(self.fd, netns.make_sockets)
+            self.path = netns.pin(self.fd, self.id)
+        except BaseException:
+            os.close(self.fd)
+            raise
+        self._wake_r, self._wake_w = os.pipe()
+        self._thread = threading.Thread(target=self._serve, name=f"isolate-netproxy-{self.id}", daemon=True)
+        self._thread.start()
+
+    # -- record ------------------------------------------------------------
+    def refuse(self, reason: str, host: str | None = None, port: int | None = None, name: str | None = None,
+               proto: str = "tcp") -> None:
+        v = {"kind": "network", "proto": proto, "host": host, "port": port, "name": name, "reason": reason,
+             "time": time.time()}
+        with self._lock:
+            self.stats["refused"] += 1
+            if len(self.violations) < MAX_VIOLATIONS:
+                self.violations.append(v)
+            else:
+                self.dropped_violations += 1
+
+    def recorded(self) -> list:
+        """A copy of the violations so far."""
+        with self._lock:
+            return [dict(v) for v in self.violations]
+
+    def env(self) -> dict:
+        url = f"http://127.0.0.1:{netns.PROXY_PORT}"
+        return {"HTTP_PROXY": url, "HTTPS_PROXY": url, "http_proxy": url, "https_proxy": url,
+                "ALL_PROXY": url, "all_proxy": url, "NO_PROXY": "", "no_proxy": "", "NODE_USE_ENV_PROXY": "1"}
+
+    # -- names -------------------------------------------------------------
+    def address_for(self, name: str) -> str:
+        with self._lock:
+            ip = self.addrs.get(name)
+            if ip is None:
+                if self._next >= SYNTHETIC.num_addresses - 1:
+                    raise OSError("out of synthetic addresses")
+                ip = str(SYNTHETIC[self._next])  # never re-used for another name in this sandbox
+                self._next += 1
+                self.addrs[name], self.names[ip] = ip, name
+            return ip
+
+    # -- the loop ----------------------------------------------------------
+    def _serve(self) -> None:
+        by_fd = {s.fileno(): (k, s) for k, s in self.socks.items()}
+        while not self._closed.is_set():
+            try:
+                ready, _, _ = select.select(list(by_fd) + [self._wake_r], [], [])
+            except (OSError, ValueError):
+                return
+            for fd in ready:
+                if fd == self._wake_r:
+                    return
+                (kind, _fam), s = by_fd[fd]
+                try:
+                    if kind == "tcp":
+                        self._accept(s)
+                    elif kind == "dns":
+                        self._dns(s)
+                    else:
+                        _data, anc, _flags, _src = s.recvmsg(65536, 256)
+                        host, port = udp_original_dst(anc)
+                        self.refuse("UDP is not carried (only DNS, answered by isolate)", host=host, port=port,
+                                    name=self.names.get(host), proto="udp")
+                except (BlockingIOError, InterruptedError):
+                    pass
+                except OSError:
+                    if self._closed.is_set():
+                        return
+
+    def _accept(self, lsock) -> None:
+        for _ in range(64):
+            try:
+                conn, peer = lsock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            with self._lock:
+                self.stats["connections"] += 1
+                over = self.open >= self.max_connections
+                if not over:
+                    self.open += 1
+            if over:
+                dst = original_dst(conn)
+                conn.close()
+                self.refuse(f"more than network.max_connections = {self.max_connections} connections open",
+                            host=dst[0], port=dst[1], name=self.names.get(dst[0]))
+                continue
+            conn.setblocking(True)
+            threading.Thread(target=self._handle, args=(conn,), daemon=True, name="isolate-netproxy-conn").start()
+
+    def _dns(self, s) -> None:
+        data, src = s.recvfrom(4096)
+        self.stats["dns"] += 1
+        q = dns.parse_query(data)
+        if q is None:
+            s.sendto(dns.formerr(data), src)
+            self.refuse("unreadable DNS query", proto="dns")
+            return
+        why = None
+        if self.dns_mode == "none":
+            why = 'network.dns = "none"'
+        elif not q.name:
+            why = "empty name"
+        else:
+            why = self.policy.name_allowed(q.name, None)
+        if why:
+            self.refuse(f"DNS: {why}", name=q.name, proto="dns")
+            s.sendto(dns.answer(q, dns.RCODE_NXDOMAIN), src)
+            return
+        if q.qtype == dns.QTYPE_A:
+            s.sendto(dns.answer(q, 0, self.address_for(q.name)), src)
+        else:  # AAAA, MX, ...: the name exists, with no such record (IPv4 addresses only)
+            s.sendto(dns.answer(q, 0), src)
+
+    # -- one connection ----------------------------------------------------
+    def _handle(self, conn) -> None:
+        try:
+            self._handle_one(conn)
+        except OSError:
+            pass
+        finally:
+            conn.close()
+            with self._lock:
+                self.open -= 1
+
+    def _handle_one(self, conn) -> None:
+        ip, port = original_dst(conn)
+        if port == netns.PROXY_PORT and ipaddress.ip_address(ip).is_loopback:
+            return self._explicit(conn)
+        name = self.names.get(ip)
+        first = peek(conn)
+        hint = sniff_name(first)
+        if hint is not None and is_ip(hint):
+            hint = None if hint.strip("[]") == ip else hint
+        if name is None:
+            if ipaddress.ip_address(ip) in SYNTHETIC:
+                return self.refuse("address not handed out by isolate's DNS", host=ip, port=port, name=hint)
+            why = self.policy.ip_allowed(ip, port)
+            if why:
+                return self.refuse(f"raw address: {why}", host=ip, port=port, name=hint)
+            if hint and hint != ip:
+                why = self.policy.name_allowed(hint, port)
+                if why:
+                    return self.refuse(f"Host/SNI {hint!r}: {why}", host=ip, port=port, name=hint)
+            return self._relay(conn, [ip], port, b"", ip)
+        if hint and hint != name:
+            return self.refuse(f"Host/SNI {hint!r} differs from the name connected to ({name})", host=ip,
+                               port=port, name=name)
+        self._connect_name(conn, name, port, b"")
+
+    def _connect_name(self, conn, name: str, port: int, send: bytes, reply: bytes = b"") -> None:
+        why = self.policy.name_allowed(name, port)
+        if why:
+            return self.refuse(why, port=port, name=name)
+        addrs = resolve(name, port)
+        if not addrs:
+            return self.refuse("the name does not resolve on the host", port=port, name=name)
+        ok = []
+        for a in addrs:
+            if self.policy.ip_allowed(a, port) is None:
+                ok.append(a)
+            elif any(r.matches_ip(a, port) for r in self.policy.deny):
+                continue
+            elif not is_internal(a):
+                ok.append(a)
+        if not ok:
+            return self.refuse(f"resolves to {', '.join(addrs)}: loopback, link-local, private or denied "
+                               "(allow the address explicitly to reach it)", host=addrs[0], port=port, name=name)
+        self._relay(conn, ok, port, send, name, reply)
+
+    def _explicit(self, conn) -> None:
+        """A client that uses HTTP(S)_PROXY: CONNECT host:port, or an absolute-form request."""
+        head = read_head(conn)
+        if head is None:
+            return self.refuse("proxy: not an HTTP request")
+        line, _, rest = head.partition(b"\r\n")
+        parts = line.split(b" ")
+        if len(parts) != 3:
+            return self.refuse("proxy: bad request line")
+        method, target, version = parts
+        if method.upper() == b"CONNECT":
+            host, port = split_hostport(target.decode("latin-1"), None)
+            if host is None or port is None:
+                conn.sendall(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+                return self.refuse(f"proxy: bad CONNECT target {target[:100]!r}")
+            why = self.check_target(host, port)
+            if why:
+                conn.sendall(b"HTTP/1.1 403 Forbidden\r\nx-proxy-error: blocked-by-allowlist\r\n\r\n")
+                return self.refuse(f"CONNECT: {why}", port=port, **self.host_or_name(host))
+            conn.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+            first = peek(conn)
+            hint = sniff_name(first)
+            if hint and hint != host.lower():
+                return self.refuse(f"Host/SNI {hint!r} inside a CONNECT to {host} differs", port=port, name=hint)
+            if is_ip(host):
+                return self._relay(conn, [host], port, b"", host)
+            return self._connect_name(conn, host.lower(), port, b"")
+        t = target.decode("latin-1")
+        if not t.lower().startswith("http://"):
+            conn.sendall(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+            return self.refuse(f"proxy: only CONNECT and http:// requests, got {t[:100]!r}")
+        hostport, slash, path = t[7:].partition("/")
+        host, port = split_hostport(hostport, 80)
+        hint = sniff_name(head)
+        if host is None or (hint and hint != host.lower()):
+            conn.sendall(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+            return self.refuse(f"proxy: Host {hint!r} differs from the URL's {hostport!r}", name=hint)
+        why = self.check_target(host, port)
+        if why:
+            conn.sendall(b"HTTP/1.1 403 Forbidden\r\nx-proxy-error: blocked-by-allowlist\r\n\r\n")
+            return self.refuse(f"proxy: {why}", port=port, **self.host_or_name(host))
+        head = method + b" /" + path.encode("latin-1") + b" " + version + b"\r\n" + rest
+        if is_ip(host):
+            return self._relay(conn, [host], port, head, host)
+        self._connect_name(conn, host.lower(), port, head)
+
+    def host_or_name(self, host: str) -> dict:
+        return {"host": host} if is_ip(host) else {"name": host.lower()}
+
+    def check_target(self, host: str, port: int) -> str | None:
+        if is_ip(host):
+            return self.policy.ip_allowed(host, port)
+        return self.policy.name_allowed(host.lower(), port)
+
+    def _relay(self, conn, addrs, port: int, send: bytes, label: str, reply: bytes = b"") -> None:
+        up = None
+        for a in addrs:
+            try:
+                up = socket.create_connection((a, port), timeout=CONNECT_TIMEOUT)
+                break
+            except OSError:
+                continue
+        if up is None:
+            return self.refuse(f"could not connect from the host to {', '.join(addrs)}", host=addrs[0], port=port,
+                               name=None if is_ip(label) else label)
+        with self._lock:
+            self.stats["allowed"] += 1
+        up.settimeout(None)
+        up.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            if reply:
+                conn.sendall(reply)
+            if send:  # bytes already read from the client (a proxy request's head)
+                self.limit.take(len(send))
+                up.sendall(send)
+            pump(conn, up, self.limit, self._closed)
+        finally:
+            up.close()
+
+    def close(self) -> None:
+        if self._closed.is_set():
+            return
+        self._closed.set()
+        os.write(self._wake_w, b"x")
+        self._thread.join(5)
+        for s in self.socks.values():
+            s.close()
+        os.close(self._wake_r)
+        os.close(self._wake_w)
+        netns.unpin(self.path)
+        os.close(self.fd)
+
+
+# -- helpers -----------------------------------------------------------------
+
+def original_dst(conn) -> tuple:
+    try:
+        if conn.family == socket.AF_INET:
+            d = conn.getsockopt(socket.SOL_IP, SO_ORIGINAL_DST, 16)
+            port, ip = struct.unpack("!2xH4s8x", d)
+            return socket.inet_ntop(socket.AF_INET, ip), port
+        d = conn.getsockopt(socket.IPPROTO_IPV6, SO_ORIGINAL_DST, 28)
+        port, ip = struct.unpack("!2xH4x16s4x", d)
+        return socket.inet_ntop(socket.AF_INET6, ip), port
+    except OSError:
+        h = conn.getsockname()
+        return h[0], h[1]
+
+
+def udp_original_dst(anc) -> tuple:
+    for _level, _type, d in anc:
+        if len(d) >= 16 and struct.unpack("=H", d[:2])[0] == socket.AF_INET:
+            port, ip = struct.unpack("!2xH4s8x", d[:16])
+            return socket.inet_ntop(socket.AF_INET, ip), port
+        if len(d) >= 28 and struct.unpack("=H", d[:2])[0] == socket.AF_INET6:
+            port, ip = struct.unpack("!2xH4x16s4x", d[:28])
+            return socket.inet_ntop(socket.AF_INET6, ip), port
+    return None, None
+
+
+def peek(conn) -> bytes:
+    """The client's first bytes, left in the socket (MSG_PEEK); b"" when it sends nothing soon."""
+    conn.settimeout(PEEK_TIMEOUT)
+    try:
+        data = conn.recv(HEAD_MAX, socket.MSG_PEEK)
+        # A TLS ClientHello or an HTTP head may come in pieces: wait a little for the rest.
+        for _ in range(20):
+            if not data or b"\r\n\r\n" in data or tls_complete(data) or not looks_like_head(data):
+                break
+            time.sleep(0.01)
+            more = conn.recv(HEAD_MAX, socket.MSG_PEEK)
+            if len(more) == len(data):
+                break
+            data = more
+        return data
+    except (socket.timeout, BlockingIOError):
+        return b""
+    finally:
+        conn.settimeout(None)
+
+
+def looks_like_head(data: bytes) -> bool:
+    return data[:1] == b"\x16" or data.split(b" ", 1)[0].isalpha()
+
+
+def tls_complete(data: bytes) -> bool:
+    return len(data) >= 5 and data[0] == 0x16 and len(data) >= 5 + struct.unpack("!H", data[3:5])[0]
+
+
+def read_head(conn) -> bytes | None:
+    buf = b""
+    conn.settimeout(CONNECT_TIMEOUT)
+    try:
+        while b"\r\n\r\n" not in buf:
+            got = conn.recv(4096)
+            if not got or len(buf) > HEAD_MAX:
+                return None
+            buf += got
+    except OSError:
+        return None
+    finally:
+        conn.settimeout(None)
+    return buf
+
+
+def is_ip(s: str) -> bool:
+    try:
+        ipaddress.ip_address(s.strip("[]"))
+        return True
+    except ValueError:
+        return False
+
+
+def split_hostport(s: str, default: int | None):
+    if s.startswith("["):
+        host, _, rest = s[1:].partition("]")
+        port_s = rest[1:] if rest.startswith(":") else ""
+    else:
+        host, _, port_s = s.rpartition(":") if ":" in s else (s, "", "")
+    if port_s:
+        if not port_s.isdigit() or not 0 < int(port_s) < 65536:
+            return None, None
+        return host or None, int(port_s)
+    return host or None, default
+
+
+def sniff_name(data: bytes) -> str | None:
+    """The name a client's first bytes ask for: TLS SNI, or the HTTP Host header (no port)."""
+    if not data:
+        return None
+    if data[0] == 0x16:
+        return sni(data)
+    head = data.split(b"\r\n\r\n", 1)[0]
+    for line in head.split(b"\r\n")[1:]:
+        k, _, v = line.partition(b":")
+        if k.strip().lower() == b"host":
+            h, _ = split_hostport(v.strip().decode("latin-1"), None)
+            return h.lower().rstrip(".") if h else None
+    return None
+
+
+def sni(data: bytes) -> str | None:
+    try:
+        if data[5] != 1:  # ClientHello
+            return None
+        p = 9 + 2 + 32
+        p += 1 + data[p]                                    # session id
+        p += 2 + struct.unpack("!H", data[p:p + 2])[0]      # cipher suites
+        p += 1 + data[p]                                    # compression
+        end = p + 2 + struct.unpack("!H", data[p:p + 2])[0]
+        p += 2
+        while p + 4 <= end:
+            etype, elen = struct.unpack("!HH", data[p:p + 4])
+            if etype == 0:
+                q = p + 4 + 2
+                if data[q] == 0:
+                    n = struct.unpack("!H", data[q + 1:q + 3])[0]
+                    return data[q + 3:q + 3 + n].decode("ascii", "replace").lower()
+            p += 4 + elen
+    except (IndexError, struct.error):
+        return None
+    return None
+
+
+def pump(a, b, limit: RateLimit, closed: threading.Event) -> None:
+    socks = [a, b]
+    while not closed.is_set():
+        try:
+            r, _, _ = select.select(socks, [], [], 1.0)
+        except (OSError, ValueError):
+            return
+        for s in r:
+            try:
+                data = s.recv(65536)
+            except OSError:
+                return
+            if not data:
+                other = b if s is a else a
+                try:
+                    other.shutdown(socket.SHUT_WR)
+                except OSError:
+                    pass
+                socks = [x for x in socks if x is not s]
+                if not socks:
+                    return
+                continue
+            limit.take(len(data))
+            try:
+                (b if s is a else a).sendall(data)
+            except OSError:
+                return

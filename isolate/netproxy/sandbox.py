@@ -1,0 +1,113 @@
+"""run / Popen for profiles with network.mode = "allowlist": the sandbox joins a captured
+namespace of its own, whose proxy (isolate.netproxy.proxy.SandboxNet) lives as long as it."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections import OrderedDict
+from typing import Any, Sequence
+
+from ..launch import process
+from ..profile.cache import load_profile
+from .proxy import SandboxNet
+
+_KEEP = 256  # ended sandboxes whose violations stay readable by id
+_registry: "OrderedDict[str, SandboxNet]" = OrderedDict()
+_registry_lock = threading.Lock()
+
+
+def violations_for(sandbox_id: str) -> list:
+    """The refusals recorded so far for a sandbox (by Popen.netproxy_id), oldest first."""
+    with _registry_lock:
+        net = _registry.get(sandbox_id)
+    if net is None:
+        return []
+    return net.recorded()
+
+
+def _register(net: SandboxNet) -> None:
+    with _registry_lock:
+        _registry[net.id] = net
+        while len(_registry) > _KEEP:
+            _registry.popitem(last=False)
+
+
+def prepare(profile: Any, overrides: Sequence[str]) -> tuple:
+    """(profile to launch, SandboxNet or None): an allowlist profile becomes one that joins
+    the sandbox's own captured namespace, with the proxy variables set."""
+    prof = load_profile(profile, overrides)
+    network = dict(prof.data["network"])
+    if network["mode"] != "allowlist":
+        return profile, overrides, None
+    net = SandboxNet(network)
+    try:
+        d = prof.to_dict()
+        d["network"] = {"mode": "netns", "netns": net.path}
+        env = dict(d["env"]["set"])
+        env.update(net.env())
+        d["env"]["set"] = env
+    except BaseException:
+        net.close()
+        raise
+    _register(net)
+    return d, (), net
+
+
+def stand_in(profile):
+    """For `isolate explain`: the profile whose plan an allowlist profile's launch resembles
+    (network.mode = "none": an own namespace; the real launch joins its captured one)."""
+    if profile.data["network"]["mode"] != "allowlist":
+        return profile
+    d = profile.to_dict()
+    d["network"] = {"mode": "none", "pool": False}
+    return load_profile(d)
+
+
+class Popen(process.Popen):
+    """isolate.Popen, and network.mode = "allowlist" works: `violations`, `netproxy_id`."""
+
+    def __init__(self, args, *a, profile: Any = "default", overrides: Sequence[str] = (), **kw):
+        launch_profile, launch_overrides, self._net = prepare(profile, overrides)
+        self.netproxy_id = self._net.id if self._net else None
+        try:
+            super().__init__(args, *a, profile=launch_profile, overrides=launch_overrides, **kw)
+        except BaseException:
+            self.close_network()
+            raise
+
+    @property
+    def violations(self) -> list:
+        return violations_for(self.netproxy_id) if self.netproxy_id else []
+
+    def close_network(self) -> None:
+        if self._net is not None:
+            self._net.close()
+
+    def wait(self, timeout=None):
+        rc = super().wait(timeout)
+        self.close_network()
+        return rc
+
+    def poll(self):
+        rc = super().poll()
+        if rc is not None:
+            self.close_network()
+        return rc
+
+
+def run(*popenargs, profile: Any = "default", overrides: Sequence[str] = (), **kwargs) -> process.Result:
+    """isolate.run, and network.mode = "allowlist" works: Result.violations lists the refusals."""
+    launch_profile, launch_overrides, net = prepare(profile, overrides)
+    try:
+        result = process.run(*popenargs, profile=launch_profile, overrides=launch_overrides, **kwargs)
+    except process.TimeoutExpired as e:
+        if net is not None and getattr(e, "result", None) is not None:
+            e.result = dataclasses.replace(e.result, violations=tuple(violations_for(net.id)))
+        raise
+    finally:
+        if net is not None:
+            net.close()
+    if net is None:
+        return result
+    return dataclasses.replace(result, violations=tuple(violations_for(net.id)))
