@@ -62,6 +62,18 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("profiles", help="list the profiles that can be named with -p")
     sub.add_parser("reference", help="print the profile reference (markdown), generated from the schema")
+    m = sub.add_parser("mcp", help="serve isolate sessions to MCP clients (stdio, or streamable HTTP)",
+                       description="An MCP server (needs the mcp extra: pip install 'isolate-sandbox[mcp]') with "
+                                   "codex-style tools exec_command and write_stdin, plus read_file, write_file and "
+                                   "list_dir. Each client session gets its own isolate session of PROFILE.")
+    m.add_argument("-p", "--profile", default="agent", help="profile of each client's session [agent]")
+    m.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a profile field (repeatable)")
+    m.add_argument("-w", "--workspace", help="the sessions' workspace directory (default: the current directory)")
+    m.add_argument("--http", metavar="HOST:PORT",
+                   help="serve streamable HTTP at http://HOST:PORT/mcp instead of stdio")
+    m.add_argument("--idle-timeout", type=float, default=3600.0,
+                   help="close a client's session after this many idle seconds [3600]")
     d = sub.add_parser("doctor", help="report what this kernel and user can enforce")
     d.add_argument("--json", action="store_true")
     return p
@@ -81,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
 
             sys.stdout.write(profile_mod.reference_markdown())
             return 0
+        if args.command == "mcp":
+            return _mcp(args)
         if args.command == "doctor":
             from isolate import doctor
 
@@ -110,6 +124,34 @@ def _report(e: BaseException) -> int:
         return EXIT_SETUP
     print("isolate: this is a bug; please report it", file=sys.stderr)
     return EXIT_SETUP
+
+
+def _mcp(args) -> int:
+    if args.http is not None:
+        from isolate.integrations.hostport import parse_hostport
+
+        try:
+            parse_hostport(args.http)
+        except ValueError as e:
+            print(f"isolate: {e}", file=sys.stderr)
+            return EXIT_USAGE
+    if not (args.idle_timeout > 0 and args.idle_timeout < float("inf")):
+        print(f"isolate: --idle-timeout: expected a number of seconds > 0, got {args.idle_timeout}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.workspace is not None and not os.path.isdir(args.workspace):
+        print(f"isolate: --workspace: not a directory: {args.workspace!r}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        from isolate.integrations import mcp_server
+    except ImportError as e:
+        print(f"isolate: mcp: the MCP SDK is not installed ({e}); pip install 'isolate-sandbox[mcp]'", file=sys.stderr)
+        return EXIT_USAGE
+    import isolate
+
+    isolate.load_profile(args.profile)   # a bad profile: exit 2 before serving
+    mcp_server.serve(args.profile, workspace=os.path.abspath(args.workspace or os.getcwd()),
+                     overrides=args.overrides, http=args.http, idle_timeout=args.idle_timeout)
+    return 0
 
 
 def _run(args) -> int:
