@@ -136,7 +136,7 @@ def command(engine: str, target: str, args: list[str], *, seeds: str, job_dir: s
     artifacts = os.path.join(job_dir, "artifacts")
     os.makedirs(corpus, exist_ok=True)
     os.makedirs(artifacts, exist_ok=True)
-    t = max(1, int(time_s))
+    t = max(1, round(time_s))
     if engine == "libfuzzer":
         argv = [target, *args, f"-max_total_time={t}", f"-timeout={max(1, int(timeout_s))}",
                 f"-rss_limit_mb={rss_limit_mb}", f"-artifact_prefix={artifacts}/", "-print_final_stats=1",
@@ -164,7 +164,7 @@ def command(engine: str, target: str, args: list[str], *, seeds: str, job_dir: s
                 "-n", "1", "--", target, *args]
         return JobSpec(argv, {}, job_dir, [os.path.join(artifacts, "*.fuzz")])
     if engine == "plain":
-        python = shutil.which("python3") or "/usr/bin/python3"
+        python = "/usr/bin/python3"  # the system Python: /usr is in the sandbox, a venv or pyenv may not be
         argv = [python, "-I", driver or "", "--seeds", seeds, "--corpus", corpus, "--artifacts", artifacts,
                 "--time", str(t), "--timeout", str(timeout_s), "--", target, *args]
         return JobSpec(argv, {}, job_dir, [os.path.join(artifacts, p) for p in ("crash-*", "timeout-*")])

@@ -1,0 +1,44 @@
+/* The runner's test target: planted bugs chosen by the input's first bytes.
+   Built with clang -fsanitize=fuzzer,address (libFuzzer) or afl-clang-fast (AFL++). */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+static char *leaked;
+
+static void escape(void) {
+  /* Tries to write outside the sandbox; says what happened in ./escape.txt (the job's dir). */
+  const char *paths[] = {ESCAPE_PATHS};
+  FILE *rep = fopen("escape.txt", "w");
+  for (size_t i = 0; i < sizeof paths / sizeof *paths; i++) {
+    int fd = open(paths[i], O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (rep) fprintf(rep, "%s %s\n", paths[i], fd >= 0 ? "written" : strerror(errno));
+    if (fd >= 0) { (void)!write(fd, "escaped\n", 8); close(fd); }
+  }
+  if (rep) fclose(rep);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *d, size_t n) {
+#ifdef SAFE
+  if (n < 3 || memcmp(d, "ESC", 3)) return 0;   /* only the escape attempt: nothing else to find */
+#endif
+  if (n >= 4 && !memcmp(d, "FUZZ", 4)) { char *p = malloc(4); p[n] = 1; free(p); }      /* heap overflow */
+  if (n >= 4 && !memcmp(d, "LEAK", 4)) { leaked = malloc(64); memset(leaked, 1, 64); leaked = 0; }
+  if (n >= 4 && !memcmp(d, "OOMM", 4)) { volatile char *p = malloc((size_t)8 << 30); if (p) p[0] = 1; }
+  if (n >= 4 && !memcmp(d, "HANG", 4)) { for (volatile int i = 1; i; ) ; }
+  if (n >= 3 && !memcmp(d, "ESC", 3)) escape();
+  return 0;
+}
+
+#ifdef PLAIN_MAIN
+int main(int argc, char **argv) {
+  uint8_t buf[256]; FILE *f = fopen(argv[1], "rb"); if (!f) return 1;
+  size_t n = fread(buf, 1, sizeof buf, f); fclose(f);
+  if (n >= 2 && buf[0] == 'C' && buf[1] == 'R') abort();
+  return LLVMFuzzerTestOneInput(buf, n);
+}
+#endif
