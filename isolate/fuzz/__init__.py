@@ -87,6 +87,7 @@ def run_fuzz(target: str, args: list[str] = (), *, engine: str, corpus: str, out
     os.makedirs(os.path.join(out, "jobs"), exist_ok=True)
     start = time.monotonic()
     all_jobs = []
+    stop = stop or threading.Event()
     for i in range(jobs):
         job_dir = os.path.join(out, "jobs", str(i))
         os.makedirs(job_dir, exist_ok=True)
@@ -95,17 +96,24 @@ def run_fuzz(target: str, args: list[str] = (), *, engine: str, corpus: str, out
                                 kwargs=dict(seeds=corpus, time_s=time_s, timeout_s=timeout_s,
                                             rss_limit_mb=rss_limit_mb, on_update=on_update, stop=stop),
                                 daemon=True) for j in all_jobs]
+    interrupted = False
     for t in threads:
         t.start()
     for t in threads:
-        t.join()
+        while t.is_alive():
+            try:
+                t.join(0.5)
+            except KeyboardInterrupt:  # stop every job (each sandbox is killed), then triage what they found
+                interrupted = True
+                stop.set()
     wall = time.monotonic() - start
     found = [a for j in all_jobs for a in j.artifacts]
     totals = {"execs": sum(j.stats.execs for j in all_jobs),
               "exec_per_s": round(sum(j.stats.exec_per_s for j in all_jobs), 1),
               "corpus_size": sum(j.stats.corpus_size for j in all_jobs),
               "wall_s": round(wall, 3), "jobs": len(all_jobs),
-              "cgroup_oom_jobs": sum(1 for j in all_jobs if j.outcome == "cgroup-oom")}
+              "cgroup_oom_jobs": sum(1 for j in all_jobs if j.outcome == "cgroup-oom"),
+              "interrupted": interrupted}
     summary = {"target": path, "engine": engine, "jobs": [j.as_dict() for j in all_jobs], "totals": totals,
                "artifacts": found, "crashes": [], "triage": "available" if triage is not None else "not available"}
     if triage is not None and found:

@@ -127,8 +127,9 @@ def _one_run(job, spec, profile, wall_s, log, on_update, stop) -> tuple[int, boo
             if job.engine == "afl" and engines.read_afl_stats(job.job_dir, job.stats):
                 on_update(job)
             if stop.is_set() or time.monotonic() > deadline:
+                if not stop.is_set():
+                    job.outcome = "killed"   # over its wall clock: the engine did not stop by itself
                 p.kill()
-                job.outcome = "killed" if not stop.is_set() else job.outcome
                 return
 
     watcher = threading.Thread(target=watch, daemon=True)

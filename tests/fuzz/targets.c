@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <unistd.h>
+#include <sys/mman.h>
 
 static char *leaked;
 
@@ -29,6 +30,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *d, size_t n) {
   if (n >= 4 && !memcmp(d, "FUZZ", 4)) { char *p = malloc(4); p[n] = 1; free(p); }      /* heap overflow */
   if (n >= 4 && !memcmp(d, "LEAK", 4)) { leaked = malloc(64); memset(leaked, 1, 64); leaked = 0; }
   if (n >= 4 && !memcmp(d, "OOMM", 4)) { volatile char *p = malloc((size_t)8 << 30); if (p) p[0] = 1; }
+  if (n >= 4 && !memcmp(d, "BIGR", 4))   /* 2 GiB populated in one syscall: no engine check in between */
+    mmap(0, (size_t)2 << 30, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
   if (n >= 4 && !memcmp(d, "HANG", 4)) { for (volatile int i = 1; i; ) ; }
   if (n >= 3 && !memcmp(d, "ESC", 3)) escape();
   return 0;

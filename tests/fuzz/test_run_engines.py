@@ -101,6 +101,18 @@ def test_oom_is_the_engines_with_its_input_not_the_cgroups(build, tmp_path):
     assert summary["totals"]["cgroup_oom_jobs"] == 0
 
 
+def test_cgroup_oom_is_reported_as_the_backstop_not_a_lost_job(build, tmp_path):
+    # 64 MiB engine limit, cgroup 1088 MiB: a 2 GiB mmap(MAP_POPULATE) bypasses libFuzzer's
+    # malloc limit and fills the cgroup inside one syscall, before its RSS check.
+    summary = fuzz.run_fuzz(build["lf"], engine="libfuzzer", corpus=_seeds(tmp_path, b"BIGR"),
+                            out=str(tmp_path / "out"), time_s=30, timeout_s=5, rss_limit_mb=64)
+    job = summary["jobs"][0]
+    log = Path(job["dir"], "engine.log").read_text()
+    assert job["outcome"] == "cgroup-oom" and job["returncodes"] == [-9], job
+    assert summary["totals"]["cgroup_oom_jobs"] == 1
+    assert "cgroup OOM backstop" in log
+
+
 def test_hang_is_a_timeout_artifact(build, tmp_path):
     summary = fuzz.run_fuzz(build["lf"], engine="libfuzzer", corpus=_seeds(tmp_path, b"HANG"),
                             out=str(tmp_path / "out"), time_s=30, timeout_s=1, rss_limit_mb=1024)
