@@ -33,6 +33,7 @@ class Stats:
     exec_per_s: float = 0.0
     corpus_size: int = 0
     crashes: int = 0
+    unique: int = 0
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -141,7 +142,10 @@ def command(engine: str, target: str, args: list[str], *, seeds: str, job_dir: s
         argv = [target, *args, f"-max_total_time={t}", f"-timeout={max(1, int(timeout_s))}",
                 f"-rss_limit_mb={rss_limit_mb}", f"-artifact_prefix={artifacts}/", "-print_final_stats=1",
                 corpus, seeds]
-        env = {"ASAN_OPTIONS": "symbolize=1:detect_leaks=1", "UBSAN_OPTIONS": "print_stacktrace=1"}
+        # dedup_token_length: each report ends with a DEDUP_TOKEN line (top 3 frames), counted live
+        # as the job's unique crashes (triage's crash states are the final word).
+        env = {"ASAN_OPTIONS": "symbolize=1:detect_leaks=1:dedup_token_length=3",
+               "UBSAN_OPTIONS": "print_stacktrace=1:dedup_token_length=3"}
         return JobSpec(argv, env, job_dir, [os.path.join(artifacts, p) for p in
                                             ("crash-*", "leak-*", "timeout-*", "oom-*")])
     if engine == "afl":
@@ -186,6 +190,11 @@ _LF_FINAL = re.compile(r"^stat::(number_of_executed_units|average_exec_per_sec):
 _PLAIN = re.compile(r"^#plain execs: (\d+) exec/s: ([\d.]+) corpus: (\d+) crashes: (\d+)")
 
 
+def dedup_token(line: str) -> str | None:
+    """The sanitizer's DEDUP_TOKEN (top frames) of a report line, if it is one."""
+    return line.split(":", 1)[1].strip() if line.startswith("DEDUP_TOKEN:") else None
+
+
 def parse_line(engine: str, line: str, stats: Stats) -> bool:
     """Update stats from one line of the engine's output; True if it changed them."""
     if engine == "libfuzzer":
@@ -227,6 +236,7 @@ def read_afl_stats(job_dir: str, stats: Stats) -> bool:
         stats.exec_per_s = float(kv.get("execs_per_sec", stats.exec_per_s))
         stats.corpus_size = int(kv.get("corpus_count", kv.get("paths_total", stats.corpus_size)))
         stats.crashes = int(kv.get("saved_crashes", kv.get("unique_crashes", stats.crashes)))
+        stats.unique = stats.crashes  # AFL++ keeps a crash only if its coverage path is new
     except ValueError:
         return False
     return True

@@ -43,6 +43,7 @@ class FuzzJob:
     wall_s: float = 0.0
     error: str = ""
     log: str = ""
+    dedup: set = dataclasses.field(default_factory=set)   # DEDUP_TOKENs seen in the engine's reports
 
     def as_dict(self) -> dict:
         return {"job": self.index, "engine": self.engine, "dir": self.job_dir, "outcome": self.outcome,
@@ -96,6 +97,8 @@ def run_job(job: FuzzJob, target: str, args: list[str], *, seeds: str, time_s: f
             job.runs += 1
             job.returncodes.append(rc)
             job.artifacts = engines.artifacts(spec)
+            if job.engine != "afl":
+                job.stats.crashes = max(job.stats.crashes, len(job.artifacts))
             on_update(job)
             if oom:
                 job.outcome = "cgroup-oom"   # the backstop fired: reported, the job goes on
@@ -134,9 +137,17 @@ def _one_run(job, spec, profile, wall_s, log, on_update, stop) -> tuple[int, boo
 
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
+    in_report = False   # the first DEDUP_TOKEN after a report's ERROR line is the crash's (later: allocation stacks)
     try:
         for line in p.stdout:
             log.write(line)
+            if "ERROR: " in line and ("Sanitizer" in line or "libFuzzer" in line) or "runtime error:" in line:
+                in_report = True
+            token = engines.dedup_token(line)
+            if token and in_report:
+                in_report = False
+                job.dedup.add(token)
+                job.stats.unique = len(job.dedup)
             if engines.parse_line(job.engine, line, job.stats):
                 on_update(job)
         rc = p.wait()

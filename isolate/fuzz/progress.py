@@ -67,9 +67,8 @@ class RichTable:
             t.add_column(col, justify="right")
         for i in sorted(self.jobs):
             j = self.jobs[i]
-            unique = len({a.rsplit("/", 1)[-1].split("-", 1)[0] for a in j.artifacts})
             t.add_row(str(i), j.outcome, f"{j.stats.exec_per_s:,.0f}", f"{j.stats.execs:,}",
-                      str(j.stats.corpus_size), str(max(j.stats.crashes, len(j.artifacts))), str(unique),
+                      str(j.stats.corpus_size), str(max(j.stats.crashes, len(j.artifacts))), str(j.stats.unique),
                       str(j.runs))
         return t
 

@@ -35,14 +35,18 @@ def build(tmp_path_factory):
     paths = ",".join(f'"{p}"' for p in escape)
     common = [str(SOURCE), f"-DESCAPE_PATHS={paths}", "-g"]
     out = {"dir": d, "escape": escape}
-    subprocess.run(["clang", "-fsanitize=fuzzer,address", *common, "-o", str(d / "lf")], check=True)
+    for bug in ("OVERFLOW", "LEAK", "OOM", "BIGRSS", "HANG"):
+        subprocess.run(["clang", "-fsanitize=fuzzer,address", f"-DBUG_{bug}", *common, "-o", str(d / bug)],
+                       check=True)
+        out[bug] = str(d / bug)
+    common.append("-DALL_BUGS")
     subprocess.run(["afl-clang-fast", "-DPLAIN_MAIN", *common, "-o", str(d / "afl_fs")], check=True,
                    capture_output=True)
     subprocess.run(["afl-clang-fast", "-fsanitize=fuzzer", *common, "-o", str(d / "afl_p")], check=True,
                    capture_output=True)
     subprocess.run(["clang", "-DPLAIN_MAIN", *common, "-o", str(d / "plain")], check=True)
     subprocess.run(["clang", "-fsanitize=fuzzer,address", "-DSAFE", *common, "-o", str(d / "safe")], check=True)
-    out.update({k: str(d / k) for k in ("lf", "afl_fs", "afl_p", "plain", "safe")})
+    out.update({k: str(d / k) for k in ("afl_fs", "afl_p", "plain", "safe")})
     yield out
     for p in escape:
         if os.path.exists(p):
@@ -62,7 +66,7 @@ def _names(summary):
 
 
 def test_libfuzzer_finds_the_planted_heap_overflow_and_reports_exec_per_s(build, tmp_path):
-    summary = fuzz.run_fuzz(build["lf"], engine="libfuzzer", corpus=_seeds(tmp_path, b"FUZ"),
+    summary = fuzz.run_fuzz(build["OVERFLOW"], engine="libfuzzer", corpus=_seeds(tmp_path, b"FUZ"),
                             out=str(tmp_path / "out"), time_s=60, timeout_s=5, rss_limit_mb=1024)
     job = summary["jobs"][0]
     assert job["outcome"] == "done" and job["returncodes"] == [1], job
@@ -70,6 +74,7 @@ def test_libfuzzer_finds_the_planted_heap_overflow_and_reports_exec_per_s(build,
     log = Path(job["dir"], "engine.log").read_text()
     assert "heap-buffer-overflow" in log and "LLVMFuzzerTestOneInput" in log
     assert job["execs"] > 0 and summary["totals"]["execs"] > 0
+    assert job["crashes"] == 1 and job["unique"] == 1  # from the report's DEDUP_TOKEN
     assert summary["triage"] in ("available", "not available")
     assert json.loads((tmp_path / "out" / "jobs.json").read_text())["jobs"][0]["engine"] == "libfuzzer"
 
@@ -84,7 +89,7 @@ def test_libfuzzer_job_reports_exec_per_s(build, tmp_path):
 
 def test_leak_is_found_inside_the_sandbox_ptrace_allowed(build, tmp_path):
     # Under the default profile LeakSanitizer dies ("LeakSanitizer has encountered a fatal error").
-    summary = fuzz.run_fuzz(build["lf"], engine="libfuzzer", corpus=_seeds(tmp_path, b"LEAK"),
+    summary = fuzz.run_fuzz(build["LEAK"], engine="libfuzzer", corpus=_seeds(tmp_path, b"LEAK"),
                             out=str(tmp_path / "out"), time_s=30, timeout_s=5, rss_limit_mb=1024)
     log = Path(summary["jobs"][0]["dir"], "engine.log").read_text()
     assert "fatal error" not in log, log[-2000:]
@@ -93,7 +98,7 @@ def test_leak_is_found_inside_the_sandbox_ptrace_allowed(build, tmp_path):
 
 
 def test_oom_is_the_engines_with_its_input_not_the_cgroups(build, tmp_path):
-    summary = fuzz.run_fuzz(build["lf"], engine="libfuzzer", corpus=_seeds(tmp_path, b"OOMM"),
+    summary = fuzz.run_fuzz(build["OOM"], engine="libfuzzer", corpus=_seeds(tmp_path, b"OOMM"),
                             out=str(tmp_path / "out"), time_s=30, timeout_s=5, rss_limit_mb=512)
     job = summary["jobs"][0]
     assert _names(summary) == ["oom"]
@@ -104,7 +109,7 @@ def test_oom_is_the_engines_with_its_input_not_the_cgroups(build, tmp_path):
 def test_cgroup_oom_is_reported_as_the_backstop_not_a_lost_job(build, tmp_path):
     # 64 MiB engine limit, cgroup 1088 MiB: a 2 GiB mmap(MAP_POPULATE) bypasses libFuzzer's
     # malloc limit and fills the cgroup inside one syscall, before its RSS check.
-    summary = fuzz.run_fuzz(build["lf"], engine="libfuzzer", corpus=_seeds(tmp_path, b"BIGR"),
+    summary = fuzz.run_fuzz(build["BIGRSS"], engine="libfuzzer", corpus=_seeds(tmp_path, b"BIGR"),
                             out=str(tmp_path / "out"), time_s=30, timeout_s=5, rss_limit_mb=64)
     job = summary["jobs"][0]
     log = Path(job["dir"], "engine.log").read_text()
@@ -114,7 +119,7 @@ def test_cgroup_oom_is_reported_as_the_backstop_not_a_lost_job(build, tmp_path):
 
 
 def test_hang_is_a_timeout_artifact(build, tmp_path):
-    summary = fuzz.run_fuzz(build["lf"], engine="libfuzzer", corpus=_seeds(tmp_path, b"HANG"),
+    summary = fuzz.run_fuzz(build["HANG"], engine="libfuzzer", corpus=_seeds(tmp_path, b"HANG"),
                             out=str(tmp_path / "out"), time_s=30, timeout_s=1, rss_limit_mb=1024)
     assert _names(summary) == ["timeout"]
     assert summary["jobs"][0]["returncodes"] == [70]
@@ -192,9 +197,9 @@ def test_triage_is_called_with_every_artifact(build, tmp_path, monkeypatch):
 
     monkeypatch.setattr(fuzz, "triage", StandIn)
     out = str(tmp_path / "out")
-    summary = fuzz.run_fuzz(build["lf"], engine="libfuzzer", corpus=_seeds(tmp_path, b"FUZ"), out=out,
+    summary = fuzz.run_fuzz(build["OVERFLOW"], engine="libfuzzer", corpus=_seeds(tmp_path, b"FUZ"), out=out,
                             time_s=60, timeout_s=5, rss_limit_mb=1024)
-    assert calls["triage"][0] == build["lf"] and calls["triage"][2] == summary["artifacts"]
+    assert calls["triage"][0] == build["OVERFLOW"] and calls["triage"][2] == summary["artifacts"]
     assert calls["triage"][3:] == (os.path.abspath(out), "libfuzzer", 3, "fuzz")
     assert calls["summary"][1] == summary["crashes"] and calls["summary"][2]["execs"] > 0
 
