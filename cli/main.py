@@ -140,7 +140,7 @@ def _fuzz(args) -> int:
         print("\n".join(fuzz.engines_report()))
         return 0
     if args.fuzz_command != "run":
-        _parser().parse_args(["fuzz", "--help"])
+        print("isolate: fuzz: expected a command: run or engines (isolate fuzz --help)", file=sys.stderr)
         return EXIT_USAGE
     kw = dict(engine=args.engine, corpus=args.corpus, out=args.out, jobs=args.jobs, time_s=args.time,
               timeout_s=args.timeout, rss_limit_mb=args.rss_limit_mb)
