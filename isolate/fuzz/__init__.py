@@ -9,6 +9,7 @@ Not imported by `import isolate`.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -21,9 +22,11 @@ from . import engines
 from .engines import ENGINES, EngineError, EngineInfo, Stats, check_target, detect, engines_report
 from .jobs import FuzzJob, run_job
 
-try:  # triage is the other half of the runner (isolate/fuzz/triage.py); without it, say so
+# triage is the other half of the runner (isolate/fuzz/triage.py); without it, say so. If it
+# is there, it is imported (an error inside it is a real error, not "not available").
+if importlib.util.find_spec(__name__ + ".triage") is not None:
     from . import triage
-except ImportError:
+else:
     triage = None
 
 __all__ = ["run_fuzz", "FuzzJob", "FuzzError", "ENGINES", "EngineError", "EngineInfo", "Stats", "detect",
