@@ -12,7 +12,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import shutil
 import tempfile
 import threading
 import time
@@ -132,8 +131,3 @@ def run_fuzz(target: str, args: list[str] = (), *, engine: str, corpus: str, out
         json.dump(summary, f, indent=2)
     return summary
 
-
-def copy_artifacts(summary: dict, dest: str) -> None:  # small helper for callers that want the raw files
-    os.makedirs(dest, exist_ok=True)
-    for a in summary["artifacts"]:
-        shutil.copy2(a, dest)
