@@ -76,6 +76,24 @@ def _parser() -> argparse.ArgumentParser:
                    help="close a client's session after this many idle seconds [3600]")
     d = sub.add_parser("doctor", help="report what this kernel and user can enforce")
     d.add_argument("--json", action="store_true")
+
+    f = sub.add_parser("fuzz", help="run fuzzing jobs in sandboxes (isolate.fuzz)")
+    fsub = f.add_subparsers(dest="fuzz_command", metavar="FUZZCOMMAND", parser_class=_Parser)
+    fr = fsub.add_parser("run", help="fuzz TARGET: one sandbox of the fuzz profile per job, then triage",
+                         description="Run --jobs fuzzing jobs of --engine on TARGET, each in its own sandbox "
+                                     "(profile fuzz), for --time seconds; artifacts are triaged into OUT/crashes/ "
+                                     "and OUT/summary.json.")
+    fr.add_argument("target", metavar="TARGET")
+    fr.add_argument("target_args", nargs="*", metavar="ARGS", help="the target's arguments (@@: the input file)")
+    fr.add_argument("--engine", required=True, help="libfuzzer, afl, honggfuzz or plain")
+    fr.add_argument("--corpus", required=True, help="seed corpus directory (read-only to the jobs)")
+    fr.add_argument("--out", required=True, help="output directory")
+    fr.add_argument("--jobs", type=int, default=1)
+    fr.add_argument("--time", type=float, default=60.0, help="seconds per job [60]")
+    fr.add_argument("--timeout", type=float, default=25.0, help="seconds per input [25]")
+    fr.add_argument("--rss-limit-mb", type=int, default=2048, help="engine RSS limit; the cgroup gets +1024 [2048]")
+    fr.add_argument("--json", action="store_true", help="JSON lines on stdout instead of the table")
+    fsub.add_parser("engines", help="which fuzzing engines are installed here")
     return p
 
 
@@ -99,6 +117,8 @@ def main(argv: list[str] | None = None) -> int:
             from isolate import doctor
 
             return doctor.main(json_output=args.json)
+        if args.command == "fuzz":
+            return _fuzz(args)
         _parser().print_help()
         return EXIT_USAGE
     except KeyboardInterrupt:
@@ -151,6 +171,38 @@ def _mcp(args) -> int:
     isolate.load_profile(args.profile)   # a bad profile: exit 2 before serving
     mcp_server.serve(args.profile, workspace=os.path.abspath(args.workspace or os.getcwd()),
                      overrides=args.overrides, http=args.http, idle_timeout=args.idle_timeout)
+    return 0
+
+
+def _fuzz(args) -> int:
+    from isolate import fuzz
+    from isolate.fuzz import progress
+
+    if args.fuzz_command == "engines":
+        print("\n".join(fuzz.engines_report()))
+        return 0
+    if args.fuzz_command != "run":
+        print("isolate: fuzz: expected a command: run or engines (isolate fuzz --help)", file=sys.stderr)
+        return EXIT_USAGE
+    kw = dict(engine=args.engine, corpus=args.corpus, out=args.out, jobs=args.jobs, time_s=args.time,
+              timeout_s=args.timeout, rss_limit_mb=args.rss_limit_mb)
+    try:
+        fuzz.check_inputs(args.target, args.target_args, **kw)
+    except fuzz.EngineError as e:
+        print(f"isolate: fuzz run: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.json or not sys.stderr.isatty():
+        view = progress.JsonLines() if args.json else None
+        summary = fuzz.run_fuzz(args.target, args.target_args, on_update=view.update if view else lambda j: None,
+                                **kw)
+        if view:
+            view.finish(summary)
+    else:
+        with progress.RichTable(args.jobs, args.engine) as view:
+            summary = fuzz.run_fuzz(args.target, args.target_args, on_update=view.update, **kw)
+    if not args.json:
+        summary["out"] = args.out
+        print("\n".join(progress.summary_lines(summary)), file=sys.stderr)
     return 0
 
 

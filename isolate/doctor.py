@@ -15,6 +15,7 @@ import sys
 
 from . import profile as profile_mod
 from .errors import UnsupportedError
+from .fuzz import engines as fuzz_engines
 from .kernel.features import (DISABLE_ENV, DISABLED_DETAIL, FEATURE_KEYS, Feature, check, features, landlock_abi,
                               requirements)
 from .launch import hostids, plans
@@ -89,6 +90,7 @@ def main(json_output: bool = False) -> int:
             "profiles": {n: {"runnable": ok, "reason": why} for n, ok, why in profiles},
             "enforcement": enforcement,
             "host_ids": ids,
+            "fuzz_engines": {k: e.as_dict() for k, e in fuzz_engines.detect().items()},
         }
         if note:
             doc["profiles_note"] = note
@@ -122,6 +124,9 @@ def main(json_output: bool = False) -> int:
           + ("free of host accounts" if not ids["conflicts"] else "CLASH, root's new-view sandboxes are refused:"))
     for c in ids["conflicts"]:
         print(f"  {c['file']}: {c['name']} uses {c['first']}..{c['last']}")
+    print("\nfuzzing engines (isolate fuzz run --engine):")
+    for line in fuzz_engines.engines_report():
+        print(f"  {line}")
     sys.stdout.flush()
     return 0
 

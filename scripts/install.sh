@@ -5,6 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(gcc libc6-dev libcap-dev libseccomp-dev libseccomp2 iproute2 util-linux bubblewrap hyperfine nftables openssl curl)
+# isolate fuzz: libFuzzer (clang -fsanitize=fuzzer, symbolizer) and AFL++. Debian 12 has no
+# honggfuzz package: build it from source if wanted (isolate doctor says which engines it finds).
+APT_PACKAGES+=(clang-14 libclang-rt-14-dev llvm-14 afl++)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -22,5 +25,5 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --upgrade pip setuptools wheel >.venv/install.log 2>&1 \
     || { cat .venv/install.log; exit 1; }
-.venv/bin/python -m pip install -q -e '.[test]' >>.venv/install.log 2>&1 \
+.venv/bin/python -m pip install -q -e '.[test,fuzz]' >>.venv/install.log 2>&1 \
     || { cat .venv/install.log; exit 1; }

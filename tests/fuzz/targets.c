@@ -1,0 +1,69 @@
+/* The runner's test target: planted bugs chosen by the input's first bytes.
+   Built with clang -fsanitize=fuzzer,address (libFuzzer) or afl-clang-fast (AFL++). */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <unistd.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
+
+static char *leaked;
+
+static void escape(void) {
+  /* Tries to write outside the sandbox; says what happened in ./escape.txt (the job's dir). */
+  const char *paths[] = {ESCAPE_PATHS};
+  FILE *rep = fopen("escape.txt", "w");
+  for (size_t i = 0; i < sizeof paths / sizeof *paths; i++) {
+    int fd = open(paths[i], O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (rep) fprintf(rep, "%s %s\n", paths[i], fd >= 0 ? "written" : strerror(errno));
+    if (fd >= 0) { (void)!write(fd, "escaped\n", 8); close(fd); }
+  }
+  /* And the network: the sandbox has only its own loopback. */
+  int s = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(53)};
+  a.sin_addr.s_addr = htonl(0x08080808);
+  int c = s >= 0 ? connect(s, (struct sockaddr *)&a, sizeof a) : -1;
+  if (rep) fprintf(rep, "net %s\n", c == 0 ? "connected" : strerror(errno));
+  if (s >= 0) close(s);
+  if (rep) fclose(rep);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *d, size_t n) {
+#ifdef SAFE
+  if (n < 3 || memcmp(d, "ESC", 3)) return 0;   /* only the escape attempt: nothing else to find */
+#endif
+  /* One planted bug per build (-DBUG_x), else all of them: libFuzzer finds any of these
+     magic words in well under a second, so a test that wants one bug builds just that one. */
+#if defined(BUG_OVERFLOW) || defined(ALL_BUGS)
+  if (n >= 4 && !memcmp(d, "FUZZ", 4)) { char *p = malloc(4); p[n] = 1; free(p); }      /* heap overflow */
+#endif
+#if defined(BUG_LEAK) || defined(ALL_BUGS)
+  if (n >= 4 && !memcmp(d, "LEAK", 4)) { leaked = malloc(64); memset(leaked, 1, 64); leaked = 0; }
+#endif
+#if defined(BUG_OOM) || defined(ALL_BUGS)
+  if (n >= 4 && !memcmp(d, "OOMM", 4)) { volatile char *p = malloc((size_t)8 << 30); if (p) p[0] = 1; }
+#endif
+#if defined(BUG_BIGRSS) || defined(ALL_BUGS)
+  if (n >= 4 && !memcmp(d, "BIGR", 4))   /* 2 GiB populated in one syscall: no engine check in between */
+    mmap(0, (size_t)2 << 30, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+#endif
+#if defined(BUG_HANG) || defined(ALL_BUGS)
+  if (n >= 4 && !memcmp(d, "HANG", 4)) { for (volatile int i = 1; i; ) ; }
+#endif
+  if (n >= 3 && !memcmp(d, "ESC", 3)) escape();
+  return 0;
+}
+
+#ifdef PLAIN_MAIN
+int main(int argc, char **argv) {
+  uint8_t buf[256]; FILE *f = fopen(argv[1], "rb"); if (!f) return 1;
+  size_t n = fread(buf, 1, sizeof buf, f); fclose(f);
+  if (n >= 1 && buf[0] == 'C') abort();   /* one byte: AFL++'s havoc finds it in a few thousand execs */
+  return LLVMFuzzerTestOneInput(buf, n);
+}
+#endif
