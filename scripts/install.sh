@@ -4,7 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(gcc libc6-dev libcap-dev libseccomp-dev libseccomp2 iproute2 util-linux bubblewrap hyperfine)
+APT_PACKAGES=(gcc libc6-dev libcap-dev libseccomp-dev libseccomp2 iproute2 util-linux bubblewrap hyperfine
+              clang-14 libclang-rt-14-dev llvm-14)  # clang-14 + compiler-rt: libFuzzer and the sanitizers; llvm-14: llvm-symbolizer
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -1,0 +1,1 @@
+"""Fuzz-harness runner and triage (isolate fuzz)."""
