@@ -53,6 +53,7 @@ __attribute__((noinline)) static void leak(size_t n) {
 }
 
 __attribute__((noinline)) static void out_of_memory(void) {
+    /* grows until libFuzzer's -rss_limit_mb thread (checks once a second) reports it */
     for (;;) {
         char *p = malloc(64 << 20);
         memset(p, 1, 64 << 20);
@@ -67,6 +68,11 @@ __attribute__((noinline)) static void hang(void) {
 
 static int calls;
 
+__attribute__((noinline)) static void flaky_abort(void) {
+    if (++calls == 3)    /* only on the third call in one process */
+        abort();
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *d, size_t n) {
     if (n < 2)
         return 0;
@@ -80,6 +86,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *d, size_t n) {
     if (d[0] == 'O' && d[1] == 'M') out_of_memory();
     if (d[0] == 'T' && d[1] == 'O') hang();
     if (d[0] == 'R' && d[1] == 'C') sink = walk((const char *)d, 0, n);
-    if (d[0] == 'F' && d[1] == 'L' && ++calls == 3) abort();   /* only on the third call in one process */
+    if (d[0] == 'F' && d[1] == 'L') flaky_abort();
     return 0;
 }
