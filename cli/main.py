@@ -315,11 +315,6 @@ def _profiles() -> int:
 def entry() -> None:
     sys.exit(main())
 
-
-if __name__ == "__main__":
-    entry()
-
-
 def _fuzz_triage(args) -> int:
     from isolate.fuzz import triage
 
@@ -342,3 +337,8 @@ def _fuzz_triage(args) -> int:
     print(f"{len(crashes)} crash state(s), {sum(not c['known'] for c in crashes)} new; "
           f"{os.path.join(args.out, 'summary.json')}")
     return 0
+
+
+if __name__ == "__main__":
+    entry()
+
