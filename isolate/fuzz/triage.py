@@ -20,11 +20,12 @@ import hashlib
 import json
 import math
 import os
+import re
 import shutil
-import time
+import threading
 
 from ..errors import IsolateError
-from ..launch.process import DEVNULL, load_profile, run
+from ..launch.process import DEVNULL, PIPE, Popen, load_profile, run
 from . import reports
 from .store import Store
 
@@ -64,9 +65,12 @@ def symbolizer() -> str:
                       "would have no function names to deduplicate on")
 
 
-def sanitizer_env(symbolizer_path: str) -> dict:
-    """ASAN_OPTIONS/UBSAN_OPTIONS/LSAN_OPTIONS of a replay (ClusterFuzz's, reduced)."""
-    common = f"symbolize=1:external_symbolizer_path={symbolizer_path}:print_summary=1:dedup_token_length=3"
+def sanitizer_env(symbolizer_path: str | None) -> dict:
+    """ASAN_OPTIONS/UBSAN_OPTIONS/LSAN_OPTIONS of a replay (ClusterFuzz's, reduced). With
+    symbolizer_path None the sanitizers print module+offset frames, which Symbolizer turns
+    into names afterwards (one llvm-symbolizer for every replay instead of one per replay)."""
+    sym = f"symbolize=1:external_symbolizer_path={symbolizer_path}" if symbolizer_path else "symbolize=0"
+    common = f"{sym}:print_summary=1:dedup_token_length=3"
     return {
         "ASAN_OPTIONS": f"{common}:detect_leaks=1:abort_on_error=0:handle_abort=1:handle_segv=1:handle_sigbus=1:"
                         "handle_sigfpe=1:handle_sigill=1:allocator_may_return_null=0:detect_odr_violation=0:"
@@ -146,13 +150,89 @@ def _kind_from_name(path: str) -> str:
     return "Unknown-crash"
 
 
+_RAW_FRAME = re.compile(r"^(\s*)#(\d+)\s+(0x[0-9a-fA-F]+)\s+(?:in\s+\S*\s*)?\(([^()+]+)\+(0x[0-9a-fA-F]+)\)"
+                        r"(\s*\(BuildId: [0-9a-fA-F]+\))?\s*$")
+
+
+class Symbolizer:
+    """One llvm-symbolizer, itself in a sandbox (it parses the target's debug information,
+    which is as untrusted as the target), for every replay of a triage: frames printed as
+    (module+offset) get their function and source line, each address looked up once."""
+
+    def __init__(self, path: str, profile):
+        self.proc = Popen([path, "--inlines", "--demangle", "--functions=linkage"], profile=profile, stdin=PIPE,
+                          stdout=PIPE, stderr=DEVNULL, cwd="/tmp", text=True, bufsize=1)
+        self.lock = threading.Lock()
+        self.cache: dict = {}
+
+    def close(self):
+        try:
+            self.proc.stdin.close()
+        except OSError:
+            pass
+        try:
+            self.proc.wait(timeout=10)
+        except Exception:
+            self.proc.kill()
+            self.proc.wait()
+
+    def lookup(self, module: str, offset: str) -> list:
+        """[(function, "file:line:col")] for module+offset, inlined frames first; [] unknown."""
+        key = (module, offset)
+        with self.lock:
+            if key in self.cache:
+                return self.cache[key]
+            out = []
+            if self.proc.poll() is None and "\n" not in module and '"' not in module:
+                self.proc.stdin.write(f'"{module}" {offset}\n')
+                self.proc.stdin.flush()
+                lines = []
+                while True:
+                    line = self.proc.stdout.readline()
+                    if not line or line == "\n":
+                        break
+                    lines.append(line.rstrip("\n"))
+                for fn, loc in zip(lines[0::2], lines[1::2]):
+                    if fn != "??":
+                        out.append((fn, loc if not loc.startswith("??") else None))
+            self.cache[key] = out
+            return out
+
+    def symbolize(self, text: str) -> str:
+        """`text` with each (module+offset) frame replaced by its symbolized frames."""
+        out, renumber = [], None
+        for line in text.splitlines():
+            m = _RAW_FRAME.match(line)
+            if not m:
+                if renumber is not None and not line.strip():
+                    renumber = None
+                out.append(line)
+                continue
+            indent, n, pc, module, offset, build = m.groups()
+            if int(n) == 0:
+                renumber = 0
+            elif renumber is None:
+                renumber = int(n)
+            found = self.lookup(module, offset)
+            for fn, loc in found or [(None, None)]:
+                where = f" {loc}" if loc else f" ({module}+{offset})"
+                out.append(f"{indent}#{renumber} {pc} in {fn}{where}" if fn else
+                           f"{indent}#{renumber} {pc}  ({module}+{offset}){build or ''}")
+                renumber += 1
+        return "\n".join(out) + ("\n" if text.endswith("\n") else "")
+
+
 class _Replayer:
     def __init__(self, target, target_args, engine, timeout, rss_limit_mb, profile, stage):
         self.target, self.args, self.engine = target, list(target_args), engine
         self.timeout, self.rss = timeout, rss_limit_mb
-        self.env = sanitizer_env(symbolizer())
+        self.env = sanitizer_env(None)
         self.base, self.stage = profile, stage
         self.profile = self.profile_for([])
+        self.symbolizer = Symbolizer(symbolizer(), self.profile)
+
+    def close(self):
+        self.symbolizer.close()
 
     def profile_for(self, rw):
         return replay_profile(self.base, [os.path.dirname(self.target), self.stage], rw, self.env,
@@ -172,6 +252,7 @@ class _Replayer:
             if fin:
                 fin.close()
         text = (r.stderr or b"").decode("utf-8", "replace") + (r.stdout or b"").decode("utf-8", "replace")[-4096:]
+        text = self.symbolizer.symbolize(text)
         rep = reports.parse(text, returncode=r.returncode, timed_out=r.timed_out, oom=r.oom)
         if rep.crashed and r.oom:
             rep.sanitizer = rep.sanitizer or "cgroup"
@@ -215,6 +296,13 @@ def triage(target: str, target_args: list, inputs: list, out_dir: str, *, engine
     stage = os.path.join(out_dir, STAGE)
     os.makedirs(stage, exist_ok=True)
     rp = _Replayer(target, target_args, engine, timeout, rss_limit_mb, profile, stage)
+    try:
+        return _triage(rp, target_args, inputs, out_dir, stage, runs, minimize)
+    finally:
+        rp.close()
+
+
+def _triage(rp, target_args, inputs, out_dir, stage, runs, minimize):
     staged = list({s["sha1"]: s for s in _stage(inputs, stage)}.values())
     by_sha = collections.defaultdict(list)
     for s in _stage(inputs, stage):
