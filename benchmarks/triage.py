@@ -55,7 +55,7 @@ def main(argv=None):
             Path(p).write_bytes(b"HW" + str(i).encode())
             files.append(p)
         n = a.inputs * a.runs
-        env = dict(os.environ, **triage.sanitizer_env(triage.symbolizer()))
+        env = dict(os.environ, **triage.sanitizer_env(None))  # as triage: symbolized afterwards, once per address
         workers = max(2, 2 * (os.cpu_count() or 1))
         rates = {"triage (sandboxed, parsed, merged, recorded)": [], "isolate.run only": [], "subprocess.run": []}
         for r in range(a.rounds):
@@ -64,7 +64,7 @@ def main(argv=None):
             crashes = triage.triage(exe, [], files, out, engine="libfuzzer", runs=a.runs)
             rates["triage (sandboxed, parsed, merged, recorded)"].append(n / (time.perf_counter() - t))
             assert len(crashes) == 1 and crashes[0]["reproduced"] == n, crashes
-            prof = triage.replay_profile(None, [d], [], triage.sanitizer_env(triage.symbolizer()), 3072)
+            prof = triage.replay_profile(None, [d], [], triage.sanitizer_env(None), 3072)
 
             def sandboxed(p):
                 return isolate.run([exe, "-timeout=25", "-rss_limit_mb=2048", p], profile=prof,
