@@ -97,7 +97,7 @@ def replay_profile(base, ro: list, rw: list, env: dict, memory_mb: int) -> dict:
 
 
 def _check(target: str, inputs, out_dir: str, engine: str, runs: int, timeout: float, rss_limit_mb: int,
-           minimize: bool):
+           minimize: bool, profile=None):
     if engine not in ENGINES:
         raise TriageError(f"engine: expected one of {', '.join(ENGINES)}, got {engine!r}")
     if minimize and engine not in MINIMIZE_ENGINES:
@@ -120,6 +120,9 @@ def _check(target: str, inputs, out_dir: str, engine: str, runs: int, timeout: f
             raise TriageError(f"input {f!r}: no such file")
         if not os.access(f, os.R_OK):
             raise TriageError(f"input {f!r}: not readable")
+    symbolizer()
+    if profile is not None:
+        load_profile(profile)  # a bad profile is a ProfileError now, before OUT exists
     probe = out_dir
     while not os.path.exists(probe):
         probe = os.path.dirname(probe) or "."
@@ -289,7 +292,7 @@ def triage(target: str, target_args: list, inputs: list, out_dir: str, *, engine
     """Replay, classify, deduplicate and record `inputs`; returns one dict per crash state
     (see the module docstring and docs/fuzzing-triage.md). Raises TriageError on bad input
     before anything runs."""
-    _check(target, inputs, out_dir, engine, runs, timeout, rss_limit_mb, minimize)
+    _check(target, inputs, out_dir, engine, runs, timeout, rss_limit_mb, minimize, profile)
     target = os.path.realpath(target)
     os.makedirs(out_dir, exist_ok=True)
     out_dir = os.path.realpath(out_dir)

@@ -197,7 +197,8 @@ def test_cli_triage_and_bad_input(target, inputs, tmp_path):
                        ((str(notexec), inputs["crash-hw"]), "not executable"),
                        ((target, str(tmp_path / "missing-input")), "no such file"),
                        (("--engine", "nosuch", target, inputs["crash-hw"]), "engine"),
-                       (("--engine", "afl", "--minimize", target, inputs["crash-hw"]), "minimizer")]:
+                       (("--engine", "afl", "--minimize", target, inputs["crash-hw"]), "minimizer"),
+                       (("-p", "no-such-profile", target, inputs["crash-hw"]), "no-such-profile")]:
         r = run_cli("--out", str(bad), *args)
         assert r.returncode == 2 and word in r.stderr and "Traceback" not in r.stderr, (args, r.stderr)
         assert not bad.exists()  # nothing started
