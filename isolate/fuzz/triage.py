@@ -238,8 +238,9 @@ class _Replayer:
         self.symbolizer.close()
 
     def profile_for(self, rw):
-        return replay_profile(self.base, [os.path.dirname(self.target), self.stage], rw, self.env,
-                              self.rss + CGROUP_OVERHEAD_MB)
+        # A Profile, loaded once: a dict would be hashed and looked up again on every replay.
+        return load_profile(replay_profile(self.base, [os.path.dirname(self.target), self.stage], rw, self.env,
+                                           self.rss + CGROUP_OVERHEAD_MB))
 
     def once(self, path: str, profile=None):
         argv, stdin = _command(self.target, self.args, path, self.engine, self.timeout, self.rss)
