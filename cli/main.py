@@ -94,6 +94,21 @@ def _parser() -> argparse.ArgumentParser:
     fr.add_argument("--rss-limit-mb", type=int, default=2048, help="engine RSS limit; the cgroup gets +1024 [2048]")
     fr.add_argument("--json", action="store_true", help="JSON lines on stdout instead of the table")
     fsub.add_parser("engines", help="which fuzzing engines are installed here")
+    t = fsub.add_parser("triage", help="replay crash inputs in fresh sandboxes, classify and deduplicate them",
+                        description="Replay each FILE in fresh sandboxes (--runs times), parse the sanitizer "
+                                    "report into a crash type, frames and state, merge inputs of one state, and "
+                                    "write OUT/crashes/<state-id>/, OUT/crashes.sqlite3 and OUT/summary.json.")
+    t.add_argument("--out", required=True, metavar="DIR", help="output directory (created; reruns add to it)")
+    t.add_argument("--engine", default="libfuzzer", help="libfuzzer (default), afl, honggfuzz or plain")
+    t.add_argument("--runs", type=int, default=3, help="replays of each input, each in a fresh sandbox [3]")
+    t.add_argument("--timeout", type=float, default=25.0, help="seconds per replay before it is a Timeout [25]")
+    t.add_argument("--rss-limit-mb", type=int, default=2048, help="the engine's memory limit [2048]")
+    t.add_argument("-p", "--profile", default=None, help="sandbox profile (default: the fuzz profile)")
+    t.add_argument("--minimize", action="store_true", help="shrink each crash with the engine's minimizer, "
+                                                            "keeping its state")
+    t.add_argument("--json", action="store_true", help="print the summary as JSON")
+    t.add_argument("target", metavar="TARGET", help="the fuzz target (sanitizer build)")
+    t.add_argument("files", nargs="+", metavar="FILE", help="inputs to triage")
     return p
 
 
@@ -117,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
             from isolate import doctor
 
             return doctor.main(json_output=args.json)
+        if args.command == "fuzz" and args.fuzz_command == "triage":
+            return _fuzz_triage(args)
         if args.command == "fuzz":
             return _fuzz(args)
         _parser().print_help()
@@ -182,7 +199,7 @@ def _fuzz(args) -> int:
         print("\n".join(fuzz.engines_report()))
         return 0
     if args.fuzz_command != "run":
-        print("isolate: fuzz: expected a command: run or engines (isolate fuzz --help)", file=sys.stderr)
+        print("isolate: fuzz: expected a command: run, triage or engines (isolate fuzz --help)", file=sys.stderr)
         return EXIT_USAGE
     kw = dict(engine=args.engine, corpus=args.corpus, out=args.out, jobs=args.jobs, time_s=args.time,
               timeout_s=args.timeout, rss_limit_mb=args.rss_limit_mb)
@@ -405,6 +422,30 @@ def _profiles() -> int:
 def entry() -> None:
     sys.exit(main())
 
+def _fuzz_triage(args) -> int:
+    from isolate.fuzz import triage
+
+    try:
+        crashes = triage.triage(args.target, [], args.files, args.out, engine=args.engine, runs=args.runs,
+                                timeout=args.timeout, rss_limit_mb=args.rss_limit_mb, profile=args.profile,
+                                minimize=args.minimize)
+    except triage.TriageError as e:
+        print(f"isolate: fuzz triage: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    summary = triage.write_summary(args.out, crashes, {})
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return 0
+    for c in crashes:
+        state = " / ".join(c["state"].split("\n")[1:]) or "-"
+        flags = ("known" if c["known"] else "new") + ("" if c["reproducible"] else ", UNREPRODUCIBLE")
+        print(f"{c['state_id']}  {c['type']:<32} {c['security'] or '-':<6} {c['reproduced']}/{c['runs']}  "
+              f"{state}  [{flags}; {len(c['inputs'])} input(s)]")
+    print(f"{len(crashes)} crash state(s), {sum(not c['known'] for c in crashes)} new; "
+          f"{os.path.join(args.out, 'summary.json')}")
+    return 0
+
 
 if __name__ == "__main__":
     entry()
+

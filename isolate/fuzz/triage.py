@@ -1,0 +1,439 @@
+"""Triage: every crash, timeout, OOM and leak input replayed in fresh sandboxes.
+
+Each input is run `runs` times, each time in a new sandbox (isolate.run; several at once),
+with the sanitizers told to symbolize and to report in a form reports.parse reads. The
+reports give a ClusterFuzz crash type, frames and state; inputs with the same state are one
+crash. An input that never crashes again is kept, marked unreproducible (its state comes
+from the engine's own report when one lies beside it, `<input>.log` or `<input>.report.txt`,
+else from its artifact name). Results go to OUT/crashes/<state-id>/ (smallest input,
+report.txt, crash.json), OUT/crashes.sqlite3 (store.Store) and OUT/summary.json.
+
+    crashes = triage("./fuzz_x", [], ["crash-1", "crash-2"], "out", engine="libfuzzer")
+    write_summary("out", crashes, {"execs": 0, "exec_per_s": 0, "corpus_size": 0, "wall_s": 0})
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import hashlib
+import json
+import math
+import os
+import re
+import shutil
+import threading
+
+from ..errors import IsolateError
+from ..launch.process import DEVNULL, PIPE, Popen, load_profile, run
+from . import reports
+from .store import Store
+
+ENGINES = ("libfuzzer", "afl", "honggfuzz", "plain")
+MINIMIZE_ENGINES = ("libfuzzer",)
+CGROUP_OVERHEAD_MB = 1024  # cgroup memory = the engine's RSS limit + this (ClusterFuzz: MEMORY_OVERHEAD)
+MINIMIZE_RUNS = 5000
+SYMBOLIZERS = ("llvm-symbolizer", "llvm-symbolizer-14", "/usr/lib/llvm-14/bin/llvm-symbolizer")
+STAGE = ".triage"
+
+# Until the runner ships profiles/fuzz.toml: "default" with what fuzzing needs. ptrace is
+# allowed (default's deny list minus @debug: LeakSanitizer stops the world with it), no
+# network (default's own net namespace with loopback only), nothing of the caller's cwd,
+# no RLIMIT_AS fallback (ASan reserves terabytes of shadow: no cgroup fails closed), and a
+# cgroup memory limit set per triage above the engine's RSS limit.
+_DEFAULT_DENY_EXCEPT = ("@debug",)
+
+
+class TriageError(IsolateError):
+    """Bad input to triage (target, inputs, OUT, engine): nothing was started."""
+
+
+def fuzz_profile() -> dict:
+    """The fuzz profile used when none is given: extends "default" (see above)."""
+    default = load_profile("default")
+    deny = [d for d in default.get("seccomp.deny") if d not in _DEFAULT_DENY_EXCEPT]
+    return {"extends": "default", "seccomp": {"deny": deny}, "filesystem": {"rw": []},
+            "cgroup": {"fallback": "fail"}, "process": {"cwd": "/tmp"}}
+
+
+def symbolizer() -> str:
+    for name in SYMBOLIZERS:
+        path = shutil.which(name)
+        if path:
+            return os.path.realpath(path)
+    raise TriageError("llvm-symbolizer not found (install llvm, e.g. Debian's llvm-14): sanitizer reports "
+                      "would have no function names to deduplicate on")
+
+
+def sanitizer_env(symbolizer_path: str | None) -> dict:
+    """ASAN_OPTIONS/UBSAN_OPTIONS/LSAN_OPTIONS of a replay (ClusterFuzz's, reduced). With
+    symbolizer_path None the sanitizers print module+offset frames, which Symbolizer turns
+    into names afterwards (one llvm-symbolizer for every replay instead of one per replay)."""
+    sym = f"symbolize=1:external_symbolizer_path={symbolizer_path}" if symbolizer_path else "symbolize=0"
+    common = f"{sym}:print_summary=1:dedup_token_length=3"
+    return {
+        "ASAN_OPTIONS": f"{common}:detect_leaks=1:abort_on_error=0:handle_abort=1:handle_segv=1:handle_sigbus=1:"
+                        "handle_sigfpe=1:handle_sigill=1:allocator_may_return_null=0:detect_odr_violation=0:"
+                        "alloc_dealloc_mismatch=0:fast_unwind_on_fatal=0",
+        "UBSAN_OPTIONS": f"{common}:halt_on_error=1:print_stacktrace=1:silence_unsigned_overflow=1",
+        "LSAN_OPTIONS": f"{common}:exitcode=77",
+        "MSAN_OPTIONS": f"{common}:halt_on_error=1",
+    }
+
+
+def replay_profile(base, ro: list, rw: list, env: dict, memory_mb: int) -> dict:
+    """`base` (a profile name, path, dict or Profile; None = fuzz_profile()) with the target's
+    and the inputs' directories read-only, `rw` read-write, the sanitizer environment and the
+    cgroup memory limit."""
+    p = load_profile(fuzz_profile() if base is None else base)
+    d = p.to_dict()
+    d.pop("extends", None)
+    fs = d.setdefault("filesystem", {})
+    fs["ro"] = list(fs.get("ro") or []) + sorted(set(ro))
+    fs["rw"] = list(fs.get("rw") or []) + sorted(set(rw))
+    d.setdefault("env", {}).setdefault("set", {}).update(env)
+    d.setdefault("cgroup", {})["memory_max"] = f"{memory_mb}M"
+    return d
+
+
+def _check(target: str, inputs, out_dir: str, engine: str, runs: int, timeout: float, rss_limit_mb: int,
+           minimize: bool, profile=None):
+    if engine not in ENGINES:
+        raise TriageError(f"engine: expected one of {', '.join(ENGINES)}, got {engine!r}")
+    if minimize and engine not in MINIMIZE_ENGINES:
+        raise TriageError(f"--minimize: engine {engine!r} has no crash minimizer here (only "
+                          f"{', '.join(MINIMIZE_ENGINES)})")
+    if not isinstance(runs, int) or runs < 1:
+        raise TriageError(f"runs: expected an integer >= 1, got {runs!r}")
+    if not (timeout > 0):
+        raise TriageError(f"timeout: expected seconds > 0, got {timeout!r}")
+    if not isinstance(rss_limit_mb, int) or rss_limit_mb < 1:
+        raise TriageError(f"rss_limit_mb: expected an integer >= 1, got {rss_limit_mb!r}")
+    if not os.path.isfile(target):
+        raise TriageError(f"target {target!r}: no such file")
+    if not os.access(target, os.X_OK):
+        raise TriageError(f"target {target!r}: not executable")
+    if not inputs:
+        raise TriageError("no input files to triage")
+    for f in inputs:
+        if not os.path.isfile(f):
+            raise TriageError(f"input {f!r}: no such file")
+        if not os.access(f, os.R_OK):
+            raise TriageError(f"input {f!r}: not readable")
+    symbolizer()
+    if profile is not None:
+        load_profile(profile)  # a bad profile is a ProfileError now, before OUT exists
+    probe = out_dir
+    while not os.path.exists(probe):
+        probe = os.path.dirname(probe) or "."
+    if not os.path.isdir(probe) or not os.access(probe, os.W_OK | os.X_OK):
+        raise TriageError(f"OUT {out_dir!r}: not a writable directory ({probe!r})")
+
+
+def _command(target: str, target_args, path: str, engine: str, timeout: float, rss_limit_mb: int):
+    """(argv, stdin path or None) that runs `path` once."""
+    if engine == "libfuzzer":
+        return [target, *target_args, f"-timeout={max(1, math.ceil(timeout))}", f"-rss_limit_mb={rss_limit_mb}",
+                path], None
+    if any("@@" in a for a in target_args):
+        return [target, *(a.replace("@@", path) for a in target_args)], None
+    return [target, *target_args], path
+
+
+def _kind_from_name(path: str) -> str:
+    """The type an engine gave an artifact by its name (libFuzzer crash-/timeout-/oom-/leak-,
+    AFL++ crashes/ and hangs/)."""
+    name, parent = os.path.basename(path), os.path.basename(os.path.dirname(path))
+    if name.startswith("timeout-") or parent == "hangs":
+        return "Timeout"
+    if name.startswith("oom-"):
+        return "Out-of-memory"
+    if name.startswith("leak-"):
+        return "Memory leak"
+    return "Unknown-crash"
+
+
+_RAW_FRAME = re.compile(r"^(\s*)#(\d+)\s+(0x[0-9a-fA-F]+)\s+(?:in\s+\S*\s*)?\(([^()+]+)\+(0x[0-9a-fA-F]+)\)"
+                        r"(\s*\(BuildId: [0-9a-fA-F]+\))?\s*$")
+
+
+class Symbolizer:
+    """One llvm-symbolizer, itself in a sandbox (it parses the target's debug information,
+    which is as untrusted as the target), for every replay of a triage: frames printed as
+    (module+offset) get their function and source line, each address looked up once."""
+
+    def __init__(self, path: str, profile):
+        self.proc = Popen([path, "--inlines", "--demangle", "--functions=linkage"], profile=profile, stdin=PIPE,
+                          stdout=PIPE, stderr=DEVNULL, cwd="/tmp", text=True, bufsize=1)
+        self.lock = threading.Lock()
+        self.cache: dict = {}
+
+    def close(self):
+        try:
+            self.proc.stdin.close()
+        except OSError:
+            pass
+        try:
+            self.proc.wait(timeout=10)
+        except Exception:
+            self.proc.kill()
+            self.proc.wait()
+
+    def lookup(self, module: str, offset: str) -> list:
+        """[(function, "file:line:col")] for module+offset, inlined frames first; [] unknown."""
+        key = (module, offset)
+        with self.lock:
+            if key in self.cache:
+                return self.cache[key]
+            out = []
+            if self.proc.poll() is None and "\n" not in module and '"' not in module:
+                self.proc.stdin.write(f'"{module}" {offset}\n')
+                self.proc.stdin.flush()
+                lines = []
+                while True:
+                    line = self.proc.stdout.readline()
+                    if not line or line == "\n":
+                        break
+                    lines.append(line.rstrip("\n"))
+                for fn, loc in zip(lines[0::2], lines[1::2]):
+                    if fn != "??":
+                        out.append((fn, loc if not loc.startswith("??") else None))
+            self.cache[key] = out
+            return out
+
+    def symbolize(self, text: str) -> str:
+        """`text` with each (module+offset) frame replaced by its symbolized frames."""
+        out, renumber = [], None
+        for line in text.splitlines():
+            m = _RAW_FRAME.match(line)
+            if not m:
+                if renumber is not None and not line.strip():
+                    renumber = None
+                out.append(line)
+                continue
+            indent, n, pc, module, offset, build = m.groups()
+            if int(n) == 0:
+                renumber = 0
+            elif renumber is None:
+                renumber = int(n)
+            found = self.lookup(module, offset)
+            for fn, loc in found or [(None, None)]:
+                where = f" {loc}" if loc else f" ({module}+{offset})"
+                out.append(f"{indent}#{renumber} {pc} in {fn}{where}" if fn else
+                           f"{indent}#{renumber} {pc}  ({module}+{offset}){build or ''}")
+                renumber += 1
+        return "\n".join(out) + ("\n" if text.endswith("\n") else "")
+
+
+class _Replayer:
+    def __init__(self, target, target_args, engine, timeout, rss_limit_mb, profile, stage):
+        self.target, self.args, self.engine = target, list(target_args), engine
+        self.timeout, self.rss = timeout, rss_limit_mb
+        self.env = sanitizer_env(None)
+        self.base, self.stage = profile, stage
+        self.profile = self.profile_for([])
+        self.symbolizer = Symbolizer(symbolizer(), self.profile)
+
+    def close(self):
+        self.symbolizer.close()
+
+    def profile_for(self, rw):
+        # A Profile, loaded once: a dict would be hashed and looked up again on every replay.
+        return load_profile(replay_profile(self.base, [os.path.dirname(self.target), self.stage], rw, self.env,
+                                           self.rss + CGROUP_OVERHEAD_MB))
+
+    def once(self, path: str, profile=None):
+        argv, stdin = _command(self.target, self.args, path, self.engine, self.timeout, self.rss)
+        # The engine's own timeout comes first (libFuzzer reports it with a stack); the
+        # sandbox's is the backstop, and the only one for engines without it.
+        limit = self.timeout + 15 if self.engine == "libfuzzer" else self.timeout
+        fin = open(stdin, "rb") if stdin else None
+        extra = {"stdin": fin} if fin else {"stdin": DEVNULL}
+        try:
+            r = run(argv, profile=self.profile if profile is None else profile, capture_output=True,
+                    timeout=limit, on_timeout="result", cwd="/tmp", **extra)
+        finally:
+            if fin:
+                fin.close()
+        text = (r.stderr or b"").decode("utf-8", "replace") + (r.stdout or b"").decode("utf-8", "replace")[-4096:]
+        text = self.symbolizer.symbolize(text)
+        rep = reports.parse(text, returncode=r.returncode, timed_out=r.timed_out, oom=r.oom)
+        if rep.crashed and r.oom:
+            rep.sanitizer = rep.sanitizer or "cgroup"
+        return rep
+
+
+def _stage(paths, stage: str) -> list:
+    """Copy each input into OUT/.triage/<sha1> (the sandbox sees that directory read-only)."""
+    out = []
+    for p in paths:
+        data = open(p, "rb").read()
+        sha = hashlib.sha1(data).hexdigest()
+        dst = os.path.join(stage, sha)
+        if not os.path.exists(dst):
+            tmp = f"{dst}.{os.getpid()}.tmp"
+            with open(tmp, "wb") as f:
+                f.write(data)
+            os.replace(tmp, dst)
+        out.append({"path": os.path.abspath(p), "sha1": sha, "size": len(data), "staged": dst})
+    return out
+
+
+def _engine_log(path: str):
+    for suffix in (".report.txt", ".log"):
+        if os.path.isfile(path + suffix):
+            rep = reports.parse(open(path + suffix, errors="replace").read())
+            if rep.crashed:
+                return rep
+    return None
+
+
+def triage(target: str, target_args: list, inputs: list, out_dir: str, *, engine: str, runs: int = 3,
+           timeout: float = 25.0, rss_limit_mb: int = 2048, profile=None, minimize: bool = False) -> list:
+    """Replay, classify, deduplicate and record `inputs`; returns one dict per crash state
+    (see the module docstring and docs/fuzzing-triage.md). Raises TriageError on bad input
+    before anything runs."""
+    _check(target, inputs, out_dir, engine, runs, timeout, rss_limit_mb, minimize, profile)
+    target = os.path.realpath(target)
+    os.makedirs(out_dir, exist_ok=True)
+    out_dir = os.path.realpath(out_dir)
+    stage = os.path.join(out_dir, STAGE)
+    os.makedirs(stage, exist_ok=True)
+    rp = _Replayer(target, target_args, engine, timeout, rss_limit_mb, profile, stage)
+    try:
+        return _triage(rp, target_args, inputs, out_dir, stage, runs, minimize)
+    finally:
+        rp.close()
+
+
+def _triage(rp, target_args, inputs, out_dir, stage, runs, minimize):
+    staged = list({s["sha1"]: s for s in _stage(inputs, stage)}.values())
+    by_sha = collections.defaultdict(list)
+    for s in _stage(inputs, stage):
+        by_sha[s["sha1"]].append(s["path"])
+
+    workers = max(2, 2 * (os.cpu_count() or 1))
+    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+        futures = {(s["sha1"], i): pool.submit(rp.once, s["staged"]) for s in staged for i in range(runs)}
+        results = {k: f.result() for k, f in futures.items()}
+
+    per_input = []
+    for s in staged:
+        reps = [results[(s["sha1"], i)] for i in range(runs)]
+        crashed = [r for r in reps if r.crashed]
+        if crashed:
+            state = collections.Counter(r.state for r in crashed).most_common(1)[0][0]
+            rep = next(r for r in crashed if r.state == state)
+            reproduced = sum(r.state == state for r in crashed)
+        else:
+            rep = _engine_log(s["path"]) or reports.Report(_kind_from_name(s["path"]), text=reps[-1].text)
+            if not rep.frames:
+                rep.frames = [reports.Frame(0, f"unreproducible:{s['sha1'][:12]}")]
+            reproduced = 0
+        per_input.append((s, rep, reproduced))
+
+    groups = collections.OrderedDict()
+    for s, rep, reproduced in per_input:
+        groups.setdefault(rep.state_id, []).append((s, rep, reproduced))
+
+    crashes = []
+    with Store(out_dir) as store:
+        for sid, members in groups.items():
+            members.sort(key=lambda m: (m[2] == 0, m[0]["size"], m[0]["sha1"]))
+            s, rep, _ = members[0]
+            crash_dir = os.path.join(out_dir, "crashes", sid)
+            os.makedirs(crash_dir, exist_ok=True)
+            smallest = min((m[0] for m in members), key=lambda x: (x["size"], x["sha1"]))
+            data = open(smallest["staged"], "rb").read()
+            report_text = rep.text
+            minimized = None
+            if minimize and rep.type not in ("Timeout", "Out-of-memory") and members[0][2] > 0:
+                minimized = _minimize(rp, smallest, rep, runs, crash_dir)
+                if minimized is not None:
+                    data, report_text = minimized
+            _write(os.path.join(crash_dir, "input"), data)
+            _write(os.path.join(crash_dir, "report.txt"), report_text.encode())
+            reproduced = sum(m[2] for m in members)
+            crash = {
+                "state_id": sid, "state": rep.state, "type": rep.type, "frames": [f.to_json() for f in rep.frames
+                                                                                  [:reports.STATE_FRAMES]],
+                "security": rep.security, "sanitizer": rep.sanitizer,
+                "reproducible": reproduced > 0, "reproduced": reproduced, "runs": runs * len(members),
+                "inputs": sorted({p for m in members for p in by_sha[m[0]["sha1"]]}),
+                "inputs_detail": [{"path": m[0]["path"], "sha1": m[0]["sha1"], "size": m[0]["size"],
+                                   "reproduced": m[2], "runs": runs} for m in members],
+                "input": os.path.relpath(os.path.join(crash_dir, "input"), out_dir), "input_size": len(data),
+                "report": os.path.relpath(os.path.join(crash_dir, "report.txt"), out_dir),
+                "minimized": minimized is not None,
+            }
+            seen = store.record(crash)
+            crash.update(known=seen["known"], first_seen=seen["first_seen"], total_reproduced=seen["reproduced"],
+                         total_runs=seen["runs"])
+            _write(os.path.join(crash_dir, "crash.json"), (json.dumps(_public(crash), indent=2) + "\n").encode())
+            crashes.append(crash)
+    return crashes
+
+
+def _minimize(rp: _Replayer, inp: dict, rep, runs: int, crash_dir: str):
+    """libFuzzer -minimize_crash=1 in a sandbox; kept only when the result replays to the
+    same state. Returns (data, report text) or None."""
+    work = os.path.join(rp.stage, f"min-{rep.state_id}")
+    os.makedirs(work, exist_ok=True)
+    result = os.path.join(work, "minimized")
+    argv = [rp.target, *rp.args, "-minimize_crash=1", f"-runs={MINIMIZE_RUNS}", f"-exact_artifact_path={result}",
+            f"-timeout={max(1, math.ceil(rp.timeout))}", f"-rss_limit_mb={rp.rss}", "-max_total_time=60",
+            inp["staged"]]
+    run(argv, profile=rp.profile_for([work]), capture_output=True, timeout=120, on_timeout="result", cwd="/tmp")
+    if not os.path.isfile(result):
+        return None
+    data = open(result, "rb").read()
+    if len(data) >= inp["size"]:
+        return None
+    staged = _stage([result], rp.stage)[0]
+    again = [rp.once(staged["staged"]) for _ in range(runs)]
+    same = [r for r in again if r.state == rep.state]
+    if not same:
+        return None
+    return data, same[0].text
+
+
+def _write(path: str, data: bytes):
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
+_SUMMARY_FIELDS = ("state_id", "state", "type", "frames", "security", "reproducible", "reproduced", "runs",
+                   "inputs", "first_seen", "input", "input_size", "known")
+
+
+def _public(crash: dict) -> dict:
+    return {k: crash[k] for k in _SUMMARY_FIELDS + ("report", "minimized", "sanitizer") if k in crash}
+
+
+def write_summary(out_dir: str, crashes: list, jobs_totals: dict) -> dict:
+    """OUT/summary.json: every crash of OUT (this triage's and earlier ones', from the
+    SQLite file; reproduced/runs over all triages) and the job totals. Returns it."""
+    out_dir = os.path.realpath(out_dir)
+    this = {c["state_id"]: c for c in crashes}
+    with Store(out_dir) as store:
+        rows = store.crashes()
+    listed = []
+    for row in rows:
+        item = {k: row[k] for k in _SUMMARY_FIELDS if k in row}
+        if row["state_id"] in this:
+            item["known"] = this[row["state_id"]].get("known", False)
+            item["new"] = not item["known"]
+        else:
+            item["known"], item["new"] = True, False
+        listed.append(item)
+    summary = {
+        "crashes": listed,
+        "unique": len(listed),
+        "this_run": {"crashes": len(crashes), "new": sum(not c.get("known") for c in crashes),
+                     "unreproducible": sum(not c["reproducible"] for c in crashes)},
+        "totals": dict(jobs_totals),
+    }
+    _write(os.path.join(out_dir, "summary.json"), (json.dumps(summary, indent=2) + "\n").encode())
+    return summary

@@ -1,0 +1,207 @@
+"""isolate.fuzz.triage end to end: tests/fuzz/planted.c built with clang
+(-fsanitize=fuzzer,address,undefined), its planted bugs replayed in fresh sandboxes."""
+
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from isolate.fuzz import reports, triage
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent.parent
+CLANG = shutil.which("clang") or shutil.which("clang-14")
+TIMEOUT = 5          # seconds: the hang becomes a Timeout after this
+RSS_MB = 256         # the OOM input passes it within a second
+
+INPUTS = {
+    "crash-hw": b"HW", "crash-hw-long": b"HWsame-bug-longer-input", "crash-ur": b"UR", "crash-nd": b"ND",
+    "crash-so": b"SO", "crash-ab": b"AB", "crash-io": b"IO", "leak-lk": b"LK", "oom-om": b"OM",
+    "timeout-to": b"TO", "crash-rc-shallow": b"RCx", "crash-rc-deep": b"RC" + b"x" * 40, "crash-fl": b"FL",
+}
+EXPECTED = {  # input -> (type, frames, security)
+    "crash-hw": ("Heap-buffer-overflow WRITE 1", ["heap_overflow_write", "LLVMFuzzerTestOneInput"], "High"),
+    "crash-ur": ("Heap-use-after-free READ 4", ["use_after_free_read", "LLVMFuzzerTestOneInput"], "High"),
+    "crash-nd": ("Null-dereference WRITE", ["null_write", "LLVMFuzzerTestOneInput"], None),
+    "crash-so": ("Stack-overflow", ["recurse_forever"], None),
+    "crash-ab": ("Abrt", ["LLVMFuzzerTestOneInput"], None),
+    "crash-io": ("Integer-overflow", ["add_overflow", "LLVMFuzzerTestOneInput"], None),
+    "leak-lk": ("Memory leak", ["leak", "LLVMFuzzerTestOneInput"], None),
+    "oom-om": ("Out-of-memory", ["out_of_memory", "LLVMFuzzerTestOneInput"], None),
+    "timeout-to": ("Timeout", ["hang", "LLVMFuzzerTestOneInput"], None),
+    "crash-rc-deep": ("Heap-buffer-overflow READ 1", ["walk", "LLVMFuzzerTestOneInput"], "Medium"),
+}
+
+
+@pytest.fixture(scope="module")
+def target(tmp_path_factory):
+    assert CLANG, "clang is not installed (scripts/install.sh installs clang-14 and libclang-rt-14-dev)"
+    d = tmp_path_factory.mktemp("target")
+    exe = d / "planted"
+    subprocess.run([CLANG, "-g", "-O1", "-fsanitize=fuzzer,address,undefined", "-fno-sanitize=object-size,null",
+                    str(HERE / "planted.c"), "-o", str(exe)], check=True, timeout=300)
+    return str(exe)
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    d = tmp_path_factory.mktemp("inputs")
+    for name, data in INPUTS.items():
+        (d / name).write_bytes(data)
+    return {name: str(d / name) for name in INPUTS}
+
+
+@pytest.fixture(scope="module")
+def first(target, inputs, tmp_path_factory):
+    out = tmp_path_factory.mktemp("out") / "OUT"
+    crashes = triage.triage(target, [], list(inputs.values()), str(out), engine="libfuzzer", runs=3,
+                            timeout=TIMEOUT, rss_limit_mb=RSS_MB)
+    summary = triage.write_summary(str(out), crashes, {"execs": 0, "exec_per_s": 0, "corpus_size": 0, "wall_s": 0})
+    return out, crashes, summary
+
+
+def by_input(crashes, path):
+    [c] = [c for c in crashes if path in c["inputs"]]
+    return c
+
+
+def test_each_planted_bug_has_its_type_frames_and_severity(first, inputs):
+    _, crashes, _ = first
+    for name, (type_, frames, security) in EXPECTED.items():
+        c = by_input(crashes, inputs[name])
+        assert c["type"] == type_, (name, c["type"], c["state"])
+        assert [f["function"] for f in c["frames"]] == frames, (name, c["frames"])
+        assert c["state"] == "\n".join([type_] + frames[:3])
+        assert c["security"] == security, name
+        assert c["reproducible"] and c["reproduced"] == c["runs"], (name, c["reproduced"], c["runs"])
+        assert c["frames"][0]["file"].endswith("planted.c") and c["frames"][0]["line"] > 0
+
+
+def test_duplicates_merge_and_recursion_does_not_split(first, inputs):
+    _, crashes, _ = first
+    hw = by_input(crashes, inputs["crash-hw"])
+    assert sorted(hw["inputs"]) == sorted([inputs["crash-hw"], inputs["crash-hw-long"]])
+    assert hw["runs"] == 6 and hw["reproduced"] == 6
+    rc = by_input(crashes, inputs["crash-rc-shallow"])
+    assert inputs["crash-rc-deep"] in rc["inputs"]
+    # One crash per planted bug: 10 reproducible states, the flaky input apart.
+    assert len(crashes) == 11
+    assert len({c["state_id"] for c in crashes}) == 11
+
+
+def test_a_crash_only_on_the_third_call_in_one_process_is_unreproducible_not_dropped(first, inputs):
+    _, crashes, _ = first
+    fl = by_input(crashes, inputs["crash-fl"])
+    assert fl["reproducible"] is False and fl["reproduced"] == 0 and fl["runs"] == 3
+    assert fl["inputs"] == [inputs["crash-fl"]]
+
+
+def test_out_holds_the_smallest_input_the_report_and_crash_json(first, inputs):
+    out, crashes, _ = first
+    for c in crashes:
+        d = out / "crashes" / c["state_id"]
+        assert sorted(p.name for p in d.iterdir()) == ["crash.json", "input", "report.txt"]
+        saved = json.loads((d / "crash.json").read_text())
+        assert saved["state"] == c["state"] and saved["type"] == c["type"]
+        if c["reproducible"]:
+            assert reports.parse((d / "report.txt").read_text()).state == c["state"]
+    hw = by_input(crashes, inputs["crash-hw"])
+    assert (out / "crashes" / hw["state_id"] / "input").read_bytes() == b"HW"  # the smaller of the two
+
+
+def test_summary_lists_every_crash_and_the_totals(first):
+    out, crashes, summary = first
+    on_disk = json.loads((out / "summary.json").read_text())
+    assert on_disk == json.loads(json.dumps(summary))
+    assert on_disk["totals"] == {"execs": 0, "exec_per_s": 0, "corpus_size": 0, "wall_s": 0}
+    assert {c["state_id"] for c in on_disk["crashes"]} == {c["state_id"] for c in crashes}
+    for c in on_disk["crashes"]:
+        assert {"state", "type", "frames", "security", "reproducible", "reproduced", "runs", "inputs",
+                "first_seen"} <= set(c)
+
+
+def test_sqlite_records_and_a_rerun_recognises_known_states(first, target, inputs):
+    out, crashes, _ = first
+    db = sqlite3.connect(out / "crashes.sqlite3")
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    rows = dict(db.execute("SELECT state_id, type FROM crashes").fetchall())
+    assert rows == {c["state_id"]: c["type"] for c in crashes}
+    assert db.execute("SELECT count(*) FROM inputs").fetchone()[0] == len(INPUTS)
+    first_seen = {c["state_id"]: c["first_seen"] for c in crashes}
+    again = triage.triage(target, [], [inputs["crash-hw"], inputs["crash-ur"]], str(out), engine="libfuzzer",
+                          runs=1, timeout=TIMEOUT, rss_limit_mb=RSS_MB)
+    assert all(c["known"] for c in again)
+    assert all(c["first_seen"] == first_seen[c["state_id"]] for c in again)
+    hw = by_input(again, inputs["crash-hw"])
+    assert hw["total_runs"] == 7 and hw["total_reproduced"] == 7
+    summary = triage.write_summary(str(out), again, {})
+    assert summary["unique"] == 11 and summary["this_run"]["new"] == 0
+    assert db.execute("SELECT runs FROM crashes WHERE state_id = ?", (hw["state_id"],)).fetchone()[0] == 7
+
+
+def test_the_leak_is_found_because_ptrace_is_allowed_inside(first, inputs):
+    # Under "default" (@debug denied) LeakSanitizer cannot stop the world and every
+    # replay would end in "LeakSanitizer has encountered a fatal error".
+    out, crashes, _ = first
+    lk = by_input(crashes, inputs["leak-lk"])
+    text = (out / "crashes" / lk["state_id"] / "report.txt").read_text()
+    assert "detected memory leaks" in text and "fatal error" not in text
+
+
+def test_the_replay_profile_is_a_sandbox(target, tmp_path):
+    prof = triage.replay_profile(None, [os.path.dirname(target)], [], {}, 1024)
+    assert "@debug" not in prof["seccomp"]["deny"] and "@mount" in prof["seccomp"]["deny"]
+    assert prof["cgroup"]["memory_max"] == "1024M" and prof["cgroup"]["fallback"] == "fail"
+    import isolate
+    r = isolate.run([sys.executable if sys.executable.startswith("/usr/") else "/usr/bin/python3", "-c",
+                     "import os, socket; print(os.getcwd(), os.path.exists(%r), "
+                     "[n for n in os.listdir('/sys/class/net')] if os.path.exists('/sys/class/net') else [], "
+                     "open('/proc/self/status').read().count('NSpid'))" % str(ROOT)],
+                    profile=prof, capture_output=True, cwd="/tmp")
+    assert r.returncode == 0, r.stderr
+    cwd, sees_checkout = r.stdout.decode().split()[:2]
+    assert cwd == "/tmp" and sees_checkout == "False"
+
+
+def test_minimize_shrinks_keeping_the_state(target, tmp_path):
+    big = tmp_path / "crash-big"
+    big.write_bytes(b"UR" + b"\xff" * 200)
+    [c] = triage.triage(target, [], [str(big)], str(tmp_path / "OUT"), engine="libfuzzer", runs=1,
+                        timeout=TIMEOUT, rss_limit_mb=RSS_MB, minimize=True)
+    assert c["minimized"] and c["type"] == "Heap-use-after-free READ 4"
+    data = (tmp_path / "OUT" / "crashes" / c["state_id"] / "input").read_bytes()
+    assert data.startswith(b"UR") and len(data) < 202
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "cli.main", "fuzz", "triage", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_cli_triage_and_bad_input(target, inputs, tmp_path):
+    out = tmp_path / "OUT"
+    r = run_cli("--out", str(out), "--runs", "1", "--timeout", str(TIMEOUT), "--json", target, inputs["crash-hw"],
+                inputs["crash-hw-long"], inputs["crash-nd"])
+    assert r.returncode == 0, r.stderr
+    s = json.loads(r.stdout)
+    assert sorted(c["type"] for c in s["crashes"]) == ["Heap-buffer-overflow WRITE 1", "Null-dereference WRITE"]
+    bad = tmp_path / "BAD"
+    notexec = tmp_path / "notexec"
+    notexec.write_text("x")
+    for args, word in [((str(tmp_path / "nope"), inputs["crash-hw"]), "no such file"),
+                       ((str(notexec), inputs["crash-hw"]), "not executable"),
+                       ((target, str(tmp_path / "missing-input")), "no such file"),
+                       (("--engine", "nosuch", target, inputs["crash-hw"]), "engine"),
+                       (("--engine", "afl", "--minimize", target, inputs["crash-hw"]), "minimizer"),
+                       (("-p", "no-such-profile", target, inputs["crash-hw"]), "no-such-profile")]:
+        r = run_cli("--out", str(bad), *args)
+        assert r.returncode == 2 and word in r.stderr and "Traceback" not in r.stderr, (args, r.stderr)
+        assert not bad.exists()  # nothing started
+    # An OUT that cannot be made: its parent is a file (root may write anywhere else).
+    r = run_cli("--out", str(notexec / "OUT"), target, inputs["crash-hw"])
+    assert r.returncode == 2 and "not a writable directory" in r.stderr, r.stderr
