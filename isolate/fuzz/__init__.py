@@ -9,7 +9,6 @@ Not imported by `import isolate`.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import tempfile
@@ -19,19 +18,11 @@ from typing import Callable
 
 from . import engines
 from .engines import ENGINES, EngineError, EngineInfo, Stats, check_target, detect, engines_report
+from . import triage
 from .jobs import FuzzJob, run_job
 
-# triage is the other half of the runner (isolate/fuzz/triage.py); without it, say so. If it
-# is there, it is imported (an error inside it is a real error, not "not available").
-if importlib.util.find_spec(__name__ + ".triage") is not None:
-    from . import triage
-else:
-    triage = None
-
 __all__ = ["run_fuzz", "FuzzJob", "FuzzError", "ENGINES", "EngineError", "EngineInfo", "Stats", "detect",
-           "engines_report", "check_target", "check_inputs", "TRIAGE_AVAILABLE"]
-
-TRIAGE_AVAILABLE = triage is not None
+           "engines_report", "check_target", "check_inputs"]
 
 
 class FuzzError(EngineError):
@@ -117,16 +108,12 @@ def run_fuzz(target: str, args: list[str] = (), *, engine: str, corpus: str, out
               "cgroup_oom_jobs": sum(1 for j in all_jobs if j.outcome == "cgroup-oom"),
               "interrupted": interrupted}
     summary = {"target": path, "engine": engine, "jobs": [j.as_dict() for j in all_jobs], "totals": totals,
-               "artifacts": found, "crashes": [], "triage": "available" if triage is not None else "not available"}
-    if triage is not None and found:
+               "artifacts": found, "crashes": [], "triage": "available"}
+    if found:
         # The replay uses the sanitizer build the engine ran (for AFL++, the target itself).
         summary["crashes"] = triage.triage(path, args, found, out, engine=engine, runs=triage_runs,
                                            timeout=timeout_s, rss_limit_mb=rss_limit_mb, profile="fuzz")
-    if triage is not None:
-        triage.write_summary(out, summary["crashes"], totals)
-    else:
-        with open(os.path.join(out, "summary.json"), "w") as f:
-            json.dump(summary, f, indent=2)
+    triage.write_summary(out, summary["crashes"], totals)
     with open(os.path.join(out, "jobs.json"), "w") as f:
         json.dump(summary, f, indent=2)
     return summary
