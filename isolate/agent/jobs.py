@@ -281,24 +281,27 @@ class Run:
             self._check_done()
         return "done"
 
-    def _read(self, i: int) -> None:
+    def _read(self, i: int) -> bool:
+        """One read of stream i (0 stdout, 1 stderr) into its buffer and callback; True when
+        it brought data (there may be more), False when nothing is there now or at EOF."""
         fd = self.fds[i]
         try:
             data = os.read(fd, 65536)
         except BlockingIOError:
-            return
+            return False
         except OSError:
             data = b""
         if not data:
             close_fd(fd)
             self.fds[i] = -1
-            return
+            return False
         (self.out if i == 0 else self.err).write(data)
         cb = self.callbacks[i]
         if cb is not None:
             text = self.decoders[i].decode(data)
             if text:
                 cb(text)
+        return True
 
     def _read_status(self, sh: Shell) -> None:
         try:
@@ -376,24 +379,8 @@ class Run:
         self.end = time.monotonic()
         # What is in the pipes now was written before the command ended.
         for i in (0, 1):
-            while self.fds[i] >= 0:
-                before = self.fds[i]
-                try:
-                    data = os.read(before, 65536)
-                except BlockingIOError:
-                    break
-                except OSError:
-                    data = b""
-                if not data:
-                    close_fd(before)
-                    self.fds[i] = -1
-                    break
-                (self.out if i == 0 else self.err).write(data)
-                cb = self.callbacks[i]
-                if cb is not None:
-                    text = self.decoders[i].decode(data)
-                    if text:
-                        cb(text)
+            while self.fds[i] >= 0 and self._read(i):
+                pass
         for i, cb in enumerate(self.callbacks):
             if cb is not None:
                 tail = self.decoders[i].decode(b"", final=True)

@@ -69,8 +69,9 @@ class _SandboxTransport(_base_subprocess.BaseSubprocessTransport):
             self._loop.remove_reader(fd)
 
 
-async def _make_transport(loop, protocol_factory, args, shell, stdin, stdout, stderr, bufsize, **kwargs):
-    protocol = protocol_factory()
+async def start_transport(loop, protocol, args, shell, stdin, stdout, stderr, bufsize, **kwargs):
+    """A subprocess transport whose child is an isolate sandbox (kwargs: isolate.Popen's),
+    started and watched by `loop`; what asyncio's loop._make_subprocess_transport returns."""
     waiter = loop.create_future()
     transp = _SandboxTransport(loop, protocol, args, shell, stdin, stdout, stderr, bufsize, waiter=waiter, **kwargs)
     transp._watch()
@@ -82,7 +83,12 @@ async def _make_transport(loop, protocol_factory, args, shell, stdin, stdout, st
         transp.close()
         await transp._wait()
         raise
-    return transp, protocol
+    return transp
+
+
+async def _make_transport(loop, protocol_factory, args, shell, stdin, stdout, stderr, bufsize, **kwargs):
+    protocol = protocol_factory()
+    return await start_transport(loop, protocol, args, shell, stdin, stdout, stderr, bufsize, **kwargs), protocol
 
 
 def _check(universal_newlines, bufsize, text, encoding, errors) -> None:

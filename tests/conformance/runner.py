@@ -35,7 +35,7 @@ def install(profile) -> None:
     from asyncio import unix_events
 
     import isolate
-    from isolate.launch import asyncio as iasyncio  # the transport class itself (the public module re-exports the API only)
+    from isolate.launch import asyncio as iasyncio  # start_transport (the public module re-exports the API only)
 
     class Popen(isolate.Popen):
         def __init__(self, *args, **kwargs):
@@ -47,19 +47,8 @@ def install(profile) -> None:
 
     async def make_transport(self, protocol, args, shell, stdin, stdout, stderr, bufsize, extra=None, **kwargs):
         kwargs.setdefault("profile", profile)
-        waiter = self.create_future()
-        transp = iasyncio._SandboxTransport(self, protocol, args, shell, stdin, stdout, stderr, bufsize,
-                                            waiter=waiter, extra=extra, **kwargs)
-        transp._watch()
-        try:
-            await waiter
-        except (SystemExit, KeyboardInterrupt):
-            raise
-        except BaseException:
-            transp.close()
-            await transp._wait()
-            raise
-        return transp
+        return await iasyncio.start_transport(self, protocol, args, shell, stdin, stdout, stderr, bufsize,
+                                              extra=extra, **kwargs)
 
     unix_events._UnixSelectorEventLoop._make_subprocess_transport = make_transport
     del asyncio
