@@ -38,6 +38,19 @@ def _in_map(value: int, entries) -> bool:
     return any(i <= value < i + c for i, o, c in entries)
 
 
+def _one_map(kind: str, ranges, want, own: int, file) -> tuple:
+    """(inside id, map text, id the child switches to or -1) for kind "uid" or "gid":
+    the profile's ranges (inside id 0 unless it asks for one they map), else the
+    caller's own id mapped to the asked one."""
+    if ranges:
+        inside = 0 if want is None else want
+        if not _in_map(inside, ranges):
+            raise ProfileError(f"{kind} {inside} is not mapped by identity.{kind}_map", file=file, key=f"identity.{kind}")
+        return inside, _map_text(ranges), inside
+    inside = own if want is None else want
+    return inside, f"{inside} {own} 1\n", -1
+
+
 def _id_maps(ns: Mapping, ident: Mapping, euid: int, egid: int, file):
     """uid/gid maps and the setresuid/setresgid the child must make.
 
@@ -59,22 +72,8 @@ def _id_maps(ns: Mapping, ident: Mapping, euid: int, egid: int, file):
     if (uid_ranges or gid_ranges) and euid != 0:
         raise UnsupportedError("identity.uid_map", "mapping ranges needs root (CAP_SETUID); an unprivileged "
                                "caller can map only its own uid")
-    if uid_ranges:
-        inside_uid = 0 if want_uid is None else want_uid
-        if not _in_map(inside_uid, uid_ranges):
-            raise ProfileError(f"uid {inside_uid} is not mapped by identity.uid_map", file=file, key="identity.uid")
-        uid_map, set_uid = _map_text(uid_ranges), inside_uid
-    else:
-        inside_uid = euid if want_uid is None else want_uid
-        uid_map, set_uid = f"{inside_uid} {euid} 1\n", -1
-    if gid_ranges:
-        inside_gid = 0 if want_gid is None else want_gid
-        if not _in_map(inside_gid, gid_ranges):
-            raise ProfileError(f"gid {inside_gid} is not mapped by identity.gid_map", file=file, key="identity.gid")
-        gid_map, set_gid = _map_text(gid_ranges), inside_gid
-    else:
-        inside_gid = egid if want_gid is None else want_gid
-        gid_map, set_gid = f"{inside_gid} {egid} 1\n", -1
+    inside_uid, uid_map, set_uid = _one_map("uid", uid_ranges, want_uid, euid, file)
+    inside_gid, gid_map, set_gid = _one_map("gid", gid_ranges, want_gid, egid, file)
     deny_setgroups = euid != 0
     # Ranges that leave the caller's own ids unmapped: the child first becomes uid 0
     # of the namespace, which must then be mapped.
