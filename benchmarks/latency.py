@@ -13,11 +13,12 @@ pool's refill still runs while the task runs, as it does in use. The pools' stat
 from __future__ import annotations
 
 import dataclasses
+import subprocess
 import time
 
 import isolate
 
-from . import programs
+from . import floor, programs
 from .stats import Ratio, Samples, Summary, interleaved
 
 SUBPROCESS = "subprocess.run"
@@ -30,7 +31,14 @@ STRICT = "isolate: strict"
 STRICT_WARM = "isolate: strict, warm (WarmPool.run)"
 BWRAP = "bwrap (flags ≈ strict)"
 UNSHARE = "unshare(1), every namespace"
-VARIANTS = [SUBPROCESS, POSIX_SPAWN, MIN_DICT, MIN, DEFAULT, DEFAULT_WARM, STRICT, STRICT_WARM, BWRAP, UNSHARE]
+SANDLOCK = "sandlock: Sandbox.run (Landlock + seccomp, PyPI)"
+FLOORS = list(floor.CONFIGS)
+VARIANTS = [SUBPROCESS, POSIX_SPAWN, MIN_DICT, MIN, DEFAULT, DEFAULT_WARM, STRICT, STRICT_WARM, BWRAP, UNSHARE, SANDLOCK,
+            *FLOORS]
+# Each launcher -> the floor of what it enforces (benchmarks/floor.py), measured in the same round-robin.
+FLOOR_OF = {SUBPROCESS: floor.PLAIN, POSIX_SPAWN: floor.PLAIN, MIN_DICT: floor.SECCOMP_ONLY, MIN: floor.SECCOMP_ONLY,
+            DEFAULT: floor.DEFAULT_FLOOR, DEFAULT_WARM: floor.DEFAULT_FLOOR,
+            STRICT: floor.STRICT_FLOOR, STRICT_WARM: floor.STRICT_FLOOR}
 ISOLATE_VARIANTS = [MIN_DICT, MIN, DEFAULT, DEFAULT_WARM, STRICT, STRICT_WARM]
 WARM_VARIANTS = {DEFAULT_WARM: DEFAULT, STRICT_WARM: STRICT}   # warm variant -> its cold counterpart
 
@@ -62,6 +70,13 @@ class LatencyResult:
 
     def ratio(self, prog: str, variant: str, to: str = SUBPROCESS) -> Ratio:
         return self.samples.ratio((prog, variant), (prog, to))
+
+    def floor_ratio(self, prog: str, variant: str) -> Ratio | None:
+        """`variant` against the floor of what it enforces, or None when either is missing."""
+        f = FLOOR_OF.get(variant)
+        if f is None or not self.has(prog, variant) or not self.has(prog, f):
+            return None
+        return self.ratio(prog, variant, f)
 
 
 def _ready(variant: str, label: str, prog: str, external: dict, profiles: dict, notes: list[str]):
@@ -95,6 +110,11 @@ def measure(rounds: int, warmup: int = 5, deadline: float | None = None, log=pri
     }
     bwrap_cmds: dict[str, list[str]] = {}
     calls, skipped, pools = {}, {}, {}
+    try:
+        floors = floor.Floor()
+    except (programs.Skip, OSError, subprocess.CalledProcessError) as e:
+        floors = None
+        notes.append(f"The floor (benchmarks/floor.c) could not be measured: {e}")
     for label, prog in progs.items():
         bwrap_cmds[label], bwrap_notes = programs.bwrap_argv(prog)
         notes += [n for n in bwrap_notes if n not in notes]
@@ -104,6 +124,9 @@ def measure(rounds: int, warmup: int = 5, deadline: float | None = None, log=pri
             BWRAP: programs.external(bwrap_cmds[label]),
             UNSHARE: programs.external(programs.unshare_argv(prog)),
         }
+        external[SANDLOCK] = programs.sandlock_run(prog)
+        if floors is not None:
+            external.update({name: floors.launcher(name, prog) for name in FLOORS})
         for variant in VARIANTS:
             try:
                 calls[(label, variant)], pool = _ready(variant, label, prog, external, profiles, notes)

@@ -325,6 +325,27 @@ def bwrap_argv(prog: str) -> tuple[list[str], list[str]]:
     return argv + ["--", prog], notes
 
 
+def sandlock_run(prog: str) -> Callable[[], None]:
+    """sandlock (PyPI), the nearest library peer: a Landlock + seccomp sandbox per call,
+    reading the system directories and the program."""
+    try:
+        import sandlock  # the [bench] extra; a missing peer is reported as skipped
+    except ImportError as e:
+        def missing():
+            raise FileNotFoundError(f"sandlock: {e}")
+        return missing
+    readable = [d for d in ("/usr", "/lib", "/lib64", "/bin", "/etc") if os.path.exists(d)]
+    if not prog.startswith("/usr/"):
+        readable.append(os.path.dirname(os.path.realpath(prog)))
+    box = sandlock.Sandbox(fs_readable=readable)
+
+    def call():
+        r = box.run([prog])
+        if not r.success or r.exit_code != 0:
+            raise RuntimeError(f"sandlock: {r}")
+    return call
+
+
 def unshare_argv(prog: str) -> list[str]:
     return ["unshare", "--user", "--map-root-user", "--pid", "--fork", "--net", "--mount", "--ipc", "--uts", prog]
 

@@ -22,7 +22,7 @@ from matplotlib.ticker import FuncFormatter  # noqa: E402
 
 import isolate  # noqa: E402
 
-from . import latency, mounts, netpool, parent_size, phases, programs, targets, throughput  # noqa: E402
+from . import clipeers, latency, mounts, netpool, parent_size, phases, programs, targets, throughput  # noqa: E402
 from .stats import Summary, fmt_ms, fmt_ratio, median  # noqa: E402
 
 PHASE_DOC = {
@@ -99,14 +99,15 @@ def _save(fig, path: Path):
 
 def plot_latency(lat: latency.LatencyResult, path: Path):
     progs = list(lat.programs)
-    fig, axes = plt.subplots(len(progs), 1, figsize=(10, 3.2 * len(progs)), squeeze=False)
+    fig, axes = plt.subplots(len(progs), 1, figsize=(10, max(3.2, 0.3 * len(latency.VARIANTS)) * len(progs)),
+                             squeeze=False)
     for ax, prog in zip(axes[:, 0], progs):
         names = [v for v in latency.VARIANTS if lat.has(prog, v)]
         s = [lat.summary(prog, v) for v in names]
         y = range(len(names))
         for i, (v, x) in enumerate(zip(names, s)):
             color = ("#c44e52" if v in latency.WARM_VARIANTS else "#4c72b0" if v.startswith("isolate")
-                     else "#666666")
+                     else "#55a868" if v in latency.FLOORS else "#666666")
             ax.errorbar([x.median], [i], xerr=[[x.median - x.p10], [x.p90 - x.median]], fmt="o", color=color,
                         capsize=3, markersize=6)
             ax.annotate(f"{fmt_ms(x.median)} ms, {fmt_ratio(lat.ratio(prog, v).value)}", (x.p90, i),
@@ -295,11 +296,20 @@ def _section_latency(lat: latency.LatencyResult) -> list[str]:
             if lat.has(prog, v):
                 r = lat.ratio(prog, v)
                 spread = "(baseline)" if v == latency.SUBPROCESS else f"{fmt_ratio(r.p10)}–{fmt_ratio(r.p90)}"
-                rows.append([v, *_ms(lat.summary(prog, v)), fmt_ratio(r.value), spread])
+                f = lat.floor_ratio(prog, v)
+                floor_cell = f"{fmt_ratio(f.value)} of `{latency.FLOOR_OF[v]}`" if f is not None else ""
+                rows.append([v, *_ms(lat.summary(prog, v)), fmt_ratio(r.value), spread, floor_cell])
             else:
-                rows.append([v, "–", "–", "–", "skipped", lat.skipped.get((prog, v), "not measured")])
-        out += _table(["launcher", "median ms", "p10", "p90", "× subprocess.run", "per-round p10–p90"], rows)
+                rows.append([v, "–", "–", "–", "skipped", lat.skipped.get((prog, v), "not measured"), ""])
+        out += _table(["launcher", "median ms", "p10", "p90", "× subprocess.run", "per-round p10–p90",
+                       "× its floor"], rows)
         out.append("")
+    out += ["The `floor:` rows are the kernel's own cost of each configuration: a small C library "
+            "(`benchmarks/floor.c`, built by the run) does `clone(CLONE_VM|CLONE_VFORK)` with only the named "
+            "steps in the child and then `execve`, called through ctypes in the same round-robin. They are "
+            "cumulative, top to bottom, except the last (a fresh network namespace instead of the pooled one). "
+            "Each launcher's last column is its median over the median of the floor of what it enforces; the "
+            "floors leave out cgroup placement, rlimits, the fd table and a pid 1, which isolate adds.", ""]
     out += _latency_warm(lat)
     out += ["![launch latency](perf/latency.png)", ""]
     return out
@@ -763,6 +773,27 @@ def _section_summary(res: targets.Results) -> list[str]:
     return out + [""]
 
 
+def _section_cli(cli: clipeers.CliResult) -> list[str]:
+    out = ["## 7. The command line against its peers", "",
+           f"End to end from a shell's point of view: `hyperfine -N` ({cli.version}) runs each command "
+           f"{cli.runs} times per pass (after warm-up runs), {cli.passes} passes with the commands in a rotated "
+           f"order. The program is `{cli.prog}`. A ratio is the median over the passes of the two medians of "
+           f"the same pass. isolate's first call (untimed) filled its plan cache, as any earlier run would.", ""]
+    rows = []
+    base = clipeers.BWRAP_STRICT if cli.has(clipeers.BWRAP_STRICT) else None
+    for name in cli.times_ms:
+        cell = "–"
+        if base is not None:
+            v, lo, hi = cli.ratio(name, base)
+            cell = f"{fmt_ratio(v)} ({fmt_ratio(lo)}–{fmt_ratio(hi)})"
+        rows.append([name, fmt_ms(cli.median(name)), fmt_ms(cli.p(name, 10)), fmt_ms(cli.p(name, 90)), cell])
+    rows += [[name, "–", "–", "–", f"skipped: {why}"] for name, why in cli.skipped.items()]
+    out += _table(["command", "median ms", "p10", "p90", f"× {clipeers.BWRAP_STRICT} (per pass)"], rows)
+    out += ["", "The commands:", ""]
+    out += [f"- {name}: `{shlex.join(argv)}`" for name, argv in cli.argv.items()]
+    return out + [""]
+
+
 def _section_targets(ts: list[targets.Target]) -> list[str]:
     out = ["## Targets", "",
            "Judged on this run's medians (the thresholds are the project's goals; the numbers are measured).", ""]
@@ -849,6 +880,8 @@ def write(res: targets.Results, out_dir: Path, info: dict, command: str, elapsed
         lines += _section_phases(res.phases)
     if res.netpool:
         lines += _section_netpool(res.netpool, res.netns_stats_end)
+    if res.cli:
+        lines += _section_cli(res.cli)
     lines += _section_method(res, opts)
     path = out_dir / "performance.md"
     # The agent sessions' section (benchmarks.sessions, run on its own) is kept.

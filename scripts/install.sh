@@ -5,6 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(gcc libc6-dev libcap-dev libseccomp-dev libseccomp2 iproute2 util-linux bubblewrap hyperfine nftables openssl curl)
+# benchmarks: the command-line peers (bwrap and hyperfine are above)
+APT_PACKAGES+=(firejail)
 # isolate fuzz: libFuzzer (clang -fsanitize=fuzzer, symbolizer) and AFL++. Debian 12 has no
 # honggfuzz package: build it from source if wanted (isolate doctor says which engines it finds).
 APT_PACKAGES+=(clang-14 libclang-rt-14-dev llvm-14 afl++)
@@ -25,5 +27,5 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --upgrade pip setuptools wheel >.venv/install.log 2>&1 \
     || { cat .venv/install.log; exit 1; }
-.venv/bin/python -m pip install -q -e '.[test,fuzz]' >>.venv/install.log 2>&1 \
+.venv/bin/python -m pip install -q -e '.[test,fuzz,bench]' >>.venv/install.log 2>&1 \
     || { cat .venv/install.log; exit 1; }
