@@ -76,13 +76,17 @@ PATHS = [("cold strict launch (isolate.run)", latency.STRICT, "strict", STRICT_V
 BWRAP_PATHS = [("warm strict task (WarmPool.run)", latency.STRICT_WARM, "strict" + phases.WARM_SUFFIX)]
 
 
-def _floor_sentence(lat: latency.LatencyResult, prog: str, variant: str) -> str:
+def _held_back(lat: latency.LatencyResult, breakdown, prog: str, variant: str, what: str) -> str:
+    """The floor of `variant` and its largest phase, as sentences."""
+    out = ""
     f = lat.floor_ratio(prog, variant)
-    if f is None:
-        return ""
-    fl = latency.FLOOR_OF[variant]
-    return (f" Its floor (`{fl}`) takes {fmt_ms(lat.summary(prog, fl).median)} ms: isolate spends "
-            f"{fmt_ratio(f.value)} of what the kernel needs for the same configuration.")
+    if f is not None:
+        fl = latency.FLOOR_OF[variant]
+        out += (f" Its floor (`{fl}`) takes {fmt_ms(lat.summary(prog, fl).median)} ms: isolate spends "
+                f"{fmt_ratio(f.value)} of what the kernel needs for the same configuration.")
+    if breakdown:
+        out += " " + _largest_sentence(breakdown, f"a {what} of the static program")
+    return out
 
 
 def _strict_targets(r: Results) -> list[Target]:
@@ -108,9 +112,7 @@ def _strict_targets(r: Results) -> list[Target]:
                 budget = budget_x * sub
                 why = (f"It takes {fmt_ms(s)} ms against a budget of {fmt_ms(budget)} ms "
                        f"({budget_x:g} × {fmt_ms(sub)} ms), {fmt_ms(s - budget)} ms too many.")
-                why += _floor_sentence(lat, prog, variant)
-                if breakdown:
-                    why += " " + _largest_sentence(breakdown, f"a {what} of the static program")
+                why += _held_back(lat, breakdown, prog, variant, what)
             out.append(Target(f"{goal} — `{prog}`", MET if met else NOT_MET,
                               f"{fmt_ms(s)} ms vs {fmt_ms(sub)} ms: {fmt_ratio(ratio.value)} "
                               f"(paired p10–p90 {fmt_ratio(ratio.p10)}–{fmt_ratio(ratio.p90)})", why))
@@ -130,9 +132,7 @@ def _strict_targets(r: Results) -> list[Target]:
             if not met:
                 why = (f"To be {FASTER_THAN_BWRAP:g}× faster than bwrap's {fmt_ms(b)} ms, it would have to take "
                        f"{fmt_ms(b / FASTER_THAN_BWRAP)} ms; it takes {fmt_ms(s)} ms.")
-                why += _floor_sentence(lat, prog, variant)
-                if breakdown:
-                    why += " " + _largest_sentence(breakdown, f"a {what} of the static program")
+                why += _held_back(lat, breakdown, prog, variant, what)
             out.append(Target(f"{goal} — `{prog}`", MET if met else NOT_MET,
                               f"bwrap {fmt_ms(b)} ms / isolate {fmt_ms(s)} ms = {fmt_ratio(ratio.value)} "
                               f"(paired p10–p90 {fmt_ratio(ratio.p10)}–{fmt_ratio(ratio.p90)})", why))
