@@ -6,6 +6,6 @@ violations_for(sandbox_id) reads them by Popen.netproxy_id. See docs/network.md.
 """
 
 from .proxy import SandboxNet, set_resolver
-from .sandbox import Popen, prepare, run, stand_in, violations_for
+from .sandbox import Popen, is_allowlist, prepare, run, stand_in, violations_for
 
-__all__ = ["Popen", "prepare", "run", "stand_in", "violations_for", "set_resolver", "SandboxNet"]
+__all__ = ["Popen", "is_allowlist", "prepare", "run", "stand_in", "violations_for", "set_resolver", "SandboxNet"]

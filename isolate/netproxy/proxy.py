@@ -187,10 +187,15 @@ class SandboxNet:
             else:
                 self.dropped_violations += 1
 
-    def recorded(self) -> list:
-        """A copy of the violations so far."""
+    def count(self) -> int:
+        """How many violations are kept so far (a mark for recorded(since=...))."""
         with self._lock:
-            return [dict(v) for v in self.violations]
+            return len(self.violations)
+
+    def recorded(self, since: int = 0) -> list:
+        """A copy of the violations so far (after the first `since`)."""
+        with self._lock:
+            return [dict(v) for v in self.violations[since:]]
 
     def env(self) -> dict:
         url = f"http://127.0.0.1:{netns.PROXY_PORT}"

@@ -9,6 +9,7 @@ from collections import OrderedDict
 from typing import Any, Sequence
 
 from ..launch import process
+from ..plan.plan import Plan
 from ..profile.cache import load_profile
 from .proxy import SandboxNet
 
@@ -17,13 +18,14 @@ _registry: "OrderedDict[str, SandboxNet]" = OrderedDict()
 _registry_lock = threading.Lock()
 
 
-def violations_for(sandbox_id: str) -> list:
-    """The refusals recorded so far for a sandbox (by Popen.netproxy_id), oldest first."""
+def violations_for(sandbox_id: str, since: int = 0) -> list:
+    """The refusals recorded so far for a sandbox (by Popen.netproxy_id), oldest first;
+    since=N: those after the first N (N = len() of an earlier answer)."""
     with _registry_lock:
         net = _registry.get(sandbox_id)
     if net is None:
         return []
-    return net.recorded()
+    return net.recorded(since)
 
 
 def _register(net: SandboxNet) -> None:
@@ -33,9 +35,18 @@ def _register(net: SandboxNet) -> None:
             _registry.popitem(last=False)
 
 
+def is_allowlist(profile: Any, overrides: Sequence[str] = ()) -> bool:
+    """The profile has network.mode = "allowlist" (each launch then needs prepare())."""
+    if isinstance(profile, Plan):
+        return False
+    return load_profile(profile, overrides).data["network"]["mode"] == "allowlist"
+
+
 def prepare(profile: Any, overrides: Sequence[str]) -> tuple:
-    """(profile to launch, SandboxNet or None): an allowlist profile becomes one that joins
-    the sandbox's own captured namespace, with the proxy variables set."""
+    """(profile to launch, its overrides, SandboxNet or None): an allowlist profile becomes
+    one that joins the sandbox's own captured namespace, with the proxy variables set."""
+    if isinstance(profile, Plan):   # compiled already: not an allowlist profile (those compile per launch)
+        return profile, overrides, None
     prof = load_profile(profile, overrides)
     network = dict(prof.data["network"])
     if network["mode"] != "allowlist":
