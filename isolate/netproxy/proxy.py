@@ -28,6 +28,9 @@ from ..profile.hosts import HostRule, parse_host_entry
 from . import dns, netns
 
 SYNTHETIC = ipaddress.ip_network("198.18.0.0/15")
+# The IPv6 synthetic addresses: the local-use translation prefix of RFC 8215, the IPv4
+# synthetic address of the same name in the low 32 bits (64:ff9b:1::c612:1 = 198.18.0.1).
+SYNTHETIC6 = ipaddress.ip_network("64:ff9b:1::/96")
 SO_ORIGINAL_DST = 80
 MAX_VIOLATIONS = 1000
 PEEK_TIMEOUT = 0.5      # seconds to wait for a client's first bytes (protocols where the server speaks first)
@@ -64,7 +67,17 @@ def is_internal(ip: str) -> bool:
     if isinstance(a, ipaddress.IPv6Address) and a.ipv4_mapped:
         a = a.ipv4_mapped
     return (a.is_loopback or a.is_link_local or a.is_private or a.is_unspecified or a.is_multicast
-            or a.is_reserved or a in SYNTHETIC)
+            or a.is_reserved or a in SYNTHETIC or a in SYNTHETIC6)
+
+
+def is_synthetic(ip: str) -> bool:
+    a = ipaddress.ip_address(ip)
+    return a in SYNTHETIC or a in SYNTHETIC6
+
+
+def synthetic6(ipv4: str) -> str:
+    """The IPv6 synthetic address that goes with an IPv4 one."""
+    return str(SYNTHETIC6[int(ipaddress.IPv4Address(ipv4))])
 
 
 class Policy:
@@ -153,7 +166,7 @@ class SandboxNet:
         self.limit = RateLimit(network.get("bytes_per_second"))
         self.violations: list = []
         self.dropped_violations = 0
-        self.names: dict[str, str] = {}       # synthetic address -> name
+        self.names: dict[str, str] = {}       # synthetic address (IPv4 and IPv6) -> name
         self._resolved: dict = {}             # name -> (when, the host's addresses for it)
         self.addrs: dict[str, str] = {}       # name -> synthetic address
         self._next = 1
@@ -226,8 +239,12 @@ class SandboxNet:
                     raise OSError("out of synthetic addresses")
                 ip = str(SYNTHETIC[self._next])  # never re-used for another name in this sandbox
                 self._next += 1
-                self.addrs[name], self.names[ip] = ip, name
+                self.addrs[name], self.names[ip], self.names[synthetic6(ip)] = ip, name, name
             return ip
+
+    def address6_for(self, name: str) -> str:
+        """The IPv6 synthetic address of a name (the one that goes with its IPv4 address)."""
+        return synthetic6(self.address_for(name))
 
     # -- the loops ---------------------------------------------------------
     def _serve(self) -> None:
@@ -355,7 +372,9 @@ class SandboxNet:
             return
         if q.qtype == dns.QTYPE_A:
             s.sendto(dns.answer(q, 0, self.address_for(q.name)), src)
-        else:  # AAAA, MX, ...: the name exists, with no such record (IPv4 addresses only)
+        elif q.qtype == dns.QTYPE_AAAA:
+            s.sendto(dns.answer(q, 0, self.address6_for(q.name)), src)
+        else:  # MX, TXT, ...: the name exists, with no such record
             s.sendto(dns.answer(q, 0), src)
 
     # -- one connection ----------------------------------------------------
@@ -379,7 +398,7 @@ class SandboxNet:
         if hint is not None and is_ip(hint):
             hint = None if hint.strip("[]") == ip else hint
         if name is None:
-            if ipaddress.ip_address(ip) in SYNTHETIC:
+            if is_synthetic(ip):
                 return self.refuse("address not handed out by isolate's DNS", host=ip, port=port, name=hint)
             why = self.policy.ip_allowed(ip, port)
             if why:

@@ -21,6 +21,10 @@ def servers():
     echo.shutdown()
 
 
+def net(result):
+    return [v for v in result.violations if v["kind"] == "network"]
+
+
 def _profile(web_port):
     return {"extends": "agent",
             "network": {"mode": "allowlist", "allow": [f"web.test:{web_port}", f"127.0.0.1:{web_port}"],
@@ -58,12 +62,15 @@ def test_session_command_lists_its_network_refusals(servers, tmp_path):
         assert r.returncode == 0, r.stderr
         out = json.loads(r.stdout)
         assert '"server": "web"' in out["web.test"]
-        assert r.violations == [] and "denied" not in r.for_model()
+        # (glibc's getaddrinfo, given an IPv4 and an IPv6 address, sorts them and probes a
+        # netlink socket for that, which the default profile's socket_families refuses: a
+        # syscall violation, not a network one; see docs/network.md)
+        assert net(r) == [] and "connect to" not in r.for_model() and "DNS lookup" not in r.for_model()
         # a denied name (DNS), a port not allowed for an allowed name, a raw address
         r = s.exec(["python3", "get.py", "bad.test:80", f"web.test:{echo_port}", "10.9.9.9:80"])
         out = json.loads(r.stdout)
         assert all('"server"' not in v for v in out.values()), out
-        got = [(v["proto"], v.get("name"), v.get("host"), v.get("port"), v["reason"]) for v in r.violations]
+        got = [(v["proto"], v.get("name"), v.get("host"), v.get("port"), v["reason"]) for v in net(r)]
         assert ("dns", "bad.test", None, None, "DNS: denied by network.deny") in got, got
         assert any(p == "tcp" and n == "web.test" and port == echo_port and "port not allowed" in why
                    for p, n, _, port, why in got), got
@@ -75,7 +82,7 @@ def test_session_command_lists_its_network_refusals(servers, tmp_path):
         assert "connect to 10.9.9.9:80 (raw address: address not in network.allow)" in text, text
         # the next command starts clean: earlier refusals are not listed again
         r = s.exec(f"python3 get.py web.test:{web_port}")   # through the session's shell
-        assert '"server": "web"' in json.loads(r.stdout)["web.test"] and r.violations == []
+        assert '"server": "web"' in json.loads(r.stdout)["web.test"] and net(r) == []
         # all of the session's refusals, by id
         assert len(netproxy.violations_for(s.netproxy_id)) >= 3
 
@@ -88,9 +95,9 @@ def test_session_pool_with_an_allowlist_profile(servers, tmp_path):
         try:
             assert a.netproxy_id != b.netproxy_id   # a namespace and proxy each
             r = a.exec(["python3", "get.py", "nope.test:80"])
-            assert [v["name"] for v in r.violations] == ["nope.test"]
+            assert [v["name"] for v in net(r)] == ["nope.test"]
             r = b.exec(["python3", "get.py", f"web.test:{web_port}"])
-            assert '"server": "web"' in json.loads(r.stdout)["web.test"] and r.violations == []
+            assert '"server": "web"' in json.loads(r.stdout)["web.test"] and net(r) == []
         finally:
             a.close()
             b.close()
