@@ -20,6 +20,7 @@ import socket
 import subprocess
 import threading
 
+from ..errors import UnsupportedError
 from ..kernel.constants import CLONE_NEWNET
 from ..launch import net
 
@@ -64,6 +65,10 @@ class NetnsSetupError(OSError):
 
 def make_captured_namespace() -> int:
     """A new network namespace with the capture in place, as an fd (fail closed: raises)."""
+    if os.geteuid() != 0:
+        raise UnsupportedError("network.mode", '"allowlist" needs root: the sandbox\'s captured namespace is set '
+                                              "up from the host (nsenter, ip, nft) and joined with setns "
+                                              "(CAP_SYS_ADMIN over it); callers that are not root are refused")
     fd = net.make_namespace()
     try:
         r = subprocess.run(["nsenter", f"--net=/proc/self/fd/{fd}", "sh", "-c", SETUP], input=NFT_RULES.encode(),

@@ -36,6 +36,7 @@ MAX_VIOLATIONS = 1000
 PEEK_TIMEOUT = 0.5      # seconds to wait for a client's first bytes (protocols where the server speaks first)
 CONNECT_TIMEOUT = 10.0
 HEAD_MAX = 16384
+CLOSE_WAIT = 2.0        # seconds close() waits for the sandbox's worker threads to end
 RESOLVE_TTL = 5.0       # seconds the host's answer for an allowed name is kept (per sandbox)
 IDLE_WORKER = 30.0      # seconds an idle worker beyond the spare ones waits before it ends
 SPARE_WORKERS = 2       # workers of a sandbox kept waiting for the next connection
@@ -176,6 +177,8 @@ class SandboxNet:
         self._closed = threading.Event()
         self._idle = 0                        # workers waiting for a connection
         self._workers = 0                     # worker threads alive
+        self._released = False                # close() is done but for the pipes the workers use
+        self._threads: set = set()            # the worker threads
         self.fd = netns.make_captured_namespace()
         try:
             self.socks = netns.in_namespace(self.fd, netns.make_sockets)
@@ -211,9 +214,7 @@ class SandboxNet:
             return [dict(v) for v in self.violations[since:]]
 
     def env(self) -> dict:
-        url = f"http://127.0.0.1:{netns.PROXY_PORT}"
-        return {"HTTP_PROXY": url, "HTTPS_PROXY": url, "http_proxy": url, "https_proxy": url,
-                "ALL_PROXY": url, "all_proxy": url, "NO_PROXY": "", "no_proxy": "", "NODE_USE_ENV_PROXY": "1"}
+        return proxy_env()
 
     # -- names -------------------------------------------------------------
     def resolve(self, name: str, port: int) -> list:
@@ -286,7 +287,9 @@ class SandboxNet:
                     return
                 self._idle += 1
                 self._workers += 1
-            threading.Thread(target=self._worker, daemon=True, name="isolate-netproxy-conn").start()
+                t = threading.Thread(target=self._worker, daemon=True, name="isolate-netproxy-conn")
+                self._threads.add(t)
+            t.start()
 
     def _worker(self) -> None:
         """Accept (the TCP listeners, in an epoll of its own with EPOLLEXCLUSIVE: one idle
@@ -308,7 +311,6 @@ class SandboxNet:
                     with self._lock:
                         if self._idle > SPARE_WORKERS:
                             self._idle -= 1
-                            self._workers -= 1
                             return
                     continue
                 for fd, _ev in events:
@@ -324,8 +326,16 @@ class SandboxNet:
                             return
                         continue
                     self._take(conn)
+        except (OSError, ValueError):   # closed under it (close())
+            return
         finally:
             ep.close()
+            with self._lock:
+                self._workers -= 1
+                self._threads.discard(threading.current_thread())
+                last = self._workers == 0 and self._released
+            if last:
+                self._close_pipes()
 
     def _take(self, conn) -> None:
         """One accepted connection, served by the calling worker (or refused over the limit)."""
@@ -501,7 +511,7 @@ class SandboxNet:
             if send:  # bytes already read from the client (a proxy request's head)
                 self.limit.take(len(send))
                 up.sendall(send)
-            pump(conn, up, self.limit, self._closed)
+            pump(conn, up, self.limit, self._closed, self._wake_r)
         finally:
             up.close()
 
@@ -511,17 +521,37 @@ class SandboxNet:
         self._closed.set()
         os.write(self._wake_w, b"x")
         self._thread.join(5)
+        # The workers end at once (idle ones, and relays: both wait on the wake pipe too);
+        # one still connecting or reading a head ends within its timeout.
+        deadline = time.monotonic() + CLOSE_WAIT
+        with self._lock:
+            threads = list(self._threads)
+        for t in threads:
+            t.join(max(0.0, deadline - time.monotonic()))
         for s in self.socks.values():
             s.close()
-        os.close(self._wake_r)
-        os.close(self._wake_w)
-        os.close(self._spawn_r)
-        os.close(self._spawn_w)
         netns.unpin(self.path)
         os.close(self.fd)
+        # The pipes go with the last worker (if one is still finishing a connection).
+        with self._lock:
+            self._released = True
+            last = self._workers == 0
+        if last:
+            self._close_pipes()
+
+    def _close_pipes(self) -> None:
+        for fd in (self._wake_r, self._wake_w, self._spawn_r, self._spawn_w):
+            os.close(fd)
 
 
 # -- helpers -----------------------------------------------------------------
+
+def proxy_env() -> dict:
+    """The variables that point programs that use them at the proxy (the same in every sandbox)."""
+    url = f"http://127.0.0.1:{netns.PROXY_PORT}"
+    return {"HTTP_PROXY": url, "HTTPS_PROXY": url, "http_proxy": url, "https_proxy": url,
+            "ALL_PROXY": url, "all_proxy": url, "NO_PROXY": "", "no_proxy": "", "NODE_USE_ENV_PROXY": "1"}
+
 
 def connect_upstream(addrs, port: int):
     """A connected socket to the first of `addrs` (IP literals) that answers, or None.
@@ -671,14 +701,17 @@ def sni(data: bytes) -> str | None:
     return None
 
 
-def pump(a, b, limit: RateLimit, closed: threading.Event) -> None:
+def pump(a, b, limit: RateLimit, closed: threading.Event, wake: int = -1) -> None:
+    """Relay a <-> b until both ends are done, or `closed` (`wake` readable: at once)."""
     socks = [a, b]
     while not closed.is_set():
         try:
-            r, _, _ = select.select(socks, [], [], 1.0)
+            r, _, _ = select.select(socks + ([wake] if wake >= 0 else []), [], [], 1.0)
         except (OSError, ValueError):
             return
         for s in r:
+            if isinstance(s, int):   # the wake pipe
+                return
             try:
                 data = s.recv(65536)
             except OSError:

@@ -4,14 +4,15 @@ namespace of its own, whose proxy (isolate.netproxy.proxy.SandboxNet) lives as l
 from __future__ import annotations
 
 import dataclasses
+import os
 import threading
 from collections import OrderedDict
 from typing import Any, Sequence
 
-from ..launch import process
+from ..launch import process, warm
 from ..plan.plan import Plan
 from ..profile.cache import load_profile
-from .proxy import SandboxNet
+from .proxy import SandboxNet, proxy_env
 
 _KEEP = 256  # ended sandboxes whose violations stay readable by id
 _registry: "OrderedDict[str, SandboxNet]" = OrderedDict()
@@ -122,3 +123,34 @@ def run(*popenargs, profile: Any = "default", overrides: Sequence[str] = (), **k
     if net is None:
         return result
     return dataclasses.replace(result, violations=tuple(violations_for(net.id)))
+
+
+class WarmPool(warm.WarmPool):
+    """isolate.WarmPool, and network.mode = "allowlist" works: each warm sandbox is made
+    ahead of time with a captured namespace and a proxy of its own (closed when its task's
+    sandbox is reaped, or with the pool), so a task's Popen.violations / Result.violations
+    list what its own network refused. Any other profile: as isolate.WarmPool."""
+
+    def __init__(self, profile: Any = "default", size: int = 4, overrides: Sequence[str] = (), cwd=None):
+        self._network = None
+        if is_allowlist(profile, overrides):
+            prof = load_profile(profile, overrides)
+            self._network = dict(prof.data["network"])
+            d = prof.to_dict()
+            # A network namespace of its own, not from the pool: the launch joins the one
+            # made for it (process.launch(network=)) instead.
+            d["network"] = {"mode": "none", "pool": False}
+            d["env"]["set"] = {**d["env"]["set"], **proxy_env()}
+            profile, overrides = d, ()
+        super().__init__(profile, size, overrides, cwd)
+
+    def _prepare(self) -> process.Launched:
+        if self._network is None:
+            return super()._prepare()
+        net = SandboxNet(self._network)
+        try:
+            _register(net)
+            return process.launch_waiting(self.plan, os.fsencode(self.plan.cwd), network=net)
+        except BaseException:
+            net.close()
+            raise

@@ -198,7 +198,13 @@ while True:
 out["got"] = data.decode()
 s6 = socket.create_connection((socket.getaddrinfo("web.test", {env['web']}, socket.AF_INET6)[0][4][0], {env['web']}), timeout=10)
 s6.sendall(b"GET /web6 HTTP/1.0\\r\\nHost: web.test\\r\\n\\r\\n")
-out["web6"] = s6.recv(65536).decode()
+data = b""
+while True:
+    b = s6.recv(65536)
+    if not b:
+        break
+    data += b
+out["web6"] = data.decode()
 out["not_handed_out"] = attempt(lambda: get("64:ff9b:1::c613:99", {env['six']}))
 out["raw6"] = attempt(lambda: get("2001:db8::5", {env['six']}))
 out["aaaa_denied"] = attempt(lambda: socket.getaddrinfo("nope.test", 80, socket.AF_INET6))
