@@ -43,6 +43,7 @@ table inet isolate {{
   }}
   chain sink_udp {{
     type filter hook prerouting priority mangle; policy accept;
+    meta l4proto != udp return
     ct direction reply return
     meta l4proto udp udp dport != 53 ip daddr != 127.0.0.0/8 tproxy ip to 127.0.0.1:{SINK_PORT}
     meta l4proto udp udp dport != 53 ip6 daddr != ::1 tproxy ip6 to [::1]:{SINK_PORT}
