@@ -190,15 +190,15 @@ class Session:
             if self._overlay is not None:
                 overlay_args = self._overlay.launch_args(self.plan)
             argv = [f"/proc/self/fd/{agent_fd}", str(agent_fd)]
-            if self._watch_net and self.plan.network_mode == "none":
-                argv.append("net")
+            if self._watch_net and self.plan.network_mode == "none" and self._net is None:
+                argv.append("net")   # (an allowlist session's proxy reports its own refusals)
             if self._seccomp_log:
                 reader()   # listening before the first command runs
             try:
                 self._popen = Popen(argv, profile=self.plan,
                                     stdin=theirs.fileno(), stdout=self._devnull, stderr=self._devnull,
                                     pass_fds=pass_fds, env=dict(self._base_env), cwd=None,
-                                    seccomp_log=self._seccomp_log, **overlay_args)
+                                    seccomp_log=self._seccomp_log, network=self._net, **overlay_args)
             except SandboxSetupError as e:
                 if getattr(e, "step", None) != "exec":
                     raise

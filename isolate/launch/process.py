@@ -158,6 +158,10 @@ class Popen(subprocess.Popen):
 
     seccomp_log=True loads the filter with SECCOMP_FILTER_FLAG_LOG: each denial becomes a
     kernel audit record (type 1326; isolate.agent.violations reads them).
+
+    network=: a network namespace a layer above made for this one sandbox (see launch();
+    isolate.netproxy's allowlist); the sandbox joins it, `violations` lists what it
+    refused, and it is closed once the sandbox is reaped (or the launch failed).
     """
 
     def __init__(self, args, bufsize=-1, executable=None, stdin=FROM_PROFILE, stdout=FROM_PROFILE,
@@ -166,7 +170,8 @@ class Popen(subprocess.Popen):
                  restore_signals=True, start_new_session=False, pass_fds: Sequence[int] = (), *, user=None,
                  group=None, extra_groups=None, encoding=None, errors=None, text=None, umask=-1, pipesize=-1,
                  process_group=None, profile: Any = "default", overrides: Sequence[str] = (), warm=None,
-                 pty: bool | None = None, pty_size: Sequence[int] | None = None, seccomp_log: bool = False):
+                 pty: bool | None = None, pty_size: Sequence[int] | None = None, seccomp_log: bool = False,
+                 network=None):
         popen_args.check_popen_args(preexec_fn, close_fds, startupinfo, creationflags)
         self._seccomp_log = bool(seccomp_log)  # denials of the filter go to the kernel's audit log
         if isinstance(args, (str, bytes)):
@@ -219,6 +224,9 @@ class Popen(subprocess.Popen):
         self.cgroup_usage = None       # after wait: cgroup.Usage (with cgroup limits)
         self._opened: list = []
         self._warm = warm
+        if network is not None and warm is not None:
+            raise ValueError("network=: a WarmPool's sandboxes have their network already")
+        self._network_for_launch = network
         self.pty_master = None         # with a pty: the master side, an unbuffered binary file
         self._pty_out: list = []       # communicate() in pty mode: output so far (kept across timeouts)
         self._pty_in = None
@@ -280,7 +288,8 @@ class Popen(subprocess.Popen):
         with the pty's slave as 0/1/2. The pty comes from the sandbox's own devpts
         instance when its view has one (/dev/pts of a minimal /dev: then the program
         finds it there, at /dev/pts/N, and ttyname works), else from the caller's."""
-        slot = launch_waiting(plan, cwd, ctty=True, keep_ignored=self._keep_ignored, groups=self._groups)
+        slot = launch_waiting(plan, cwd, ctty=True, keep_ignored=self._keep_ignored, groups=self._groups,
+                              network=self._network_for_launch)
         self._adopt(slot)
         self._child_created = True  # from here on, it is ours to reap
         pair = terminal.open_sandbox_pty(slot.pid) if terminal.has_own_devpts(plan) else None
@@ -461,13 +470,15 @@ class Popen(subprocess.Popen):
                 self._adopt(launch(plan, exec_paths, argv, envp, cwd_b, src, dst,
                                    ctty=getattr(self, "_ctty", False), umask=self._umask,
                                    keep_ignored=self._keep_ignored, groups=self._groups,
-                                   seccomp_log=self._seccomp_log))
+                                   seccomp_log=self._seccomp_log, network=self._network_for_launch))
                 self._child_created = True
         except BaseException as e:
             self._close_pipe_fds(p2cread, p2cwrite, c2pread, c2pwrite, errread, errwrite)
             if (self._warm is not None or getattr(self, "_pty_late", False)) and self._child_created:
                 self.kill()  # a warm sandbox that will not run this task: kill it and reap it
                 self.wait()
+            elif self._network_for_launch is not None:
+                self._network_for_launch.close()   # no sandbox will use it
             if isinstance(e, _launch.ChildError):
                 err = _setup_error(e.args, plan, program, cwd_b, getattr(e, "cgroup_procs", ()))
                 if self._shell is not None and isinstance(err, (ExecutableNotFound, ExecutablePermission)):
@@ -669,8 +680,8 @@ def launch(plan: Plan, exec_paths, argv, envp, cwd: bytes, src, dst, warm: bool 
                  | (FLAG_SECCOMP_LOG if seccomp_log else 0))
         init_argv = [b"isolate-init", b"%d" % first_private, b"%d" % pidfd_slot, b"%d" % bpf_slot, b"%d" % flags,
                      b"%d" % first_private, b"%d" % cgroup_slot, b"%d" % len(exec_paths), *exec_paths, *argv]
-    if network is not None and (plan.network_mode != "none" or not plan.pidns):
-        raise ValueError("network=: the plan needs network.mode = \"none\" and a pid namespace")
+    if network is not None and plan.network_mode != "none":
+        raise ValueError("network=: the plan must ask for a network namespace of its own (network.mode = \"none\")")
     pool = net.pool() if plan.netns_pool and network is None else None
     netns = pool.take() if pool is not None else -1
     lease, trees = None, None

@@ -134,29 +134,3 @@ def make_sockets() -> dict:
             u.setblocking(False)
             socks[(kind, fam)] = u
     return socks
-
-
-MS_BIND = 4096
-MNT_DETACH = 2
-RUN_DIR = "/run/isolate-netproxy"
-
-
-def pin(fd: int, name: str) -> str:
-    """Bind-mount the namespace at a path of its own (a name never used twice), so that a
-    profile can name it (network.netns) and a cached plan can never point at another one."""
-    os.makedirs(RUN_DIR, mode=0o700, exist_ok=True)
-    path = os.path.join(RUN_DIR, name)
-    open(path, "w").close()
-    if _libc.mount(f"/proc/self/fd/{fd}".encode(), path.encode(), None, MS_BIND, None) < 0:
-        e = ctypes.get_errno()
-        os.unlink(path)
-        raise NetnsSetupError(e, f"bind-mount of the sandbox's network namespace at {path}: {os.strerror(e)}")
-    return path
-
-
-def unpin(path: str) -> None:
-    _libc.umount2(path.encode(), MNT_DETACH)
-    try:
-        os.unlink(path)
-    except OSError:
-        pass

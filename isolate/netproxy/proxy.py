@@ -182,7 +182,6 @@ class SandboxNet:
         self.fd = netns.make_captured_namespace()
         try:
             self.socks = netns.in_namespace(self.fd, netns.make_sockets)
-            self.path = netns.pin(self.fd, self.id)
         except BaseException:
             os.close(self.fd)
             raise
@@ -530,7 +529,6 @@ class SandboxNet:
             t.join(max(0.0, deadline - time.monotonic()))
         for s in self.socks.values():
             s.close()
-        netns.unpin(self.path)
         os.close(self.fd)
         # The pipes go with the last worker (if one is still finishing a connection).
         with self._lock:
