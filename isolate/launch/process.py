@@ -226,6 +226,9 @@ class Popen(subprocess.Popen):
         self._warm = warm
         if network is not None and warm is not None:
             raise ValueError("network=: a WarmPool's sandboxes have their network already")
+        if network is not None and self.plan.network_mode != "none":
+            raise ValueError(f"network=: the profile must ask for a network namespace of its own "
+                             f"(network.mode = \"none\"), not {self.plan.network_mode!r}")
         self._network_for_launch = network
         self.pty_master = None         # with a pty: the master side, an unbuffered binary file
         self._pty_out: list = []       # communicate() in pty mode: output so far (kept across timeouts)

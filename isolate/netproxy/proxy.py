@@ -515,9 +515,11 @@ class SandboxNet:
             up.close()
 
     def close(self) -> None:
-        if self._closed.is_set():
-            return
-        self._closed.set()
+        """End the proxy and the namespace (idempotent; from any thread); the violations stay."""
+        with self._lock:
+            if self._closed.is_set():
+                return
+            self._closed.set()
         os.write(self._wake_w, b"x")
         self._thread.join(5)
         # The workers end at once (idle ones, and relays: both wait on the wake pipe too);

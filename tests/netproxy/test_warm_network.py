@@ -97,3 +97,8 @@ def test_not_root_is_refused_clearly():
         got = f.read().decode()
     os.waitpid(pid, 0)
     assert got.startswith("UnsupportedError: network.mode: \"allowlist\" needs root"), got
+
+
+def test_popen_network_argument_needs_a_namespace_of_its_own():
+    with pytest.raises(ValueError, match=r"network=: the profile must ask for a network namespace of its own"):
+        isolate.Popen(["/bin/true"], profile={"network": {"mode": "host"}}, network=object())
