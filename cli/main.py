@@ -267,7 +267,7 @@ def _run_prepared(args, holder: list) -> int:
             pty_size = terminal.caller_size()
         # --env adds to the profile's environment (Popen's env= is the whole environment).
         p = isolate.Popen(argv, profile=plan, cwd=args.cwd, env=plan.environment(extra=env) if env else None,
-                          pty_size=pty_size)
+                          pty_size=pty_size, network=net)
     except isolate.SandboxSetupError as e:
         if args.cwd is None or e.step != "chdir":
             raise

@@ -16,6 +16,7 @@ import time
 from collections import deque
 from typing import Any
 
+from .. import netproxy
 from ..launch.plans import plan_for
 from .session import Session, SessionClosed
 
@@ -27,9 +28,12 @@ class SessionPool:
         self.profile = profile
         self.size = size
         self._kwargs = dict(session_kwargs)
-        overrides = self._kwargs.pop("overrides", ())
+        self._overrides = tuple(self._kwargs.pop("overrides", ()))
         ws = self._kwargs.get("workspace")
-        self._plan = plan_for(profile, overrides, cwd=None if ws is None else str(ws))
+        # network.mode = "allowlist": each session has a namespace and proxy of its own, so
+        # its plan is made per session; any other profile is compiled once here.
+        self._plan = None if netproxy.is_allowlist(profile, self._overrides) else \
+            plan_for(profile, self._overrides, cwd=None if ws is None else str(ws))
         self._ready: deque = deque()
         self._cv = threading.Condition()
         self._closed = False
@@ -39,7 +43,8 @@ class SessionPool:
         self._thread.start()
 
     def _new(self) -> Session:
-        s = Session(self.profile, _plan=self._plan, **self._kwargs)
+        s = Session(self.profile, overrides=() if self._plan is not None else self._overrides, _plan=self._plan,
+                    **self._kwargs)
         try:
             s.exec("true")      # the shell is up: the first command does not wait for it
         except BaseException:

@@ -47,6 +47,7 @@ from typing import Any, Callable, Mapping, Sequence
 from ..errors import SandboxSetupError
 from ..launch.plans import plan_for
 from ..launch.process import Popen
+from .. import netproxy
 from . import output as output_mod
 from .errors import JobNotFound, SessionClosed, SessionError
 from .files import DEFAULT_READ_MAX, Files, SessionPathError, openat2
@@ -148,7 +149,17 @@ class Session:
             raise FileNotFoundError(errno.ENOENT, "workspace: not a directory", self.workspace)
         if overlay:
             self._overlay = Overlay(self.workspace)
-        self.plan = _plan if _plan is not None else plan_for(profile, overrides, cwd=self.workspace)
+        self._net = None          # network.mode = "allowlist": the session's proxy (isolate.netproxy)
+        if _plan is not None:
+            self.plan = _plan
+        else:
+            launch_profile, launch_overrides, self._net = netproxy.prepare(profile, overrides)
+            try:
+                self.plan = plan_for(launch_profile, launch_overrides, cwd=self.workspace)
+            except BaseException:
+                if self._net is not None:
+                    self._net.close()
+                raise
         self._base_env = self.plan.environment(extra=env)
         self._devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
         self._popen = None
@@ -179,15 +190,15 @@ class Session:
             if self._overlay is not None:
                 overlay_args = self._overlay.launch_args(self.plan)
             argv = [f"/proc/self/fd/{agent_fd}", str(agent_fd)]
-            if self._watch_net and self.plan.network_mode == "none":
-                argv.append("net")
+            if self._watch_net and self.plan.network_mode == "none" and self._net is None:
+                argv.append("net")   # (an allowlist session's proxy reports its own refusals)
             if self._seccomp_log:
                 reader()   # listening before the first command runs
             try:
                 self._popen = Popen(argv, profile=self.plan,
                                     stdin=theirs.fileno(), stdout=self._devnull, stderr=self._devnull,
                                     pass_fds=pass_fds, env=dict(self._base_env), cwd=None,
-                                    seccomp_log=self._seccomp_log, **overlay_args)
+                                    seccomp_log=self._seccomp_log, network=self._net, **overlay_args)
             except SandboxSetupError as e:
                 if getattr(e, "step", None) != "exec":
                     raise
@@ -289,6 +300,8 @@ class Session:
         self._devnull = -1
         if self._overlay is not None:
             self._overlay.session_ended()
+        if getattr(self, "_net", None) is not None:
+            self._net.close()   # its violations stay readable (netproxy.violations_for)
 
     def __enter__(self):
         return self
@@ -314,6 +327,17 @@ class Session:
     def seccomp_log(self) -> bool:
         """The filter's denials go to the audit log (violations=True): commands report them."""
         return self._seccomp_log
+
+    @property
+    def network(self):
+        """network.mode = "allowlist": the session's host-side proxy (isolate.netproxy.SandboxNet:
+        its refusals are each command's network violations), else None."""
+        return self._net
+
+    @property
+    def netproxy_id(self) -> str | None:
+        """The id of the session's proxy for isolate.netproxy.violations_for, or None."""
+        return self._net.id if self._net is not None else None
 
     @property
     def net_events(self) -> list:

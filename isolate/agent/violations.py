@@ -18,6 +18,11 @@ Sources, each as far as this host lets isolate read it (`status()` says which):
   call) and reports non-loopback inet addresses; in a session with network mode
   "none" such a connection is refused by the kernel (ENETUNREACH), and is listed as
   {"kind": "network", "host", "port", "reason": "no network"}.
+- **the network allowlist's refusals** (a profile with network.mode = "allowlist"): the
+  session's host-side proxy (isolate.netproxy) records each refused connection, DNS
+  question and UDP datagram with destination, port, name and why; a command gets those
+  recorded while it ran: {"kind": "network", "proto": "tcp"|"dns"|"udp", "host", "port",
+  "name", "reason"}.
 - **paths refused by Landlock**: audit records of type 1423 (AUDIT_LANDLOCK_ACCESS,
   Linux 6.15+) when the profile enforces its view with Landlock; they carry no uid, so
   they are attributed through the syscall record of the same event when the kernel
@@ -159,11 +164,13 @@ def status() -> dict:
 def mark(session):
     """Where a command's window begins (wall clock, and the session's network events)."""
     r = reader() if session.seccomp_log else None
-    return (time.time(), len(session.net_events), r.count if r is not None else 0)
+    proxy = session.network
+    return (time.time(), len(session.net_events), r.count if r is not None else 0,
+            proxy.count() if proxy is not None else 0)
 
 
 def collect(session, mark_, run) -> list:
-    t0, net0, seq = mark_
+    t0, net0, seq, proxied0 = mark_
     out = []
     failed = run.returncode not in (0, None) or run.timed_out
     r = reader() if session.seccomp_log else None
@@ -192,6 +199,8 @@ def collect(session, mark_, run) -> list:
         session.read_ctl()
         for ev in list(session.net_events)[net0:]:
             out.append(ev)
+    if session.network is not None:   # recorded by the proxy before the program saw the refusal
+        out.extend(session.network.recorded(proxied0))
     return _dedupe(out)
 
 
@@ -234,7 +243,7 @@ def network_event(session, pid: int, family: int, port: int, addr: bytes) -> dic
 def _dedupe(items) -> list:
     seen, out = {}, []
     for v in items:
-        key = tuple(sorted((k, str(x)) for k, x in v.items() if k not in ("pid",)))
+        key = tuple(sorted((k, str(x)) for k, x in v.items() if k not in ("pid", "time")))
         if key in seen:
             seen[key]["count"] = seen[key].get("count", 1) + 1
             continue
@@ -252,8 +261,14 @@ def render(violations) -> str:
         if v["kind"] == "network":
             if not v.get("refused", True):
                 continue
-            host = f"[{v['host']}]" if ":" in v["host"] else v["host"]
-            parts.append(f"connect to {host}:{v['port']} ({v['reason']}){n}")
+            if v.get("proto") == "dns":
+                parts.append(f"DNS lookup of {v.get('name') or '?'} ({v['reason']}){n}")
+                continue
+            host = v.get("name") or v.get("host") or "?"
+            host = f"[{host}]" if ":" in host else host
+            dest = host if v.get("port") is None else f"{host}:{v['port']}"
+            verb = "UDP to" if v.get("proto") == "udp" else "connect to"
+            parts.append(f"{verb} {dest} ({v['reason']}){n}")
         elif v["kind"] == "syscall":
             parts.append(f"{v['syscall']} by {v['program']} ({v['reason']}){n}")
         elif v["kind"] == "path":

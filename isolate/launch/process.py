@@ -158,6 +158,10 @@ class Popen(subprocess.Popen):
 
     seccomp_log=True loads the filter with SECCOMP_FILTER_FLAG_LOG: each denial becomes a
     kernel audit record (type 1326; isolate.agent.violations reads them).
+
+    network=: a network namespace a layer above made for this one sandbox (see launch();
+    isolate.netproxy's allowlist); the sandbox joins it, `violations` lists what it
+    refused, and it is closed once the sandbox is reaped (or the launch failed).
     """
 
     def __init__(self, args, bufsize=-1, executable=None, stdin=FROM_PROFILE, stdout=FROM_PROFILE,
@@ -166,7 +170,8 @@ class Popen(subprocess.Popen):
                  restore_signals=True, start_new_session=False, pass_fds: Sequence[int] = (), *, user=None,
                  group=None, extra_groups=None, encoding=None, errors=None, text=None, umask=-1, pipesize=-1,
                  process_group=None, profile: Any = "default", overrides: Sequence[str] = (), warm=None,
-                 pty: bool | None = None, pty_size: Sequence[int] | None = None, seccomp_log: bool = False):
+                 pty: bool | None = None, pty_size: Sequence[int] | None = None, seccomp_log: bool = False,
+                 network=None):
         popen_args.check_popen_args(preexec_fn, close_fds, startupinfo, creationflags)
         self._seccomp_log = bool(seccomp_log)  # denials of the filter go to the kernel's audit log
         if isinstance(args, (str, bytes)):
@@ -219,6 +224,12 @@ class Popen(subprocess.Popen):
         self.cgroup_usage = None       # after wait: cgroup.Usage (with cgroup limits)
         self._opened: list = []
         self._warm = warm
+        if network is not None and warm is not None:
+            raise ValueError("network=: a WarmPool's sandboxes have their network already")
+        if network is not None and self.plan.network_mode != "none":
+            raise ValueError(f"network=: the profile must ask for a network namespace of its own "
+                             f"(network.mode = \"none\"), not {self.plan.network_mode!r}")
+        self._network_for_launch = network
         self.pty_master = None         # with a pty: the master side, an unbuffered binary file
         self._pty_out: list = []       # communicate() in pty mode: output so far (kept across timeouts)
         self._pty_in = None
@@ -280,7 +291,8 @@ class Popen(subprocess.Popen):
         with the pty's slave as 0/1/2. The pty comes from the sandbox's own devpts
         instance when its view has one (/dev/pts of a minimal /dev: then the program
         finds it there, at /dev/pts/N, and ttyname works), else from the caller's."""
-        slot = launch_waiting(plan, cwd, ctty=True, keep_ignored=self._keep_ignored, groups=self._groups)
+        slot = launch_waiting(plan, cwd, ctty=True, keep_ignored=self._keep_ignored, groups=self._groups,
+                              network=self._network_for_launch)
         self._adopt(slot)
         self._child_created = True  # from here on, it is ours to reap
         pair = terminal.open_sandbox_pty(slot.pid) if terminal.has_own_devpts(plan) else None
@@ -461,13 +473,15 @@ class Popen(subprocess.Popen):
                 self._adopt(launch(plan, exec_paths, argv, envp, cwd_b, src, dst,
                                    ctty=getattr(self, "_ctty", False), umask=self._umask,
                                    keep_ignored=self._keep_ignored, groups=self._groups,
-                                   seccomp_log=self._seccomp_log))
+                                   seccomp_log=self._seccomp_log, network=self._network_for_launch))
                 self._child_created = True
         except BaseException as e:
             self._close_pipe_fds(p2cread, p2cwrite, c2pread, c2pwrite, errread, errwrite)
             if (self._warm is not None or getattr(self, "_pty_late", False)) and self._child_created:
                 self.kill()  # a warm sandbox that will not run this task: kill it and reap it
                 self.wait()
+            elif self._network_for_launch is not None:
+                self._network_for_launch.close()   # no sandbox will use it
             if isinstance(e, _launch.ChildError):
                 err = _setup_error(e.args, plan, program, cwd_b, getattr(e, "cgroup_procs", ()))
                 if self._shell is not None and isinstance(err, (ExecutableNotFound, ExecutablePermission)):
@@ -485,6 +499,7 @@ class Popen(subprocess.Popen):
         self.timings = slot.timings
         self._cgroup = slot.cgroup
         self._ids = slot.ids
+        self._network = slot.network
 
     def _release_netns(self, reusable: bool) -> None:
         fd, self._netns = getattr(self, "_netns", -1), -1
@@ -545,6 +560,9 @@ class Popen(subprocess.Popen):
         ids, self._ids = getattr(self, "_ids", None), None
         if ids is not None:
             ids.release()
+        network = getattr(self, "_network", None)
+        if network is not None:   # its refusals stay readable (violations)
+            network.close()
         super()._handle_exitstatus(sts, *args, **kwargs)
         if usage is not None:
             self.cgroup_usage = usage
@@ -555,6 +573,13 @@ class Popen(subprocess.Popen):
                 self.oom = bool(usage.memory_failcnt) and self.returncode == -signal.SIGKILL
         if self._warm is not None:  # last: the pool's refill then no longer competes with us
             self._warm._task_done()
+
+    @property
+    def violations(self) -> list:
+        """What the sandbox's network (launch(network=): a warm allowlist sandbox of
+        isolate.netproxy) refused so far, as dicts; [] for any other sandbox."""
+        network = getattr(self, "_network", None)
+        return network.recorded() if network is not None else []
 
     def send_signal(self, sig):
         """Send `sig` to the sandbox: its pid 1 forwards it to the program."""
@@ -602,6 +627,7 @@ class Launched:
     ctl: Any = None       # warm sandboxes: the socket their task arrives on
     cgroup: Any = None    # cgroup.Group it runs in (plans with [cgroup] limits), or None
     ids: Any = None       # hostids.Lease: the host uid/gid it runs as (plan.host_ids), or None
+    network: Any = None   # the network namespace a layer above made for it (launch(network=)), or None
 
     def send_task(self, cwd: bytes, exec_paths, argv, envp, src, dst, umask: int = -1) -> None:
         """Hand a warm sandbox its one task: strings and the fd table, in one message."""
@@ -626,11 +652,16 @@ TASK_MAX = 1 << 20
 
 def launch(plan: Plan, exec_paths, argv, envp, cwd: bytes, src, dst, warm: bool = False,
            ctty: bool = False, umask: int = -1, keep_ignored: bool = False, groups=None,
-           seccomp_log: bool = False) -> Launched:
+           seccomp_log: bool = False, network=None) -> Launched:
     """One start of the launch path. With warm=True, pid 1 is set up and then waits for
     its task on fd 0 (a socket returned as Launched.ctl) instead of starting a program.
     With ctty=True, fd 0 (a fresh pty) becomes the controlling terminal of the program,
-    in a session of its own, before its seccomp filter is installed."""
+    in a session of its own, before its seccomp filter is installed.
+
+    network: a network namespace made for this one sandbox by a layer above (an object
+    with .fd, the namespace, .recorded(), what it refused, and .close()), joined instead
+    of a new one; it becomes Launched.network, closed once the sandbox is reaped (the
+    plan must ask for a network namespace of its own: network.mode = "none")."""
     first_private = max(dst + [2]) + 1
     init_fd, self_pidfd = process_fds()
     # A fresh cgroup per launch; the launch path puts the child in before it runs anything.
@@ -652,12 +683,14 @@ def launch(plan: Plan, exec_paths, argv, envp, cwd: bytes, src, dst, warm: bool 
                  | (FLAG_SECCOMP_LOG if seccomp_log else 0))
         init_argv = [b"isolate-init", b"%d" % first_private, b"%d" % pidfd_slot, b"%d" % bpf_slot, b"%d" % flags,
                      b"%d" % first_private, b"%d" % cgroup_slot, b"%d" % len(exec_paths), *exec_paths, *argv]
-    pool = net.pool() if plan.netns_pool else None
+    if network is not None and plan.network_mode != "none":
+        raise ValueError("network=: the plan must ask for a network namespace of its own (network.mode = \"none\")")
+    pool = net.pool() if plan.netns_pool and network is None else None
     netns = pool.take() if pool is not None else -1
     lease, trees = None, None
     try:
         args = (plan.capsule, exec_paths, argv, envp, cwd, src, dst, init_fd, init_argv, first_private,
-                self_pidfd if plan.die_with_parent else -1, bpf_fd, netns,
+                self_pidfd if plan.die_with_parent else -1, bpf_fd, netns if network is None else network.fd,
                 group.procs if group is not None else None, cgroup_fd, plan.mntns_fd)
         if plan.host_ids:
             # A host uid/gid of its own for this sandbox, and its binds as trees idmapped to it.
@@ -693,7 +726,8 @@ def launch(plan: Plan, exec_paths, argv, envp, cwd: bytes, src, dst, warm: bool 
         for fd in trees or ():
             if fd >= 0:
                 os.close(fd)  # attached in the child (or unused): our copies go
-    return Launched(pid, pidfd, status_fd, netns, bool(used_clone3), _phases(timings), cgroup=group, ids=lease)
+    return Launched(pid, pidfd, status_fd, netns, bool(used_clone3), _phases(timings), cgroup=group, ids=lease,
+                    network=network)
 
 
 def _caller_umask() -> int:
@@ -927,7 +961,8 @@ def _result(args, p: Popen, out, err, timed_out: bool, check: bool, on_timeout: 
             timeout=None) -> Result:
     result = Result(args=args, returncode=p.returncode,
                     stdout=out, stderr=err, timed_out=timed_out, duration=getattr(p, "duration", 0.0),
-                    rusage=p._rusage, timings=p.timings, oom=p.oom, memory_peak=p.memory_peak)
+                    rusage=p._rusage, timings=p.timings, oom=p.oom, memory_peak=p.memory_peak,
+                    violations=tuple(p.violations))
     if timed_out and on_timeout == "raise":
         exc = TimeoutExpired(p.args, timeout, output=out, stderr=err)
         exc.result = result

@@ -155,3 +155,5 @@ def _discard(slot: process.Launched) -> None:
         slot.cgroup.finish()
     if slot.ids is not None:
         slot.ids.release()
+    if slot.network is not None:
+        slot.network.close()

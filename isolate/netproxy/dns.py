@@ -1,4 +1,4 @@
-"""The DNS responder's wire format: one question in, one answer (A) or none out."""
+"""The DNS responder's wire format: one question in, one answer (A or AAAA) or none out."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import socket
 import struct
 
 QTYPE_A = 1
+QTYPE_AAAA = 28
 RCODE_NXDOMAIN = 3
 RCODE_FORMERR = 1
 
@@ -40,12 +41,16 @@ def parse_query(data: bytes) -> Query | None:
     return Query(ident, flags, ".".join(labels).lower(), qtype, data[12:pos + 4])
 
 
-def answer(q: Query, rcode: int = 0, ipv4: str | None = None, ttl: int = 1) -> bytes:
+def answer(q: Query, rcode: int = 0, address: str | None = None, ttl: int = 1) -> bytes:
+    """The reply to q: rcode, and one A (an IPv4 `address`) or AAAA (IPv6) record, or none."""
     flags = 0x8000 | (q.flags & 0x0100) | 0x0080 | rcode  # response, RD copied, RA
-    an = 1 if ipv4 else 0
+    an = 1 if address else 0
     out = struct.pack("!HHHHHH", q.ident, flags, 1, an, 0, 0) + q.question
-    if ipv4:
-        out += struct.pack("!HHHIH", 0xC00C, QTYPE_A, 1, ttl, 4) + socket.inet_aton(ipv4)
+    if address:
+        if ":" in address:
+            out += struct.pack("!HHHIH", 0xC00C, QTYPE_AAAA, 1, ttl, 16) + socket.inet_pton(socket.AF_INET6, address)
+        else:
+            out += struct.pack("!HHHIH", 0xC00C, QTYPE_A, 1, ttl, 4) + socket.inet_aton(address)
     return out
 
 

@@ -20,6 +20,7 @@ import socket
 import subprocess
 import threading
 
+from ..errors import UnsupportedError
 from ..kernel.constants import CLONE_NEWNET
 from ..launch import net
 
@@ -42,6 +43,7 @@ table inet isolate {{
   }}
   chain sink_udp {{
     type filter hook prerouting priority mangle; policy accept;
+    meta l4proto != udp return
     ct direction reply return
     meta l4proto udp udp dport != 53 ip daddr != 127.0.0.0/8 tproxy ip to 127.0.0.1:{SINK_PORT}
     meta l4proto udp udp dport != 53 ip6 daddr != ::1 tproxy ip6 to [::1]:{SINK_PORT}
@@ -64,6 +66,10 @@ class NetnsSetupError(OSError):
 
 def make_captured_namespace() -> int:
     """A new network namespace with the capture in place, as an fd (fail closed: raises)."""
+    if os.geteuid() != 0:
+        raise UnsupportedError("network.mode", '"allowlist" needs root: the sandbox\'s captured namespace is set '
+                                              "up from the host (nsenter, ip, nft) and joined with setns "
+                                              "(CAP_SYS_ADMIN over it); callers that are not root are refused")
     fd = net.make_namespace()
     try:
         r = subprocess.run(["nsenter", f"--net=/proc/self/fd/{fd}", "sh", "-c", SETUP], input=NFT_RULES.encode(),
@@ -128,29 +134,3 @@ def make_sockets() -> dict:
             u.setblocking(False)
             socks[(kind, fam)] = u
     return socks
-
-
-MS_BIND = 4096
-MNT_DETACH = 2
-RUN_DIR = "/run/isolate-netproxy"
-
-
-def pin(fd: int, name: str) -> str:
-    """Bind-mount the namespace at a path of its own (a name never used twice), so that a
-    profile can name it (network.netns) and a cached plan can never point at another one."""
-    os.makedirs(RUN_DIR, mode=0o700, exist_ok=True)
-    path = os.path.join(RUN_DIR, name)
-    open(path, "w").close()
-    if _libc.mount(f"/proc/self/fd/{fd}".encode(), path.encode(), None, MS_BIND, None) < 0:
-        e = ctypes.get_errno()
-        os.unlink(path)
-        raise NetnsSetupError(e, f"bind-mount of the sandbox's network namespace at {path}: {os.strerror(e)}")
-    return path
-
-
-def unpin(path: str) -> None:
-    _libc.umount2(path.encode(), MNT_DETACH)
-    try:
-        os.unlink(path)
-    except OSError:
-        pass

@@ -1,13 +1,19 @@
 """The host-side proxy of one sandbox: its listeners (inside the sandbox's namespace), the
 names its DNS handed out, its policy, its limits and the refusals (violations).
 
-One thread per sandbox accepts and answers DNS (a select loop over its own sockets), and
-one thread per open connection relays it; a sandbox has at most max_connections of those,
-so a flood from one sandbox costs its own thread and its own budget, not the others'.
+One thread per sandbox answers DNS (a select loop over its own sockets) and starts
+workers; the sandbox's worker threads accept its TCP connections themselves (each in an
+epoll of its own with EPOLLEXCLUSIVE, so one waiting worker is woken per connection),
+check and relay them. SPARE_WORKERS of them always wait, started ahead of the next
+connection, so a connection does not pay for starting a thread nor for a hand-over
+between threads. A sandbox has at most max_connections connections open, and so at most
+that many busy workers: a flood from one sandbox costs its own threads and its own
+budget, not the others'.
 """
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import itertools
 import os
@@ -22,11 +28,18 @@ from ..profile.hosts import HostRule, parse_host_entry
 from . import dns, netns
 
 SYNTHETIC = ipaddress.ip_network("198.18.0.0/15")
+# The IPv6 synthetic addresses: the local-use translation prefix of RFC 8215, the IPv4
+# synthetic address of the same name in the low 32 bits (64:ff9b:1::c612:1 = 198.18.0.1).
+SYNTHETIC6 = ipaddress.ip_network("64:ff9b:1::/96")
 SO_ORIGINAL_DST = 80
 MAX_VIOLATIONS = 1000
 PEEK_TIMEOUT = 0.5      # seconds to wait for a client's first bytes (protocols where the server speaks first)
 CONNECT_TIMEOUT = 10.0
 HEAD_MAX = 16384
+CLOSE_WAIT = 2.0        # seconds close() waits for the sandbox's worker threads to end
+RESOLVE_TTL = 5.0       # seconds the host's answer for an allowed name is kept (per sandbox)
+IDLE_WORKER = 30.0      # seconds an idle worker beyond the spare ones waits before it ends
+SPARE_WORKERS = 2       # workers of a sandbox kept waiting for the next connection
 
 # name -> list of addresses; None = the host's resolver. Settable for tests (set_resolver).
 _resolver: Callable[[str], list] | None = None
@@ -49,21 +62,45 @@ def resolve(name: str, port: int) -> list:
     return list(dict.fromkeys(i[4][0] for i in infos))
 
 
+@functools.lru_cache(maxsize=4096)
 def is_internal(ip: str) -> bool:
     a = ipaddress.ip_address(ip)
     if isinstance(a, ipaddress.IPv6Address) and a.ipv4_mapped:
         a = a.ipv4_mapped
     return (a.is_loopback or a.is_link_local or a.is_private or a.is_unspecified or a.is_multicast
-            or a.is_reserved or a in SYNTHETIC)
+            or a.is_reserved or a in SYNTHETIC or a in SYNTHETIC6)
+
+
+def is_synthetic(ip: str) -> bool:
+    a = ipaddress.ip_address(ip)
+    return a in SYNTHETIC or a in SYNTHETIC6
+
+
+def synthetic6(ipv4: str) -> str:
+    """The IPv6 synthetic address that goes with an IPv4 one."""
+    return str(SYNTHETIC6[int(ipaddress.IPv4Address(ipv4))])
 
 
 class Policy:
+    """The profile's allow and deny entries; its answers are kept per question (the
+    policy never changes), so a connection's check is a dict look-up."""
+
     def __init__(self, allow, deny):
         self.allow: list[HostRule] = [parse_host_entry(e) for e in allow]
         self.deny: list[HostRule] = [parse_host_entry(e) for e in deny]
+        self._names: dict = {}
+        self._ips: dict = {}
 
     def name_allowed(self, name: str, port: int | None) -> str | None:
         """None when allowed, else why not."""
+        key = (name, port)
+        if key not in self._names:
+            if len(self._names) > 4096:
+                self._names.clear()
+            self._names[key] = self._name_allowed(name, port)
+        return self._names[key]
+
+    def _name_allowed(self, name: str, port: int | None) -> str | None:
         def m(r):
             if port is None:  # a DNS question: does any port of the name stay open?
                 return r.matches_name(name, r.port or 0)
@@ -77,6 +114,17 @@ class Policy:
         return None
 
     def ip_allowed(self, ip: str, port: int) -> str | None:
+        key = (ip, port)
+        if key not in self._ips:
+            if len(self._ips) > 4096:
+                self._ips.clear()
+            self._ips[key] = self._ip_allowed(ip, port)
+        return self._ips[key]
+
+    def ip_denied(self, ip: str, port: int) -> bool:
+        return self.ip_allowed(ip, port) == "denied by network.deny"
+
+    def _ip_allowed(self, ip: str, port: int) -> str | None:
         if any(r.matches_ip(ip, port) for r in self.deny):
             return "denied by network.deny"
         if not any(r.matches_ip(ip, port) for r in self.allow):
@@ -119,21 +167,26 @@ class SandboxNet:
         self.limit = RateLimit(network.get("bytes_per_second"))
         self.violations: list = []
         self.dropped_violations = 0
-        self.names: dict[str, str] = {}       # synthetic address -> name
+        self.names: dict[str, str] = {}       # synthetic address (IPv4 and IPv6) -> name
+        self._resolved: dict = {}             # name -> (when, the host's addresses for it)
         self.addrs: dict[str, str] = {}       # name -> synthetic address
         self._next = 1
         self._lock = threading.Lock()
         self.open = 0
         self.stats = {"connections": 0, "allowed": 0, "refused": 0, "dns": 0}
         self._closed = threading.Event()
+        self._idle = 0                        # workers waiting for a connection
+        self._workers = 0                     # worker threads alive
+        self._released = False                # close() is done but for the pipes the workers use
+        self._threads: set = set()            # the worker threads
         self.fd = netns.make_captured_namespace()
         try:
             self.socks = netns.in_namespace(self.fd, netns.make_sockets)
-            self.path = netns.pin(self.fd, self.id)
         except BaseException:
             os.close(self.fd)
             raise
         self._wake_r, self._wake_w = os.pipe()
+        self._spawn_r, self._spawn_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._thread = threading.Thread(target=self._serve, name=f"isolate-netproxy-{self.id}", daemon=True)
         self._thread.start()
 
@@ -149,17 +202,35 @@ class SandboxNet:
             else:
                 self.dropped_violations += 1
 
-    def recorded(self) -> list:
-        """A copy of the violations so far."""
+    def count(self) -> int:
+        """How many violations are kept so far (a mark for recorded(since=...))."""
         with self._lock:
-            return [dict(v) for v in self.violations]
+            return len(self.violations)
+
+    def recorded(self, since: int = 0) -> list:
+        """A copy of the violations so far (after the first `since`)."""
+        with self._lock:
+            return [dict(v) for v in self.violations[since:]]
 
     def env(self) -> dict:
-        url = f"http://127.0.0.1:{netns.PROXY_PORT}"
-        return {"HTTP_PROXY": url, "HTTPS_PROXY": url, "http_proxy": url, "https_proxy": url,
-                "ALL_PROXY": url, "all_proxy": url, "NO_PROXY": "", "no_proxy": "", "NODE_USE_ENV_PROXY": "1"}
+        return proxy_env()
 
     # -- names -------------------------------------------------------------
+    def resolve(self, name: str, port: int) -> list:
+        """The host's addresses for an allowed name, kept RESOLVE_TTL seconds (a client making
+        many connections does not wait for the host's resolver each time; and within that
+        time a name cannot be rebound to another address)."""
+        now = time.monotonic()
+        hit = self._resolved.get(name)
+        if hit is not None and now - hit[0] < RESOLVE_TTL:
+            return hit[1]
+        addrs = resolve(name, port)
+        if addrs:
+            if len(self._resolved) > 1024:
+                self._resolved.clear()
+            self._resolved[name] = (now, addrs)
+        return addrs
+
     def address_for(self, name: str) -> str:
         with self._lock:
             ip = self.addrs.get(name)
@@ -168,25 +239,33 @@ class SandboxNet:
                     raise OSError("out of synthetic addresses")
                 ip = str(SYNTHETIC[self._next])  # never re-used for another name in this sandbox
                 self._next += 1
-                self.addrs[name], self.names[ip] = ip, name
+                self.addrs[name], self.names[ip], self.names[synthetic6(ip)] = ip, name, name
             return ip
 
-    # -- the loop ----------------------------------------------------------
+    def address6_for(self, name: str) -> str:
+        """The IPv6 synthetic address of a name (the one that goes with its IPv4 address)."""
+        return synthetic6(self.address_for(name))
+
+    # -- the loops ---------------------------------------------------------
     def _serve(self) -> None:
-        by_fd = {s.fileno(): (k, s) for k, s in self.socks.items()}
+        """DNS, the UDP sink, and starting workers when the spare ones run short."""
+        by_fd = {s.fileno(): (k, s) for k, s in self.socks.items() if k[0] != "tcp"}
+        self._spawn_workers()
         while not self._closed.is_set():
             try:
-                ready, _, _ = select.select(list(by_fd) + [self._wake_r], [], [])
+                ready, _, _ = select.select(list(by_fd) + [self._wake_r, self._spawn_r], [], [])
             except (OSError, ValueError):
                 return
             for fd in ready:
                 if fd == self._wake_r:
                     return
+                if fd == self._spawn_r:
+                    os.read(self._spawn_r, 4096)
+                    self._spawn_workers()
+                    continue
                 (kind, _fam), s = by_fd[fd]
                 try:
-                    if kind == "tcp":
-                        self._accept(s)
-                    elif kind == "dns":
+                    if kind == "dns":
                         self._dns(s)
                     else:
                         _data, anc, _flags, _src = s.recvmsg(65536, 256)
@@ -199,25 +278,87 @@ class SandboxNet:
                     if self._closed.is_set():
                         return
 
-    def _accept(self, lsock) -> None:
-        for _ in range(64):
-            try:
-                conn, peer = lsock.accept()
-            except (BlockingIOError, InterruptedError):
-                return
+    def _spawn_workers(self) -> None:
+        while True:
             with self._lock:
-                self.stats["connections"] += 1
-                over = self.open >= self.max_connections
-                if not over:
-                    self.open += 1
+                if (self._closed.is_set() or self._idle >= SPARE_WORKERS
+                        or self._workers >= self.max_connections + SPARE_WORKERS):
+                    return
+                self._idle += 1
+                self._workers += 1
+                t = threading.Thread(target=self._worker, daemon=True, name="isolate-netproxy-conn")
+                self._threads.add(t)
+            t.start()
+
+    def _worker(self) -> None:
+        """Accept (the TCP listeners, in an epoll of its own with EPOLLEXCLUSIVE: one idle
+        worker is woken per connection), check and relay, and again; a worker beyond the
+        spare ones that finds nothing to do for IDLE_WORKER seconds ends."""
+        ep = select.epoll()
+        listeners = {}
+        try:
+            for (kind, _fam), ls in self.socks.items():
+                if kind == "tcp":
+                    ep.register(ls.fileno(), select.EPOLLIN | select.EPOLLEXCLUSIVE)
+                    listeners[ls.fileno()] = ls
+            ep.register(self._wake_r, select.EPOLLIN)   # readable once close() has begun
+            while not self._closed.is_set():
+                events = ep.poll(IDLE_WORKER)
+                if self._closed.is_set():
+                    return
+                if not events:
+                    with self._lock:
+                        if self._idle > SPARE_WORKERS:
+                            self._idle -= 1
+                            return
+                    continue
+                for fd, _ev in events:
+                    ls = listeners.get(fd)
+                    if ls is None:
+                        return
+                    try:
+                        conn, _peer = ls.accept()
+                    except (BlockingIOError, InterruptedError):
+                        continue
+                    except OSError:
+                        if self._closed.is_set():
+                            return
+                        continue
+                    self._take(conn)
+        except (OSError, ValueError):   # closed under it (close())
+            return
+        finally:
+            ep.close()
+            with self._lock:
+                self._workers -= 1
+                self._threads.discard(threading.current_thread())
+                last = self._workers == 0 and self._released
+            if last:
+                self._close_pipes()
+
+    def _take(self, conn) -> None:
+        """One accepted connection, served by the calling worker (or refused over the limit)."""
+        with self._lock:
+            self.stats["connections"] += 1
+            over = self.open >= self.max_connections
+            if not over:
+                self.open += 1
+            self._idle -= 1
+            short = self._idle < SPARE_WORKERS and self._workers < self.max_connections + SPARE_WORKERS
+        if short:
+            os.write(self._spawn_w, b"s")    # the serving thread starts another worker
+        try:
             if over:
                 dst = original_dst(conn)
                 conn.close()
                 self.refuse(f"more than network.max_connections = {self.max_connections} connections open",
                             host=dst[0], port=dst[1], name=self.names.get(dst[0]))
-                continue
-            conn.setblocking(True)
-            threading.Thread(target=self._handle, args=(conn,), daemon=True, name="isolate-netproxy-conn").start()
+            else:
+                conn.setblocking(True)
+                self._handle(conn)
+        finally:
+            with self._lock:
+                self._idle += 1
 
     def _dns(self, s) -> None:
         data, src = s.recvfrom(4096)
@@ -240,7 +381,9 @@ class SandboxNet:
             return
         if q.qtype == dns.QTYPE_A:
             s.sendto(dns.answer(q, 0, self.address_for(q.name)), src)
-        else:  # AAAA, MX, ...: the name exists, with no such record (IPv4 addresses only)
+        elif q.qtype == dns.QTYPE_AAAA:
+            s.sendto(dns.answer(q, 0, self.address6_for(q.name)), src)
+        else:  # MX, TXT, ...: the name exists, with no such record
             s.sendto(dns.answer(q, 0), src)
 
     # -- one connection ----------------------------------------------------
@@ -256,7 +399,7 @@ class SandboxNet:
 
     def _handle_one(self, conn) -> None:
         ip, port = original_dst(conn)
-        if port == netns.PROXY_PORT and ipaddress.ip_address(ip).is_loopback:
+        if port == netns.PROXY_PORT and (ip.startswith("127.") or ip == "::1"):
             return self._explicit(conn)
         name = self.names.get(ip)
         first = peek(conn)
@@ -264,7 +407,7 @@ class SandboxNet:
         if hint is not None and is_ip(hint):
             hint = None if hint.strip("[]") == ip else hint
         if name is None:
-            if ipaddress.ip_address(ip) in SYNTHETIC:
+            if is_synthetic(ip):
                 return self.refuse("address not handed out by isolate's DNS", host=ip, port=port, name=hint)
             why = self.policy.ip_allowed(ip, port)
             if why:
@@ -283,14 +426,14 @@ class SandboxNet:
         why = self.policy.name_allowed(name, port)
         if why:
             return self.refuse(why, port=port, name=name)
-        addrs = resolve(name, port)
+        addrs = self.resolve(name, port)
         if not addrs:
             return self.refuse("the name does not resolve on the host", port=port, name=name)
         ok = []
         for a in addrs:
             if self.policy.ip_allowed(a, port) is None:
                 ok.append(a)
-            elif any(r.matches_ip(a, port) for r in self.policy.deny):
+            elif self.policy.ip_denied(a, port):
                 continue
             elif not is_internal(a):
                 ok.append(a)
@@ -354,20 +497,12 @@ class SandboxNet:
         return self.policy.name_allowed(host.lower(), port)
 
     def _relay(self, conn, addrs, port: int, send: bytes, label: str, reply: bytes = b"") -> None:
-        up = None
-        for a in addrs:
-            try:
-                up = socket.create_connection((a, port), timeout=CONNECT_TIMEOUT)
-                break
-            except OSError:
-                continue
+        up = connect_upstream(addrs, port)
         if up is None:
             return self.refuse(f"could not connect from the host to {', '.join(addrs)}", host=addrs[0], port=port,
                                name=None if is_ip(label) else label)
         with self._lock:
             self.stats["allowed"] += 1
-        up.settimeout(None)
-        up.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:
             if reply:
@@ -375,25 +510,65 @@ class SandboxNet:
             if send:  # bytes already read from the client (a proxy request's head)
                 self.limit.take(len(send))
                 up.sendall(send)
-            pump(conn, up, self.limit, self._closed)
+            pump(conn, up, self.limit, self._closed, self._wake_r)
         finally:
             up.close()
 
     def close(self) -> None:
-        if self._closed.is_set():
-            return
-        self._closed.set()
+        """End the proxy and the namespace (idempotent; from any thread); the violations stay."""
+        with self._lock:
+            if self._closed.is_set():
+                return
+            self._closed.set()
         os.write(self._wake_w, b"x")
         self._thread.join(5)
+        # The workers end at once (idle ones, and relays: both wait on the wake pipe too);
+        # one still connecting or reading a head ends within its timeout.
+        deadline = time.monotonic() + CLOSE_WAIT
+        with self._lock:
+            threads = list(self._threads)
+        for t in threads:
+            t.join(max(0.0, deadline - time.monotonic()))
         for s in self.socks.values():
             s.close()
-        os.close(self._wake_r)
-        os.close(self._wake_w)
-        netns.unpin(self.path)
         os.close(self.fd)
+        # The pipes go with the last worker (if one is still finishing a connection).
+        with self._lock:
+            self._released = True
+            last = self._workers == 0
+        if last:
+            self._close_pipes()
+
+    def _close_pipes(self) -> None:
+        for fd in (self._wake_r, self._wake_w, self._spawn_r, self._spawn_w):
+            os.close(fd)
 
 
 # -- helpers -----------------------------------------------------------------
+
+def proxy_env() -> dict:
+    """The variables that point programs that use them at the proxy (the same in every sandbox)."""
+    url = f"http://127.0.0.1:{netns.PROXY_PORT}"
+    return {"HTTP_PROXY": url, "HTTPS_PROXY": url, "http_proxy": url, "https_proxy": url,
+            "ALL_PROXY": url, "all_proxy": url, "NO_PROXY": "", "no_proxy": "", "NODE_USE_ENV_PROXY": "1"}
+
+
+def connect_upstream(addrs, port: int):
+    """A connected socket to the first of `addrs` (IP literals) that answers, or None.
+    (socket.create_connection would run getaddrinfo on each literal: a needless ~0.1 ms.)"""
+    for a in addrs:
+        fam = socket.AF_INET6 if ":" in a else socket.AF_INET
+        s = socket.socket(fam, socket.SOCK_STREAM)
+        try:
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            s.settimeout(CONNECT_TIMEOUT)
+            s.connect((a, port))
+            s.settimeout(None)
+            return s
+        except OSError:
+            s.close()
+    return None
+
 
 def original_dst(conn) -> tuple:
     try:
@@ -466,6 +641,8 @@ def read_head(conn) -> bytes | None:
 
 
 def is_ip(s: str) -> bool:
+    if ":" not in s and not s.replace(".", "").isdigit():
+        return False   # a name (the common case, without an exception)
     try:
         ipaddress.ip_address(s.strip("[]"))
         return True
@@ -524,14 +701,17 @@ def sni(data: bytes) -> str | None:
     return None
 
 
-def pump(a, b, limit: RateLimit, closed: threading.Event) -> None:
+def pump(a, b, limit: RateLimit, closed: threading.Event, wake: int = -1) -> None:
+    """Relay a <-> b until both ends are done, or `closed` (`wake` readable: at once)."""
     socks = [a, b]
     while not closed.is_set():
         try:
-            r, _, _ = select.select(socks, [], [], 1.0)
+            r, _, _ = select.select(socks + ([wake] if wake >= 0 else []), [], [], 1.0)
         except (OSError, ValueError):
             return
         for s in r:
+            if isinstance(s, int):   # the wake pipe
+                return
             try:
                 data = s.recv(65536)
             except OSError:

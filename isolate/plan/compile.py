@@ -539,7 +539,8 @@ def _network(data, flags: int, euid: int, file) -> tuple:
         # The namespace and its proxy are made per launch by isolate.netproxy, which hands
         # this layer a mode = "netns" profile; launched any other way, fail closed.
         raise UnsupportedError("network.mode", '"allowlist" is launched by isolate.netproxy (netproxy.run/'
-                               "Popen, or `isolate run`): plain isolate.run has no proxy to give it")
+                               "Popen/WarmPool, isolate.Session, or `isolate run`): plain isolate.run and "
+                               "isolate.WarmPool have no proxy to give it")
     name = data["network"]["netns"]
     path = name if name.startswith("/") else f"/run/netns/{name}"
     if euid != 0:

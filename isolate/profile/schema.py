@@ -804,8 +804,9 @@ SECTIONS: tuple[Section, ...] = (
               '"none": own network namespace with only loopback up; "host": the host\'s network; '
               '"netns": join an existing named network namespace; "allowlist": an own network '
               "namespace whose every TCP connection and DNS query is captured and carried to a proxy "
-              "of isolate on the host, which lets through only what `allow` names (launch with "
-              "isolate.netproxy.run/Popen or `isolate run`; see docs/network.md)",
+              "of isolate on the host, which lets through only what `allow` names (root only; launch "
+              "with isolate.netproxy.run/Popen/WarmPool, isolate.Session or `isolate run`; see "
+              "docs/network.md)",
               default_doc="absent = none if namespaces.net else host"),
         Field("netns", Optional(Str(_check_netns, describe="name or path")), None,
               "for mode = \"netns\": a name in /run/netns (ip netns) or an absolute path"),
@@ -820,7 +821,7 @@ SECTIONS: tuple[Section, ...] = (
               'for mode "allowlist": destinations refused even when `allow` names them (deny wins)'),
         Field("dns", Choice("allowlist", "none"), "allowlist",
               'for mode "allowlist": "allowlist": a DNS responder inside answers allowed names with '
-              'addresses of its own and NXDOMAIN to the rest; "none": every query gets NXDOMAIN'),
+              'addresses of its own (A and AAAA) and NXDOMAIN to the rest; "none": every query gets NXDOMAIN'),
         Field("max_connections", Int(1, 65536), 64,
               'for mode "allowlist": connections of the sandbox open through the proxy at once; '
               "more are refused (a violation)"),

@@ -1,17 +1,23 @@
 """Servers on this machine's loopback, names mapped for the test (the proxy's resolver
 override), and running a Python snippet inside an allowlist sandbox."""
 
-import http.server
 import json
 import os
 import socketserver
 import ssl
 import subprocess
+import sys
 import tempfile
 import textwrap
 import threading
+from pathlib import Path
 
 from isolate import netproxy
+
+ROOT = str(Path(__file__).resolve().parents[2])
+if ROOT not in sys.path:  # the checkout: benchmarks/ is not installed
+    sys.path.insert(0, ROOT)
+from benchmarks import httpserver  # noqa: E402
 
 PY = "/usr/bin/python3"
 
@@ -27,32 +33,9 @@ PRELUDE = textwrap.dedent("""
 HOST_NETNS = os.readlink("/proc/self/ns/net")
 
 
-class _Handler(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.0"
-
-    def do_GET(self):
-        body = json.dumps({"server": self.server.label, "host": self.headers.get("Host"), "path": self.path}).encode()
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *a):
-        pass
-
-
-class _Threaded(socketserver.ThreadingMixIn, http.server.HTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
-
-def http_server(label="web", tls_context=None):
-    srv = _Threaded(("127.0.0.1", 0), _Handler)
-    srv.label = label
-    if tls_context is not None:
-        srv.socket = tls_context.wrap_socket(srv.socket, server_side=True)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    return srv, srv.server_address[1]
+def http_server(label="web", tls_context=None, host="127.0.0.1"):
+    """The benchmark's threaded HTTP server (benchmarks/httpserver.py), in this process."""
+    return httpserver.serve(label, tls_context=tls_context, host=host)
 
 
 class _Echo(socketserver.BaseRequestHandler):

@@ -2,6 +2,7 @@
 machine's loopback (names mapped for the test by the proxy's resolver override)."""
 
 import json
+import socket
 import time
 
 import pytest
@@ -19,15 +20,17 @@ def env():
     echo, echo_port = echo_server()
     ca_pem, ctx = make_ca(TLS_NAMES)
     tls, tls_port = http_server("tls", tls_context=ctx)
-    netproxy.set_resolver(lambda n: ["127.0.0.1"] if n.endswith(".test") else [])
+    six, six_port = http_server("six", host="::1")   # the host's IPv6 loopback
+    netproxy.set_resolver(lambda n: ["::1"] if n == "v6.test" else ["127.0.0.1"] if n.endswith(".test") else [])
     allow = [f"web.test:{web_port}", f"echo.test:{echo_port}", f"tls.test:{tls_port}", f"*.wild.test:{web_port}",
-             f"intranet.test:{web_port}", f"bad.test:{other_port}"]
+             f"intranet.test:{web_port}", f"bad.test:{other_port}", f"v6.test:{six_port}", f"[::1]:{six_port}"]
     # The servers are on loopback: reaching them needs their addresses allowed explicitly.
     allow += [f"127.0.0.1:{p}" for p in (web_port, echo_port, tls_port, other_port)]
     profile = {"network": {"mode": "allowlist", "allow": allow, "deny": [f"bad.test:{other_port}"]}}
-    yield dict(web=web_port, other=other_port, echo=echo_port, tls=tls_port, ca=ca_pem, profile=profile)
+    yield dict(web=web_port, other=other_port, echo=echo_port, tls=tls_port, six=six_port, ca=ca_pem,
+               profile=profile)
     netproxy.set_resolver(None)
-    for s in (web, other, echo, tls):
+    for s in (web, other, echo, tls, six):
         s.shutdown()
 
 
@@ -171,6 +174,65 @@ out["v6"] = attempt(lambda: get("2001:db8::1", 443))
     assert any(h == "10.9.9.9" and "raw address" in why for _, _, h, _, why in got), got
     assert any(h == "198.18.3.3" and "not handed out" in why for _, _, h, _, why in got), got
     assert any(h == "2001:db8::1" and port == 443 for _, _, h, port, _ in got), got
+
+
+def test_ipv6_synthetic_addresses(env):
+    """AAAA answers for allowed names are synthetic IPv6 addresses (64:ff9b:1::/96, the
+    IPv4 synthetic address in the low bits), captured and carried like IPv4: here to a
+    server on the host's ::1. IPv6 literals not handed out are refused and reported."""
+    r, out = inside(GET + f"""
+six = [a[4][0] for a in socket.getaddrinfo("v6.test", {env['six']}, socket.AF_INET6, socket.SOCK_STREAM)]
+four = socket.gethostbyname("v6.test")
+out["six"], out["four"] = six, four
+s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+s.settimeout(10)
+s.connect((six[0], {env['six']}))
+out["peer"] = s.getpeername()[0]
+s.sendall(b"GET /over-six HTTP/1.0\\r\\nHost: v6.test\\r\\n\\r\\n")
+data = b""
+while True:
+    b = s.recv(65536)
+    if not b:
+        break
+    data += b
+out["got"] = data.decode()
+s6 = socket.create_connection((socket.getaddrinfo("web.test", {env['web']}, socket.AF_INET6)[0][4][0], {env['web']}), timeout=10)
+s6.sendall(b"GET /web6 HTTP/1.0\\r\\nHost: web.test\\r\\n\\r\\n")
+data = b""
+while True:
+    b = s6.recv(65536)
+    if not b:
+        break
+    data += b
+out["web6"] = data.decode()
+out["not_handed_out"] = attempt(lambda: get("64:ff9b:1::c613:99", {env['six']}))
+out["raw6"] = attempt(lambda: get("2001:db8::5", {env['six']}))
+out["aaaa_denied"] = attempt(lambda: socket.getaddrinfo("nope.test", 80, socket.AF_INET6))
+""", env["profile"])
+    assert len(out["six"]) == 1 and out["six"][0].startswith("64:ff9b:1::"), out
+    # the same name's IPv4 synthetic address sits in the low 32 bits
+    assert socket.inet_pton(socket.AF_INET6, out["six"][0])[12:] == socket.inet_aton(out["four"])
+    assert out["peer"] == out["six"][0]      # the program sees the address it connected to
+    body = json.loads(out["got"].split("\r\n\r\n", 1)[1])
+    assert body == {"server": "six", "host": "v6.test", "path": "/over-six"}
+    assert '"server": "web"' in out["web6"]  # an IPv4-only server reached over the sandbox's IPv6
+    for k in ("not_handed_out", "raw6"):
+        assert '"server"' not in out[k], out
+    assert out["aaaa_denied"].startswith("error: gaierror")
+    got = reasons(r)
+    assert any(h == "64:ff9b:1::c613:99" and "not handed out" in why for _, _, h, _, why in got), got
+    assert any(h == "2001:db8::5" and port == env["six"] and "raw address" in why for _, _, h, port, why in got), got
+    assert any(p == "dns" and n == "nope.test" for p, n, *_ in got), got
+    assert len(got) == 3, got
+
+
+def test_curl_ipv6(env):
+    cmd = (f"curl -sS -6 --noproxy '*' --max-time 10 http://v6.test:{env['six']}/curl6; echo; "
+           f"curl -sS -6 --noproxy '*' --max-time 10 'http://[2001:db8::7]:{env['six']}/'; echo rc=$?")
+    r = netproxy.run(["/bin/sh", "-c", cmd], profile=env["profile"], capture_output=True, text=True, timeout=60)
+    assert '"server": "six"' in r.stdout and '"/curl6"' in r.stdout, (r.stdout, r.stderr)
+    assert "rc=0" not in r.stdout
+    assert [(v["host"], v["port"]) for v in r.violations] == [("2001:db8::7", env["six"])], reasons(r)
 
 
 def test_connect_relay_and_host_mismatch(env):
