@@ -51,6 +51,10 @@
 #include "_protocol.h"
 #include "_syscall.h"
 
+#ifndef ISOLATE_BUILD_ID
+#define ISOLATE_BUILD_ID "dev"
+#endif
+
 #ifndef CLONE_PIDFD
 #define CLONE_PIDFD 0x00001000
 #endif
@@ -832,6 +836,8 @@ static int write_proc_file(pid_t pid, const char *name, const char *data)
     return err;
 }
 
+#include "_plancache.h"
+
 #ifndef ISOLATE_NO_PYTHON
 static PyObject *ChildError;
 
@@ -1583,6 +1589,42 @@ static PyObject *detached_tree(PyObject *self, PyObject *args)
     return PyLong_FromLong(fd);
 }
 
+/* plan_bytes(plan) -> bytes: the plan as the native command reads it (_plancache.h). */
+static PyObject *plan_bytes(PyObject *self, PyObject *cap)
+{
+    struct plan *p = PyCapsule_GetPointer(cap, "isolate.plan");
+    if (!p)
+        return NULL;
+    struct pc_buf b = {NULL, 0, 0, 0};
+    if (plan_serialize(p, &b) < 0) {
+        free(b.p);
+        PyErr_SetString(PyExc_ValueError, "this plan cannot be stored (it holds an fd of this process)");
+        return NULL;
+    }
+    PyObject *out = PyBytes_FromStringAndSize((const char *)b.p, (Py_ssize_t)b.len);
+    free(b.p);
+    return out;
+}
+
+/* plan_check(data) -> bool: data parses as a plan and writes back to the same bytes (tests). */
+static PyObject *plan_check(PyObject *self, PyObject *arg)
+{
+    char *s;
+    Py_ssize_t n;
+    if (PyBytes_AsStringAndSize(arg, &s, &n) < 0)
+        return NULL;
+    struct plan p;
+    int ok = plan_parse((const unsigned char *)s, (size_t)n, &p) == 0;
+    if (ok) {
+        struct pc_buf b = {NULL, 0, 0, 0};
+        ok = plan_serialize(&p, &b) == 0 && b.len == (size_t)n && memcmp(b.p, s, (size_t)n) == 0;
+        free(b.p);
+    }
+    free(p.ops);
+    free(p.ll_rules);
+    return PyBool_FromLong(ok);
+}
+
 static PyObject *set_force_legacy_clone(PyObject *self, PyObject *arg)
 {
     force_legacy_clone = PyObject_IsTrue(arg);
@@ -1602,6 +1644,8 @@ static PyMethodDef methods[] = {
     {"detached_tree", detached_tree, METH_VARARGS, "open_tree(OPEN_TREE_CLONE) of a path, idmapped."},
     {"set_force_legacy_clone", set_force_legacy_clone, METH_O, "Use clone instead of clone3 (for tests)."},
     {"monotonic_ns", monotonic_ns, METH_NOARGS, "CLOCK_MONOTONIC in ns, the clock of the timings."},
+    {"plan_bytes", plan_bytes, METH_O, "A plan as the plan cache stores it."},
+    {"plan_check", plan_check, METH_O, "Whether bytes parse as a stored plan (and write back the same)."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1633,6 +1677,9 @@ PyMODINIT_FUNC PyInit__launch(void)
     PyModule_AddIntConstant(m, "MSG_EXITED", MSG_EXITED);
     PyModule_AddIntConstant(m, "MSG_TIMING", MSG_TIMING);
     PyModule_AddIntConstant(m, "MSG_SIZE", sizeof(struct isolate_msg));
+    PyModule_AddStringConstant(m, "BUILD_ID", ISOLATE_BUILD_ID);
+    PyModule_AddIntConstant(m, "PC_VERSION", PC_VERSION);
+    PyModule_AddIntConstant(m, "PC_LAUNCH_SIZE", sizeof(struct pc_launch));
     return m;
 }
 #endif /* ISOLATE_NO_PYTHON */

@@ -309,6 +309,42 @@ def create(version: str, bases: Mapping[str, str], limits: Mapping[str, int]) ->
     return g
 
 
+def planned(version: str, bases: Mapping[str, str], limits: Mapping[str, int]) -> list:
+    """What create() makes and writes, as data for the native launcher's plan cache:
+    [(parent directory, [(file, value), ...]), ...], one per cgroup directory (create()
+    names it <pid>-<n> in the parent). The files that exist only with some kernels are
+    decided here, as create() would decide now."""
+    ctrls = controllers(limits)
+    out = []
+    if version == "v2":
+        parent = _ensure_parent_v2(bases[ctrls[0]], ctrls)
+        writes = []
+        if "memory_max" in limits:
+            mem = limits["memory_max"]
+            writes.append(("memory.max", mem))
+            if os.path.exists(os.path.join(parent, "memory.swap.max")):
+                writes.append(("memory.swap.max", max(0, limits.get("memory_swap_max", mem) - mem)))
+            if os.path.exists(os.path.join(parent, "memory.oom.group")):
+                writes.append(("memory.oom.group", 1))
+        if "pids_max" in limits:
+            writes.append(("pids.max", limits["pids_max"]))
+        out.append((parent, writes))
+    elif version == "v1":
+        for c in ctrls:
+            parent = os.path.join(bases[c], PARENT)
+            writes = []
+            if c == "memory":
+                mem = limits["memory_max"]
+                writes.append(("memory.limit_in_bytes", mem))
+                if os.path.exists(os.path.join(parent, "memory.memsw.limit_in_bytes")):
+                    writes.append(("memory.memsw.limit_in_bytes", max(mem, limits.get("memory_swap_max", mem))))
+            elif c == "pids":
+                writes.append(("pids.max", limits["pids_max"]))
+            out.append((parent, writes))
+    else:
+        raise ValueError(f"unknown cgroup version {version!r}")
+    return [(parent, [(f, str(v)) for f, v in writes]) for parent, writes in out]
+
 @atexit.register
 def _at_exit() -> None:
     # Sandboxes never waited for: remove their cgroups if they have ended (a sandbox
