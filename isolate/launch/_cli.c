@@ -569,7 +569,44 @@ struct cgroups {
     char dirs[8][4096];
     char *procs[9];
     int version;
+    int nmove;                       /* v1: this thread moves in and back around the clone */
+    int move_new[8], move_orig[8];
 };
+
+/* The caller's own cgroup of a v1 hierarchy (kernel/mounts.py own_cgroup_v1_path + join). */
+static int own_cgroup_dir(const char *ctrl, const char *point, const char *root, char *out, size_t n)
+{
+    FILE *f = fopen("/proc/thread-self/cgroup", "re");
+    if (!f)
+        return -1;
+    char line[4096];
+    int found = -1;
+    while (found < 0 && fgets(line, sizeof line, f)) {
+        char *a = strchr(line, ':'), *b = a ? strchr(a + 1, ':') : NULL;
+        if (!b)
+            continue;
+        *b = 0;
+        char *nl = strchr(b + 1, '\n');
+        if (nl)
+            *nl = 0;
+        for (char *tok = strtok(a + 1, ","); tok; tok = strtok(NULL, ","))
+            if (strcmp(tok, ctrl) == 0) {
+                const char *path = b + 1;
+                size_t rl = strlen(root);
+                while (rl && root[rl - 1] == '/')
+                    rl--;
+                if (rl && !(strncmp(path, root, rl) == 0 && (path[rl] == 0 || path[rl] == '/')))
+                    break;
+                path += rl;
+                while (*path == '/')
+                    path++;
+                found = snprintf(out, n, *path ? "%s/%s" : "%s", point, path) < (int)n ? 0 : -1;
+                break;
+            }
+    }
+    fclose(f);
+    return found;
+}
 
 static int write_file(const char *path, const char *value)
 {
@@ -637,6 +674,14 @@ static int cgroups_create(const struct entry *e, struct cgroups *g)
         const char *s = (const char *)e->cg[i], *end = s + e->cg_len[i];
         const char *parent = s;
         s += strlen(s) + 1;
+        const char *ctrl = s;
+        s += strlen(s) + 1;
+        const char *point = s < end ? s : "";
+        s += strlen(point) + 1;
+        const char *root = s < end ? s : "";
+        s += strlen(root) + 1;
+        if (s > end)
+            return -1;
         if (mkdir(parent, 0755) < 0 && errno != EEXIST)
             return -1;
         snprintf(g->dirs[i], sizeof g->dirs[i], "%s/%s", parent, name);
@@ -659,7 +704,28 @@ static int cgroups_create(const struct entry *e, struct cgroups *g)
         }
         g->procs[i] = malloc(4200);
         snprintf(g->procs[i], 4200, "%s/cgroup.procs", g->dirs[i]);
+        if (*ctrl && g->nmove == i) {
+            char own[4096], path[4200];
+            int nf = -1, of = -1;
+            if (own_cgroup_dir(ctrl, point, root, own, sizeof own) == 0) {
+                snprintf(path, sizeof path, "%s/tasks", g->dirs[i]);
+                nf = open(path, O_WRONLY | O_CLOEXEC);
+                snprintf(path, sizeof path, "%s/tasks", own);
+                of = open(path, O_WRONLY | O_CLOEXEC);
+            }
+            if (nf >= 0 && of >= 0) {
+                g->move_new[g->nmove] = nf;
+                g->move_orig[g->nmove++] = of;
+            } else {
+                if (nf >= 0)
+                    close(nf);
+                if (of >= 0)
+                    close(of);
+            }
+        }
     }
+    if (g->nmove != g->n) /* all or none: else cgroup.procs for all */
+        g->nmove = 0;
     return 0;
 }
 
@@ -864,6 +930,7 @@ static int run(struct args *a)
         .cgroup_procs = g.n ? g.procs : NULL, .ncgroups = g.n, .cgroup_fd = cgroup_fd,
         .uid_map = p->uid_map, .gid_map = p->gid_map, .switch_uid = -1, .switch_gid = -1,
         .op_fds = NULL, .ctty = 0, .umask = -1, .keep_ignored = 0, .ngroups = -1, .groups = NULL,
+        .ncg_move = g.nmove, .cg_move_new = g.move_new, .cg_move_orig = g.move_orig,
     };
     if (p->launch_ids) {
         id = hostid_allocate();

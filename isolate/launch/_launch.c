@@ -181,6 +181,12 @@ struct launch {
     int keep_ignored;                 /* restore_signals=False: ignored signals stay ignored */
     int ngroups;                      /* >= 0: the program's supplementary groups (extra_groups=) */
     const uint32_t *groups;
+    /* cgroup v1: the calling thread moves itself into the new cgroups around the clone
+     * (writing "0" to their `tasks`, which takes no global lock, unlike another process's
+     * pid into cgroup.procs: that waits for an RCU grace period, milliseconds), so the
+     * child is born in them; then back (orig). O_WRONLY fds, ncg_move of each; 0: unused. */
+    int ncg_move;
+    const int *cg_move_new, *cg_move_orig;
 };
 
 /* ---- child side ------------------------------------------------------------------- */
@@ -1172,8 +1178,23 @@ static void launch_core(struct launch *l, int mntns_fd, int ncgroups, char *cons
                 index = -1;
             }
         }
+        int moved = 0;
+        for (; !err && moved < l->ncg_move; moved++)
+            if (write(l->cg_move_new[moved], "0", 1) != 1)
+                break;
+        if (moved < l->ncg_move) { /* not possible here: back, and cgroup.procs below */
+            for (int i = 0; i < moved; i++)
+                if (write(l->cg_move_orig[i], "0", 1) != 1)
+                    abort(); /* this thread must not stay in the sandbox's cgroup */
+            moved = 0;
+        }
         if (!err)
             pid = do_clone(flags, stack, CHILD_STACK_SIZE, l, &pidfd, &used_clone3);
+        for (int i = 0; i < moved; i++)
+            if (write(l->cg_move_orig[i], "0", 1) != 1)
+                abort(); /* this thread must not stay in the sandbox's cgroup */
+        if (moved)
+            ncgroups = 0; /* born in them */
         if (saved_mntns >= 0) {
             if (setns(saved_mntns, CLONE_NEWNS) < 0)
                 abort(); /* this thread must not stay in the template */

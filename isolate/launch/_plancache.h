@@ -34,7 +34,8 @@ enum pc_tag {
     PC_CWD = 13,        /* the plan's cwd NUL */
     PC_ENV_KEEP = 14,   /* a name or glob NUL (repeated, in order) */
     PC_ENV_SET = 15,    /* name NUL value NUL (repeated, in order) */
-    PC_CGROUP = 16,     /* parent dir NUL, then (file NUL value NUL)*: one per controller directory */
+    PC_CGROUP = 16,     /* parent dir NUL, v1 controller NUL, its mount point NUL, mount root NUL (all "" for v2),
+                           then (file NUL value NUL)*: one per controller directory */
     PC_OOM_TEXT = 17,   /* what the out-of-memory message names as cgroup.memory_max NUL */
     PC_IDMAP = 18,      /* i32 op index, i32 plain (the filesystem refuses idmapping), source NUL */
 };

@@ -182,9 +182,11 @@ def entry(key: bytes, profile, plan: Plan) -> bytes:
     recs += [_rec(ENV_KEEP, _z(k)) for k in plan.env_keep]
     recs += [_rec(ENV_SET, _z(k) + _z(v)) for k, v in plan.env_set]
     if version:
-        for parent, writes in cgroup.planned(plan.cgroup_mode, dict(plan.cgroup_dirs),
-                                             plan.cgroup or {"pids_max": "max"}):
-            recs.append(_rec(CGROUP, _z(parent) + b"".join(_z(f) + _z(v) for f, v in writes)))
+        for parent, writes, move in cgroup.planned(plan.cgroup_mode, dict(plan.cgroup_dirs),
+                                                   plan.cgroup or {"pids_max": "max"}):
+            ctrl, point, root = move or ("", "", "")
+            recs.append(_rec(CGROUP, _z(parent) + _z(ctrl) + _z(point) + _z(root)
+                             + b"".join(_z(f) + _z(v) for f, v in writes)))
         if "memory_max" in (plan.cgroup or {}):
             recs.append(_rec(OOM_TEXT, _z(str(plan.cgroup.get("memory_max")))))
     for i, src, why in plan.idmap_binds:
