@@ -71,7 +71,8 @@ setup(
         Extension(
             "isolate.launch._launch",
             sources=["isolate/launch/_launch.c"],
-            depends=["isolate/launch/_protocol.h", "isolate/launch/_syscall.h", "isolate/launch/_plancache.h"],
+            # Every source of the build id: the extension is rebuilt (with the new id) when any changes.
+            depends=[src for src in LAUNCH_SOURCES if src != "isolate/launch/_launch.c"],
             define_macros=[("ISOLATE_BUILD_ID", f'"{BUILD_ID}"')],
             extra_compile_args=CFLAGS,
         )

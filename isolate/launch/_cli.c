@@ -802,6 +802,21 @@ static void give_pipes(const int *fds, int n, long id)
 
 static int g_pidfd = -1;
 
+/* --timing: the native command's own phases, ns since main() began. */
+static int64_t t_main;
+#define MAX_MARKS 16
+static const char *mark_name[MAX_MARKS];
+static int64_t mark_ns[MAX_MARKS];
+static int nmarks;
+static int64_t mono_ns(void);
+static void cli_mark(const char *name)
+{
+    if (nmarks < MAX_MARKS) {
+        mark_name[nmarks] = name;
+        mark_ns[nmarks++] = mono_ns();
+    }
+}
+
 static void forward(int sig)
 {
     int e = errno;
@@ -848,6 +863,7 @@ static int run(struct args *a)
     static struct entry e;
     if (load_entry(key, key_len, &e) < 0)
         return -1;
+    cli_mark("plan checked");
     const struct plan *p = &e.plan;
 
     struct env env;
@@ -890,6 +906,7 @@ static int run(struct args *a)
     }
     if (e.li.cgroup_version && cgroups_create(&e, &g) < 0)
         goto out;
+    cli_mark("cgroups made");
     if (g.n && p->use_init && !p->pidns && p->die_with_parent) {
         cgroup_fd = open(g.procs[0], O_RDONLY | O_CLOEXEC);
         if (cgroup_fd < 0)
@@ -954,6 +971,7 @@ static int run(struct args *a)
             op_fds[e.idmap_index[i]] = fd;
         }
         give_pipes(src, nfds, id);
+        cli_mark("host id, trees");
         snprintf(uid_map, sizeof uid_map, "%d %ld 1\n", e.li.inside_uid, id);
         snprintf(gid_map, sizeof gid_map, "%d %ld 1\n", e.li.inside_gid, id);
         l.uid_map = uid_map;
@@ -977,6 +995,7 @@ static int run(struct args *a)
     /* The program runs. */
     g_pidfd = res.pidfd;
     if (a->timing) {
+        /* As the Python CLI: ms since the launch began; then this command's own phases. */
         fprintf(stderr, "isolate: timing: plan: cached, native launch\n");
         fprintf(stderr, "isolate: timing: %14s %8.3f ms\n", "start", 0.0);
         for (int i = 0; i < MAX_TIMINGS; i++)
@@ -984,6 +1003,11 @@ static int run(struct args *a)
                 fprintf(stderr, "isolate: timing: %14s %8.3f ms\n", i < STEP__COUNT ? step_names[i] : "?",
                         (double)(timings[i] - res.t_start) / 1e6);
         fprintf(stderr, "isolate: timing: %14s %8.3f ms\n", "returned", (double)(res.t_end - res.t_start) / 1e6);
+        for (int i = 0; i < nmarks; i++)
+            fprintf(stderr, "isolate: timing: native: %s at %.3f ms of the command\n", mark_name[i],
+                    (double)(mark_ns[i] - t_main) / 1e6);
+        fprintf(stderr, "isolate: timing: native: launch began at %.3f ms of the command\n",
+                (double)(res.t_start - t_main) / 1e6);
     }
     static const int fwd[] = {SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH};
     struct sigaction sa;
@@ -1040,11 +1064,15 @@ static int run(struct args *a)
             sts = status;
         close(res.status_fd);
     }
+    int64_t t_exit = mono_ns();
     int oom = g.n && e.oom_text ? cgroups_oom(&g) : 0;
     if (g.n)
         cgroups_destroy(&g);
     if (lease_fd >= 0)
         close(lease_fd);
+    if (a->timing)
+        fprintf(stderr, "isolate: timing: native: reaped at %.3f ms, cleaned up at %.3f ms of the command\n",
+                (double)(t_exit - t_main) / 1e6, (double)(mono_ns() - t_main) / 1e6);
     if (timed_out) {
         char t[64];
         float_repr(a->timeout, t, sizeof t);
@@ -1072,6 +1100,7 @@ out:
 
 int main(int argc, char **argv)
 {
+    t_main = mono_ns();
     orig_argv = argv;
     const char *off = getenv("ISOLATE_NATIVE");
     if (argc < 3 || strcmp(argv[1], "run") != 0 || (off && strcmp(off, "0") == 0))
