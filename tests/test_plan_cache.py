@@ -334,7 +334,9 @@ def test_the_host_id_lease_is_held_while_running_and_released_after(cli):
     assert p.stdout.readline() == "ready\n"
     # The sandbox's processes run as a host id of the reserved range, held by an flock.
     kids = [int(x) for x in Path(f"/proc/{p.pid}/task/{p.pid}/children").read_text().split()]
-    uid = int(next(line for line in Path(f"/proc/{kids[0]}/status").read_text().splitlines()
+    own_pidns = os.readlink("/proc/self/ns/pid")
+    (pid1,) = [k for k in kids if os.readlink(f"/proc/{k}/ns/pid") != own_pidns]  # the sandbox's pid 1
+    uid = int(next(line for line in Path(f"/proc/{pid1}/status").read_text().splitlines()
                    if line.startswith("Uid:")).split()[1])
     assert hostids.BASE + 2 <= uid < hostids.BASE + hostids.COUNT
     assert hostids.in_use(uid)

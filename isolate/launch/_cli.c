@@ -802,6 +802,47 @@ static void give_pipes(const int *fds, int n, long id)
 
 static int g_pidfd = -1;
 
+/* userns_make() without waiting for its process: it only has to exist while the maps
+ * are written and its namespace opened; it exits when the pipe closes, and is reaped
+ * with this command. Once per command: its stack and argument are static. */
+static int userns_rfd;
+static char userns_stack[64 * 1024] __attribute__((aligned(16)));
+
+static int userns_make_nowait(const char *uid_map, const char *gid_map)
+{
+    int pfd[2];
+    if (pipe2(pfd, O_CLOEXEC) < 0)
+        return -errno;
+    userns_rfd = pfd[0];
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    int pid = clone(userns_child, userns_stack + sizeof userns_stack, CLONE_NEWUSER | CLONE_VM | CLONE_FILES | SIGCHLD,
+                    &userns_rfd);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (pid < 0) {
+        int e = errno;
+        close(pfd[0]);
+        close(pfd[1]);
+        return -e;
+    }
+    int r = write_proc_file(pid, "uid_map", uid_map), fd = -1;
+    if (!r)
+        r = write_proc_file(pid, "setgroups", "deny");
+    if (!r)
+        r = write_proc_file(pid, "gid_map", gid_map);
+    if (!r) {
+        char path[64];
+        snprintf(path, sizeof path, "/proc/%d/ns/user", pid);
+        fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+            r = -errno;
+    }
+    close(pfd[1]); /* shared table (CLONE_FILES): the child reads EOF and exits */
+    close(pfd[0]);
+    return r ? r : fd;
+}
+
 /* --timing: the native command's own phases, ns since main() began. */
 static int64_t t_main;
 #define MAX_MARKS 16
@@ -948,6 +989,7 @@ static int run(struct args *a)
         .uid_map = p->uid_map, .gid_map = p->gid_map, .switch_uid = -1, .switch_gid = -1,
         .op_fds = NULL, .ctty = 0, .umask = -1, .keep_ignored = 0, .ngroups = -1, .groups = NULL,
         .ncg_move = g.nmove, .cg_move_new = g.move_new, .cg_move_orig = g.move_orig,
+        .defer_status = !a->timing, /* --timing prints the child's phases before the program runs */
     };
     if (p->launch_ids) {
         id = hostid_allocate();
@@ -956,7 +998,7 @@ static int run(struct args *a)
         char line[64];
         snprintf(line, sizeof line, "0 %ld 1\n", id);
         if (e.nidmap) {
-            userns = userns_make(line, line);
+            userns = userns_make_nowait(line, line);
             if (userns < 0)
                 goto out;
         }
@@ -1041,7 +1083,7 @@ static int run(struct args *a)
             cgroups_kill(&g);
         syscall(SYS_pidfd_send_signal, res.pidfd, SIGKILL, NULL, 0);
     }
-    int sts = 0;
+    int sts = 0, setup_failed = 0;
     while (waitpid((pid_t)res.pid, &sts, 0) < 0 && errno == EINTR)
         ;
     if (res.status_fd >= 0) {
@@ -1055,6 +1097,8 @@ static int run(struct args *a)
         for (size_t o = 0; o + sizeof(struct isolate_msg) <= got; o += sizeof(struct isolate_msg)) {
             struct isolate_msg m;
             memcpy(&m, buf + o, sizeof m);
+            if (o == 0 && m.kind == MSG_ERROR)
+                setup_failed = 1; /* deferred: the setup failed, the program never ran */
             if (m.kind == MSG_EXITED) {
                 nexited++;
                 status = m.a;
@@ -1070,6 +1114,8 @@ static int run(struct args *a)
         cgroups_destroy(&g);
     if (lease_fd >= 0)
         close(lease_fd);
+    if (setup_failed)
+        return -1; /* Python launches again and reports it its own way */
     if (a->timing)
         fprintf(stderr, "isolate: timing: native: reaped at %.3f ms, cleaned up at %.3f ms of the command\n",
                 (double)(t_exit - t_main) / 1e6, (double)(mono_ns() - t_main) / 1e6);

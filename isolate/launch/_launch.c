@@ -187,6 +187,10 @@ struct launch {
      * child is born in them; then back (orig). O_WRONLY fds, ncg_move of each; 0: unused. */
     int ncg_move;
     const int *cg_move_new, *cg_move_orig;
+    /* The caller reads the status pipe itself, later (the native command: one wakeup
+     * less): launch_core returns once the maps are written, leaves the child's stack
+     * mapped (the child runs on it until its execve) and returns the pipe's read end. */
+    int defer_status;
 };
 
 /* ---- child side ------------------------------------------------------------------- */
@@ -1264,9 +1268,9 @@ static void launch_core(struct launch *l, int mntns_fd, int ncgroups, char *cons
             }
             /* The first record tells how the setup went; EOF means the program
              * exec'd (the pipe is close-on-exec in it). */
-            ssize_t n;
+            ssize_t n = 0;
             do {
-                n = read(pipefd[0], &msg, sizeof msg);
+                n = (l->defer_status && !err) ? 0 : read(pipefd[0], &msg, sizeof msg);
             } while (n < 0 && errno == EINTR);
             if (n == (ssize_t)sizeof msg) {
                 have_msg = 1;
@@ -1288,7 +1292,7 @@ static void launch_core(struct launch *l, int mntns_fd, int ncgroups, char *cons
             }
         }
     }
-    if (stack != MAP_FAILED)
+    if (stack != MAP_FAILED && !(l->defer_status && !err))
         munmap(stack, CHILD_STACK_SIZE);
     t_end = now_ns();
 
@@ -1308,7 +1312,8 @@ static void launch_core(struct launch *l, int mntns_fd, int ncgroups, char *cons
         status_fd = pipefd[0];
     /* Without init the status pipe has done its job. With init, the first record was
      * MSG_STARTED and the pipe stays open for MSG_EXITED. */
-    if (!p->use_init) {
+    if (l->defer_status) {
+    } else if (!p->use_init) {
         close(status_fd);
         status_fd = -1;
     } else if (!have_msg || msg.kind != MSG_STARTED) {
@@ -1503,7 +1508,7 @@ static int userns_child(void *arg)
 }
 
 /* The user namespace itself: its fd, or -errno. */
-static int userns_make(const char *uid_map, const char *gid_map)
+__attribute__((unused)) static int userns_make(const char *uid_map, const char *gid_map)
 {
     int pfd[2];
     if (pipe2(pfd, O_CLOEXEC) < 0)
