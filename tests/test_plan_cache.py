@@ -369,3 +369,22 @@ def test_the_key_is_the_one_the_native_command_builds(cli):
     key = plancache.key_bytes("strict", [], str(cli.work))
     assert [p.name for p in _entries(cli)] == [f"{plancache.fnv64(key):016x}.plan"]
 
+
+
+def test_stale_after_a_host_path_of_the_view_changes(cli, tmp_path):
+    # The compiler copies a symlink of the view as a symlink: the entry records what it was.
+    link = tmp_path / "link"
+    link.symlink_to("/first")
+    prof = tmp_path / "view.toml"
+    prof.write_text('extends = "strict"\n[filesystem]\nro = ["/usr", { source = "/bin", optional = true }, '
+                    '{ source = "/lib", optional = true }, { source = "/lib64", optional = true }, '
+                    f'"{link}"]\n')
+    cmd = ["run", "--timing", "-p", str(prof), "--", "/bin/readlink", str(link)]
+    cli(cmd)
+    hit = cli(cmd)
+    assert CACHED in hit.stderr and hit.stdout == "/first\n"
+    link.unlink()
+    link.symlink_to("/second")
+    miss = cli(cmd)
+    assert CACHED not in miss.stderr and miss.stdout == "/second\n"
+    assert CACHED in cli(cmd).stderr

@@ -363,6 +363,30 @@ static int load_entry(const char *key, size_t key_len, struct entry *e)
                 return -1;
             break;
         }
+        case PC_DEP_TYPE: {
+            uint32_t type;
+            if (len < 6)
+                return -1;
+            memcpy(&type, d, 4);
+            const char *p = s + 4;
+            size_t pl = strnlen(p, len - 4);
+            if (4 + pl + 1 >= len)
+                return -1;
+            const char *target = p + pl + 1;
+            struct stat fs;
+            if (lstat(p, &fs) < 0) {
+                if (errno != ENOENT || type != 0)
+                    return -1;
+            } else if ((uint32_t)(fs.st_mode & S_IFMT) != type) {
+                return -1;
+            } else if (S_ISLNK(fs.st_mode)) {
+                char buf[4096];
+                ssize_t n = readlink(p, buf, sizeof buf - 1);
+                if (n < 0 || (size_t)n != strlen(target) || memcmp(buf, target, (size_t)n))
+                    return -1;
+            }
+            break;
+        }
         case PC_DEP_ENV: {
             uint32_t present;
             if (len < 6)

@@ -28,6 +28,8 @@ enum pc_tag {
     PC_DEP_STAT = 3,    /* u64 dev, u64 ino, u64 size, i64 mtime_ns, path NUL: stat must match */
     PC_DEP_ABSENT = 4,  /* path NUL: must not exist */
     PC_DEP_ENV = 5,     /* u32 present, name NUL value NUL: the caller's variable, as it was */
+    PC_DEP_TYPE = 6,    /* u32 S_IFMT of lstat (0: absent), path NUL, symlink target NUL: a host path the
+                           view was compiled from (a bind source, a symlink copied, a path hidden) */
     PC_PLAN = 10,       /* the struct plan blob (plan_serialize) */
     PC_LAUNCH = 11,     /* struct pc_launch */
     PC_INIT_PATH = 12,  /* isolate-init's path NUL */

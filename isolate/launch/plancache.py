@@ -30,6 +30,7 @@ import struct
 import tempfile
 from pathlib import Path
 
+from ..plan import fs as fs_mod
 from ..plan.plan import Plan
 from ..profile import loader
 from ..profile.cache import load_profile
@@ -37,7 +38,7 @@ from . import _launch, cgroup, pid1
 
 MAGIC = b"ISOLPLN\0"
 HEADER = struct.Struct("=8sIIQ")
-(KEY, DEP_FILE, DEP_STAT, DEP_ABSENT, DEP_ENV) = (1, 2, 3, 4, 5)
+(KEY, DEP_FILE, DEP_STAT, DEP_ABSENT, DEP_ENV, DEP_TYPE) = (1, 2, 3, 4, 5, 6)
 (PLAN, LAUNCH, INIT_PATH, CWD, ENV_KEEP, ENV_SET, CGROUP, OOM_TEXT, IDMAP) = range(10, 19)
 LAUNCH_STRUCT = struct.Struct("=16i")
 assert LAUNCH_STRUCT.size == _launch.PC_LAUNCH_SIZE and HEADER.size == 24
@@ -137,6 +138,30 @@ def _sources() -> list:
     return out
 
 
+def _host_paths(plan: Plan) -> list:
+    """The host paths the view was compiled from: what fs.py looked at (bind sources, the
+    symlinks it copies, the paths it hides) and the Landlock rules' paths."""
+    out = {}
+    for op in plan.mount_ops:
+        for p in (op.a, op.b):
+            p = os.fsdecode(p) if isinstance(p, bytes) else p
+            for prefix in (fs_mod.OLD, fs_mod.NEW):
+                if isinstance(p, str) and p.startswith(prefix + "/"):
+                    out[p[len(prefix):]] = None
+    for rule in plan.landlock_rules:
+        out[os.fsdecode(rule[0])] = None
+    return list(out)
+
+
+def _type_rec(path: str) -> bytes:
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return _rec(DEP_TYPE, struct.pack("=I", 0) + _z(path) + _z(""))
+    target = os.readlink(path) if stat_mod.S_ISLNK(st.st_mode) else ""
+    return _rec(DEP_TYPE, struct.pack("=I", stat_mod.S_IFMT(st.st_mode)) + _z(path) + _z(target))
+
+
 def _absent_names(files) -> list:
     """Names looked up on the profile path before the file found: they must stay absent."""
     out = []
@@ -172,6 +197,7 @@ def entry(key: bytes, profile, plan: Plan) -> bytes:
     recs += [_stat_rec(p) for p in _sources()]
     if plan.host_ids:
         recs += [_stat_rec(p) for p in ACCOUNT_FILES]
+    recs += [_type_rec(p) for p in _host_paths(plan)]
     recs.append(_rec(PLAN, _launch.plan_bytes(plan.capsule)))
     version = {"v1": 1, "v2": 2}.get(plan.cgroup_mode or "", 0)
     recs.append(_rec(LAUNCH, LAUNCH_STRUCT.pack(int(plan.use_init), int(plan.pidns), int(plan.die_with_parent),
