@@ -34,8 +34,14 @@ extern char **environ;
 static char **orig_argv;
 
 /* ---- the Python CLI, for everything not done here ------------------------------- */
+static volatile sig_atomic_t pending_sig;
+
 __attribute__((noreturn)) static void fallback(void)
 {
+    if (pending_sig) { /* came while no sandbox was there: what it would have done to Python */
+        signal(pending_sig, SIG_DFL);
+        raise(pending_sig);
+    }
     char exe[4096];
     ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 16);
     if (n > 0) {
@@ -882,12 +888,28 @@ static void cli_mark(const char *name)
     }
 }
 
+/* Our signals go to the sandbox, whose pid 1 hands them to the program; one that comes
+ * before the sandbox exists is handed on once it does. */
 static void forward(int sig)
 {
     int e = errno;
     if (g_pidfd >= 0)
         syscall(SYS_pidfd_send_signal, g_pidfd, sig, NULL, 0);
+    else
+        pending_sig = sig;
     errno = e;
+}
+
+static const int fwd_signals[] = {SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH};
+
+static void forward_signals(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = forward;
+    sigemptyset(&sa.sa_mask);
+    for (size_t i = 0; i < sizeof fwd_signals / sizeof fwd_signals[0]; i++)
+        sigaction(fwd_signals[i], &sa, NULL);
 }
 
 static int64_t mono_ns(void)
@@ -1049,6 +1071,7 @@ static int run(struct args *a)
 
     int64_t timings[MAX_TIMINGS];
     memset(timings, 0, sizeof timings);
+    forward_signals(); /* before the clone: the child resets every handler first thing */
     struct launch_result res;
     launch_core(&l, -1, g.n, g.n ? g.procs : NULL, timings, &res);
     for (int i = 0; i < p->nops; i++)
@@ -1060,6 +1083,8 @@ static int run(struct args *a)
 
     /* The program runs. */
     g_pidfd = res.pidfd;
+    if (pending_sig)
+        forward(pending_sig);
     if (a->timing) {
         /* As the Python CLI: ms since the launch began; then this command's own phases. */
         fprintf(stderr, "isolate: timing: plan: cached, native launch\n");
@@ -1075,13 +1100,6 @@ static int run(struct args *a)
         fprintf(stderr, "isolate: timing: native: launch began at %.3f ms of the command\n",
                 (double)(res.t_start - t_main) / 1e6);
     }
-    static const int fwd[] = {SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH};
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = forward;
-    sigemptyset(&sa.sa_mask);
-    for (size_t i = 0; i < sizeof fwd / sizeof fwd[0]; i++)
-        sigaction(fwd[i], &sa, NULL);
 
     int timed_out = 0;
     int64_t deadline = a->have_timeout ? mono_ns() + (int64_t)(a->timeout * 1e9) : 0;
