@@ -276,7 +276,8 @@ def _run_prepared(args, holder: list) -> int:
         return EXIT_USAGE
     if net is None:
         # For the next run: the native `isolate` launches this plan without Python (cli-fast-path.md).
-        plancache.store(args.profile, overrides, args.cwd, process.load_profile(args.profile, overrides), plan)
+        plancache.store(args.profile, overrides, args.cwd, process.load_profile(args.profile, overrides), plan,
+                        sys.argv[0])
     if args.timing:
         for name, ms in p.timings.items():
             print(f"isolate: timing: {name:>14} {ms:8.3f} ms", file=sys.stderr)

@@ -366,7 +366,7 @@ def test_plans_the_native_launcher_does_not_do_are_not_stored(cli, tmp_path):
 
 def test_the_key_is_the_one_the_native_command_builds(cli):
     _warm(cli)
-    key = plancache.key_bytes("strict", [], str(cli.work))
+    key = plancache.key_bytes("strict", [], str(cli.work), os.path.realpath(cli.exe.parent))
     assert [p.name for p in _entries(cli)] == [f"{plancache.fnv64(key):016x}.plan"]
 
 
@@ -388,3 +388,12 @@ def test_stale_after_a_host_path_of_the_view_changes(cli, tmp_path):
     miss = cli(cmd)
     assert CACHED not in miss.stderr and miss.stdout == "/usr/lib\n"
     assert CACHED in cli(cmd).stderr
+
+
+def test_only_the_python_cli_of_a_native_command_stores(cli, tmp_path):
+    # `python -m cli.main run` (no native command ran it) leaves the cache alone.
+    e = dict(os.environ, XDG_CACHE_HOME=str(cli.cache.parent))
+    r = subprocess.run([sys.executable, "-m", "cli.main", "run", "-p", "strict", "--", "/bin/true"], env=e,
+                       cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert not _entries(cli)

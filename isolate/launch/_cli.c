@@ -934,6 +934,16 @@ static int run(struct args *a)
     size_t key_len = 0;
     key_add(key, &key_len, sizeof key, "isolate-plan");
     key_add(key, &key_len, sizeof key, ISOLATE_BUILD_ID);
+    char exe[4096];
+    ssize_t xn = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (xn <= 0)
+        return -1;
+    exe[xn] = 0;
+    char *slash = strrchr(exe, '/');
+    if (!slash)
+        return -1;
+    *slash = 0; /* this command's directory (isolate-py beside it): each install its own entries */
+    key_add(key, &key_len, sizeof key, exe[0] ? exe : "/");
     snprintf(num, sizeof num, "%u", (unsigned)geteuid());
     key_add(key, &key_len, sizeof key, num);
     snprintf(num, sizeof num, "%u", (unsigned)getegid());

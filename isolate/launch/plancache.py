@@ -68,9 +68,10 @@ def fnv64(data: bytes) -> int:
     return h
 
 
-def key_bytes(profile_arg: str, overrides, cwd: str) -> bytes:
-    """The canonical key, exactly as _cli.c builds it."""
-    parts = ["isolate-plan", _launch.BUILD_ID, str(os.geteuid()), str(os.getegid()), profile_arg,
+def key_bytes(profile_arg: str, overrides, cwd: str, launcher_dir: str) -> bytes:
+    """The canonical key, exactly as _cli.c builds it (launcher_dir: the directory of the
+    native command, resolved; each install has entries of its own)."""
+    parts = ["isolate-plan", _launch.BUILD_ID, launcher_dir, str(os.geteuid()), str(os.getegid()), profile_arg,
              str(len(overrides)), *overrides, cwd]
     return b"".join(os.fsencode(p) + b"\0" for p in parts)
 
@@ -231,14 +232,38 @@ def _own_dir(d: str) -> bool:
     return stat_mod.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid() and not st.st_mode & 0o077
 
 
-def store(profile_arg: str, overrides, cwd_arg, profile, plan: Plan) -> str | None:
-    """Store `plan` for the native launcher; its path, or None where it is not stored
-    (not native-launchable, no usable cache directory, any error: the CLI just stays slower)."""
+MAX_ENTRIES = 512  # more, and the oldest go (one file per profile argument, --set list and directory)
+
+
+def launcher_dir(argv0: str) -> str | None:
+    """The directory of the native command that ran us, if we are its isolate-py."""
+    if os.path.basename(argv0) != "isolate-py":
+        return None
+    return os.path.realpath(os.path.dirname(os.path.abspath(argv0)))
+
+
+def _prune(d: str) -> None:
     try:
-        if not_native(plan, profile):
+        names = [n for n in os.listdir(d) if n.endswith(".plan")]
+        if len(names) <= MAX_ENTRIES:
+            return
+        by_age = sorted(names, key=lambda n: os.stat(os.path.join(d, n)).st_mtime_ns)
+        for n in by_age[:len(names) - MAX_ENTRIES]:
+            os.unlink(os.path.join(d, n))
+    except OSError:
+        pass
+
+
+def store(profile_arg: str, overrides, cwd_arg, profile, plan: Plan, argv0: str) -> str | None:
+    """Store `plan` for the native launcher; its path, or None where it is not stored
+    (not run by a native command, not native-launchable, no usable cache directory, any
+    error: the CLI just stays slower)."""
+    try:
+        launcher = launcher_dir(argv0)
+        if launcher is None or not_native(plan, profile):
             return None
         cwd = os.path.abspath(cwd_arg) if cwd_arg is not None else os.getcwd()
-        key = key_bytes(profile_arg, list(overrides), cwd)
+        key = key_bytes(profile_arg, list(overrides), cwd, launcher)
         path = entry_path(key)
         if path is None or not _own_dir(os.path.dirname(path)):
             return None
@@ -252,6 +277,7 @@ def store(profile_arg: str, overrides, cwd_arg, profile, plan: Plan) -> str | No
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
             os.rename(tmp, path)
+            _prune(os.path.dirname(path))
         except BaseException:
             try:
                 os.unlink(tmp)
