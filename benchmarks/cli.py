@@ -12,7 +12,9 @@ Commands (all exec'd directly by hyperfine -N, from one scratch directory):
   * with --python: the same through the Python CLI (ISOLATE_NATIVE=0), for reference.
 
 measure() returns the numbers (milliseconds) and the ratios to the strict-like bwrap;
-main() prints them as a markdown table (docs/cli-fast-path.md has one).
+main() prints them as a markdown table (docs/cli-fast-path.md has one). Besides hyperfine
+(all runs of one command, then the next), the same commands are also timed round-robin,
+which is fairer on a shared, noisy machine.
 """
 
 from __future__ import annotations
@@ -55,9 +57,11 @@ def _isolate_bin(scratch: Path) -> Path:
     return exe
 
 
-def measure(runs: int = 50, warmup: int = 5, python: bool = False) -> dict:
-    """{"commands": {name: {"mean_ms", "median_ms", "stddev_ms", "min_ms", "command"}},
-    "ratios": {name: mean / mean of bwrap strict-like}, "native_hit": bool}."""
+def measure(runs: int = 50, warmup: int = 5, python: bool = False, rounds: int = 200) -> dict:
+    """{"commands": {name: {"mean_ms", "median_ms", "stddev_ms", "min_ms"}} (hyperfine),
+    "ratios" / "median_ratios": {name: mean or median / that of bwrap strict-like},
+    "interleaved_median_ms" / "interleaved_ratios": the same commands round-robin, `rounds`
+    rounds (the Python CLI left out), "native_hit": bool}."""
     if not shutil.which("hyperfine") or not shutil.which("bwrap"):
         raise RuntimeError("benchmarks.cli needs hyperfine and bwrap (scripts/install.sh installs them)")
     with tempfile.TemporaryDirectory(prefix="isolate-bench-cli-") as tmp:
@@ -88,22 +92,54 @@ def measure(runs: int = 50, warmup: int = 5, python: bool = False) -> dict:
             argv += ["-n", name, subprocess.list2cmdline(cmd)]
         subprocess.run(argv, cwd=work, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         results = json.loads(out.read_text())["results"]
+        rr = interleaved({n: c for n, c in cmds.items() if "Python" not in n}, str(work), env, rounds)
     commands = {}
     for r in results:
         commands[r["command"]] = {"mean_ms": r["mean"] * 1e3, "median_ms": r["median"] * 1e3,
                                   "stddev_ms": (r["stddev"] or 0) * 1e3, "min_ms": r["min"] * 1e3}
     base = commands["bwrap strict-like"]["mean_ms"]
     base_med = commands["bwrap strict-like"]["median_ms"]
-    return {"commands": commands, "native_hit": hit, "runs": runs,
+    rr_base = rr["bwrap strict-like"]
+    return {"commands": commands, "native_hit": hit, "runs": runs, "rounds": rounds,
+            "interleaved_median_ms": rr, "interleaved_ratios": {n: v / rr_base for n, v in rr.items()},
             "ratios": {n: c["mean_ms"] / base for n, c in commands.items()},
             "median_ratios": {n: c["median_ms"] / base_med for n, c in commands.items()}}
 
 
+def interleaved(cmds: dict, cwd: str, env: dict, rounds: int) -> dict:
+    """Round-robin, one launch of each command per round (posix_spawn + waitpid, timed with
+    perf_counter_ns): a load change on a shared machine hits every command alike.
+    {name: median ms}."""
+    import statistics
+    import time
+
+    times: dict = {n: [] for n in cmds}
+    devnull = os.open(os.devnull, os.O_RDWR)
+    here = os.getcwd()
+    os.chdir(cwd)
+    try:
+        for _ in range(rounds):
+            for name, cmd in cmds.items():
+                t = time.perf_counter_ns()
+                pid = os.posix_spawn(shutil.which(cmd[0]) or cmd[0], cmd, env,
+                                     file_actions=[(os.POSIX_SPAWN_DUP2, devnull, 1), (os.POSIX_SPAWN_DUP2, devnull, 2)])
+                os.waitpid(pid, 0)
+                times[name].append((time.perf_counter_ns() - t) / 1e6)
+    finally:
+        os.chdir(here)
+        os.close(devnull)
+    return {n: statistics.median(v) for n, v in times.items()}
+
+
 def table(result: dict) -> str:
-    lines = ["| command | mean | median | min | × bwrap strict-like (mean / median) |", "|---|---|---|---|---|"]
+    lines = ["| command | hyperfine mean | median | min | × bwrap strict-like (mean / median) "
+             f"| interleaved median ({result['rounds']} rounds) | × bwrap |", "|---|---|---|---|---|---|---|"]
+    rr, rq = result["interleaved_median_ms"], result["interleaved_ratios"]
     for name, c in result["commands"].items():
+        inter = f"{rr[name]:.2f} ms | {rq[name]:.2f}" if name in rr else "- | -"
         lines.append(f"| {name} | {c['mean_ms']:.2f} ms ± {c['stddev_ms']:.2f} | {c['median_ms']:.2f} ms | "
-                     f"{c['min_ms']:.2f} ms | {result['ratios'][name]:.2f} / {result['median_ratios'][name]:.2f} |")
+                     f"{c['min_ms']:.2f} ms | {result['ratios'][name]:.2f} / {result['median_ratios'][name]:.2f} "
+                     f"| {inter} |")
     return "\n".join(lines)
 
 
@@ -111,9 +147,10 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.cli", description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=50)
     ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=200, help="rounds of the interleaved measurement [200]")
     ap.add_argument("--python", action="store_true", help="also the Python CLI (ISOLATE_NATIVE=0)")
     args = ap.parse_args(argv)
-    result = measure(args.runs, args.warmup, args.python)
+    result = measure(args.runs, args.warmup, args.python, args.rounds)
     print(table(result))
     if not result["native_hit"]:
         print("\nwarning: the native command did not find its cached plan", file=sys.stderr)
