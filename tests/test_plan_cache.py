@@ -397,3 +397,21 @@ def test_only_the_python_cli_of_a_native_command_stores(cli, tmp_path):
                        cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert not _entries(cli)
+
+
+@pytest.mark.parametrize("args", [
+    ["-p", "strict", "/bin/pwd"],
+    ["--profile=strict", "--timeout=30", "--", "/bin/pwd"],
+    ["-p", "strict", "-C", "/usr/../tmp/./", "--", "/bin/pwd"],
+    ["-p", "default", "-C", "sub/../sub/.", "--", "/bin/pwd"],
+    ["-p", "default", "--cwd", "sub", "--", "/bin/pwd"],
+    ["-p", "default", "--set=rlimits.nofile=99", "--", "/bin/sh", "-c", "pwd; ulimit -n"],
+])
+def test_option_forms_the_native_command_takes(cli, args):
+    (cli.work / "sub").mkdir()
+    first = cli(["run", "--timing", *args])
+    second = cli(["run", "--timing", *args])
+    py = cli(["run", *args], native=False)
+    assert first.returncode == second.returncode == py.returncode == 0, (first.stderr, second.stderr)
+    assert CACHED not in first.stderr and CACHED in second.stderr
+    assert second.stdout == py.stdout == first.stdout
