@@ -6,7 +6,9 @@ filesystem view, even one without a dynamic loader or libc in it.
 """
 import hashlib
 import os
+import shutil
 import subprocess
+import sys
 import sysconfig
 
 from setuptools import Extension, setup
@@ -64,6 +66,19 @@ class BuildWithInit(build_ext):
         self.announce(" ".join(cmd), level=2)
         subprocess.check_call(cmd)
         os.chmod(native_out, 0o755)
+        # A venv whose `isolate` is already the native command (scripts/install.sh) gets the
+        # new build too: an old copy has another build id and would never find its plans.
+        installed = os.path.join(sys.prefix, "bin", "isolate")
+        try:
+            with open(installed, "rb") as f:
+                native_installed = f.read(4) == b"\x7fELF"
+        except OSError:
+            native_installed = False
+        if native_installed:
+            tmp = installed + ".new"
+            shutil.copyfile(native_out, tmp)
+            os.chmod(tmp, 0o755)
+            os.replace(tmp, installed)
 
 
 setup(
