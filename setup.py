@@ -4,8 +4,11 @@ and isolate/agent/isolate-agentd.
 isolate-init is the sandbox's pid 1. It is linked statically so that it runs in any
 filesystem view, even one without a dynamic loader or libc in it.
 """
+import hashlib
 import os
+import shutil
 import subprocess
+import sys
 import sysconfig
 
 from setuptools import Extension, setup
@@ -13,6 +16,23 @@ from setuptools.command.build_ext import build_ext
 
 CFLAGS = ["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter", "-Wno-missing-field-initializers",
           "-fno-strict-aliasing"]
+
+# The launch path's sources: the extension and the native `isolate` command are built from
+# them with the same id, and a cached plan (isolate/launch/plancache.py) records it.
+LAUNCH_SOURCES = ["isolate/launch/_launch.c", "isolate/launch/_cli.c", "isolate/launch/_init.c",
+                  "isolate/launch/_protocol.h", "isolate/launch/_syscall.h", "isolate/launch/_plancache.h"]
+
+
+def _build_id() -> str:
+    here = os.path.dirname(os.path.abspath(__file__))
+    h = hashlib.sha256()
+    for name in LAUNCH_SOURCES:
+        with open(os.path.join(here, name), "rb") as f:
+            h.update(name.encode() + b"\0" + f.read())
+    return h.hexdigest()[:32]
+
+
+BUILD_ID = _build_id()
 
 
 class BuildWithInit(build_ext):
@@ -38,6 +58,27 @@ class BuildWithInit(build_ext):
         self.announce(" ".join(cmd), level=2)
         subprocess.check_call(cmd)
         os.chmod(agent_out, 0o755)
+        # The native `isolate` command: `isolate run` of a cached plan without Python
+        # (scripts/install.sh puts it at .venv/bin/isolate; anything else it hands to isolate-py).
+        native_out = os.path.join(out_dir, "isolate-native")
+        cmd = [cc, *CFLAGS, "-static", f'-DISOLATE_BUILD_ID="{BUILD_ID}"', "-o", native_out,
+               os.path.join(here, "isolate", "launch", "_cli.c")]
+        self.announce(" ".join(cmd), level=2)
+        subprocess.check_call(cmd)
+        os.chmod(native_out, 0o755)
+        # A venv whose `isolate` is already the native command (scripts/install.sh) gets the
+        # new build too: an old copy has another build id and would never find its plans.
+        installed = os.path.join(sys.prefix, "bin", "isolate")
+        try:
+            with open(installed, "rb") as f:
+                native_installed = f.read(4) == b"\x7fELF"
+        except OSError:
+            native_installed = False
+        if native_installed:
+            tmp = installed + ".new"
+            shutil.copyfile(native_out, tmp)
+            os.chmod(tmp, 0o755)
+            os.replace(tmp, installed)
 
 
 setup(
@@ -45,7 +86,9 @@ setup(
         Extension(
             "isolate.launch._launch",
             sources=["isolate/launch/_launch.c"],
-            depends=["isolate/launch/_protocol.h", "isolate/launch/_syscall.h"],
+            # Every source of the build id: the extension is rebuilt (with the new id) when any changes.
+            depends=[src for src in LAUNCH_SOURCES if src != "isolate/launch/_launch.c"],
+            define_macros=[("ISOLATE_BUILD_ID", f'"{BUILD_ID}"')],
             extra_compile_args=CFLAGS,
         )
     ],

@@ -239,7 +239,7 @@ def _run(args) -> int:
 def _run_prepared(args, holder: list) -> int:
     import isolate
     from isolate import netproxy
-    from isolate.launch import process
+    from isolate.launch import plancache, process
 
     argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
     if not argv:
@@ -274,6 +274,10 @@ def _run_prepared(args, holder: list) -> int:
         # -C names a directory that is not there (or is not one): that is bad usage.
         print(f"isolate: -C/--cwd: {args.cwd}: {e.strerror}", file=sys.stderr)
         return EXIT_USAGE
+    if net is None:
+        # For the next run: the native `isolate` launches this plan without Python (cli-fast-path.md).
+        plancache.store(args.profile, overrides, args.cwd, process.load_profile(args.profile, overrides), plan,
+                        sys.argv[0])
     if args.timing:
         for name, ms in p.timings.items():
             print(f"isolate: timing: {name:>14} {ms:8.3f} ms", file=sys.stderr)

@@ -29,3 +29,10 @@ fi
     || { cat .venv/install.log; exit 1; }
 .venv/bin/python -m pip install -q -e '.[test,fuzz,bench]' >>.venv/install.log 2>&1 \
     || { cat .venv/install.log; exit 1; }
+# The native `isolate` command (built by setup.py with the extension): `isolate run` of a cached
+# plan without Python; everything else it hands to .venv/bin/isolate-py (docs/cli-fast-path.md).
+if [ ! -x isolate/launch/isolate-native ]; then
+    .venv/bin/python setup.py -q build_ext --inplace >>.venv/install.log 2>&1 || { cat .venv/install.log; exit 1; }
+fi
+install -m 0755 isolate/launch/isolate-native .venv/bin/isolate.native.tmp
+mv -f .venv/bin/isolate.native.tmp .venv/bin/isolate

@@ -16,8 +16,14 @@
  * It never keeps running in the caller's address space: it either execs or exits.
  * A step that fails sends (step, index, errno) to the parent, which raises.
  */
+#ifndef ISOLATE_NO_PYTHON
 #define PY_SSIZE_T_CLEAN
 #include <Python.h> /* first: it defines _GNU_SOURCE */
+#else /* the native `isolate` command (_cli.c) includes this file without Python */
+#define _GNU_SOURCE
+#include <stdio.h>
+#include <stdlib.h>
+#endif
 
 #include <errno.h>
 #include <fcntl.h>
@@ -44,6 +50,10 @@
 
 #include "_protocol.h"
 #include "_syscall.h"
+
+#ifndef ISOLATE_BUILD_ID
+#define ISOLATE_BUILD_ID "dev"
+#endif
 
 #ifndef CLONE_PIDFD
 #define CLONE_PIDFD 0x00001000
@@ -171,6 +181,16 @@ struct launch {
     int keep_ignored;                 /* restore_signals=False: ignored signals stay ignored */
     int ngroups;                      /* >= 0: the program's supplementary groups (extra_groups=) */
     const uint32_t *groups;
+    /* cgroup v1: the calling thread moves itself into the new cgroups around the clone
+     * (writing "0" to their `tasks`, which takes no global lock, unlike another process's
+     * pid into cgroup.procs: that waits for an RCU grace period, milliseconds), so the
+     * child is born in them; then back (orig). O_WRONLY fds, ncg_move of each; 0: unused. */
+    int ncg_move;
+    const int *cg_move_new, *cg_move_orig;
+    /* The caller reads the status pipe itself, later (the native command: one wakeup
+     * less): launch_core returns once the maps are written, leaves the child's stack
+     * mapped (the child runs on it until its execve) and returns the pipe's read end. */
+    int defer_status;
 };
 
 /* ---- child side ------------------------------------------------------------------- */
@@ -826,6 +846,9 @@ static int write_proc_file(pid_t pid, const char *name, const char *data)
     return err;
 }
 
+#include "_plancache.h"
+
+#ifndef ISOLATE_NO_PYTHON
 static PyObject *ChildError;
 
 static void free_plan(struct plan *p)
@@ -1078,12 +1101,239 @@ static char **bytes_array(PyObject *seq, int *count)
     return arr;
 }
 
+#endif /* ISOLATE_NO_PYTHON */
+
 static const char *step_names[] = {
     "none", "clone", "id_maps", "setsid", "hostname", "mount", "loopback", "fds", "rlimit", "chdir",
     "caps_bounding", "setgroups", "setgid", "setuid", "no_new_privs", "caps", "seccomp", "exec", "exec_init",
     "init", "signals", "netns", "landlock", "cgroup", "pdeathsig",
 };
 
+/* The launch itself, Python-free (also compiled into the native `isolate` command,
+ * isolate/launch/_cli.c): clone the child of `l`, put it into its cgroups, write its id
+ * maps, read its first status record. The caller fills `l` (but for status_fd, sync_fd
+ * and timings) and owns what it passed in. */
+struct launch_result {
+    long pid;
+    int pidfd, status_fd;             /* status_fd: the open status pipe (with init), or -1 */
+    int err, step, index, used_clone3;
+    int64_t t_start, t_end;
+};
+
+static void launch_core(struct launch *l, int mntns_fd, int ncgroups, char *const *c_cgroups, int64_t *timings,
+                        struct launch_result *res)
+{
+    const struct plan *p = l->plan;
+    void *stack = MAP_FAILED;
+    int pipefd[2] = {-1, -1}, syncfd[2] = {-1, -1}, pidfd = -1;
+    l->timings = timings;
+    int err = 0, step = STEP_NONE, index = 0, used_clone3 = 0;
+    long pid = -1;
+    struct isolate_msg msg;
+    int have_msg = 0;
+    int64_t t_start = 0, t_end = 0;
+
+    t_start = now_ns();
+    stack = mmap(NULL, CHILD_STACK_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+    if (stack == MAP_FAILED) {
+        err = errno;
+        step = STEP_CLONE;
+    } else if (pipe2(pipefd, O_CLOEXEC) < 0 ||
+               (((p->clone_flags & CLONE_NEWUSER) || ncgroups) && pipe2(syncfd, O_CLOEXEC) < 0)) {
+        err = errno;
+        step = STEP_CLONE;
+    } else {
+        l->status_fd = pipefd[1];
+        l->sync_fd = syncfd[0];
+        sigset_t all, old;
+        sigfillset(&all);
+        pthread_sigmask(SIG_SETMASK, &all, &old);
+        /* A prepared network namespace is joined by this thread around the clone: the
+         * child, born in its own user namespace, could not join one owned by ours.
+         * setns(CLONE_NEWNET) affects only the calling thread. */
+        int netns_fd = l->netns_fd >= 0 ? l->netns_fd : p->netns_fd;
+        int saved_netns = -1;
+        if (netns_fd >= 0) {
+            saved_netns = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
+            if (saved_netns < 0 || setns(netns_fd, CLONE_NEWNET) < 0) {
+                err = errno;
+                step = STEP_NETNS;
+            }
+        }
+        /* A namespace prepared for this launch replaces the one clone would make. */
+        unsigned long flags = l->netns_fd >= 0 ? (p->clone_flags & ~(unsigned long)CLONE_NEWNET) : p->clone_flags;
+        if (ncgroups && (flags & CLONE_NEWCGROUP)) {
+            flags &= ~(unsigned long)CLONE_NEWCGROUP;
+            l->late_cgroupns = 1;
+        }
+        /* A template mount namespace (a small one holding only what the view binds
+         * from): cloned from there, CLONE_NEWNS copies it instead of the caller's
+         * whole mount table. setns into a mount namespace needs a thread with an
+         * fs_struct of its own: only isolate's launcher threads pass mntns_fd. */
+        int saved_mntns = -1;
+        if (!err && mntns_fd >= 0) {
+            static __thread int fs_private;
+            if (!fs_private && unshare(CLONE_FS) == 0)
+                fs_private = 1;
+            saved_mntns = open("/proc/thread-self/ns/mnt", O_RDONLY | O_CLOEXEC);
+            if (!fs_private || saved_mntns < 0 || setns(mntns_fd, CLONE_NEWNS) < 0) {
+                err = errno ? errno : EINVAL;
+                step = STEP_MOUNT;
+                index = -1;
+            }
+        }
+        int moved = 0;
+        for (; !err && moved < l->ncg_move; moved++)
+            if (write(l->cg_move_new[moved], "0", 1) != 1)
+                break;
+        if (moved < l->ncg_move) { /* not possible here: back, and cgroup.procs below */
+            for (int i = 0; i < moved; i++)
+                if (write(l->cg_move_orig[i], "0", 1) != 1)
+                    abort(); /* this thread must not stay in the sandbox's cgroup */
+            moved = 0;
+        }
+        if (!err)
+            pid = do_clone(flags, stack, CHILD_STACK_SIZE, l, &pidfd, &used_clone3);
+        for (int i = 0; i < moved; i++)
+            if (write(l->cg_move_orig[i], "0", 1) != 1)
+                abort(); /* this thread must not stay in the sandbox's cgroup */
+        if (moved)
+            ncgroups = 0; /* born in them */
+        if (saved_mntns >= 0) {
+            if (setns(saved_mntns, CLONE_NEWNS) < 0)
+                abort(); /* this thread must not stay in the template */
+            close(saved_mntns);
+        }
+        if (saved_netns >= 0) {
+            if (setns(saved_netns, CLONE_NEWNET) < 0)
+                abort(); /* this thread must not stay in the sandbox's network */
+            close(saved_netns);
+        }
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+        close(pipefd[1]);
+        pipefd[1] = -1;
+        if (syncfd[0] >= 0) {
+            close(syncfd[0]);
+            syncfd[0] = -1;
+        }
+        if (err) {
+            pid = -1;
+        } else if (pid < 0) {
+            err = (int)-pid;
+            step = STEP_CLONE;
+        } else {
+            if (syncfd[1] >= 0) {
+                /* Only the parent may write a map of more than its own id. Without
+                 * privilege, setgroups must be denied before gid_map is written. */
+                int r = 0;
+                /* Into its cgroups before it runs anything of its own: every process
+                 * it starts is then counted and limited. */
+                char pidbuf[24];
+                snprintf(pidbuf, sizeof pidbuf, "%ld", pid);
+                for (int i = 0; i < ncgroups && !r; i++) {
+                    int fd = open(c_cgroups[i], O_WRONLY | O_CLOEXEC);
+                    if (fd < 0 || write(fd, pidbuf, strlen(pidbuf)) < 0)
+                        r = -errno;
+                    if (fd >= 0)
+                        close(fd);
+                    if (r) {
+                        err = -r;
+                        step = STEP_CGROUP;
+                        index = i;
+                    }
+                }
+                if (!r && (p->clone_flags & CLONE_NEWUSER)) {
+                    if (p->deny_setgroups)
+                        r = write_proc_file((pid_t)pid, "setgroups", "deny");
+                    if (!r && l->gid_map)
+                        r = write_proc_file((pid_t)pid, "gid_map", l->gid_map);
+                    if (!r && l->uid_map)
+                        r = write_proc_file((pid_t)pid, "uid_map", l->uid_map);
+                    if (r) {
+                        err = -r;
+                        step = STEP_ID_MAPS;
+                    }
+                }
+                if (err) {
+                    /* Reported below. The child holds a copy of the sync pipe's write
+                     * end, so it would wait for our byte forever (and we for its
+                     * record): kill it now; the status pipe then reads EOF. */
+                    syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, NULL, 0);
+                } else if (write(syncfd[1], "x", 1) != 1) {
+                    err = errno;
+                    step = STEP_ID_MAPS;
+                }
+                close(syncfd[1]);
+                syncfd[1] = -1;
+            }
+            /* The first record tells how the setup went; EOF means the program
+             * exec'd (the pipe is close-on-exec in it). */
+            ssize_t n = 0;
+            do {
+                n = (l->defer_status && !err) ? 0 : read(pipefd[0], &msg, sizeof msg);
+            } while (n < 0 && errno == EINTR);
+            if (n == (ssize_t)sizeof msg) {
+                have_msg = 1;
+                if (msg.kind == MSG_STARTED && msg.t > 0)
+                    timings[STEP_INIT] = msg.t; /* when pid 1 began: splits exec(init) from the rest */
+                if (msg.kind == MSG_ERROR && !err) {
+                    step = msg.a;
+                    index = msg.b;
+                    err = msg.c;
+                }
+            }
+            if (err) {
+                /* The child (or init) is exiting: kill it to be sure, then reap it
+                 * so that its stack (our memory) is no longer in use. */
+                syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, NULL, 0);
+                int st;
+                while (waitpid((pid_t)pid, &st, __WALL) < 0 && errno == EINTR)
+                    ;
+            }
+        }
+    }
+    if (stack != MAP_FAILED && !(l->defer_status && !err))
+        munmap(stack, CHILD_STACK_SIZE);
+    t_end = now_ns();
+
+    if (syncfd[0] >= 0)
+        close(syncfd[0]);
+    if (syncfd[1] >= 0)
+        close(syncfd[1]);
+    if (err) {
+        if (pipefd[0] >= 0)
+            close(pipefd[0]);
+        if (pidfd >= 0)
+            close(pidfd);
+        pipefd[0] = pidfd = -1;
+    }
+    int status_fd = -1;
+    if (!err) {
+        status_fd = pipefd[0];
+    /* Without init the status pipe has done its job. With init, the first record was
+     * MSG_STARTED and the pipe stays open for MSG_EXITED. */
+    if (l->defer_status) {
+    } else if (!p->use_init) {
+        close(status_fd);
+        status_fd = -1;
+    } else if (!have_msg || msg.kind != MSG_STARTED) {
+        /* init ended without a word: it was killed before the program started. */
+        close(status_fd);
+        status_fd = -1;
+    }
+    }
+    res->pid = pid;
+    res->pidfd = pidfd;
+    res->status_fd = err ? -1 : status_fd;
+    res->err = err;
+    res->step = step;
+    res->index = index;
+    res->used_clone3 = used_clone3;
+    res->t_start = t_start;
+    res->t_end = t_end;
+}
+
+#ifndef ISOLATE_NO_PYTHON
 /* spawn(plan, exec_paths, argv, envp, cwd, fd_src, fd_dst, init_fd, init_argv,
  *       first_private, parent_pidfd, bpf_fd[, netns_fd, cgroup_procs, cgroup_fd, mntns_fd,
  *       uid_map, gid_map, switch_uid, switch_gid, op_fds, ctty, umask, keep_ignored, groups])
@@ -1142,8 +1392,6 @@ static PyObject *spawn(PyObject *self, PyObject *args)
     int ncgroups = 0;
     int *c_src = NULL, *c_dst = NULL;
     int nexec = 0, nfds = 0;
-    void *stack = MAP_FAILED;
-    int pipefd[2] = {-1, -1}, syncfd[2] = {-1, -1}, pidfd = -1;
     int64_t timings[MAX_TIMINGS];
     memset(timings, 0, sizeof timings);
 
@@ -1194,189 +1442,21 @@ static PyObject *spawn(PyObject *self, PyObject *args)
         .groups = groups == Py_None ? NULL : (const uint32_t *)PyBytes_AS_STRING(groups),
     };
 
-    int err = 0, step = STEP_NONE, index = 0, used_clone3 = 0;
-    long pid = -1;
-    struct isolate_msg msg;
-    int have_msg = 0;
-    int64_t t_start = 0, t_end = 0;
-
+    struct launch_result res;
     Py_BEGIN_ALLOW_THREADS
-    t_start = now_ns();
-    stack = mmap(NULL, CHILD_STACK_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
-    if (stack == MAP_FAILED) {
-        err = errno;
-        step = STEP_CLONE;
-    } else if (pipe2(pipefd, O_CLOEXEC) < 0 ||
-               (((p->clone_flags & CLONE_NEWUSER) || ncgroups) && pipe2(syncfd, O_CLOEXEC) < 0)) {
-        err = errno;
-        step = STEP_CLONE;
-    } else {
-        l.status_fd = pipefd[1];
-        l.sync_fd = syncfd[0];
-        sigset_t all, old;
-        sigfillset(&all);
-        pthread_sigmask(SIG_SETMASK, &all, &old);
-        /* A prepared network namespace is joined by this thread around the clone: the
-         * child, born in its own user namespace, could not join one owned by ours.
-         * setns(CLONE_NEWNET) affects only the calling thread. */
-        int netns_fd = l.netns_fd >= 0 ? l.netns_fd : p->netns_fd;
-        int saved_netns = -1;
-        if (netns_fd >= 0) {
-            saved_netns = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
-            if (saved_netns < 0 || setns(netns_fd, CLONE_NEWNET) < 0) {
-                err = errno;
-                step = STEP_NETNS;
-            }
-        }
-        /* A namespace prepared for this launch replaces the one clone would make. */
-        unsigned long flags = l.netns_fd >= 0 ? (p->clone_flags & ~(unsigned long)CLONE_NEWNET) : p->clone_flags;
-        if (ncgroups && (flags & CLONE_NEWCGROUP)) {
-            flags &= ~(unsigned long)CLONE_NEWCGROUP;
-            l.late_cgroupns = 1;
-        }
-        /* A template mount namespace (a small one holding only what the view binds
-         * from): cloned from there, CLONE_NEWNS copies it instead of the caller's
-         * whole mount table. setns into a mount namespace needs a thread with an
-         * fs_struct of its own: only isolate's launcher threads pass mntns_fd. */
-        int saved_mntns = -1;
-        if (!err && mntns_fd >= 0) {
-            static __thread int fs_private;
-            if (!fs_private && unshare(CLONE_FS) == 0)
-                fs_private = 1;
-            saved_mntns = open("/proc/thread-self/ns/mnt", O_RDONLY | O_CLOEXEC);
-            if (!fs_private || saved_mntns < 0 || setns(mntns_fd, CLONE_NEWNS) < 0) {
-                err = errno ? errno : EINVAL;
-                step = STEP_MOUNT;
-                index = -1;
-            }
-        }
-        if (!err)
-            pid = do_clone(flags, stack, CHILD_STACK_SIZE, &l, &pidfd, &used_clone3);
-        if (saved_mntns >= 0) {
-            if (setns(saved_mntns, CLONE_NEWNS) < 0)
-                abort(); /* this thread must not stay in the template */
-            close(saved_mntns);
-        }
-        if (saved_netns >= 0) {
-            if (setns(saved_netns, CLONE_NEWNET) < 0)
-                abort(); /* this thread must not stay in the sandbox's network */
-            close(saved_netns);
-        }
-        pthread_sigmask(SIG_SETMASK, &old, NULL);
-        close(pipefd[1]);
-        pipefd[1] = -1;
-        if (syncfd[0] >= 0) {
-            close(syncfd[0]);
-            syncfd[0] = -1;
-        }
-        if (err) {
-            pid = -1;
-        } else if (pid < 0) {
-            err = (int)-pid;
-            step = STEP_CLONE;
-        } else {
-            if (syncfd[1] >= 0) {
-                /* Only the parent may write a map of more than its own id. Without
-                 * privilege, setgroups must be denied before gid_map is written. */
-                int r = 0;
-                /* Into its cgroups before it runs anything of its own: every process
-                 * it starts is then counted and limited. */
-                char pidbuf[24];
-                snprintf(pidbuf, sizeof pidbuf, "%ld", pid);
-                for (int i = 0; i < ncgroups && !r; i++) {
-                    int fd = open(c_cgroups[i], O_WRONLY | O_CLOEXEC);
-                    if (fd < 0 || write(fd, pidbuf, strlen(pidbuf)) < 0)
-                        r = -errno;
-                    if (fd >= 0)
-                        close(fd);
-                    if (r) {
-                        err = -r;
-                        step = STEP_CGROUP;
-                        index = i;
-                    }
-                }
-                if (!r && (p->clone_flags & CLONE_NEWUSER)) {
-                    if (p->deny_setgroups)
-                        r = write_proc_file((pid_t)pid, "setgroups", "deny");
-                    if (!r && l.gid_map)
-                        r = write_proc_file((pid_t)pid, "gid_map", l.gid_map);
-                    if (!r && l.uid_map)
-                        r = write_proc_file((pid_t)pid, "uid_map", l.uid_map);
-                    if (r) {
-                        err = -r;
-                        step = STEP_ID_MAPS;
-                    }
-                }
-                if (err) {
-                    /* Reported below. The child holds a copy of the sync pipe's write
-                     * end, so it would wait for our byte forever (and we for its
-                     * record): kill it now; the status pipe then reads EOF. */
-                    syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, NULL, 0);
-                } else if (write(syncfd[1], "x", 1) != 1) {
-                    err = errno;
-                    step = STEP_ID_MAPS;
-                }
-                close(syncfd[1]);
-                syncfd[1] = -1;
-            }
-            /* The first record tells how the setup went; EOF means the program
-             * exec'd (the pipe is close-on-exec in it). */
-            ssize_t n;
-            do {
-                n = read(pipefd[0], &msg, sizeof msg);
-            } while (n < 0 && errno == EINTR);
-            if (n == (ssize_t)sizeof msg) {
-                have_msg = 1;
-                if (msg.kind == MSG_STARTED && msg.t > 0)
-                    timings[STEP_INIT] = msg.t; /* when pid 1 began: splits exec(init) from the rest */
-                if (msg.kind == MSG_ERROR && !err) {
-                    step = msg.a;
-                    index = msg.b;
-                    err = msg.c;
-                }
-            }
-            if (err) {
-                /* The child (or init) is exiting: kill it to be sure, then reap it
-                 * so that its stack (our memory) is no longer in use. */
-                syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, NULL, 0);
-                int st;
-                while (waitpid((pid_t)pid, &st, __WALL) < 0 && errno == EINTR)
-                    ;
-            }
-        }
-    }
-    if (stack != MAP_FAILED)
-        munmap(stack, CHILD_STACK_SIZE);
-    t_end = now_ns();
+    launch_core(&l, mntns_fd, ncgroups, c_cgroups, timings, &res);
     Py_END_ALLOW_THREADS
-
-    if (syncfd[0] >= 0)
-        close(syncfd[0]);
-    if (syncfd[1] >= 0)
-        close(syncfd[1]);
-    if (err) {
-        if (pipefd[0] >= 0)
-            close(pipefd[0]);
-        if (pidfd >= 0)
-            close(pidfd);
-        const char *name = (step >= 0 && step < STEP__COUNT) ? step_names[step] : "unknown";
-        PyObject *e = Py_BuildValue("(siii)", name, index, err, used_clone3);
+    long pid = res.pid;
+    int pidfd = res.pidfd, status_fd = res.status_fd, used_clone3 = res.used_clone3;
+    int64_t t_start = res.t_start, t_end = res.t_end;
+    if (res.err) {
+        const char *name = (res.step >= 0 && res.step < STEP__COUNT) ? step_names[res.step] : "unknown";
+        PyObject *e = Py_BuildValue("(siii)", name, res.index, res.err, used_clone3);
         if (e) {
             PyErr_SetObject(ChildError, e);
             Py_DECREF(e);
         }
         goto done;
-    }
-    /* Without init the status pipe has done its job. With init, the first record was
-     * MSG_STARTED and the pipe stays open for MSG_EXITED. */
-    int status_fd = pipefd[0];
-    if (!p->use_init) {
-        close(status_fd);
-        status_fd = -1;
-    } else if (!have_msg || msg.kind != MSG_STARTED) {
-        /* init ended without a word: it was killed before the program started. */
-        close(status_fd);
-        status_fd = -1;
     }
     PyObject *tl = PyList_New(0);
     if (!tl)
@@ -1414,6 +1494,8 @@ done:
     return result;
 }
 
+#endif /* ISOLATE_NO_PYTHON */
+
 /* make_userns(uid_map, gid_map) -> fd of a new user namespace with these maps (for
  * idmapped mounts: nothing runs in it). A child is cloned into it only to write the
  * maps and open it; it waits on a pipe, doing nothing but raw system calls. */
@@ -1425,24 +1507,22 @@ static int userns_child(void *arg)
     return 0;
 }
 
-static PyObject *make_userns(PyObject *self, PyObject *args)
+/* The user namespace itself: its fd, or -errno. */
+__attribute__((unused)) static int userns_make(const char *uid_map, const char *gid_map)
 {
-    const char *uid_map, *gid_map;
-    if (!PyArg_ParseTuple(args, "yy", &uid_map, &gid_map))
-        return NULL;
     int pfd[2];
     if (pipe2(pfd, O_CLOEXEC) < 0)
-        return PyErr_SetFromErrno(PyExc_OSError);
+        return -errno;
     size_t size = 64 * 1024;
     void *stack = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
     if (stack == MAP_FAILED) {
+        int e = errno;
         close(pfd[0]);
         close(pfd[1]);
-        return PyErr_SetFromErrno(PyExc_OSError);
+        return -e;
     }
     int err = 0, fd = -1;
     int rfd = pfd[0];
-    Py_BEGIN_ALLOW_THREADS
     sigset_t all, old;
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);
@@ -1470,7 +1550,6 @@ static PyObject *make_userns(PyObject *self, PyObject *args)
         while (waitpid(pid, NULL, __WALL) < 0 && errno == EINTR)
             ;
     }
-    Py_END_ALLOW_THREADS
     munmap(stack, size);
     close(pfd[0]);
     if (pfd[1] >= 0)
@@ -1478,7 +1557,41 @@ static PyObject *make_userns(PyObject *self, PyObject *args)
     if (err) {
         if (fd >= 0)
             close(fd);
-        errno = err;
+        return -err;
+    }
+    return fd;
+}
+
+/* A detached, private (and with userns_fd >= 0, idmapped) clone of the tree at path: fd or -errno. */
+static int tree_detach(const char *path, int userns_fd)
+{
+    int fd = (int)syscall(SYS_open_tree, AT_FDCWD, path, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE);
+    if (fd < 0)
+        return -errno;
+    /* Private, always: a clone of a shared host mount joins its peer group, and what the
+     * child then mounts on it (a hidden path's tmpfs) would propagate back to the host. */
+    struct mount_attr attr = {userns_fd >= 0 ? MOUNT_ATTR_IDMAP : 0, 0, MS_PRIVATE,
+                              userns_fd >= 0 ? (uint64_t)userns_fd : 0};
+    if (syscall(SYS_mount_setattr, fd, "", AT_EMPTY_PATH | AT_RECURSIVE, &attr, sizeof attr) < 0) {
+        int e = errno;
+        close(fd);
+        return -e;
+    }
+    return fd;
+}
+
+#ifndef ISOLATE_NO_PYTHON
+static PyObject *make_userns(PyObject *self, PyObject *args)
+{
+    const char *uid_map, *gid_map;
+    if (!PyArg_ParseTuple(args, "yy", &uid_map, &gid_map))
+        return NULL;
+    int fd;
+    Py_BEGIN_ALLOW_THREADS
+    fd = userns_make(uid_map, gid_map);
+    Py_END_ALLOW_THREADS
+    if (fd < 0) {
+        errno = -fd;
         return PyErr_SetFromErrno(PyExc_OSError);
     }
     return PyLong_FromLong(fd);
@@ -1494,20 +1607,48 @@ static PyObject *detached_tree(PyObject *self, PyObject *args)
     int userns_fd;
     if (!PyArg_ParseTuple(args, "yi", &path, &userns_fd))
         return NULL;
-    int fd = (int)syscall(SYS_open_tree, AT_FDCWD, path, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE);
-    if (fd < 0)
-        return PyErr_SetFromErrnoWithFilename(PyExc_OSError, path);
-    /* Private, always: a clone of a shared host mount joins its peer group, and what the
-     * child then mounts on it (a hidden path's tmpfs) would propagate back to the host. */
-    struct mount_attr attr = {userns_fd >= 0 ? MOUNT_ATTR_IDMAP : 0, 0, MS_PRIVATE,
-                              userns_fd >= 0 ? (uint64_t)userns_fd : 0};
-    if (syscall(SYS_mount_setattr, fd, "", AT_EMPTY_PATH | AT_RECURSIVE, &attr, sizeof attr) < 0) {
-        int e = errno;
-        close(fd);
-        errno = e;
+    int fd = tree_detach(path, userns_fd);
+    if (fd < 0) {
+        errno = -fd;
         return PyErr_SetFromErrnoWithFilename(PyExc_OSError, path);
     }
     return PyLong_FromLong(fd);
+}
+
+/* plan_bytes(plan) -> bytes: the plan as the native command reads it (_plancache.h). */
+static PyObject *plan_bytes(PyObject *self, PyObject *cap)
+{
+    struct plan *p = PyCapsule_GetPointer(cap, "isolate.plan");
+    if (!p)
+        return NULL;
+    struct pc_buf b = {NULL, 0, 0, 0};
+    if (plan_serialize(p, &b) < 0) {
+        free(b.p);
+        PyErr_SetString(PyExc_ValueError, "this plan cannot be stored (it holds an fd of this process)");
+        return NULL;
+    }
+    PyObject *out = PyBytes_FromStringAndSize((const char *)b.p, (Py_ssize_t)b.len);
+    free(b.p);
+    return out;
+}
+
+/* plan_check(data) -> bool: data parses as a plan and writes back to the same bytes (tests). */
+static PyObject *plan_check(PyObject *self, PyObject *arg)
+{
+    char *s;
+    Py_ssize_t n;
+    if (PyBytes_AsStringAndSize(arg, &s, &n) < 0)
+        return NULL;
+    struct plan p;
+    int ok = plan_parse((const unsigned char *)s, (size_t)n, &p) == 0;
+    if (ok) {
+        struct pc_buf b = {NULL, 0, 0, 0};
+        ok = plan_serialize(&p, &b) == 0 && b.len == (size_t)n && memcmp(b.p, s, (size_t)n) == 0;
+        free(b.p);
+    }
+    free(p.ops);
+    free(p.ll_rules);
+    return PyBool_FromLong(ok);
 }
 
 static PyObject *set_force_legacy_clone(PyObject *self, PyObject *arg)
@@ -1529,6 +1670,8 @@ static PyMethodDef methods[] = {
     {"detached_tree", detached_tree, METH_VARARGS, "open_tree(OPEN_TREE_CLONE) of a path, idmapped."},
     {"set_force_legacy_clone", set_force_legacy_clone, METH_O, "Use clone instead of clone3 (for tests)."},
     {"monotonic_ns", monotonic_ns, METH_NOARGS, "CLOCK_MONOTONIC in ns, the clock of the timings."},
+    {"plan_bytes", plan_bytes, METH_O, "A plan as the plan cache stores it."},
+    {"plan_check", plan_check, METH_O, "Whether bytes parse as a stored plan (and write back the same)."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1560,5 +1703,9 @@ PyMODINIT_FUNC PyInit__launch(void)
     PyModule_AddIntConstant(m, "MSG_EXITED", MSG_EXITED);
     PyModule_AddIntConstant(m, "MSG_TIMING", MSG_TIMING);
     PyModule_AddIntConstant(m, "MSG_SIZE", sizeof(struct isolate_msg));
+    PyModule_AddStringConstant(m, "BUILD_ID", ISOLATE_BUILD_ID);
+    PyModule_AddIntConstant(m, "PC_VERSION", PC_VERSION);
+    PyModule_AddIntConstant(m, "PC_LAUNCH_SIZE", sizeof(struct pc_launch));
     return m;
 }
+#endif /* ISOLATE_NO_PYTHON */

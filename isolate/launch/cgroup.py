@@ -34,6 +34,7 @@ from typing import Mapping
 
 from ..errors import SandboxSetupError
 from ..kernel.constants import controllers
+from ..kernel import mounts as kmounts
 from ..kernel import procfs
 
 PARENT = "isolate"
@@ -308,6 +309,45 @@ def create(version: str, bases: Mapping[str, str], limits: Mapping[str, int]) ->
         _live.add(g)
     return g
 
+
+def planned(version: str, bases: Mapping[str, str], limits: Mapping[str, int]) -> list:
+    """What create() makes and writes, as data for the native launcher's plan cache:
+    [(parent directory, [(file, value), ...], (controller, mount point, mount root) or
+    None), ...], one per cgroup directory (create() names it <pid>-<n> in the parent);
+    the last item (v1) says where the caller's own cgroup of that hierarchy is found.
+    The files that exist only with some kernels are decided here, as create() would now."""
+    ctrls = controllers(limits)
+    out = []
+    if version == "v2":
+        parent = _ensure_parent_v2(bases[ctrls[0]], ctrls)
+        writes = []
+        if "memory_max" in limits:
+            mem = limits["memory_max"]
+            writes.append(("memory.max", mem))
+            if os.path.exists(os.path.join(parent, "memory.swap.max")):
+                writes.append(("memory.swap.max", max(0, limits.get("memory_swap_max", mem) - mem)))
+            if os.path.exists(os.path.join(parent, "memory.oom.group")):
+                writes.append(("memory.oom.group", 1))
+        if "pids_max" in limits:
+            writes.append(("pids.max", limits["pids_max"]))
+        out.append((parent, writes, None))
+    elif version == "v1":
+        mounts = kmounts.mounts()
+        for c in ctrls:
+            parent = os.path.join(bases[c], PARENT)
+            writes = []
+            if c == "memory":
+                mem = limits["memory_max"]
+                writes.append(("memory.limit_in_bytes", mem))
+                if os.path.exists(os.path.join(parent, "memory.memsw.limit_in_bytes")):
+                    writes.append(("memory.memsw.limit_in_bytes", max(mem, limits.get("memory_swap_max", mem))))
+            elif c == "pids":
+                writes.append(("pids.max", limits["pids_max"]))
+            m = next((m for m in mounts if m.fstype == "cgroup" and c in m.super_opts), None)
+            out.append((parent, writes, (c, m.point, m.root) if m is not None else None))
+    else:
+        raise ValueError(f"unknown cgroup version {version!r}")
+    return [(parent, [(f, str(v)) for f, v in writes], move) for parent, writes, move in out]
 
 @atexit.register
 def _at_exit() -> None:
