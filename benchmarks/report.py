@@ -22,7 +22,7 @@ from matplotlib.ticker import FuncFormatter  # noqa: E402
 
 import isolate  # noqa: E402
 
-from . import clipeers, latency, mounts, netpool, parent_size, phases, programs, targets, throughput  # noqa: E402
+from . import cli, latency, mounts, netpool, parent_size, phases, programs, targets, throughput  # noqa: E402
 from .stats import Summary, fmt_ms, fmt_ratio, median  # noqa: E402
 
 PHASE_DOC = {
@@ -773,24 +773,21 @@ def _section_summary(res: targets.Results) -> list[str]:
     return out + [""]
 
 
-def _section_cli(cli: clipeers.CliResult) -> list[str]:
+def _section_cli(r: cli.CliResult) -> list[str]:
     out = ["## 7. The command line against its peers", "",
-           f"End to end from a shell's point of view: `hyperfine -N` ({cli.version}) runs each command "
-           f"{cli.runs} times per pass (after warm-up runs), {cli.passes} passes with the commands in a rotated "
-           f"order. The program is `{cli.prog}`. A ratio is the median over the passes of the two medians of "
-           f"the same pass. isolate's first call (untimed) filled its plan cache, as any earlier run would.", ""]
-    rows = []
-    base = clipeers.BWRAP_STRICT if cli.has(clipeers.BWRAP_STRICT) else None
-    for name in cli.times_ms:
-        cell = "–"
-        if base is not None:
-            v, lo, hi = cli.ratio(name, base)
-            cell = f"{fmt_ratio(v)} ({fmt_ratio(lo)}–{fmt_ratio(hi)})"
-        rows.append([name, fmt_ms(cli.median(name)), fmt_ms(cli.p(name, 10)), fmt_ms(cli.p(name, 90)), cell])
-    rows += [[name, "–", "–", "–", f"skipped: {why}"] for name, why in cli.skipped.items()]
-    out += _table(["command", "median ms", "p10", "p90", f"× {clipeers.BWRAP_STRICT} (per pass)"], rows)
-    out += ["", "The commands:", ""]
-    out += [f"- {name}: `{shlex.join(argv)}`" for name, argv in cli.argv.items()]
+           f"End to end from a shell's point of view: `hyperfine -N` ({r.version}) runs each command {r.runs} "
+           f"times per pass (after warm-up runs), {r.passes} passes with the commands in a rotated order; a "
+           f"ratio is the median over the passes of the two medians of the same pass. The same commands were "
+           f"also timed round-robin ({r.rounds} rounds, one launch of each per round). The program is "
+           f"`{r.prog}`. isolate's first call (untimed) stored its plan in a cache directory of the run's own; "
+           + ("every timed isolate command took the native path (`--timing` said so)."
+              if r.native_hit and all(r.native_hit.values()) else
+              "NOT every isolate command took the native path: " + ", ".join(
+                  f"{k}: {'native' if v else 'Python'}" for k, v in r.native_hit.items()) + "."), ""]
+    out += cli.table(r)
+    out += ["", "bwrap has no seccomp filter, no cgroup and no Landlock in these commands; isolate's `strict` "
+            "has all three, `default` the first two.", "", "The commands:", ""]
+    out += [f"- {name}: `{shlex.join(argv)}`" for name, argv in r.argv.items()]
     return out + [""]
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from isolate.launch import net
 
-from . import clipeers, latency, mounts, netpool, parent_size, phases, programs, report, targets, throughput
+from . import cli, latency, mounts, netpool, parent_size, phases, programs, report, targets, throughput
 
 # The full run: about five minutes on a quiet 2-CPU machine; the *_seconds caps stop a
 # measurement early (with fewer rounds, reported) when the machine is much slower.
@@ -30,7 +30,7 @@ FULL = {
     "throughput_launches": 400, "throughput_repetitions": 15, "throughput_seconds": 120,
     "parent_rounds": {50: 600, 1024: 240, 4096: 120, 8192: 60}, "parent_rounds_alone": 600, "parent_passes": 3,
     "mounts_rounds": 900, "mounts_passes": 3,
-    "cli_passes": 5, "cli_runs": 40,
+    "cli_passes": 5, "cli_runs": 40, "cli_rounds": 200,
     "warmup": 5,
 }
 # A smoke run: few iterations, and only the 50 MB and 1 GB parents (touching 8 GB alone
@@ -42,7 +42,7 @@ QUICK = {
     "throughput_launches": 64, "throughput_repetitions": 1, "throughput_seconds": 10,
     "parent_rounds": {50: 8, 1024: 4}, "parent_rounds_alone": 20, "parent_passes": 1,
     "mounts_rounds": 12, "mounts_passes": 1,
-    "cli_passes": 1, "cli_runs": 5,
+    "cli_passes": 1, "cli_runs": 5, "cli_rounds": 5,
     "warmup": 1,
 }
 
@@ -99,8 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     res.mounts = mounts.measure(opts["mounts_rounds"], passes=opts["mounts_passes"], warmup=min(opts["warmup"], 3),
                                 log=_log)
     _log("command line against its peers (hyperfine)")
-    res.cli = clipeers.measure(passes=opts["cli_passes"], runs=opts["cli_runs"], warmup=min(opts["warmup"], 3),
-                               log=_log)
+    res.cli = cli.measure(passes=opts["cli_passes"], runs=opts["cli_runs"], warmup=min(opts["warmup"], 3),
+                          rounds=opts["cli_rounds"], log=_log)
     pool = net.pool()
     res.netns_stats_end = dict(pool.stats) if pool is not None else None
 

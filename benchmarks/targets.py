@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from . import clipeers, latency, parent_size, phases, throughput
+from . import cli, latency, parent_size, phases, throughput
 from . import mounts as mounts_mod
 from . import netpool as netpool_mod
 from .stats import Ratio, fmt_ms, fmt_ratio, median
@@ -44,7 +44,7 @@ class Results:
     netpool: netpool_mod.NetPoolResult | None = None
     mounts: mounts_mod.MountsResult | None = None
     netns_stats_end: dict | None = None     # isolate.net.pool().stats at the end of the run
-    cli: clipeers.CliResult | None = None
+    cli: cli.CliResult | None = None
 
 
 def _top_phases(b: phases.Breakdown, k: int = 3) -> str:
@@ -142,8 +142,8 @@ def _strict_targets(r: Results) -> list[Target]:
 def _cli_targets(r: Results) -> list[Target]:
     cli = r.cli
     out = []
-    for mine, peer in clipeers.PAIRS.items():
-        goal = f"`{mine} -- {clipeers.BARE if cli is None else cli.prog}` ≤ {CLI_VS_BWRAP:g}× {peer}, end to end"
+    for mine, peer in cli.PAIRS.items():
+        goal = f"`{mine} -- {cli.BARE if cli is None else cli.prog}` ≤ {CLI_VS_BWRAP:g}× {peer}, end to end"
         if cli is None or not cli.has(mine) or not cli.has(peer):
             why = "" if cli is None else "; ".join(f"{k}: {v}" for k, v in cli.skipped.items())
             out.append(Target(goal, NOT_EVALUATED, "the command line was not measured in this run"
@@ -154,13 +154,20 @@ def _cli_targets(r: Results) -> list[Target]:
         met = v <= CLI_VS_BWRAP
         why = ""
         if not met:
-            py = cli.median(clipeers.PYTHON) if cli.has(clipeers.PYTHON) else None
-            why = (f"`{mine}` takes {fmt_ms(a)} ms against bwrap's {fmt_ms(b)} ms, {fmt_ms(a - b)} ms more."
-                   + (f" Starting a Python interpreter alone (`{clipeers.PYTHON}`) takes {fmt_ms(py)} ms: a "
+            py = cli.median(cli.PYTHON) if cli.has(cli.PYTHON) else None
+            why = (f"`{mine}` takes {fmt_ms(a)} ms against bwrap's {fmt_ms(b)} ms, {fmt_ms(a - b)} ms more. "
+                   f"The native command's phases (`isolate run --timing`) are in docs/cli-fast-path.md; what "
+                   f"bwrap does not do here: {'Landlock, ' if 'strict' in mine else ''}the seccomp filter, the "
+                   f"cgroups and a host uid of its own (for root)."
+                   + (f" Starting a Python interpreter alone (`{cli.PYTHON}`) takes {fmt_ms(py)} ms: a "
                       f"command line that runs Python cannot meet it." if py is not None and a > py else ""))
+        rr = cli.rr_ratio(mine, peer)
+        if not cli.native_hit.get(mine, False):
+            why = ("The isolate command did not take the native path in this run (see section 7). " + why).strip()
         out.append(Target(goal, MET if met else NOT_MET,
                           f"{fmt_ms(a)} ms vs {fmt_ms(b)} ms: {fmt_ratio(v)} (per pass {fmt_ratio(lo)}–"
-                          f"{fmt_ratio(hi)}, {cli.passes} hyperfine passes of {cli.runs} runs)", why))
+                          f"{fmt_ratio(hi)}, {cli.passes} hyperfine passes of {cli.runs} runs)"
+                          + (f"; round-robin {fmt_ratio(rr)}" if rr is not None else ""), why))
     return out
 
 

@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from benchmarks import clipeers, floor, programs
+from benchmarks import cli, floor, programs
 
 
 @pytest.fixture(scope="module")
@@ -60,6 +60,14 @@ def test_the_floor_filters_and_landlock_are_applied(floors):
     assert _sh(floors, floor.STRICT_FLOOR, "ls /usr") == 0
 
 
-def test_every_cli_peer_runs_here():
-    for name, argv in clipeers.commands("/bin/true").items():
-        assert clipeers.usable(argv) is None, name
+def test_every_cli_peer_runs_here(tmp_path):
+    env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "cache"))
+    for name, argv in cli.commands("/bin/true", str(tmp_path), python=True).items():
+        assert cli.usable(argv, env, tmp_path) is None, name
+
+
+def test_the_cli_benchmark_measures_the_native_path(tmp_path):
+    r = cli.measure(passes=1, runs=2, warmup=0, rounds=1, log=lambda m: None)
+    assert not r.skipped
+    assert r.native_hit == {cli.ISOLATE_STRICT: True, cli.ISOLATE_DEFAULT: True}
+    assert all(len(r.times_ms[n]) == 2 for n in r.argv) and all(len(v) == 1 for v in r.rr_ms.values())
