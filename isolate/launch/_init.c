@@ -256,6 +256,29 @@ static void receive_task(char ***paths, int *nexec, char ***prog_argv, int *firs
     *first_private = top;
 }
 
+/* The program's process has exec'd (its start pipe reads EOF: report MSG_STARTED with
+ * its pid) or has failed before (a record: relay it and end the sandbox). */
+static void report_start(int *fd, pid_t program, int reaped, int64_t t_init)
+{
+    struct isolate_msg m;
+    ssize_t n;
+    do {
+        n = read(*fd, &m, sizeof m);
+    } while (n < 0 && errno == EINTR);
+    close(*fd);
+    *fd = -1;
+    if (n == (ssize_t)sizeof m) {
+        int st;
+        if (!reaped)
+            waitpid(program, &st, 0);
+        send_msg(status_fd, MSG_ERROR, m.a, m.b, m.c);
+        _exit(127);
+    }
+    struct isolate_msg s = {MSG_STARTED, program, 0, 0, t_init};
+    while (write(status_fd, &s, sizeof s) < 0 && errno == EINTR)
+        ;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 8)
@@ -325,25 +348,32 @@ int main(int argc, char **argv)
     if (!pidns && prctl(PR_SET_CHILD_SUBREAPER, 1) < 0)
         fail(STEP_INIT, 4, errno);
 
-    if (flags & FLAG_WARM) {
-        /* Set up and waiting: the parent hands us one task, then we are used up. */
-        struct isolate_msg ready = {MSG_STARTED, 0, 0, 0, t_init};
-        while (write(status_fd, &ready, sizeof ready) < 0 && errno == EINTR)
-            ;
-        receive_task(&paths, &nexec, &prog_argv, &first_private, &parent_pidfd, &sfd);
-    }
-
     int started[2];
     if (pipe2(started, O_CLOEXEC) < 0)
         fail(STEP_INIT, 5, errno);
 
+    /* The program's process. Warm (FLAG_WARM), it is forked now, before its task: the
+     * zygote waits for the task itself, so that a task costs only the hand-over and
+     * the exec. It keeps nothing of pid 1's: its errors go to pid 1 over the start
+     * pipe, which relays them on the status pipe. */
     pid_t program = fork();
     if (program < 0)
         fail(STEP_INIT, 6, errno);
     if (program == 0) {
-        /* The program's process: Landlock, seccomp, exec. */
         close(started[0]);
         close(sfd);
+        if (flags & FLAG_WARM) {
+            if (parent_pidfd >= 0)
+                close(parent_pidfd);
+            if (cgroup_fd >= 0)
+                close(cgroup_fd);
+            close(status_fd);
+            status_fd = started[1]; /* fail() now reports to pid 1 */
+            parent_pidfd = cgroup_fd = -1;
+            int no_sfd = -1;
+            receive_task(&paths, &nexec, &prog_argv, &first_private, &parent_pidfd, &no_sfd);
+            started[1] = status_fd; /* moved above the program's table */
+        }
         /* The program's table is 0..first_private-1 as laid out by the launch path (or
          * receive_task); nothing of ours above it may reach the program. Ours are
          * close-on-exec already: make sure of every other number too (5.11+). */
@@ -399,26 +429,18 @@ int main(int argc, char **argv)
     }
     free(prog.filter);
 
-    struct isolate_msg m;
-    ssize_t n;
-    do {
-        n = read(started[0], &m, sizeof m);
-    } while (n < 0 && errno == EINTR);
-    close(started[0]);
-    if (n == (ssize_t)sizeof m) {
-        int st;
-        waitpid(program, &st, 0);
-        send_msg(status_fd, MSG_ERROR, m.a, m.b, m.c);
-        _exit(127);
-    }
-    {
-        struct isolate_msg s = {MSG_STARTED, program, 0, 0, t_init};
-        while (write(status_fd, &s, sizeof s) < 0 && errno == EINTR)
+    if (flags & FLAG_WARM) {
+        /* Set up, the program's process waiting for its task: ready. */
+        struct isolate_msg ready = {MSG_STARTED, 0, 0, 0, t_init};
+        while (write(status_fd, &ready, sizeof ready) < 0 && errno == EINTR)
             ;
     }
 
-    struct pollfd pfd[2] = {{sfd, POLLIN, 0}, {parent_pidfd, POLLIN, 0}};
-    int npfd = parent_pidfd >= 0 ? 2 : 1;
+    /* The start pipe (until the program has exec'd: EOF, or why not), the signals, and
+     * the caller's pidfd, in one loop: a warm sandbox waits here for its task too. */
+    int start_fd = started[0];
+    struct pollfd pfd[3] = {{sfd, POLLIN, 0}, {start_fd, POLLIN, 0}, {parent_pidfd, POLLIN, 0}};
+    int npfd = parent_pidfd >= 0 ? 3 : 2;
     int program_status = 0, program_done = 0;
     while (!program_done) {
         if (poll(pfd, npfd, -1) < 0) {
@@ -426,9 +448,13 @@ int main(int argc, char **argv)
                 continue;
             break;
         }
-        if (npfd == 2 && (pfd[1].revents & (POLLIN | POLLHUP | POLLERR))) {
+        if (npfd == 3 && (pfd[2].revents & (POLLIN | POLLHUP | POLLERR))) {
             kill_all(pidns, program);
             _exit(137);
+        }
+        if (start_fd >= 0 && pfd[1].revents) {
+            report_start(&start_fd, program, 0, t_init);
+            pfd[1].fd = -1;
         }
         struct signalfd_siginfo si;
         while (read(sfd, &si, sizeof si) == (ssize_t)sizeof si) {
@@ -449,6 +475,8 @@ int main(int argc, char **argv)
             }
         }
     }
+    if (start_fd >= 0) /* it ended before we read the start pipe */
+        report_start(&start_fd, program, 1, t_init);
     /* The program has ended: so does its sandbox. Report first: without a pid
      * namespace the kill below takes our own process group, us included. */
     send_msg(status_fd, MSG_EXITED, program_status, 0, 0);
