@@ -956,3 +956,14 @@ def _run_pty(popenargs, args, plan: Plan, *, input, timeout, capture_output, std
             p.kill()
             raise
     return _result(args, p, out, None, timed_out, check, on_timeout, timeout)
+
+
+# The pieces of a launch that WarmPool.run's direct path (warm.py) shares with Popen.
+MSG = _MSG
+check_timeout = _check_timeout
+stdio_from_profile = _stdio_from_profile
+exec_paths = Popen._exec_paths
+environment_list = _envp
+fd_table = _fd_table
+give_pipes = _give_pipes
+setup_error = _setup_error

@@ -13,15 +13,29 @@ and sees or signals no other task. A background thread keeps `size` of them read
 
 from __future__ import annotations
 
+import errno
+import locale
 import os
+import select
 import signal
+import subprocess
+import sys
 import threading
+import time
 from collections import deque
 from typing import Any, Sequence
 
-from ..errors import ProfileError
+from ..errors import ExecutableNotFound, ExecutablePermission, ProfileError
 from ..plan.plan import check_nofile
-from . import net, process
+from . import _launch, net, process
+from .plans import no_nul
+
+# run()'s arguments that its direct path takes; with any other (or a pty) run goes
+# through Popen (process.run), which has every one of them.
+_DIRECT = frozenset({"input", "capture_output", "timeout", "check", "on_timeout", "cwd", "env", "stdin", "stdout",
+                     "stderr", "text", "encoding", "errors", "universal_newlines", "pass_fds", "umask", "shell",
+                     "executable"})
+_STEP_NAMES = {v: k for k, v in process.STEP_NUMBERS.items()}
 
 
 class WarmPool:
@@ -40,6 +54,7 @@ class WarmPool:
         self.low = max(1, size // 2)
         self._running = 0
         self._ready: deque = deque()
+        self._used: deque = deque()  # direct tasks' reaped sandboxes, for the refill thread to clean up
         self._lock = threading.Condition()
         self._closed = False
         self._pid = os.getpid()
@@ -53,12 +68,15 @@ class WarmPool:
 
     def _refill(self) -> None:
         while True:
+            self._clean_used()
             with self._lock:
-                while not self._closed and (len(self._ready) >= self.size
-                                            or (len(self._ready) >= self.low and self._running)):
+                while not self._closed and not self._used and (len(self._ready) >= self.size
+                                                               or (len(self._ready) >= self.low and self._running)):
                     self._lock.wait()
                 if self._closed:
                     return
+                if self._used:
+                    continue
             try:
                 slot = self._prepare()
             except Exception:  # the next take() prepares one itself and raises there
@@ -110,6 +128,7 @@ class WarmPool:
             self._lock.notify_all()
         for slot in slots:
             _discard(slot)
+        self._clean_used()
 
     def __enter__(self):
         return self
@@ -129,9 +148,301 @@ class WarmPool:
                 raise TypeError(f"{key}: a WarmPool runs the profile it was made with")
         return process.Popen(args, warm=self, **kwargs)
 
-    def run(self, args, **kwargs) -> process.Result:
-        """Like isolate.run, in a sandbox that was ready before the call."""
-        return process.run(args, warm=self, **kwargs)
+    def run(self, *popenargs, **kwargs) -> process.Result:
+        """Like isolate.run, in a sandbox that was ready before the call.
+
+        The sandbox's program process is already forked and waiting (isolate-init's
+        zygote): the task is handed over in one message and the program exec'd. With
+        run()'s usual arguments this takes a direct path (no subprocess.Popen: one poll
+        loop over the pipes and the status pipe, then one wait4); with any other, the
+        path of isolate.run(warm=pool). Both behave the same."""
+        if len(popenargs) == 1 and "args" not in kwargs and _DIRECT.issuperset(kwargs) and not self.plan.pty:
+            return self._run_direct(popenargs[0], **kwargs)
+        return process.run(*popenargs, warm=self, **kwargs)
+
+    def _run_direct(self, args, *, input=None, capture_output=False, timeout=None, check=False, on_timeout="raise",
+                    cwd=None, env=None, stdin=process.FROM_PROFILE, stdout=process.FROM_PROFILE,
+                    stderr=process.FROM_PROFILE, text=None, encoding=None, errors=None, universal_newlines=None,
+                    pass_fds=(), umask=-1, shell=False, executable=None) -> process.Result:
+        plan = self.plan
+        # The checks of run() and Popen, in their order, before anything is taken.
+        process.check_timeout(timeout)
+        if on_timeout not in ("raise", "result"):
+            raise ValueError(f'on_timeout: expected "raise" (as subprocess) or "result", got {on_timeout!r}')
+        if cwd is not None:
+            no_nul(cwd, "cwd")
+        if isinstance(args, (str, bytes)):
+            argl = [args]
+        elif isinstance(args, os.PathLike):
+            if shell:
+                raise TypeError("path-like args is not allowed when shell is true")
+            argl = [args]
+        else:
+            argl = list(args)
+        if not argl:
+            raise IndexError("list index out of range") if not shell else ValueError("shell=True: no command")
+        for i, a in enumerate(argl):
+            if not isinstance(a, (str, bytes, os.PathLike)):
+                raise TypeError(f"expected str, bytes or os.PathLike object, not {type(a).__name__}")
+            no_nul(a, f"args[{i}]")
+        if executable is not None:
+            no_nul(executable, "executable")
+        if env is not None:
+            for k, v in env.items():
+                no_nul(k, f"an env name {k!r}")
+                no_nul(v, f"env[{k!r}]")
+        if not isinstance(umask, int) or isinstance(umask, bool):
+            raise TypeError(f"umask: expected an integer, got {type(umask).__name__}")
+        if input is not None:
+            if stdin not in (process.FROM_PROFILE, None):
+                raise ValueError("stdin and input arguments may not both be used.")
+            stdin = process.PIPE
+        if capture_output:
+            if stdout not in (process.FROM_PROFILE, None) or stderr not in (process.FROM_PROFILE, None):
+                raise ValueError("stdout and stderr arguments may not be used with capture_output.")
+            stdout = stderr = process.PIPE
+        if universal_newlines is not None and text is not None and bool(universal_newlines) != bool(text):
+            raise subprocess.SubprocessError("Cannot disambiguate when both text and universal_newlines are "
+                                             "supplied but different. Pass one or the other.")
+        text_mode = bool(encoding or errors or text or universal_newlines)
+        shell_prog = None
+        if shell:
+            argl = [plan.shell, "-c"] + argl
+            if executable:
+                argl[0] = executable
+            else:
+                shell_prog = plan.shell
+        program = os.fspath(executable if executable is not None else argl[0])
+        argv = [os.fsencode(a) for a in argl]
+        environment = plan.environment() if env is None else env
+        envp = process.environment_list(environment)
+        paths = process.exec_paths(os.fsencode(program), environment, given=env is not None)
+        passed = tuple(sorted(set(plan.pass_fds) | set(int(f) for f in pass_fds)))
+        if set(passed) != set(plan.pass_fds):
+            check_nofile(plan, passed, warm=True, file=plan.profile_name, what=f" with pass_fds={list(passed)}")
+        cwd_b = os.fsencode(os.path.abspath(os.fspath(cwd))) if cwd is not None else b""
+
+        # The fd table: the child's ends (ours to close once handed over) and our ends.
+        mine = [-1, -1, -1]      # p2cwrite, c2pread, errread
+        child = [-1, -1, -1]
+        made: list = []          # fds opened here for the child
+        try:
+            for i, v in enumerate((stdin, stdout, stderr)):
+                if v is process.FROM_PROFILE:
+                    v = process.stdio_from_profile(plan.stdio[i], i, made)
+                if v is None:
+                    continue
+                if v == process.PIPE:
+                    r, w = os.pipe()
+                    mine[i], child[i] = (w, r) if i == 0 else (r, w)
+                    made.append(child[i])
+                elif v == process.DEVNULL:
+                    child[i] = os.open(os.devnull, os.O_RDONLY if i == 0 else os.O_WRONLY | os.O_CLOEXEC)
+                    made.append(child[i])
+                elif v == process.STDOUT and i == 2:
+                    child[2] = child[1] if child[1] != -1 else sys.__stdout__.fileno()
+                elif isinstance(v, int):
+                    child[i] = v
+                else:
+                    child[i] = v.fileno()
+            src, dst = process.fd_table(child[0], child[1], child[2], passed)
+        except BaseException:
+            for fd in made + [m for m in mine if m >= 0]:
+                os.close(fd)
+            raise
+
+        start = time.monotonic()
+        slot = self._take()
+        reaped = False
+        try:
+            try:
+                if slot.ids is not None:
+                    process.give_pipes(src, slot.ids.id)
+                slot.send_task(cwd_b, paths, argv, envp, src, dst, umask=umask if umask >= 0 else -1)
+            finally:
+                for fd in made:
+                    os.close(fd)
+            if text_mode:
+                encoding = encoding or ("utf-8" if sys.flags.utf8_mode else locale.getencoding())
+                errors = errors or "strict"
+                if isinstance(input, str):
+                    input = input.encode(encoding, errors)
+            try:
+                timed_out, outs, status = _communicate(slot, mine, input, timeout)
+            except BaseException:
+                _kill(slot)
+                raise
+            _pid, sts, ru = os.wait4(slot.pid, 0)
+            reaped = True
+            rusage = process.Rusage.from_os(ru)
+            # What its cgroup saw; removing the cgroup (and the rest) is the refill thread's.
+            usage = slot.cgroup.usage() if slot.cgroup is not None else None
+        finally:
+            for i, fd in enumerate(mine):
+                if fd >= 0:
+                    os.close(fd)
+            if not reaped:
+                _kill(slot)
+                try:
+                    os.waitpid(slot.pid, 0)
+                except ChildProcessError:
+                    pass
+            with self._lock:
+                self._used.append(slot)
+                self._lock.notify_all()
+                closed = self._closed
+            if closed:  # no refill thread any more
+                self._clean_used()
+
+        # What pid 1 said: why the program did not start, or how it ended.
+        msgs = [process.MSG.unpack_from(status, off) for off in range(0, len(status) - process.MSG.size + 1,
+                                                                          process.MSG.size)]
+        for kind, a, b, c, _t in msgs:
+            if kind == _launch.MSG_ERROR:
+                err = process.setup_error((_STEP_NAMES.get(a, "init"), b, c, 1), plan, program,
+                                          cwd_b or os.fsencode(plan.cwd))
+                if shell_prog is not None and isinstance(err, (ExecutableNotFound, ExecutablePermission)):
+                    err.detail = "process.shell: the shell of shell=True is not usable in the sandbox's view"
+                raise err from None
+        if not timed_out and not any(m[0] == _launch.MSG_STARTED for m in msgs):
+            raise process.setup_error(("init", 0, errno.ECHILD, 1), plan, program, cwd_b or os.fsencode(plan.cwd))
+        exited = [m[1] for m in msgs if m[0] == _launch.MSG_EXITED]
+        if len(exited) == 1:  # pid 1 reports once; anything else is not its word
+            sts = exited[0]
+        out, err = (None if mine[i] < 0 else b"".join(outs[i]) for i in (1, 2))
+        if text_mode:
+            out, err = (None if d is None else d.decode(encoding, errors).replace("\r\n", "\n").replace("\r", "\n")
+                        for d in (out, err))
+        oom, peak = False, None
+        if usage is not None:
+            peak = usage.memory_peak
+            if usage.oom_kills is not None:
+                oom = usage.oom_kills > 0
+            else:
+                oom = bool(usage.memory_failcnt) and os.waitstatus_to_exitcode(sts) == -signal.SIGKILL
+        result = process.Result(args=args, returncode=os.waitstatus_to_exitcode(sts), stdout=out, stderr=err,
+                                timed_out=timed_out, duration=time.monotonic() - start, rusage=rusage,
+                                timings=slot.timings, oom=oom, memory_peak=peak)
+        if timed_out and on_timeout == "raise":
+            exc = process.TimeoutExpired(args, timeout, output=out, stderr=err)
+            exc.result = result
+            raise exc
+        if check and not timed_out:
+            result.check_returncode()
+        return result
+
+    def _clean_used(self) -> None:
+        """Give back what the reaped sandboxes of direct tasks held (off the caller's path)."""
+        while True:
+            with self._lock:
+                if not self._used:
+                    return
+                slot = self._used.popleft()
+            try:
+                for fd in (slot.pidfd, slot.status_fd):
+                    if fd >= 0:
+                        os.close(fd)
+                slot.pidfd = slot.status_fd = -1
+                if slot.netns >= 0:
+                    # pid 1 of a pid namespace is reaped after every process in it: it is empty.
+                    net.pool().give_back(slot.netns, reusable=self.plan.pidns)
+                group, slot.cgroup = slot.cgroup, None
+                if group is not None:
+                    group.destroy()
+                ids, slot.ids = slot.ids, None
+                if ids is not None:
+                    ids.release()  # reaped, its cgroup emptied: the id may serve the next sandbox
+            finally:
+                self._task_done()
+
+
+def _kill(slot: process.Launched) -> None:
+    """Kill a task's whole sandbox (pid 1 of its pid namespace, and its cgroup)."""
+    if slot.cgroup is not None:
+        slot.cgroup.kill()
+    try:
+        signal.pidfd_send_signal(slot.pidfd, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def _communicate(slot: process.Launched, mine: list, input, timeout):
+    """Write `input`, read the output pipes and pid 1's status pipe until each is at EOF,
+    in one poll loop. On the timeout the sandbox is killed and the rest read. Returns
+    (timed_out, [_, stdout chunks, stderr chunks], status bytes)."""
+    outs: list = [None, [], []]
+    status: list = []
+    poller = select.poll()
+    readers = {slot.status_fd: status}
+    for i in (1, 2):
+        if mine[i] >= 0:
+            readers[mine[i]] = outs[i]
+    for fd in readers:
+        poller.register(fd, select.POLLIN)
+    # pid 1 gone (its pidfd readable) is the end: every process of its pid namespace is
+    # gone too, and what they wrote is in the pipes. EOF is not waited for: a launch
+    # under way in another thread holds copies of our pipes until its exec.
+    poller.register(slot.pidfd, select.POLLIN)
+    wfd, view = mine[0], None
+    if wfd >= 0:
+        if input:
+            view = memoryview(input).cast("B")
+            os.set_blocking(wfd, False)
+            poller.register(wfd, select.POLLOUT)
+        else:
+            os.close(wfd)
+            mine[0] = wfd = -1
+    deadline = None if timeout is None else time.monotonic() + timeout
+    timed_out = False
+    while True:
+        if deadline is None:
+            events = poller.poll()
+        else:
+            left = deadline - time.monotonic()
+            events = poller.poll(max(0, int(left * 1000) + 1)) if left > 0 else []
+            if not events and time.monotonic() >= deadline:
+                timed_out, deadline = True, None
+                _kill(slot)
+                if wfd >= 0:
+                    poller.unregister(wfd)
+                    os.close(wfd)
+                    mine[0] = wfd = -1
+                continue
+        for fd, ev in events:
+            if fd == slot.pidfd:
+                for rfd, chunks in readers.items():
+                    os.set_blocking(rfd, False)
+                    try:
+                        while data := os.read(rfd, 65536):
+                            chunks.append(data)
+                    except BlockingIOError:
+                        pass
+                if wfd >= 0:
+                    os.close(wfd)
+                    mine[0] = wfd = -1
+                return timed_out, outs, b"".join(status)
+            if fd == wfd:
+                done = bool(ev & (select.POLLERR | select.POLLHUP))
+                if not done:
+                    try:
+                        n = os.write(fd, view[:65536])
+                        view = view[n:]
+                        done = not view
+                    except BlockingIOError:
+                        pass
+                    except BrokenPipeError:
+                        done = True
+                if done:
+                    poller.unregister(fd)
+                    os.close(fd)
+                    mine[0] = wfd = -1
+                continue
+            data = os.read(fd, 65536)
+            if data:
+                readers[fd].append(data)
+            else:
+                poller.unregister(fd)
+                del readers[fd]
 
 
 def _discard(slot: process.Launched) -> None:
