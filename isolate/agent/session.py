@@ -40,6 +40,7 @@ import select
 import shlex
 import signal
 import socket
+import struct
 import threading
 import time
 from typing import Any, Callable, Mapping, Sequence
@@ -58,6 +59,9 @@ from .protocol import (A_KILL, A_RUN, A_SHELL, AGENTD, MAX_SLOTS, MSG, R_EXIT, R
 from .pty import start_pty
 from .results import ExecResult, Truncated  # Truncated: re-exported, importable from here as before
 from .violations import network_event, reader
+
+
+_UCRED = struct.Struct("=iII")  # struct ucred: pid, uid, gid
 
 
 def _tree(root: int) -> list:
@@ -173,6 +177,7 @@ class Session:
         t0 = time.monotonic()
         agent_fd = os.open(AGENTD, os.O_PATH)   # not close-on-exec: agentd is run from it
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+        mine.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)  # agentd's hello comes with its host pid
         try:
             pass_fds = [agent_fd]
             overlay_args = {}
@@ -200,22 +205,31 @@ class Session:
             os.close(agent_fd)
         self._ctl = mine
         mine.settimeout(START_TIMEOUT)
+        creds = None
         try:
-            data = mine.recv(64)
+            data, anc, _flags, _addr = mine.recvmsg(64, socket.CMSG_SPACE(_UCRED.size))
+            # The kernel attached agentd's pid, uid and gid, as this process sees them (SO_PASSCRED).
+            for level, kind, value in anc:
+                if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS and len(value) >= _UCRED.size:
+                    creds = _UCRED.unpack_from(value)
         except (socket.timeout, OSError):
             data = b""
         if len(data) < MSG.size or MSG.unpack_from(data)[0] != R_HELLO:
             rc = self._popen.poll()
             raise SessionError(f"the session's sandbox did not start (its program ended with {rc}); "
                                f"does the profile give it /proc?")
+        mine.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 0)
         mine.setblocking(False)
         self.agent_pid_inside = MSG.unpack_from(data)[2]
-        kids = _tree(self._popen.pid)
-        self.agent_pid = next((p for p in kids[1:] if _inside_pid(p) == self.agent_pid_inside), None)
-        if self.agent_pid is None:
-            raise SessionError("the session's sandbox started, but its program cannot be found from the host")
-        st = os.stat(f"/proc/{self.agent_pid}")
-        self.uid, self.gid = st.st_uid, st.st_gid
+        if creds is not None and creds[0] > 0 and _inside_pid(creds[0]) == self.agent_pid_inside:
+            self.agent_pid, self.uid, self.gid = creds
+        else:
+            kids = _tree(self._popen.pid)
+            self.agent_pid = next((p for p in kids[1:] if _inside_pid(p) == self.agent_pid_inside), None)
+            if self.agent_pid is None:
+                raise SessionError("the session's sandbox started, but its program cannot be found from the host")
+            st = os.stat(f"/proc/{self.agent_pid}")
+            self.uid, self.gid = st.st_uid, st.st_gid
         self._root_fd = os.open(f"/proc/{self.agent_pid}/root", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         self.files = Files(self._root_fd, self.uid, self.gid, lambda: self._pwd or self.plan.cwd)
         self.pid = self._popen.pid
