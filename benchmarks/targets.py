@@ -17,6 +17,7 @@ from .stats import fmt_ms, fmt_ratio, median
 
 STRICT_VS_SUBPROCESS = 1.5     # strict launch <= 1.5x subprocess.run of the same program
 FASTER_THAN_BWRAP = 6.0        # strict >= 6x faster than bwrap with equivalent isolation
+WARM_VS_SUBPROCESS = 1.0       # a warm strict task (WarmPool.run) <= 1.0x subprocess.run of the same program
 PARENT_8G_VS_50M = 1.1         # 8 GB parent's launch <= 1.1x the 50 MB parent's
 THREADS_SPEEDUP = 1.7          # throughput from 2+ threads >= 1.7x one thread
 
@@ -128,6 +129,30 @@ def _strict_targets(r: Results) -> list[Target]:
     return out
 
 
+def _warm_targets(r: Results) -> list[Target]:
+    """A warm task as cheap as a plain process: the sandbox's program process waits
+    before execve (isolate-init's zygote), the task costs the hand-over and the exec."""
+    goal = f"warm strict task (WarmPool.run) ≤ {WARM_VS_SUBPROCESS:g}× subprocess.run of the same program"
+    lat = r.latency
+    if lat is None:
+        return [Target(goal, NOT_EVALUATED, "latency not measured in this run")]
+    out = []
+    for prog in lat.programs:
+        if not lat.has(prog, latency.STRICT_WARM):
+            out.append(Target(f"{goal} — `{prog}`", NOT_EVALUATED,
+                              f"`{latency.STRICT_WARM}` could not be measured (reason in section 1)"))
+            continue
+        s, sub = lat.summary(prog, latency.STRICT_WARM).median, lat.summary(prog, latency.SUBPROCESS).median
+        ratio = lat.ratio(prog, latency.STRICT_WARM)
+        met = ratio.value <= WARM_VS_SUBPROCESS
+        why = "" if met else (f"The warm task takes {fmt_ms(s)} ms, {fmt_ms(s - sub * WARM_VS_SUBPROCESS)} ms "
+                              f"more than subprocess.run's {fmt_ms(sub)} ms.")
+        out.append(Target(f"{goal} — `{prog}`", MET if met else NOT_MET,
+                          f"{fmt_ms(s)} ms vs {fmt_ms(sub)} ms: {fmt_ratio(ratio.value)} "
+                          f"(paired p10–p90 {fmt_ratio(ratio.p10)}–{fmt_ratio(ratio.p90)})", why))
+    return out
+
+
 def _parent_target(r: Results) -> Target:
     goal = f"8 GB parent's launch ≤ {PARENT_8G_VS_50M}× the 50 MB parent's (isolate, default profile)"
     ps = r.parent_size
@@ -179,4 +204,4 @@ def _throughput_targets(r: Results) -> list[Target]:
 
 
 def evaluate(r: Results) -> list[Target]:
-    return _strict_targets(r) + [_parent_target(r)] + _throughput_targets(r)
+    return _strict_targets(r) + _warm_targets(r) + [_parent_target(r)] + _throughput_targets(r)
