@@ -6,13 +6,15 @@ direct path of WarmPool.run and the Popen path (WarmPool.Popen)."""
 import json
 import os
 import select
+import subprocess
 import sys
+import textwrap
 
 import pytest
 
 import isolate
 
-from conftest import PROBE, with_python
+from conftest import PROBE, ROOT, with_python
 
 CHECKS = ["syscall:unshare_user", "syscall:keyctl", "syscall:mount_tmpfs", "syscall:ptrace_traceme",
           "syscall:netlink_socket", "syscall:inet_socket"]
@@ -73,16 +75,33 @@ def test_a_warm_task_sees_what_a_cold_launch_sees(strict):
 def test_mounts_umask_fds_env_and_cwd_follow_the_task_as_on_a_cold_launch(strict):
     profile, pool = strict
     argv = [sys.executable, "-c", MOUNTS_AND_UMASK]
-    old = os.umask(0o027)
-    try:
-        cold = _cold(profile, argv)
-        warm = pool.run(argv, capture_output=True, text=True)
-        popen = _popen(pool, argv)
-    finally:
-        os.umask(old)
+    cold = _cold(profile, argv)
+    warm = pool.run(argv, capture_output=True, text=True)
+    popen = _popen(pool, argv)
     assert cold.returncode == warm.returncode == popen[0] == 0, (cold.stderr, warm.stderr, popen[2])
     assert cold.stdout == warm.stdout == popen[1]
-    assert cold.stdout.splitlines()[1] == "0027"
+    # The caller's umask at the time of the task (not when the sandbox was made), in a
+    # process of its own: a umask of 027 here would also reach what this process's later
+    # launches write into their views (the [filesystem] files of a template).
+    code = textwrap.dedent(f"""
+        import os, sys
+        sys.path.insert(0, "tests")
+        import isolate
+        from conftest import with_python
+        profile = isolate.load_profile(with_python("strict"))
+        argv = [sys.executable, "-c", {MOUNTS_AND_UMASK!r}]
+        with isolate.WarmPool(profile, size=1) as pool:
+            assert pool.wait_ready(30)
+            os.umask(0o027)
+            cold = isolate.run(argv, profile=profile, capture_output=True, text=True)
+            warm = pool.run(argv, capture_output=True, text=True)
+        assert cold.returncode == warm.returncode == 0, (cold.stderr, warm.stderr)
+        print(repr((cold.stdout, warm.stdout)))
+    """)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    cold_out, warm_out = eval(r.stdout)
+    assert cold_out == warm_out and cold_out.splitlines()[1] == "0027"
     # umask=, env=, cwd= and pass_fds= of the task.
     r, w = os.pipe()
     try:

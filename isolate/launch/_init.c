@@ -29,6 +29,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -44,6 +45,7 @@
 #define FLAG_WARM 4 /* ready in advance: the task (argv, env, cwd, fds) arrives on fd 0 */
 #define FLAG_CTTY 8 /* fd 0 is a fresh pty: the program makes it its controlling terminal */
 #define FLAG_SECCOMP_LOG 16 /* load the filter with SECCOMP_FILTER_FLAG_LOG: denials go to the audit log */
+#define MSG_RUSAGE 5 /* just before MSG_EXITED, with a pid namespace: a = maxrss KiB, b.c = utime s.us, t = stime us */
 #define TASK_MAGIC 0x544f5349u /* "ISOT" */
 #define TASK_MAX (1 << 20)
 #define TASK_MAX_FDS 250
@@ -477,8 +479,26 @@ int main(int argc, char **argv)
     }
     if (start_fd >= 0) /* it ended before we read the start pipe */
         report_start(&start_fd, program, 1, t_init);
-    /* The program has ended: so does its sandbox. Report first: without a pid
-     * namespace the kill below takes our own process group, us included. */
+    if (pidns && getpid() == 1) {
+        /* The program has ended: so does its sandbox. Every other process is killed
+         * first (none runs another instruction after kill returns), then what the
+         * program used (it and every process reaped so far) and its status are
+         * reported in one write: a warm task's caller can take its result from there
+         * without waiting for the namespaces to be torn down. */
+        kill(-1, SIGKILL);
+        struct rusage ru;
+        memset(&ru, 0, sizeof ru);
+        getrusage(RUSAGE_CHILDREN, &ru);
+        struct isolate_msg out[2] = {
+            {MSG_RUSAGE, (int32_t)ru.ru_maxrss, (int32_t)ru.ru_utime.tv_sec, (int32_t)ru.ru_utime.tv_usec,
+             (int64_t)ru.ru_stime.tv_sec * 1000000LL + ru.ru_stime.tv_usec},
+            {MSG_EXITED, program_status, 0, 0, now_ns()}};
+        while (write(status_fd, out, sizeof out) < 0 && errno == EINTR)
+            ;
+        _exit(0);
+    }
+    /* Without a pid namespace, report first: the kill below takes our own process
+     * group, us included. */
     send_msg(status_fd, MSG_EXITED, program_status, 0, 0);
     kill_all(pidns, 0);
     _exit(0);

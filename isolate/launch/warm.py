@@ -27,7 +27,8 @@ from typing import Any, Sequence
 
 from ..errors import ExecutableNotFound, ExecutablePermission, ProfileError
 from ..plan.plan import check_nofile
-from . import _launch, net, process
+from . import _launch, cgroup, net, process
+from .pid1 import MSG_RUSAGE
 from .plans import no_nul
 
 # run()'s arguments that its direct path takes; with any other (or a pty) run goes
@@ -253,47 +254,63 @@ class WarmPool:
 
         start = time.monotonic()
         slot = self._take()
-        reaped = False
+        reaped = ended = False
         try:
             try:
-                if slot.ids is not None:
-                    process.give_pipes(src, slot.ids.id)
-                slot.send_task(cwd_b, paths, argv, envp, src, dst, umask=umask if umask >= 0 else -1)
-            finally:
-                for fd in made:
-                    os.close(fd)
-            if text_mode:
-                encoding = encoding or ("utf-8" if sys.flags.utf8_mode else locale.getencoding())
-                errors = errors or "strict"
-                if isinstance(input, str):
-                    input = input.encode(encoding, errors)
-            try:
-                timed_out, outs, status = _communicate(slot, mine, input, timeout)
-            except BaseException:
-                _kill(slot)
-                raise
-            _pid, sts, ru = os.wait4(slot.pid, 0)
-            reaped = True
-            rusage = process.Rusage.from_os(ru)
-            # What its cgroup saw; removing the cgroup (and the rest) is the refill thread's.
-            usage = slot.cgroup.usage() if slot.cgroup is not None else None
-        finally:
-            for i, fd in enumerate(mine):
-                if fd >= 0:
-                    os.close(fd)
-            if not reaped:
-                _kill(slot)
                 try:
-                    os.waitpid(slot.pid, 0)
-                except ChildProcessError:
-                    pass
-            with self._lock:
-                self._used.append(slot)
-                self._lock.notify_all()
-                closed = self._closed
-            if closed:  # no refill thread any more
-                self._clean_used()
+                    if slot.ids is not None:
+                        process.give_pipes(src, slot.ids.id)
+                    slot.send_task(cwd_b, paths, argv, envp, src, dst, umask=umask if umask >= 0 else -1)
+                finally:
+                    for fd in made:
+                        os.close(fd)
+                if text_mode:
+                    encoding = encoding or ("utf-8" if sys.flags.utf8_mode else locale.getencoding())
+                    errors = errors or "strict"
+                    if isinstance(input, str):
+                        input = input.encode(encoding, errors)
+                try:
+                    timed_out, outs, status, ended = _communicate(slot, mine, input, timeout)
+                except BaseException:
+                    _kill(slot)
+                    raise
+                sts, rusage = 0, None
+                if not ended:
+                    # pid 1 was killed (a timeout) or died without its report: reap it here.
+                    _pid, sts, ru = os.wait4(slot.pid, 0)
+                    reaped = True
+                    rusage = process.Rusage.from_os(ru)
+                # What its cgroup saw; removing the cgroup (and the rest) is the refill thread's.
+                usage = _memory_usage(slot.cgroup) if slot.cgroup is not None else None
+            finally:
+                for i, fd in enumerate(mine):
+                    if fd >= 0:
+                        os.close(fd)
+                if not reaped and not ended:
+                    _kill(slot)
+                slot.reaped = reaped
+        except BaseException:
+            self._give_back(slot)
+            raise
+        try:
+            return self._task_result(args, slot, status, outs, mine, sts, rusage, usage, timed_out, start, program,
+                                     cwd_b, shell_prog, text_mode, encoding, errors, check, on_timeout, timeout)
+        finally:
+            # Last: the refill thread this wakes then no longer competes with the caller.
+            self._give_back(slot)
 
+    def _give_back(self, slot: process.Launched) -> None:
+        """A direct task's sandbox, to be reaped and cleaned up by the refill thread."""
+        with self._lock:
+            self._used.append(slot)
+            self._lock.notify_all()
+            closed = self._closed
+        if closed:  # no refill thread any more
+            self._clean_used()
+
+    def _task_result(self, args, slot, status, outs, mine, sts, rusage, usage, timed_out, start, program, cwd_b,
+                     shell_prog, text_mode, encoding, errors, check, on_timeout, timeout) -> process.Result:
+        plan = self.plan
         # What pid 1 said: why the program did not start, or how it ended.
         msgs = [process.MSG.unpack_from(status, off) for off in range(0, len(status) - process.MSG.size + 1,
                                                                           process.MSG.size)]
@@ -309,6 +326,9 @@ class WarmPool:
         exited = [m[1] for m in msgs if m[0] == _launch.MSG_EXITED]
         if len(exited) == 1:  # pid 1 reports once; anything else is not its word
             sts = exited[0]
+        for kind, a, b, c, t in msgs:
+            if kind == MSG_RUSAGE and rusage is None:
+                rusage = process.Rusage(a, b + c / 1e6, t / 1e6)
         out, err = (None if mine[i] < 0 else b"".join(outs[i]) for i in (1, 2))
         if text_mode:
             out, err = (None if d is None else d.decode(encoding, errors).replace("\r\n", "\n").replace("\r", "\n")
@@ -339,6 +359,11 @@ class WarmPool:
                     return
                 slot = self._used.popleft()
             try:
+                if not getattr(slot, "reaped", True):
+                    try:
+                        os.waitpid(slot.pid, 0)  # pid 1 has reported and is exiting
+                    except ChildProcessError:
+                        pass
                 for fd in (slot.pidfd, slot.status_fd):
                     if fd >= 0:
                         os.close(fd)
@@ -367,9 +392,11 @@ def _kill(slot: process.Launched) -> None:
 
 
 def _communicate(slot: process.Launched, mine: list, input, timeout):
-    """Write `input`, read the output pipes and pid 1's status pipe until each is at EOF,
-    in one poll loop. On the timeout the sandbox is killed and the rest read. Returns
-    (timed_out, [_, stdout chunks, stderr chunks], status bytes)."""
+    """Write `input`, read the output pipes and pid 1's status pipe in one poll loop,
+    until pid 1 has reported the program's end (it has killed every other process of
+    the sandbox by then) and the output pipes are at EOF, or until pid 1 is gone. On
+    the timeout the sandbox is killed and the rest read. Returns (timed_out,
+    [_, stdout chunks, stderr chunks], status bytes, ended: pid 1 reported the end)."""
     outs: list = [None, [], []]
     status: list = []
     poller = select.poll()
@@ -420,7 +447,8 @@ def _communicate(slot: process.Launched, mine: list, input, timeout):
                 if wfd >= 0:
                     os.close(wfd)
                     mine[0] = wfd = -1
-                return timed_out, outs, b"".join(status)
+                data = b"".join(status)
+                return timed_out, outs, data, not timed_out and _ended(data)
             if fd == wfd:
                 done = bool(ev & (select.POLLERR | select.POLLHUP))
                 if not done:
@@ -443,6 +471,51 @@ def _communicate(slot: process.Launched, mine: list, input, timeout):
             else:
                 poller.unregister(fd)
                 del readers[fd]
+        # The end reported, the outputs at EOF: done (pid 1 is exiting; reaped later).
+        if not timed_out and len(readers) <= 1 and slot.status_fd in readers and _ended(b"".join(status)):
+            if wfd >= 0:
+                os.close(wfd)
+                mine[0] = wfd = -1
+            return timed_out, outs, b"".join(status), True
+
+
+def _ended(status: bytes) -> bool:
+    """pid 1's status records include its report of the program's end."""
+    size = process.MSG.size
+    return any(process.MSG.unpack_from(status, off)[0] == _launch.MSG_EXITED
+               for off in range(0, len(status) - size + 1, size))
+
+
+def _read_small(path: str) -> bytes:
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return os.read(fd, 4096)
+    finally:
+        os.close(fd)
+
+
+def _memory_usage(group) -> cgroup.Usage | None:
+    """What a Result needs of the task's cgroup (OOM kills, peak memory), in the fewest reads."""
+    if "memory_max" not in group.limits:
+        return cgroup.Usage(None, None, None, None, None)
+    try:
+        if group.version == "v2":
+            d = group.dirs[0]
+            events = dict(line.split() for line in _read_small(os.path.join(d, "memory.events")).decode().splitlines())
+            return cgroup.Usage(int(events.get("oom_kill", 0)),
+                                        int(_read_small(os.path.join(d, "memory.peak"))), None, None, None)
+        for d in group.dirs:
+            try:
+                ctl = _read_small(os.path.join(d, "memory.oom_control")).decode()
+            except FileNotFoundError:
+                continue
+            keyed = dict(line.split() for line in ctl.splitlines() if line.strip())
+            oom = int(keyed["oom_kill"]) if "oom_kill" in keyed else None
+            return cgroup.Usage(oom, int(_read_small(os.path.join(d, "memory.max_usage_in_bytes"))),
+                                        int(_read_small(os.path.join(d, "memory.failcnt"))), None, None)
+    except (OSError, ValueError):
+        pass
+    return group.usage()  # anything unexpected: the cgroup module's own reading
 
 
 def _discard(slot: process.Launched) -> None:
