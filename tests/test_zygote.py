@@ -209,3 +209,24 @@ def test_run_keeps_every_behaviour_of_isolate_run(strict):
     with pytest.raises(ValueError, match="capture_output"):
         pool.run(["true"], capture_output=True, stdout=isolate.PIPE)
     assert pool.run(["true"]).returncode == 0
+
+
+def test_the_zygote_loads_the_filter_early_only_where_that_changes_nothing(strict):
+    from isolate.launch import warm
+
+    _profile, pool = strict
+    assert pool.early_seccomp  # strict's allowlist allows all the zygote does after loading it
+    # A filter that refuses a call the zygote makes after loading it (umask): loaded late,
+    # as on a cold launch, and the task's umask still applies.
+    profile = isolate.load_profile(with_python("default", seccomp={"deny": ["umask", "@mount"]}))
+    plan = isolate.plan_for(profile)
+    assert not warm.zygote_may_filter_early(plan)
+    with isolate.WarmPool(profile, size=1) as late:
+        assert not late.early_seccomp and late.wait_ready(30)
+        argv = [sys.executable, "-c", "import os\n"
+                "print([l.split()[1] for l in open('/proc/self/status') if l.startswith('Umask')][0])\n"
+                "try:\n    os.umask(0)\nexcept OSError:\n    print('refused')"]
+        r = late.run(argv, capture_output=True, text=True, umask=0o071)
+        cold = isolate.run(argv, profile=profile, capture_output=True, text=True, umask=0o071)
+    # The task's umask is set (before the filter), the program's own umask() is refused.
+    assert r.returncode == cold.returncode == 0 and r.stdout == cold.stdout == "0071\nrefused\n", (r, cold)

@@ -45,6 +45,8 @@
 #define FLAG_WARM 4 /* ready in advance: the task (argv, env, cwd, fds) arrives on fd 0 */
 #define FLAG_CTTY 8 /* fd 0 is a fresh pty: the program makes it its controlling terminal */
 #define FLAG_SECCOMP_LOG 16 /* load the filter with SECCOMP_FILTER_FLAG_LOG: denials go to the audit log */
+#define FLAG_SECCOMP_EARLY 32 /* warm: the zygote loads the filter before its task (the caller checked that
+                               * the filter allows every call the zygote makes after it: warm.py) */
 #define MSG_RUSAGE 5 /* just before MSG_EXITED, with a pid namespace: a = maxrss KiB, b.c = utime s.us, t = stime us */
 #define TASK_MAGIC 0x544f5349u /* "ISOT" */
 #define TASK_MAX (1 << 20)
@@ -158,6 +160,16 @@ static int move_up(int fd, int base)
     return n;
 }
 
+/* The task's message and the pointers into it, allocated before the filter may be. */
+static unsigned char *task_buf;
+static char **task_ptrs;
+
+static void alloc_task(void)
+{
+    task_buf = malloc(TASK_MAX);
+    task_ptrs = calloc(2 * (size_t)TASK_MAX + 8, sizeof(char *)); /* untouched pages cost nothing */
+}
+
 /* One task from fd 0 (a unix SOCK_SEQPACKET socket), as one message:
  *   u32 magic, u32 nfds, i32 target[nfds], u32 nexec, u32 nargv, u32 nenv, i32 umask (-1: keep),
  *   then NUL-terminated strings: cwd, exec paths, argv, environment;
@@ -165,12 +177,12 @@ static int move_up(int fd, int base)
 static void receive_task(char ***paths, int *nexec, char ***prog_argv, int *first_private, int *parent_pidfd,
                          int *sfd)
 {
-    unsigned char *buf = malloc(TASK_MAX);
+    unsigned char *buf = task_buf;
     char cbuf[CMSG_SPACE(sizeof(int) * TASK_MAX_FDS)];
     if (!buf)
         fail(STEP_INIT, 10, ENOMEM);
     struct pollfd pfd[2] = {{0, POLLIN, 0}, {*parent_pidfd, POLLIN, 0}};
-    for (;;) {
+    for (; *parent_pidfd >= 0;) { /* without the caller's pidfd (the zygote), recvmsg waits */
         if (poll(pfd, *parent_pidfd >= 0 ? 2 : 1, -1) < 0) {
             if (errno == EINTR)
                 continue;
@@ -216,8 +228,10 @@ static void receive_task(char ***paths, int *nexec, char ***prog_argv, int *firs
     int32_t task_umask = (int32_t)rd32(buf + off + 12); /* < 0: keep ours */
     off += 16;
     size_t nstr = 1 + (size_t)ne + na + nv;
-    char **strs = calloc(nstr + 3, sizeof(char *));
-    if (!strs || na < 1)
+    /* Every string is at least its NUL: nstr <= n, and task_ptrs has room for the
+     * strings and the NULL-terminated argv and envp (no allocation after the filter). */
+    char **strs = task_ptrs;
+    if (!strs || na < 1 || nstr > (size_t)n)
         fail(STEP_INIT, 15, strs ? EINVAL : ENOMEM);
     for (size_t i = 0; i < nstr; i++) {
         char *end = off < (size_t)n ? memchr(buf + off, 0, (size_t)n - off) : NULL;
@@ -245,12 +259,12 @@ static void receive_task(char ***paths, int *nexec, char ***prog_argv, int *firs
         umask((mode_t)task_umask & 0777); /* the program inherits it */
     /* argv and envp must be NULL-terminated arrays of their own. */
     char **exec_paths = strs + 1;
-    char **argv_ = calloc(na + 1, sizeof(char *));
-    char **envp = calloc(nv + 1, sizeof(char *));
-    if (!argv_ || !envp)
-        fail(STEP_INIT, 17, ENOMEM);
+    char **argv_ = strs + nstr + 1;
+    char **envp = argv_ + na + 1;
     memcpy(argv_, strs + 1 + ne, na * sizeof(char *));
+    argv_[na] = NULL;
     memcpy(envp, strs + 1 + ne + na, nv * sizeof(char *));
+    envp[nv] = NULL;
     environ = envp;
     *paths = exec_paths;
     *nexec = (int)ne;
@@ -373,6 +387,16 @@ int main(int argc, char **argv)
             status_fd = started[1]; /* fail() now reports to pid 1 */
             parent_pidfd = cgroup_fd = -1;
             int no_sfd = -1;
+            alloc_task();
+            if ((flags & FLAG_SECCOMP_EARLY) && !(flags & FLAG_CTTY) && prog.filter) {
+                /* Loaded now, off the task's path: from here the zygote makes only calls the
+                 * caller found the filter to allow (recvmsg, fcntl, dup2, close, close_range,
+                 * chdir, umask, rt_sigprocmask, write, execve, exit_group). */
+                if (syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER,
+                            (flags & FLAG_SECCOMP_LOG) ? SECCOMP_FILTER_FLAG_LOG : 0, &prog) < 0)
+                    fail(STEP_SECCOMP, 0, errno);
+                prog.filter = NULL; /* loaded: not again below */
+            }
             receive_task(&paths, &nexec, &prog_argv, &first_private, &parent_pidfd, &no_sfd);
             started[1] = status_fd; /* moved above the program's table */
         }

@@ -28,7 +28,8 @@ from ..errors import (ExecutableNotFound, ExecutablePermission, SandboxSetupErro
 from ..kernel.constants import RLIMIT_NAMES
 from ..plan.plan import Plan, check_nofile
 from . import _launch, cgroup, hostids, mounts, net, popen_args, terminal
-from .pid1 import FLAG_CTTY, FLAG_DIE_WITH_PARENT, FLAG_PIDNS, FLAG_SECCOMP_LOG, FLAG_WARM, process_fds
+from .pid1 import (FLAG_CTTY, FLAG_DIE_WITH_PARENT, FLAG_PIDNS, FLAG_SECCOMP_EARLY, FLAG_SECCOMP_LOG, FLAG_WARM,
+                   process_fds)
 from ..profile.cache import load_profile  # noqa: F401 - public here too (isolate.load_profile)
 from .plans import compile_profile, no_nul, plan_for, plan_for_cwd  # noqa: F401 - plan_for*: public here too
 
@@ -626,7 +627,7 @@ TASK_MAX = 1 << 20
 
 def launch(plan: Plan, exec_paths, argv, envp, cwd: bytes, src, dst, warm: bool = False,
            ctty: bool = False, umask: int = -1, keep_ignored: bool = False, groups=None,
-           seccomp_log: bool = False) -> Launched:
+           seccomp_log: bool = False, early_seccomp: bool = False) -> Launched:
     """One start of the launch path. With warm=True, pid 1 is set up and then waits for
     its task on fd 0 (a socket returned as Launched.ctl) instead of starting a program.
     With ctty=True, fd 0 (a fresh pty) becomes the controlling terminal of the program,
@@ -649,7 +650,7 @@ def launch(plan: Plan, exec_paths, argv, envp, cwd: bytes, src, dst, warm: bool 
         cgroup_slot = first_private + 3 if cgroup_fd >= 0 else -1
         flags = ((FLAG_PIDNS if plan.pidns else 0) | (FLAG_DIE_WITH_PARENT if plan.die_with_parent else 0)
                  | (FLAG_WARM if warm else 0) | (FLAG_CTTY if ctty else 0)
-                 | (FLAG_SECCOMP_LOG if seccomp_log else 0))
+                 | (FLAG_SECCOMP_LOG if seccomp_log else 0) | (FLAG_SECCOMP_EARLY if early_seccomp and warm else 0))
         init_argv = [b"isolate-init", b"%d" % first_private, b"%d" % pidfd_slot, b"%d" % bpf_slot, b"%d" % flags,
                      b"%d" % first_private, b"%d" % cgroup_slot, b"%d" % len(exec_paths), *exec_paths, *argv]
     pool = net.pool() if plan.netns_pool else None

@@ -16,8 +16,10 @@ from __future__ import annotations
 import errno
 import locale
 import os
+import platform
 import select
 import signal
+import struct
 import subprocess
 import sys
 import threading
@@ -50,6 +52,8 @@ class WarmPool:
         # Its pid 1 lays out each task's fds under the profile's RLIMIT_NOFILE.
         check_nofile(self.plan, self.plan.pass_fds, warm=True, file=self.plan.profile_name)
         self.size = size
+        # Its zygotes load the seccomp filter before their task where that changes nothing.
+        self.early_seccomp = zygote_may_filter_early(self.plan)
         # Refilling right after a task takes its sandbox would compete with that task
         # for the CPUs; while at least `low` are ready, wait until a task has ended.
         self.low = max(1, size // 2)
@@ -65,7 +69,7 @@ class WarmPool:
 
     # ---- the pool ----------------------------------------------------------------------
     def _prepare(self) -> process.Launched:
-        return process.launch_waiting(self.plan, os.fsencode(self.plan.cwd))
+        return process.launch_waiting(self.plan, os.fsencode(self.plan.cwd), early_seccomp=self.early_seccomp)
 
     def _refill(self) -> None:
         while True:
@@ -477,6 +481,105 @@ def _communicate(slot: process.Launched, mine: list, input, timeout):
                 os.close(wfd)
                 mine[0] = wfd = -1
             return timed_out, outs, b"".join(status), True
+
+
+# ---- may the zygote load the filter before its task? ---------------------------------------
+# What the zygote calls after loading it early (x86_64 numbers; _init.c, receive_task and
+# the program's process up to execve), with the arguments that a filter could look at.
+# Pointer arguments are any value (a filter cannot follow them); fds a few of each.
+_P = 0x7FFD0000
+_FDS = (0, 1, 2, 3, 4, 7, 10, 64, 255, 1023, 65535)
+_ZYGOTE_CALLS = (
+    [(47, (0, _P, 0x40000000))] +                               # recvmsg(0, &mh, MSG_CMSG_CLOEXEC)
+    [(72, (fd, 1030, b)) for fd in _FDS for b in (3, 64, 65536)] +  # fcntl(fd, F_DUPFD_CLOEXEC, base)
+    [(3, (fd,)) for fd in _FDS] +                              # close
+    [(33, (a, b)) for a in _FDS for b in _FDS] +               # dup2
+    [(436, (lo, hi, 0)) for lo in (0, 3) for hi in _FDS] +     # close_range(lo, hi, 0)
+    [(436, (fd, 0xFFFFFFFF, 4)) for fd in _FDS] +              # close_range(first, ~0, CLOSE_RANGE_CLOEXEC)
+    [(80, (_P,))] + [(95, (m,)) for m in range(0o1000)] +      # chdir(cwd), umask(mask)
+    [(14, (2, _P, 0, 8)), (59, (_P, _P, _P))] +                # rt_sigprocmask(SIG_SETMASK), execve
+    [(1, (fd, _P, 24)) for fd in _FDS] +                       # write(start pipe, record, 24): a failure
+    [(231, (127,)), (228, (1, _P))])                           # exit_group(127), clock_gettime (no vDSO)
+_AUDIT_ARCH_X86_64 = 0xC000003E
+_ALLOW, _LOG = 0x7FFF0000, 0x7FFC0000
+
+
+def _bpf_action(insns, nr: int, args) -> int | None:
+    """The action of a classic BPF seccomp program for one call (None: an instruction
+    this reading does not know, or a jump out of the program)."""
+    data = struct.pack("=iIQ6Q", nr, _AUDIT_ARCH_X86_64, 0, *(list(args) + [0] * (6 - len(args))))
+    a = x = 0
+    mem = [0] * 16
+    pc = 0
+    m32 = 0xFFFFFFFF
+    for _ in range(len(insns) + 1):
+        if not 0 <= pc < len(insns):
+            return None
+        code, jt, jf, k = insns[pc]
+        pc += 1
+        cls = code & 0x07
+        if code == 0x20:                                  # ld [k]
+            if k % 4 or k + 4 > len(data):
+                return None
+            a = struct.unpack_from("=I", data, k)[0]
+        elif code == 0x00:                                # ld #k
+            a = k
+        elif code == 0x01:                                # ldx #k
+            x = k
+        elif code in (0x60, 0x61):                        # ld/ldx M[k]
+            if k >= 16:
+                return None
+            a, x = (mem[k], x) if code == 0x60 else (a, mem[k])
+        elif code in (0x02, 0x03):                        # st/stx M[k]
+            if k >= 16:
+                return None
+            mem[k] = a if code == 0x02 else x
+        elif cls == 0x04:                                 # alu
+            op, src = code & 0xF0, (x if code & 0x08 else k)
+            if op == 0x00: a = (a + src) & m32
+            elif op == 0x10: a = (a - src) & m32
+            elif op == 0x20: a = (a * src) & m32
+            elif op == 0x30 and src: a = a // src
+            elif op == 0x40: a |= src
+            elif op == 0x50: a &= src
+            elif op == 0x60: a = (a << src) & m32 if src < 32 else 0
+            elif op == 0x70: a = a >> src if src < 32 else 0
+            elif op == 0x80: a = (-a) & m32
+            elif op == 0x90 and src: a = a % src
+            elif op == 0xA0: a ^= src
+            else:
+                return None
+        elif cls == 0x05:                                 # jmp
+            op, src = code & 0xF0, (x if code & 0x08 else k)
+            if op == 0x00:
+                pc += k
+                continue
+            cond = {0x10: a == src, 0x20: a > src, 0x30: a >= src, 0x40: bool(a & src)}.get(op)
+            if cond is None:
+                return None
+            pc += jt if cond else jf
+        elif code == 0x06:                                # ret #k
+            return k
+        elif code == 0x16:                                # ret a
+            return a
+        elif code == 0x07:                                # tax
+            x = a
+        elif code == 0x87:                                # txa
+            a = x
+        else:
+            return None
+    return None
+
+
+def zygote_may_filter_early(plan) -> bool:
+    """True when the plan's filter allows every call isolate-init's zygote makes between
+    loading it and the program's execve: the zygote may then load it before its task
+    (off the task's path). Any doubt (another architecture, an instruction not known
+    here, one call refused or logged only) keeps it where a cold launch loads it."""
+    if plan.bpf is None or plan.pty or platform.machine() != "x86_64" or len(plan.bpf) % 8:
+        return False
+    insns = [struct.unpack_from("=HBBI", plan.bpf, off) for off in range(0, len(plan.bpf), 8)]
+    return all(_bpf_action(insns, nr, args) == _ALLOW for nr, args in _ZYGOTE_CALLS)
 
 
 def _ended(status: bytes) -> bool:
