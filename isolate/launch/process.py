@@ -700,10 +700,13 @@ def launch(plan: Plan, exec_paths, argv, envp, cwd: bytes, src, dst, warm: bool 
 def _caller_umask() -> int:
     """This thread's umask, read without changing it (os.umask would, for a moment)."""
     try:
-        with open("/proc/thread-self/status", "rb") as f:
-            for line in f:
-                if line.startswith(b"Umask:"):
-                    return int(line.split()[1], 8)
+        fd = os.open("/proc/thread-self/status", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            data = os.read(fd, 4096)  # Umask is on the 2nd line
+        finally:
+            os.close(fd)
+        i = data.index(b"\nUmask:") + 7
+        return int(data[i:data.index(b"\n", i)], 8)
     except (OSError, ValueError):
         pass
     return -1
