@@ -112,11 +112,10 @@ static void write_all(int fd, const char *p, size_t n)
     }
 }
 
-/* The child (of vfork: it shares our memory until it execs or exits): fds to 0/1/2,
- * its own session, cwd, exec (PATH from its environment). A failure is left in
- * failed[] as (step, errno), which we read once vfork returns: no pipe needed. */
-static void child(int *fds, int nfds, int in_pipe, const char *cwd, char **argv, char **envp,
-                  volatile int *failed, const sigset_t *oldmask)
+/* The child: fds to 0/1/2, its own session, cwd, exec (PATH from its environment).
+ * A failure is reported on errpipe as (step, errno). */
+static void child(int *fds, int nfds, int in_pipe, const char *cwd, char **argv, char **envp, int errpipe,
+                  const sigset_t *oldmask)
 {
     int step = 1;
     setsid();
@@ -143,13 +142,24 @@ static void child(int *fds, int nfds, int in_pipe, const char *cwd, char **argv,
     step = 4;
     sigprocmask(SIG_SETMASK, oldmask, NULL);
     signal(SIGPIPE, SIG_DFL);
-    close_fds(3);
+    {
+        int keep = errpipe;
+        if (keep != 3) {
+            if (dup2(keep, 3) < 0)
+                goto fail;
+            keep = 3;
+        }
+        fcntl(3, F_SETFD, FD_CLOEXEC);
+        close_fds(4);
+        errpipe = 3;
+    }
     step = 5;
     execvpe(argv[0], argv, envp);
-fail:
-    failed[1] = errno;
-    failed[0] = step;
+fail : {
+    int rec[2] = {step, errno};
+    write_all(errpipe, (const char *)rec, sizeof rec);
     _exit(127);
+}
 }
 
 static void do_run(struct amsg *m, char *data, size_t len, int *fds, int nfds, const sigset_t *oldmask)
@@ -190,28 +200,39 @@ static void do_run(struct amsg *m, char *data, size_t len, int *fds, int nfds, c
             shell_pipe[1] = w;
         }
     }
-    /* vfork: the child only rearranges its fds, chdirs and execs (or notes why not in
-     * failed[] and _exits), touching no memory of ours but its own deeper stack frames
-     * and failed[]; we are suspended until then, and no page tables are copied. */
-    volatile int failed[2] = {0, 0};
+    int ep[2];
+    if (pipe2(ep, O_CLOEXEC) < 0) {
+        reply(R_STARTED, m->id, -1, errno);
+        return;
+    }
+    /* vfork: the child only rearranges its fds, chdirs and execs (or writes errpipe and
+     * _exits), touching no memory of ours but its own deeper stack frames; we wait for
+     * that anyway (errpipe), and avoid copying our page tables. */
     pid_t pid = vfork();
     if (pid == 0)
-        child(fds, nfds, shell_pipe[0], cwd, argv, envp, failed, oldmask);
+        child(fds, nfds, shell_pipe[0], cwd, argv, envp, ep[1], oldmask);
+    close(ep[1]);
     if (shell_pipe[0] >= 0)
         close(shell_pipe[0]);
     if (pid < 0) {
         int e = errno;
+        close(ep[0]);
         if (shell_pipe[1] >= 0)
             close(shell_pipe[1]);
         reply(R_STARTED, m->id, -1, e);
         return;
     }
+    int rec[2];
+    ssize_t r;
+    while ((r = read(ep[0], rec, sizeof rec)) < 0 && errno == EINTR)
+        ;
+    close(ep[0]);
     procs[nprocs].pid = pid;
     procs[nprocs].id = m->id;
     procs[nprocs].shell_in = shell_pipe[1];
     nprocs++;
-    if (failed[0])
-        reply(R_STARTED, m->id, -failed[0], failed[1]); /* it failed (and exits 127): -step, errno */
+    if (r == (ssize_t)sizeof rec)
+        reply(R_STARTED, m->id, -rec[0], rec[1]); /* it failed (and exits 127): -step, errno */
     else
         reply(R_STARTED, m->id, pid, 0);
 }
