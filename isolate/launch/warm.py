@@ -159,8 +159,9 @@ class WarmPool:
         The sandbox's program process is already forked and waiting (isolate-init's
         zygote): the task is handed over in one message and the program exec'd. With
         run()'s usual arguments this takes a direct path (no subprocess.Popen: one poll
-        loop over the pipes and the status pipe, then one wait4); with any other, the
-        path of isolate.run(warm=pool). Both behave the same."""
+        loop over the pipes, pid 1's status pipe and its pidfd, until pid 1 reports the
+        program's end; reaping and cleaning up are the refill thread's); with any other,
+        the path of isolate.run(warm=pool). Both behave the same (docs/warm-path.md)."""
         if len(popenargs) == 1 and "args" not in kwargs and _DIRECT.issuperset(kwargs) and not self.plan.pty:
             return self._run_direct(popenargs[0], **kwargs)
         return process.run(*popenargs, warm=self, **kwargs)
@@ -242,7 +243,7 @@ class WarmPool:
                     mine[i], child[i] = (w, r) if i == 0 else (r, w)
                     made.append(child[i])
                 elif v == process.DEVNULL:
-                    child[i] = os.open(os.devnull, os.O_RDONLY if i == 0 else os.O_WRONLY | os.O_CLOEXEC)
+                    child[i] = os.open(os.devnull, (os.O_RDONLY if i == 0 else os.O_WRONLY) | os.O_CLOEXEC)
                     made.append(child[i])
                 elif v == process.STDOUT and i == 2:
                     child[2] = child[1] if child[1] != -1 else sys.__stdout__.fileno()
