@@ -230,3 +230,20 @@ def test_the_zygote_loads_the_filter_early_only_where_that_changes_nothing(stric
         cold = isolate.run(argv, profile=profile, capture_output=True, text=True, umask=0o071)
     # The task's umask is set (before the filter), the program's own umask() is refused.
     assert r.returncode == cold.returncode == 0 and r.stdout == cold.stdout == "0071\nrefused\n", (r, cold)
+
+
+def test_rusage_memory_peak_and_oom_of_a_warm_task_are_the_sandboxs(strict):
+    profile, pool = strict
+    busy = [sys.executable, "-c", "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.2: pass"]
+    r = pool.run(busy)
+    cold = isolate.run(busy, profile=profile)
+    assert r.returncode == cold.returncode == 0
+    for res in (r, cold):
+        assert 0.15 < res.rusage.utime + res.rusage.stime < 5 and res.rusage.maxrss_kb > 1000, res.rusage
+        assert res.memory_peak is not None and res.memory_peak > 1 << 20 and not res.oom
+    with isolate.WarmPool(with_python("strict", cgroup={"memory_max": "48M"}), size=1) as small:
+        assert small.wait_ready(30)
+        hog = [sys.executable, "-c", "b = bytearray(200 << 20)\nfor i in range(0, len(b), 4096): b[i] = 1"]
+        r = small.run(hog, capture_output=True)
+    assert r.oom and r.outcome == "oom" and r.returncode == -9, r
+    assert r.memory_peak is not None and r.memory_peak <= 48 << 20
