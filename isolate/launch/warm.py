@@ -615,8 +615,10 @@ def _memory_usage(group) -> cgroup.Usage | None:
                 continue
             keyed = dict(line.split() for line in ctl.splitlines() if line.strip())
             oom = int(keyed["oom_kill"]) if "oom_kill" in keyed else None
-            return cgroup.Usage(oom, int(_read_small(os.path.join(d, "memory.max_usage_in_bytes"))),
-                                        int(_read_small(os.path.join(d, "memory.failcnt"))), None, None)
+            # failcnt only stands in for oom_kill on a kernel without it (see Popen)
+            failcnt = int(_read_small(os.path.join(d, "memory.failcnt"))) if oom is None else None
+            return cgroup.Usage(oom, int(_read_small(os.path.join(d, "memory.max_usage_in_bytes"))), failcnt,
+                                None, None)
     except (OSError, ValueError):
         pass
     return group.usage()  # anything unexpected: the cgroup module's own reading
