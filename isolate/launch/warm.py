@@ -6,6 +6,9 @@ filesystem view, pid 1. Each ready sandbox then waits for exactly one task (argv
 environment, cwd and its fds, passed over a socket) and is used up by it: every
 task still gets its own pid namespace, its own private /tmp and network namespace,
 and sees or signals no other task. A background thread keeps `size` of them ready.
+In each, isolate-init has already forked the program's process (a zygote waiting
+before execve, its seccomp filter loaded where that changes nothing): a task costs
+the hand-over and the exec. See docs/warm-path.md.
 
     with isolate.WarmPool("default", size=4) as pool:
         r = pool.run(["python3", "-c", "print(1)"], capture_output=True)
