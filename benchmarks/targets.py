@@ -140,33 +140,33 @@ def _strict_targets(r: Results) -> list[Target]:
 
 
 def _cli_targets(r: Results) -> list[Target]:
-    cli = r.cli
+    res = r.cli
     out = []
     for mine, peer in cli.PAIRS.items():
-        goal = f"`{mine} -- {cli.BARE if cli is None else cli.prog}` ≤ {CLI_VS_BWRAP:g}× {peer}, end to end"
-        if cli is None or not cli.has(mine) or not cli.has(peer):
-            why = "" if cli is None else "; ".join(f"{k}: {v}" for k, v in cli.skipped.items())
+        goal = f"`{mine} -- {cli.BARE if res is None else res.prog}` ≤ {CLI_VS_BWRAP:g}× {peer}, end to end"
+        if res is None or not res.has(mine) or not res.has(peer):
+            why = "" if res is None else "; ".join(f"{k}: {v}" for k, v in res.skipped.items())
             out.append(Target(goal, NOT_EVALUATED, "the command line was not measured in this run"
                               + (f" ({why})" if why else "")))
             continue
-        v, lo, hi = cli.ratio(mine, peer)
-        a, b = cli.median(mine), cli.median(peer)
+        v, lo, hi = res.ratio(mine, peer)
+        a, b = res.median(mine), res.median(peer)
         met = v <= CLI_VS_BWRAP
         why = ""
         if not met:
-            py = cli.median(cli.PYTHON) if cli.has(cli.PYTHON) else None
+            py = res.median(cli.PYTHON) if res.has(cli.PYTHON) else None
             why = (f"`{mine}` takes {fmt_ms(a)} ms against bwrap's {fmt_ms(b)} ms, {fmt_ms(a - b)} ms more. "
                    f"The native command's phases (`isolate run --timing`) are in docs/cli-fast-path.md; what "
                    f"bwrap does not do here: {'Landlock, ' if 'strict' in mine else ''}the seccomp filter, the "
                    f"cgroups and a host uid of its own (for root)."
                    + (f" Starting a Python interpreter alone (`{cli.PYTHON}`) takes {fmt_ms(py)} ms: a "
                       f"command line that runs Python cannot meet it." if py is not None and a > py else ""))
-        rr = cli.rr_ratio(mine, peer)
-        if not cli.native_hit.get(mine, False):
+        rr = res.rr_ratio(mine, peer)
+        if not res.native_hit.get(mine, False):
             why = ("The isolate command did not take the native path in this run (see section 7). " + why).strip()
         out.append(Target(goal, MET if met else NOT_MET,
                           f"{fmt_ms(a)} ms vs {fmt_ms(b)} ms: {fmt_ratio(v)} (per pass {fmt_ratio(lo)}–"
-                          f"{fmt_ratio(hi)}, {cli.passes} hyperfine passes of {cli.runs} runs)"
+                          f"{fmt_ratio(hi)}, {res.passes} hyperfine passes of {res.runs} runs)"
                           + (f"; round-robin {fmt_ratio(rr)}" if rr is not None else ""), why))
     return out
 

@@ -99,7 +99,7 @@ class Run:
 
     def _start_shell_cmd(self) -> None:
         s = self.session
-        sh = self.shell = self.proc = s._idle_shell()
+        sh = self.shell = self.proc = s.idle_shell()
         self.vio_mark = mark(s)
         if self.killable:   # what existed before: only a timeout or a job's kill() needs it
             self.before = s.sandbox_pids()
@@ -123,8 +123,8 @@ class Run:
             else:
                 line = f"{src} {redirs}"
             line += f"; __isolate_done {self.rid} $?\n"
-            s._send(A_SHELL, sh.id, sh.slot, 0, line.encode(),
-                    [in_r if in_r >= 0 else s._devnull, out_w, err_w, script])
+            s.send_ctl(A_SHELL, sh.id, sh.slot, 0, line.encode(),
+                    [in_r if in_r >= 0 else s.devnull, out_w, err_w, script])
         finally:
             for fd in (in_r, out_w, err_w, script):
                 close_fd(fd)
@@ -138,10 +138,10 @@ class Run:
         env = s.environment()
         if self.env:
             env.update(self.env)
-        cwd = self.cwd if self.cwd is not None else (s._pwd or s.plan.cwd)
-        p = self.proc = s._new_proc()
+        cwd = self.cwd if self.cwd is not None else (s.shell_pwd or s.plan.cwd)
+        p = self.proc = s.new_proc()
         try:
-            s._run_msg(p, self.cmd, env, cwd, [in_r if in_r >= 0 else s._devnull, out_w, err_w])
+            s.start_process(p, self.cmd, env, cwd, [in_r if in_r >= 0 else s.devnull, out_w, err_w])
         finally:
             for fd in (in_r, out_w, err_w):
                 close_fd(fd)
@@ -153,12 +153,12 @@ class Run:
         yield_at = None if yield_after is None else self.start + yield_after
         self.killable = timeout is not None or yield_after is not None
         if self.shell_cmd:
-            with s._shell_lock:
-                s._check_open("exec")
+            with s.shell_lock:
+                s.check_open("exec")
                 self._start_shell_cmd()
                 state = self.pump(deadline, yield_at)
                 if state == "yield":
-                    s._shell = None   # the shell stays with the job; the next command gets a new one
+                    s.give_shell_away()   # the shell stays with the job; the next command gets a new one
                     return self._to_background(deadline)
         else:
             self._start_argv()
@@ -180,7 +180,7 @@ class Run:
 
     def _to_background(self, deadline) -> ExecResult:
         self.job = Job(self)
-        self.session._register_job(self.job)
+        self.session.register_job(self.job)
         t = threading.Thread(target=self._job_thread, args=(deadline,), name=f"isolate-job-{self.job.id}",
                              daemon=True)
         t.start()
@@ -195,8 +195,8 @@ class Run:
             if not self.finished:
                 self._finish(-signal.SIGKILL)
         finally:
-            if self.shell is not None and self.shell is not self.session._shell:
-                self.session._retire_shell(self.shell)
+            if self.shell is not None and self.shell is not self.session.current_shell:
+                self.session.retire_shell(self.shell)
 
     def _timeout(self) -> None:
         """The hard timeout: the command and every process it started are killed. A shell
@@ -206,7 +206,7 @@ class Run:
         self.timed_out = True
         if self.shell is not None:
             self._kill_shell()
-        s._kill_tree(self)
+        s.kill_tree(self)
         self.pump(time.monotonic() + KILL_GRACE, None)
         if not self.finished:
             self._finish(-signal.SIGKILL)
@@ -216,7 +216,7 @@ class Run:
         # From here, synchronously: it must be dead before its current child is, or it
         # would run the rest of the script.
         s = self.session
-        host = s._host_pid(self.shell.pid) if self.shell.pid is not None else None
+        host = s.host_pid(self.shell.pid) if self.shell.pid is not None else None
         if host is not None:
             try:
                 os.kill(host, signal.SIGKILL)
@@ -224,7 +224,7 @@ class Run:
                 pass
         else:
             try:
-                s._send(A_KILL, self.shell.id, signal.SIGKILL, 1)
+                s.send_ctl(A_KILL, self.shell.id, signal.SIGKILL, 1)
             except SessionClosed:
                 pass
         self.shell_restarted = True
@@ -232,14 +232,14 @@ class Run:
     def pump(self, deadline, yield_at) -> str:
         """Move output and input until the command ends ('done') or a time is reached."""
         s = self.session
-        ctl = s._ctl
+        ctl = s.ctl
         while not self.finished:
             now = time.monotonic()
             if deadline is not None and now >= deadline:
                 return "timeout"
             if yield_at is not None and now >= yield_at:
                 return "yield"
-            if s._closed:
+            if s.closing:
                 self._finish(-signal.SIGKILL)
                 break
             limits = [t for t in (deadline, yield_at) if t is not None]
@@ -343,12 +343,8 @@ class Run:
             for rid, st, pwd, exports, functions in sh.records():
                 if rid != self.rid:
                     continue
-                if sh is self.session._shell:
-                    self.session._pwd = pwd
-                    self.session._functions = functions
-                    if exports != self.session._exports:
-                        self.session._exports = exports
-                        self.session._exports_env = None
+                if sh is self.session.current_shell:
+                    self.session.record_shell_state(pwd, exports, functions)
                 self._finish(st)
                 return
             if sh.dead:
@@ -386,12 +382,12 @@ class Run:
                 tail = self.decoders[i].decode(b"", final=True)
                 if tail:
                     cb(tail)
-        if self.shell is not None and not s._closed:
+        if self.shell is not None and not s.closing:
             try:
-                s._send(A_RELEASE, 0, self.shell.slot)
+                s.send_ctl(A_RELEASE, 0, self.shell.slot)
             except SessionClosed:
                 pass
-        s._drain_later(self.fds)
+        s.drain_later(self.fds)
         self.fds = [-1, -1]
         with self.in_lock:
             close_fd(self.in_w)
@@ -418,7 +414,7 @@ class Run:
             running=not self.finished,
             job=self.job,
             shell_restarted=self.shell_restarted,
-            cwd=self.session._pwd if self.shell is not None else None,
+            cwd=self.session.shell_pwd if self.shell is not None else None,
             error=self.error,
         )
 
@@ -438,7 +434,7 @@ class Job:
 
     def __init__(self, run: Run):
         self._run = run
-        self.id = next(run.session._job_ids)
+        self.id = run.session.next_job_id()
         self.cmd = run.cmd
         self._cursor = (0, 0)
 
@@ -523,10 +519,10 @@ class Job:
     def kill(self) -> ExecResult:
         """Kill it and every process it started; its ExecResult."""
         r = self._run
-        if not r.finished and not r.session._closed:
+        if not r.finished and not r.session.closing:
             if r.shell is not None:
                 r._kill_shell()
-            r.session._kill_tree(r)
+            r.session.kill_tree(r)
             r.finished_event.wait(5)
         return r.result()
 

@@ -85,7 +85,7 @@ class Pty:
         rows, cols = _size(rows, cols)
         fcntl.ioctl(self.master, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
         try:
-            self._session._send(A_KILL, self._proc.id, signal.SIGWINCH)
+            self._session.send_ctl(A_KILL, self._proc.id, signal.SIGWINCH)
         except SessionClosed:
             pass
 
@@ -93,13 +93,13 @@ class Pty:
         timeout = check_seconds(timeout, "timeout")
         end = None if timeout is None else time.monotonic() + timeout
         while not self._proc.exited.is_set():
-            if self._session._closed:
+            if self._session.closing:
                 break
             left = None if end is None else end - time.monotonic()
             if left is not None and left <= 0:
                 break
-            r, _, _ = select.select([self._session._ctl, self._proc.evfd], [], [], left)
-            if self._session._ctl in r:
+            r, _, _ = select.select([self._session.ctl, self._proc.evfd], [], [], left)
+            if self._session.ctl in r:
                 self._session.read_ctl()
             if self._proc.evfd in r:
                 try:
@@ -109,8 +109,8 @@ class Pty:
         return self.returncode
 
     def kill(self) -> None:
-        if self._proc.wait_status is None and not self._session._closed:
-            self._session._send(A_KILL, self._proc.id, signal.SIGKILL)
+        if self._proc.wait_status is None and not self._session.closing:
+            self._session.send_ctl(A_KILL, self._proc.id, signal.SIGKILL)
         self.wait(5)
 
     def close(self) -> None:
@@ -129,7 +129,7 @@ def start_pty(session, cmd, rows, cols, cwd=None, env=None) -> Pty:
     rows, cols = _size(rows, cols)
     cmd = check_cmd(cmd)
     if isinstance(cmd, str):
-        cmd = [session._which_shell(), "-c", cmd]
+        cmd = [session.shell_path(), "-c", cmd]
     if env is not None:
         check_env(env)
     master, slave = os.openpty()
@@ -141,15 +141,15 @@ def start_pty(session, cmd, rows, cols, cwd=None, env=None) -> Pty:
         full_env.setdefault("TERM", "xterm-256color")
         if env:
             full_env.update(env)
-        p = session._new_proc()
-        session._run_msg(p, cmd, full_env, cwd or session._pwd or session.plan.cwd, [slave, slave, slave])
+        p = session.new_proc()
+        session.start_process(p, cmd, full_env, cwd or session.shell_pwd or session.plan.cwd, [slave, slave, slave])
     finally:
         os.close(slave)
     os.set_blocking(master, False)
     pty = Pty(session, p, master, cmd)
     end = time.monotonic() + 10
     while not p.started.is_set() and time.monotonic() < end:
-        r, _, _ = select.select([session._ctl], [], [], 0.1)
+        r, _, _ = select.select([session.ctl], [], [], 0.1)
         if r:
             session.read_ctl()
     if p.start_err is not None:

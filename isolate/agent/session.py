@@ -40,6 +40,7 @@ import select
 import shlex
 import signal
 import socket
+import struct
 import threading
 import time
 from typing import Any, Callable, Mapping, Sequence
@@ -59,6 +60,9 @@ from .protocol import (A_KILL, A_RUN, A_SHELL, AGENTD, MAX_SLOTS, MSG, R_EXIT, R
 from .pty import start_pty
 from .results import ExecResult, Truncated  # Truncated: re-exported, importable from here as before
 from .violations import network_event, reader
+
+
+_UCRED = struct.Struct("=iII")  # struct ucred: pid, uid, gid
 
 
 def _tree(root: int) -> list:
@@ -184,6 +188,7 @@ class Session:
         t0 = time.monotonic()
         agent_fd = os.open(AGENTD, os.O_PATH)   # not close-on-exec: agentd is run from it
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+        mine.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)  # agentd's hello comes with its host pid
         try:
             pass_fds = [agent_fd]
             overlay_args = {}
@@ -211,22 +216,31 @@ class Session:
             os.close(agent_fd)
         self._ctl = mine
         mine.settimeout(START_TIMEOUT)
+        creds = None
         try:
-            data = mine.recv(64)
+            data, anc, _flags, _addr = mine.recvmsg(64, socket.CMSG_SPACE(_UCRED.size))
+            # The kernel attached agentd's pid, uid and gid, as this process sees them (SO_PASSCRED).
+            for level, kind, value in anc:
+                if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS and len(value) >= _UCRED.size:
+                    creds = _UCRED.unpack_from(value)
         except (socket.timeout, OSError):
             data = b""
         if len(data) < MSG.size or MSG.unpack_from(data)[0] != R_HELLO:
             rc = self._popen.poll()
             raise SessionError(f"the session's sandbox did not start (its program ended with {rc}); "
                                f"does the profile give it /proc?")
+        mine.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 0)
         mine.setblocking(False)
         self.agent_pid_inside = MSG.unpack_from(data)[2]
-        kids = _tree(self._popen.pid)
-        self.agent_pid = next((p for p in kids[1:] if _inside_pid(p) == self.agent_pid_inside), None)
-        if self.agent_pid is None:
-            raise SessionError("the session's sandbox started, but its program cannot be found from the host")
-        st = os.stat(f"/proc/{self.agent_pid}")
-        self.uid, self.gid = st.st_uid, st.st_gid
+        if creds is not None and creds[0] > 0 and _inside_pid(creds[0]) == self.agent_pid_inside:
+            self.agent_pid, self.uid, self.gid = creds
+        else:
+            kids = _tree(self._popen.pid)
+            self.agent_pid = next((p for p in kids[1:] if _inside_pid(p) == self.agent_pid_inside), None)
+            if self.agent_pid is None:
+                raise SessionError("the session's sandbox started, but its program cannot be found from the host")
+            st = os.stat(f"/proc/{self.agent_pid}")
+            self.uid, self.gid = st.st_uid, st.st_gid
         self._root_fd = os.open(f"/proc/{self.agent_pid}/root", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         self.files = Files(self._root_fd, self.uid, self.gid, lambda: self._pwd or self.plan.cwd)
         self.pid = self._popen.pid
@@ -345,13 +359,59 @@ class Session:
         read_ctl() appends to it)."""
         return self._net_events
 
-    def _check_open(self, what: str) -> None:
+    def check_open(self, what: str) -> None:
         if self.closed:
             raise SessionClosed(f"{what}: the session is closed ({self._close_reason})")
         self._last_used = time.monotonic()
 
+    # ---- what the session's commands (jobs.Run, jobs.Job, pty.Pty) use of it -------------
+    @property
+    def closing(self) -> bool:
+        """close() has begun (unlike `closed`, this looks at nothing else)."""
+        return self._closed
+
+    @property
+    def ctl(self) -> socket.socket:
+        """The control socket to agentd (non-blocking; read it with read_ctl)."""
+        return self._ctl
+
+    @property
+    def devnull(self) -> int:
+        """An fd of /dev/null, for a command's stdin when it gets no input."""
+        return self._devnull
+
+    @property
+    def shell_lock(self) -> threading.Lock:
+        """Held while a string command runs in the session's shell (one at a time)."""
+        return self._shell_lock
+
+    @property
+    def current_shell(self) -> Shell | None:
+        """The shell the next string command runs in (None: a new one is started)."""
+        return self._shell
+
+    def give_shell_away(self) -> None:
+        """The current shell stays with a job that went to the background."""
+        self._shell = None
+
+    @property
+    def shell_pwd(self) -> str | None:
+        """The shell's working directory as of its last command (None: not known yet)."""
+        return self._pwd
+
+    def record_shell_state(self, pwd: str, exports: bytes, functions: bytes) -> None:
+        """What the current shell reported after a command: cwd, `export -p`, functions."""
+        self._pwd = pwd
+        self._functions = functions
+        if exports != self._exports:
+            self._exports = exports
+            self._exports_env = None
+
+    def next_job_id(self) -> int:
+        return next(self._job_ids)
+
     # ---- the control socket ----------------------------------------------------------
-    def _send(self, kind: int, id_: int, a: int = 0, b: int = 0, data: bytes = b"", fds=()) -> None:
+    def send_ctl(self, kind: int, id_: int, a: int = 0, b: int = 0, data: bytes = b"", fds=()) -> None:
         msg = MSG.pack(kind, id_, a, b) + data
         with self._send_lock:
             if self._ctl is None or self._closed:
@@ -408,7 +468,7 @@ class Session:
             if p.wait_status is None:
                 p.on_exit(signal.SIGKILL)
 
-    def _new_proc(self, cls=Proc, *args) -> Proc:
+    def new_proc(self, cls=Proc, *args) -> Proc:
         p = cls(next(self._ids), *args)
         self._procs[p.id] = p
         return p
@@ -428,7 +488,7 @@ class Session:
         return dict(self._exports_env)
 
     # ---- shells ------------------------------------------------------------------------
-    def _which_shell(self) -> str:
+    def shell_path(self) -> str:
         if self._shell_path:
             return self._shell_path
         for cand in ("/bin/bash", "/usr/bin/bash"):
@@ -445,12 +505,12 @@ class Session:
         slot = min(self._slots)
         self._slots.discard(slot)
         status_r, status_w = os.pipe2(os.O_CLOEXEC)
-        sh = self._new_proc(Shell, slot, status_r)
-        path = self._which_shell()
+        sh = self.new_proc(Shell, slot, status_r)
+        path = self.shell_path()
         sh.bash = path.endswith("bash")
         argv = [path, "--noprofile", "--norc"] if sh.bash else [path]
         try:
-            self._run_msg(sh, argv, dict(self._base_env), self._pwd or self.plan.cwd,
+            self.start_process(sh, argv, dict(self._base_env), self._pwd or self.plan.cwd,
                           [self._devnull, status_w, self._devnull], RUN_SHELL)
         finally:
             os.close(status_w)
@@ -465,18 +525,18 @@ class Session:
             text += "{\n" + os.fsdecode(self._exports) + "\n} 2>/dev/null\n"
         if self._functions:
             text += "{\n" + os.fsdecode(self._functions) + "\n} 2>/dev/null\n"
-        self._send(A_SHELL, sh.id, slot, 0, text.encode())
+        self.send_ctl(A_SHELL, sh.id, slot, 0, text.encode())
         self._shells.append(sh)
         return sh
 
-    def _retire_shell(self, sh: Shell) -> None:
+    def retire_shell(self, sh: Shell) -> None:
         sh.retired = True
         if sh in self._shells:
             self._shells.remove(sh)
         if sh.wait_status is None and not self._closed:
             try:
                 # The shell only: background jobs of its commands (its process group) live on.
-                self._send(A_KILL, sh.id, signal.SIGKILL, 1)
+                self.send_ctl(A_KILL, sh.id, signal.SIGKILL, 1)
             except SessionClosed:
                 pass
         close_fd(sh.status_r)
@@ -487,25 +547,25 @@ class Session:
         else:
             self._all_shells.append(sh)
 
-    def _idle_shell(self) -> Shell:
+    def idle_shell(self) -> Shell:
         sh = self._shell
         if sh is None or sh.dead or sh.retired:
             if sh is not None and not sh.retired:
-                self._retire_shell(sh)
+                self.retire_shell(sh)
             sh = self._shell = self._start_shell()
         return sh
 
-    def _run_msg(self, p: Proc, argv, env: Mapping[str, str], cwd: str, fds, flags: int = 0) -> None:
+    def start_process(self, p: Proc, argv, env: Mapping[str, str], cwd: str, fds, flags: int = 0) -> None:
         strings = [os.fsencode(cwd)] + [os.fsencode(a) for a in argv] + [b""] + \
             [os.fsencode(k) + b"=" + os.fsencode(v) for k, v in env.items()]
-        self._send(A_RUN, p.id, flags, 0, b"\0".join(strings) + b"\0", fds)
+        self.send_ctl(A_RUN, p.id, flags, 0, b"\0".join(strings) + b"\0", fds)
 
     # ---- processes of the sandbox, for killing a command's tree ------------------------
     def sandbox_pids(self) -> set:
         """Host pids of every process of the sandbox now (isolate-init and its descendants)."""
         return set(_tree(self._popen.pid))
 
-    def _host_pid(self, inside: int) -> int | None:
+    def host_pid(self, inside: int) -> int | None:
         """The host pid of a child of agentd, from its pid in the sandbox."""
         for pid in _tree(self.agent_pid)[1:]:
             if _inside_pid(pid) == inside:
@@ -536,12 +596,12 @@ class Session:
                 keep.update(_tree(hp))
         return keep
 
-    def _kill_tree(self, run) -> None:
+    def kill_tree(self, run) -> None:
         """Kill everything the command started: its own tree, and whatever appeared in
         the sandbox since it started that belongs to nobody else."""
         if run.proc is not None and not isinstance(run.proc, Shell) and run.proc.wait_status is None:
             try:
-                self._send(A_KILL, run.proc.id, signal.SIGKILL)
+                self.send_ctl(A_KILL, run.proc.id, signal.SIGKILL)
             except SessionClosed:
                 return
         killed: set = set()
@@ -581,7 +641,7 @@ class Session:
         timeout = check_seconds(timeout, "timeout")
         yield_after = check_seconds(yield_after, "yield_after")
         limit = self._max_output if max_output is None else output_mod.check_max_output(max_output)
-        self._check_open("exec")
+        self.check_open("exec")
         run = Run(self, cmd, input=input, cwd=cwd, env=env, limit=limit, on_stdout=on_stdout,
                   on_stderr=on_stderr, stdin_pipe=False)
         return run.execute(timeout, yield_after)
@@ -594,50 +654,50 @@ class Session:
         current directory and exported variables; it does not change the shell's state."""
         timeout = check_seconds(timeout, "timeout")
         limit = self._max_output if max_output is None else output_mod.check_max_output(max_output)
-        self._check_open("spawn")
+        self.check_open("spawn")
         if isinstance(cmd, (str, bytes)):
-            cmd = [self._which_shell(), "-c", os.fsdecode(cmd)]
+            cmd = [self.shell_path(), "-c", os.fsdecode(cmd)]
         run = Run(self, cmd, input=None, cwd=cwd, env=env, limit=limit, on_stdout=on_stdout,
                   on_stderr=on_stderr, stdin_pipe=True)
         return run.background(timeout)
 
     def jobs(self) -> list:
         """The session's jobs (spawned or yielded), running or finished, oldest first."""
-        self._check_open("jobs")
+        self.check_open("jobs")
         return list(self._jobs.values())
 
     def job(self, job_id):
         """Re-attach to a job by its id (Job.id)."""
-        self._check_open("job")
+        self.check_open("job")
         try:
             return self._jobs[int(job_id)]
         except (KeyError, ValueError, TypeError):
             raise JobNotFound(f"job {job_id!r}: no such job in this session "
                               f"(jobs: {sorted(self._jobs) or 'none'})") from None
 
-    def _register_job(self, job) -> None:
+    def register_job(self, job) -> None:
         self._jobs[job.id] = job
 
     # ---- files ---------------------------------------------------------------------------
     def write_file(self, path, data, mode: int = 0o644) -> int:
         """Write `data` (bytes or str) to `path` in the session, creating its parents."""
-        self._check_open("write_file")
+        self.check_open("write_file")
         return self.files.write_file(path, data, mode)
 
     def read_file(self, path, text: bool = False, max_size: int | None = None):
         """The content of `path` in the session (bytes, or str with text=True); at most
         max_size bytes (default 100 MiB), else SessionPathError."""
-        self._check_open("read_file")
+        self.check_open("read_file")
         return self.files.read_file(path, text=text, max_size=DEFAULT_READ_MAX if max_size is None else max_size)
 
     def list_dir(self, path=".") -> list:
         """Entries of a directory in the session: DirEntry(name, type, size, mode), by name."""
-        self._check_open("list_dir")
+        self.check_open("list_dir")
         return self.files.list_dir(path)
 
     # ---- the overlay workspace -------------------------------------------------------------
     def _need_overlay(self, what):
-        self._check_open(what)
+        self.check_open(what)
         if self._overlay is None:
             raise SessionError(f"{what}: this session has no overlay workspace (Session(..., workspace=DIR, "
                                f"overlay=True))")
@@ -666,17 +726,17 @@ class Session:
     def _fresh_shell(self) -> None:
         # Its working directory may be in the old overlay: the next command gets a new shell.
         if self._shell is not None:
-            self._retire_shell(self._shell)
+            self.retire_shell(self._shell)
             self._shell = None
 
     # ---- pty ------------------------------------------------------------------------------
     def pty(self, cmd, rows: int = 24, cols: int = 80, *, cwd=None, env: Mapping[str, str] | None = None):
         """An interactive program on a terminal of its own in the session: a Pty with
         write, read, resize, wait and kill."""
-        self._check_open("pty")
+        self.check_open("pty")
         return start_pty(self, cmd, rows, cols, cwd=cwd, env=env)
 
-    def _drain_later(self, fds) -> None:
+    def drain_later(self, fds) -> None:
         """Read and drop what background processes still write to a finished command's pipes."""
         fds = [fd for fd in fds if fd >= 0]
         if not fds:

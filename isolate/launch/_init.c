@@ -29,6 +29,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -44,6 +45,9 @@
 #define FLAG_WARM 4 /* ready in advance: the task (argv, env, cwd, fds) arrives on fd 0 */
 #define FLAG_CTTY 8 /* fd 0 is a fresh pty: the program makes it its controlling terminal */
 #define FLAG_SECCOMP_LOG 16 /* load the filter with SECCOMP_FILTER_FLAG_LOG: denials go to the audit log */
+#define FLAG_SECCOMP_EARLY 32 /* warm: the zygote loads the filter before its task (the caller checked that
+                               * the filter allows every call the zygote makes after it: warm.py) */
+#define MSG_RUSAGE 5 /* just before MSG_EXITED, with a pid namespace: a = maxrss KiB, b.c = utime s.us, t = stime us */
 #define TASK_MAGIC 0x544f5349u /* "ISOT" */
 #define TASK_MAX (1 << 20)
 #define TASK_MAX_FDS 250
@@ -156,6 +160,16 @@ static int move_up(int fd, int base)
     return n;
 }
 
+/* The task's message and the pointers into it, allocated before the filter may be. */
+static unsigned char *task_buf;
+static char **task_ptrs;
+
+static void alloc_task(void)
+{
+    task_buf = malloc(TASK_MAX);
+    task_ptrs = calloc(2 * (size_t)TASK_MAX + 8, sizeof(char *)); /* untouched pages cost nothing */
+}
+
 /* One task from fd 0 (a unix SOCK_SEQPACKET socket), as one message:
  *   u32 magic, u32 nfds, i32 target[nfds], u32 nexec, u32 nargv, u32 nenv, i32 umask (-1: keep),
  *   then NUL-terminated strings: cwd, exec paths, argv, environment;
@@ -163,12 +177,12 @@ static int move_up(int fd, int base)
 static void receive_task(char ***paths, int *nexec, char ***prog_argv, int *first_private, int *parent_pidfd,
                          int *sfd)
 {
-    unsigned char *buf = malloc(TASK_MAX);
+    unsigned char *buf = task_buf;
     char cbuf[CMSG_SPACE(sizeof(int) * TASK_MAX_FDS)];
     if (!buf)
         fail(STEP_INIT, 10, ENOMEM);
     struct pollfd pfd[2] = {{0, POLLIN, 0}, {*parent_pidfd, POLLIN, 0}};
-    for (;;) {
+    for (; *parent_pidfd >= 0;) { /* without the caller's pidfd (the zygote), recvmsg waits */
         if (poll(pfd, *parent_pidfd >= 0 ? 2 : 1, -1) < 0) {
             if (errno == EINTR)
                 continue;
@@ -214,8 +228,10 @@ static void receive_task(char ***paths, int *nexec, char ***prog_argv, int *firs
     int32_t task_umask = (int32_t)rd32(buf + off + 12); /* < 0: keep ours */
     off += 16;
     size_t nstr = 1 + (size_t)ne + na + nv;
-    char **strs = calloc(nstr + 3, sizeof(char *));
-    if (!strs || na < 1)
+    /* Every string is at least its NUL: nstr <= n, and task_ptrs has room for the
+     * strings and the NULL-terminated argv and envp (no allocation after the filter). */
+    char **strs = task_ptrs;
+    if (!strs || na < 1 || nstr > (size_t)n)
         fail(STEP_INIT, 15, strs ? EINVAL : ENOMEM);
     for (size_t i = 0; i < nstr; i++) {
         char *end = off < (size_t)n ? memchr(buf + off, 0, (size_t)n - off) : NULL;
@@ -243,17 +259,40 @@ static void receive_task(char ***paths, int *nexec, char ***prog_argv, int *firs
         umask((mode_t)task_umask & 0777); /* the program inherits it */
     /* argv and envp must be NULL-terminated arrays of their own. */
     char **exec_paths = strs + 1;
-    char **argv_ = calloc(na + 1, sizeof(char *));
-    char **envp = calloc(nv + 1, sizeof(char *));
-    if (!argv_ || !envp)
-        fail(STEP_INIT, 17, ENOMEM);
+    char **argv_ = strs + nstr + 1;
+    char **envp = argv_ + na + 1;
     memcpy(argv_, strs + 1 + ne, na * sizeof(char *));
+    argv_[na] = NULL;
     memcpy(envp, strs + 1 + ne + na, nv * sizeof(char *));
+    envp[nv] = NULL;
     environ = envp;
     *paths = exec_paths;
     *nexec = (int)ne;
     *prog_argv = argv_;
     *first_private = top;
+}
+
+/* The program's process has exec'd (its start pipe reads EOF: report MSG_STARTED with
+ * its pid) or has failed before (a record: relay it and end the sandbox). */
+static void report_start(int *fd, pid_t program, int reaped, int64_t t_init)
+{
+    struct isolate_msg m;
+    ssize_t n;
+    do {
+        n = read(*fd, &m, sizeof m);
+    } while (n < 0 && errno == EINTR);
+    close(*fd);
+    *fd = -1;
+    if (n == (ssize_t)sizeof m) {
+        int st;
+        if (!reaped)
+            waitpid(program, &st, 0);
+        send_msg(status_fd, MSG_ERROR, m.a, m.b, m.c);
+        _exit(127);
+    }
+    struct isolate_msg s = {MSG_STARTED, program, 0, 0, t_init};
+    while (write(status_fd, &s, sizeof s) < 0 && errno == EINTR)
+        ;
 }
 
 int main(int argc, char **argv)
@@ -325,25 +364,42 @@ int main(int argc, char **argv)
     if (!pidns && prctl(PR_SET_CHILD_SUBREAPER, 1) < 0)
         fail(STEP_INIT, 4, errno);
 
-    if (flags & FLAG_WARM) {
-        /* Set up and waiting: the parent hands us one task, then we are used up. */
-        struct isolate_msg ready = {MSG_STARTED, 0, 0, 0, t_init};
-        while (write(status_fd, &ready, sizeof ready) < 0 && errno == EINTR)
-            ;
-        receive_task(&paths, &nexec, &prog_argv, &first_private, &parent_pidfd, &sfd);
-    }
-
     int started[2];
     if (pipe2(started, O_CLOEXEC) < 0)
         fail(STEP_INIT, 5, errno);
 
+    /* The program's process. Warm (FLAG_WARM), it is forked now, before its task: the
+     * zygote waits for the task itself, so that a task costs only the hand-over and
+     * the exec. It keeps nothing of pid 1's: its errors go to pid 1 over the start
+     * pipe, which relays them on the status pipe. */
     pid_t program = fork();
     if (program < 0)
         fail(STEP_INIT, 6, errno);
     if (program == 0) {
-        /* The program's process: Landlock, seccomp, exec. */
         close(started[0]);
         close(sfd);
+        if (flags & FLAG_WARM) {
+            if (parent_pidfd >= 0)
+                close(parent_pidfd);
+            if (cgroup_fd >= 0)
+                close(cgroup_fd);
+            close(status_fd);
+            status_fd = started[1]; /* fail() now reports to pid 1 */
+            parent_pidfd = cgroup_fd = -1;
+            int no_sfd = -1;
+            alloc_task();
+            if ((flags & FLAG_SECCOMP_EARLY) && !(flags & FLAG_CTTY) && prog.filter) {
+                /* Loaded now, off the task's path: from here the zygote makes only calls the
+                 * caller found the filter to allow (recvmsg, fcntl, dup2, close, close_range,
+                 * chdir, umask, rt_sigprocmask, write, execve, exit_group). */
+                if (syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER,
+                            (flags & FLAG_SECCOMP_LOG) ? SECCOMP_FILTER_FLAG_LOG : 0, &prog) < 0)
+                    fail(STEP_SECCOMP, 0, errno);
+                prog.filter = NULL; /* loaded: not again below */
+            }
+            receive_task(&paths, &nexec, &prog_argv, &first_private, &parent_pidfd, &no_sfd);
+            started[1] = status_fd; /* moved above the program's table */
+        }
         /* The program's table is 0..first_private-1 as laid out by the launch path (or
          * receive_task); nothing of ours above it may reach the program. Ours are
          * close-on-exec already: make sure of every other number too (5.11+). */
@@ -399,26 +455,18 @@ int main(int argc, char **argv)
     }
     free(prog.filter);
 
-    struct isolate_msg m;
-    ssize_t n;
-    do {
-        n = read(started[0], &m, sizeof m);
-    } while (n < 0 && errno == EINTR);
-    close(started[0]);
-    if (n == (ssize_t)sizeof m) {
-        int st;
-        waitpid(program, &st, 0);
-        send_msg(status_fd, MSG_ERROR, m.a, m.b, m.c);
-        _exit(127);
-    }
-    {
-        struct isolate_msg s = {MSG_STARTED, program, 0, 0, t_init};
-        while (write(status_fd, &s, sizeof s) < 0 && errno == EINTR)
+    if (flags & FLAG_WARM) {
+        /* Set up, the program's process waiting for its task: ready. */
+        struct isolate_msg ready = {MSG_STARTED, 0, 0, 0, t_init};
+        while (write(status_fd, &ready, sizeof ready) < 0 && errno == EINTR)
             ;
     }
 
-    struct pollfd pfd[2] = {{sfd, POLLIN, 0}, {parent_pidfd, POLLIN, 0}};
-    int npfd = parent_pidfd >= 0 ? 2 : 1;
+    /* The start pipe (until the program has exec'd: EOF, or why not), the signals, and
+     * the caller's pidfd, in one loop: a warm sandbox waits here for its task too. */
+    int start_fd = started[0];
+    struct pollfd pfd[3] = {{sfd, POLLIN, 0}, {start_fd, POLLIN, 0}, {parent_pidfd, POLLIN, 0}};
+    int npfd = parent_pidfd >= 0 ? 3 : 2;
     int program_status = 0, program_done = 0;
     while (!program_done) {
         if (poll(pfd, npfd, -1) < 0) {
@@ -426,9 +474,13 @@ int main(int argc, char **argv)
                 continue;
             break;
         }
-        if (npfd == 2 && (pfd[1].revents & (POLLIN | POLLHUP | POLLERR))) {
+        if (npfd == 3 && (pfd[2].revents & (POLLIN | POLLHUP | POLLERR))) {
             kill_all(pidns, program);
             _exit(137);
+        }
+        if (start_fd >= 0 && pfd[1].revents) {
+            report_start(&start_fd, program, 0, t_init);
+            pfd[1].fd = -1;
         }
         struct signalfd_siginfo si;
         while (read(sfd, &si, sizeof si) == (ssize_t)sizeof si) {
@@ -449,8 +501,28 @@ int main(int argc, char **argv)
             }
         }
     }
-    /* The program has ended: so does its sandbox. Report first: without a pid
-     * namespace the kill below takes our own process group, us included. */
+    if (start_fd >= 0) /* it ended before we read the start pipe */
+        report_start(&start_fd, program, 1, t_init);
+    if (pidns && getpid() == 1) {
+        /* The program has ended: so does its sandbox. Every other process is killed
+         * first (none runs another instruction after kill returns), then what the
+         * program used (it and every process reaped so far) and its status are
+         * reported in one write: a warm task's caller can take its result from there
+         * without waiting for the namespaces to be torn down. */
+        kill(-1, SIGKILL);
+        struct rusage ru;
+        memset(&ru, 0, sizeof ru);
+        getrusage(RUSAGE_CHILDREN, &ru);
+        struct isolate_msg out[2] = {
+            {MSG_RUSAGE, (int32_t)ru.ru_maxrss, (int32_t)ru.ru_utime.tv_sec, (int32_t)ru.ru_utime.tv_usec,
+             (int64_t)ru.ru_stime.tv_sec * 1000000LL + ru.ru_stime.tv_usec},
+            {MSG_EXITED, program_status, 0, 0, now_ns()}};
+        while (write(status_fd, out, sizeof out) < 0 && errno == EINTR)
+            ;
+        _exit(0);
+    }
+    /* Without a pid namespace, report first: the kill below takes our own process
+     * group, us included. */
     send_msg(status_fd, MSG_EXITED, program_status, 0, 0);
     kill_all(pidns, 0);
     _exit(0);

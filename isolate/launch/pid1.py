@@ -14,6 +14,9 @@ FLAG_PIDNS, FLAG_DIE_WITH_PARENT = 1, 2
 FLAG_WARM = 4  # fd 0 is the task socket: wait for a task instead of starting a program
 FLAG_CTTY = 8  # fd 0 is a fresh pty: the program makes it its controlling terminal (_init.c)
 FLAG_SECCOMP_LOG = 16  # the filter is loaded with SECCOMP_FILTER_FLAG_LOG (_init.c)
+FLAG_SECCOMP_EARLY = 32  # warm: the zygote loads the filter before its task (warm.py checks it may)
+# With a pid namespace, just before MSG_EXITED: a = maxrss KiB, b = utime s, c = utime us, t = stime us
+MSG_RUSAGE = 5
 
 _proc_lock = threading.Lock()
 _proc_fds: dict = {}

@@ -28,7 +28,8 @@ from ..errors import (ExecutableNotFound, ExecutablePermission, SandboxSetupErro
 from ..kernel.constants import RLIMIT_NAMES
 from ..plan.plan import Plan, check_nofile
 from . import _launch, cgroup, hostids, mounts, net, popen_args, terminal
-from .pid1 import FLAG_CTTY, FLAG_DIE_WITH_PARENT, FLAG_PIDNS, FLAG_SECCOMP_LOG, FLAG_WARM, process_fds
+from .pid1 import (FLAG_CTTY, FLAG_DIE_WITH_PARENT, FLAG_PIDNS, FLAG_SECCOMP_EARLY, FLAG_SECCOMP_LOG, FLAG_WARM,
+                   process_fds)
 from ..profile.cache import load_profile  # noqa: F401 - public here too (isolate.load_profile)
 from .plans import compile_profile, no_nul, plan_for, plan_for_cwd  # noqa: F401 - plan_for*: public here too
 
@@ -652,7 +653,7 @@ TASK_MAX = 1 << 20
 
 def launch(plan: Plan, exec_paths, argv, envp, cwd: bytes, src, dst, warm: bool = False,
            ctty: bool = False, umask: int = -1, keep_ignored: bool = False, groups=None,
-           seccomp_log: bool = False, network=None) -> Launched:
+           seccomp_log: bool = False, network=None, early_seccomp: bool = False) -> Launched:
     """One start of the launch path. With warm=True, pid 1 is set up and then waits for
     its task on fd 0 (a socket returned as Launched.ctl) instead of starting a program.
     With ctty=True, fd 0 (a fresh pty) becomes the controlling terminal of the program,
@@ -680,7 +681,7 @@ def launch(plan: Plan, exec_paths, argv, envp, cwd: bytes, src, dst, warm: bool 
         cgroup_slot = first_private + 3 if cgroup_fd >= 0 else -1
         flags = ((FLAG_PIDNS if plan.pidns else 0) | (FLAG_DIE_WITH_PARENT if plan.die_with_parent else 0)
                  | (FLAG_WARM if warm else 0) | (FLAG_CTTY if ctty else 0)
-                 | (FLAG_SECCOMP_LOG if seccomp_log else 0))
+                 | (FLAG_SECCOMP_LOG if seccomp_log else 0) | (FLAG_SECCOMP_EARLY if early_seccomp and warm else 0))
         init_argv = [b"isolate-init", b"%d" % first_private, b"%d" % pidfd_slot, b"%d" % bpf_slot, b"%d" % flags,
                      b"%d" % first_private, b"%d" % cgroup_slot, b"%d" % len(exec_paths), *exec_paths, *argv]
     if network is not None and plan.network_mode != "none":
@@ -733,10 +734,13 @@ def launch(plan: Plan, exec_paths, argv, envp, cwd: bytes, src, dst, warm: bool 
 def _caller_umask() -> int:
     """This thread's umask, read without changing it (os.umask would, for a moment)."""
     try:
-        with open("/proc/thread-self/status", "rb") as f:
-            for line in f:
-                if line.startswith(b"Umask:"):
-                    return int(line.split()[1], 8)
+        fd = os.open("/proc/thread-self/status", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            data = os.read(fd, 4096)  # Umask is on the 2nd line
+        finally:
+            os.close(fd)
+        i = data.index(b"\nUmask:") + 7
+        return int(data[i:data.index(b"\n", i)], 8)
     except (OSError, ValueError):
         pass
     return -1
@@ -991,3 +995,14 @@ def _run_pty(popenargs, args, plan: Plan, *, input, timeout, capture_output, std
             p.kill()
             raise
     return _result(args, p, out, None, timed_out, check, on_timeout, timeout)
+
+
+# The pieces of a launch that WarmPool.run's direct path (warm.py) shares with Popen.
+MSG = _MSG
+check_timeout = _check_timeout
+stdio_from_profile = _stdio_from_profile
+exec_paths = Popen._exec_paths
+environment_list = _envp
+fd_table = _fd_table
+give_pipes = _give_pipes
+setup_error = _setup_error

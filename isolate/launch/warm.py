@@ -6,6 +6,9 @@ filesystem view, pid 1. Each ready sandbox then waits for exactly one task (argv
 environment, cwd and its fds, passed over a socket) and is used up by it: every
 task still gets its own pid namespace, its own private /tmp and network namespace,
 and sees or signals no other task. A background thread keeps `size` of them ready.
+In each, isolate-init has already forked the program's process (a zygote waiting
+before execve, its seccomp filter loaded where that changes nothing): a task costs
+the hand-over and the exec. See docs/warm-path.md.
 
     with isolate.WarmPool("default", size=4) as pool:
         r = pool.run(["python3", "-c", "print(1)"], capture_output=True)
@@ -13,15 +16,32 @@ and sees or signals no other task. A background thread keeps `size` of them read
 
 from __future__ import annotations
 
+import errno
+import locale
 import os
+import platform
+import select
 import signal
+import struct
+import subprocess
+import sys
 import threading
+import time
 from collections import deque
 from typing import Any, Sequence
 
-from ..errors import ProfileError
+from ..errors import ExecutableNotFound, ExecutablePermission, ProfileError
 from ..plan.plan import check_nofile
-from . import net, process
+from . import _launch, cgroup, net, process
+from .pid1 import MSG_RUSAGE
+from .plans import no_nul
+
+# run()'s arguments that its direct path takes; with any other (or a pty) run goes
+# through Popen (process.run), which has every one of them.
+_DIRECT = frozenset({"input", "capture_output", "timeout", "check", "on_timeout", "cwd", "env", "stdin", "stdout",
+                     "stderr", "text", "encoding", "errors", "universal_newlines", "pass_fds", "umask", "shell",
+                     "executable"})
+_STEP_NAMES = {v: k for k, v in process.STEP_NUMBERS.items()}
 
 
 class WarmPool:
@@ -35,11 +55,14 @@ class WarmPool:
         # Its pid 1 lays out each task's fds under the profile's RLIMIT_NOFILE.
         check_nofile(self.plan, self.plan.pass_fds, warm=True, file=self.plan.profile_name)
         self.size = size
+        # Its zygotes load the seccomp filter before their task where that changes nothing.
+        self.early_seccomp = zygote_may_filter_early(self.plan)
         # Refilling right after a task takes its sandbox would compete with that task
         # for the CPUs; while at least `low` are ready, wait until a task has ended.
         self.low = max(1, size // 2)
         self._running = 0
         self._ready: deque = deque()
+        self._used: deque = deque()  # direct tasks' reaped sandboxes, for the refill thread to clean up
         self._lock = threading.Condition()
         self._closed = False
         self._pid = os.getpid()
@@ -49,16 +72,19 @@ class WarmPool:
 
     # ---- the pool ----------------------------------------------------------------------
     def _prepare(self) -> process.Launched:
-        return process.launch_waiting(self.plan, os.fsencode(self.plan.cwd))
+        return process.launch_waiting(self.plan, os.fsencode(self.plan.cwd), early_seccomp=self.early_seccomp)
 
     def _refill(self) -> None:
         while True:
+            self._clean_used()
             with self._lock:
-                while not self._closed and (len(self._ready) >= self.size
-                                            or (len(self._ready) >= self.low and self._running)):
+                while not self._closed and not self._used and (len(self._ready) >= self.size
+                                                               or (len(self._ready) >= self.low and self._running)):
                     self._lock.wait()
                 if self._closed:
                     return
+                if self._used:
+                    continue
             try:
                 slot = self._prepare()
             except Exception:  # the next take() prepares one itself and raises there
@@ -110,6 +136,7 @@ class WarmPool:
             self._lock.notify_all()
         for slot in slots:
             _discard(slot)
+        self._clean_used()
 
     def __enter__(self):
         return self
@@ -129,9 +156,475 @@ class WarmPool:
                 raise TypeError(f"{key}: a WarmPool runs the profile it was made with")
         return process.Popen(args, warm=self, **kwargs)
 
-    def run(self, args, **kwargs) -> process.Result:
-        """Like isolate.run, in a sandbox that was ready before the call."""
-        return process.run(args, warm=self, **kwargs)
+    def run(self, *popenargs, **kwargs) -> process.Result:
+        """Like isolate.run, in a sandbox that was ready before the call.
+
+        The sandbox's program process is already forked and waiting (isolate-init's
+        zygote): the task is handed over in one message and the program exec'd. With
+        run()'s usual arguments this takes a direct path (no subprocess.Popen: one poll
+        loop over the pipes, pid 1's status pipe and its pidfd, until pid 1 reports the
+        program's end; reaping and cleaning up are the refill thread's); with any other,
+        the path of isolate.run(warm=pool). Both behave the same (docs/warm-path.md)."""
+        if len(popenargs) == 1 and "args" not in kwargs and _DIRECT.issuperset(kwargs) and not self.plan.pty:
+            return self._run_direct(popenargs[0], **kwargs)
+        return process.run(*popenargs, warm=self, **kwargs)
+
+    def _run_direct(self, args, *, input=None, capture_output=False, timeout=None, check=False, on_timeout="raise",
+                    cwd=None, env=None, stdin=process.FROM_PROFILE, stdout=process.FROM_PROFILE,
+                    stderr=process.FROM_PROFILE, text=None, encoding=None, errors=None, universal_newlines=None,
+                    pass_fds=(), umask=-1, shell=False, executable=None) -> process.Result:
+        plan = self.plan
+        # The checks of run() and Popen, in their order, before anything is taken.
+        process.check_timeout(timeout)
+        if on_timeout not in ("raise", "result"):
+            raise ValueError(f'on_timeout: expected "raise" (as subprocess) or "result", got {on_timeout!r}')
+        if cwd is not None:
+            no_nul(cwd, "cwd")
+        if isinstance(args, (str, bytes)):
+            argl = [args]
+        elif isinstance(args, os.PathLike):
+            if shell:
+                raise TypeError("path-like args is not allowed when shell is true")
+            argl = [args]
+        else:
+            argl = list(args)
+        if not argl:
+            raise IndexError("list index out of range") if not shell else ValueError("shell=True: no command")
+        for i, a in enumerate(argl):
+            if not isinstance(a, (str, bytes, os.PathLike)):
+                raise TypeError(f"expected str, bytes or os.PathLike object, not {type(a).__name__}")
+            no_nul(a, f"args[{i}]")
+        if executable is not None:
+            no_nul(executable, "executable")
+        if env is not None:
+            for k, v in env.items():
+                no_nul(k, f"an env name {k!r}")
+                no_nul(v, f"env[{k!r}]")
+        if not isinstance(umask, int) or isinstance(umask, bool):
+            raise TypeError(f"umask: expected an integer, got {type(umask).__name__}")
+        if input is not None:
+            if stdin not in (process.FROM_PROFILE, None):
+                raise ValueError("stdin and input arguments may not both be used.")
+            stdin = process.PIPE
+        if capture_output:
+            if stdout not in (process.FROM_PROFILE, None) or stderr not in (process.FROM_PROFILE, None):
+                raise ValueError("stdout and stderr arguments may not be used with capture_output.")
+            stdout = stderr = process.PIPE
+        if universal_newlines is not None and text is not None and bool(universal_newlines) != bool(text):
+            raise subprocess.SubprocessError("Cannot disambiguate when both text and universal_newlines are "
+                                             "supplied but different. Pass one or the other.")
+        text_mode = bool(encoding or errors or text or universal_newlines)
+        shell_prog = None
+        if shell:
+            argl = [plan.shell, "-c"] + argl
+            if executable:
+                argl[0] = executable
+            else:
+                shell_prog = plan.shell
+        program = os.fspath(executable if executable is not None else argl[0])
+        argv = [os.fsencode(a) for a in argl]
+        environment = plan.environment() if env is None else env
+        envp = process.environment_list(environment)
+        paths = process.exec_paths(os.fsencode(program), environment, given=env is not None)
+        passed = tuple(sorted(set(plan.pass_fds) | set(int(f) for f in pass_fds)))
+        if set(passed) != set(plan.pass_fds):
+            check_nofile(plan, passed, warm=True, file=plan.profile_name, what=f" with pass_fds={list(passed)}")
+        cwd_b = os.fsencode(os.path.abspath(os.fspath(cwd))) if cwd is not None else b""
+
+        # The fd table: the child's ends (ours to close once handed over) and our ends.
+        mine = [-1, -1, -1]      # p2cwrite, c2pread, errread
+        child = [-1, -1, -1]
+        made: list = []          # fds opened here for the child
+        try:
+            for i, v in enumerate((stdin, stdout, stderr)):
+                if v is process.FROM_PROFILE:
+                    v = process.stdio_from_profile(plan.stdio[i], i, made)
+                if v is None:
+                    continue
+                if v == process.PIPE:
+                    r, w = os.pipe()
+                    mine[i], child[i] = (w, r) if i == 0 else (r, w)
+                    made.append(child[i])
+                elif v == process.DEVNULL:
+                    child[i] = os.open(os.devnull, (os.O_RDONLY if i == 0 else os.O_WRONLY) | os.O_CLOEXEC)
+                    made.append(child[i])
+                elif v == process.STDOUT and i == 2:
+                    child[2] = child[1] if child[1] != -1 else sys.__stdout__.fileno()
+                elif isinstance(v, int):
+                    child[i] = v
+                else:
+                    child[i] = v.fileno()
+            src, dst = process.fd_table(child[0], child[1], child[2], passed)
+        except BaseException:
+            for fd in made + [m for m in mine if m >= 0]:
+                os.close(fd)
+            raise
+
+        start = time.monotonic()
+        slot = self._take()
+        reaped = ended = False
+        try:
+            try:
+                try:
+                    if slot.ids is not None:
+                        process.give_pipes(src, slot.ids.id)
+                    slot.send_task(cwd_b, paths, argv, envp, src, dst, umask=umask if umask >= 0 else -1)
+                finally:
+                    for fd in made:
+                        os.close(fd)
+                if text_mode:
+                    encoding = encoding or ("utf-8" if sys.flags.utf8_mode else locale.getencoding())
+                    errors = errors or "strict"
+                    if isinstance(input, str):
+                        input = input.encode(encoding, errors)
+                try:
+                    timed_out, outs, status, ended = _communicate(slot, mine, input, timeout)
+                except BaseException:
+                    _kill(slot)
+                    raise
+                sts, rusage = 0, None
+                if not ended:
+                    # pid 1 was killed (a timeout) or died without its report: reap it here.
+                    _pid, sts, ru = os.wait4(slot.pid, 0)
+                    reaped = True
+                    rusage = process.Rusage.from_os(ru)
+                # What its cgroup saw; removing the cgroup (and the rest) is the refill thread's.
+                usage = _memory_usage(slot.cgroup) if slot.cgroup is not None else None
+            finally:
+                for i, fd in enumerate(mine):
+                    if fd >= 0:
+                        os.close(fd)
+                if not reaped and not ended:
+                    _kill(slot)
+                slot.reaped = reaped
+        except BaseException:
+            self._give_back(slot)
+            raise
+        try:
+            return self._task_result(args, slot, status, outs, mine, sts, rusage, usage, timed_out, start, program,
+                                     cwd_b, shell_prog, text_mode, encoding, errors, check, on_timeout, timeout)
+        finally:
+            # Last: the refill thread this wakes then no longer competes with the caller.
+            self._give_back(slot)
+
+    def _give_back(self, slot: process.Launched) -> None:
+        """A direct task's sandbox, to be reaped and cleaned up by the refill thread."""
+        with self._lock:
+            self._used.append(slot)
+            self._lock.notify_all()
+            closed = self._closed
+        if closed:  # no refill thread any more
+            self._clean_used()
+
+    def _task_result(self, args, slot, status, outs, mine, sts, rusage, usage, timed_out, start, program, cwd_b,
+                     shell_prog, text_mode, encoding, errors, check, on_timeout, timeout) -> process.Result:
+        plan = self.plan
+        # What pid 1 said: why the program did not start, or how it ended.
+        msgs = [process.MSG.unpack_from(status, off) for off in range(0, len(status) - process.MSG.size + 1,
+                                                                          process.MSG.size)]
+        for kind, a, b, c, _t in msgs:
+            if kind == _launch.MSG_ERROR:
+                err = process.setup_error((_STEP_NAMES.get(a, "init"), b, c, 1), plan, program,
+                                          cwd_b or os.fsencode(plan.cwd))
+                if shell_prog is not None and isinstance(err, (ExecutableNotFound, ExecutablePermission)):
+                    err.detail = "process.shell: the shell of shell=True is not usable in the sandbox's view"
+                raise err from None
+        if not timed_out and not any(m[0] == _launch.MSG_STARTED for m in msgs):
+            raise process.setup_error(("init", 0, errno.ECHILD, 1), plan, program, cwd_b or os.fsencode(plan.cwd))
+        exited = [m[1] for m in msgs if m[0] == _launch.MSG_EXITED]
+        if len(exited) == 1:  # pid 1 reports once; anything else is not its word
+            sts = exited[0]
+        for kind, a, b, c, t in msgs:
+            if kind == MSG_RUSAGE and rusage is None:
+                rusage = process.Rusage(a, b + c / 1e6, t / 1e6)
+        out, err = (None if mine[i] < 0 else b"".join(outs[i]) for i in (1, 2))
+        if text_mode:
+            out, err = (None if d is None else d.decode(encoding, errors).replace("\r\n", "\n").replace("\r", "\n")
+                        for d in (out, err))
+        oom, peak = False, None
+        if usage is not None:
+            peak = usage.memory_peak
+            if usage.oom_kills is not None:
+                oom = usage.oom_kills > 0
+            else:
+                oom = bool(usage.memory_failcnt) and os.waitstatus_to_exitcode(sts) == -signal.SIGKILL
+        result = process.Result(args=args, returncode=os.waitstatus_to_exitcode(sts), stdout=out, stderr=err,
+                                timed_out=timed_out, duration=time.monotonic() - start, rusage=rusage,
+                                timings=slot.timings, oom=oom, memory_peak=peak)
+        if timed_out and on_timeout == "raise":
+            exc = process.TimeoutExpired(args, timeout, output=out, stderr=err)
+            exc.result = result
+            raise exc
+        if check and not timed_out:
+            result.check_returncode()
+        return result
+
+    def _clean_used(self) -> None:
+        """Give back what the reaped sandboxes of direct tasks held (off the caller's path)."""
+        while True:
+            with self._lock:
+                if not self._used:
+                    return
+                slot = self._used.popleft()
+            try:
+                if not getattr(slot, "reaped", True):
+                    try:
+                        os.waitpid(slot.pid, 0)  # pid 1 has reported and is exiting
+                    except ChildProcessError:
+                        pass
+                for fd in (slot.pidfd, slot.status_fd):
+                    if fd >= 0:
+                        os.close(fd)
+                slot.pidfd = slot.status_fd = -1
+                if slot.netns >= 0:
+                    # pid 1 of a pid namespace is reaped after every process in it: it is empty.
+                    net.pool().give_back(slot.netns, reusable=self.plan.pidns)
+                group, slot.cgroup = slot.cgroup, None
+                if group is not None:
+                    group.destroy()
+                ids, slot.ids = slot.ids, None
+                if ids is not None:
+                    ids.release()  # reaped, its cgroup emptied: the id may serve the next sandbox
+            finally:
+                self._task_done()
+
+
+def _kill(slot: process.Launched) -> None:
+    """Kill a task's whole sandbox (pid 1 of its pid namespace, and its cgroup)."""
+    if slot.cgroup is not None:
+        slot.cgroup.kill()
+    try:
+        signal.pidfd_send_signal(slot.pidfd, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def _communicate(slot: process.Launched, mine: list, input, timeout):
+    """Write `input`, read the output pipes and pid 1's status pipe in one poll loop,
+    until pid 1 has reported the program's end (it has killed every other process of
+    the sandbox by then) and the output pipes are at EOF, or until pid 1 is gone. On
+    the timeout the sandbox is killed and the rest read. Returns (timed_out,
+    [_, stdout chunks, stderr chunks], status bytes, ended: pid 1 reported the end)."""
+    outs: list = [None, [], []]
+    status: list = []
+    poller = select.poll()
+    readers = {slot.status_fd: status}
+    for i in (1, 2):
+        if mine[i] >= 0:
+            readers[mine[i]] = outs[i]
+    for fd in readers:
+        poller.register(fd, select.POLLIN)
+    # pid 1 gone (its pidfd readable) is the end: every process of its pid namespace is
+    # gone too, and what they wrote is in the pipes. EOF is not waited for: a launch
+    # under way in another thread holds copies of our pipes until its exec.
+    poller.register(slot.pidfd, select.POLLIN)
+    wfd, view = mine[0], None
+    if wfd >= 0:
+        if input:
+            view = memoryview(input).cast("B")
+            os.set_blocking(wfd, False)
+            poller.register(wfd, select.POLLOUT)
+        else:
+            os.close(wfd)
+            mine[0] = wfd = -1
+    deadline = None if timeout is None else time.monotonic() + timeout
+    timed_out = False
+    while True:
+        if deadline is None:
+            events = poller.poll()
+        else:
+            left = deadline - time.monotonic()
+            events = poller.poll(max(0, int(left * 1000) + 1)) if left > 0 else []
+            if not events and time.monotonic() >= deadline:
+                timed_out, deadline = True, None
+                _kill(slot)
+                if wfd >= 0:
+                    poller.unregister(wfd)
+                    os.close(wfd)
+                    mine[0] = wfd = -1
+                continue
+        for fd, ev in events:
+            if fd == slot.pidfd:
+                for rfd, chunks in readers.items():
+                    os.set_blocking(rfd, False)
+                    try:
+                        while data := os.read(rfd, 65536):
+                            chunks.append(data)
+                    except BlockingIOError:
+                        pass
+                if wfd >= 0:
+                    os.close(wfd)
+                    mine[0] = wfd = -1
+                data = b"".join(status)
+                return timed_out, outs, data, not timed_out and _ended(data)
+            if fd == wfd:
+                done = bool(ev & (select.POLLERR | select.POLLHUP))
+                if not done:
+                    try:
+                        n = os.write(fd, view[:65536])
+                        view = view[n:]
+                        done = not view
+                    except BlockingIOError:
+                        pass
+                    except BrokenPipeError:
+                        done = True
+                if done:
+                    poller.unregister(fd)
+                    os.close(fd)
+                    mine[0] = wfd = -1
+                continue
+            data = os.read(fd, 65536)
+            if data:
+                readers[fd].append(data)
+            else:
+                poller.unregister(fd)
+                del readers[fd]
+        # The end reported, the outputs at EOF: done (pid 1 is exiting; reaped later).
+        if not timed_out and len(readers) <= 1 and slot.status_fd in readers and _ended(b"".join(status)):
+            if wfd >= 0:
+                os.close(wfd)
+                mine[0] = wfd = -1
+            return timed_out, outs, b"".join(status), True
+
+
+# ---- may the zygote load the filter before its task? ---------------------------------------
+# What the zygote calls after loading it early (x86_64 numbers; _init.c, receive_task and
+# the program's process up to execve), with the arguments that a filter could look at.
+# Pointer arguments are any value (a filter cannot follow them); fds a few of each.
+_P = 0x7FFD0000
+_FDS = (0, 1, 2, 3, 4, 7, 10, 64, 255, 1023, 65535)
+_ZYGOTE_CALLS = (
+    [(47, (0, _P, 0x40000000))] +                               # recvmsg(0, &mh, MSG_CMSG_CLOEXEC)
+    [(72, (fd, 1030, b)) for fd in _FDS for b in (3, 64, 65536)] +  # fcntl(fd, F_DUPFD_CLOEXEC, base)
+    [(3, (fd,)) for fd in _FDS] +                              # close
+    [(33, (a, b)) for a in _FDS for b in _FDS] +               # dup2
+    [(436, (lo, hi, 0)) for lo in (0, 3) for hi in _FDS] +     # close_range(lo, hi, 0)
+    [(436, (fd, 0xFFFFFFFF, 4)) for fd in _FDS] +              # close_range(first, ~0, CLOSE_RANGE_CLOEXEC)
+    [(80, (_P,))] + [(95, (m,)) for m in range(0o1000)] +      # chdir(cwd), umask(mask)
+    [(14, (2, _P, 0, 8)), (59, (_P, _P, _P))] +                # rt_sigprocmask(SIG_SETMASK), execve
+    [(1, (fd, _P, 24)) for fd in _FDS] +                       # write(start pipe, record, 24): a failure
+    [(231, (127,)), (228, (1, _P))])                           # exit_group(127), clock_gettime (no vDSO)
+_AUDIT_ARCH_X86_64 = 0xC000003E
+_ALLOW, _LOG = 0x7FFF0000, 0x7FFC0000
+
+
+def _bpf_action(insns, nr: int, args) -> int | None:
+    """The action of a classic BPF seccomp program for one call (None: an instruction
+    this reading does not know, or a jump out of the program)."""
+    data = struct.pack("=iIQ6Q", nr, _AUDIT_ARCH_X86_64, 0, *(list(args) + [0] * (6 - len(args))))
+    a = x = 0
+    mem = [0] * 16
+    pc = 0
+    m32 = 0xFFFFFFFF
+    for _ in range(len(insns) + 1):
+        if not 0 <= pc < len(insns):
+            return None
+        code, jt, jf, k = insns[pc]
+        pc += 1
+        cls = code & 0x07
+        if code == 0x20:                                  # ld [k]
+            if k % 4 or k + 4 > len(data):
+                return None
+            a = struct.unpack_from("=I", data, k)[0]
+        elif code == 0x00:                                # ld #k
+            a = k
+        elif code == 0x01:                                # ldx #k
+            x = k
+        elif code in (0x60, 0x61):                        # ld/ldx M[k]
+            if k >= 16:
+                return None
+            a, x = (mem[k], x) if code == 0x60 else (a, mem[k])
+        elif code in (0x02, 0x03):                        # st/stx M[k]
+            if k >= 16:
+                return None
+            mem[k] = a if code == 0x02 else x
+        elif cls == 0x04:                                 # alu
+            op, src = code & 0xF0, (x if code & 0x08 else k)
+            if op == 0x00: a = (a + src) & m32
+            elif op == 0x10: a = (a - src) & m32
+            elif op == 0x20: a = (a * src) & m32
+            elif op == 0x30 and src: a = a // src
+            elif op == 0x40: a |= src
+            elif op == 0x50: a &= src
+            elif op == 0x60: a = (a << src) & m32 if src < 32 else 0
+            elif op == 0x70: a = a >> src if src < 32 else 0
+            elif op == 0x80: a = (-a) & m32
+            elif op == 0x90 and src: a = a % src
+            elif op == 0xA0: a ^= src
+            else:
+                return None
+        elif cls == 0x05:                                 # jmp
+            op, src = code & 0xF0, (x if code & 0x08 else k)
+            if op == 0x00:
+                pc += k
+                continue
+            cond = {0x10: a == src, 0x20: a > src, 0x30: a >= src, 0x40: bool(a & src)}.get(op)
+            if cond is None:
+                return None
+            pc += jt if cond else jf
+        elif code == 0x06:                                # ret #k
+            return k
+        elif code == 0x16:                                # ret a
+            return a
+        elif code == 0x07:                                # tax
+            x = a
+        elif code == 0x87:                                # txa
+            a = x
+        else:
+            return None
+    return None
+
+
+def zygote_may_filter_early(plan) -> bool:
+    """True when the plan's filter allows every call isolate-init's zygote makes between
+    loading it and the program's execve: the zygote may then load it before its task
+    (off the task's path). Any doubt (another architecture, an instruction not known
+    here, one call refused or logged only) keeps it where a cold launch loads it."""
+    if plan.bpf is None or plan.pty or platform.machine() != "x86_64" or len(plan.bpf) % 8:
+        return False
+    insns = [struct.unpack_from("=HBBI", plan.bpf, off) for off in range(0, len(plan.bpf), 8)]
+    return all(_bpf_action(insns, nr, args) == _ALLOW for nr, args in _ZYGOTE_CALLS)
+
+
+def _ended(status: bytes) -> bool:
+    """pid 1's status records include its report of the program's end."""
+    size = process.MSG.size
+    return any(process.MSG.unpack_from(status, off)[0] == _launch.MSG_EXITED
+               for off in range(0, len(status) - size + 1, size))
+
+
+def _read_small(path: str) -> bytes:
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return os.read(fd, 4096)
+    finally:
+        os.close(fd)
+
+
+def _memory_usage(group) -> cgroup.Usage | None:
+    """What a Result needs of the task's cgroup (OOM kills, peak memory), in the fewest reads."""
+    if "memory_max" not in group.limits:
+        return cgroup.Usage(None, None, None, None, None)
+    try:
+        if group.version == "v2":
+            d = group.dirs[0]
+            events = dict(line.split() for line in _read_small(os.path.join(d, "memory.events")).decode().splitlines())
+            return cgroup.Usage(int(events.get("oom_kill", 0)),
+                                        int(_read_small(os.path.join(d, "memory.peak"))), None, None, None)
+        for d in group.dirs:
+            try:
+                ctl = _read_small(os.path.join(d, "memory.oom_control")).decode()
+            except FileNotFoundError:
+                continue
+            keyed = dict(line.split() for line in ctl.splitlines() if line.strip())
+            oom = int(keyed["oom_kill"]) if "oom_kill" in keyed else None
+            # failcnt only stands in for oom_kill on a kernel without it (see Popen)
+            failcnt = int(_read_small(os.path.join(d, "memory.failcnt"))) if oom is None else None
+            return cgroup.Usage(oom, int(_read_small(os.path.join(d, "memory.max_usage_in_bytes"))), failcnt,
+                                None, None)
+    except (OSError, ValueError):
+        pass
+    return group.usage()  # anything unexpected: the cgroup module's own reading
 
 
 def _discard(slot: process.Launched) -> None:
