@@ -1084,6 +1084,39 @@ static const char *step_names[] = {
     "init", "signals", "netns", "landlock", "cgroup", "pdeathsig",
 };
 
+/* The clone of a launch from a template mount namespace, in a thread of its own (see
+ * spawn): it leaves the caller's fs_struct and namespaces as they are, then ends. */
+struct template_clone {
+    unsigned long flags;
+    void *stack;
+    struct launch *l;
+    int netns_fd, mntns_fd;
+    int pidfd, used_clone3;
+    long pid;
+    int err, step, index;
+};
+
+static void *template_clone_thread(void *arg)
+{
+    struct template_clone *tc = arg;
+    /* Our own copy of the fs_struct (root, cwd, umask: the caller's as they are now),
+     * which setns(CLONE_NEWNS) may then change; the thread ends after the clone, so
+     * nothing needs to be restored. */
+    if (unshare(CLONE_FS) < 0 || setns(tc->mntns_fd, CLONE_NEWNS) < 0) {
+        tc->err = errno ? errno : EINVAL;
+        tc->step = STEP_MOUNT;
+        tc->index = -1;
+        return NULL;
+    }
+    if (tc->netns_fd >= 0 && setns(tc->netns_fd, CLONE_NEWNET) < 0) {
+        tc->err = errno;
+        tc->step = STEP_NETNS;
+        return NULL;
+    }
+    tc->pid = do_clone(tc->flags, tc->stack, CHILD_STACK_SIZE, tc->l, &tc->pidfd, &tc->used_clone3);
+    return NULL;
+}
+
 /* spawn(plan, exec_paths, argv, envp, cwd, fd_src, fd_dst, init_fd, init_argv,
  *       first_private, parent_pidfd, bpf_fd[, netns_fd, cgroup_procs, cgroup_fd, mntns_fd,
  *       uid_map, gid_map, switch_uid, switch_gid, op_fds, ctty, umask, keep_ignored, groups])
@@ -1220,47 +1253,50 @@ static PyObject *spawn(PyObject *self, PyObject *args)
          * child, born in its own user namespace, could not join one owned by ours.
          * setns(CLONE_NEWNET) affects only the calling thread. */
         int netns_fd = l.netns_fd >= 0 ? l.netns_fd : p->netns_fd;
-        int saved_netns = -1;
-        if (netns_fd >= 0) {
-            saved_netns = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
-            if (saved_netns < 0 || setns(netns_fd, CLONE_NEWNET) < 0) {
-                err = errno;
-                step = STEP_NETNS;
-            }
-        }
         /* A namespace prepared for this launch replaces the one clone would make. */
         unsigned long flags = l.netns_fd >= 0 ? (p->clone_flags & ~(unsigned long)CLONE_NEWNET) : p->clone_flags;
         if (ncgroups && (flags & CLONE_NEWCGROUP)) {
             flags &= ~(unsigned long)CLONE_NEWCGROUP;
             l.late_cgroupns = 1;
         }
-        /* A template mount namespace (a small one holding only what the view binds
-         * from): cloned from there, CLONE_NEWNS copies it instead of the caller's
-         * whole mount table. setns into a mount namespace needs a thread with an
-         * fs_struct of its own: only isolate's launcher threads pass mntns_fd. */
-        int saved_mntns = -1;
-        if (!err && mntns_fd >= 0) {
-            static __thread int fs_private;
-            if (!fs_private && unshare(CLONE_FS) == 0)
-                fs_private = 1;
-            saved_mntns = open("/proc/thread-self/ns/mnt", O_RDONLY | O_CLOEXEC);
-            if (!fs_private || saved_mntns < 0 || setns(mntns_fd, CLONE_NEWNS) < 0) {
-                err = errno ? errno : EINVAL;
-                step = STEP_MOUNT;
-                index = -1;
+        if (mntns_fd >= 0) {
+            /* A template mount namespace (a small one holding only what the view binds
+             * from): cloned from there, CLONE_NEWNS copies it instead of the caller's
+             * whole mount table. setns into a mount namespace needs a thread with an
+             * fs_struct of its own: a short-lived thread of ours joins the template (and
+             * the network namespace), clones and ends; the calling thread, whichever it
+             * is, changes nothing of its own, and no Python thread has to carry it. */
+            struct template_clone tc = {flags, stack, &l, netns_fd, mntns_fd, -1, 0, -1, 0, STEP_NONE, 0};
+            pthread_t th;
+            int e = pthread_create(&th, NULL, template_clone_thread, &tc);
+            if (e) {
+                err = e;
+                step = STEP_CLONE;
+            } else {
+                pthread_join(th, NULL);
+                err = tc.err;
+                step = tc.step;
+                index = tc.index;
+                pid = tc.pid;
+                pidfd = tc.pidfd;
+                used_clone3 = tc.used_clone3; /* pid < 0: the clone failed, reported below */
             }
-        }
-        if (!err)
-            pid = do_clone(flags, stack, CHILD_STACK_SIZE, &l, &pidfd, &used_clone3);
-        if (saved_mntns >= 0) {
-            if (setns(saved_mntns, CLONE_NEWNS) < 0)
-                abort(); /* this thread must not stay in the template */
-            close(saved_mntns);
-        }
-        if (saved_netns >= 0) {
-            if (setns(saved_netns, CLONE_NEWNET) < 0)
-                abort(); /* this thread must not stay in the sandbox's network */
-            close(saved_netns);
+        } else {
+            int saved_netns = -1;
+            if (netns_fd >= 0) {
+                saved_netns = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
+                if (saved_netns < 0 || setns(netns_fd, CLONE_NEWNET) < 0) {
+                    err = errno;
+                    step = STEP_NETNS;
+                }
+            }
+            if (!err)
+                pid = do_clone(flags, stack, CHILD_STACK_SIZE, &l, &pidfd, &used_clone3);
+            if (saved_netns >= 0) {
+                if (setns(saved_netns, CLONE_NEWNET) < 0)
+                    abort(); /* this thread must not stay in the sandbox's network */
+                close(saved_netns);
+            }
         }
         pthread_sigmask(SIG_SETMASK, &old, NULL);
         close(pipefd[1]);

@@ -670,13 +670,9 @@ def launch(plan: Plan, exec_paths, argv, envp, cwd: bytes, src, dst, warm: bool 
             args += (None, None, -1, -1, None)
         args += (bool(ctty), int(umask), bool(keep_ignored),
                  None if groups is None else struct.pack(f"={len(groups)}I", *groups))
-        if plan.mntns_fd >= 0:
-            # Joining the template needs a thread of isolate's own (it unshares its fs_struct).
-            if umask < 0:  # the umask is in the fs_struct too: the caller's, as subprocess
-                args = args[:-3] + (_caller_umask(),) + args[-2:]
-            pid, pidfd, status_fd, timings, used_clone3 = mounts.launcher().submit(_launch.spawn, *args).result()
-        else:
-            pid, pidfd, status_fd, timings, used_clone3 = _launch.spawn(*args)
+        # (With a template mount namespace, spawn joins it in a short-lived thread of its
+        # own, which copies this thread's fs_struct: the caller's umask, as subprocess.)
+        pid, pidfd, status_fd, timings, used_clone3 = _launch.spawn(*args)
     except BaseException as e:
         if netns >= 0:
             pool.give_back(netns, reusable=False)
