@@ -87,6 +87,28 @@ def _pids(d: str) -> list[int]:
     return [int(x) for x in (procfs.read(os.path.join(d, "cgroup.procs")) or "").split() if x.isdigit()]
 
 
+def _read(path: str) -> str | None:
+    """A small cgroup file's text, or None (procfs.read without the file object)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        return os.read(fd, 65536).decode("ascii", "replace")
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def _read_int(path: str) -> int | None:
+    text = _read(path)
+    try:
+        return int(text) if text is not None else None
+    except ValueError:
+        return None
+
+
 class Group:
     """The cgroup (v2: one directory; v1: one per controller) of one launch."""
 
@@ -104,23 +126,23 @@ class Group:
     def usage(self) -> Usage:
         if self.version == "v2":
             d = self.dirs[0]
-            events = _keyed(procfs.read(os.path.join(d, "memory.events")))
-            pids = _keyed(procfs.read(os.path.join(d, "pids.events")))
+            events = _keyed(_read(os.path.join(d, "memory.events")))
+            pids = _keyed(_read(os.path.join(d, "pids.events")))
             with_mem, with_pids = "memory_max" in self.limits, "pids_max" in self.limits
             return Usage(events.get("oom_kill") if with_mem else None,
-                         procfs.read_int(os.path.join(d, "memory.peak")) if with_mem else None, None,
+                         _read_int(os.path.join(d, "memory.peak")) if with_mem else None, None,
                          pids.get("max") if with_pids else None,
-                         procfs.read_int(os.path.join(d, "pids.peak")) if with_pids else None)
+                         _read_int(os.path.join(d, "pids.peak")) if with_pids else None)
         oom = peak = failcnt = refused = pids_peak = None
         for i, d in enumerate(self.dirs):
             kind = self.controllers[i] if self.controllers is not None and i < len(self.controllers) else None
             if kind == "memory" or (kind is None and os.path.exists(os.path.join(d, "memory.limit_in_bytes"))):
-                oom = _keyed(procfs.read(os.path.join(d, "memory.oom_control"))).get("oom_kill")
-                peak = procfs.read_int(os.path.join(d, "memory.max_usage_in_bytes"))
-                failcnt = procfs.read_int(os.path.join(d, "memory.failcnt"))
+                oom = _keyed(_read(os.path.join(d, "memory.oom_control"))).get("oom_kill")
+                peak = _read_int(os.path.join(d, "memory.max_usage_in_bytes"))
+                failcnt = _read_int(os.path.join(d, "memory.failcnt"))
             elif kind == "pids" or (kind is None and os.path.exists(os.path.join(d, "pids.max"))):
-                refused = _keyed(procfs.read(os.path.join(d, "pids.events"))).get("max")
-                pids_peak = procfs.read_int(os.path.join(d, "pids.peak"))
+                refused = _keyed(_read(os.path.join(d, "pids.events"))).get("max")
+                pids_peak = _read_int(os.path.join(d, "pids.peak"))
         return Usage(oom, peak, failcnt, refused, pids_peak)
 
     def kill(self) -> None:
