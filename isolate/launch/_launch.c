@@ -1084,6 +1084,74 @@ static const char *step_names[] = {
     "init", "signals", "netns", "landlock", "cgroup", "pdeathsig",
 };
 
+/* After the clone: the child into its cgroups and its id maps written (only the parent
+ * may write a map of more than its own id), then the byte on the sync pipe that lets
+ * it go on; on a failure, err, step and index say where and the child is killed. */
+static int write_proc_file_at(int proc_dir, pid_t pid, const char *name, const char *data)
+{
+    if (proc_dir < 0)
+        return write_proc_file(pid, name, data);
+    char path[64];
+    snprintf(path, sizeof path, "%d/%s", (int)pid, name);
+    int fd = openat(proc_dir, path, O_WRONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    size_t len = strlen(data);
+    ssize_t w = write(fd, data, len);
+    int err = w < 0 ? -errno : ((size_t)w == len ? 0 : -EIO);
+    close(fd);
+    return err;
+}
+
+/* cg_fds/proc_dir: the cgroup.procs files and /proc, opened before the calling thread
+ * joined another mount namespace (or NULL/-1: opened here by path). */
+static void release_child(const struct plan *p, const struct launch *l, long pid, int pidfd,
+                          char *const *c_cgroups, const int *cg_fds, int proc_dir, int ncgroups, int sync_w,
+                          int *err, int *step, int *index)
+{
+    /* Without privilege, setgroups must be denied before gid_map is written. */
+    int r = 0;
+    /* Into its cgroups before it runs anything of its own: every process
+     * it starts is then counted and limited. */
+    char pidbuf[24];
+    snprintf(pidbuf, sizeof pidbuf, "%ld", pid);
+    for (int i = 0; i < ncgroups && !r; i++) {
+        int fd = cg_fds ? cg_fds[i] : open(c_cgroups[i], O_WRONLY | O_CLOEXEC);
+        if (fd < 0)
+            r = cg_fds ? fd : -errno; /* cg_fds holds -errno of a failed open */
+        else if (write(fd, pidbuf, strlen(pidbuf)) < 0)
+            r = -errno;
+        if (fd >= 0 && !cg_fds)
+            close(fd);
+        if (r) {
+            *err = -r;
+            *step = STEP_CGROUP;
+            *index = i;
+        }
+    }
+    if (!r && (p->clone_flags & CLONE_NEWUSER)) {
+        if (p->deny_setgroups)
+            r = write_proc_file_at(proc_dir, (pid_t)pid, "setgroups", "deny");
+        if (!r && l->gid_map)
+            r = write_proc_file_at(proc_dir, (pid_t)pid, "gid_map", l->gid_map);
+        if (!r && l->uid_map)
+            r = write_proc_file_at(proc_dir, (pid_t)pid, "uid_map", l->uid_map);
+        if (r) {
+            *err = -r;
+            *step = STEP_ID_MAPS;
+        }
+    }
+    if (*err) {
+        /* Reported by the caller. The child holds a copy of the sync pipe's write
+         * end, so it would wait for our byte forever (and we for its record):
+         * kill it now; the status pipe then reads EOF. */
+        syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, NULL, 0);
+    } else if (write(sync_w, "x", 1) != 1) {
+        *err = errno;
+        *step = STEP_ID_MAPS;
+    }
+}
+
 /* The clone of a launch from a template mount namespace, in a thread of its own (see
  * spawn): it leaves the caller's fs_struct and namespaces as they are, then ends. */
 struct template_clone {
@@ -1094,11 +1162,25 @@ struct template_clone {
     int pidfd, used_clone3;
     long pid;
     int err, step, index;
+    /* release_child() right after the clone, here (the child need not wait for the
+     * calling thread to wake up): what it needs, and how it went */
+    char *const *cgroups;
+    int ncgroups, sync_w;
+    int released, rel_err, rel_step, rel_index;
 };
 
 static void *template_clone_thread(void *arg)
 {
     struct template_clone *tc = arg;
+    /* What release_child needs, opened while this thread still sees the caller's mounts. */
+    int release = tc->sync_w >= 0;
+    int proc_dir = release ? open("/proc", O_PATH | O_DIRECTORY | O_CLOEXEC) : -1;
+    int cg_fds[tc->ncgroups + 1];
+    for (int i = 0; i < tc->ncgroups; i++) {
+        cg_fds[i] = release ? open(tc->cgroups[i], O_WRONLY | O_CLOEXEC) : -1;
+        if (cg_fds[i] < 0)
+            cg_fds[i] = -errno;
+    }
     /* Our own copy of the fs_struct (root, cwd, umask: the caller's as they are now),
      * which setns(CLONE_NEWNS) may then change; the thread ends after the clone, so
      * nothing needs to be restored. */
@@ -1106,14 +1188,29 @@ static void *template_clone_thread(void *arg)
         tc->err = errno ? errno : EINVAL;
         tc->step = STEP_MOUNT;
         tc->index = -1;
-        return NULL;
-    }
-    if (tc->netns_fd >= 0 && setns(tc->netns_fd, CLONE_NEWNET) < 0) {
+    } else if (tc->netns_fd >= 0 && setns(tc->netns_fd, CLONE_NEWNET) < 0) {
         tc->err = errno;
         tc->step = STEP_NETNS;
-        return NULL;
+    } else {
+        tc->pid = do_clone(tc->flags, tc->stack, CHILD_STACK_SIZE, tc->l, &tc->pidfd, &tc->used_clone3);
+        if (tc->pid > 0 && release) {
+            if (proc_dir < 0 && (tc->l->plan->clone_flags & CLONE_NEWUSER)) {
+                /* /proc could not be opened: report it as the id maps' failure */
+                tc->rel_err = errno ? errno : ENOENT;
+                tc->rel_step = STEP_ID_MAPS;
+                syscall(SYS_pidfd_send_signal, tc->pidfd, SIGKILL, NULL, 0);
+            } else {
+                release_child(tc->l->plan, tc->l, tc->pid, tc->pidfd, tc->cgroups, cg_fds, proc_dir, tc->ncgroups,
+                              tc->sync_w, &tc->rel_err, &tc->rel_step, &tc->rel_index);
+            }
+            tc->released = 1;
+        }
     }
-    tc->pid = do_clone(tc->flags, tc->stack, CHILD_STACK_SIZE, tc->l, &tc->pidfd, &tc->used_clone3);
+    for (int i = 0; i < tc->ncgroups; i++)
+        if (cg_fds[i] >= 0)
+            close(cg_fds[i]);
+    if (proc_dir >= 0)
+        close(proc_dir);
     return NULL;
 }
 
@@ -1253,6 +1350,7 @@ static PyObject *spawn(PyObject *self, PyObject *args)
          * child, born in its own user namespace, could not join one owned by ours.
          * setns(CLONE_NEWNET) affects only the calling thread. */
         int netns_fd = l.netns_fd >= 0 ? l.netns_fd : p->netns_fd;
+        int released = 0, rel_err = 0, rel_step = STEP_NONE, rel_index = 0;
         /* A namespace prepared for this launch replaces the one clone would make. */
         unsigned long flags = l.netns_fd >= 0 ? (p->clone_flags & ~(unsigned long)CLONE_NEWNET) : p->clone_flags;
         if (ncgroups && (flags & CLONE_NEWCGROUP)) {
@@ -1266,7 +1364,8 @@ static PyObject *spawn(PyObject *self, PyObject *args)
              * fs_struct of its own: a short-lived thread of ours joins the template (and
              * the network namespace), clones and ends; the calling thread, whichever it
              * is, changes nothing of its own, and no Python thread has to carry it. */
-            struct template_clone tc = {flags, stack, &l, netns_fd, mntns_fd, -1, 0, -1, 0, STEP_NONE, 0};
+            struct template_clone tc = {flags, stack, &l, netns_fd, mntns_fd, -1, 0, -1, 0, STEP_NONE, 0,
+                                        c_cgroups, ncgroups, syncfd[1], 0, 0, STEP_NONE, 0};
             pthread_t th;
             int e = pthread_create(&th, NULL, template_clone_thread, &tc);
             if (e) {
@@ -1280,6 +1379,10 @@ static PyObject *spawn(PyObject *self, PyObject *args)
                 pid = tc.pid;
                 pidfd = tc.pidfd;
                 used_clone3 = tc.used_clone3; /* pid < 0: the clone failed, reported below */
+                released = tc.released;
+                rel_err = tc.rel_err;
+                rel_step = tc.rel_step;
+                rel_index = tc.rel_index;
             }
         } else {
             int saved_netns = -1;
@@ -1311,47 +1414,16 @@ static PyObject *spawn(PyObject *self, PyObject *args)
             err = (int)-pid;
             step = STEP_CLONE;
         } else {
-            if (syncfd[1] >= 0) {
-                /* Only the parent may write a map of more than its own id. Without
-                 * privilege, setgroups must be denied before gid_map is written. */
-                int r = 0;
-                /* Into its cgroups before it runs anything of its own: every process
-                 * it starts is then counted and limited. */
-                char pidbuf[24];
-                snprintf(pidbuf, sizeof pidbuf, "%ld", pid);
-                for (int i = 0; i < ncgroups && !r; i++) {
-                    int fd = open(c_cgroups[i], O_WRONLY | O_CLOEXEC);
-                    if (fd < 0 || write(fd, pidbuf, strlen(pidbuf)) < 0)
-                        r = -errno;
-                    if (fd >= 0)
-                        close(fd);
-                    if (r) {
-                        err = -r;
-                        step = STEP_CGROUP;
-                        index = i;
-                    }
+            if (released) { /* by the template thread, right after its clone */
+                if (rel_err) {
+                    err = rel_err;
+                    step = rel_step;
+                    index = rel_index;
                 }
-                if (!r && (p->clone_flags & CLONE_NEWUSER)) {
-                    if (p->deny_setgroups)
-                        r = write_proc_file((pid_t)pid, "setgroups", "deny");
-                    if (!r && l.gid_map)
-                        r = write_proc_file((pid_t)pid, "gid_map", l.gid_map);
-                    if (!r && l.uid_map)
-                        r = write_proc_file((pid_t)pid, "uid_map", l.uid_map);
-                    if (r) {
-                        err = -r;
-                        step = STEP_ID_MAPS;
-                    }
-                }
-                if (err) {
-                    /* Reported below. The child holds a copy of the sync pipe's write
-                     * end, so it would wait for our byte forever (and we for its
-                     * record): kill it now; the status pipe then reads EOF. */
-                    syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, NULL, 0);
-                } else if (write(syncfd[1], "x", 1) != 1) {
-                    err = errno;
-                    step = STEP_ID_MAPS;
-                }
+                close(syncfd[1]);
+                syncfd[1] = -1;
+            } else if (syncfd[1] >= 0) {
+                release_child(p, &l, pid, pidfd, c_cgroups, NULL, -1, ncgroups, syncfd[1], &err, &step, &index);
                 close(syncfd[1]);
                 syncfd[1] = -1;
             }
