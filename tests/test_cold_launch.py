@@ -16,7 +16,7 @@ import threading
 import pytest
 
 import isolate
-from isolate.launch import cgroup, hostids, process
+from isolate.launch import cgroup, hostids, net, process
 from conftest import PROBE, open_fds, with_python
 
 MiB = 1 << 20
@@ -185,6 +185,14 @@ def test_direct_run_leaks_nothing(direct_only):
     assert open_fds() == before
     assert hostids.held() == frozenset()
     assert not direct_only
+    # Network namespaces: only the pool's own (at most its size), none held for a sandbox.
+    nets = 0
+    for x in os.listdir("/proc/self/fd"):
+        try:
+            nets += os.readlink(f"/proc/self/fd/{x}").startswith("net:[")
+        except OSError:
+            pass  # the listing's own fd
+    assert nets <= net.pool().size
     mine = []
     for base in ("/sys/fs/cgroup/memory", "/sys/fs/cgroup/pids"):
         parent = os.path.join(base, cgroup.PARENT)
