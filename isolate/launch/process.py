@@ -1003,9 +1003,10 @@ def _run_direct(args, plan: Plan, input, std, env, cwd, timeout, check: bool, on
     deadline = None if timeout is None else start + timeout
     outs: dict = {fd: [] for fd in ours[1:] if fd >= 0}
     timed_out = False
+    stdin_fd, ours[0] = ours[0], -1  # _direct_io closes it (once: its number may be reused at once)
     try:
         try:
-            timed_out = not _direct_io(ours[0], outs, input, deadline)
+            timed_out = not _direct_io(stdin_fd, outs, input, deadline)
             if not timed_out:
                 timed_out = not _direct_wait(slot, deadline)
         except BaseException:
@@ -1017,10 +1018,7 @@ def _run_direct(args, plan: Plan, input, std, env, cwd, timeout, check: bool, on
     finally:
         for fd in ours:
             if fd >= 0:
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
+                os.close(fd)
         sts, ru = _reap(slot, plan)
     out = b"".join(outs[ours[1]]) if ours[1] >= 0 else None
     err = b"".join(outs[ours[2]]) if ours[2] >= 0 else None
