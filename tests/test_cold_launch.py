@@ -255,3 +255,24 @@ def test_cold_launch_subprocess_conformance_of_run():
     assert (a.returncode, a.stdout, a.stderr) == (b.returncode, b.stdout, b.stderr)
     with pytest.raises(subprocess.TimeoutExpired):
         isolate.run(["sleep", "5"], timeout=0.2)
+
+
+def test_pools_grow_to_the_number_of_sandboxes_running_at_once():
+    # More sandboxes at once than the network namespace pool's first size: the pool keeps
+    # that many afterwards (no namespace made and destroyed per launch), up to its maximum;
+    # each sandbox still has a namespace and a cgroup of its own.
+    prof = with_python(cgroup={"memory_max": "111M", "pids_max": 99})
+    n = 14
+    for _ in range(2):
+        isolate.run(["true"], profile=prof)
+    procs = [isolate.Popen(["sh", "-c", "read x"], profile=prof, stdin=isolate.PIPE) for _ in range(n)]
+    try:
+        nets = {os.readlink(f"/proc/{p.pid}/ns/net") for p in procs}
+        groups = {open(f"/proc/{p.pid}/cgroup").read() for p in procs}
+        assert len(nets) == n and len(groups) == n
+    finally:
+        for p in procs:
+            p.communicate(b"\n", timeout=30)
+    assert [p.returncode for p in procs] == [0] * n
+    pool = net.pool()
+    assert n <= pool.size <= pool.MAX

@@ -370,8 +370,9 @@ class CgroupPool:
     """Fresh cgroups of one kind (version, hierarchy, limits), made ahead by a background
     thread; each serves one launch. Kinds start being prepared at their second launch."""
 
-    SIZE = 8     # kept ready per kind
-    LOW = 4      # refilled when fewer are left
+    SIZE = 8     # kept ready per kind at first
+    LOW = 4      # refilled when fewer are left (or fewer than half the kind's target)
+    MAX = 64     # the most kept ready per kind (the target grows by LOW when a launch finds none)
 
     def __init__(self):
         self._lock = threading.Lock()
@@ -395,11 +396,14 @@ class CgroupPool:
         with self._lock:
             kind = self._kinds.get(key)
             if kind is None:
-                self._kinds[key] = kind = {"args": (version, dict(bases), dict(limits)), "free": [], "uses": 0}
+                self._kinds[key] = kind = {"args": (version, dict(bases), dict(limits)), "free": [], "uses": 0,
+                                           "target": self.SIZE}
             kind["uses"] += 1
             g = kind["free"].pop() if kind["free"] else None
             self.stats["taken" if g is not None else "missed"] += 1
-            short = kind["uses"] >= 2 and len(kind["free"]) < self.LOW
+            if g is None and kind["uses"] > 2:  # more launches at once than prepared: keep more ready
+                kind["target"] = min(self.MAX, kind["target"] + self.LOW)
+            short = kind["uses"] >= 2 and len(kind["free"]) < max(self.LOW, kind["target"] // 2)
         if short:
             self._start()
         if g is not None and not all(_empty(d) for d in g.dirs):
@@ -424,14 +428,14 @@ class CgroupPool:
                     if os.getpid() != self._pid or self._closed:
                         return
                     todo = [(key, k["args"]) for key, k in self._kinds.items()
-                            if k["uses"] >= 2 and len(k["free"]) < self.SIZE]
+                            if k["uses"] >= 2 and len(k["free"]) < k["target"]]
                 if not todo:
                     break
                 for key, (version, bases, limits) in todo:
                     with self._making:
                         with self._lock:
                             kind = self._kinds.get(key)
-                            if self._closed or kind is None or len(kind["free"]) >= self.SIZE:
+                            if self._closed or kind is None or len(kind["free"]) >= kind["target"]:
                                 continue  # drained (or full) meanwhile
                         try:
                             g = _make(version, bases, limits)
