@@ -1084,9 +1084,7 @@ static const char *step_names[] = {
     "init", "signals", "netns", "landlock", "cgroup", "pdeathsig",
 };
 
-/* After the clone: the child into its cgroups and its id maps written (only the parent
- * may write a map of more than its own id), then the byte on the sync pipe that lets
- * it go on; on a failure, err, step and index say where and the child is killed. */
+/* write_proc_file, relative to an fd of /proc (-1: the path /proc/PID/NAME). */
 static int write_proc_file_at(int proc_dir, pid_t pid, const char *name, const char *data)
 {
     if (proc_dir < 0)
@@ -1103,6 +1101,9 @@ static int write_proc_file_at(int proc_dir, pid_t pid, const char *name, const c
     return err;
 }
 
+/* After the clone: the child into its cgroups and its id maps written (only the parent
+ * may write a map of more than its own id), then the byte on the sync pipe that lets
+ * it go on; on a failure, err, step and index say where and the child is killed. */
 /* cg_fds/proc_dir: the cgroup.procs files and /proc, opened before the calling thread
  * joined another mount namespace (or NULL/-1: opened here by path). */
 static void release_child(const struct plan *p, const struct launch *l, long pid, int pidfd,
