@@ -25,8 +25,10 @@ MiB = 1 << 20
 
 
 def _leftovers() -> list:
-    """cgroup directories of this process that still exist, in every isolate/ parent."""
+    """cgroup directories of this process that still exist, in every isolate/ parent
+    (but the prepared ones, fresh and unused: cgroup.pool().prepared())."""
     found = []
+    prepared = set(cgroup.pool().prepared())
     for base in ("/sys/fs/cgroup/memory", "/sys/fs/cgroup/pids", "/sys/fs/cgroup/unified"):
         parent = os.path.join(base, cgroup.PARENT)
         try:
@@ -34,7 +36,7 @@ def _leftovers() -> list:
         except FileNotFoundError:
             continue
         found += [os.path.join(parent, n) for n in names if n.startswith(f"{os.getpid()}-")]
-    return found
+    return [d for d in found if d not in prepared]
 
 
 def _py(code: str, marker: str = "") -> list:
@@ -286,7 +288,8 @@ def fake_v2(tmp_path, monkeypatch):
     monkeypatch.setattr(cgroups, "_v2_candidates", lambda: [(str(root), True)])
     monkeypatch.setattr(cgroup, "_make_dir", make_dir)
     monkeypatch.setattr(cgroup, "_remove_dir", shutil.rmtree)
-    return root, made
+    yield root, made
+    cgroup.pool().drain()  # cgroups prepared in this fake hierarchy go with it
 
 
 def test_v2_usable_rules(tmp_path):
@@ -348,4 +351,173 @@ def test_v2_defaults_and_oom_outcome(fake_v2, monkeypatch):
     monkeypatch.setattr(sys.modules[__name__], "V2_FILES", V2_FILES_OOM)
     r = isolate.run(["true"], profile=prof)
     assert (r.returncode, r.outcome, r.oom, r.memory_peak) == (0, "oom", True, 97 * MiB)
+    cgroup.pool().drain()  # and those made ahead for the next launch of this kind, unused, go too
     assert made and not any(os.path.exists(d) for d in made)
+
+
+# ---- prepared cgroups (CgroupPool) -----------------------------------------------------------------
+# What a sandbox sees of its own cgroups: the memory and pids paths (no cgroup namespace
+# here, so the host's), the limits, and the processes cgroup.procs lists.
+SELF_CGROUP = r"""
+m=$(grep ':memory:' /proc/self/cgroup | cut -d: -f3); p=$(grep ':pids:' /proc/self/cgroup | cut -d: -f3)
+echo "$m $p $(cat /sys/fs/cgroup/memory$m/memory.limit_in_bytes) $(cat /sys/fs/cgroup/pids$p/pids.max)" \
+     "$(wc -l < /sys/fs/cgroup/pids$p/cgroup.procs)"
+"""
+
+
+def _visible_cgroups(limits: dict) -> dict:
+    return with_python(namespaces={"cgroup": False}, ro=["/sys/fs/cgroup"], cgroup=limits)
+
+
+def _self_cgroup(prof, **kw):
+    r = isolate.run(["sh", "-c", SELF_CGROUP + (kw.pop("then", ""))], profile=prof, capture_output=True,
+                    text=True, timeout=60, **kw)
+    assert r.returncode == 0, r.stderr
+    mem, pids, limit, pids_max, nprocs = r.stdout.split()
+    return mem, pids, int(limit), pids_max, int(nprocs)
+
+
+def _wait_prepared(n: int = 1, timeout: float = 30.0) -> list:
+    deadline = time.monotonic() + timeout
+    while len(cgroup.pool().prepared()) < n:
+        assert time.monotonic() < deadline, "no cgroup was prepared"
+        time.sleep(0.01)
+    return cgroup.pool().prepared()
+
+
+def test_prepared_cgroup_gives_the_sandbox_the_same_cgroup_as_a_fresh_one():
+    prof = _visible_cgroups({"memory_max": "123M", "pids_max": 77})
+    fresh = _self_cgroup(prof)        # the first launch of this kind: made on the spot
+    _self_cgroup(prof)                # the second: the pool starts preparing this kind
+    prepared = set(_wait_prepared())
+    taken = cgroup.pool().stats["taken"]
+    pooled = _self_cgroup(prof)
+    assert cgroup.pool().stats["taken"] == taken + 1
+    # The sandbox was in one of the prepared cgroups, seen from the inside, with the same limits.
+    assert os.path.join("/sys/fs/cgroup/memory", pooled[0].lstrip("/")) in prepared
+    assert pooled[0] == pooled[1] and fresh[0] == fresh[1]
+    assert os.path.dirname(pooled[0]) == os.path.dirname(fresh[0]) == "/isolate"
+    assert pooled[2:] == fresh[2:]
+    assert pooled[2:4] == (123 * MiB, "77") and pooled[4] >= 2  # pid 1 (isolate-init), sh, its subshell
+    assert pooled[0] != fresh[0]
+    assert _leftovers() == []
+
+
+def test_prepared_cgroup_is_never_shared_by_two_sandboxes():
+    prof = _visible_cgroups({"memory_max": "96M", "pids_max": 50})
+    for _ in range(2):
+        _self_cgroup(prof)
+    _wait_prepared(2)
+    cmd = ["sh", "-c", SELF_CGROUP + "read x"]
+    procs = [isolate.Popen(cmd, profile=prof, stdin=isolate.PIPE, stdout=isolate.PIPE, text=True) for _ in range(2)]
+    try:
+        seen = [p.stdout.readline().split() for p in procs]
+        # Each reads its own cgroup; the other's processes are in neither's cgroup.procs.
+        assert seen[0][0] != seen[1][0] and seen[0][1] != seen[1][1]
+        hosts = [[int(x) for x in open(f"/sys/fs/cgroup/pids{s[1]}/cgroup.procs").read().split()] for s in seen]
+        assert procs[0].pid in hosts[0] and procs[1].pid in hosts[1]
+        assert not set(hosts[0]) & set(hosts[1])
+        assert seen[0][2:] == seen[1][2:] and seen[0][2:4] == [str(96 * MiB), "50"]
+    finally:
+        for p in procs:
+            p.communicate("\n", timeout=30)
+    assert [p.returncode for p in procs] == [0, 0]
+    assert _leftovers() == []
+
+
+def test_prepared_cgroups_leak_nothing_after_many_runs_and_failures(tmp_path):
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    prof = with_python(cgroup={"memory_max": "128M", "pids_max": 64}, rw=[str(gone)])
+    for i in range(30):
+        assert isolate.run(["sh", "-c", "exit %d" % (i % 2)], profile=prof).returncode == i % 2
+    _wait_prepared()
+    with pytest.raises(isolate.ExecutableNotFound):
+        isolate.run(["/nonexistent"], profile=prof)
+    with pytest.raises(isolate.WorkingDirectoryNotFound):
+        isolate.run(["true"], profile=prof, cwd="/nonexistent-dir")
+    gone.rmdir()  # the plan binds it: the launch child's mount step fails
+    with pytest.raises(isolate.SandboxSetupError) as e:
+        isolate.run(["true"], profile=prof)
+    assert e.value.step == "mount"
+    assert cgroup.pool().stats["taken"] > 0
+    assert _leftovers() == []
+    # And the prepared ones go when the pool is drained (as at exit).
+    cgroup.pool().drain()
+    assert cgroup.pool().prepared() == []
+    assert not [d for d in _all_of_mine()]
+
+
+def _all_of_mine() -> list:
+    found = []
+    for base in ("/sys/fs/cgroup/memory", "/sys/fs/cgroup/pids"):
+        parent = os.path.join(base, cgroup.PARENT)
+        found += [os.path.join(parent, n) for n in os.listdir(parent) if n.startswith(f"{os.getpid()}-")]
+    return found
+
+
+def test_prepared_cgroup_holding_a_process_is_refused():
+    prof = with_python(cgroup={"memory_max": "100M", "pids_max": 60})
+    for _ in range(2):
+        isolate.run(["true"], profile=prof)
+    _wait_prepared(cgroup.CgroupPool.SIZE)
+    intruder = __import__("subprocess").Popen(["sleep", "60"])
+    try:
+        tampered = set()
+        for d in cgroup.pool().prepared():  # every one of them now holds a process
+            if d.startswith("/sys/fs/cgroup/pids/"):
+                with open(os.path.join(d, "cgroup.procs"), "w") as f:
+                    f.write(str(intruder.pid))
+                tampered.add(d[len("/sys/fs/cgroup/pids"):])
+        refused = cgroup.pool().stats["refused"]
+        # The same kind of cgroup (same limits), seen from the inside: not one of those.
+        mem, pids, limit, pids_max, _ = _self_cgroup(_visible_cgroups({"memory_max": "100M", "pids_max": 60}))
+        assert pids not in tampered and mem not in tampered
+        assert (limit, pids_max) == (100 * MiB, "60")
+        assert cgroup.pool().stats["refused"] == refused + 1
+    finally:
+        intruder.kill()
+        intruder.wait()
+    assert _leftovers() == []
+
+
+def test_prepared_cgroups_are_not_used_after_fork():
+    code = r"""
+import json, os, sys, time
+sys.path.insert(0, "tests")
+import isolate
+from isolate.launch import cgroup
+from conftest import with_python
+prof = with_python(namespaces={"cgroup": False}, cgroup={"memory_max": "90M", "pids_max": 40})
+cmd = ["sh", "-c", "grep ':pids:' /proc/self/cgroup | cut -d: -f3"]
+for _ in range(2):
+    isolate.run(cmd, profile=prof, capture_output=True)
+while len(cgroup.pool().prepared()) < cgroup.CgroupPool.SIZE:
+    time.sleep(0.01)
+before = cgroup.pool().prepared()
+r, w = os.pipe()
+pid = os.fork()
+if pid == 0:
+    os.close(r)
+    out = [isolate.run(cmd, profile=prof, capture_output=True, text=True).stdout.strip() for _ in range(3)]
+    os.write(w, json.dumps({"pid": os.getpid(), "paths": out, "prepared": cgroup.pool().prepared()}).encode())
+    os.close(w)
+    sys.exit(0)  # atexit runs: it must not remove the parent's prepared cgroups
+os.close(w)
+child = json.loads(os.read(r, 1 << 20))
+os.waitpid(pid, 0)
+print(json.dumps({"parent": os.getpid(), "before": before, "child": child,
+                  "still_there": all(os.path.isdir(d) for d in before),
+                  "parent_prepared_after": cgroup.pool().prepared()}))
+"""
+    import subprocess
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                       cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    child = out["child"]
+    # The child made its own cgroups (named after itself), none of the parent's prepared ones.
+    assert all(os.path.basename(p).startswith(f"{child['pid']}-") for p in child["paths"]), child
+    assert not {os.path.join("/sys/fs/cgroup/pids", p.lstrip("/")) for p in child["paths"]} & set(out["before"])
+    assert out["still_there"]
+    assert sorted(out["parent_prepared_after"]) == sorted(out["before"])

@@ -5,6 +5,7 @@ Every test names its sandboxed processes with a unique marker in their command l
 search of /proc for that marker. Bounds are generous "within N seconds", never speed.
 """
 
+import gc
 import os
 import signal
 import subprocess
@@ -121,6 +122,7 @@ def settled_fds(timeout: float = 20.0) -> dict:
     deadline = time.monotonic() + timeout
     last = None
     while True:
+        gc.collect()  # a Plan that is garbage (evicted from the cache) closes its fds when collected
         now = {fd: t for fd, t in _fd_targets().items() if not t.startswith(("net:[", "user:["))}
         if now == last or time.monotonic() >= deadline:
             return now

@@ -1169,7 +1169,8 @@ static void launch_core(struct launch *l, int mntns_fd, int ncgroups, char *cons
         /* A template mount namespace (a small one holding only what the view binds
          * from): cloned from there, CLONE_NEWNS copies it instead of the caller's
          * whole mount table. setns into a mount namespace needs a thread with an
-         * fs_struct of its own: only isolate's launcher threads pass mntns_fd. */
+         * fs_struct of its own: spawn runs launch_core in a thread of its own then
+         * (launch_core_template). */
         int saved_mntns = -1;
         if (!err && mntns_fd >= 0) {
             static __thread int fs_private;
@@ -1334,6 +1335,43 @@ static void launch_core(struct launch *l, int mntns_fd, int ncgroups, char *cons
 }
 
 #ifndef ISOLATE_NO_PYTHON
+/* launch_core in a short-lived thread of its own, for a launch from a template mount
+ * namespace: setns into a mount namespace needs a thread with an fs_struct of its own
+ * (unshare(CLONE_FS) copies the caller's root, cwd and umask as they are now); the
+ * calling thread, whichever it is, changes nothing of its own, and the thread ends
+ * after the launch, so nothing of it needs to be restored. */
+struct core_call {
+    struct launch *l;
+    int mntns_fd, ncgroups;
+    char *const *c_cgroups;
+    int64_t *timings;
+    struct launch_result *res;
+};
+
+static void *core_thread(void *arg)
+{
+    struct core_call *c = arg;
+    launch_core(c->l, c->mntns_fd, c->ncgroups, c->c_cgroups, c->timings, c->res);
+    return NULL;
+}
+
+static void launch_core_template(struct launch *l, int mntns_fd, int ncgroups, char *const *c_cgroups,
+                                 int64_t *timings, struct launch_result *res)
+{
+    struct core_call c = {l, mntns_fd, ncgroups, c_cgroups, timings, res};
+    pthread_t th;
+    int e = pthread_create(&th, NULL, core_thread, &c);
+    if (e) {
+        memset(res, 0, sizeof *res);
+        res->pid = -1;
+        res->pidfd = res->status_fd = -1;
+        res->err = e;
+        res->step = STEP_CLONE;
+        return;
+    }
+    pthread_join(th, NULL);
+}
+
 /* spawn(plan, exec_paths, argv, envp, cwd, fd_src, fd_dst, init_fd, init_argv,
  *       first_private, parent_pidfd, bpf_fd[, netns_fd, cgroup_procs, cgroup_fd, mntns_fd,
  *       uid_map, gid_map, switch_uid, switch_gid, op_fds, ctty, umask, keep_ignored, groups])
@@ -1444,7 +1482,10 @@ static PyObject *spawn(PyObject *self, PyObject *args)
 
     struct launch_result res;
     Py_BEGIN_ALLOW_THREADS
-    launch_core(&l, mntns_fd, ncgroups, c_cgroups, timings, &res);
+    if (mntns_fd >= 0)
+        launch_core_template(&l, mntns_fd, ncgroups, c_cgroups, timings, &res);
+    else
+        launch_core(&l, mntns_fd, ncgroups, c_cgroups, timings, &res);
     Py_END_ALLOW_THREADS
     long pid = res.pid;
     int pidfd = res.pidfd, status_fd = res.status_fd, used_clone3 = res.used_clone3;

@@ -18,6 +18,14 @@ memory, kills whatever is left, waits until the cgroup is empty and removes it. 
 ``isolate`` parent directories are created on first use and never removed (other
 processes may be using them); directories left by processes that died are swept on the
 first launch of the next process.
+
+Making a cgroup (mkdir, limits written) is done ahead of time once a kind of cgroup
+(version, hierarchy, limits) has been launched twice: a background thread keeps a few
+fresh ones ready (CgroupPool), as net.py does for network namespaces. A prepared cgroup
+is fresh (made for one launch and never used before), has its limits written and is
+checked empty when taken; it serves one sandbox and is then removed like any other,
+never reused (its OOM and pids counters cannot be reset). A process made by fork
+never takes its parent's prepared cgroups (nor removes them).
 """
 
 from __future__ import annotations
@@ -80,13 +88,36 @@ def _pids(d: str) -> list[int]:
     return [int(x) for x in (procfs.read(os.path.join(d, "cgroup.procs")) or "").split() if x.isdigit()]
 
 
+def _read(path: str) -> str | None:
+    """A small cgroup file's text, or None (procfs.read without the file object)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        return os.read(fd, 65536).decode("ascii", "replace")
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def _read_int(path: str) -> int | None:
+    text = _read(path)
+    try:
+        return int(text) if text is not None else None
+    except ValueError:
+        return None
+
+
 class Group:
     """The cgroup (v2: one directory; v1: one per controller) of one launch."""
 
-    def __init__(self, version: str, dirs: list[str], limits: Mapping[str, int]):
+    def __init__(self, version: str, dirs: list[str], limits: Mapping[str, int], controllers_=None):
         self.version = version
         self.dirs = list(dirs)
         self.limits = dict(limits)
+        self.controllers = list(controllers_) if controllers_ is not None else None  # v1: per dir
 
     @property
     def procs(self) -> list[bytes]:
@@ -96,22 +127,23 @@ class Group:
     def usage(self) -> Usage:
         if self.version == "v2":
             d = self.dirs[0]
-            events = _keyed(procfs.read(os.path.join(d, "memory.events")))
-            pids = _keyed(procfs.read(os.path.join(d, "pids.events")))
+            events = _keyed(_read(os.path.join(d, "memory.events")))
+            pids = _keyed(_read(os.path.join(d, "pids.events")))
             with_mem, with_pids = "memory_max" in self.limits, "pids_max" in self.limits
             return Usage(events.get("oom_kill") if with_mem else None,
-                         procfs.read_int(os.path.join(d, "memory.peak")) if with_mem else None, None,
+                         _read_int(os.path.join(d, "memory.peak")) if with_mem else None, None,
                          pids.get("max") if with_pids else None,
-                         procfs.read_int(os.path.join(d, "pids.peak")) if with_pids else None)
+                         _read_int(os.path.join(d, "pids.peak")) if with_pids else None)
         oom = peak = failcnt = refused = pids_peak = None
-        for d in self.dirs:
-            if os.path.exists(os.path.join(d, "memory.limit_in_bytes")):
-                oom = _keyed(procfs.read(os.path.join(d, "memory.oom_control"))).get("oom_kill")
-                peak = procfs.read_int(os.path.join(d, "memory.max_usage_in_bytes"))
-                failcnt = procfs.read_int(os.path.join(d, "memory.failcnt"))
-            elif os.path.exists(os.path.join(d, "pids.max")):
-                refused = _keyed(procfs.read(os.path.join(d, "pids.events"))).get("max")
-                pids_peak = procfs.read_int(os.path.join(d, "pids.peak"))
+        for i, d in enumerate(self.dirs):
+            kind = self.controllers[i] if self.controllers is not None and i < len(self.controllers) else None
+            if kind == "memory" or (kind is None and os.path.exists(os.path.join(d, "memory.limit_in_bytes"))):
+                oom = _keyed(_read(os.path.join(d, "memory.oom_control"))).get("oom_kill")
+                peak = _read_int(os.path.join(d, "memory.max_usage_in_bytes"))
+                failcnt = _read_int(os.path.join(d, "memory.failcnt"))
+            elif kind == "pids" or (kind is None and os.path.exists(os.path.join(d, "pids.max"))):
+                refused = _keyed(_read(os.path.join(d, "pids.events"))).get("max")
+                pids_peak = _read_int(os.path.join(d, "pids.peak"))
         return Usage(oom, peak, failcnt, refused, pids_peak)
 
     def kill(self) -> None:
@@ -271,7 +303,16 @@ def _limits_v1(d: str, controller: str, limits: Mapping[str, int]) -> None:
 
 
 def create(version: str, bases: Mapping[str, str], limits: Mapping[str, int]) -> Group:
-    """A fresh cgroup for one launch, limits written. SandboxSetupError if it cannot be made."""
+    """A fresh cgroup for one launch, limits written. SandboxSetupError if it cannot be made.
+
+    A prepared one (CgroupPool) when one is ready, else made now."""
+    prepared = _pools.take(version, bases, limits)
+    if prepared is not None:
+        return prepared
+    return _make(version, bases, limits)
+
+
+def _make(version: str, bases: Mapping[str, str], limits: Mapping[str, int]) -> Group:
     _retry_pending()
     ctrls = controllers(limits)
     name = f"{os.getpid()}-{next(_counter)}"
@@ -289,10 +330,11 @@ def create(version: str, bases: Mapping[str, str], limits: Mapping[str, int]) ->
         elif version == "v1":
             for c in ctrls:
                 path = os.path.join(bases[c], PARENT)
-                try:
-                    _make_dir(path)
-                except FileExistsError:
-                    pass
+                if (os.getpid(), path) not in _swept:  # made once per process (and swept then)
+                    try:
+                        _make_dir(path)
+                    except FileExistsError:
+                        pass
                 _sweep(path)
                 path = os.path.join(path, name)
                 _make_dir(path)
@@ -304,7 +346,7 @@ def create(version: str, bases: Mapping[str, str], limits: Mapping[str, int]) ->
         _remove_all(made, 1.0)
         raise SandboxSetupError("cgroup", e.errno or errno.EIO, "creating the sandbox's cgroup",
                                 getattr(e, "filename", None) or path) from None
-    g = Group(version, made, limits)
+    g = Group(version, made, limits, ctrls if version == "v1" else None)
     with _lock:
         _live.add(g)
     return g
@@ -349,8 +391,134 @@ def planned(version: str, bases: Mapping[str, str], limits: Mapping[str, int]) -
         raise ValueError(f"unknown cgroup version {version!r}")
     return [(parent, [(f, str(v)) for f, v in writes], move) for parent, writes, move in out]
 
+
+# ---- prepared cgroups ----------------------------------------------------------------------
+def _empty(d: str) -> bool:
+    """cgroup.procs of `d` lists no process (False when it cannot be read)."""
+    try:
+        fd = os.open(os.path.join(d, "cgroup.procs"), os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        return not os.read(fd, 64).strip()
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
+class CgroupPool:
+    """Fresh cgroups of one kind (version, hierarchy, limits), made ahead by a background
+    thread; each serves one launch. Kinds start being prepared at their second launch."""
+
+    SIZE = 8     # kept ready per kind at first
+    LOW = 4      # refilled when fewer are left (or fewer than half the kind's target)
+    MAX = 64     # the most kept ready per kind (the target grows by LOW when a launch finds none)
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._kinds: dict = {}       # key -> {"args": (version, bases, limits), "free": [Group], "uses": n}
+        self._wake = threading.Event()
+        self._making = threading.Lock()  # held while one is made and stored (drain waits for it)
+        self._thread: threading.Thread | None = None
+        self._pid = os.getpid()
+        self._closed = False
+        self.stats = {"made": 0, "taken": 0, "missed": 0, "refused": 0}
+
+    @staticmethod
+    def _key(version, bases, limits):
+        return (version, tuple(sorted(bases.items())), tuple(sorted((k, str(v)) for k, v in limits.items())))
+
+    def take(self, version: str, bases: Mapping[str, str], limits: Mapping[str, int]) -> Group | None:
+        """A prepared cgroup of this kind (checked empty), or None: the caller makes one."""
+        if os.getpid() != self._pid:  # inherited across fork: the parent's, not ours
+            return None
+        key = self._key(version, bases, limits)
+        with self._lock:
+            kind = self._kinds.get(key)
+            if kind is None:
+                self._kinds[key] = kind = {"args": (version, dict(bases), dict(limits)), "free": [], "uses": 0,
+                                           "target": self.SIZE}
+            kind["uses"] += 1
+            g = kind["free"].pop() if kind["free"] else None
+            self.stats["taken" if g is not None else "missed"] += 1
+            if g is None and kind["uses"] > 2:  # more launches at once than prepared: keep more ready
+                kind["target"] = min(self.MAX, kind["target"] + self.LOW)
+            short = kind["uses"] >= 2 and len(kind["free"]) < max(self.LOW, kind["target"] // 2)
+        if short:
+            self._start()
+        if g is not None and not all(_empty(d) for d in g.dirs):
+            # Something was put into it meanwhile: never give it to a sandbox.
+            self.stats["refused"] += 1
+            g.destroy()
+            return None
+        return g
+
+    def _start(self) -> None:
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(target=self._refill, name="isolate-cgroup-pool", daemon=True)
+            self._thread.start()
+        self._wake.set()
+
+    def _refill(self) -> None:
+        while True:
+            self._wake.wait()
+            self._wake.clear()
+            while True:
+                with self._lock:
+                    if os.getpid() != self._pid or self._closed:
+                        return
+                    todo = [(key, k["args"]) for key, k in self._kinds.items()
+                            if k["uses"] >= 2 and len(k["free"]) < k["target"]]
+                if not todo:
+                    break
+                for key, (version, bases, limits) in todo:
+                    with self._making:
+                        with self._lock:
+                            kind = self._kinds.get(key)
+                            if self._closed or kind is None or len(kind["free"]) >= kind["target"]:
+                                continue  # drained (or full) meanwhile
+                        try:
+                            g = _make(version, bases, limits)
+                        except (SandboxSetupError, ValueError):
+                            with self._lock:  # cannot be made here now: launches make their own
+                                kind["uses"] = 0
+                            continue
+                        with self._lock:
+                            kind["free"].append(g)
+                            self.stats["made"] += 1
+
+    def prepared(self) -> list[str]:
+        """The directories of the cgroups that are ready now (made, not yet taken)."""
+        with self._lock:
+            return [d for k in self._kinds.values() for g in k["free"] for d in g.dirs]
+
+    def drain(self) -> None:
+        """Remove every prepared cgroup (and prepare no more until a kind is launched twice again)."""
+        with self._making, self._lock:
+            groups = [g for k in self._kinds.values() for g in k["free"]]
+            self._kinds.clear()
+        for g in groups:
+            g.destroy()
+
+    def close(self) -> None:
+        """Drain, and prepare nothing any more (at exit)."""
+        with self._lock:
+            self._closed = True
+        self.drain()
+
+
+_pools = CgroupPool()
+
+
+def pool() -> CgroupPool:
+    """The process-wide pool of prepared cgroups."""
+    return _pools
+
+
 @atexit.register
 def _at_exit() -> None:
+    _pools.close()
     # Sandboxes never waited for: remove their cgroups if they have ended (a sandbox
     # that outlives us keeps its cgroup; the next process sweeps it once it is empty).
     with _lock:
@@ -362,8 +530,11 @@ def _at_exit() -> None:
 
 
 def _forget_after_fork() -> None:
+    global _pools, _lock
+    _lock = threading.Lock()
     _live.clear()
     _pending.clear()
+    _pools = CgroupPool()  # the parent's prepared cgroups stay the parent's
 
 
 os.register_at_fork(after_in_child=_forget_after_fork)

@@ -108,21 +108,36 @@ def _lock_path(id_: int) -> str:
     return f"{LOCK_DIR}/{id_}"
 
 
+_lock_dir_made = None  # (pid, LOCK_DIR) once this process has made sure the directory is there
+
+
+def _make_lock_dir() -> None:
+    global _lock_dir_made
+    try:
+        os.makedirs(LOCK_DIR, mode=0o700, exist_ok=True)
+    except OSError as e:
+        raise SandboxSetupError("identity", e.errno, "reserving a host id for the sandbox", LOCK_DIR) from None
+    _lock_dir_made = (os.getpid(), LOCK_DIR)
+
+
 def allocate() -> Lease:
     """The lowest id of the range that no sandbox (of any process) is running as.
 
     Held by an flock on LOCK_DIR/<id>, taken on an fd of this process and dropped when
     the sandbox is reaped (release) or this process dies; within the process, a set."""
-    try:
-        os.makedirs(LOCK_DIR, mode=0o700, exist_ok=True)
-    except OSError as e:
-        raise SandboxSetupError("identity", e.errno, "reserving a host id for the sandbox", LOCK_DIR) from None
+    if _lock_dir_made != (os.getpid(), LOCK_DIR):
+        _make_lock_dir()
     with _lock:
         for id_ in range(BASE, BASE + COUNT):
             if id_ in _held or id_ in SHARED:
                 continue
+            flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
             try:
-                fd = os.open(_lock_path(id_), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+                try:
+                    fd = os.open(_lock_path(id_), flags, 0o600)
+                except FileNotFoundError:  # the directory was removed since: make it again
+                    _make_lock_dir()
+                    fd = os.open(_lock_path(id_), flags, 0o600)
             except OSError as e:
                 raise SandboxSetupError("identity", e.errno, "reserving a host id for the sandbox",
                                         _lock_path(id_)) from None

@@ -1,5 +1,5 @@
 """A plan's filesystem view at launch time, on this host: the template mount namespace
-(and the launcher threads that join it around the clone), and the detached trees of
+(joined around the clone by a short-lived thread of the launch path, _launch.c), and the detached trees of
 a host-id sandbox's binds (idmapped where the filesystem allows it).
 
 The view itself (which mounts, in which order) is compiled by isolate.plan.fs.
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import socket
-import threading
 
 from ..kernel.constants import CLONE_NEWNS
 from . import _launch, pid1
@@ -83,19 +82,3 @@ def make_template(template_ops) -> int:
         os.waitpid(pid, 0)
         os.close(pidfd)
         os.close(status_fd)
-
-
-_launchers = None
-_launchers_lock = threading.Lock()
-
-
-def launcher():
-    """The threads that launch from templates (each keeps an fs_struct of its own)."""
-    global _launchers
-    from concurrent.futures import ThreadPoolExecutor  # stdlib, but ~3 ms with logging: root's templates only
-
-    with _launchers_lock:
-        if _launchers is None or _launchers[0] != os.getpid():
-            _launchers = (os.getpid(), ThreadPoolExecutor(max_workers=max(8, 2 * (os.cpu_count() or 1)),
-                                                          thread_name_prefix="isolate-launcher"))
-        return _launchers[1]

@@ -75,8 +75,11 @@ def make_namespace() -> int:
 class NetnsPool:
     """Empty network namespaces, ready to be joined; one sandbox at a time each."""
 
+    MAX = 64  # the most namespaces kept, however many sandboxes run at once
+
     def __init__(self, size: int = 8, low: int = 4):
         self.size, self.low = size, low
+        self._in_use = 0  # taken and not given back: sandboxes running in one of ours
         self._free: deque = deque()
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -111,6 +114,11 @@ class NetnsPool:
         with self._lock:
             fd = self._free.popleft() if self._free else -1
             self.stats["taken" if fd >= 0 else "missed"] += 1
+            if fd >= 0:
+                self._in_use += 1
+            # As many as run at once, and some: with more concurrent sandboxes than
+            # namespaces, each launch would make and destroy one (the kernel serializes both).
+            self.size = min(self.MAX, max(self.size, self._in_use + self.low))
             short = len(self._free) < self.low
         if short:
             self._ensure_thread()
@@ -120,11 +128,17 @@ class NetnsPool:
     def give_back(self, fd: int, reusable: bool) -> None:
         """Return a namespace once its sandbox is gone; close it unless it is reusable."""
         with self._lock:
+            self._in_use = max(0, self._in_use - 1)
             if reusable and os.getpid() == self._pid and len(self._free) < self.size:
                 self._free.append(fd)
                 self.stats["reused"] += 1
                 return
         os.close(fd)
+
+    def held(self) -> set:
+        """The fds of the namespaces ready now (the pool's own, not a sandbox's)."""
+        with self._lock:
+            return set(self._free)
 
     def prefill(self) -> None:
         """Start filling now (a warm-up), rather than at the first take()."""

@@ -530,22 +530,7 @@ class Popen(subprocess.Popen):
         # With a pid 1 in the sandbox, the wait status is pid 1's; the program's own
         # arrives as a record on the status pipe just before pid 1 exits.
         if self._status_fd >= 0:
-            # Everything pid 1 wrote, to EOF (it has exited: the pipe is closed).
-            chunks = []
-            while True:
-                try:
-                    chunk = os.read(self._status_fd, 65536)
-                except OSError:
-                    break
-                if not chunk:
-                    break
-                chunks.append(chunk)
-            data = b"".join(chunks)
-            exited = [_MSG.unpack_from(data, off)[1] for off in range(0, len(data) - _MSG.size + 1, _MSG.size)
-                      if _MSG.unpack_from(data, off)[0] == _launch.MSG_EXITED]
-            if len(exited) == 1:  # pid 1 reports once; anything else is not its word
-                sts = exited[0]
-            os.close(self._status_fd)
+            sts = _program_status(self._status_fd, sts)
             self._status_fd = -1
         if self._pidfd >= 0:
             os.close(self._pidfd)
@@ -629,6 +614,7 @@ class Launched:
     cgroup: Any = None    # cgroup.Group it runs in (plans with [cgroup] limits), or None
     ids: Any = None       # hostids.Lease: the host uid/gid it runs as (plan.host_ids), or None
     network: Any = None   # the network namespace a layer above made for it (launch(network=)), or None
+    cgroup_usage: Any = None  # after it was reaped (run()'s direct path): cgroup.Usage, or None
 
     def send_task(self, cwd: bytes, exec_paths, argv, envp, src, dst, umask: int = -1) -> None:
         """Hand a warm sandbox its one task: strings and the fd table, in one message."""
@@ -704,13 +690,9 @@ def launch(plan: Plan, exec_paths, argv, envp, cwd: bytes, src, dst, warm: bool 
             args += (None, None, -1, -1, None)
         args += (bool(ctty), int(umask), bool(keep_ignored),
                  None if groups is None else struct.pack(f"={len(groups)}I", *groups))
-        if plan.mntns_fd >= 0:
-            # Joining the template needs a thread of isolate's own (it unshares its fs_struct).
-            if umask < 0:  # the umask is in the fs_struct too: the caller's, as subprocess
-                args = args[:-3] + (_caller_umask(),) + args[-2:]
-            pid, pidfd, status_fd, timings, used_clone3 = mounts.launcher().submit(_launch.spawn, *args).result()
-        else:
-            pid, pidfd, status_fd, timings, used_clone3 = _launch.spawn(*args)
+        # (With a template mount namespace, spawn joins it in a short-lived thread of its
+        # own, which copies this thread's fs_struct: the caller's umask, as subprocess.)
+        pid, pidfd, status_fd, timings, used_clone3 = _launch.spawn(*args)
     except BaseException as e:
         if netns >= 0:
             pool.give_back(netns, reusable=False)
@@ -729,6 +711,25 @@ def launch(plan: Plan, exec_paths, argv, envp, cwd: bytes, src, dst, warm: bool 
                 os.close(fd)  # attached in the child (or unused): our copies go
     return Launched(pid, pidfd, status_fd, netns, bool(used_clone3), _phases(timings), cgroup=group, ids=lease,
                     network=network)
+
+
+def _program_status(status_fd: int, sts: int) -> int:
+    """The program's wait status from pid 1's records on the status pipe (read to EOF:
+    pid 1 has exited), else `sts` (pid 1's own); the pipe is closed."""
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(status_fd, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(status_fd)
+    data = b"".join(chunks)
+    exited = [_MSG.unpack_from(data, off)[1] for off in range(0, len(data) - _MSG.size + 1, _MSG.size)
+              if _MSG.unpack_from(data, off)[0] == _launch.MSG_EXITED]
+    return exited[0] if len(exited) == 1 else sts  # pid 1 reports once; anything else is not its word
 
 
 def _caller_umask() -> int:
@@ -947,6 +948,9 @@ def run(*popenargs, input=None, capture_output: bool = False, timeout: float | N
         if stdout not in (FROM_PROFILE, None) or stderr not in (FROM_PROFILE, None):
             raise ValueError("stdout and stderr arguments may not be used with capture_output.")
         stdout = stderr = PIPE
+    if _direct_ok(popenargs, kwargs, input, (stdin, stdout, stderr)):
+        return _run_direct(args, plan, input, (stdin, stdout, stderr), kwargs.get("env"), kwargs["cwd"], timeout,
+                           check, on_timeout)
     timed_out = False
     with Popen(*popenargs, profile=plan, stdin=stdin, stdout=stdout, stderr=stderr, pty=False, **kwargs) as p:
         try:
@@ -959,6 +963,226 @@ def run(*popenargs, input=None, capture_output: bool = False, timeout: float | N
             p.kill()
             raise
     return _result(args, p, out, err, timed_out, check, on_timeout, timeout)
+
+
+# ---- run() without subprocess.Popen ------------------------------------------------------
+# The arguments the direct path takes; anything else (text mode, shell, executable,
+# pass_fds, user/group, a WarmPool, positional Popen arguments...) goes through Popen.
+_DIRECT_KWARGS = frozenset({"env", "cwd", "warm", "user", "group", "extra_groups"})
+_DIRECT_STD = (None, PIPE, DEVNULL)
+
+
+def _direct_ok(popenargs, kwargs, input, std) -> bool:
+    if len(popenargs) != 1 or not _DIRECT_KWARGS.issuperset(kwargs):
+        return False
+    if kwargs.get("warm") is not None or kwargs.get("user") is not None or kwargs.get("group") is not None \
+            or kwargs.get("extra_groups") is not None:
+        return False
+    if input is not None and not isinstance(input, (bytes, bytearray, memoryview)):
+        return False  # str input (text mode) and the odd types: Popen says what is wrong
+    return all(v is FROM_PROFILE or any(v is d for d in _DIRECT_STD) for v in std)
+
+
+def _run_direct(args, plan: Plan, input, std, env, cwd, timeout, check: bool, on_timeout: str) -> Result:
+    """run() as Popen + communicate + wait would do it, in one function: the same checks,
+    the same launch(), the same kill of the whole sandbox, the same Result and errors."""
+    start = time.monotonic()
+    if isinstance(args, (str, bytes)) or isinstance(args, os.PathLike):
+        argl = [args]
+    else:
+        argl = list(args)
+    if not argl:
+        raise IndexError("list index out of range")
+    for i, a in enumerate(argl):
+        if not isinstance(a, (str, bytes, os.PathLike)):
+            raise TypeError(f"expected str, bytes or os.PathLike object, not {type(a).__name__}")
+        no_nul(a, f"args[{i}]")
+    if env is not None:
+        for k, v in env.items():
+            no_nul(k, f"an env name {k!r}")
+            no_nul(v, f"env[{k!r}]")
+    program = os.fspath(argl[0])
+    argv = [os.fsencode(a) for a in argl]
+    environment = plan.environment() if env is None else env
+    envp = _envp(environment)
+    exec_paths = Popen._exec_paths(os.fsencode(program), environment, given=env is not None)
+    cwd_b = os.fsencode(os.path.abspath(os.fspath(cwd))) if cwd is not None else os.fsencode(plan.cwd)
+    child = [-1, -1, -1]   # the program's 0, 1, 2 (-1: the caller's own)
+    ours = [-1, -1, -1]    # our end of a pipe to it
+    opened: list = []      # closed once the launch has its copies
+    try:
+        for i, v in enumerate(std):
+            if v is FROM_PROFILE:
+                v = _stdio_from_profile(plan.stdio[i], i, opened)
+            if v is None:
+                continue
+            if v == PIPE:
+                r, w = os.pipe()
+                (child[i], ours[i]) = (r, w) if i == 0 else (w, r)
+                opened.append(child[i])
+            elif v == DEVNULL:
+                child[i] = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+                opened.append(child[i])
+            else:
+                child[i] = v   # a file of the profile's [fds] (in opened)
+        src, dst = _fd_table(child[0], child[1], child[2], tuple(sorted(set(plan.pass_fds))))
+        try:
+            slot = launch(plan, exec_paths, argv, envp, cwd_b, src, dst)
+        except _launch.ChildError as e:
+            raise _setup_error(e.args, plan, program, cwd_b, getattr(e, "cgroup_procs", ())) from None
+    except BaseException:
+        for fd in ours:
+            if fd >= 0:
+                os.close(fd)
+        raise
+    finally:
+        for fd in opened:
+            os.close(fd)
+    deadline = None if timeout is None else start + timeout
+    outs: dict = {fd: [] for fd in ours[1:] if fd >= 0}
+    timed_out = False
+    stdin_fd, ours[0] = ours[0], -1  # _direct_io closes it (once: its number may be reused at once)
+    try:
+        try:
+            timed_out = not _direct_io(stdin_fd, outs, input, deadline)
+            if not timed_out:
+                timed_out = not _direct_wait(slot, deadline)
+        except BaseException:
+            _kill_slot(slot, plan)
+            raise
+        if timed_out:
+            _kill_slot(slot, plan)
+            _direct_io(-1, outs, None, None)  # what it wrote before it was killed, to EOF
+    finally:
+        for fd in ours:
+            if fd >= 0:
+                os.close(fd)
+        sts, ru = _reap(slot, plan)
+    out = b"".join(outs[ours[1]]) if ours[1] >= 0 else None
+    err = b"".join(outs[ours[2]]) if ours[2] >= 0 else None
+    returncode = os.waitstatus_to_exitcode(sts)
+    usage = slot.cgroup_usage
+    oom, peak = False, None
+    if usage is not None:
+        peak = usage.memory_peak
+        oom = usage.oom_kills > 0 if usage.oom_kills is not None else \
+            bool(usage.memory_failcnt) and returncode == -signal.SIGKILL
+    result = Result(args=args, returncode=returncode, stdout=out, stderr=err, timed_out=timed_out,
+                    duration=time.monotonic() - start, rusage=Rusage.from_os(ru) if ru is not None else None,
+                    timings=slot.timings, oom=oom, memory_peak=peak)
+    if timed_out and on_timeout == "raise":
+        exc = TimeoutExpired(args, timeout, output=out, stderr=err)
+        exc.result = result
+        raise exc
+    if check and not timed_out:
+        result.check_returncode()
+    return result
+
+
+def _direct_io(stdin_fd: int, outs: dict, input, deadline) -> bool:
+    """Write `input` to stdin_fd (then close it), read every fd of `outs` to EOF; False
+    if the deadline came first. As communicate(): a program that stops reading its
+    input (EPIPE) is no error."""
+    pending = memoryview(input).cast("B") if input is not None and stdin_fd >= 0 else None
+    if stdin_fd >= 0 and not pending:
+        os.close(stdin_fd)
+        stdin_fd = -1
+    if stdin_fd >= 0:
+        os.set_blocking(stdin_fd, False)
+    open_fds = {fd for fd in outs}
+    try:
+        while open_fds or stdin_fd >= 0:
+            if len(open_fds) == 1 and stdin_fd < 0 and deadline is None:
+                fd = next(iter(open_fds))  # one pipe, no deadline: plain blocking reads
+                while True:
+                    chunk = os.read(fd, 65536)
+                    if not chunk:
+                        break
+                    outs[fd].append(chunk)
+                return True
+            p = select.poll()
+            for fd in open_fds:
+                p.register(fd, select.POLLIN)
+            if stdin_fd >= 0:
+                p.register(stdin_fd, select.POLLOUT)
+            wait = None
+            if deadline is not None:
+                wait = deadline - time.monotonic()
+                if wait <= 0:
+                    return False
+            for fd, ev in p.poll(None if wait is None else wait * 1000):
+                if fd == stdin_fd:
+                    try:
+                        n = os.write(fd, pending[:65536])
+                        pending = pending[n:]
+                    except BlockingIOError:
+                        continue
+                    except BrokenPipeError:
+                        pending = None
+                    if not pending:
+                        os.close(stdin_fd)
+                        stdin_fd = -1
+                else:
+                    chunk = os.read(fd, 65536)
+                    if chunk:
+                        outs[fd].append(chunk)
+                    else:
+                        open_fds.discard(fd)
+        return True
+    finally:
+        if stdin_fd >= 0:
+            os.close(stdin_fd)
+
+
+def _direct_wait(slot: "Launched", deadline) -> bool:
+    """Block until pid 1 (or the program) has ended; False if the deadline came first."""
+    if deadline is None:
+        return True  # _reap blocks
+    p = select.poll()
+    p.register(slot.pidfd, select.POLLIN)
+    while True:
+        wait = deadline - time.monotonic()
+        if wait <= 0:
+            return False
+        if p.poll(wait * 1000):
+            return True
+
+
+def _kill_slot(slot: "Launched", plan: Plan) -> None:
+    """Popen.kill() of a sandbox that nobody has reaped yet: the whole tree."""
+    if not plan.pidns:
+        try:
+            os.killpg(slot.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+    if slot.cgroup is not None:
+        slot.cgroup.kill()
+    try:
+        signal.pidfd_send_signal(slot.pidfd, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def _reap(slot: "Launched", plan: Plan):
+    """wait4 for pid 1, then what Popen does once its sandbox was reaped: the program's own
+    status, the network namespace back to the pool, the cgroup's usage, the host id free."""
+    ru = None
+    try:
+        pid, sts, ru = os.wait4(slot.pid, 0)
+    except ChildProcessError:
+        sts = 0
+    if slot.status_fd >= 0:
+        sts = _program_status(slot.status_fd, sts)
+        slot.status_fd = -1
+    os.close(slot.pidfd)
+    if slot.netns >= 0:
+        net.pool().give_back(slot.netns, reusable=plan.pidns)  # as Popen: empty once pid 1 is reaped
+        slot.netns = -1
+    group, slot.cgroup = slot.cgroup, None
+    slot.cgroup_usage = group.finish() if group is not None else None
+    if slot.ids is not None:
+        slot.ids.release()
+    return sts, ru
 
 
 def _result(args, p: Popen, out, err, timed_out: bool, check: bool, on_timeout: str = "result",

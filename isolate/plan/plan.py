@@ -66,6 +66,10 @@ class Plan:
         caller_env = os.environ if caller_env is None else caller_env
         env = {} if self.env_clear else dict(caller_env)
         for pattern in self.env_keep:
+            if not any(c in pattern for c in "*?["):  # a plain name: one lookup, not a scan
+                if pattern in caller_env:
+                    env[pattern] = caller_env[pattern]
+                continue
             for name, value in caller_env.items():
                 if fnmatch.fnmatchcase(name, pattern):
                     env[name] = value

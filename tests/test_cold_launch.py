@@ -1,0 +1,278 @@
+"""The cold launch's fast paths give the program exactly what the old paths gave it.
+
+run()'s direct path (no subprocess.Popen), the template mount namespace joined by a
+thread of the launch path itself, and prepared cgroups (tests/test_cgroup.py) are
+compared here from the inside: the program reports what it sees, once through the
+direct path and once through Popen + communicate, and the reports must be equal.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+
+import pytest
+
+import isolate
+from isolate.launch import cgroup, hostids, net, process
+from conftest import PROBE, open_fds, with_python
+
+MiB = 1 << 20
+CHECKS = ["syscall:" + n for n in ("netlink_socket", "unix_socket", "inet_socket", "unshare_user", "keyctl",
+                                    "mount_tmpfs", "ptrace_traceme", "tiocsti")]
+# What else the program sees: its mounts (point, options, type, source), its seccomp
+# filters, its cgroups (paths without the per-launch name) and limits, its umask.
+EXTRA = r"""
+import json, os, re, sys
+out = {}
+out["mounts"] = sorted(" ".join(l.split()[4:6] + l.split(" - ")[1].split()[:1]) for l in open("/proc/self/mountinfo"))
+status = dict(l.split(":", 1) for l in open("/proc/self/status"))
+out["seccomp_filters"] = status.get("Seccomp_filters", "").strip()
+out["umask"] = status["Umask"].strip()
+cg = [l.strip().split(":", 2) for l in open("/proc/self/cgroup")]
+out["cgroups"] = sorted((c[1], re.sub(r"/\d+-\d+$", "/N", c[2])) for c in cg)
+limits = {}
+for ctrl, path in ((c[1], c[2]) for c in cg):
+    for f in ("memory.limit_in_bytes", "pids.max"):
+        p = f"/sys/fs/cgroup/{ctrl}{path}/{f}"
+        if os.path.exists(p):
+            limits[f] = open(p).read().strip()
+out["limits"] = limits
+sys.stdout.write(json.dumps(out))
+"""
+
+
+def _host_id(report: dict) -> dict:
+    """The report with the host id of a root caller's sandbox (the lowest one free, which
+    other processes' sandboxes may hold) as "ID", once checked to be one of the range."""
+    for key in ("uid_map", "gid_map"):
+        m = report.get(key)
+        if m and len(m) == 3 and hostids.BASE <= int(m[1]) < hostids.BASE + hostids.COUNT:
+            report[key] = [m[0], "ID", m[2]]
+    return report
+
+
+def _via_popen(cmd, prof, **kw):
+    with isolate.Popen(cmd, profile=prof, stdout=isolate.PIPE, stderr=isolate.PIPE, **kw) as p:
+        out, err = p.communicate(timeout=60)
+    assert p.returncode == 0, err
+    return _host_id(json.loads(out))
+
+
+def _via_run(cmd, prof, **kw):
+    r = isolate.run(cmd, profile=prof, capture_output=True, timeout=60, **kw)
+    assert r.returncode == 0, r.stderr
+    return _host_id(json.loads(r.stdout))
+
+
+@pytest.fixture
+def direct_only(monkeypatch):
+    """isolate.run must not build a Popen (the direct path); counts the Popens made."""
+    made = []
+    real = process.Popen.__init__
+
+    def init(self, *a, **kw):
+        made.append(a)
+        real(self, *a, **kw)
+
+    monkeypatch.setattr(process.Popen, "__init__", init)
+    return made
+
+
+@pytest.mark.parametrize("name", ["default", "strict"])
+def test_direct_run_shows_the_program_what_popen_shows_it(name, direct_only):
+    prof = with_python(name, ro=["/sys/fs/cgroup"], namespaces={"cgroup": False})
+    cmd = [sys.executable, str(PROBE), *CHECKS]
+    old = _via_popen(cmd, prof)
+    assert len(direct_only) == 1
+    new = _via_run(cmd, prof)
+    assert len(direct_only) == 1  # no Popen for run()
+    assert new == old
+    # What it is, not only that it is the same: pid 1 is isolate-init, its own maps, the filter.
+    assert new["ppid"] == 1 and new["pid"] == 2 and new["seccomp"] == 2
+    assert new["hostname"] == ("sandbox" if name == "strict" else "isolate")
+    assert new["cap_eff"] == 0 and new["no_new_privs"] == 1
+    assert new["fds"] == [0, 1, 2]
+    extra_old = _via_popen([sys.executable, "-c", EXTRA], prof)
+    extra_new = _via_run([sys.executable, "-c", EXTRA], prof)
+    assert extra_new == extra_old
+    assert extra_new["seccomp_filters"] == "1"
+    limits = {"default": (4 << 30, 1024), "strict": (512 * MiB, 128)}[name]
+    assert extra_new["limits"] == {"memory.limit_in_bytes": str(limits[0]), "pids.max": str(limits[1])}
+    assert any(m.startswith("/ ro,") for m in extra_new["mounts"])
+
+
+def test_direct_run_env_cwd_and_stdio_as_popen(direct_only, tmp_path):
+    prof = with_python("default", rw=[str(tmp_path)])
+    cmd = [sys.executable, "-c", "import json, os, sys; print(json.dumps({'env': dict(os.environ), "
+           "'cwd': os.getcwd(), 'fds': sorted(os.listdir('/proc/self/fd'))}))"]
+    for kw in ({}, {"env": {"A": "1", "PATH": "/usr/bin"}}, {"cwd": str(tmp_path)}):
+        assert _via_run(cmd, prof, **kw) == _via_popen(cmd, prof, **kw), kw
+    assert len(direct_only) == 3
+    r = isolate.run(["sh", "-c", "read x; echo got $x; echo e >&2"], profile=prof, input=b"1\n",
+                    stdout=isolate.PIPE, stderr=isolate.DEVNULL)
+    assert (r.returncode, r.stdout, r.stderr) == (0, b"got 1\n", None)
+    r = isolate.run(["sh", "-c", "cat; echo done"], profile=prof, stdin=isolate.DEVNULL, capture_output=True)
+    assert (r.stdout, r.stderr) == (b"done\n", b"")
+    assert len(direct_only) == 3
+    # Text mode, shell=True, pass_fds, a positional bufsize: through Popen, as before.
+    r = isolate.run("echo $((1+2))", shell=True, profile=prof, capture_output=True, text=True)
+    assert r.stdout == "3\n" and len(direct_only) == 4
+
+
+def test_direct_run_big_input_and_output_both_ways(direct_only):
+    data = os.urandom(3 * MiB)
+    r = isolate.run(["sh", "-c", "cat; cat /dev/null >&2"], input=data, capture_output=True, timeout=60)
+    assert r.returncode == 0 and r.stdout == data and r.stderr == b""
+    # A program that reads none of its input: no BrokenPipeError, as communicate().
+    r = isolate.run(["true"], input=data, capture_output=True, timeout=60)
+    assert r.returncode == 0
+    assert not direct_only
+
+
+def test_direct_run_result_fields_and_errors(direct_only):
+    r = isolate.run(["sh", "-c", "exit 3"])
+    assert (r.returncode, r.outcome, r.timed_out, r.signal) == (3, "exited", False, None)
+    assert r.rusage is not None and r.duration > 0 and r.memory_peak is not None and r.violations == ()
+    assert list(r.timings)[0] == "start" and "returned" in r.timings and "mount" in r.timings
+    with pytest.raises(isolate.CalledProcessError) as e:
+        isolate.run(["sh", "-c", "echo out; exit 5"], capture_output=True, check=True)
+    assert e.value.returncode == 5 and e.value.stdout == b"out\n"
+    r = isolate.run(["sh", "-c", "kill -TERM $$"])
+    assert (r.returncode, r.outcome, r.signal) == (-signal.SIGTERM, "signaled", signal.SIGTERM)
+    with pytest.raises(isolate.ExecutableNotFound):
+        isolate.run(["/nonexistent"])
+    with pytest.raises(isolate.WorkingDirectoryNotFound):
+        isolate.run(["true"], cwd="/nonexistent-dir")
+    with pytest.raises(TypeError):
+        isolate.run([1])
+    with pytest.raises(ValueError, match="embedded null byte"):
+        isolate.run(["echo", "a\0b"])
+    with pytest.raises(ValueError, match="embedded null byte"):
+        isolate.run(["true"], env={"A": "x\0"})
+    with pytest.raises(IndexError):
+        isolate.run([])
+    assert not direct_only
+
+
+def test_direct_run_timeout_kills_the_whole_sandbox(direct_only):
+    with pytest.raises(isolate.TimeoutExpired) as e:
+        isolate.run(["sh", "-c", "echo before; sleep 60 & sleep 60"], capture_output=True, timeout=0.5)
+    assert e.value.stdout == b"before\n" and e.value.timeout == 0.5
+    res = e.value.result
+    assert res.timed_out and res.outcome == "timed_out" and res.returncode == -signal.SIGKILL
+    assert res.stdout == b"before\n" and res.rusage is not None
+    r = isolate.run(["sleep", "60"], timeout=0.3, on_timeout="result")
+    assert r.timed_out and r.returncode == -signal.SIGKILL
+    # A program that closes its output but does not exit: the wait has the deadline too.
+    r = isolate.run(["sh", "-c", "exec >&- 2>&-; sleep 60"], capture_output=True, timeout=0.5,
+                    on_timeout="result")
+    assert r.timed_out and r.stdout == b""
+    assert not direct_only
+
+
+def test_direct_run_oom_outcome(direct_only):
+    prof = with_python(cgroup={"memory_max": "48M", "pids_max": 50})
+    bomb = "b = []\nwhile True:\n    b.append(bytearray(4 << 20)); [b[-1].__setitem__(i, 1) for i in range(0, 4 << 20, 4096)]"
+    r = isolate.run([sys.executable, "-c", bomb], profile=prof, capture_output=True, timeout=60)
+    assert r.outcome == "oom" and r.oom and r.returncode == -signal.SIGKILL
+    assert r.memory_peak is not None and r.memory_peak <= 48 * MiB
+    assert not direct_only
+
+
+def test_direct_run_leaks_nothing(direct_only):
+    isolate.run(["true"])
+    before = open_fds()
+    for i in range(20):
+        isolate.run(["sh", "-c", "echo x; exit %d" % (i % 2)], capture_output=True)
+        isolate.run(["sh", "-c", "echo x"], input=b"y", capture_output=True, timeout=30)
+    for _ in range(3):
+        with pytest.raises(isolate.ExecutableNotFound):
+            isolate.run(["/nonexistent"], capture_output=True)
+        isolate.run(["sleep", "10"], timeout=0.05, on_timeout="result", capture_output=True)
+    assert open_fds() == before
+    assert hostids.held() == frozenset()
+    assert not direct_only
+    # Network namespaces: only the pool's own (at most its size), none held for a sandbox.
+    nets = 0
+    for x in os.listdir("/proc/self/fd"):
+        try:
+            nets += os.readlink(f"/proc/self/fd/{x}").startswith("net:[")
+        except OSError:
+            pass  # the listing's own fd
+    assert nets <= net.pool().size
+    mine = []
+    for base in ("/sys/fs/cgroup/memory", "/sys/fs/cgroup/pids"):
+        parent = os.path.join(base, cgroup.PARENT)
+        mine += [os.path.join(parent, n) for n in os.listdir(parent) if n.startswith(f"{os.getpid()}-")]
+    assert set(mine) <= set(cgroup.pool().prepared())
+
+
+def test_template_launch_from_any_thread_keeps_the_callers_fs():
+    # The template mount namespace is joined by a short-lived thread inside spawn: the
+    # calling thread keeps its own root, cwd and umask, and the program gets the caller's umask.
+    assert isolate.plan_for("default").mntns_fd >= 0
+    seen = []
+
+    def worker():
+        old = os.umask(0o027)
+        try:
+            r = isolate.run(["sh", "-c", "umask"], capture_output=True)
+            seen.append((r.stdout.strip(), os.getcwd(), os.readlink("/proc/thread-self/ns/mnt")))
+        finally:
+            os.umask(old)
+
+    t = threading.Thread(target=worker)
+    t.start()
+    t.join()
+    assert seen == [(b"0027", os.getcwd(), os.readlink("/proc/self/ns/mnt"))]
+    # No thread of ours stays in the template's mount namespace.
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            ns = os.readlink(f"/proc/self/task/{tid}/ns/mnt")
+        except FileNotFoundError:
+            continue  # a thread that has ended meanwhile
+        assert ns == os.readlink("/proc/self/ns/mnt")
+    # And the caller's threads share one fs_struct still: a chdir in one is seen in another.
+    here = os.getcwd()
+    out = []
+    t = threading.Thread(target=lambda: (os.chdir("/"), out.append(1)))
+    t.start()
+    t.join()
+    try:
+        assert os.getcwd() == "/"
+    finally:
+        os.chdir(here)
+
+
+def test_cold_launch_subprocess_conformance_of_run():
+    # The same answers as subprocess.run for what both can do (a sandbox that shows the host's /usr).
+    cmd = ["sh", "-c", "printf '%s' \"$1\"; printf err >&2; exit 7", "sh", "arg"]
+    a = subprocess.run(cmd, capture_output=True)
+    b = isolate.run(cmd, capture_output=True)
+    assert (a.returncode, a.stdout, a.stderr) == (b.returncode, b.stdout, b.stderr)
+    with pytest.raises(subprocess.TimeoutExpired):
+        isolate.run(["sleep", "5"], timeout=0.2)
+
+
+def test_pools_grow_to_the_number_of_sandboxes_running_at_once():
+    # More sandboxes at once than the network namespace pool's first size: the pool keeps
+    # that many afterwards (no namespace made and destroyed per launch), up to its maximum;
+    # each sandbox still has a namespace and a cgroup of its own.
+    prof = with_python(cgroup={"memory_max": "111M", "pids_max": 99})
+    n = 14
+    for _ in range(2):
+        isolate.run(["true"], profile=prof)
+    procs = [isolate.Popen(["sh", "-c", "read x"], profile=prof, stdin=isolate.PIPE) for _ in range(n)]
+    try:
+        nets = {os.readlink(f"/proc/{p.pid}/ns/net") for p in procs}
+        groups = {open(f"/proc/{p.pid}/cgroup").read() for p in procs}
+        assert len(nets) == n and len(groups) == n
+    finally:
+        for p in procs:
+            p.communicate(b"\n", timeout=30)
+    assert [p.returncode for p in procs] == [0] * n
+    pool = net.pool()
+    assert n <= pool.size <= pool.MAX
