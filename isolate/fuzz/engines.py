@@ -163,9 +163,11 @@ def command(engine: str, target: str, args: list[str], *, seeds: str, job_dir: s
                 f"-rss_limit_mb={rss_limit_mb}", f"-artifact_prefix={artifacts}/", "-print_final_stats=1",
                 *([f"-seed={seed}"] if seed is not None else []), "-reload=1", corpus, seeds]
         # dedup_token_length: each report ends with a DEDUP_TOKEN line (top 3 frames), counted live
-        # as the job's unique crashes (triage's crash states are the final word).
-        env = {"ASAN_OPTIONS": "symbolize=1:detect_leaks=1:dedup_token_length=3",
-               "UBSAN_OPTIONS": "print_stacktrace=1:dedup_token_length=3"}
+        # as the job's unique crashes (triage's crash states are the final word). symbolize=0:
+        # the job restarts libFuzzer after each crash, and llvm-symbolizer reading the target's
+        # debug information would cost ~1 s per restart; triage symbolizes every report.
+        env = {"ASAN_OPTIONS": "symbolize=0:detect_leaks=1:dedup_token_length=3",
+               "UBSAN_OPTIONS": "symbolize=0:print_stacktrace=1:dedup_token_length=3"}
         return JobSpec(argv, env, job_dir, [os.path.join(artifacts, p) for p in
                                             ("crash-*", "leak-*", "timeout-*", "oom-*")],
                        rw=[corpus] if corpus != os.path.join(job_dir, "corpus") else [])
@@ -189,10 +191,13 @@ def command(engine: str, target: str, args: list[str], *, seeds: str, job_dir: s
                # afl-fuzz's own defaults (abort_on_error=1, symbolize=0 are required) plus leak
                # detection (LeakSanitizer at each exit, a leak is a crash) and ASan's own RSS limit,
                # so that an OOM is the sanitizer's report with its input, below the cgroup's limit.
-               "ASAN_OPTIONS": "abort_on_error=1:symbolize=0:detect_leaks=1:malloc_context_size=0:"
+               # (not afl-fuzz's malloc_context_size=0: LeakSanitizer reports no leak without allocation stacks)
+               "ASAN_OPTIONS": "abort_on_error=1:symbolize=0:detect_leaks=1:"
                                f"allocator_may_return_null=1:detect_odr_violation=0:hard_rss_limit_mb={rss_limit_mb}:"
                                "handle_segv=0:handle_sigbus=0:handle_abort=0:handle_sigfpe=0:handle_sigill=0",
                "LSAN_OPTIONS": "exitcode=23:fast_unwind_on_malloc=0:symbolize=0:print_suppressions=0"}
+        if jobs > 1:
+            env["AFL_SYNC_TIME"] = "1"   # minutes between syncs (afl-fuzz's default: 30)
         # A job writes only its own instance directory of a shared sync directory; it reads the others'.
         return JobSpec(argv, env, job_dir, [os.path.join(instance, d, "id:*") for d in ("crashes", "hangs")],
                        rw=[instance] if shared is not None else [], ro=[out] if shared is not None else [],

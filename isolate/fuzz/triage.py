@@ -65,16 +65,19 @@ def symbolizer() -> str:
                       "would have no function names to deduplicate on")
 
 
-def sanitizer_env(symbolizer_path: str | None) -> dict:
+def sanitizer_env(symbolizer_path: str | None, rss_limit_mb: int | None = None) -> dict:
     """ASAN_OPTIONS/UBSAN_OPTIONS/LSAN_OPTIONS of a replay (ClusterFuzz's, reduced). With
     symbolizer_path None the sanitizers print module+offset frames, which Symbolizer turns
-    into names afterwards (one llvm-symbolizer for every replay instead of one per replay)."""
+    into names afterwards (one llvm-symbolizer for every replay instead of one per replay).
+    rss_limit_mb: ASan's own RSS limit (hard_rss_limit_mb), for targets without libFuzzer's
+    -rss_limit_mb, so that an OOM is ASan's report rather than the cgroup's kill."""
     sym = f"symbolize=1:external_symbolizer_path={symbolizer_path}" if symbolizer_path else "symbolize=0"
     common = f"{sym}:print_summary=1:dedup_token_length=3"
+    rss = f":hard_rss_limit_mb={rss_limit_mb}" if rss_limit_mb else ""
     return {
         "ASAN_OPTIONS": f"{common}:detect_leaks=1:abort_on_error=0:handle_abort=1:handle_segv=1:handle_sigbus=1:"
                         "handle_sigfpe=1:handle_sigill=1:allocator_may_return_null=0:detect_odr_violation=0:"
-                        "alloc_dealloc_mismatch=0:fast_unwind_on_fatal=0",
+                        f"alloc_dealloc_mismatch=0:fast_unwind_on_fatal=0{rss}",
         "UBSAN_OPTIONS": f"{common}:halt_on_error=1:print_stacktrace=1:silence_unsigned_overflow=1",
         "LSAN_OPTIONS": f"{common}:exitcode=77",
         "MSAN_OPTIONS": f"{common}:halt_on_error=1",
@@ -229,7 +232,7 @@ class _Replayer:
     def __init__(self, target, target_args, engine, timeout, rss_limit_mb, profile, stage):
         self.target, self.args, self.engine = target, list(target_args), engine
         self.timeout, self.rss = timeout, rss_limit_mb
-        self.env = sanitizer_env(None)
+        self.env = sanitizer_env(None, None if engine == "libfuzzer" else rss_limit_mb)
         self.base, self.stage = profile, stage
         self.profile = self.profile_for([])
         self.symbolizer = Symbolizer(symbolizer(), self.profile)
