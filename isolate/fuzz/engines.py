@@ -163,11 +163,10 @@ def command(engine: str, target: str, args: list[str], *, seeds: str, job_dir: s
                 f"-rss_limit_mb={rss_limit_mb}", f"-artifact_prefix={artifacts}/", "-print_final_stats=1",
                 *([f"-seed={seed}"] if seed is not None else []), "-reload=1", corpus, seeds]
         # dedup_token_length: each report ends with a DEDUP_TOKEN line (top 3 frames), counted live
-        # as the job's unique crashes (triage's crash states are the final word). symbolize=0:
-        # the job restarts libFuzzer after each crash, and llvm-symbolizer reading the target's
-        # debug information would cost ~1 s per restart; triage symbolizes every report.
-        env = {"ASAN_OPTIONS": "symbolize=0:detect_leaks=1:dedup_token_length=3",
-               "UBSAN_OPTIONS": "symbolize=0:print_stacktrace=1:dedup_token_length=3"}
+        # as the job's unique crashes (triage's crash states are the final word; the token needs
+        # symbolized frames: ~65 ms of llvm-symbolizer per report, paid once per restart).
+        env = {"ASAN_OPTIONS": "symbolize=1:detect_leaks=1:dedup_token_length=3",
+               "UBSAN_OPTIONS": "print_stacktrace=1:dedup_token_length=3"}
         return JobSpec(argv, env, job_dir, [os.path.join(artifacts, p) for p in
                                             ("crash-*", "leak-*", "timeout-*", "oom-*")],
                        rw=[corpus] if corpus != os.path.join(job_dir, "corpus") else [])

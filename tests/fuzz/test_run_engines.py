@@ -71,10 +71,7 @@ def test_libfuzzer_finds_the_planted_heap_overflow_and_reports_exec_per_s(build,
     assert job["outcome"] == "done" and set(job["returncodes"]) == {1}, job
     assert set(_names(summary)) == {"crash"}
     log = Path(job["dir"], "engine.log").read_text()
-    assert "heap-buffer-overflow" in log and "DEDUP_TOKEN:" in log
-    report = (Path(summary["crashes"][0]["report"]) if os.path.isabs(summary["crashes"][0]["report"]) else
-              tmp_path / "out" / summary["crashes"][0]["report"]).read_text()
-    assert "LLVMFuzzerTestOneInput" in report   # triage symbolizes (the job does not: restarts stay fast)
+    assert "heap-buffer-overflow" in log and "LLVMFuzzerTestOneInput" in log
     assert job["execs"] > 0 and summary["totals"]["execs"] > 0
     assert job["crashes"] == len(summary["artifacts"]) and job["unique"] == 1  # one DEDUP_TOKEN
     assert summary["triage"] == "available"
