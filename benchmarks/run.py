@@ -19,7 +19,7 @@ from pathlib import Path
 
 from isolate.launch import net
 
-from . import latency, mounts, netpool, parent_size, phases, programs, report, targets, throughput
+from . import fuzz, latency, mounts, netpool, parent_size, phases, programs, report, targets, throughput
 
 # The full run: about five minutes on a quiet 2-CPU machine; the *_seconds caps stop a
 # measurement early (with fewer rounds, reported) when the machine is much slower.
@@ -30,6 +30,7 @@ FULL = {
     "throughput_launches": 400, "throughput_repetitions": 15, "throughput_seconds": 120,
     "parent_rounds": {50: 600, 1024: 240, 4096: 120, 8192: 60}, "parent_rounds_alone": 600, "parent_passes": 3,
     "mounts_rounds": 900, "mounts_passes": 3,
+    "fuzz_time": 5, "fuzz_rounds": 5,
     "warmup": 5,
 }
 # A smoke run: few iterations, and only the 50 MB and 1 GB parents (touching 8 GB alone
@@ -41,6 +42,7 @@ QUICK = {
     "throughput_launches": 64, "throughput_repetitions": 1, "throughput_seconds": 10,
     "parent_rounds": {50: 8, 1024: 4}, "parent_rounds_alone": 20, "parent_passes": 1,
     "mounts_rounds": 12, "mounts_passes": 1,
+    "fuzz_time": 1, "fuzz_rounds": 1,
     "warmup": 1,
 }
 
@@ -96,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     _log("mount table")
     res.mounts = mounts.measure(opts["mounts_rounds"], passes=opts["mounts_passes"], warmup=min(opts["warmup"], 3),
                                 log=_log)
+    _log("fuzzing engines")
+    res.fuzz = fuzz.measure(opts["fuzz_time"], opts["fuzz_rounds"], log=_log)
     pool = net.pool()
     res.netns_stats_end = dict(pool.stats) if pool is not None else None
 

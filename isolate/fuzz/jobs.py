@@ -96,8 +96,8 @@ def run_job(job: FuzzJob, target: str, args: list[str], *, seeds: str, time_s: f
     try:
         while not stop.is_set():
             left = time_s - (time.monotonic() - start)
-            if left < 1 or (restarts is not None and job.runs > restarts):
-                break
+            if job.runs and (left < 1 or (restarts is not None and job.runs > restarts)):
+                break   # (the first run always starts: --time 1 is a run of 1 s)
             spec = engines.command(job.engine, target, args, seeds=seeds, job_dir=job.job_dir, time_s=left,
                                    timeout_s=timeout_s, rss_limit_mb=rss_limit_mb, driver=DRIVER, shared=shared,
                                    index=job.index, jobs=jobs, seed=seed)
