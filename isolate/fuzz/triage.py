@@ -1,6 +1,7 @@
 """Triage: every crash, timeout, OOM and leak input replayed in fresh sandboxes.
 
-Each input is run `runs` times, each time in a new sandbox (isolate.run; several at once),
+Each input is run `runs` times, each time in a new sandbox (one task per sandbox of a
+WarmPool of the replay profile, prepared while earlier replays run; REPLAY_WORKERS at once),
 with the sanitizers told to symbolize and to report in a form reports.parse reads. The
 reports give a ClusterFuzz crash type, frames and state; inputs with the same state are one
 crash. An input that never crashes again is kept, marked unreproducible (its state comes
@@ -26,6 +27,7 @@ import threading
 
 from ..errors import IsolateError
 from ..launch.process import DEVNULL, PIPE, Popen, load_profile, run
+from ..launch.warm import WarmPool
 from . import reports
 from .store import Store
 
@@ -35,6 +37,10 @@ CGROUP_OVERHEAD_MB = 1024  # cgroup memory = the engine's RSS limit + this (Clus
 MINIMIZE_RUNS = 5000
 SYMBOLIZERS = ("llvm-symbolizer", "llvm-symbolizer-14", "/usr/lib/llvm-14/bin/llvm-symbolizer")
 STAGE = ".triage"
+# Replays at once: one per CPU keeps both busy (a replay is mostly the target's own start:
+# an ASan + libFuzzer binary is ~20 ms of CPU before it reads its input); the warm pool
+# holds as many ready sandboxes.
+REPLAY_WORKERS = max(2, os.cpu_count() or 1)
 
 # Until the runner ships profiles/fuzz.toml: "default" with what fuzzing needs. ptrace is
 # allowed (default's deny list minus @debug: LeakSanitizer stops the world with it), no
@@ -236,9 +242,20 @@ class _Replayer:
         self.base, self.stage = profile, stage
         self.profile = self.profile_for([])
         self.symbolizer = Symbolizer(symbolizer(), self.profile)
+        self.pool = None
+        self.pool_lock = threading.Lock()
 
     def close(self):
         self.symbolizer.close()
+        if self.pool is not None:
+            self.pool.close()
+
+    def warm(self) -> WarmPool:
+        """The pool of fresh replay sandboxes (each serves one replay), made on first use."""
+        with self.pool_lock:
+            if self.pool is None:
+                self.pool = WarmPool(self.profile, size=REPLAY_WORKERS, cwd="/tmp")
+            return self.pool
 
     def profile_for(self, rw):
         # A Profile, loaded once: a dict would be hashed and looked up again on every replay.
@@ -253,8 +270,12 @@ class _Replayer:
         fin = open(stdin, "rb") if stdin else None
         extra = {"stdin": fin} if fin else {"stdin": DEVNULL}
         try:
-            r = run(argv, profile=self.profile if profile is None else profile, capture_output=True,
-                    timeout=limit, on_timeout="result", cwd="/tmp", **extra)
+            if profile is None:   # a fresh sandbox of the replay profile, prepared ahead
+                r = self.warm().run(argv, capture_output=True, timeout=limit, on_timeout="result", cwd="/tmp",
+                                    **extra)
+            else:
+                r = run(argv, profile=profile, capture_output=True, timeout=limit, on_timeout="result",
+                        cwd="/tmp", **extra)
         finally:
             if fin:
                 fin.close()
@@ -315,8 +336,7 @@ def _triage(rp, target_args, inputs, out_dir, stage, runs, minimize):
     for s in _stage(inputs, stage):
         by_sha[s["sha1"]].append(s["path"])
 
-    workers = max(2, 2 * (os.cpu_count() or 1))
-    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+    with concurrent.futures.ThreadPoolExecutor(REPLAY_WORKERS) as pool:
         futures = {(s["sha1"], i): pool.submit(rp.once, s["staged"]) for s in staged for i in range(runs)}
         results = {k: f.result() for k, f in futures.items()}
 
