@@ -2,7 +2,9 @@
 
 The engine runs unchanged inside (libFuzzer in-process, afl-fuzz with its forkserver or
 persistent target, a plain target fed batches); the sandbox adds per job: the target's
-directory and the seed corpus read-only, the job's directory read-write, a cgroup
+directory and the seed corpus read-only, the job's directory and the corpus it shares with
+the other jobs read-write (libFuzzer OUT/corpus; afl-fuzz its own instance directory of the
+sync directory OUT/afl, the rest of which it reads), a cgroup
 memory limit of the engine's RSS limit + 1 GiB (the engine reports an OOM with its input
 first; a cgroup OOM kill is the backstop and is reported as outcome "cgroup-oom"), and a
 wall clock (the engine's own time limit + a grace period).
