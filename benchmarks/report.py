@@ -699,6 +699,27 @@ def _phases_warm(ph: phases.PhasesResult) -> list[str]:
     return out
 
 
+def _section_fuzz(fz) -> list[str]:
+    out = ["## 8. Fuzzing engines in a job sandbox", "",
+           f"`benchmarks/fuzz.py`: one trivial target, the same seed corpus and engine seed, the job's own "
+           f"command line and environment, unsandboxed (subprocess) and in one sandbox of the `fuzz` profile "
+           f"(`isolate.fuzz.run_fuzz`); {fz.rounds} interleaved rounds of {fz.time_s:g} s per model, the order "
+           f"alternating. exec/s is the engine's executions over its process's wall time; the ratio is the "
+           f"median of the per-round ratios (p10–p90 would need more rounds: min–max shown). *per CPU-second* "
+           f"is the median ratio of executions per CPU-second (user + system of the whole process tree), which "
+           f"other work on the machine moves much less than wall time. Took {fz.seconds:.0f} s, load "
+           f"{fz.load_end:.1f} at the end on {fz.cpus} CPUs.", ""]
+    rows = []
+    for r in fz.rows:
+        lo, hi = r.ratio_range
+        rows.append([r.model, f"{r.median('host'):,.0f}", f"{r.median('box'):,.0f}", fmt_ratio(r.ratio),
+                     f"{fmt_ratio(lo)}–{fmt_ratio(hi)}", fmt_ratio(r.cpu_ratio)])
+    out += _table(["model", "unsandboxed exec/s", "sandboxed exec/s", "ratio", "min–max", "per CPU-second"],
+                  rows)
+    out += ["", *(f"{m}: not measured (its engine is not installed)." for m in fz.missing)]
+    return out + [""]
+
+
 def _section_summary(res: targets.Results) -> list[str]:
     """The headline ratios, in words."""
     out = ["## Summary", ""]
@@ -879,6 +900,8 @@ def write(res: targets.Results, out_dir: Path, info: dict, command: str, elapsed
         lines += _section_netpool(res.netpool, res.netns_stats_end)
     if res.cli:
         lines += _section_cli(res.cli)
+    if res.fuzz:
+        lines += _section_fuzz(res.fuzz)
     lines += _section_method(res, opts)
     path = out_dir / "performance.md"
     # The agent sessions' section (benchmarks.sessions, run on its own) is kept.

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from isolate.launch import net
 
-from . import cli, latency, mounts, netpool, parent_size, phases, programs, report, targets, throughput
+from . import cli, fuzz, latency, mounts, netpool, parent_size, phases, programs, report, targets, throughput
 
 # The full run: about five minutes on a quiet 2-CPU machine; the *_seconds caps stop a
 # measurement early (with fewer rounds, reported) when the machine is much slower.
@@ -31,6 +31,7 @@ FULL = {
     "parent_rounds": {50: 600, 1024: 240, 4096: 120, 8192: 60}, "parent_rounds_alone": 600, "parent_passes": 3,
     "mounts_rounds": 900, "mounts_passes": 3,
     "cli_passes": 5, "cli_runs": 40, "cli_rounds": 200,
+    "fuzz_time": 5, "fuzz_rounds": 5,
     "warmup": 5,
 }
 # A smoke run: few iterations, and only the 50 MB and 1 GB parents (touching 8 GB alone
@@ -43,6 +44,7 @@ QUICK = {
     "parent_rounds": {50: 8, 1024: 4}, "parent_rounds_alone": 20, "parent_passes": 1,
     "mounts_rounds": 12, "mounts_passes": 1,
     "cli_passes": 1, "cli_runs": 5, "cli_rounds": 5,
+    "fuzz_time": 1, "fuzz_rounds": 1,
     "warmup": 1,
 }
 
@@ -101,6 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     _log("command line against its peers (hyperfine)")
     res.cli = cli.measure(passes=opts["cli_passes"], runs=opts["cli_runs"], warmup=min(opts["warmup"], 3),
                           rounds=opts["cli_rounds"], log=_log)
+    _log("fuzzing engines")
+    res.fuzz = fuzz.measure(opts["fuzz_time"], opts["fuzz_rounds"], log=_log)
     pool = net.pool()
     res.netns_stats_end = dict(pool.stats) if pool is not None else None
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 
 from . import cli, latency, parent_size, phases, throughput
+from . import fuzz as fuzz_mod
 from . import mounts as mounts_mod
 from . import netpool as netpool_mod
 from .stats import Ratio, fmt_ms, fmt_ratio, median
@@ -23,6 +24,7 @@ CLI_VS_BWRAP = 1.0             # `isolate run -p strict|default` <= 1.0x the equ
 PARENT_8G_VS_50M = 1.1         # 8 GB parent's launch <= 1.1x the 50 MB parent's
 THREADS_SPEEDUP = 1.8          # throughput from 2 threads >= 1.8x one thread
 MANY_VS_8_THREADS = 1.0        # throughput from 32 threads >= the one from 8
+FUZZ_VS_UNSANDBOXED = 0.9      # a fuzzing engine in its job sandbox >= 0.9x its exec/s unsandboxed
 
 MET, NOT_MET, NOT_EVALUATED = "MET", "NOT MET", "NOT EVALUATED"
 
@@ -45,6 +47,7 @@ class Results:
     mounts: mounts_mod.MountsResult | None = None
     netns_stats_end: dict | None = None     # isolate.net.pool().stats at the end of the run
     cli: cli.CliResult | None = None
+    fuzz: fuzz_mod.FuzzResult | None = None  # exec/s of the fuzzing engines, sandboxed and not
 
 
 def _top_phases(b: phases.Breakdown, k: int = 3) -> str:
@@ -224,5 +227,23 @@ def _throughput_targets(r: Results) -> list[Target]:
     return out
 
 
+def _fuzz_targets(r: Results) -> list[Target]:
+    goal = f"fuzzing engine sandboxed ≥ {FUZZ_VS_UNSANDBOXED}× its exec/s unsandboxed"
+    if r.fuzz is None:
+        return [Target(goal, NOT_EVALUATED, "fuzzing engines not measured in this run")]
+    out = []
+    for row in r.fuzz.rows:
+        lo, hi = row.ratio_range
+        met = row.ratio >= FUZZ_VS_UNSANDBOXED
+        why = "" if met else (
+            f"Per CPU-second the sandboxed engine did {fmt_ratio(row.cpu_ratio)} the executions of the "
+            f"unsandboxed one; the per-round wall ratios spread {fmt_ratio(lo)}–{fmt_ratio(hi)} (load from other "
+            f"work moves them).")
+        out.append(Target(f"{goal} — {row.model}", MET if met else NOT_MET,
+                          f"{row.median('box'):,.0f} vs {row.median('host'):,.0f} exec/s: {fmt_ratio(row.ratio)} "
+                          f"(median of {len(row.box)} rounds)", why))
+    return out
+
+
 def evaluate(r: Results) -> list[Target]:
-    return _strict_targets(r) + _cli_targets(r) + [_parent_target(r)] + _throughput_targets(r)
+    return _strict_targets(r) + _cli_targets(r) + [_parent_target(r)] + _throughput_targets(r) + _fuzz_targets(r)

@@ -7,7 +7,8 @@ Builds tests/fuzz/planted.c with clang (-fsanitize=fuzzer,address,undefined), ma
 isolate.fuzz.triage.triage over them (each replayed --runs times, each replay a fresh
 sandbox, symbolized, parsed, merged into one crash, recorded in SQLite). Beside it, the
 same replays unsandboxed (subprocess.run, the same environment, the same parallelism) and
-sandboxed without the triage around it (isolate.run only): where the time goes.
+sandboxed without the triage around it (a WarmPool as triage uses, and isolate.run cold):
+where the time goes.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -27,6 +29,11 @@ import isolate
 from isolate.fuzz import triage
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def _cpu() -> float:
+    a, b = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return a.ru_utime + a.ru_stime + b.ru_utime + b.ru_stime
 
 
 def build(d: str) -> str:
@@ -56,15 +63,23 @@ def main(argv=None):
             files.append(p)
         n = a.inputs * a.runs
         env = dict(os.environ, **triage.sanitizer_env(None))  # as triage: symbolized afterwards, once per address
-        workers = max(2, 2 * (os.cpu_count() or 1))
-        rates = {"triage (sandboxed, parsed, merged, recorded)": [], "isolate.run only": [], "subprocess.run": []}
+        workers = triage.REPLAY_WORKERS
+        rates = {"triage (sandboxed, parsed, merged, recorded)": [], "WarmPool.run only": [],
+                 "isolate.run only": [], "subprocess.run": []}
+        cpu = {k: [] for k in rates}   # ms of CPU (this process and its children) per replay
         for r in range(a.rounds):
             out = os.path.join(d, f"out{r}")
-            t = time.perf_counter()
+            t, c = time.perf_counter(), _cpu()
             crashes = triage.triage(exe, [], files, out, engine="libfuzzer", runs=a.runs)
             rates["triage (sandboxed, parsed, merged, recorded)"].append(n / (time.perf_counter() - t))
+            cpu["triage (sandboxed, parsed, merged, recorded)"].append((_cpu() - c) / n * 1000)
             assert len(crashes) == 1 and crashes[0]["reproduced"] == n, crashes
-            prof = triage.replay_profile(None, [d], [], triage.sanitizer_env(None), 3072)
+            prof = isolate.load_profile(triage.replay_profile(None, [d], [], triage.sanitizer_env(None), 3072))
+            warm = isolate.WarmPool(prof, size=workers, cwd="/tmp")
+
+            def pooled(p):
+                return warm.run([exe, "-timeout=25", "-rss_limit_mb=2048", p], capture_output=True,
+                                cwd="/tmp").returncode
 
             def sandboxed(p):
                 return isolate.run([exe, "-timeout=25", "-rss_limit_mb=2048", p], profile=prof,
@@ -73,16 +88,22 @@ def main(argv=None):
             def plain(p):
                 return subprocess.run([exe, "-timeout=25", "-rss_limit_mb=2048", p], env=env,
                                       capture_output=True).returncode
-            for label, fn in (("isolate.run only", sandboxed), ("subprocess.run", plain)):
-                t = time.perf_counter()
+            for label, fn in (("WarmPool.run only", pooled), ("isolate.run only", sandboxed),
+                              ("subprocess.run", plain)):
+                t, c = time.perf_counter(), _cpu()
                 with concurrent.futures.ThreadPoolExecutor(workers) as pool:
                     codes = list(pool.map(fn, files * a.runs))
                 rates[label].append(n / (time.perf_counter() - t))
+                cpu[label].append((_cpu() - c) / n * 1000)
                 assert all(c != 0 for c in codes), set(codes)
+            warm.close()
         print(f"{n} replays of a 3-byte heap-buffer-overflow input, {os.cpu_count()} CPUs, load "
               f"{os.getloadavg()[0]:.1f}, {a.rounds} rounds (median, min-max):")
         for label, v in rates.items():
-            print(f"  {label:48} {statistics.median(v):7.1f} replays/s  ({min(v):.1f}-{max(v):.1f})")
+            print(f"  {label:48} {statistics.median(v):7.1f} replays/s  ({min(v):.1f}-{max(v):.1f}), "
+                  f"{statistics.median(cpu[label]):5.1f} ms CPU per replay")
+        print(f"  ({os.cpu_count()} CPUs / the unsandboxed CPU per replay = the most any replayer gets here: "
+              f"{(os.cpu_count() or 1) * 1000 / statistics.median(cpu['subprocess.run']):.0f} replays/s)")
 
 
 if __name__ == "__main__":

@@ -68,9 +68,11 @@ def _check_writable(out: str) -> None:
 def run_fuzz(target: str, args: list[str] = (), *, engine: str, corpus: str, out: str, jobs: int = 1,
              time_s: float = 60.0, timeout_s: float = 25.0, rss_limit_mb: int = 2048,
              on_update: Callable[[FuzzJob], None] = lambda j: None, triage_runs: int = 3,
-             stop: threading.Event | None = None) -> dict:
+             stop: threading.Event | None = None, seed: int | None = None) -> dict:
     """Run `jobs` fuzzing jobs of `engine` on TARGET for time_s seconds, each in its own
-    sandbox, then triage every artifact they left (if the triage module is there).
+    sandbox, then triage every artifact they left. The jobs share one corpus: libFuzzer's
+    jobs all add to and reload OUT/corpus/, afl-fuzz's sync through OUT/afl/ (job 0 -M, the
+    others -S; each writes only its own instance directory). `seed`: the engine's random seed.
     Returns the summary: {"jobs": [...], "totals": {...}, "artifacts": [...], "crashes": [...]}."""
     args = list(args)
     path = check_inputs(target, args, engine=engine, corpus=corpus, out=out, jobs=jobs, time_s=time_s,
@@ -81,13 +83,17 @@ def run_fuzz(target: str, args: list[str] = (), *, engine: str, corpus: str, out
     start = time.monotonic()
     all_jobs = []
     stop = stop or threading.Event()
+    shared = {"libfuzzer": os.path.join(out, "corpus"), "afl": os.path.join(out, "afl")}.get(engine)
+    if shared:
+        os.makedirs(shared, exist_ok=True)
     for i in range(jobs):
         job_dir = os.path.join(out, "jobs", str(i))
         os.makedirs(job_dir, exist_ok=True)
         all_jobs.append(FuzzJob(index=i, engine=engine, job_dir=job_dir))
     threads = [threading.Thread(target=run_job, args=(j, path, args),
                                 kwargs=dict(seeds=corpus, time_s=time_s, timeout_s=timeout_s,
-                                            rss_limit_mb=rss_limit_mb, on_update=on_update, stop=stop),
+                                            rss_limit_mb=rss_limit_mb, on_update=on_update, stop=stop,
+                                            shared=shared, jobs=jobs, seed=seed),
                                 daemon=True) for j in all_jobs]
     interrupted = False
     for t in threads:
@@ -103,7 +109,9 @@ def run_fuzz(target: str, args: list[str] = (), *, engine: str, corpus: str, out
     found = [a for j in all_jobs for a in j.artifacts]
     totals = {"execs": sum(j.stats.execs for j in all_jobs),
               "exec_per_s": round(sum(j.stats.exec_per_s for j in all_jobs), 1),
-              "corpus_size": sum(j.stats.corpus_size for j in all_jobs),
+              # one shared corpus: the largest job's view of it, not the sum
+              "corpus_size": (max if shared else sum)(j.stats.corpus_size for j in all_jobs),
+              "cpu_s": round(sum(j.cpu_s for j in all_jobs), 3),
               "wall_s": round(wall, 3), "jobs": len(all_jobs),
               "cgroup_oom_jobs": sum(1 for j in all_jobs if j.outcome == "cgroup-oom"),
               "interrupted": interrupted}

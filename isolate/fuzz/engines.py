@@ -128,12 +128,32 @@ class JobSpec:
     env: dict[str, str]
     job_dir: str
     artifacts_glob: list[str]
+    rw: list = dataclasses.field(default_factory=list)   # what the job writes besides job_dir
+    ro: list = dataclasses.field(default_factory=list)   # what it reads besides the target and seeds
+    stats_dir: str = ""                                  # afl-fuzz: its instance directory (fuzzer_stats)
+
+
+def afl_instance(index: int, jobs: int) -> tuple[list[str], str]:
+    """afl-fuzz's -M/-S options and instance name for job `index` of `jobs`: one job is
+    afl-fuzz's "default" instance; with several, job 0 is the main (-M) and the others
+    secondaries (-S), all syncing through one sync directory."""
+    if jobs <= 1:
+        return [], "default"
+    name = f"job{index}"
+    return (["-M", name] if index == 0 else ["-S", name]), name
 
 
 def command(engine: str, target: str, args: list[str], *, seeds: str, job_dir: str, time_s: float,
-            timeout_s: float, rss_limit_mb: int, driver: str | None = None) -> JobSpec:
-    """The command line of one job of `engine` writing into job_dir (corpus/, artifacts/)."""
-    corpus = os.path.join(job_dir, "corpus")
+            timeout_s: float, rss_limit_mb: int, driver: str | None = None, shared: str | None = None,
+            index: int = 0, jobs: int = 1, seed: int | None = None) -> JobSpec:
+    """The command line of one job of `engine` writing into job_dir (artifacts/, corpus/).
+
+    `shared` is the directory every job of a run shares: libFuzzer's corpus (each job adds
+    its new units there and reloads the others' with -reload=1), afl-fuzz's sync directory
+    (each job writes only its own instance directory in it and reads the others'). Without
+    it the job keeps its corpus in job_dir (libFuzzer) or job_dir/afl (afl-fuzz). `seed`
+    fixes the engine's random seed (libFuzzer -seed, afl-fuzz -s)."""
+    corpus = os.path.join(job_dir, "corpus") if shared is None or engine not in ("libfuzzer",) else shared
     artifacts = os.path.join(job_dir, "artifacts")
     os.makedirs(corpus, exist_ok=True)
     os.makedirs(artifacts, exist_ok=True)
@@ -141,13 +161,15 @@ def command(engine: str, target: str, args: list[str], *, seeds: str, job_dir: s
     if engine == "libfuzzer":
         argv = [target, *args, f"-max_total_time={t}", f"-timeout={max(1, int(timeout_s))}",
                 f"-rss_limit_mb={rss_limit_mb}", f"-artifact_prefix={artifacts}/", "-print_final_stats=1",
-                corpus, seeds]
+                *([f"-seed={seed}"] if seed is not None else []), "-reload=1", corpus, seeds]
         # dedup_token_length: each report ends with a DEDUP_TOKEN line (top 3 frames), counted live
-        # as the job's unique crashes (triage's crash states are the final word).
+        # as the job's unique crashes (triage's crash states are the final word; the token needs
+        # symbolized frames: ~65 ms of llvm-symbolizer per report, paid once per restart).
         env = {"ASAN_OPTIONS": "symbolize=1:detect_leaks=1:dedup_token_length=3",
                "UBSAN_OPTIONS": "print_stacktrace=1:dedup_token_length=3"}
         return JobSpec(argv, env, job_dir, [os.path.join(artifacts, p) for p in
-                                            ("crash-*", "leak-*", "timeout-*", "oom-*")])
+                                            ("crash-*", "leak-*", "timeout-*", "oom-*")],
+                       rw=[corpus] if corpus != os.path.join(job_dir, "corpus") else [])
     if engine == "afl":
         afl_in = seeds
         if not any(os.path.isfile(os.path.join(seeds, f)) and os.path.getsize(os.path.join(seeds, f))
@@ -156,12 +178,29 @@ def command(engine: str, target: str, args: list[str], *, seeds: str, job_dir: s
             os.makedirs(afl_in, exist_ok=True)
             with open(os.path.join(afl_in, "seed"), "wb") as f:
                 f.write(b"a")
-        out = os.path.join(job_dir, "afl")
-        argv = [shutil.which("afl-fuzz") or "afl-fuzz", "-i", afl_in, "-o", out, "-V", str(t),
-                "-t", str(max(1, int(timeout_s * 1000))), "-m", "none", "--", target, *args]
+        out = shared if shared is not None else os.path.join(job_dir, "afl")
+        mode, name = afl_instance(index, jobs)
+        instance = os.path.join(out, name)
+        os.makedirs(instance, exist_ok=True)
+        argv = [shutil.which("afl-fuzz") or "afl-fuzz", "-i", afl_in, "-o", out, *mode, "-V", str(t),
+                "-t", str(max(1, int(timeout_s * 1000))), "-m", "none",
+                *(["-s", str(seed)] if seed is not None else []), "--", target, *args]
         env = {"AFL_NO_UI": "1", "AFL_SKIP_CPUFREQ": "1", "AFL_I_DONT_CARE_ABOUT_MISSING_CRASHES": "1",
-               "AFL_NO_AFFINITY": "1", "AFL_SKIP_CRASHES": "1", "AFL_FORKSRV_INIT_TMOUT": "10000"}
-        return JobSpec(argv, env, job_dir, [os.path.join(out, "default", d, "id:*") for d in ("crashes", "hangs")])
+               "AFL_NO_AFFINITY": "1", "AFL_SKIP_CRASHES": "1", "AFL_FORKSRV_INIT_TMOUT": "10000",
+               # afl-fuzz's own defaults (abort_on_error=1, symbolize=0 are required) plus leak
+               # detection (LeakSanitizer at each exit, a leak is a crash) and ASan's own RSS limit,
+               # so that an OOM is the sanitizer's report with its input, below the cgroup's limit.
+               # (not afl-fuzz's malloc_context_size=0: LeakSanitizer reports no leak without allocation stacks)
+               "ASAN_OPTIONS": "abort_on_error=1:symbolize=0:detect_leaks=1:"
+                               f"allocator_may_return_null=1:detect_odr_violation=0:hard_rss_limit_mb={rss_limit_mb}:"
+                               "handle_segv=0:handle_sigbus=0:handle_abort=0:handle_sigfpe=0:handle_sigill=0",
+               "LSAN_OPTIONS": "exitcode=23:fast_unwind_on_malloc=0:symbolize=0:print_suppressions=0"}
+        if jobs > 1:
+            env["AFL_SYNC_TIME"] = "1"   # minutes between syncs (afl-fuzz's default: 30)
+        # A job writes only its own instance directory of a shared sync directory; it reads the others'.
+        return JobSpec(argv, env, job_dir, [os.path.join(instance, d, "id:*") for d in ("crashes", "hangs")],
+                       rw=[instance] if shared is not None else [], ro=[out] if shared is not None else [],
+                       stats_dir=instance)
     if engine == "honggfuzz":
         argv = [shutil.which("honggfuzz") or "honggfuzz", "-i", seeds, "-o", corpus, "-W", artifacts,
                 "--run_time", str(t), "-t", str(max(1, int(timeout_s))), "--rlimit_rss", str(rss_limit_mb),
@@ -223,10 +262,11 @@ def parse_line(engine: str, line: str, stats: Stats) -> bool:
     return False
 
 
-def read_afl_stats(job_dir: str, stats: Stats) -> bool:
-    """Update stats from afl-fuzz's fuzzer_stats file; True if it was there."""
+def read_afl_stats(job_dir: str, stats: Stats, instance_dir: str | None = None) -> bool:
+    """Update stats from afl-fuzz's fuzzer_stats file (in instance_dir, default
+    job_dir/afl/default); True if it was there."""
     try:
-        with open(os.path.join(job_dir, "afl", "default", "fuzzer_stats")) as f:
+        with open(os.path.join(instance_dir or os.path.join(job_dir, "afl", "default"), "fuzzer_stats")) as f:
             kv = dict(line.split(":", 1) for line in f if ":" in line)
     except OSError:
         return False

@@ -30,6 +30,9 @@ _SEGV_NULL_HINT = re.compile(r"Hint: address points to the zero page")
 _UBSAN = re.compile(r"runtime error: (.*)")
 _LIBFUZZER = re.compile(r"ERROR: libFuzzer: ([\w-]+)")
 _LEAK = re.compile(r"ERROR: LeakSanitizer: detected memory leaks")
+# The sanitizer's own RSS limit (ASAN_OPTIONS hard_rss_limit_mb, what the runner gives AFL++ jobs).
+_RSS_LIMIT = re.compile(r"(?:Address|Memory|Thread|HWAddress)Sanitizer: (?:hard|soft) rss limit exhausted|"
+                        r"allocator exceeded the RSS limit")
 _DEADLY = re.compile(r"ERROR: libFuzzer: deadly signal")
 
 # ClusterFuzz's ASan bug names, by the word in `ERROR: AddressSanitizer: <word>`.
@@ -273,6 +276,10 @@ def _parse_text(lines) -> Report | None:
     if m and m.group(1) in ("timeout", "out-of-memory"):
         kind = "Timeout" if m.group(1) == "timeout" else "Out-of-memory"
         return Report(kind, stack=_first_stack(lines, i + 1), sanitizer="libFuzzer")
+
+    i, m = _line_index(lines, _RSS_LIMIT)
+    if m:
+        return Report("Out-of-memory", stack=_first_stack(lines, i + 1), sanitizer="AddressSanitizer")
 
     # UBSan: "file:line:col: runtime error: ..." (before an ASan line it may have triggered).
     ui, um = _line_index(lines, _UBSAN)

@@ -1,6 +1,7 @@
 """Triage: every crash, timeout, OOM and leak input replayed in fresh sandboxes.
 
-Each input is run `runs` times, each time in a new sandbox (isolate.run; several at once),
+Each input is run `runs` times, each time in a new sandbox (one task per sandbox of a
+WarmPool of the replay profile, prepared while earlier replays run; REPLAY_WORKERS at once),
 with the sanitizers told to symbolize and to report in a form reports.parse reads. The
 reports give a ClusterFuzz crash type, frames and state; inputs with the same state are one
 crash. An input that never crashes again is kept, marked unreproducible (its state comes
@@ -26,6 +27,7 @@ import threading
 
 from ..errors import IsolateError
 from ..launch.process import DEVNULL, PIPE, Popen, load_profile, run
+from ..launch.warm import WarmPool
 from . import reports
 from .store import Store
 
@@ -35,6 +37,10 @@ CGROUP_OVERHEAD_MB = 1024  # cgroup memory = the engine's RSS limit + this (Clus
 MINIMIZE_RUNS = 5000
 SYMBOLIZERS = ("llvm-symbolizer", "llvm-symbolizer-14", "/usr/lib/llvm-14/bin/llvm-symbolizer")
 STAGE = ".triage"
+# Replays at once: one per CPU keeps both busy (a replay is mostly the target's own start:
+# an ASan + libFuzzer binary is ~20 ms of CPU before it reads its input); the warm pool
+# holds as many ready sandboxes.
+REPLAY_WORKERS = max(2, os.cpu_count() or 1)
 
 # Until the runner ships profiles/fuzz.toml: "default" with what fuzzing needs. ptrace is
 # allowed (default's deny list minus @debug: LeakSanitizer stops the world with it), no
@@ -65,16 +71,19 @@ def symbolizer() -> str:
                       "would have no function names to deduplicate on")
 
 
-def sanitizer_env(symbolizer_path: str | None) -> dict:
+def sanitizer_env(symbolizer_path: str | None, rss_limit_mb: int | None = None) -> dict:
     """ASAN_OPTIONS/UBSAN_OPTIONS/LSAN_OPTIONS of a replay (ClusterFuzz's, reduced). With
     symbolizer_path None the sanitizers print module+offset frames, which Symbolizer turns
-    into names afterwards (one llvm-symbolizer for every replay instead of one per replay)."""
+    into names afterwards (one llvm-symbolizer for every replay instead of one per replay).
+    rss_limit_mb: ASan's own RSS limit (hard_rss_limit_mb), for targets without libFuzzer's
+    -rss_limit_mb, so that an OOM is ASan's report rather than the cgroup's kill."""
     sym = f"symbolize=1:external_symbolizer_path={symbolizer_path}" if symbolizer_path else "symbolize=0"
     common = f"{sym}:print_summary=1:dedup_token_length=3"
+    rss = f":hard_rss_limit_mb={rss_limit_mb}" if rss_limit_mb else ""
     return {
         "ASAN_OPTIONS": f"{common}:detect_leaks=1:abort_on_error=0:handle_abort=1:handle_segv=1:handle_sigbus=1:"
                         "handle_sigfpe=1:handle_sigill=1:allocator_may_return_null=0:detect_odr_violation=0:"
-                        "alloc_dealloc_mismatch=0:fast_unwind_on_fatal=0",
+                        f"alloc_dealloc_mismatch=0:fast_unwind_on_fatal=0{rss}",
         "UBSAN_OPTIONS": f"{common}:halt_on_error=1:print_stacktrace=1:silence_unsigned_overflow=1",
         "LSAN_OPTIONS": f"{common}:exitcode=77",
         "MSAN_OPTIONS": f"{common}:halt_on_error=1",
@@ -229,13 +238,24 @@ class _Replayer:
     def __init__(self, target, target_args, engine, timeout, rss_limit_mb, profile, stage):
         self.target, self.args, self.engine = target, list(target_args), engine
         self.timeout, self.rss = timeout, rss_limit_mb
-        self.env = sanitizer_env(None)
+        self.env = sanitizer_env(None, None if engine == "libfuzzer" else rss_limit_mb)
         self.base, self.stage = profile, stage
         self.profile = self.profile_for([])
         self.symbolizer = Symbolizer(symbolizer(), self.profile)
+        self.pool = None
+        self.pool_lock = threading.Lock()
 
     def close(self):
         self.symbolizer.close()
+        if self.pool is not None:
+            self.pool.close()
+
+    def warm(self) -> WarmPool:
+        """The pool of fresh replay sandboxes (each serves one replay), made on first use."""
+        with self.pool_lock:
+            if self.pool is None:
+                self.pool = WarmPool(self.profile, size=REPLAY_WORKERS, cwd="/tmp")
+            return self.pool
 
     def profile_for(self, rw):
         # A Profile, loaded once: a dict would be hashed and looked up again on every replay.
@@ -250,8 +270,12 @@ class _Replayer:
         fin = open(stdin, "rb") if stdin else None
         extra = {"stdin": fin} if fin else {"stdin": DEVNULL}
         try:
-            r = run(argv, profile=self.profile if profile is None else profile, capture_output=True,
-                    timeout=limit, on_timeout="result", cwd="/tmp", **extra)
+            if profile is None:   # a fresh sandbox of the replay profile, prepared ahead
+                r = self.warm().run(argv, capture_output=True, timeout=limit, on_timeout="result", cwd="/tmp",
+                                    **extra)
+            else:
+                r = run(argv, profile=profile, capture_output=True, timeout=limit, on_timeout="result",
+                        cwd="/tmp", **extra)
         finally:
             if fin:
                 fin.close()
@@ -312,8 +336,7 @@ def _triage(rp, target_args, inputs, out_dir, stage, runs, minimize):
     for s in _stage(inputs, stage):
         by_sha[s["sha1"]].append(s["path"])
 
-    workers = max(2, 2 * (os.cpu_count() or 1))
-    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+    with concurrent.futures.ThreadPoolExecutor(REPLAY_WORKERS) as pool:
         futures = {(s["sha1"], i): pool.submit(rp.once, s["staged"]) for s in staged for i in range(runs)}
         results = {k: f.result() for k, f in futures.items()}
 

@@ -517,6 +517,11 @@ class Popen(subprocess.Popen):
             dirs = (environment.get("PATH") or os.environ.get("PATH") or "/usr/local/bin:/usr/bin:/bin").split(":")
         return [os.path.join(os.fsencode(d or "."), program) for d in dirs]
 
+    @property
+    def rusage(self) -> Rusage | None:
+        """After wait: the CPU time and peak RSS of the sandbox (its pid 1 and all it reaped)."""
+        return self._rusage
+
     def _try_wait(self, wait_flags):
         try:
             pid, sts, ru = os.wait4(self.pid, wait_flags)

@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <limits.h>
+#include <unistd.h>
 
 static volatile int sink;
 
@@ -53,11 +54,14 @@ __attribute__((noinline)) static void leak(size_t n) {
 }
 
 __attribute__((noinline)) static void out_of_memory(void) {
-    /* grows until libFuzzer's -rss_limit_mb thread (checks once a second) reports it */
+    /* grows until libFuzzer's -rss_limit_mb thread (checks once a second) reports it: at
+       most ~640 MB/s, so that one second past the limit stays below the replay's cgroup
+       (limit + 1 GiB; unthrottled, a memset loop reached it first about one time in four) */
     for (;;) {
         char *p = malloc(64 << 20);
         memset(p, 1, 64 << 20);
         sink = p[4096];
+        usleep(100000);
     }
 }
 

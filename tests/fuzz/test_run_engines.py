@@ -66,14 +66,14 @@ def _names(summary):
 
 def test_libfuzzer_finds_the_planted_heap_overflow_and_reports_exec_per_s(build, tmp_path):
     summary = fuzz.run_fuzz(build["OVERFLOW"], engine="libfuzzer", corpus=_seeds(tmp_path, b"FUZ"),
-                            out=str(tmp_path / "out"), time_s=60, timeout_s=5, rss_limit_mb=1024)
+                            out=str(tmp_path / "out"), time_s=3, timeout_s=5, rss_limit_mb=1024)
     job = summary["jobs"][0]
-    assert job["outcome"] == "done" and job["returncodes"] == [1], job
-    assert _names(summary) == ["crash"]
+    assert job["outcome"] == "done" and set(job["returncodes"]) == {1}, job
+    assert set(_names(summary)) == {"crash"}
     log = Path(job["dir"], "engine.log").read_text()
     assert "heap-buffer-overflow" in log and "LLVMFuzzerTestOneInput" in log
     assert job["execs"] > 0 and summary["totals"]["execs"] > 0
-    assert job["crashes"] == 1 and job["unique"] == 1  # from the report's DEDUP_TOKEN
+    assert job["crashes"] == len(summary["artifacts"]) and job["unique"] == 1  # one DEDUP_TOKEN
     assert summary["triage"] == "available"
     assert json.loads((tmp_path / "out" / "jobs.json").read_text())["jobs"][0]["engine"] == "libfuzzer"
 
@@ -89,19 +89,19 @@ def test_libfuzzer_job_reports_exec_per_s(build, tmp_path):
 def test_leak_is_found_inside_the_sandbox_ptrace_allowed(build, tmp_path):
     # Under the default profile LeakSanitizer dies ("LeakSanitizer has encountered a fatal error").
     summary = fuzz.run_fuzz(build["LEAK"], engine="libfuzzer", corpus=_seeds(tmp_path, b"LEAK"),
-                            out=str(tmp_path / "out"), time_s=30, timeout_s=5, rss_limit_mb=1024)
+                            out=str(tmp_path / "out"), time_s=2, timeout_s=5, rss_limit_mb=1024)
     log = Path(summary["jobs"][0]["dir"], "engine.log").read_text()
     assert "fatal error" not in log, log[-2000:]
     assert "detected memory leaks" in log
-    assert _names(summary) == ["leak"]
+    assert set(_names(summary)) == {"leak"}
 
 
 def test_oom_is_the_engines_with_its_input_not_the_cgroups(build, tmp_path):
     summary = fuzz.run_fuzz(build["OOM"], engine="libfuzzer", corpus=_seeds(tmp_path, b"OOMM"),
-                            out=str(tmp_path / "out"), time_s=30, timeout_s=5, rss_limit_mb=512)
+                            out=str(tmp_path / "out"), time_s=2, timeout_s=5, rss_limit_mb=512)
     job = summary["jobs"][0]
-    assert _names(summary) == ["oom"]
-    assert job["returncodes"] == [71] and job["outcome"] == "done", job
+    assert set(_names(summary)) == {"oom"}
+    assert set(job["returncodes"]) == {71} and job["outcome"] == "done", job
     assert summary["totals"]["cgroup_oom_jobs"] == 0
 
 
@@ -109,19 +109,19 @@ def test_cgroup_oom_is_reported_as_the_backstop_not_a_lost_job(build, tmp_path):
     # 64 MiB engine limit, cgroup 1088 MiB: a 2 GiB mmap(MAP_POPULATE) bypasses libFuzzer's
     # malloc limit and fills the cgroup inside one syscall, before its RSS check.
     summary = fuzz.run_fuzz(build["BIGRSS"], engine="libfuzzer", corpus=_seeds(tmp_path, b"BIGR"),
-                            out=str(tmp_path / "out"), time_s=30, timeout_s=5, rss_limit_mb=64)
+                            out=str(tmp_path / "out"), time_s=2, timeout_s=5, rss_limit_mb=64)
     job = summary["jobs"][0]
     log = Path(job["dir"], "engine.log").read_text()
-    assert job["outcome"] == "cgroup-oom" and job["returncodes"] == [-9], job
+    assert job["outcome"] == "cgroup-oom" and set(job["returncodes"]) == {-9}, job
     assert summary["totals"]["cgroup_oom_jobs"] == 1
     assert "cgroup OOM backstop" in log
 
 
 def test_hang_is_a_timeout_artifact(build, tmp_path):
     summary = fuzz.run_fuzz(build["HANG"], engine="libfuzzer", corpus=_seeds(tmp_path, b"HANG"),
-                            out=str(tmp_path / "out"), time_s=30, timeout_s=1, rss_limit_mb=1024)
-    assert _names(summary) == ["timeout"]
-    assert summary["jobs"][0]["returncodes"] == [70]
+                            out=str(tmp_path / "out"), time_s=2, timeout_s=1, rss_limit_mb=1024)
+    assert set(_names(summary)) == {"timeout"}
+    assert set(summary["jobs"][0]["returncodes"]) == {70}
 
 
 def test_an_input_that_writes_outside_leaves_nothing_on_the_host_outside_out(build, tmp_path):
@@ -198,7 +198,7 @@ def test_triage_is_called_with_every_artifact(build, tmp_path, monkeypatch):
     monkeypatch.setattr(fuzz, "triage", StandIn)
     out = str(tmp_path / "out")
     summary = fuzz.run_fuzz(build["OVERFLOW"], engine="libfuzzer", corpus=_seeds(tmp_path, b"FUZ"), out=out,
-                            time_s=60, timeout_s=5, rss_limit_mb=1024)
+                            time_s=2, timeout_s=5, rss_limit_mb=1024)
     assert calls["triage"][0] == build["OVERFLOW"] and calls["triage"][2] == summary["artifacts"]
     assert calls["triage"][3:] == (os.path.abspath(out), "libfuzzer", 3, "fuzz")
     assert calls["summary"][1] == summary["crashes"] and calls["summary"][2]["execs"] > 0
