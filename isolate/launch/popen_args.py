@@ -17,7 +17,7 @@ from ..kernel.constants import CLONE_NEWUSER
 from ..plan.mountops import OP_BIND, OP_MOUNT, OP_WRITE
 from ..plan.plan import Plan
 from .. import profile as profile_pkg  # its names load on first use (PEP 562): import isolate stays light
-from .plans import plan_for_cwd
+from .plans import no_nul, plan_for_cwd
 
 # What the usual preexec_fn jobs are in a profile (preexec_fn itself cannot run: the
 # launch path never runs Python in the child).
@@ -44,6 +44,36 @@ class UnknownName(ProfileError, KeyError):
 
     def __str__(self) -> str:  # KeyError's own __str__ would print the repr
         return ProfileError.__str__(self)
+
+
+def check_call_args(args, shell, executable, cwd, env, umask) -> list:
+    """What subprocess checks of args/executable/cwd/env (and isolate of umask) before
+    anything starts, in its order; args as a list. C strings would silently cut at a NUL."""
+    if isinstance(args, (str, bytes)):
+        argl = [args]
+    elif isinstance(args, os.PathLike):
+        if shell:
+            raise TypeError("path-like args is not allowed when shell is true")
+        argl = [args]
+    else:
+        argl = list(args)
+    if not argl:
+        raise IndexError("list index out of range") if not shell else ValueError("shell=True: no command")
+    for i, a in enumerate(argl):
+        if not isinstance(a, (str, bytes, os.PathLike)):
+            raise TypeError(f"expected str, bytes or os.PathLike object, not {type(a).__name__}")
+        no_nul(a, f"args[{i}]")
+    if executable is not None:
+        no_nul(executable, "executable")
+    if cwd is not None:
+        no_nul(cwd, "cwd")
+    if env is not None:
+        for k, v in env.items():
+            no_nul(k, f"an env name {k!r}")
+            no_nul(v, f"env[{k!r}]")
+    if not isinstance(umask, int) or isinstance(umask, bool):
+        raise TypeError(f"umask: expected an integer, got {type(umask).__name__}")
+    return argl
 
 
 def check_popen_args(preexec_fn, close_fds, startupinfo, creationflags) -> None:

@@ -175,31 +175,7 @@ class Popen(subprocess.Popen):
                  network=None):
         popen_args.check_popen_args(preexec_fn, close_fds, startupinfo, creationflags)
         self._seccomp_log = bool(seccomp_log)  # denials of the filter go to the kernel's audit log
-        if isinstance(args, (str, bytes)):
-            argl = [args]
-        elif isinstance(args, os.PathLike):
-            if shell:
-                raise TypeError("path-like args is not allowed when shell is true")
-            argl = [args]
-        else:
-            argl = list(args)
-        if not argl:
-            raise IndexError("list index out of range") if not shell else ValueError("shell=True: no command")
-        # Checked before anything starts: C strings would silently cut at a NUL.
-        for i, a in enumerate(argl):
-            if not isinstance(a, (str, bytes, os.PathLike)):
-                raise TypeError(f"expected str, bytes or os.PathLike object, not {type(a).__name__}")
-            no_nul(a, f"args[{i}]")
-        if executable is not None:
-            no_nul(executable, "executable")
-        if cwd is not None:
-            no_nul(cwd, "cwd")
-        if env is not None:
-            for k, v in env.items():
-                no_nul(k, f"an env name {k!r}")
-                no_nul(v, f"env[{k!r}]")
-        if not isinstance(umask, int) or isinstance(umask, bool):
-            raise TypeError(f"umask: expected an integer, got {type(umask).__name__}")
+        popen_args.check_call_args(args, shell, executable, cwd, env, umask)
         if warm is not None:
             if user is not None or group is not None or extra_groups is not None:
                 raise ValueError("user/group/extra_groups: not available with a WarmPool (its sandboxes are started "
@@ -992,20 +968,7 @@ def _run_direct(args, plan: Plan, input, std, env, cwd, timeout, check: bool, on
     """run() as Popen + communicate + wait would do it, in one function: the same checks,
     the same launch(), the same kill of the whole sandbox, the same Result and errors."""
     start = time.monotonic()
-    if isinstance(args, (str, bytes)) or isinstance(args, os.PathLike):
-        argl = [args]
-    else:
-        argl = list(args)
-    if not argl:
-        raise IndexError("list index out of range")
-    for i, a in enumerate(argl):
-        if not isinstance(a, (str, bytes, os.PathLike)):
-            raise TypeError(f"expected str, bytes or os.PathLike object, not {type(a).__name__}")
-        no_nul(a, f"args[{i}]")
-    if env is not None:
-        for k, v in env.items():
-            no_nul(k, f"an env name {k!r}")
-            no_nul(v, f"env[{k!r}]")
+    argl = popen_args.check_call_args(args, False, None, None, env, -1)
     program = os.fspath(argl[0])
     argv = [os.fsencode(a) for a in argl]
     environment = plan.environment() if env is None else env
@@ -1053,10 +1016,10 @@ def _run_direct(args, plan: Plan, input, std, env, cwd, timeout, check: bool, on
             if not timed_out:
                 timed_out = not _direct_wait(slot, deadline)
         except BaseException:
-            _kill_slot(slot, plan)
+            _kill_slot(slot, plan.pidns)
             raise
         if timed_out:
-            _kill_slot(slot, plan)
+            _kill_slot(slot, plan.pidns)
             _direct_io(-1, outs, None, None)  # what it wrote before it was killed, to EOF
     finally:
         for fd in ours:
@@ -1153,9 +1116,9 @@ def _direct_wait(slot: "Launched", deadline) -> bool:
             return True
 
 
-def _kill_slot(slot: "Launched", plan: Plan) -> None:
+def _kill_slot(slot: "Launched", pidns: bool) -> None:
     """Popen.kill() of a sandbox that nobody has reaped yet: the whole tree."""
-    if not plan.pidns:
+    if not pidns:
         try:
             os.killpg(slot.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
@@ -1235,3 +1198,4 @@ environment_list = _envp
 fd_table = _fd_table
 give_pipes = _give_pipes
 setup_error = _setup_error
+kill_slot = _kill_slot

@@ -32,9 +32,8 @@ from typing import Any, Sequence
 
 from ..errors import ExecutableNotFound, ExecutablePermission, ProfileError
 from ..plan.plan import check_nofile
-from . import _launch, cgroup, net, process
+from . import _launch, cgroup, net, popen_args, process
 from .pid1 import MSG_RUSAGE
-from .plans import no_nul
 
 # run()'s arguments that its direct path takes; with any other (or a pty) run goes
 # through Popen (process.run), which has every one of them.
@@ -178,30 +177,7 @@ class WarmPool:
         process.check_timeout(timeout)
         if on_timeout not in ("raise", "result"):
             raise ValueError(f'on_timeout: expected "raise" (as subprocess) or "result", got {on_timeout!r}')
-        if cwd is not None:
-            no_nul(cwd, "cwd")
-        if isinstance(args, (str, bytes)):
-            argl = [args]
-        elif isinstance(args, os.PathLike):
-            if shell:
-                raise TypeError("path-like args is not allowed when shell is true")
-            argl = [args]
-        else:
-            argl = list(args)
-        if not argl:
-            raise IndexError("list index out of range") if not shell else ValueError("shell=True: no command")
-        for i, a in enumerate(argl):
-            if not isinstance(a, (str, bytes, os.PathLike)):
-                raise TypeError(f"expected str, bytes or os.PathLike object, not {type(a).__name__}")
-            no_nul(a, f"args[{i}]")
-        if executable is not None:
-            no_nul(executable, "executable")
-        if env is not None:
-            for k, v in env.items():
-                no_nul(k, f"an env name {k!r}")
-                no_nul(v, f"env[{k!r}]")
-        if not isinstance(umask, int) or isinstance(umask, bool):
-            raise TypeError(f"umask: expected an integer, got {type(umask).__name__}")
+        argl = popen_args.check_call_args(args, shell, executable, cwd, env, umask)
         if input is not None:
             if stdin not in (process.FROM_PROFILE, None):
                 raise ValueError("stdin and input arguments may not both be used.")
@@ -350,7 +326,8 @@ class WarmPool:
                 oom = bool(usage.memory_failcnt) and os.waitstatus_to_exitcode(sts) == -signal.SIGKILL
         result = process.Result(args=args, returncode=os.waitstatus_to_exitcode(sts), stdout=out, stderr=err,
                                 timed_out=timed_out, duration=time.monotonic() - start, rusage=rusage,
-                                timings=slot.timings, oom=oom, memory_peak=peak)
+                                timings=slot.timings, oom=oom, memory_peak=peak,
+                                violations=tuple(slot.network.recorded()) if slot.network is not None else ())
         if timed_out and on_timeout == "raise":
             exc = process.TimeoutExpired(args, timeout, output=out, stderr=err)
             exc.result = result
@@ -385,18 +362,15 @@ class WarmPool:
                 ids, slot.ids = slot.ids, None
                 if ids is not None:
                     ids.release()  # reaped, its cgroup emptied: the id may serve the next sandbox
+                if slot.network is not None:  # its refusals stay readable (Result.violations has them)
+                    slot.network.close()
             finally:
                 self._task_done()
 
 
 def _kill(slot: process.Launched) -> None:
-    """Kill a task's whole sandbox (pid 1 of its pid namespace, and its cgroup)."""
-    if slot.cgroup is not None:
-        slot.cgroup.kill()
-    try:
-        signal.pidfd_send_signal(slot.pidfd, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+    """Kill a task's whole sandbox (pid 1 of its pid namespace, and its cgroup): as Popen.kill()."""
+    process.kill_slot(slot, pidns=True)  # a WarmPool's plans always have a pid namespace
 
 
 def _communicate(slot: process.Launched, mine: list, input, timeout):
