@@ -163,6 +163,30 @@ def test_dirs_symlinks_and_files():
     assert r.stdout.split() == ["usr", "hello", "/link-to-usr/bin/sh"], r.stderr
 
 
+_MODES_CHILD = """
+import json, os, sys
+import isolate
+os.umask(0o077)   # a caller's strict umask must not shape the view (only the program's own files)
+prof = json.loads(sys.argv[1])
+r = isolate.run(["sh", "-c", "stat -c '%a %n' /hello.txt /work-here /dev/shm /tmp; umask"], profile=prof,
+                capture_output=True, text=True)
+print(r.stdout, end=""); sys.stderr.write(r.stderr); sys.exit(r.returncode)
+"""
+
+
+def test_the_views_modes_do_not_depend_on_the_callers_umask():
+    prof = with_python()
+    prof["filesystem"].update({"dirs": ["/work-here"], "files": [{"path": "/hello.txt", "content": "hi\n"}]})
+    r = subprocess.run([sys.executable, "-c", _MODES_CHILD, json.dumps(prof)], capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.split("\n")
+    # the profile's modes (files 0644, dirs 0755, /dev/shm and /tmp sticky and world-writable) ...
+    assert lines[:4] == ["644 /hello.txt", "755 /work-here", "1777 /dev/shm", "1777 /tmp"], r.stdout
+    # ... and the program still runs with the caller's umask, as under subprocess
+    assert lines[4] == "0077", r.stdout
+
+
 def test_placeholders_are_resolved(tmp_path):
     prof = with_python()
     prof["filesystem"]["rw"] = ["{cwd}"]

@@ -366,6 +366,9 @@ static long attach_tree(int fd, const char *dst)
 static void step_mounts(const struct launch *l)
 {
     const struct plan *p = l->plan;
+    /* The view's directories and files get exactly the modes the plan gives them, not
+     * those less the caller's umask (which the program itself still inherits). */
+    long old_umask = p->nops ? rsys1(SYS_umask, 0) : -1;
     for (int i = 0; i < p->nops; i++) {
         const struct mount_op *op = &p->ops[i];
         long r = 0;
@@ -460,6 +463,8 @@ static void step_mounts(const struct launch *l)
         if (r < 0)
             child_fail(l, STEP_MOUNT, i, r);
     }
+    if (old_umask >= 0)
+        rsys1(SYS_umask, old_umask);
 }
 
 /* The loopback interface of a fresh network namespace starts down. */
