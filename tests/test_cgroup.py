@@ -521,3 +521,31 @@ print(json.dumps({"parent": os.getpid(), "before": before, "child": child,
     assert not {os.path.join("/sys/fs/cgroup/pids", p.lstrip("/")) for p in child["paths"]} & set(out["before"])
     assert out["still_there"]
     assert sorted(out["parent_prepared_after"]) == sorted(out["before"])
+
+
+def _thread_cgroups() -> str:
+    with open("/proc/thread-self/cgroup") as f:
+        return f.read()
+
+
+def test_the_launching_thread_moves_itself_in_and_back_out():
+    # v1: the launching thread writes itself into the sandbox's `tasks` around the clone
+    # (no thread-group migration, no RCU grace period); the child is born in the cgroups.
+    prof = _visible_cgroups({"memory_max": "80M", "pids_max": 33})
+    group = cgroup.create("v1", dict(isolate.plan_for(prof).cgroup_dirs), {"memory_max": 1 << 30})
+    try:
+        moves = cgroup.thread_moves(group)
+        assert len(moves) == len(group.dirs) and all(a >= 0 and b >= 0 for a, b in moves)
+        for new, own in moves:
+            os.close(new)
+            os.close(own)
+    finally:
+        group.destroy()
+    before, main_before = _thread_cgroups(), open("/proc/self/cgroup").read()
+    seen = _self_cgroup(prof)
+    # Inside: its own cgroups under isolate/, with the profile's limits ...
+    assert os.path.dirname(seen[0]) == os.path.dirname(seen[1]) == "/isolate"
+    assert seen[2:4] == (80 * MiB, "33")
+    # ... and the caller's thread (and the process's main thread) are back where they were.
+    assert _thread_cgroups() == before and open("/proc/self/cgroup").read() == main_before
+    assert _leftovers() == []

@@ -1390,12 +1390,35 @@ static PyObject *spawn(PyObject *self, PyObject *args)
     PyObject *cgroups = NULL, *l_uid_map = Py_None, *l_gid_map = Py_None, *op_fds = Py_None;
     long switch_uid = -1, switch_gid = -1;
     int ctty = 0, umask_ = -1, keep_ignored = 0;
-    PyObject *groups = Py_None;
-    if (!PyArg_ParseTuple(args, "OOOOOOOiOiii|iOiiOOllOpipO", &cap, &exec_paths, &argv, &envp, &cwd, &fd_src,
+    PyObject *groups = Py_None, *cg_move = Py_None;
+    if (!PyArg_ParseTuple(args, "OOOOOOOiOiii|iOiiOOllOpipOO", &cap, &exec_paths, &argv, &envp, &cwd, &fd_src,
                           &fd_dst, &init_fd, &init_argv, &first_private, &parent_pidfd, &bpf_fd, &netns_fd, &cgroups,
                           &cgroup_fd, &mntns_fd, &l_uid_map, &l_gid_map, &switch_uid, &switch_gid, &op_fds,
-                          &ctty, &umask_, &keep_ignored, &groups))
+                          &ctty, &umask_, &keep_ignored, &groups, &cg_move))
         return NULL;
+    /* cg_move: ((fd of the sandbox cgroup's tasks, fd of the caller's own tasks), ...): the
+     * launching thread moves itself in around the clone instead of writing cgroup.procs. */
+    int c_move_new[8], c_move_orig[8], nmove = 0;
+    if (cg_move != Py_None) {
+        PyObject *mv = PySequence_Fast(cg_move, "cg_move");
+        if (!mv)
+            return NULL;
+        Py_ssize_t n = PySequence_Fast_GET_SIZE(mv);
+        for (Py_ssize_t i = 0; i < n && i < 8; i++) {
+            int a, b;
+            if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(mv, i), "ii", &a, &b)) {
+                Py_DECREF(mv);
+                return NULL;
+            }
+            c_move_new[nmove] = a;
+            c_move_orig[nmove++] = b;
+        }
+        Py_DECREF(mv);
+        if (n > 8) {
+            PyErr_SetString(PyExc_ValueError, "cg_move: at most 8 cgroups");
+            return NULL;
+        }
+    }
     if (groups != Py_None && (!PyBytes_Check(groups) || PyBytes_GET_SIZE(groups) % 4 ||
                               PyBytes_GET_SIZE(groups) / 4 > 65536)) {
         PyErr_SetString(PyExc_TypeError, "groups: expected None or bytes of native uint32 gids");
@@ -1483,6 +1506,7 @@ static PyObject *spawn(PyObject *self, PyObject *args)
         .ctty = ctty, .umask = umask_, .keep_ignored = keep_ignored,
         .ngroups = groups == Py_None ? -1 : (int)(PyBytes_GET_SIZE(groups) / 4),
         .groups = groups == Py_None ? NULL : (const uint32_t *)PyBytes_AS_STRING(groups),
+        .ncg_move = nmove == ncgroups ? nmove : 0, .cg_move_new = c_move_new, .cg_move_orig = c_move_orig,
     };
 
     struct launch_result res;

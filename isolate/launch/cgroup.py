@@ -352,6 +352,65 @@ def _make(version: str, bases: Mapping[str, str], limits: Mapping[str, int]) -> 
     return g
 
 
+# ---- placement by moving the launching thread (v1) ------------------------------------
+# Writing the child's pid to cgroup.procs moves a whole thread group: the kernel then takes
+# cgroup_threadgroup_rwsem for writing, which waits for an RCU grace period (4-16 ms here
+# after a pause, nothing in a tight loop). Writing one thread's id to v1 `tasks` does not.
+# So the launching thread writes itself into the sandbox's `tasks`, clones (the child is
+# born in the cgroups), and writes itself back into its own: _launch's cg_move.
+_hierarchies: dict = {}  # (pid, controller) -> the v1 mount of that controller, or None
+_own_lock = threading.Lock()
+
+
+def _own_tasks_fd(controller: str) -> int:
+    """This thread's own v1 cgroup `tasks` file of `controller`, opened now (-1: none).
+    Opened per launch, not kept: the caller may be moved to another cgroup meanwhile."""
+    key = (os.getpid(), controller)
+    with _own_lock:
+        if key not in _hierarchies:
+            _hierarchies[key] = next((m for m in kmounts.mounts() if m.fstype == "cgroup"
+                                      and controller in m.super_opts), None)
+        mount = _hierarchies[key]
+    if mount is None:
+        return -1
+    path = None
+    for line in (procfs.read("/proc/thread-self/cgroup", strip=True) or "").splitlines():
+        parts = line.split(":", 2)
+        if len(parts) == 3 and controller in parts[1].split(","):
+            path = parts[2]
+    own = kmounts.join(mount, path)
+    if own is None:
+        return -1
+    try:
+        return os.open(os.path.join(own, "tasks"), os.O_WRONLY | os.O_CLOEXEC)
+    except OSError:
+        return -1
+
+
+def thread_moves(group: "Group") -> list:
+    """[(fd of the sandbox cgroup's `tasks`, fd of this thread's own), ...] for every
+    directory of a v1 group, or [] (then the launch writes cgroup.procs). The caller
+    closes them all after the launch."""
+    if group.version != "v1" or group.controllers is None:
+        return []
+    out = []
+    for d, c in zip(group.dirs, group.controllers):
+        own = _own_tasks_fd(c)
+        if own < 0:
+            break
+        try:
+            out.append((os.open(os.path.join(d, "tasks"), os.O_WRONLY | os.O_CLOEXEC), own))
+        except OSError:
+            os.close(own)
+            break
+    else:
+        return out
+    for new, own in out:  # all or none
+        os.close(new)
+        os.close(own)
+    return []
+
+
 def planned(version: str, bases: Mapping[str, str], limits: Mapping[str, int]) -> list:
     """What create() makes and writes, as data for the native launcher's plan cache:
     [(parent directory, [(file, value), ...], (controller, mount point, mount root) or

@@ -655,7 +655,7 @@ def launch(plan: Plan, exec_paths, argv, envp, cwd: bytes, src, dst, warm: bool 
         raise ValueError("network=: the plan must ask for a network namespace of its own (network.mode = \"none\")")
     pool = net.pool() if plan.netns_pool and network is None else None
     netns = pool.take() if pool is not None else -1
-    lease, trees = None, None
+    lease, trees, moves = None, None, []
     try:
         args = (plan.capsule, exec_paths, argv, envp, cwd, src, dst, init_fd, init_argv, first_private,
                 self_pidfd if plan.die_with_parent else -1, bpf_fd, netns if network is None else network.fd,
@@ -669,8 +669,9 @@ def launch(plan: Plan, exec_paths, argv, envp, cwd: bytes, src, dst, warm: bool 
                      plan.inside_uid, plan.inside_gid, trees)
         else:
             args += (None, None, -1, -1, None)
+        moves = cgroup.thread_moves(group) if group is not None else []
         args += (bool(ctty), int(umask), bool(keep_ignored),
-                 None if groups is None else struct.pack(f"={len(groups)}I", *groups))
+                 None if groups is None else struct.pack(f"={len(groups)}I", *groups), moves or None)
         # (With a template mount namespace, spawn joins it in a short-lived thread of its
         # own, which copies this thread's fs_struct: the caller's umask, as subprocess.)
         pid, pidfd, status_fd, timings, used_clone3 = _launch.spawn(*args)
@@ -687,6 +688,9 @@ def launch(plan: Plan, exec_paths, argv, envp, cwd: bytes, src, dst, warm: bool 
     finally:
         if cgroup_fd >= 0:
             os.close(cgroup_fd)
+        for new, own in moves:  # both tasks files: the sandbox cgroup's and this thread's own
+            os.close(new)
+            os.close(own)
         for fd in trees or ():
             if fd >= 0:
                 os.close(fd)  # attached in the child (or unused): our copies go
