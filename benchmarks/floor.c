@@ -120,9 +120,15 @@ static int mkdirs(const char *path)
 
 static int view(const char *prog)
 {
-    char path[4096];
+    char path[4096], src[64];
+    int outside = strncmp(prog, "/usr/", 5) != 0 && strncmp(prog, "/bin/", 5) != 0;
+    int prog_fd = -1;
     if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
         return -1;
+    /* The program, held before the new root's tmpfs covers ROOT (it may live below it). */
+    if (outside && (prog_fd = open(prog, O_PATH | O_CLOEXEC)) < 0)
+        return -1;
+    snprintf(src, sizeof src, "/proc/self/fd/%d", prog_fd);
     if (mount("tmpfs", ROOT, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755") < 0)
         return -1;
     if (mkdir(ROOT "/usr", 0755) < 0 || mount("/usr", ROOT "/usr", NULL, MS_BIND | MS_REC, NULL) < 0 ||
@@ -135,13 +141,15 @@ static int view(const char *prog)
         if (access(path, F_OK) == 0 && symlink(links[i][0], links[i][1]) < 0)
             return -1;
     }
-    if (strncmp(prog, "/usr/", 5) != 0 && strncmp(prog, "/bin/", 5) != 0) {
+    if (outside) {
         snprintf(path, sizeof path, ROOT "%s", prog);
         int fd;
         if (mkdirs(path) < 0 || (fd = open(path, O_CREAT | O_WRONLY | O_CLOEXEC, 0644)) < 0)
             return -1;
         close(fd);
-        if (mount(prog, path, NULL, MS_BIND, NULL) < 0 ||
+        int rc = mount(src, path, NULL, MS_BIND, NULL);
+        close(prog_fd);
+        if (rc < 0 ||
             mount(NULL, path, NULL, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV, NULL) < 0)
             return -1;
     }

@@ -2,6 +2,7 @@
 variant must never look fast."""
 
 import os
+import shutil
 
 import pytest
 
@@ -20,9 +21,14 @@ def _sh(floors, config, script):
 
 
 @pytest.mark.parametrize("config", list(floor.CONFIGS))
-def test_every_floor_configuration_runs_the_programs(floors, config):
+def test_every_floor_configuration_runs_the_programs(floors, config, tmp_path):
     assert floors.launch(config, "/bin/true") == 0
     assert floors.launch(config, str(programs.build_noop())) == 0
+    # also a program below /tmp, where the floor's new root is mounted (a fresh clone in /tmp)
+    below_tmp = tmp_path / "noop"
+    shutil.copy(programs.build_noop(), below_tmp)
+    assert str(below_tmp).startswith("/tmp/")
+    assert floors.launch(config, str(below_tmp)) == 0
 
 
 def test_a_floor_launch_reports_the_failing_step(floors):
