@@ -119,19 +119,20 @@ def test_afl_jobs_sync_through_one_dir_each_writing_only_its_own_instance(tmp_pa
     assert "-M job0" in stats[0] and "-S job1" in stats[1], stats
 
 
-@pytest.mark.parametrize("bug, cc, rss, timeout, kind, where", [
-    ("HANG", ["afl-clang-fast"], 1024, 1, "Timeout", "/hangs/id:"),
+@pytest.mark.parametrize("bug, cc, rss, timeout, kind, where, time_s", [
+    ("HANG", ["afl-clang-fast"], 1024, 1, "Timeout", "/hangs/id:", 5),
     # No sanitizer: the target grows until the job's cgroup kills it (afl-fuzz -m none; the
     # forkserver's children have no ASan RSS thread): a crash, replayed as Out-of-memory
     # (a timeout that leaves the ~1 GiB fill time even on a loaded machine).
-    ("OOM", ["afl-clang-fast"], 64, 5, "Out-of-memory", "/crashes/id:"),
-    # ASan: LeakSanitizer at each exit of the forkserver's child, a leak is a crash.
-    ("LEAK", ["afl-clang-fast", "-fsanitize=address"], 1024, 1, "Memory leak", "/crashes/id:"),
+    ("OOM", ["afl-clang-fast"], 64, 5, "Out-of-memory", "/crashes/id:", 5),
+    # ASan: LeakSanitizer at each exit of the forkserver's child, a leak is a crash. An ASan
+    # target's calibration alone can take most of 5 s on a loaded machine: more time.
+    ("LEAK", ["afl-clang-fast", "-fsanitize=address"], 1024, 1, "Memory leak", "/crashes/id:", 15),
 ])
-def test_afl_finds_the_planted_bug_and_triage_names_it(tmp_path, bug, cc, rss, timeout, kind, where):
+def test_afl_finds_the_planted_bug_and_triage_names_it(tmp_path, bug, cc, rss, timeout, kind, where, time_s):
     exe = _cc(cc, tmp_path / f"afl_{bug}", "-DPLAIN_MAIN", f"-DBYTE_BUG_{bug}", '-DESCAPE_PATHS="/nonexistent/x"')
     summary = fuzz.run_fuzz(exe, ["@@"], engine="afl", corpus=_seeds(tmp_path, b"A"), out=str(tmp_path / "out"),
-                            time_s=5, timeout_s=timeout, rss_limit_mb=rss, triage_runs=1)
+                            time_s=time_s, timeout_s=timeout, rss_limit_mb=rss, triage_runs=1)
     job = summary["jobs"][0]
     log = Path(job["dir"], "engine.log").read_text()
     found = [a for a in summary["artifacts"] if where in a]
