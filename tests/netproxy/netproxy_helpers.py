@@ -21,8 +21,19 @@ from benchmarks import httpserver  # noqa: E402
 
 PY = "/usr/bin/python3"
 
+# Read a socket to EOF, inside a sandbox (snippets use it; PRELUDE has it).
+RECV_ALL = textwrap.dedent("""
+    def recv_all(s):
+        data = b""
+        while True:
+            b = s.recv(65536)
+            if not b:
+                return data
+            data += b
+""")
+
 # Every snippet first checks it runs in a sandbox of its own network namespace.
-PRELUDE = textwrap.dedent("""
+PRELUDE = RECV_ALL + textwrap.dedent("""
     import json, os, socket, ssl, struct, sys
     assert os.readlink("/proc/self/ns/net") != HOST_NETNS, "not in a sandbox's network namespace"
     out = {}

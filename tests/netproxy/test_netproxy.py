@@ -43,16 +43,10 @@ def get(host, port, path="/", via_proxy=False, hosthdr=None):
         s = socket.create_connection((host, port), timeout=10)
         req = f"GET {path} HTTP/1.0\\r\\nHost: {hosthdr or host}\\r\\n\\r\\n"
     s.sendall(req.encode())
-    data = b""
-    while True:
-        try:
-            b = s.recv(65536)
-        except OSError as e:
-            return "error: " + type(e).__name__
-        if not b:
-            break
-        data += b
-    return data.decode(errors="replace")
+    try:
+        return recv_all(s).decode(errors="replace")
+    except OSError as e:
+        return "error: " + type(e).__name__
 def attempt(fn):
     try:
         return fn()
@@ -103,13 +97,7 @@ ctx = ssl.create_default_context(cadata=CA)
 def fetch(sock):
     t = ctx.wrap_socket(sock, server_hostname="tls.test")
     t.sendall(b"GET /s HTTP/1.0\\r\\nHost: tls.test\\r\\n\\r\\n")
-    data = b""
-    while True:
-        b = t.recv(65536)
-        if not b:
-            break
-        data += b
-    return data.decode()
+    return recv_all(t).decode()
 out["direct"] = fetch(socket.create_connection(("tls.test", {env['tls']}), timeout=10))
 s = socket.create_connection(("127.0.0.1", 3128), timeout=10)
 s.sendall(b"CONNECT tls.test:{env['tls']} HTTP/1.1\\r\\nHost: tls.test:{env['tls']}\\r\\n\\r\\n")
@@ -189,22 +177,10 @@ s.settimeout(10)
 s.connect((six[0], {env['six']}))
 out["peer"] = s.getpeername()[0]
 s.sendall(b"GET /over-six HTTP/1.0\\r\\nHost: v6.test\\r\\n\\r\\n")
-data = b""
-while True:
-    b = s.recv(65536)
-    if not b:
-        break
-    data += b
-out["got"] = data.decode()
+out["got"] = recv_all(s).decode()
 s6 = socket.create_connection((socket.getaddrinfo("web.test", {env['web']}, socket.AF_INET6)[0][4][0], {env['web']}), timeout=10)
 s6.sendall(b"GET /web6 HTTP/1.0\\r\\nHost: web.test\\r\\n\\r\\n")
-data = b""
-while True:
-    b = s6.recv(65536)
-    if not b:
-        break
-    data += b
-out["web6"] = data.decode()
+out["web6"] = recv_all(s6).decode()
 out["not_handed_out"] = attempt(lambda: get("64:ff9b:1::c613:99", {env['six']}))
 out["raw6"] = attempt(lambda: get("2001:db8::5", {env['six']}))
 out["aaaa_denied"] = attempt(lambda: socket.getaddrinfo("nope.test", 80, socket.AF_INET6))

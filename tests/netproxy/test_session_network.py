@@ -7,7 +7,7 @@ import pytest
 
 import isolate
 from isolate import netproxy
-from netproxy_helpers import HOST_NETNS, echo_server, http_server
+from netproxy_helpers import HOST_NETNS, RECV_ALL, echo_server, http_server
 
 
 @pytest.fixture(scope="module")
@@ -38,13 +38,7 @@ def get(host, port):
     try:
         s = socket.create_connection((host, port), timeout=10)
         s.sendall(f"GET /s HTTP/1.0\\r\\nHost: {{host}}\\r\\n\\r\\n".encode())
-        data = b""
-        while True:
-            b = s.recv(65536)
-            if not b:
-                break
-            data += b
-        return data.decode(errors="replace")
+        return recv_all(s).decode(errors="replace")
     except OSError as e:
         return "error: " + type(e).__name__
 print(json.dumps({{a: get(a, int(p)) for a, p in (x.split(":") for x in sys.argv[1:])}}))
@@ -53,7 +47,7 @@ print(json.dumps({{a: get(a, int(p)) for a, p in (x.split(":") for x in sys.argv
 
 def test_session_command_lists_its_network_refusals(servers, tmp_path):
     web_port, echo_port = servers
-    code = GET.format(netns=HOST_NETNS)
+    code = RECV_ALL + GET.format(netns=HOST_NETNS)
     (tmp_path / "get.py").write_text(code)
     with isolate.Session(_profile(web_port), workspace=tmp_path) as s:
         assert s.netproxy_id is not None
@@ -89,7 +83,7 @@ def test_session_command_lists_its_network_refusals(servers, tmp_path):
 
 def test_session_pool_with_an_allowlist_profile(servers, tmp_path):
     web_port, _ = servers
-    (tmp_path / "get.py").write_text(GET.format(netns=HOST_NETNS))
+    (tmp_path / "get.py").write_text(RECV_ALL + GET.format(netns=HOST_NETNS))
     with isolate.SessionPool(_profile(web_port), size=1, workspace=tmp_path) as pool:
         a, b = pool.acquire(), pool.acquire()
         try:

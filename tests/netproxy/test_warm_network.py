@@ -8,7 +8,7 @@ import pytest
 
 import isolate
 from isolate import netproxy
-from netproxy_helpers import HOST_NETNS, http_server
+from netproxy_helpers import HOST_NETNS, RECV_ALL, http_server
 
 SNIPPET = """
 import json, os, socket, sys
@@ -16,13 +16,7 @@ assert os.readlink("/proc/self/ns/net") != {netns!r}, "not in a sandbox's networ
 out = {{"ns": os.readlink("/proc/self/ns/net"), "proxy": os.environ.get("HTTP_PROXY")}}
 s = socket.create_connection(("web.test", {port}), timeout=10)
 s.sendall(b"GET /warm-" + sys.argv[1].encode() + b" HTTP/1.0\\r\\nHost: web.test\\r\\n\\r\\n")
-data = b""
-while True:
-    b = s.recv(65536)
-    if not b:
-        break
-    data += b
-out["got"] = data.decode()
+out["got"] = recv_all(s).decode()
 for name in sys.argv[2:]:
     try:
         socket.gethostbyname(name)
@@ -43,7 +37,7 @@ def web():
 
 def test_warm_pool_with_an_allowlist_profile(web):
     prof = {"network": {"mode": "allowlist", "allow": [f"web.test:{web}", f"127.0.0.1:{web}"]}}
-    code = SNIPPET.format(netns=HOST_NETNS, port=web)
+    code = RECV_ALL + SNIPPET.format(netns=HOST_NETNS, port=web)
     with netproxy.WarmPool(prof, size=2) as pool:
         assert pool.wait_ready(30)
         results = [pool.run(["/usr/bin/python3", "-c", code, str(i), f"denied{i}.test"], capture_output=True,
