@@ -69,6 +69,21 @@ def open_fds() -> set:
     return out
 
 
+def fill_fds(path: str, upto: int) -> list:
+    """Open `path` at every free number from 3 to `upto` and return those fds.
+
+    Only by taking the lowest free number (os.open), never by dup2 onto a number: the
+    library's threads (the namespace pools, a warm pool's refill) open fds at any moment,
+    and a dup2 onto a number one of them just took would close theirs."""
+    mine = []
+    while True:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        if fd > upto:
+            os.close(fd)
+            return mine
+        mine.append(fd)
+
+
 def zombies_of(pid: int) -> list:
     """Children of `pid` that are zombies."""
     out = []

@@ -8,6 +8,7 @@ must say what `run` will really do for the caller at hand (root or not).
 
 from __future__ import annotations
 
+import fcntl
 import io
 import json
 import math
@@ -23,7 +24,7 @@ from hypothesis import strategies as st
 import isolate
 from isolate.plan import compile as compile_mod
 
-from conftest import ROOT, cli
+from conftest import ROOT, cli, fill_fds
 
 NO_INIT = ["--set", "namespaces.pid=false", "--set", "process.die_with_parent=false",
            "--set", "filesystem.proc=false"]
@@ -236,16 +237,7 @@ def test_nofile_counts_the_profiles_pass_fds():
 @pytest.fixture
 def fd_block():
     """Every number from 3 to 12 open (ours or the test process's own), like a caller passing them."""
-    mine = []
-    for fd in range(3, 13):
-        try:
-            os.fstat(fd)
-        except OSError:
-            src = os.open(os.devnull, os.O_RDONLY)
-            if src != fd:
-                os.dup2(src, fd, inheritable=False)
-                os.close(src)
-            mine.append(fd)
+    mine = fill_fds(os.devnull, 12)
     yield list(range(3, 13))
     for fd in mine:
         os.close(fd)
@@ -273,17 +265,19 @@ def test_nofile_in_warm_sandboxes(marker):
     with isolate.WarmPool("strict", size=1, overrides=[f"rlimits.nofile={need}"]) as pool:
         assert pool.run(["/usr/bin/true"]).returncode == 0
     # strict's own 256: a task's fd at 250 would be laid out by pid 1 above the limit.
-    fd = os.open(os.devnull, os.O_RDONLY)
-    high = os.dup2(fd, 250)
+    # (The lowest free number from 250: a dup2 onto 250 would close whatever fd of the
+    # library's own is there.)
+    fd = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+    high = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 250)
+    os.close(fd)
     try:
         with isolate.WarmPool("strict", size=1) as pool:
             with pytest.raises(isolate.ProfileError) as e:
                 pool.run(["sh", "-c", f"touch {marker}"], pass_fds=[high])
-            assert e.value.key == "rlimits.nofile" and "pass_fds=[250]" in str(e.value)
+            assert e.value.key == "rlimits.nofile" and f"pass_fds=[{high}]" in str(e.value)
             assert pool.run(["true"]).returncode == 0
     finally:
         os.close(high)
-        os.close(fd)
 
 
 # ---- extends ---------------------------------------------------------------------------------

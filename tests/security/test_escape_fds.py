@@ -24,7 +24,7 @@ import pytest
 
 import isolate
 
-from conftest import ROOT
+from conftest import ROOT, fill_fds
 
 # 65535, or the highest number this process may hold (the hard RLIMIT_NOFILE; raising
 # it needs CAP_SYS_RESOURCE, which a container may not give even to root).
@@ -222,15 +222,7 @@ def test_warm_pool_made_before_the_caller_opened_fds(profile, secret):
         pool.run(["true"], timeout=60)
         opened = []
         try:
-            for fd in range(3, 1025):
-                try:
-                    os.fstat(fd)
-                except OSError:
-                    opened.append(fd)
-                    src = os.open(secret, os.O_RDONLY)
-                    if src != fd:
-                        os.dup2(src, fd)
-                        os.close(src)
+            opened = fill_fds(secret, 1024)
             r = pool.run(PROBE_ARGV, capture_output=True, timeout=60, pass_fds=(opened[0],))
             assert r.returncode == 0, r.stderr
             st = os.fstat(opened[0])
