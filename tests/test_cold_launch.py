@@ -16,7 +16,7 @@ import threading
 import pytest
 
 import isolate
-from isolate.launch import cgroup, hostids, net, process
+from isolate.launch import _launch, cgroup, hostids, net, process
 from conftest import PROBE, open_fds, with_python
 
 MiB = 1 << 20
@@ -276,3 +276,85 @@ def test_pools_grow_to_the_number_of_sandboxes_running_at_once():
     assert [p.returncode for p in procs] == [0] * n
     pool = net.pool()
     assert n <= pool.size <= pool.MAX
+
+
+# ---- the sandbox's mount namespace is torn down off the caller's path -----------------
+
+def _ns_inode(text: str) -> int:
+    return int(text.strip().split("[")[1].rstrip("]"))
+
+
+def test_held_mount_namespace_is_the_sandboxes_own_and_goes_after_the_reap():
+    # The launch path holds the namespace clone made for the sandbox (what the program
+    # reports as its own), from before the program runs until it was reaped.
+    with isolate.Popen(["sh", "-c", "readlink /proc/self/ns/mnt; read x || true"], stdin=isolate.PIPE,
+                       stdout=isolate.PIPE) as p:
+        inside = _ns_inode(p.stdout.readline().decode())
+        held = p._mntns
+        assert held >= 0 and os.fstat(held).st_ino == inside
+        assert inside != os.stat("/proc/self/ns/mnt").st_ino
+        p.stdin.close()
+        assert p.wait(30) == 0
+    assert p._mntns == -1
+    _launch.drain_deferred()
+    assert _launch.deferred() == 0
+    try:
+        link = os.readlink(f"/proc/self/fd/{held}")
+    except OSError:
+        link = None   # closed (the number may have been taken again since)
+    assert link != f"mnt:[{inside}]"
+    # run()'s direct path holds it too: the slot's reference is handed over when reaped.
+    seen = []
+    real = process.release_mntns
+    process.release_mntns = lambda fd: (seen.append(os.fstat(fd).st_ino), real(fd))
+    try:
+        r = isolate.run(["sh", "-c", "readlink /proc/self/ns/mnt"], capture_output=True)
+    finally:
+        process.release_mntns = real
+    assert seen == [_ns_inode(r.stdout.decode())]
+
+
+def test_after_run_returns_what_the_caller_sees_is_final(tmp_path):
+    # The program's writes to a read-write bind, the cgroup's removal and the host id's
+    # release are done when run() returns, although the namespace is torn down later.
+    prof = with_python("default", rw=[str(tmp_path)])
+    for i in range(10):
+        r = isolate.run(["sh", "-c", f"printf %s {i} > {tmp_path}/out; cat /proc/self/cgroup"], profile=prof,
+                        capture_output=True)
+        assert r.returncode == 0
+        assert (tmp_path / "out").read_text() == str(i)
+        assert hostids.held() == frozenset()
+        for line in r.stdout.decode().split():
+            _, ctrl, path = line.split(":", 2)
+            if ctrl in ("memory", "pids") and path != "/":
+                assert not os.path.exists(f"/sys/fs/cgroup/{ctrl}{path}")
+    # The tmpfs of the sandbox's /tmp is gone with its namespace once the closing thread ran.
+    _launch.drain_deferred()
+    assert _launch.deferred() == 0
+
+
+def test_deferred_closes_are_bounded_and_fork_safe():
+    fds = [os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC) for _ in range(400)]
+    for fd in fds:
+        _launch.defer_close(fd)   # more than the queue holds: the rest is closed at once
+    assert _launch.deferred() <= 128
+    _launch.drain_deferred()
+    assert _launch.deferred() == 0
+    assert not any(process._fd_open(fd) for fd in fds)
+    with pytest.raises(ValueError):
+        _launch.defer_close(-1)
+    # A fork while fds are queued: the child closes its copies (none stays open in it).
+    fds = [os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC) for _ in range(100)]
+    for fd in fds:
+        _launch.defer_close(fd)
+    pid = os.fork()
+    if pid == 0:
+        ok = _launch.deferred() == 0 and not any(process._fd_open(fd) for fd in fds)
+        # And its own closing thread starts again when it needs one.
+        fd = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        _launch.defer_close(fd)
+        _launch.drain_deferred()
+        os._exit(0 if ok and not process._fd_open(fd) else 1)
+    assert os.waitpid(pid, 0)[1] == 0
+    _launch.drain_deferred()
+    assert not any(process._fd_open(fd) for fd in fds)
