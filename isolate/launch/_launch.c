@@ -107,6 +107,7 @@ enum mount_op_kind {
 #define BIND_READONLY 1
 #define BIND_OPTIONAL 2
 #define BIND_DEV 4
+#define BIND_NOEXEC 8
 
 struct mount_op {
     int kind;
@@ -434,6 +435,8 @@ static void step_mounts(const struct launch *l)
                 attr.attr_set |= MOUNT_ATTR_RDONLY;
             if (!(op->flags & BIND_DEV))
                 attr.attr_set |= MOUNT_ATTR_NODEV;
+            if (op->flags & BIND_NOEXEC)
+                attr.attr_set |= MOUNT_ATTR_NOEXEC;
             r = rsys5(SYS_mount_setattr, AT_FDCWD, op->b, AT_RECURSIVE, &attr, sizeof attr);
             break;
         }
@@ -1927,6 +1930,7 @@ PyMODINIT_FUNC PyInit__launch(void)
     PyModule_AddIntConstant(m, "BIND_READONLY", BIND_READONLY);
     PyModule_AddIntConstant(m, "BIND_OPTIONAL", BIND_OPTIONAL);
     PyModule_AddIntConstant(m, "BIND_DEV", BIND_DEV);
+    PyModule_AddIntConstant(m, "BIND_NOEXEC", BIND_NOEXEC);
     PyModule_AddIntConstant(m, "MSG_ERROR", MSG_ERROR);
     PyModule_AddIntConstant(m, "MSG_STARTED", MSG_STARTED);
     PyModule_AddIntConstant(m, "MSG_EXITED", MSG_EXITED);
