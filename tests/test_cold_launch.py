@@ -6,6 +6,8 @@ compared here from the inside: the program reports what it sees, once through th
 direct path and once through Popen + communicate, and the reports must be equal.
 """
 
+import errno
+import fcntl
 import json
 import os
 import signal
@@ -358,3 +360,83 @@ def test_deferred_closes_are_bounded_and_fork_safe():
     assert os.waitpid(pid, 0)[1] == 0
     _launch.drain_deferred()
     assert not any(process._fd_open(fd) for fd in fds)
+
+
+# ---- fewer superblocks per launch, the same view -----------------------------------------
+VIEW = r"""
+import json, os
+out = {}
+mi = [l.split() for l in open("/proc/self/mountinfo")]
+def entry(point):
+    for f in mi:
+        if f[4] == point:
+            sep = f.index("-")
+            return {"root": f[3], "opts": f[5].split(","), "fstype": f[sep + 1], "dev": f[2]}
+out["mounts"] = {p: entry(p) for p in ("/", "/proc/acpi", "/etc/ssh", "/etc/ssl/private", "/tmp", "/dev")}
+out["tmpfs_sbs"] = len({f[2] for f in mi if f[f.index("-") + 1] == "tmpfs"})
+out["listing"] = {p: sorted(os.listdir(p)) for p in ("/proc/acpi", "/etc/ssh", "/etc/ssl/private")}
+out["root"] = sorted(os.listdir("/"))
+out["writes"] = {}
+for p in ("/proc/acpi/x", "/etc/ssh/x", "/etc/ssl/private/x", "/x"):
+    try:
+        open(p, "w").close()
+        out["writes"][p] = "ok"
+    except OSError as e:
+        out["writes"][p] = e.errno
+print(json.dumps(out))
+"""
+
+
+def test_hidden_directories_and_the_root_share_the_staging_superblock_read_only():
+    prof = with_python("default")
+    r = isolate.run([sys.executable, "-c", VIEW], profile=prof, capture_output=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    v = json.loads(r.stdout)
+    m = v["mounts"]
+    # The root and the empty directories over hidden paths are one tmpfs (the staging's),
+    # each a read-only bind of its own directory; /tmp and /dev are tmpfs of their own.
+    assert m["/"]["fstype"] == "tmpfs" and m["/"]["root"] == "/newroot" and "ro" in m["/"]["opts"]
+    for p in ("/proc/acpi", "/etc/ssh", "/etc/ssl/private"):
+        e = m[p]
+        if e is None:
+            continue  # not on this host (acpi): nothing to hide
+        assert e["dev"] == m["/"]["dev"] and e["root"].startswith("/.empty-"), (p, e)
+        assert {"ro", "nosuid", "nodev", "noexec"} <= set(e["opts"]), (p, e)
+        assert v["listing"][p] == []
+        assert v["writes"][p + "/x"] == errno.EROFS
+    assert m["/tmp"]["dev"] != m["/"]["dev"] and m["/dev"]["dev"] != m["/"]["dev"]
+    assert v["writes"]["/x"] == errno.EROFS
+    # Nothing of the staging is in the view: no /oldroot, /newroot or empty directories at /.
+    assert not {"oldroot", "newroot", ".empty-555", ".empty-755"} & set(v["root"])
+    # tmpfs superblocks: the staging (root + empties), /tmp, /dev, /dev/shm (was 3 more).
+    assert v["tmpfs_sbs"] == 4
+
+
+def test_kept_host_id_lock_files_still_exclude_other_holders(monkeypatch):
+    # Two ids at the top of the range (other processes use it from below).
+    monkeypatch.setattr(hostids, "BASE", hostids.BASE + hostids.COUNT - 2)
+    monkeypatch.setattr(hostids, "COUNT", 2)
+    first = hostids.allocate()
+    low = first.id
+    first.release()
+    assert low in hostids._idle and not hostids.in_use(low)   # kept open, not locked
+    # Another holder (an open file of its own, as another process has): not taken from it.
+    other = os.open(hostids._lock_path(low), os.O_RDWR | os.O_CLOEXEC)
+    fcntl.flock(other, fcntl.LOCK_EX)
+    try:
+        lease = hostids.allocate()
+        assert lease.id == low + 1
+        lease.release()
+    finally:
+        os.close(other)
+    # The lock file made again (the directory was removed): the kept fd locks a file nobody
+    # else opens; it is not trusted, the id's lock is taken on the file at its path.
+    os.unlink(hostids._lock_path(low))
+    lease = hostids.allocate()
+    try:
+        assert lease.id == low and hostids.in_use(low)
+    finally:
+        lease.release()
+    # A sandbox's id is held while it runs, free after, through the kept fds too.
+    r = isolate.run(["true"])
+    assert r.returncode == 0 and hostids.held() == frozenset() and not hostids.in_use(low)

@@ -228,6 +228,13 @@ __attribute__((noreturn)) static void child_fail(const struct launch *l, int ste
             child_fail((l), (step), (index), _r);    \
     } while (0)
 
+static int c_streq(const char *a, const char *b)
+{
+    while (*a && *a == *b)
+        a++, b++;
+    return *a == *b;
+}
+
 static size_t c_strlen(const char *s)
 {
     size_t n = 0;
@@ -310,27 +317,31 @@ static void step_hostname(const struct launch *l)
         CHECK(l, STEP_HOSTNAME, 0, rsys2(SYS_sethostname, h, c_strlen(h)));
 }
 
-/* Creates the mount point for a bind of `src`: a directory for a directory, an empty
- * file for anything else. */
-static long make_mount_point(const char *src, const char *dst)
+/* OP_BIND's num: the type of its source as the plan saw it (a directory or not), so
+ * that the launch need not look it up; 0: look (an optional source may be gone). */
+#define MP_DIR 1
+#define MP_FILE 2
+
+/* The mount point at dst (left as it is when something is there already: the mount
+ * goes over it): a directory for a directory, else an empty file (mknod of a regular
+ * file: nothing is opened). */
+static long mount_point_at(const char *dst, int dir)
 {
+    long r = dir ? rsys2(SYS_mkdir, dst, 0755) : rsys4(SYS_mknodat, AT_FDCWD, dst, S_IFREG | 0644, 0);
+    return r == -EEXIST ? 0 : r;
+}
+
+/* Creates the mount point for a bind of `src`: a directory for a directory, an empty
+ * file for anything else (type: MP_DIR or MP_FILE as the plan saw src, else 0). */
+static long make_mount_point(const char *src, const char *dst, long type)
+{
+    if (type == MP_DIR || type == MP_FILE)
+        return mount_point_at(dst, type == MP_DIR);
     struct stat st;
     long r = rsys4(SYS_newfstatat, AT_FDCWD, src, &st, 0);
     if (r < 0)
         return r;
-    if (rsys4(SYS_newfstatat, AT_FDCWD, dst, &st, AT_SYMLINK_NOFOLLOW) == 0)
-        return 0; /* already there: mount over it */
-    if (S_ISDIR(st.st_mode)) {
-        r = rsys2(SYS_mkdir, dst, 0755);
-        return r == -EEXIST ? 0 : r;
-    }
-    r = rsys4(SYS_openat, AT_FDCWD, dst, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
-    if (r == -EEXIST || r == -EISDIR)
-        return 0;
-    if (r < 0)
-        return r;
-    rsys1(SYS_close, r);
-    return 0;
+    return mount_point_at(dst, S_ISDIR(st.st_mode));
 }
 
 #ifndef SYS_move_mount
@@ -352,17 +363,9 @@ static long attach_tree(int fd, const char *dst)
     long r = rsys4(SYS_newfstatat, fd, "", &st, AT_EMPTY_PATH);
     if (r < 0)
         return r;
-    if (rsys4(SYS_newfstatat, AT_FDCWD, dst, &st, AT_SYMLINK_NOFOLLOW) != 0) {
-        if (S_ISDIR(st.st_mode)) {
-            r = rsys2(SYS_mkdir, dst, 0755);
-        } else {
-            r = rsys4(SYS_openat, AT_FDCWD, dst, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
-            if (r >= 0)
-                rsys1(SYS_close, r);
-        }
-        if (r < 0 && r != -EEXIST)
-            return r;
-    }
+    r = mount_point_at(dst, S_ISDIR(st.st_mode));
+    if (r < 0)
+        return r;
     r = rsys5(SYS_move_mount, fd, "", AT_FDCWD, dst, MOVE_MOUNT_F_EMPTY_PATH);
     rsys1(SYS_close, fd);
     return r;
@@ -417,7 +420,9 @@ static void step_mounts(const struct launch *l)
                     break;
                 goto bind_attrs;
             }
-            r = make_mount_point(op->a, op->b);
+            /* A path bound onto itself (/proc entries made read-only, the new root) is
+             * its own mount point. */
+            r = c_streq(op->a, op->b) ? 0 : make_mount_point(op->a, op->b, op->num);
             if (r == -ENOENT && (op->flags & BIND_OPTIONAL)) {
                 r = 0;
                 break;
@@ -425,6 +430,11 @@ static void step_mounts(const struct launch *l)
             if (r < 0)
                 break;
             r = rsys5(SYS_mount, op->a, op->b, 0, MS_BIND | MS_REC, 0);
+            if (r == -ENOENT && (op->flags & BIND_OPTIONAL)) {
+                r = 0; /* an optional source that is not there (its mount point, if one was
+                        * made, was there already: only binds of known sources skip the lookup) */
+                break;
+            }
             if (r < 0)
                 break;
         bind_attrs:;

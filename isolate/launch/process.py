@@ -710,6 +710,13 @@ def launch(plan: Plan, exec_paths, argv, envp, cwd: bytes, src, dst, warm: bool 
                     network=network, mntns=mntns)
 
 
+def wait_teardowns() -> None:
+    """Return once the mount namespaces of every sandbox reaped so far are torn down (the
+    launch path's closing thread has closed them): for a caller that, right after run(),
+    needs a filesystem a sandbox bound to be unused (a loop device to detach, say)."""
+    _launch.drain_deferred()
+
+
 def release_mntns(fd: int) -> None:
     """Drop a reference launch(hold_ns=True) took to a reaped sandbox's mount namespace:
     its teardown (every mount of the view unmounted, an RCU grace period) happens in the

@@ -36,6 +36,9 @@ OLD = "/oldroot"
 # goes, torn down (~60 us) by every launch; a bind shares the staging's. Nothing else
 # of the staging tmpfs is reachable through them, and it is detached at the end.
 EMPTY = {0o555: "/.empty-555", 0o755: "/.empty-755"}
+# OP_BIND's num: its source is a directory / not one (as the plan saw it): the launch
+# creates the mount point without looking the source up. 0 (optional binds): it looks.
+MP_DIR, MP_FILE = 1, 2
 
 # What a minimal /dev holds: bound from the host's device nodes.
 DEV_NODES = ("null", "zero", "full", "random", "urandom", "tty")
@@ -188,9 +191,10 @@ def mount_ops(data, ns, ctx, file) -> list:
                   MS_NOSUID | MS_NODEV, source=where)
         elif kind == "hide":
             if x:  # a directory: an empty, read-only directory over it
-                b.add(OP_BIND, EMPTY[0o755], NEW + dst, flags=BIND_READONLY | BIND_NOEXEC, source=where)
+                b.add(OP_BIND, EMPTY[0o755], NEW + dst, flags=BIND_READONLY | BIND_NOEXEC, num=MP_DIR,
+                      source=where)
             else:  # a file: the empty /dev/null over it, read-only
-                b.add(OP_BIND, OLD + "/dev/null", NEW + dst, flags=BIND_READONLY, source=where)
+                b.add(OP_BIND, OLD + "/dev/null", NEW + dst, flags=BIND_READONLY, num=MP_FILE, source=where)
         elif kind == "proc":
             b.mkdir("/proc", where)
             _proc(b, NEW, OLD + "/dev/null", where, empty=EMPTY[0o555])
@@ -254,7 +258,8 @@ def _bind(b: _Builder, where: str, src: str, dst: str, *, readonly: bool, option
     flags = BIND_READONLY if readonly else 0
     if optional:
         flags |= BIND_OPTIONAL
-    b.add(OP_BIND, OLD + src, NEW + dst, flags=flags, source=where)
+    kind = 0 if optional else (MP_DIR if os.path.isdir(src) else MP_FILE)
+    b.add(OP_BIND, OLD + src, NEW + dst, flags=flags, num=kind, source=where)
 
 
 def _proc(b: _Builder, root: str, devnull: str, where: str, empty: str | None = None) -> None:
@@ -269,14 +274,14 @@ def _proc(b: _Builder, root: str, devnull: str, where: str, empty: str | None = 
               source=f"{where} (read-only /proc/{name})")
     for name in (n for n in PROC_MASKED if os.path.lexists(f"/proc/{n}")):
         if os.path.isdir(f"/proc/{name}") and empty is not None:
-            b.add(OP_BIND, empty, f"{root}/proc/{name}", flags=BIND_READONLY | BIND_NOEXEC,
+            b.add(OP_BIND, empty, f"{root}/proc/{name}", flags=BIND_READONLY | BIND_NOEXEC, num=MP_DIR,
                   source=f"{where} (hide /proc/{name})")
         elif os.path.isdir(f"/proc/{name}"):
             b.add(OP_MOUNT, "tmpfs", f"{root}/proc/{name}", "tmpfs", b"mode=0555,size=4k",
                   MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, source=f"{where} (hide /proc/{name})")
         else:
             b.add(OP_BIND, devnull, f"{root}/proc/{name}",
-                  flags=BIND_READONLY | BIND_OPTIONAL | BIND_DEV,
+                  flags=BIND_READONLY | BIND_OPTIONAL | BIND_DEV, num=MP_FILE,   # (the entry is its mount point)
                   source=f"{where} (hide /proc/{name})")
 
 
@@ -288,7 +293,7 @@ def _dev(b: _Builder, where: str) -> None:
     # host inode's mode, owner, times and xattrs cannot be changed through them.
     for node in DEV_NODES:
         b.add(OP_BIND, OLD + "/dev/" + node, NEW + "/dev/" + node,
-              flags=BIND_DEV | BIND_READONLY, source=where)
+              flags=BIND_DEV | BIND_READONLY, num=MP_FILE, source=where)
     for name, target in DEV_LINKS:
         b.add(OP_SYMLINK, target, NEW + "/dev/" + name, source=where)
     b.add(OP_MKDIR, None, NEW + "/dev/shm", num=0o1777, source=where)
