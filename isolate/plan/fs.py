@@ -10,7 +10,7 @@ assembled:
     mount the root tmpfs on STAGE/newroot
     pivot_root(STAGE, STAGE/oldroot)   -> /newroot is the view, /oldroot the host
     binds from /oldroot/SRC to /newroot/DST, tmpfs, /proc, /dev; dirs, symlinks, files
-    detach /oldroot; pivot_root into /newroot; detach the staging tmpfs
+    pivot_root into /newroot; detach the staging tmpfs, and with it /oldroot
     remount the new root read-only
 """
 
@@ -218,8 +218,9 @@ def mount_ops(data, ns, ctx, file) -> list:
     used = [mode for mode, path in EMPTY.items() if any(op.kind == OP_BIND and op.a == path for op in b.ops)]
     b.ops[empties_at:empties_at] = [_op(OP_MKDIR, None, STAGE + EMPTY[mode], num=mode, source="filesystem (staging)")
                                     for mode in used]
-    b.add(OP_UMOUNT, None, OLD, source="filesystem (detach the host's tree)")
-    b.add(OP_PIVOT, None, NEW, source="filesystem (pivot_root)")
+    # One detach, after the last pivot_root, takes the staging tmpfs and the host's tree
+    # under it at /oldroot together: each detach waits for an RCU grace period (~60 us).
+    b.add(OP_PIVOT, None, NEW, source="filesystem (pivot_root; detach the staging and the host's tree)")
     if fs["root_readonly"]:
         b.add(OP_REMOUNT, None, "/", flags=MS_RDONLY | MS_NOSUID | MS_NODEV,
               source="filesystem.root_readonly")

@@ -32,7 +32,15 @@ def footprint(s) -> dict:
                 if c in ("memory", "pids") and path != "/":
                     cgroups.append(f"/sys/fs/cgroup/{c}{path}")
     return {"pids": _tree(s.pid), "cgroups": cgroups, "mntns": os.readlink(f"/proc/{s.agent_pid}/ns/mnt"),
-            "uid": s.uid}
+            "uid": s.uid, "agent_pid": s.agent_pid}
+
+
+def hold(fp: dict) -> dict:
+    """Keep the session's mount namespace open until assert_gone: a namespace's number is
+    given to the next new namespace once it is freed, and other processes make them all
+    the time; held, the number stays the session's, and mntns_alive asks about it alone."""
+    fp["held"] = os.open(f"/proc/{fp['agent_pid']}/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
+    return fp
 
 
 def mntns_alive(ns: str) -> bool:
@@ -62,6 +70,14 @@ def lock_holders(id_: int) -> set:
 
 
 def assert_gone(fp: dict, check_cgroups: bool = True, caller: int | None = None) -> None:
+    try:
+        _assert_gone(fp, check_cgroups, caller)
+    finally:
+        if "held" in fp:
+            os.close(fp.pop("held"))
+
+
+def _assert_gone(fp: dict, check_cgroups: bool, caller: int | None) -> None:
     for pid in fp["pids"]:
         assert not os.path.exists(f"/proc/{pid}"), f"process {pid} of the session is still there"
     assert not mntns_alive(fp["mntns"]), "the session's mount namespace is still in use"
@@ -95,7 +111,7 @@ def test_close_leaves_nothing_behind(tmp_path):
     s = isolate.Session("agent", workspace=tmp_path)
     s.exec("sleep 600 & setsid sleep 601 & echo started")
     job = s.spawn(["sleep", "602"])
-    fp = footprint(s)
+    fp = hold(footprint(s))
     assert len(fp["pids"]) >= 5
     s.close()
     assert_gone(fp)
@@ -107,7 +123,7 @@ def test_close_leaves_nothing_behind(tmp_path):
 
 def test_ttl_and_idle_timeout_close_the_session(tmp_path):
     s = isolate.Session("agent", workspace=tmp_path, ttl=0.5)
-    fp = footprint(s)
+    fp = hold(footprint(s))
     s.exec("sleep 600 &")
     for _ in range(200):
         if s.closed:
@@ -118,7 +134,7 @@ def test_ttl_and_idle_timeout_close_the_session(tmp_path):
     s.close()   # returns once the teardown (in the watchdog's thread) is complete
     assert_gone(fp)
     s = isolate.Session("agent", workspace=tmp_path, idle_timeout=0.3)
-    fp = footprint(s)
+    fp = hold(footprint(s))
     for _ in range(200):
         if s.closed:
             break
@@ -146,7 +162,7 @@ def test_caller_death_leaves_nothing_behind(tmp_path):
     p = subprocess.Popen([sys.executable, "-c", CALLER, str(tmp_path), here], stdout=subprocess.PIPE, text=True,
                          cwd=ROOT, env=dict(os.environ, PYTHONPATH=here))
     try:
-        fp = json.loads(p.stdout.readline())
+        fp = hold(json.loads(p.stdout.readline()))
         assert len(fp["pids"]) >= 5
     finally:
         p.kill()
