@@ -35,6 +35,41 @@ def _build_id() -> str:
 BUILD_ID = _build_id()
 
 
+def _static_cc(cc: str, tmp: str) -> list:
+    """The compiler (and its flags) for the static helpers isolate-init and isolate-agentd:
+    musl-gcc where it works, else `cc`. Every cold launch execs isolate-init (a Session,
+    isolate-agentd too): glibc's static start-up probes the CPU with cpuid dozens of times
+    (a trap to the hypervisor each, in a VM) and relocates its ifuncs, ~0.3 ms here; musl's
+    start-up is a few instructions and the binary is 50 KB instead of 770. musl-gcc does
+    not search /usr/include: the kernel's uapi headers (linux/, asm/, asm-generic/) are
+    linked into a directory of their own. ISOLATE_NO_MUSL=1 keeps glibc."""
+    musl = shutil.which("musl-gcc")
+    if os.environ.get("ISOLATE_NO_MUSL") or not musl:
+        return [cc]
+    shim = os.path.join(tmp, "uapi")
+    os.makedirs(shim, exist_ok=True)
+    multiarch = sysconfig.get_config_var("MULTIARCH") or ""
+    for name in ("linux", "asm", "asm-generic"):
+        for d in (os.path.join("/usr/include", multiarch, name), os.path.join("/usr/include", name)):
+            if os.path.isdir(d):
+                link = os.path.join(shim, name)
+                if os.path.lexists(link):
+                    os.remove(link)
+                os.symlink(d, link)
+                break
+    probe = os.path.join(tmp, "musl-probe.c")
+    with open(probe, "w") as f:
+        f.write("#include <linux/seccomp.h>\n#include <linux/filter.h>\n#include <sys/signalfd.h>\n"
+                "int main(void) { return SECCOMP_SET_MODE_FILTER == 1 ? 0 : 1; }\n")
+    cmd = [musl, "-static", "-isystem", shim, "-o", probe[:-2], probe]
+    try:
+        subprocess.run(cmd, check=True, capture_output=True)
+        subprocess.run([probe[:-2]], check=True, capture_output=True)
+    except (OSError, subprocess.CalledProcessError):
+        return [cc]
+    return [musl, "-isystem", shim]
+
+
 class BuildWithInit(build_ext):
     def run(self):
         super().run()
@@ -47,14 +82,16 @@ class BuildWithInit(build_ext):
         os.makedirs(out_dir, exist_ok=True)
         out = os.path.join(out_dir, "isolate-init")
         cc = os.environ.get("CC") or sysconfig.get_config_var("CC").split()[0] or "cc"
-        cmd = [cc, *CFLAGS, "-static", "-o", out, src]
+        os.makedirs(self.build_temp, exist_ok=True)
+        helper_cc = _static_cc(cc, os.path.abspath(self.build_temp))
+        cmd = [*helper_cc, *CFLAGS, "-static", "-o", out, src]
         self.announce(" ".join(cmd), level=2)
         subprocess.check_call(cmd)
         os.chmod(out, 0o755)
         # isolate-agentd: the program of an isolate.Session's sandbox (static, like isolate-init).
         agent_out = os.path.join(os.path.dirname(out_dir), "agent", "isolate-agentd")
         os.makedirs(os.path.dirname(agent_out), exist_ok=True)
-        cmd = [cc, *CFLAGS, "-static", "-o", agent_out, os.path.join(here, "isolate", "agent", "_agentd.c")]
+        cmd = [*helper_cc, *CFLAGS, "-static", "-o", agent_out, os.path.join(here, "isolate", "agent", "_agentd.c")]
         self.announce(" ".join(cmd), level=2)
         subprocess.check_call(cmd)
         os.chmod(agent_out, 0o755)

@@ -6,6 +6,8 @@ compared here from the inside: the program reports what it sees, once through th
 direct path and once through Popen + communicate, and the reports must be equal.
 """
 
+import errno
+import fcntl
 import json
 import os
 import signal
@@ -16,7 +18,7 @@ import threading
 import pytest
 
 import isolate
-from isolate.launch import cgroup, hostids, net, process
+from isolate.launch import _launch, cgroup, hostids, net, process
 from conftest import PROBE, open_fds, with_python
 
 MiB = 1 << 20
@@ -276,3 +278,165 @@ def test_pools_grow_to_the_number_of_sandboxes_running_at_once():
     assert [p.returncode for p in procs] == [0] * n
     pool = net.pool()
     assert n <= pool.size <= pool.MAX
+
+
+# ---- the sandbox's mount namespace is torn down off the caller's path -----------------
+
+def _ns_inode(text: str) -> int:
+    return int(text.strip().split("[")[1].rstrip("]"))
+
+
+def test_held_mount_namespace_is_the_sandboxes_own_and_goes_after_the_reap():
+    # The launch path holds the namespace clone made for the sandbox (what the program
+    # reports as its own), from before the program runs until it was reaped.
+    with isolate.Popen(["sh", "-c", "readlink /proc/self/ns/mnt; read x || true"], stdin=isolate.PIPE,
+                       stdout=isolate.PIPE) as p:
+        inside = _ns_inode(p.stdout.readline().decode())
+        held = p._mntns
+        assert held >= 0 and os.fstat(held).st_ino == inside
+        assert inside != os.stat("/proc/self/ns/mnt").st_ino
+        p.stdin.close()
+        assert p.wait(30) == 0
+    assert p._mntns == -1
+    _launch.drain_deferred()
+    assert _launch.deferred() == 0
+    try:
+        link = os.readlink(f"/proc/self/fd/{held}")
+    except OSError:
+        link = None   # closed (the number may have been taken again since)
+    assert link != f"mnt:[{inside}]"
+    # run()'s direct path holds it too: the slot's reference is handed over when reaped.
+    seen = []
+    real = process.release_mntns
+    process.release_mntns = lambda fd: (seen.append(os.fstat(fd).st_ino), real(fd))
+    try:
+        r = isolate.run(["sh", "-c", "readlink /proc/self/ns/mnt"], capture_output=True)
+    finally:
+        process.release_mntns = real
+    assert seen == [_ns_inode(r.stdout.decode())]
+
+
+def test_after_run_returns_what_the_caller_sees_is_final(tmp_path):
+    # The program's writes to a read-write bind, the cgroup's removal and the host id's
+    # release are done when run() returns, although the namespace is torn down later.
+    prof = with_python("default", rw=[str(tmp_path)])
+    for i in range(10):
+        r = isolate.run(["sh", "-c", f"printf %s {i} > {tmp_path}/out; cat /proc/self/cgroup"], profile=prof,
+                        capture_output=True)
+        assert r.returncode == 0
+        assert (tmp_path / "out").read_text() == str(i)
+        assert hostids.held() == frozenset()
+        for line in r.stdout.decode().split():
+            _, ctrl, path = line.split(":", 2)
+            if ctrl in ("memory", "pids") and path != "/":
+                assert not os.path.exists(f"/sys/fs/cgroup/{ctrl}{path}")
+    # The tmpfs of the sandbox's /tmp is gone with its namespace once the closing thread ran.
+    _launch.drain_deferred()
+    assert _launch.deferred() == 0
+
+
+def test_deferred_closes_are_bounded_and_fork_safe():
+    fds = [os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC) for _ in range(400)]
+    for fd in fds:
+        _launch.defer_close(fd)   # more than the queue holds: the rest is closed at once
+    assert _launch.deferred() <= 128
+    _launch.drain_deferred()
+    assert _launch.deferred() == 0
+    assert not any(process._fd_open(fd) for fd in fds)
+    with pytest.raises(ValueError):
+        _launch.defer_close(-1)
+    # A fork while fds are queued: the child closes its copies (none stays open in it).
+    fds = [os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC) for _ in range(100)]
+    for fd in fds:
+        _launch.defer_close(fd)
+    pid = os.fork()
+    if pid == 0:
+        ok = _launch.deferred() == 0 and not any(process._fd_open(fd) for fd in fds)
+        # And its own closing thread starts again when it needs one.
+        fd = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        _launch.defer_close(fd)
+        _launch.drain_deferred()
+        os._exit(0 if ok and not process._fd_open(fd) else 1)
+    assert os.waitpid(pid, 0)[1] == 0
+    _launch.drain_deferred()
+    assert not any(process._fd_open(fd) for fd in fds)
+
+
+# ---- fewer superblocks per launch, the same view -----------------------------------------
+VIEW = r"""
+import json, os
+out = {}
+mi = [l.split() for l in open("/proc/self/mountinfo")]
+def entry(point):
+    for f in mi:
+        if f[4] == point:
+            sep = f.index("-")
+            return {"root": f[3], "opts": f[5].split(","), "fstype": f[sep + 1], "dev": f[2]}
+out["mounts"] = {p: entry(p) for p in ("/", "/proc/acpi", "/etc/ssh", "/etc/ssl/private", "/tmp", "/dev")}
+out["tmpfs_sbs"] = len({f[2] for f in mi if f[f.index("-") + 1] == "tmpfs"})
+out["listing"] = {p: sorted(os.listdir(p)) for p in ("/proc/acpi", "/etc/ssh", "/etc/ssl/private")}
+out["root"] = sorted(os.listdir("/"))
+out["writes"] = {}
+for p in ("/proc/acpi/x", "/etc/ssh/x", "/etc/ssl/private/x", "/x"):
+    try:
+        open(p, "w").close()
+        out["writes"][p] = "ok"
+    except OSError as e:
+        out["writes"][p] = e.errno
+print(json.dumps(out))
+"""
+
+
+def test_hidden_directories_and_the_root_share_the_staging_superblock_read_only():
+    prof = with_python("default")
+    r = isolate.run([sys.executable, "-c", VIEW], profile=prof, capture_output=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    v = json.loads(r.stdout)
+    m = v["mounts"]
+    # The root and the empty directories over hidden paths are one tmpfs (the staging's),
+    # each a read-only bind of its own directory; /tmp and /dev are tmpfs of their own.
+    assert m["/"]["fstype"] == "tmpfs" and m["/"]["root"] == "/newroot" and "ro" in m["/"]["opts"]
+    for p in ("/proc/acpi", "/etc/ssh", "/etc/ssl/private"):
+        e = m[p]
+        if e is None:
+            continue  # not on this host (acpi): nothing to hide
+        assert e["dev"] == m["/"]["dev"] and e["root"].startswith("/.empty-"), (p, e)
+        assert {"ro", "nosuid", "nodev", "noexec"} <= set(e["opts"]), (p, e)
+        assert v["listing"][p] == []
+        assert v["writes"][p + "/x"] == errno.EROFS
+    assert m["/tmp"]["dev"] != m["/"]["dev"] and m["/dev"]["dev"] != m["/"]["dev"]
+    assert v["writes"]["/x"] == errno.EROFS
+    # Nothing of the staging is in the view: no /oldroot, /newroot or empty directories at /.
+    assert not {"oldroot", "newroot", ".empty-555", ".empty-755"} & set(v["root"])
+    # tmpfs superblocks: the staging (root + empties), /tmp, /dev, /dev/shm (was 3 more).
+    assert v["tmpfs_sbs"] == 4
+
+
+def test_kept_host_id_lock_files_still_exclude_other_holders(monkeypatch):
+    # Two ids at the top of the range (other processes use it from below).
+    monkeypatch.setattr(hostids, "BASE", hostids.BASE + hostids.COUNT - 2)
+    monkeypatch.setattr(hostids, "COUNT", 2)
+    first = hostids.allocate()
+    low = first.id
+    first.release()
+    assert low in hostids._idle and not hostids.in_use(low)   # kept open, not locked
+    # Another holder (an open file of its own, as another process has): not taken from it.
+    other = os.open(hostids._lock_path(low), os.O_RDWR | os.O_CLOEXEC)
+    fcntl.flock(other, fcntl.LOCK_EX)
+    try:
+        lease = hostids.allocate()
+        assert lease.id == low + 1
+        lease.release()
+    finally:
+        os.close(other)
+    # The lock file made again (the directory was removed): the kept fd locks a file nobody
+    # else opens; it is not trusted, the id's lock is taken on the file at its path.
+    os.unlink(hostids._lock_path(low))
+    lease = hostids.allocate()
+    try:
+        assert lease.id == low and hostids.in_use(low)
+    finally:
+        lease.release()
+    # A sandbox's id is held while it runs, free after, through the kept fds too.
+    r = isolate.run(["true"])
+    assert r.returncode == 0 and hostids.held() == frozenset() and not hostids.in_use(low)

@@ -107,6 +107,7 @@ enum mount_op_kind {
 #define BIND_READONLY 1
 #define BIND_OPTIONAL 2
 #define BIND_DEV 4
+#define BIND_NOEXEC 8
 
 struct mount_op {
     int kind;
@@ -191,6 +192,10 @@ struct launch {
      * less): launch_core returns once the maps are written, leaves the child's stack
      * mapped (the child runs on it until its execve) and returns the pipe's read end. */
     int defer_status;
+    /* Take a reference to the child's new mount namespace right after the clone
+     * (launch_result.mntns_fd): the sandbox's exit then only drops one, and whoever
+     * holds the fd tears the namespace down later, off the caller's path. 0: not. */
+    int hold_mntns;
 };
 
 /* ---- child side ------------------------------------------------------------------- */
@@ -222,6 +227,13 @@ __attribute__((noreturn)) static void child_fail(const struct launch *l, int ste
         if (_r < 0)                                  \
             child_fail((l), (step), (index), _r);    \
     } while (0)
+
+static int c_streq(const char *a, const char *b)
+{
+    while (*a && *a == *b)
+        a++, b++;
+    return *a == *b;
+}
 
 static size_t c_strlen(const char *s)
 {
@@ -305,27 +317,31 @@ static void step_hostname(const struct launch *l)
         CHECK(l, STEP_HOSTNAME, 0, rsys2(SYS_sethostname, h, c_strlen(h)));
 }
 
-/* Creates the mount point for a bind of `src`: a directory for a directory, an empty
- * file for anything else. */
-static long make_mount_point(const char *src, const char *dst)
+/* OP_BIND's num: the type of its source as the plan saw it (a directory or not), so
+ * that the launch need not look it up; 0: look (an optional source may be gone). */
+#define MP_DIR 1
+#define MP_FILE 2
+
+/* The mount point at dst (left as it is when something is there already: the mount
+ * goes over it): a directory for a directory, else an empty file (mknod of a regular
+ * file: nothing is opened). */
+static long mount_point_at(const char *dst, int dir)
 {
+    long r = dir ? rsys2(SYS_mkdir, dst, 0755) : rsys4(SYS_mknodat, AT_FDCWD, dst, S_IFREG | 0644, 0);
+    return r == -EEXIST ? 0 : r;
+}
+
+/* Creates the mount point for a bind of `src`: a directory for a directory, an empty
+ * file for anything else (type: MP_DIR or MP_FILE as the plan saw src, else 0). */
+static long make_mount_point(const char *src, const char *dst, long type)
+{
+    if (type == MP_DIR || type == MP_FILE)
+        return mount_point_at(dst, type == MP_DIR);
     struct stat st;
     long r = rsys4(SYS_newfstatat, AT_FDCWD, src, &st, 0);
     if (r < 0)
         return r;
-    if (rsys4(SYS_newfstatat, AT_FDCWD, dst, &st, AT_SYMLINK_NOFOLLOW) == 0)
-        return 0; /* already there: mount over it */
-    if (S_ISDIR(st.st_mode)) {
-        r = rsys2(SYS_mkdir, dst, 0755);
-        return r == -EEXIST ? 0 : r;
-    }
-    r = rsys4(SYS_openat, AT_FDCWD, dst, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
-    if (r == -EEXIST || r == -EISDIR)
-        return 0;
-    if (r < 0)
-        return r;
-    rsys1(SYS_close, r);
-    return 0;
+    return mount_point_at(dst, S_ISDIR(st.st_mode));
 }
 
 #ifndef SYS_move_mount
@@ -347,17 +363,9 @@ static long attach_tree(int fd, const char *dst)
     long r = rsys4(SYS_newfstatat, fd, "", &st, AT_EMPTY_PATH);
     if (r < 0)
         return r;
-    if (rsys4(SYS_newfstatat, AT_FDCWD, dst, &st, AT_SYMLINK_NOFOLLOW) != 0) {
-        if (S_ISDIR(st.st_mode)) {
-            r = rsys2(SYS_mkdir, dst, 0755);
-        } else {
-            r = rsys4(SYS_openat, AT_FDCWD, dst, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
-            if (r >= 0)
-                rsys1(SYS_close, r);
-        }
-        if (r < 0 && r != -EEXIST)
-            return r;
-    }
+    r = mount_point_at(dst, S_ISDIR(st.st_mode));
+    if (r < 0)
+        return r;
     r = rsys5(SYS_move_mount, fd, "", AT_FDCWD, dst, MOVE_MOUNT_F_EMPTY_PATH);
     rsys1(SYS_close, fd);
     return r;
@@ -412,7 +420,9 @@ static void step_mounts(const struct launch *l)
                     break;
                 goto bind_attrs;
             }
-            r = make_mount_point(op->a, op->b);
+            /* A path bound onto itself (/proc entries made read-only, the new root) is
+             * its own mount point. */
+            r = c_streq(op->a, op->b) ? 0 : make_mount_point(op->a, op->b, op->num);
             if (r == -ENOENT && (op->flags & BIND_OPTIONAL)) {
                 r = 0;
                 break;
@@ -420,6 +430,11 @@ static void step_mounts(const struct launch *l)
             if (r < 0)
                 break;
             r = rsys5(SYS_mount, op->a, op->b, 0, MS_BIND | MS_REC, 0);
+            if (r == -ENOENT && (op->flags & BIND_OPTIONAL)) {
+                r = 0; /* an optional source that is not there (its mount point, if one was
+                        * made, was there already: only binds of known sources skip the lookup) */
+                break;
+            }
             if (r < 0)
                 break;
         bind_attrs:;
@@ -430,6 +445,8 @@ static void step_mounts(const struct launch *l)
                 attr.attr_set |= MOUNT_ATTR_RDONLY;
             if (!(op->flags & BIND_DEV))
                 attr.attr_set |= MOUNT_ATTR_NODEV;
+            if (op->flags & BIND_NOEXEC)
+                attr.attr_set |= MOUNT_ATTR_NOEXEC;
             r = rsys5(SYS_mount_setattr, AT_FDCWD, op->b, AT_RECURSIVE, &attr, sizeof attr);
             break;
         }
@@ -1123,7 +1140,12 @@ struct launch_result {
     int pidfd, status_fd;             /* status_fd: the open status pipe (with init), or -1 */
     int err, step, index, used_clone3;
     int64_t t_start, t_end;
+    int mntns_fd;                     /* with hold_mntns: the child's mount namespace, or -1 */
 };
+
+#ifndef PIDFD_GET_MNT_NAMESPACE
+#define PIDFD_GET_MNT_NAMESPACE _IO(0xFF, 3) /* linux/pidfd.h, 6.11+ */
+#endif
 
 static void launch_core(struct launch *l, int mntns_fd, int ncgroups, char *const *c_cgroups, int64_t *timings,
                         struct launch_result *res)
@@ -1137,6 +1159,7 @@ static void launch_core(struct launch *l, int mntns_fd, int ncgroups, char *cons
     struct isolate_msg msg;
     int have_msg = 0;
     int64_t t_start = 0, t_end = 0;
+    int held_mntns = -1;
 
     t_start = now_ns();
     stack = mmap(NULL, CHILD_STACK_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
@@ -1228,6 +1251,11 @@ static void launch_core(struct launch *l, int mntns_fd, int ncgroups, char *cons
             err = (int)-pid;
             step = STEP_CLONE;
         } else {
+            /* Before the child can run a step (it waits for its maps, or has just begun):
+             * the namespace is the one clone made for it. A kernel without the ioctl
+             * (before 6.11): no reference, the exit tears it down as before. */
+            if (l->hold_mntns && (flags & CLONE_NEWNS) && pidfd >= 0)
+                held_mntns = ioctl(pidfd, PIDFD_GET_MNT_NAMESPACE, 0);
             if (syncfd[1] >= 0) {
                 /* Only the parent may write a map of more than its own id. Without
                  * privilege, setgroups must be denied before gid_map is written. */
@@ -1312,6 +1340,9 @@ static void launch_core(struct launch *l, int mntns_fd, int ncgroups, char *cons
         if (pidfd >= 0)
             close(pidfd);
         pipefd[0] = pidfd = -1;
+        if (held_mntns >= 0)
+            close(held_mntns); /* the child was reaped above: this is the last reference */
+        held_mntns = -1;
     }
     int status_fd = -1;
     if (!err) {
@@ -1337,6 +1368,7 @@ static void launch_core(struct launch *l, int mntns_fd, int ncgroups, char *cons
     res->used_clone3 = used_clone3;
     res->t_start = t_start;
     res->t_end = t_end;
+    res->mntns_fd = held_mntns < 0 ? -1 : held_mntns;
 }
 
 #ifndef ISOLATE_NO_PYTHON
@@ -1372,6 +1404,7 @@ static void launch_core_template(struct launch *l, int mntns_fd, int ncgroups, c
         res->pidfd = res->status_fd = -1;
         res->err = e;
         res->step = STEP_CLONE;
+        res->mntns_fd = -1;
         return;
     }
     pthread_join(th, NULL);
@@ -1389,12 +1422,12 @@ static PyObject *spawn(PyObject *self, PyObject *args)
     int init_fd, first_private, parent_pidfd, bpf_fd, netns_fd = -1, cgroup_fd = -1, mntns_fd = -1;
     PyObject *cgroups = NULL, *l_uid_map = Py_None, *l_gid_map = Py_None, *op_fds = Py_None;
     long switch_uid = -1, switch_gid = -1;
-    int ctty = 0, umask_ = -1, keep_ignored = 0;
+    int ctty = 0, umask_ = -1, keep_ignored = 0, hold_mntns = 0;
     PyObject *groups = Py_None, *cg_move = Py_None;
-    if (!PyArg_ParseTuple(args, "OOOOOOOiOiii|iOiiOOllOpipOO", &cap, &exec_paths, &argv, &envp, &cwd, &fd_src,
+    if (!PyArg_ParseTuple(args, "OOOOOOOiOiii|iOiiOOllOpipOOp", &cap, &exec_paths, &argv, &envp, &cwd, &fd_src,
                           &fd_dst, &init_fd, &init_argv, &first_private, &parent_pidfd, &bpf_fd, &netns_fd, &cgroups,
                           &cgroup_fd, &mntns_fd, &l_uid_map, &l_gid_map, &switch_uid, &switch_gid, &op_fds,
-                          &ctty, &umask_, &keep_ignored, &groups, &cg_move))
+                          &ctty, &umask_, &keep_ignored, &groups, &cg_move, &hold_mntns))
         return NULL;
     /* cg_move: ((fd of the sandbox cgroup's tasks, fd of the caller's own tasks), ...): the
      * launching thread moves itself in around the clone instead of writing cgroup.procs. */
@@ -1507,6 +1540,7 @@ static PyObject *spawn(PyObject *self, PyObject *args)
         .ngroups = groups == Py_None ? -1 : (int)(PyBytes_GET_SIZE(groups) / 4),
         .groups = groups == Py_None ? NULL : (const uint32_t *)PyBytes_AS_STRING(groups),
         .ncg_move = nmove == ncgroups ? nmove : 0, .cg_move_new = c_move_new, .cg_move_orig = c_move_orig,
+        .hold_mntns = hold_mntns,
     };
 
     struct launch_result res;
@@ -1544,7 +1578,12 @@ static PyObject *spawn(PyObject *self, PyObject *args)
     item = Py_BuildValue("(sL)", "returned", (long long)t_end);
     PyList_Append(tl, item);
     Py_XDECREF(item);
-    result = Py_BuildValue("(liiNi)", pid, pidfd, status_fd, tl, used_clone3);
+    if (hold_mntns)
+        result = Py_BuildValue("(liiNii)", pid, pidfd, status_fd, tl, used_clone3, res.mntns_fd);
+    else
+        result = Py_BuildValue("(liiNi)", pid, pidfd, status_fd, tl, used_clone3);
+    if (!result && res.mntns_fd >= 0)
+        close(res.mntns_fd);
 
 done:
     Py_XDECREF(ep);
@@ -1564,6 +1603,136 @@ done:
     return result;
 }
 
+#endif /* ISOLATE_NO_PYTHON */
+
+#ifndef ISOLATE_NO_PYTHON
+/* ---- closing the namespaces a launch held, off the caller's path -----------------
+ *
+ * The last close of a mount namespace tears it down: every mount of the view is
+ * unmounted, and the kernel waits for an RCU grace period before it frees them. A
+ * launch that held its sandbox's namespace (hold_mntns) hands the fd here once the
+ * sandbox was reaped; one thread of ours closes it. At most DEFER_MAX wait: beyond,
+ * defer_close closes at once (the caller pays, as without). Fork-safe: the prepare
+ * handler waits until no close is in flight, so the child's pending fds are exactly
+ * the copies of the queued ones, which it closes. */
+#define DEFER_MAX 128
+static pthread_mutex_t defer_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t defer_cv = PTHREAD_COND_INITIALIZER;
+static int defer_fds[DEFER_MAX];
+static int defer_n, defer_busy, defer_up, defer_atfork;
+
+static void *defer_main(void *unused)
+{
+    (void)unused;
+    pthread_mutex_lock(&defer_mu);
+    for (;;) {
+        while (!defer_n)
+            pthread_cond_wait(&defer_cv, &defer_mu);
+        int fd = defer_fds[--defer_n];
+        defer_busy = 1;
+        pthread_mutex_unlock(&defer_mu);
+        close(fd);
+        pthread_mutex_lock(&defer_mu);
+        defer_busy = 0;
+        pthread_cond_broadcast(&defer_cv); /* drain_deferred and the fork handler wait for this */
+    }
+    return NULL;
+}
+
+static void defer_prepare(void)
+{
+    pthread_mutex_lock(&defer_mu);
+    while (defer_busy)
+        pthread_cond_wait(&defer_cv, &defer_mu);
+}
+
+static void defer_parent(void)
+{
+    pthread_mutex_unlock(&defer_mu);
+}
+
+static void defer_child(void)
+{
+    /* Only this thread exists now: the queued fds are our copies, closed here. */
+    for (int i = 0; i < defer_n; i++)
+        close(defer_fds[i]);
+    defer_n = defer_busy = defer_up = 0;
+    pthread_mutex_init(&defer_mu, NULL);
+    pthread_cond_init(&defer_cv, NULL);
+}
+
+/* Starts the thread if needed; call with defer_mu held. 0 or an errno. */
+static int defer_start(void)
+{
+    if (defer_up)
+        return 0;
+    if (!defer_atfork) {
+        if (pthread_atfork(defer_prepare, defer_parent, defer_child))
+            return ENOMEM;
+        defer_atfork = 1;
+    }
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old); /* no signal is ever delivered to it */
+    pthread_attr_t at;
+    pthread_attr_init(&at);
+    pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+    pthread_attr_setstacksize(&at, 64 * 1024);
+    pthread_t th;
+    int e = pthread_create(&th, &at, defer_main, NULL);
+    pthread_attr_destroy(&at);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (!e)
+        defer_up = 1;
+    return e;
+}
+
+/* defer_close(fd): close fd in the closing thread (now, here, when it is full). */
+static PyObject *defer_close(PyObject *self, PyObject *arg)
+{
+    int fd = (int)PyLong_AsLong(arg);
+    if (fd == -1 && PyErr_Occurred())
+        return NULL;
+    if (fd < 0) {
+        PyErr_SetString(PyExc_ValueError, "defer_close: expected an open fd");
+        return NULL;
+    }
+    int queued = 0;
+    pthread_mutex_lock(&defer_mu);
+    if (defer_n < DEFER_MAX && defer_start() == 0) {
+        defer_fds[defer_n++] = fd;
+        queued = 1;
+        pthread_cond_signal(&defer_cv);
+    }
+    pthread_mutex_unlock(&defer_mu);
+    if (!queued) {
+        Py_BEGIN_ALLOW_THREADS
+        close(fd);
+        Py_END_ALLOW_THREADS
+    }
+    Py_RETURN_NONE;
+}
+
+/* deferred() -> the number of fds queued or being closed. */
+static PyObject *deferred(PyObject *self, PyObject *unused)
+{
+    pthread_mutex_lock(&defer_mu);
+    int n = defer_n + defer_busy;
+    pthread_mutex_unlock(&defer_mu);
+    return PyLong_FromLong(n);
+}
+
+/* drain_deferred(): returns once every queued fd is closed. */
+static PyObject *drain_deferred(PyObject *self, PyObject *unused)
+{
+    Py_BEGIN_ALLOW_THREADS
+    pthread_mutex_lock(&defer_mu);
+    while (defer_n || defer_busy)
+        pthread_cond_wait(&defer_cv, &defer_mu);
+    pthread_mutex_unlock(&defer_mu);
+    Py_END_ALLOW_THREADS
+    Py_RETURN_NONE;
+}
 #endif /* ISOLATE_NO_PYTHON */
 
 /* make_userns(uid_map, gid_map) -> fd of a new user namespace with these maps (for
@@ -1736,6 +1905,9 @@ static PyMethodDef methods[] = {
     {"make_plan", (PyCFunction)(void (*)(void))make_plan, METH_VARARGS | METH_KEYWORDS,
      "Turn compiled profile fields into a plan capsule."},
     {"spawn", spawn, METH_VARARGS, "Start one sandbox from a plan."},
+    {"defer_close", defer_close, METH_O, "Close an fd in the closing thread (held namespaces)."},
+    {"deferred", deferred, METH_NOARGS, "How many fds wait to be closed by the closing thread."},
+    {"drain_deferred", drain_deferred, METH_NOARGS, "Wait until the closing thread has closed every fd."},
     {"make_userns", make_userns, METH_VARARGS, "A user namespace with these maps, as an fd."},
     {"detached_tree", detached_tree, METH_VARARGS, "open_tree(OPEN_TREE_CLONE) of a path, idmapped."},
     {"set_force_legacy_clone", set_force_legacy_clone, METH_O, "Use clone instead of clone3 (for tests)."},
@@ -1768,6 +1940,7 @@ PyMODINIT_FUNC PyInit__launch(void)
     PyModule_AddIntConstant(m, "BIND_READONLY", BIND_READONLY);
     PyModule_AddIntConstant(m, "BIND_OPTIONAL", BIND_OPTIONAL);
     PyModule_AddIntConstant(m, "BIND_DEV", BIND_DEV);
+    PyModule_AddIntConstant(m, "BIND_NOEXEC", BIND_NOEXEC);
     PyModule_AddIntConstant(m, "MSG_ERROR", MSG_ERROR);
     PyModule_AddIntConstant(m, "MSG_STARTED", MSG_STARTED);
     PyModule_AddIntConstant(m, "MSG_EXITED", MSG_EXITED);

@@ -362,9 +362,29 @@ _hierarchies: dict = {}  # (pid, controller) -> the v1 mount of that controller,
 _own_lock = threading.Lock()
 
 
-def _own_tasks_fd(controller: str) -> int:
+def _own_cgroups() -> str:
+    """/proc/thread-self/cgroup, read now (one read for every controller of a launch)."""
+    try:
+        fd = os.open("/proc/thread-self/cgroup", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return ""
+    try:
+        chunks = []
+        while True:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                return b"".join(chunks).decode(errors="replace")
+            chunks.append(chunk)
+    except OSError:
+        return ""
+    finally:
+        os.close(fd)
+
+
+def _own_tasks_fd(controller: str, own_cgroups: str | None = None) -> int:
     """This thread's own v1 cgroup `tasks` file of `controller`, opened now (-1: none).
-    Opened per launch, not kept: the caller may be moved to another cgroup meanwhile."""
+    Opened per launch, not kept: the caller may be moved to another cgroup meanwhile.
+    own_cgroups: this thread's /proc/thread-self/cgroup as read for this launch."""
     key = (os.getpid(), controller)
     with _own_lock:
         if key not in _hierarchies:
@@ -374,7 +394,9 @@ def _own_tasks_fd(controller: str) -> int:
     if mount is None:
         return -1
     path = None
-    for line in (procfs.read("/proc/thread-self/cgroup", strip=True) or "").splitlines():
+    if own_cgroups is None:
+        own_cgroups = _own_cgroups()
+    for line in own_cgroups.strip().splitlines():
         parts = line.split(":", 2)
         if len(parts) == 3 and controller in parts[1].split(","):
             path = parts[2]
@@ -394,8 +416,9 @@ def thread_moves(group: "Group") -> list:
     if group.version != "v1" or group.controllers is None:
         return []
     out = []
+    own_cgroups = _own_cgroups()
     for d, c in zip(group.dirs, group.controllers):
-        own = _own_tasks_fd(c)
+        own = _own_tasks_fd(c, own_cgroups)
         if own < 0:
             break
         try:

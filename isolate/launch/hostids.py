@@ -26,6 +26,13 @@ LOCK_DIR = "/run/isolate/ids"   # one lock file per id; flock-ed by the process 
 
 _lock = threading.Lock()
 _held: dict = {}      # id -> fd of its lock file (this process holds the flock)
+# id -> fd of its lock file, open but not locked by us: the next allocation tries the
+# flock on it (one system call) instead of opening the file again (an id held by another
+# process's sandbox is tried at every launch). After the flock, the fd is checked to still
+# be the file at the id's path. Dropped in a forked child (its copies share the parent's
+# open files, and with them the parent's locks).
+_idle: dict = {}
+IDLE_MAX = 64
 _userns: dict = {}    # id -> fd of a user namespace mapping 0 <-> id (uid and gid), for idmapped binds
 
 
@@ -131,6 +138,13 @@ def allocate() -> Lease:
         for id_ in range(BASE, BASE + COUNT):
             if id_ in _held or id_ in SHARED:
                 continue
+            fd = _idle.pop(id_, None)
+            if fd is not None:
+                if _lock_idle(id_, fd):
+                    _held[id_] = fd
+                    return Lease(id_)
+                if id_ in _idle:
+                    continue  # held by another process's sandbox: tried again next time
             flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
             try:
                 try:
@@ -144,7 +158,10 @@ def allocate() -> Lease:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                os.close(fd)
+                if len(_idle) < IDLE_MAX:
+                    _idle[id_] = fd
+                else:
+                    os.close(fd)
                 continue
             except BaseException:
                 os.close(fd)
@@ -155,6 +172,27 @@ def allocate() -> Lease:
                            "are in use")
 
 
+def _lock_idle(id_: int, fd: int) -> bool:
+    """flock an idle lock fd of `id_`: True if it is ours now (and still the file at its
+    path); False if another process holds it (the fd stays idle) or it was stale (closed)."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        _idle[id_] = fd
+        return False
+    except OSError:
+        os.close(fd)
+        return False
+    try:
+        st, mine = os.stat(_lock_path(id_), follow_symlinks=False), os.fstat(fd)
+        same = (st.st_dev, st.st_ino) == (mine.st_dev, mine.st_ino)
+    except OSError:
+        same = False
+    if not same:  # the lock directory was made again since: this lock excludes nobody
+        os.close(fd)
+    return same
+
+
 USERNS_CACHE = 64      # user namespaces kept for ids not in use (more while more sandboxes run)
 
 
@@ -162,6 +200,13 @@ def release(id_: int) -> None:
     with _lock:
         fd = _held.pop(id_, None)
         userns = _userns.pop(id_, None) if len(_userns) > USERNS_CACHE else None
+        if fd is not None and len(_idle) < IDLE_MAX:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_UN)  # free for any process; the fd stays for our next launch
+                _idle[id_] = fd
+                fd = None
+            except OSError:
+                pass
     if fd is not None:
         os.close(fd)  # drops the flock
     if userns is not None:
@@ -210,6 +255,12 @@ def _after_fork_in_child():
     global _lock
     _lock = threading.Lock()
     _held.clear()
+    for fd in _idle.values():  # shared with the parent's open files: never locked from here
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _idle.clear()
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)

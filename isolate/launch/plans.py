@@ -30,8 +30,8 @@ from . import _launch, hostids, mounts
 # launch child: both must mean the same steps.
 _C_CODES = {name: getattr(_launch, name) for name in mountops.OP_NAMES.values()}
 if _C_CODES != {name: code for code, name in mountops.OP_NAMES.items()} or \
-        (_launch.BIND_READONLY, _launch.BIND_OPTIONAL, _launch.BIND_DEV) != \
-        (mountops.BIND_READONLY, mountops.BIND_OPTIONAL, mountops.BIND_DEV):
+        (_launch.BIND_READONLY, _launch.BIND_OPTIONAL, _launch.BIND_DEV, _launch.BIND_NOEXEC) != \
+        (mountops.BIND_READONLY, mountops.BIND_OPTIONAL, mountops.BIND_DEV, mountops.BIND_NOEXEC):
     raise ImportError("isolate.launch._launch was built from another isolate: its mount operation codes differ "
                       "from isolate.plan.mountops (rebuild the extension)")
 

@@ -102,6 +102,8 @@ def _view_file(plan, path: str) -> bytes | None:
                 continue
             if op.kind == OP_BIND and (op.a or "").startswith("/oldroot"):
                 host, content = op.a[len("/oldroot"):] + target[len(b):], None
+            elif op.kind == OP_BIND:  # an empty directory of the staging over it: hidden
+                host, content = None, None
             elif op.kind == OP_WRITE and target == b:
                 host, content = None, op.d
             elif op.kind == OP_MOUNT:  # a tmpfs over it: hidden

@@ -450,7 +450,8 @@ class Popen(subprocess.Popen):
                 self._adopt(launch(plan, exec_paths, argv, envp, cwd_b, src, dst,
                                    ctty=getattr(self, "_ctty", False), umask=self._umask,
                                    keep_ignored=self._keep_ignored, groups=self._groups,
-                                   seccomp_log=self._seccomp_log, network=self._network_for_launch))
+                                   seccomp_log=self._seccomp_log, network=self._network_for_launch,
+                                   hold_ns=True))
                 self._child_created = True
         except BaseException as e:
             self._close_pipe_fds(p2cread, p2cwrite, c2pread, c2pwrite, errread, errwrite)
@@ -477,6 +478,7 @@ class Popen(subprocess.Popen):
         self._cgroup = slot.cgroup
         self._ids = slot.ids
         self._network = slot.network
+        self._mntns, slot.mntns = slot.mntns, -1
 
     def _release_netns(self, reusable: bool) -> None:
         fd, self._netns = getattr(self, "_netns", -1), -1
@@ -516,6 +518,8 @@ class Popen(subprocess.Popen):
         if self._pidfd >= 0:
             os.close(self._pidfd)
             self._pidfd = -1
+        mntns, self._mntns = getattr(self, "_mntns", -1), -1
+        release_mntns(mntns)  # reaped: its mount namespace is torn down in the closing thread
         # pid 1 of a pid namespace is reaped only after every process in it: the
         # network namespace is then empty and may serve the next sandbox.
         self._release_netns(reusable=self.plan.pidns)
@@ -596,6 +600,7 @@ class Launched:
     ids: Any = None       # hostids.Lease: the host uid/gid it runs as (plan.host_ids), or None
     network: Any = None   # the network namespace a layer above made for it (launch(network=)), or None
     cgroup_usage: Any = None  # after it was reaped (run()'s direct path): cgroup.Usage, or None
+    mntns: int = -1       # launch(hold_ns=True): its mount namespace, for release_mntns once reaped
 
     def send_task(self, cwd: bytes, exec_paths, argv, envp, src, dst, umask: int = -1) -> None:
         """Hand a warm sandbox its one task: strings and the fd table, in one message."""
@@ -620,7 +625,7 @@ TASK_MAX = 1 << 20
 
 def launch(plan: Plan, exec_paths, argv, envp, cwd: bytes, src, dst, warm: bool = False,
            ctty: bool = False, umask: int = -1, keep_ignored: bool = False, groups=None,
-           seccomp_log: bool = False, network=None, early_seccomp: bool = False) -> Launched:
+           seccomp_log: bool = False, network=None, early_seccomp: bool = False, hold_ns: bool = False) -> Launched:
     """One start of the launch path. With warm=True, pid 1 is set up and then waits for
     its task on fd 0 (a socket returned as Launched.ctl) instead of starting a program.
     With ctty=True, fd 0 (a fresh pty) becomes the controlling terminal of the program,
@@ -629,7 +634,11 @@ def launch(plan: Plan, exec_paths, argv, envp, cwd: bytes, src, dst, warm: bool 
     network: a network namespace made for this one sandbox by a layer above (an object
     with .fd, the namespace, .recorded(), what it refused, and .close()), joined instead
     of a new one; it becomes Launched.network, closed once the sandbox is reaped (the
-    plan must ask for a network namespace of its own: network.mode = "none")."""
+    plan must ask for a network namespace of its own: network.mode = "none").
+
+    hold_ns: Launched.mntns is a reference to the sandbox's mount namespace, taken
+    right after the clone; whoever reaps the sandbox passes it to release_mntns()
+    (its teardown then runs in a thread of the launch path, not before the reap)."""
     first_private = max(dst + [2]) + 1
     init_fd, self_pidfd = process_fds()
     # A fresh cgroup per launch; the launch path puts the child in before it runs anything.
@@ -671,10 +680,13 @@ def launch(plan: Plan, exec_paths, argv, envp, cwd: bytes, src, dst, warm: bool 
             args += (None, None, -1, -1, None)
         moves = cgroup.thread_moves(group) if group is not None else []
         args += (bool(ctty), int(umask), bool(keep_ignored),
-                 None if groups is None else struct.pack(f"={len(groups)}I", *groups), moves or None)
+                 None if groups is None else struct.pack(f"={len(groups)}I", *groups), moves or None, hold_ns)
         # (With a template mount namespace, spawn joins it in a short-lived thread of its
         # own, which copies this thread's fs_struct: the caller's umask, as subprocess.)
-        pid, pidfd, status_fd, timings, used_clone3 = _launch.spawn(*args)
+        if hold_ns:
+            pid, pidfd, status_fd, timings, used_clone3, mntns = _launch.spawn(*args)
+        else:
+            (pid, pidfd, status_fd, timings, used_clone3), mntns = _launch.spawn(*args), -1
     except BaseException as e:
         if netns >= 0:
             pool.give_back(netns, reusable=False)
@@ -695,7 +707,22 @@ def launch(plan: Plan, exec_paths, argv, envp, cwd: bytes, src, dst, warm: bool 
             if fd >= 0:
                 os.close(fd)  # attached in the child (or unused): our copies go
     return Launched(pid, pidfd, status_fd, netns, bool(used_clone3), _phases(timings), cgroup=group, ids=lease,
-                    network=network)
+                    network=network, mntns=mntns)
+
+
+def wait_teardowns() -> None:
+    """Return once the mount namespaces of every sandbox reaped so far are torn down (the
+    launch path's closing thread has closed them): for a caller that, right after run(),
+    needs a filesystem a sandbox bound to be unused (a loop device to detach, say)."""
+    _launch.drain_deferred()
+
+
+def release_mntns(fd: int) -> None:
+    """Drop a reference launch(hold_ns=True) took to a reaped sandbox's mount namespace:
+    its teardown (every mount of the view unmounted, an RCU grace period) happens in the
+    launch path's closing thread, off the caller's path (see docs/launch-path.md)."""
+    if fd >= 0:
+        _launch.defer_close(fd)
 
 
 def _program_status(status_fd: int, sts: int) -> int:
@@ -999,7 +1026,7 @@ def _run_direct(args, plan: Plan, input, std, env, cwd, timeout, check: bool, on
                 child[i] = v   # a file of the profile's [fds] (in opened)
         src, dst = _fd_table(child[0], child[1], child[2], tuple(sorted(set(plan.pass_fds))))
         try:
-            slot = launch(plan, exec_paths, argv, envp, cwd_b, src, dst)
+            slot = launch(plan, exec_paths, argv, envp, cwd_b, src, dst, hold_ns=True)
         except _launch.ChildError as e:
             raise _setup_error(e.args, plan, program, cwd_b, getattr(e, "cgroup_procs", ())) from None
     except BaseException:
@@ -1143,6 +1170,9 @@ def _reap(slot: "Launched", plan: Plan):
         pid, sts, ru = os.wait4(slot.pid, 0)
     except ChildProcessError:
         sts = 0
+    if slot.mntns >= 0:  # pid 1 is gone: ours is the last reference, dropped in the closing thread
+        release_mntns(slot.mntns)
+        slot.mntns = -1
     if slot.status_fd >= 0:
         sts = _program_status(slot.status_fd, sts)
         slot.status_fd = -1

@@ -289,8 +289,9 @@ def compile_parts(profile, ctx: Mapping[str, str], key: str) -> Parts:
     fsd = data["filesystem"]
     template = (fsd["view"] == "new" and bool(fsd["template"]) and bool(data["namespaces"]["mount"])
                 and any(op.kind == OP_PIVOT for op in ops))
-    return Parts(fields, native, template_ops=tuple(fs_mod.template_ops(ops)) if template else (),
-                 host_binds=tuple(fs_mod.host_binds(ops)) if host_ids else (), cgroup_why=cg_why)
+    binds = tuple(fs_mod.host_binds(ops)) if host_ids else ()
+    return Parts(fields, native, template_ops=tuple(fs_mod.template_ops(ops, skip={s for _, s in binds}))
+                 if template else (), host_binds=binds, cgroup_why=cg_why)
 
 
 def check_runnable(plan: Plan, parts: Parts, file) -> None:

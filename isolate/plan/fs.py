@@ -10,7 +10,7 @@ assembled:
     mount the root tmpfs on STAGE/newroot
     pivot_root(STAGE, STAGE/oldroot)   -> /newroot is the view, /oldroot the host
     binds from /oldroot/SRC to /newroot/DST, tmpfs, /proc, /dev; dirs, symlinks, files
-    detach /oldroot; pivot_root into /newroot; detach the staging tmpfs
+    pivot_root into /newroot; detach the staging tmpfs, and with it /oldroot
     remount the new root read-only
 """
 
@@ -24,12 +24,21 @@ from typing import Mapping
 from ..errors import ProfileError
 from ..kernel.constants import MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_PRIVATE, MS_RDONLY, MS_REC
 
-from .mountops import (BIND_DEV, BIND_OPTIONAL, BIND_READONLY, OP_BIND, OP_MKDIR, OP_MOUNT, OP_NAMES, OP_PIVOT,
+from .mountops import (BIND_DEV, BIND_NOEXEC, BIND_OPTIONAL, BIND_READONLY, OP_BIND, OP_MKDIR, OP_MOUNT, OP_NAMES, OP_PIVOT,
                        OP_REMOUNT, OP_SYMLINK, OP_UMOUNT, OP_WRITE)
 
 STAGE = "/tmp"           # any host directory; the staging tmpfs hides it only in our namespace
 NEW = "/newroot"
 OLD = "/oldroot"
+# Empty directories of the staging tmpfs (at / once it is the root) that hide a path of a
+# new view: a read-only, noexec bind of one instead of an empty tmpfs per hidden
+# directory. A tmpfs is a superblock of its own, made (~15 us) and, when its namespace
+# goes, torn down (~60 us) by every launch; a bind shares the staging's. Nothing else
+# of the staging tmpfs is reachable through them, and it is detached at the end.
+EMPTY = {0o555: "/.empty-555", 0o755: "/.empty-755"}
+# OP_BIND's num: its source is a directory / not one (as the plan saw it): the launch
+# creates the mount point without looking the source up. 0 (optional binds): it looks.
+MP_DIR, MP_FILE = 1, 2
 
 # What a minimal /dev holds: bound from the host's device nodes.
 DEV_NODES = ("null", "zero", "full", "random", "urandom", "tty")
@@ -133,12 +142,14 @@ def mount_ops(data, ns, ctx, file) -> list:
 
     b = _Builder()
     root_size = fs["root_size"]
-    b.add(OP_MOUNT, "tmpfs", STAGE, "tmpfs", b"mode=0755,size=1m", MS_NOSUID | MS_NODEV,
-          source="filesystem (staging)")
+    # The new root is a directory of the staging tmpfs, bound onto itself (pivot_root
+    # needs a mount): one superblock for both, not two (see EMPTY).
+    b.add(OP_MOUNT, "tmpfs", STAGE, "tmpfs", f"mode=0755,size={root_size}".encode(), MS_NOSUID | MS_NODEV,
+          source="filesystem.root_size")
     b.add(OP_MKDIR, None, STAGE + NEW, num=0o755, source="filesystem (staging)")
     b.add(OP_MKDIR, None, STAGE + OLD, num=0o755, source="filesystem (staging)")
-    b.add(OP_MOUNT, "tmpfs", STAGE + NEW, "tmpfs", f"mode=0755,size={root_size}".encode(),
-          MS_NOSUID | MS_NODEV, source="filesystem.root_size")
+    empties_at = len(b.ops)  # the empty directories of the staging go here, as far as needed
+    b.add(OP_BIND, STAGE + NEW, STAGE + NEW, source="filesystem (the new root)")
     b.add(OP_PIVOT, OLD.lstrip("/"), STAGE, source="filesystem (staging)")
 
     # Mounts in order of target depth, so a parent is in place before what goes on it;
@@ -179,14 +190,14 @@ def mount_ops(data, ns, ctx, file) -> list:
             b.add(OP_MOUNT, "tmpfs", NEW + dst, "tmpfs", f"mode={y:o},size={x}".encode(),
                   MS_NOSUID | MS_NODEV, source=where)
         elif kind == "hide":
-            if x:  # a directory: an empty, read-only tmpfs over it
-                b.add(OP_MOUNT, "tmpfs", NEW + dst, "tmpfs", b"mode=0755,size=4k",
-                      MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, source=where)
+            if x:  # a directory: an empty, read-only directory over it
+                b.add(OP_BIND, EMPTY[0o755], NEW + dst, flags=BIND_READONLY | BIND_NOEXEC, num=MP_DIR,
+                      source=where)
             else:  # a file: the empty /dev/null over it, read-only
-                b.add(OP_BIND, OLD + "/dev/null", NEW + dst, flags=BIND_READONLY, source=where)
+                b.add(OP_BIND, OLD + "/dev/null", NEW + dst, flags=BIND_READONLY, num=MP_FILE, source=where)
         elif kind == "proc":
             b.mkdir("/proc", where)
-            _proc(b, NEW, OLD + "/dev/null", where)
+            _proc(b, NEW, OLD + "/dev/null", where, empty=EMPTY[0o555])
         elif kind == "dev":
             _dev(b, where)
 
@@ -204,8 +215,12 @@ def mount_ops(data, ns, ctx, file) -> list:
         b.parents(path, where)
         b.add(OP_WRITE, None, NEW + path, None, os.fsencode(e["content"]), num=e["mode"], source=where)
 
-    b.add(OP_UMOUNT, None, OLD, source="filesystem (detach the host's tree)")
-    b.add(OP_PIVOT, None, NEW, source="filesystem (pivot_root)")
+    used = [mode for mode, path in EMPTY.items() if any(op.kind == OP_BIND and op.a == path for op in b.ops)]
+    b.ops[empties_at:empties_at] = [_op(OP_MKDIR, None, STAGE + EMPTY[mode], num=mode, source="filesystem (staging)")
+                                    for mode in used]
+    # One detach, after the last pivot_root, takes the staging tmpfs and the host's tree
+    # under it at /oldroot together: each detach waits for an RCU grace period (~60 us).
+    b.add(OP_PIVOT, None, NEW, source="filesystem (pivot_root; detach the staging and the host's tree)")
     if fs["root_readonly"]:
         b.add(OP_REMOUNT, None, "/", flags=MS_RDONLY | MS_NOSUID | MS_NODEV,
               source="filesystem.root_readonly")
@@ -244,11 +259,13 @@ def _bind(b: _Builder, where: str, src: str, dst: str, *, readonly: bool, option
     flags = BIND_READONLY if readonly else 0
     if optional:
         flags |= BIND_OPTIONAL
-    b.add(OP_BIND, OLD + src, NEW + dst, flags=flags, source=where)
+    kind = 0 if optional else (MP_DIR if os.path.isdir(src) else MP_FILE)
+    b.add(OP_BIND, OLD + src, NEW + dst, flags=flags, num=kind, source=where)
 
 
-def _proc(b: _Builder, root: str, devnull: str, where: str) -> None:
-    """/proc of the sandbox's pid namespace, with what reaches the host made read-only or hidden."""
+def _proc(b: _Builder, root: str, devnull: str, where: str, empty: str | None = None) -> None:
+    """/proc of the sandbox's pid namespace, with what reaches the host made read-only or hidden
+    (a directory: by a read-only bind of `empty`, an empty directory, else an empty tmpfs)."""
     b.add(OP_MOUNT, "proc", root + "/proc", "proc", None, MS_NOSUID | MS_NODEV | MS_NOEXEC, source=where)
     # Only what this kernel has (the host's /proc is the same kernel's): a bind per
     # entry that does not exist would cost two failed lookups in every launch.
@@ -257,12 +274,15 @@ def _proc(b: _Builder, root: str, devnull: str, where: str) -> None:
         b.add(OP_BIND, path, path, flags=BIND_READONLY | BIND_OPTIONAL,
               source=f"{where} (read-only /proc/{name})")
     for name in (n for n in PROC_MASKED if os.path.lexists(f"/proc/{n}")):
-        if os.path.isdir(f"/proc/{name}"):
+        if os.path.isdir(f"/proc/{name}") and empty is not None:
+            b.add(OP_BIND, empty, f"{root}/proc/{name}", flags=BIND_READONLY | BIND_NOEXEC, num=MP_DIR,
+                  source=f"{where} (hide /proc/{name})")
+        elif os.path.isdir(f"/proc/{name}"):
             b.add(OP_MOUNT, "tmpfs", f"{root}/proc/{name}", "tmpfs", b"mode=0555,size=4k",
                   MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, source=f"{where} (hide /proc/{name})")
         else:
             b.add(OP_BIND, devnull, f"{root}/proc/{name}",
-                  flags=BIND_READONLY | BIND_OPTIONAL | BIND_DEV,
+                  flags=BIND_READONLY | BIND_OPTIONAL | BIND_DEV, num=MP_FILE,   # (the entry is its mount point)
                   source=f"{where} (hide /proc/{name})")
 
 
@@ -274,7 +294,7 @@ def _dev(b: _Builder, where: str) -> None:
     # host inode's mode, owner, times and xattrs cannot be changed through them.
     for node in DEV_NODES:
         b.add(OP_BIND, OLD + "/dev/" + node, NEW + "/dev/" + node,
-              flags=BIND_DEV | BIND_READONLY, source=where)
+              flags=BIND_DEV | BIND_READONLY, num=MP_FILE, source=where)
     for name, target in DEV_LINKS:
         b.add(OP_SYMLINK, target, NEW + "/dev/" + name, source=where)
     b.add(OP_MKDIR, None, NEW + "/dev/shm", num=0o1777, source=where)
@@ -321,9 +341,11 @@ def host_binds(ops) -> list:
 # launch copies and detaches a handful of mounts, however many the host has. Root
 # only (joining a mount namespace needs CAP_SYS_ADMIN and CAP_SYS_CHROOT).
 
-def template_ops(ops) -> list:
-    """Mount operations that build a template for a view's operations `ops`."""
-    sources = {op.a[len(OLD):] for op in ops if op.kind == OP_BIND and op.a.startswith(OLD + "/")}
+def template_ops(ops, skip=()) -> list:
+    """Mount operations that build a template for a view's operations `ops`. `skip`: sources
+    the launch never binds from the template (a host-id sandbox's idmapped trees, which the
+    caller opens in its own namespace): every mount of the template is copied by each clone."""
+    sources = {op.a[len(OLD):] for op in ops if op.kind == OP_BIND and op.a.startswith(OLD + "/")} - set(skip)
     if any(op.kind == OP_MOUNT and op.c == "proc" for op in ops):
         # The kernel lets a user namespace mount a new proc only where a full one is
         # already visible in the mount namespace: the host's, as in the caller's.

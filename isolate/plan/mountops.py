@@ -15,3 +15,4 @@ OP_NAMES = {v: k for k, v in list(globals().items()) if k.startswith("OP_") and 
 BIND_READONLY = 1
 BIND_OPTIONAL = 2
 BIND_DEV = 4
+BIND_NOEXEC = 8   # noexec too (the empty directories that hide a path)

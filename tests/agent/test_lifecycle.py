@@ -32,7 +32,15 @@ def footprint(s) -> dict:
                 if c in ("memory", "pids") and path != "/":
                     cgroups.append(f"/sys/fs/cgroup/{c}{path}")
     return {"pids": _tree(s.pid), "cgroups": cgroups, "mntns": os.readlink(f"/proc/{s.agent_pid}/ns/mnt"),
-            "uid": s.uid}
+            "uid": s.uid, "agent_pid": s.agent_pid}
+
+
+def hold(fp: dict) -> dict:
+    """Keep the session's mount namespace open until assert_gone: a namespace's number is
+    given to the next new namespace once it is freed, and other processes make them all
+    the time; held, the number stays the session's, and mntns_alive asks about it alone."""
+    fp["held"] = os.open(f"/proc/{fp['agent_pid']}/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
+    return fp
 
 
 def mntns_alive(ns: str) -> bool:
@@ -62,6 +70,14 @@ def lock_holders(id_: int) -> set:
 
 
 def assert_gone(fp: dict, check_cgroups: bool = True, caller: int | None = None) -> None:
+    try:
+        _assert_gone(fp, check_cgroups, caller)
+    finally:
+        if "held" in fp:
+            os.close(fp.pop("held"))
+
+
+def _assert_gone(fp: dict, check_cgroups: bool, caller: int | None) -> None:
     for pid in fp["pids"]:
         assert not os.path.exists(f"/proc/{pid}"), f"process {pid} of the session is still there"
     assert not mntns_alive(fp["mntns"]), "the session's mount namespace is still in use"
@@ -95,7 +111,7 @@ def test_close_leaves_nothing_behind(tmp_path):
     s = isolate.Session("agent", workspace=tmp_path)
     s.exec("sleep 600 & setsid sleep 601 & echo started")
     job = s.spawn(["sleep", "602"])
-    fp = footprint(s)
+    fp = hold(footprint(s))
     assert len(fp["pids"]) >= 5
     s.close()
     assert_gone(fp)
@@ -109,7 +125,7 @@ def test_ttl_and_idle_timeout_close_the_session(tmp_path):
     # (A TTL long enough for the session's first command on a loaded machine: the test is
     # about what the TTL does once it expires, not about how soon.)
     s = isolate.Session("agent", workspace=tmp_path, ttl=3)
-    fp = footprint(s)
+    fp = hold(footprint(s))
     s.exec("sleep 600 &")
     for _ in range(600):
         if s.closed:
@@ -120,7 +136,7 @@ def test_ttl_and_idle_timeout_close_the_session(tmp_path):
     s.close()   # returns once the teardown (in the watchdog's thread) is complete
     assert_gone(fp)
     s = isolate.Session("agent", workspace=tmp_path, idle_timeout=0.3)
-    fp = footprint(s)
+    fp = hold(footprint(s))
     for _ in range(200):
         if s.closed:
             break
@@ -148,7 +164,7 @@ def test_caller_death_leaves_nothing_behind(tmp_path):
     p = subprocess.Popen([sys.executable, "-c", CALLER, str(tmp_path), here], stdout=subprocess.PIPE, text=True,
                          cwd=ROOT, env=dict(os.environ, PYTHONPATH=here))
     try:
-        fp = json.loads(p.stdout.readline())
+        fp = hold(json.loads(p.stdout.readline()))
         assert len(fp["pids"]) >= 5
     finally:
         p.kill()
@@ -267,4 +283,8 @@ def test_sessions_leave_no_fds_in_the_caller(tmp_path):
             s.exec("sleep 5", timeout=0.2)
             s.exec("sleep 1", yield_after=0.1)
             s.write_file("/tmp/x", "y")
-    assert open_fds() == before
+    # No fd more than before (one of the caller's may have closed meanwhile: a plan the
+    # cache evicted, a sandbox of an earlier test reaped by subprocess's own clean-up).
+    after = open_fds()
+    new = {fd: os.readlink(f"/proc/self/fd/{fd}") for fd in after - before if os.path.exists(f"/proc/self/fd/{fd}")}
+    assert after <= before, new
