@@ -114,7 +114,10 @@ class WarmPool:
                 raise RuntimeError("the WarmPool is closed")
             slot = self._ready.popleft() if self._ready else None
             self._running += 1
-            self._lock.notify_all()
+            # The refill thread waits while `low` are ready and a task runs: waking it now
+            # for nothing would cost this task a wake-up and a hand-over of the GIL.
+            if len(self._ready) < self.low:
+                self._lock.notify_all()
         if slot is None:
             self.stats["served_cold"] += 1
             try:
