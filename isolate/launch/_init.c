@@ -255,19 +255,31 @@ static void receive_task(char ***paths, int *nexec, char ***prog_argv, int *firs
         strs[i] = (char *)buf + off;
         off = (size_t)((unsigned char *)end - buf) + 1;
     }
-    /* Our own fds go above the program's table, then the table is laid out. */
-    status_fd = move_up(status_fd, top);
-    cgroup_fd = move_up(cgroup_fd, top);
-    *parent_pidfd = move_up(*parent_pidfd, top);
-    *sfd = move_up(*sfd, top);
+    /* Our own fds go above the program's table, then the table is laid out. Only those
+     * below `top` need moving: every one of them is close-on-exec already (pipe2 and
+     * MSG_CMSG_CLOEXEC), and none at or above `top` is touched by the layout. Each
+     * received fd then ends up >= top, never equal to its target (dup2 of an fd onto
+     * itself would keep its close-on-exec flag); its own number goes at the exec. */
+#define MOVE_IF_LOW(fd) ((fd) >= 0 && (fd) < top ? move_up((fd), top) : (fd))
+    status_fd = MOVE_IF_LOW(status_fd);
+    cgroup_fd = MOVE_IF_LOW(cgroup_fd);
+    *parent_pidfd = MOVE_IF_LOW(*parent_pidfd);
+    *sfd = MOVE_IF_LOW(*sfd);
     for (uint32_t i = 0; i < nfds; i++)
-        fds[i] = move_up(fds[i], top);
-    close_fds(0, top - 1);
-    for (uint32_t i = 0; i < nfds; i++) {
+        fds[i] = MOVE_IF_LOW(fds[i]);
+#undef MOVE_IF_LOW
+    /* Every number below top that is no target is closed; when the targets are exactly
+     * 0..top-1 (the usual 0, 1, 2), each dup2 below replaces what was there. */
+    int gaps = nfds != (uint32_t)top;
+    for (uint32_t i = 0; i < nfds && !gaps; i++)
+        for (uint32_t j = 0; j < i; j++)
+            if (targets[j] == targets[i])
+                gaps = 1;
+    if (gaps)
+        close_fds(0, top - 1);
+    for (uint32_t i = 0; i < nfds; i++)
         if (dup2(fds[i], targets[i]) < 0)
             fail(STEP_FDS, targets[i], errno);
-        close(fds[i]);
-    }
     if (strs[0][0] && chdir(strs[0]) < 0)
         fail(STEP_CHDIR, 0, errno);
     if (task_umask >= 0)
@@ -331,6 +343,7 @@ int main(int argc, char **argv)
     char **paths = argv + 8;
     char **prog_argv = argv + 8 + nexec;
     int pidns = flags & FLAG_PIDNS;
+    int is_init = pidns && getpid() == 1; /* pid 1 of the sandbox's pid namespace */
     int64_t t_init = now_ns();
 
     /* Not dumpable: the program (same uid, same user namespace) must not reach into
@@ -495,7 +508,7 @@ int main(int argc, char **argv)
     int quiet = watch_fd >= 0;
     struct pollfd pfd[4] = {{sfd, POLLIN, 0}, {quiet ? -1 : start_fd, POLLIN, 0}, {parent_pidfd, POLLIN, 0},
                             {watch_fd, POLLIN, 0}};
-    int program_status = 0, program_done = 0;
+    int program_status = 0, program_done = 0, no_children = 0;
     while (!program_done) {
         if (poll(pfd, 4, -1) < 0) {
             if (errno == EINTR)
@@ -518,19 +531,22 @@ int main(int argc, char **argv)
             report_start(&start_fd, program, 0, t_init, NULL);
             pfd[1].fd = -1;
         }
-        struct signalfd_siginfo si;
-        while (read(sfd, &si, sizeof si) == (ssize_t)sizeof si) {
-            if (si.ssi_signo != SIGCHLD) {
-                kill(program, (int)si.ssi_signo);
-                continue;
-            }
-        }
+        struct signalfd_siginfo si[8];
+        ssize_t got;
+        do { /* until a read returns fewer than it could take: the signalfd is drained */
+            got = read(sfd, si, sizeof si);
+            for (ssize_t k = 0; got > 0 && k < got / (ssize_t)sizeof *si; k++)
+                if (si[k].ssi_signo != SIGCHLD)
+                    kill(program, (int)si[k].ssi_signo);
+        } while (got == (ssize_t)sizeof si);
         /* Reap every child that has ended: the program and any orphan. */
         for (;;) {
             int st;
             pid_t r = waitpid(-1, &st, WNOHANG);
-            if (r <= 0)
+            if (r <= 0) {
+                no_children = r < 0 && errno == ECHILD;
                 break;
+            }
             if (r == program) {
                 program_status = st;
                 program_done = 1;
@@ -541,13 +557,16 @@ int main(int argc, char **argv)
     int nout = 0;
     if (start_fd >= 0) /* it ended before we read the start pipe (or the task was quiet) */
         report_start(&start_fd, program, 1, t_init, quiet ? &out[nout++] : NULL);
-    if (pidns && getpid() == 1) {
+    if (is_init) {
         /* The program has ended: so does its sandbox. Every other process is killed
-         * first (none runs another instruction after kill returns), then what the
+         * first (none runs another instruction after kill returns; with no child left
+         * there is none: every process of the sandbox descends from us, and the
+         * program's orphans were made ours before we could reap it), then what the
          * program used (it and every process reaped so far) and its status are
          * reported in one write: a warm task's caller can take its result from there
          * without waiting for the namespaces to be torn down. */
-        kill(-1, SIGKILL);
+        if (!no_children)
+            kill(-1, SIGKILL);
         struct rusage ru;
         memset(&ru, 0, sizeof ru);
         getrusage(RUSAGE_CHILDREN, &ru);
