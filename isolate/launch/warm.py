@@ -66,6 +66,10 @@ class WarmPool:
         self._closed = False
         self._pid = os.getpid()
         self.stats = {"prepared": 0, "served_warm": 0, "served_cold": 0}
+        # run()'s direct path: the last environment's C strings, and exec paths by program
+        # and PATH (the same inputs give the same lists: any change of them is a new entry).
+        self._envp_cache: tuple = ((), [])
+        self._paths_cache: dict = {}
         self._thread = threading.Thread(target=self._refill, name="isolate-warm-pool", daemon=True)
         self._thread.start()
 
@@ -214,8 +218,8 @@ class WarmPool:
         program = os.fspath(executable if executable is not None else argl[0])
         argv = [os.fsencode(a) for a in argl]
         environment = plan.environment() if env is None else env
-        envp = process.environment_list(environment)
-        paths = process.exec_paths(os.fsencode(program), environment, given=env is not None)
+        envp = self._envp(environment)
+        paths = self._exec_paths(os.fsencode(program), environment, env is not None)
         passed = tuple(sorted(set(plan.pass_fds) | set(int(f) for f in pass_fds)))
         if set(passed) != set(plan.pass_fds):
             check_nofile(plan, passed, warm=True, file=plan.profile_name, what=f" with pass_fds={list(passed)}")
@@ -297,6 +301,35 @@ class WarmPool:
         finally:
             # Last: the refill thread this wakes then no longer competes with the caller.
             self._give_back(slot)
+
+    def _envp(self, environment) -> list:
+        """process.environment_list(environment), kept for the next task with the same
+        environment (the same names and values in the same order)."""
+        items = tuple(environment.items())
+        cached_items, cached = self._envp_cache
+        if items == cached_items:
+            return cached
+        envp = process.environment_list(environment)
+        self._envp_cache = (items, envp)
+        return envp
+
+    def _exec_paths(self, program: bytes, environment, given: bool) -> list:
+        """process.exec_paths, kept by everything it reads: the program, and the PATH of
+        `environment` (given) or of `environment`, then of this process (not given)."""
+        if b"/" in program:
+            return [program]
+        key = (program, given, environment.get("PATH"),
+               environment.get(b"PATH") if given else os.environ.get("PATH"))
+        try:
+            paths = self._paths_cache.get(key)
+        except TypeError:  # a PATH that is no string: process.exec_paths says what is wrong
+            return process.exec_paths(program, environment, given=given)
+        if paths is None:
+            paths = process.exec_paths(program, environment, given=given)
+            if len(self._paths_cache) >= 64:
+                self._paths_cache.clear()
+            self._paths_cache[key] = paths
+        return list(paths)
 
     def _give_back(self, slot: process.Launched) -> None:
         """A direct task's sandbox, to be reaped and cleaned up by the refill thread."""
