@@ -27,6 +27,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
@@ -49,6 +50,7 @@
                                * the filter allows every call the zygote makes after it: warm.py) */
 #define MSG_RUSAGE 5 /* just before MSG_EXITED, with a pid namespace: a = maxrss KiB, b.c = utime s.us, t = stime us */
 #define TASK_MAGIC 0x544f5349u /* "ISOT" */
+#define TASK_QUIET 1 /* a task's flags: pid 1 reports the start only with the end, and stays until killed */
 #define TASK_MAX (1 << 20)
 #define TASK_MAX_FDS 250
 
@@ -172,10 +174,14 @@ static void alloc_task(void)
 
 /* One task from fd 0 (a unix SOCK_SEQPACKET socket), as one message:
  *   u32 magic, u32 nfds, i32 target[nfds], u32 nexec, u32 nargv, u32 nenv, i32 umask (-1: keep),
- *   then NUL-terminated strings: cwd, exec paths, argv, environment;
- * with the nfds descriptors attached (SCM_RIGHTS), placed at target[i]. */
+ *   u32 flags (TASK_QUIET), then NUL-terminated strings: cwd, exec paths, argv, environment;
+ * with the nfds descriptors attached (SCM_RIGHTS), placed at target[i].
+ *
+ * Without TASK_QUIET the zygote asks pid 1 (one write on watch_fd, an eventfd) to watch
+ * its start pipe and report "started" at the exec, as a cold launch does; with it,
+ * pid 1 is not woken before the program ends. watch_fd is closed either way. */
 static void receive_task(char ***paths, int *nexec, char ***prog_argv, int *first_private, int *parent_pidfd,
-                         int *sfd)
+                         int *sfd, int watch_fd)
 {
     unsigned char *buf = task_buf;
     char cbuf[CMSG_SPACE(sizeof(int) * TASK_MAX_FDS)];
@@ -213,7 +219,7 @@ static void receive_task(char ***paths, int *nexec, char ***prog_argv, int *firs
         fail(STEP_INIT, 12, EPROTO);
     uint32_t nfds = rd32(buf + 4);
     size_t off = 8 + 4 * (size_t)nfds;
-    if (nfds != (uint32_t)nrecv || off + 16 > (size_t)n)
+    if (nfds != (uint32_t)nrecv || off + 20 > (size_t)n)
         fail(STEP_INIT, 13, EPROTO);
     int targets[TASK_MAX_FDS];
     int top = 3;
@@ -226,7 +232,16 @@ static void receive_task(char ***paths, int *nexec, char ***prog_argv, int *firs
     }
     uint32_t ne = rd32(buf + off), na = rd32(buf + off + 4), nv = rd32(buf + off + 8);
     int32_t task_umask = (int32_t)rd32(buf + off + 12); /* < 0: keep ours */
-    off += 16;
+    uint32_t task_flags = rd32(buf + off + 16);
+    off += 20;
+    if (watch_fd >= 0) {
+        if (!(task_flags & TASK_QUIET)) {
+            uint64_t one = 1;
+            while (write(watch_fd, &one, sizeof one) < 0 && errno == EINTR)
+                ;
+        }
+        close(watch_fd);
+    }
     size_t nstr = 1 + (size_t)ne + na + nv;
     /* Every string is at least its NUL: nstr <= n, and task_ptrs has room for the
      * strings and the NULL-terminated argv and envp (no allocation after the filter). */
@@ -240,19 +255,31 @@ static void receive_task(char ***paths, int *nexec, char ***prog_argv, int *firs
         strs[i] = (char *)buf + off;
         off = (size_t)((unsigned char *)end - buf) + 1;
     }
-    /* Our own fds go above the program's table, then the table is laid out. */
-    status_fd = move_up(status_fd, top);
-    cgroup_fd = move_up(cgroup_fd, top);
-    *parent_pidfd = move_up(*parent_pidfd, top);
-    *sfd = move_up(*sfd, top);
+    /* Our own fds go above the program's table, then the table is laid out. Only those
+     * below `top` need moving: every one of them is close-on-exec already (pipe2 and
+     * MSG_CMSG_CLOEXEC), and none at or above `top` is touched by the layout. Each
+     * received fd then ends up >= top, never equal to its target (dup2 of an fd onto
+     * itself would keep its close-on-exec flag); its own number goes at the exec. */
+#define MOVE_IF_LOW(fd) ((fd) >= 0 && (fd) < top ? move_up((fd), top) : (fd))
+    status_fd = MOVE_IF_LOW(status_fd);
+    cgroup_fd = MOVE_IF_LOW(cgroup_fd);
+    *parent_pidfd = MOVE_IF_LOW(*parent_pidfd);
+    *sfd = MOVE_IF_LOW(*sfd);
     for (uint32_t i = 0; i < nfds; i++)
-        fds[i] = move_up(fds[i], top);
-    close_fds(0, top - 1);
-    for (uint32_t i = 0; i < nfds; i++) {
+        fds[i] = MOVE_IF_LOW(fds[i]);
+#undef MOVE_IF_LOW
+    /* Every number below top that is no target is closed; when the targets are exactly
+     * 0..top-1 (the usual 0, 1, 2), each dup2 below replaces what was there. */
+    int gaps = nfds != (uint32_t)top;
+    for (uint32_t i = 0; i < nfds && !gaps; i++)
+        for (uint32_t j = 0; j < i; j++)
+            if (targets[j] == targets[i])
+                gaps = 1;
+    if (gaps)
+        close_fds(0, top - 1);
+    for (uint32_t i = 0; i < nfds; i++)
         if (dup2(fds[i], targets[i]) < 0)
             fail(STEP_FDS, targets[i], errno);
-        close(fds[i]);
-    }
     if (strs[0][0] && chdir(strs[0]) < 0)
         fail(STEP_CHDIR, 0, errno);
     if (task_umask >= 0)
@@ -273,8 +300,9 @@ static void receive_task(char ***paths, int *nexec, char ***prog_argv, int *firs
 }
 
 /* The program's process has exec'd (its start pipe reads EOF: report MSG_STARTED with
- * its pid) or has failed before (a record: relay it and end the sandbox). */
-static void report_start(int *fd, pid_t program, int reaped, int64_t t_init)
+ * its pid, or keep that record in *defer to be written with the end) or has failed
+ * before (a record: relay it and end the sandbox). */
+static void report_start(int *fd, pid_t program, int reaped, int64_t t_init, struct isolate_msg *defer)
 {
     struct isolate_msg m;
     ssize_t n;
@@ -291,6 +319,10 @@ static void report_start(int *fd, pid_t program, int reaped, int64_t t_init)
         _exit(127);
     }
     struct isolate_msg s = {MSG_STARTED, program, 0, 0, t_init};
+    if (defer) {
+        *defer = s;
+        return;
+    }
     while (write(status_fd, &s, sizeof s) < 0 && errno == EINTR)
         ;
 }
@@ -311,6 +343,7 @@ int main(int argc, char **argv)
     char **paths = argv + 8;
     char **prog_argv = argv + 8 + nexec;
     int pidns = flags & FLAG_PIDNS;
+    int is_init = pidns && getpid() == 1; /* pid 1 of the sandbox's pid namespace */
     int64_t t_init = now_ns();
 
     /* Not dumpable: the program (same uid, same user namespace) must not reach into
@@ -367,6 +400,11 @@ int main(int argc, char **argv)
     int started[2];
     if (pipe2(started, O_CLOEXEC) < 0)
         fail(STEP_INIT, 5, errno);
+    /* Warm: the zygote asks on this eventfd for the start to be watched (a task without
+     * TASK_QUIET); until then pid 1 does not poll the start pipe. */
+    int watch_fd = -1;
+    if ((flags & FLAG_WARM) && (watch_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0)
+        fail(STEP_INIT, 8, errno);
 
     /* The program's process. Warm (FLAG_WARM), it is forked now, before its task: the
      * zygote waits for the task itself, so that a task costs only the hand-over and
@@ -397,7 +435,7 @@ int main(int argc, char **argv)
                     fail(STEP_SECCOMP, 0, errno);
                 prog.filter = NULL; /* loaded: not again below */
             }
-            receive_task(&paths, &nexec, &prog_argv, &first_private, &parent_pidfd, &no_sfd);
+            receive_task(&paths, &nexec, &prog_argv, &first_private, &parent_pidfd, &no_sfd, watch_fd);
             started[1] = status_fd; /* moved above the program's table */
         }
         /* The program's table is 0..first_private-1 as laid out by the launch path (or
@@ -447,7 +485,7 @@ int main(int argc, char **argv)
     if (first_private > 0) {
         int lo = 0;
         for (int fd = 0; fd < first_private; fd++)
-            if (fd == sfd || fd == started[0]) {
+            if (fd == sfd || fd == started[0] || fd == watch_fd) {
                 close_fds(lo, fd - 1);
                 lo = fd + 1;
             }
@@ -463,62 +501,91 @@ int main(int argc, char **argv)
     }
 
     /* The start pipe (until the program has exec'd: EOF, or why not), the signals, and
-     * the caller's pidfd, in one loop: a warm sandbox waits here for its task too. */
+     * the caller's pidfd, in one loop: a warm sandbox waits here for its task too. Warm,
+     * the start pipe is watched only once the zygote asks for it (watch_fd): a quiet
+     * task's exec wakes nobody, its start is reported with its end. */
     int start_fd = started[0];
-    struct pollfd pfd[3] = {{sfd, POLLIN, 0}, {start_fd, POLLIN, 0}, {parent_pidfd, POLLIN, 0}};
-    int npfd = parent_pidfd >= 0 ? 3 : 2;
-    int program_status = 0, program_done = 0;
+    int quiet = watch_fd >= 0;
+    struct pollfd pfd[4] = {{sfd, POLLIN, 0}, {quiet ? -1 : start_fd, POLLIN, 0}, {parent_pidfd, POLLIN, 0},
+                            {watch_fd, POLLIN, 0}};
+    int program_status = 0, program_done = 0, no_children = 0;
     while (!program_done) {
-        if (poll(pfd, npfd, -1) < 0) {
+        if (poll(pfd, 4, -1) < 0) {
             if (errno == EINTR)
                 continue;
             break;
         }
-        if (npfd == 3 && (pfd[2].revents & (POLLIN | POLLHUP | POLLERR))) {
+        if (pfd[2].fd >= 0 && (pfd[2].revents & (POLLIN | POLLHUP | POLLERR))) {
             kill_all(pidns, program);
             _exit(137);
         }
-        if (start_fd >= 0 && pfd[1].revents) {
-            report_start(&start_fd, program, 0, t_init);
-            pfd[1].fd = -1;
-        }
-        struct signalfd_siginfo si;
-        while (read(sfd, &si, sizeof si) == (ssize_t)sizeof si) {
-            if (si.ssi_signo != SIGCHLD) {
-                kill(program, (int)si.ssi_signo);
-                continue;
+        if (pfd[3].fd >= 0 && pfd[3].revents) {
+            uint64_t v;
+            if (read(watch_fd, &v, sizeof v) == (ssize_t)sizeof v || errno != EAGAIN) {
+                quiet = 0; /* a task that wants its start reported at the exec */
+                pfd[1].fd = start_fd;
+                pfd[3].fd = -1;
             }
         }
+        if (start_fd >= 0 && pfd[1].fd >= 0 && pfd[1].revents) {
+            report_start(&start_fd, program, 0, t_init, NULL);
+            pfd[1].fd = -1;
+        }
+        struct signalfd_siginfo si[8];
+        ssize_t got;
+        do { /* until a read returns fewer than it could take: the signalfd is drained */
+            got = read(sfd, si, sizeof si);
+            for (ssize_t k = 0; got > 0 && k < got / (ssize_t)sizeof *si; k++)
+                if (si[k].ssi_signo != SIGCHLD)
+                    kill(program, (int)si[k].ssi_signo);
+        } while (got == (ssize_t)sizeof si);
         /* Reap every child that has ended: the program and any orphan. */
         for (;;) {
             int st;
             pid_t r = waitpid(-1, &st, WNOHANG);
-            if (r <= 0)
+            if (r <= 0) {
+                no_children = r < 0 && errno == ECHILD;
                 break;
+            }
             if (r == program) {
                 program_status = st;
                 program_done = 1;
             }
         }
     }
-    if (start_fd >= 0) /* it ended before we read the start pipe */
-        report_start(&start_fd, program, 1, t_init);
-    if (pidns && getpid() == 1) {
+    struct isolate_msg out[3];
+    int nout = 0;
+    if (start_fd >= 0) /* it ended before we read the start pipe (or the task was quiet) */
+        report_start(&start_fd, program, 1, t_init, quiet ? &out[nout++] : NULL);
+    if (is_init) {
         /* The program has ended: so does its sandbox. Every other process is killed
-         * first (none runs another instruction after kill returns), then what the
+         * first (none runs another instruction after kill returns; with no child left
+         * there is none: every process of the sandbox descends from us, and the
+         * program's orphans were made ours before we could reap it), then what the
          * program used (it and every process reaped so far) and its status are
          * reported in one write: a warm task's caller can take its result from there
          * without waiting for the namespaces to be torn down. */
-        kill(-1, SIGKILL);
+        if (!no_children)
+            kill(-1, SIGKILL);
         struct rusage ru;
         memset(&ru, 0, sizeof ru);
         getrusage(RUSAGE_CHILDREN, &ru);
-        struct isolate_msg out[2] = {
-            {MSG_RUSAGE, (int32_t)ru.ru_maxrss, (int32_t)ru.ru_utime.tv_sec, (int32_t)ru.ru_utime.tv_usec,
-             (int64_t)ru.ru_stime.tv_sec * 1000000LL + ru.ru_stime.tv_usec},
-            {MSG_EXITED, program_status, 0, 0, now_ns()}};
-        while (write(status_fd, out, sizeof out) < 0 && errno == EINTR)
+        out[nout++] = (struct isolate_msg){MSG_RUSAGE, (int32_t)ru.ru_maxrss, (int32_t)ru.ru_utime.tv_sec,
+                                           (int32_t)ru.ru_utime.tv_usec,
+                                           (int64_t)ru.ru_stime.tv_sec * 1000000LL + ru.ru_stime.tv_usec};
+        out[nout++] = (struct isolate_msg){MSG_EXITED, program_status, 0, 0, now_ns()};
+        while (write(status_fd, out, (size_t)nout * sizeof *out) < 0 && errno == EINTR)
             ;
+        if (quiet) {
+            /* A quiet task's caller has its result: the sandbox's teardown (our exit takes
+             * the namespaces down) is left to the caller's pool, which kills us when it
+             * cleans up, off the caller's path. We also go when the caller can no longer
+             * read the report (the status pipe's reader closed: POLLERR) or is gone. Every
+             * other process of the sandbox has been killed already. */
+            struct pollfd lp[2] = {{status_fd, 0, 0}, {parent_pidfd, POLLIN, 0}};
+            while (poll(lp, 2, -1) < 0 && errno == EINTR)
+                ;
+        }
         _exit(0);
     }
     /* Without a pid namespace, report first: the kill below takes our own process

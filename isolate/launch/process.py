@@ -602,12 +602,18 @@ class Launched:
     cgroup_usage: Any = None  # after it was reaped (run()'s direct path): cgroup.Usage, or None
     mntns: int = -1       # launch(hold_ns=True): its mount namespace, for release_mntns once reaped
 
-    def send_task(self, cwd: bytes, exec_paths, argv, envp, src, dst, umask: int = -1) -> None:
-        """Hand a warm sandbox its one task: strings and the fd table, in one message."""
+    def send_task(self, cwd: bytes, exec_paths, argv, envp, src, dst, umask: int = -1, quiet: bool = False) -> None:
+        """Hand a warm sandbox its one task: strings and the fd table, in one message.
+
+        quiet=True (WarmPool.run's direct path): pid 1 is not woken at the exec; it reports
+        the start with the end (one write: MSG_STARTED, MSG_RUSAGE, MSG_EXITED), then stays
+        until it is killed (or its status pipe's reader is closed): the caller must kill it
+        before reaping it. Otherwise pid 1 reports MSG_STARTED at the exec and exits after
+        its report, as on a cold launch."""
         head = struct.pack(f"=II{len(dst)}i", TASK_MAGIC, len(src), *dst)
         if umask < 0:  # pid 1 was started earlier, maybe from another thread: the caller's umask now
             umask = _caller_umask()
-        counts = struct.pack("=IIIi", len(exec_paths), len(argv), len(envp), umask)
+        counts = struct.pack("=IIIiI", len(exec_paths), len(argv), len(envp), umask, TASK_QUIET if quiet else 0)
         strings = b"".join(s + b"\0" for s in [cwd, *exec_paths, *argv, *envp])
         payload = head + counts + strings
         if len(payload) > TASK_MAX:
@@ -620,6 +626,7 @@ class Launched:
 
 
 TASK_MAGIC = 0x544F5349
+TASK_QUIET = 1  # the task's flags (_init.c)
 TASK_MAX = 1 << 20
 
 

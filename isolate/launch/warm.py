@@ -66,12 +66,22 @@ class WarmPool:
         self._closed = False
         self._pid = os.getpid()
         self.stats = {"prepared": 0, "served_warm": 0, "served_cold": 0}
+        # run()'s direct path: the last environment's C strings, and exec paths by program
+        # and PATH (the same inputs give the same lists: any change of them is a new entry).
+        self._envp_cache: tuple = ((), [])
+        self._paths_cache: dict = {}
         self._thread = threading.Thread(target=self._refill, name="isolate-warm-pool", daemon=True)
         self._thread.start()
 
     # ---- the pool ----------------------------------------------------------------------
     def _prepare(self) -> process.Launched:
-        return process.launch_waiting(self.plan, os.fsencode(self.plan.cwd), early_seccomp=self.early_seccomp)
+        slot = process.launch_waiting(self.plan, os.fsencode(self.plan.cwd), early_seccomp=self.early_seccomp)
+        try:
+            slot.counter_fds = _open_counters(slot.cgroup)  # read by run()'s direct path
+        except BaseException:
+            _discard(slot)
+            raise
+        return slot
 
     def _refill(self) -> None:
         while True:
@@ -98,7 +108,9 @@ class WarmPool:
                 self.stats["prepared"] += 1
                 self._lock.notify_all()
 
-    def _take(self) -> process.Launched:
+    def _take(self, direct: bool = False) -> process.Launched:
+        """A ready sandbox (or one prepared now). Only run()'s direct path (direct=True)
+        reads its memory counters through the fds opened ahead; other paths close them."""
         if os.getpid() != self._pid:
             raise RuntimeError("a WarmPool cannot be used in a forked child")
         with self._lock:
@@ -106,15 +118,21 @@ class WarmPool:
                 raise RuntimeError("the WarmPool is closed")
             slot = self._ready.popleft() if self._ready else None
             self._running += 1
-            self._lock.notify_all()
+            # The refill thread waits while `low` are ready and a task runs: waking it now
+            # for nothing would cost this task a wake-up and a hand-over of the GIL.
+            if len(self._ready) < self.low:
+                self._lock.notify_all()
         if slot is None:
             self.stats["served_cold"] += 1
             try:
-                return self._prepare()
+                slot = self._prepare()
             except BaseException:
                 self._task_done()
                 raise
-        self.stats["served_warm"] += 1
+        else:
+            self.stats["served_warm"] += 1
+        if not direct:
+            _close_counters(slot)
         return slot
 
     def _task_done(self) -> None:
@@ -200,8 +218,8 @@ class WarmPool:
         program = os.fspath(executable if executable is not None else argl[0])
         argv = [os.fsencode(a) for a in argl]
         environment = plan.environment() if env is None else env
-        envp = process.environment_list(environment)
-        paths = process.exec_paths(os.fsencode(program), environment, given=env is not None)
+        envp = self._envp(environment)
+        paths = self._exec_paths(os.fsencode(program), environment, env is not None)
         passed = tuple(sorted(set(plan.pass_fds) | set(int(f) for f in pass_fds)))
         if set(passed) != set(plan.pass_fds):
             check_nofile(plan, passed, warm=True, file=plan.profile_name, what=f" with pass_fds={list(passed)}")
@@ -237,14 +255,15 @@ class WarmPool:
             raise
 
         start = time.monotonic()
-        slot = self._take()
+        slot = self._take(direct=True)
         reaped = ended = False
         try:
             try:
                 try:
                     if slot.ids is not None:
                         process.give_pipes(src, slot.ids.id)
-                    slot.send_task(cwd_b, paths, argv, envp, src, dst, umask=umask if umask >= 0 else -1)
+                    slot.send_task(cwd_b, paths, argv, envp, src, dst, umask=umask if umask >= 0 else -1,
+                                   quiet=True)
                 finally:
                     for fd in made:
                         os.close(fd)
@@ -265,7 +284,7 @@ class WarmPool:
                     reaped = True
                     rusage = process.Rusage.from_os(ru)
                 # What its cgroup saw; removing the cgroup (and the rest) is the refill thread's.
-                usage = _memory_usage(slot.cgroup) if slot.cgroup is not None else None
+                usage = _memory_usage(slot.cgroup, slot.counter_fds) if slot.cgroup is not None else None
             finally:
                 for i, fd in enumerate(mine):
                     if fd >= 0:
@@ -282,6 +301,35 @@ class WarmPool:
         finally:
             # Last: the refill thread this wakes then no longer competes with the caller.
             self._give_back(slot)
+
+    def _envp(self, environment) -> list:
+        """process.environment_list(environment), kept for the next task with the same
+        environment (the same names and values in the same order)."""
+        items = tuple(environment.items())
+        cached_items, cached = self._envp_cache
+        if items == cached_items:
+            return cached
+        envp = process.environment_list(environment)
+        self._envp_cache = (items, envp)
+        return envp
+
+    def _exec_paths(self, program: bytes, environment, given: bool) -> list:
+        """process.exec_paths, kept by everything it reads: the program, and the PATH of
+        `environment` (given) or of `environment`, then of this process (not given)."""
+        if b"/" in program:
+            return [program]
+        key = (program, given, environment.get("PATH"),
+               environment.get(b"PATH") if given else os.environ.get("PATH"))
+        try:
+            paths = self._paths_cache.get(key)
+        except TypeError:  # a PATH that is no string: process.exec_paths says what is wrong
+            return process.exec_paths(program, environment, given=given)
+        if paths is None:
+            paths = process.exec_paths(program, environment, given=given)
+            if len(self._paths_cache) >= 64:
+                self._paths_cache.clear()
+            self._paths_cache[key] = paths
+        return list(paths)
 
     def _give_back(self, slot: process.Launched) -> None:
         """A direct task's sandbox, to be reaped and cleaned up by the refill thread."""
@@ -344,9 +392,16 @@ class WarmPool:
                     return
                 slot = self._used.popleft()
             try:
+                _close_counters(slot)
                 if not getattr(slot, "reaped", True):
+                    # pid 1 of a quiet task has reported and waits to be killed: its exit (the
+                    # namespaces' teardown) happens here, off the caller's path.
                     try:
-                        os.waitpid(slot.pid, 0)  # pid 1 has reported and is exiting
+                        signal.pidfd_send_signal(slot.pidfd, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+                    try:
+                        os.waitpid(slot.pid, 0)
                     except ChildProcessError:
                         pass
                 for fd in (slot.pidfd, slot.status_fd):
@@ -477,6 +532,7 @@ _ZYGOTE_CALLS = (
     [(80, (_P,))] + [(95, (m,)) for m in range(0o1000)] +      # chdir(cwd), umask(mask)
     [(14, (2, _P, 0, 8)), (59, (_P, _P, _P))] +                # rt_sigprocmask(SIG_SETMASK), execve
     [(1, (fd, _P, 24)) for fd in _FDS] +                       # write(start pipe, record, 24): a failure
+    [(1, (fd, _P, 8)) for fd in _FDS] +                        # write(watch eventfd, 1, 8): not a quiet task
     [(231, (127,)), (228, (1, _P))])                           # exit_group(127), clock_gettime (no vDSO)
 _AUDIT_ARCH_X86_64 = 0xC000003E
 _ALLOW, _LOG = 0x7FFF0000, 0x7FFC0000
@@ -567,6 +623,41 @@ def _ended(status: bytes) -> bool:
                for off in range(0, len(status) - size + 1, size))
 
 
+def _open_counters(group) -> tuple:
+    """The memory counters a Result needs of a task's cgroup (OOM kills, peak memory),
+    opened while the sandbox is prepared: the task reads each with one pread. () when
+    the cgroup has no memory limit or a counter cannot be opened (then the task reads
+    them by name, as before)."""
+    if group is None or "memory_max" not in group.limits:
+        return ()
+    if group.version == "v2":
+        names = [(group.dirs[0], ("memory.events", "memory.peak"))]
+    else:
+        names = [(d, ("memory.oom_control", "memory.max_usage_in_bytes", "memory.failcnt")) for d in group.dirs]
+    for d, files in names:
+        fds: list = []
+        try:
+            for name in files:
+                fds.append(os.open(os.path.join(d, name), os.O_RDONLY | os.O_CLOEXEC))
+            return tuple(fds)
+        except OSError:
+            _close_all(fds)
+    return ()
+
+
+def _close_all(fds) -> None:
+    for fd in fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
+def _close_counters(slot: process.Launched) -> None:
+    fds, slot.counter_fds = getattr(slot, "counter_fds", ()), ()
+    _close_all(fds)
+
+
 def _read_small(path: str) -> bytes:
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
@@ -575,27 +666,32 @@ def _read_small(path: str) -> bytes:
         os.close(fd)
 
 
-def _memory_usage(group) -> cgroup.Usage | None:
-    """What a Result needs of the task's cgroup (OOM kills, peak memory), in the fewest reads."""
+def _memory_usage(group, fds: tuple = ()) -> cgroup.Usage | None:
+    """What a Result needs of the task's cgroup (OOM kills, peak memory), in the fewest
+    reads: one pread each of the counters opened ahead (`fds`, _open_counters), or by name."""
     if "memory_max" not in group.limits:
         return cgroup.Usage(None, None, None, None, None)
     try:
         if group.version == "v2":
             d = group.dirs[0]
-            events = dict(line.split() for line in _read_small(os.path.join(d, "memory.events")).decode().splitlines())
-            return cgroup.Usage(int(events.get("oom_kill", 0)),
-                                        int(_read_small(os.path.join(d, "memory.peak"))), None, None, None)
-        for d in group.dirs:
+            if fds:
+                events_b, peak_b = os.pread(fds[0], 4096, 0), os.pread(fds[1], 4096, 0)
+            else:
+                events_b, peak_b = _read_small(os.path.join(d, "memory.events")), _read_small(os.path.join(d, "memory.peak"))
+            events = dict(line.split() for line in events_b.decode().splitlines())
+            return cgroup.Usage(int(events.get("oom_kill", 0)), int(peak_b), None, None, None)
+        for d in ([None] if fds else group.dirs):
             try:
-                ctl = _read_small(os.path.join(d, "memory.oom_control")).decode()
+                ctl = (os.pread(fds[0], 4096, 0) if fds else _read_small(os.path.join(d, "memory.oom_control"))).decode()
             except FileNotFoundError:
                 continue
             keyed = dict(line.split() for line in ctl.splitlines() if line.strip())
             oom = int(keyed["oom_kill"]) if "oom_kill" in keyed else None
             # failcnt only stands in for oom_kill on a kernel without it (see Popen)
-            failcnt = int(_read_small(os.path.join(d, "memory.failcnt"))) if oom is None else None
-            return cgroup.Usage(oom, int(_read_small(os.path.join(d, "memory.max_usage_in_bytes"))), failcnt,
-                                None, None)
+            failcnt = None if oom is not None else int(
+                os.pread(fds[2], 4096, 0) if fds else _read_small(os.path.join(d, "memory.failcnt")))
+            peak = int(os.pread(fds[1], 4096, 0) if fds else _read_small(os.path.join(d, "memory.max_usage_in_bytes")))
+            return cgroup.Usage(oom, peak, failcnt, None, None)
     except (OSError, ValueError):
         pass
     return group.usage()  # anything unexpected: the cgroup module's own reading
@@ -603,6 +699,7 @@ def _memory_usage(group) -> cgroup.Usage | None:
 
 def _discard(slot: process.Launched) -> None:
     """Kill a ready sandbox that will get no task, and reap it."""
+    _close_counters(slot)
     try:
         signal.pidfd_send_signal(slot.pidfd, signal.SIGKILL)
     except ProcessLookupError:
