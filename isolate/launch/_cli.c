@@ -347,7 +347,7 @@ static int load_entry(const char *key, size_t key_len, struct entry *e)
     memcpy(&total, e->buf + 12, 4);
     memcpy(&sum, e->buf + 16, 8);
     if (memcmp(e->buf, PC_MAGIC, 8) || version != PC_VERSION || total != e->len ||
-        pc_fnv(e->buf + PC_HEADER, e->len - PC_HEADER) != sum)
+        pc_sum(e->buf + PC_HEADER, e->len - PC_HEADER) != sum)
         return -1;
     int have_key = 0, have_plan = 0, have_launch = 0;
     size_t off = PC_HEADER;
