@@ -153,15 +153,20 @@ def usable(argv: list[str], env=None, cwd=None) -> str | None:
 
 
 def round_robin(cmds: dict, env: dict, cwd: str, rounds: int) -> dict[str, list[float]]:
-    """One launch of each command per round, posix_spawn + waitpid, timed with perf_counter_ns."""
+    """One launch of each command per round, posix_spawn + waitpid, timed with perf_counter_ns.
+    The order rotates from round to round: what a command leaves to the kernel's workers
+    after it has returned (a network namespace's cleanup, a cgroup's release) runs during
+    the next commands, so each command follows each other one equally often."""
     times: dict = {n: [] for n in cmds}
     devnull = os.open(os.devnull, os.O_RDWR)
     exes = {n: shutil.which(c[0]) or c[0] for n, c in cmds.items()}
+    names = list(cmds)
     here = os.getcwd()
     os.chdir(cwd)
     try:
-        for _ in range(rounds):
-            for name, cmd in cmds.items():
+        for r in range(rounds):
+            for name in names[r % len(names):] + names[:r % len(names)]:
+                cmd = cmds[name]
                 t = time.perf_counter_ns()
                 pid = os.posix_spawn(exes[name], cmd, env, file_actions=[(os.POSIX_SPAWN_DUP2, devnull, 1),
                                                                          (os.POSIX_SPAWN_DUP2, devnull, 2)])
