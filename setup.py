@@ -35,39 +35,36 @@ def _build_id() -> str:
 BUILD_ID = _build_id()
 
 
-def _static_cc(cc: str, tmp: str) -> list:
-    """The compiler (and its flags) for the static helpers isolate-init and isolate-agentd:
-    musl-gcc where it works, else `cc`. Every cold launch execs isolate-init (a Session,
-    isolate-agentd too): glibc's static start-up probes the CPU with cpuid dozens of times
-    (a trap to the hypervisor each, in a VM) and relocates its ifuncs, ~0.3 ms here; musl's
-    start-up is a few instructions and the binary is 50 KB instead of 770. musl-gcc does
-    not search /usr/include: the kernel's uapi headers (linux/, asm/, asm-generic/) are
-    linked into a directory of their own. ISOLATE_NO_MUSL=1 keeps glibc."""
-    musl = shutil.which("musl-gcc")
-    if os.environ.get("ISOLATE_NO_MUSL") or not musl:
-        return [cc]
-    shim = os.path.join(tmp, "uapi")
-    os.makedirs(shim, exist_ok=True)
+def _musl(build_temp: str):
+    """[musl-gcc, flags...] for a static program that needs only libc and the kernel's headers,
+    or None (musl-gcc not installed, or ISOLATE_MUSL=0).
+
+    glibc's static start-up runs about 50 cpuid instructions (init_cpu_features and the cache
+    sizes of dl_init_cacheinfo), and on a virtual machine each one is an exit to the
+    hypervisor: 0.25 ms of every start of isolate-init and of the native `isolate` command
+    on the machine this was measured on. musl's start-up runs none. musl-gcc searches only
+    musl's headers, so the kernel's (linux/, asm/, asm-generic/) are linked in from the
+    system's include directory."""
+    if os.environ.get("ISOLATE_MUSL") == "0":
+        return None
+    cc = shutil.which("musl-gcc")
+    if not cc:
+        return None
     multiarch = sysconfig.get_config_var("MULTIARCH") or ""
-    for name in ("linux", "asm", "asm-generic"):
-        for d in (os.path.join("/usr/include", multiarch, name), os.path.join("/usr/include", name)):
-            if os.path.isdir(d):
-                link = os.path.join(shim, name)
-                if os.path.lexists(link):
-                    os.remove(link)
-                os.symlink(d, link)
-                break
-    probe = os.path.join(tmp, "musl-probe.c")
-    with open(probe, "w") as f:
-        f.write("#include <linux/seccomp.h>\n#include <linux/filter.h>\n#include <sys/signalfd.h>\n"
-                "int main(void) { return SECCOMP_SET_MODE_FILTER == 1 ? 0 : 1; }\n")
-    cmd = [musl, "-static", "-isystem", shim, "-o", probe[:-2], probe]
-    try:
-        subprocess.run(cmd, check=True, capture_output=True)
-        subprocess.run([probe[:-2]], check=True, capture_output=True)
-    except (OSError, subprocess.CalledProcessError):
-        return [cc]
-    return [musl, "-isystem", shim]
+    candidates = ([f"/usr/include/{multiarch}/asm"] if multiarch else []) + ["/usr/include/asm"]
+    asm = next((d for d in candidates if os.path.isdir(d)), None)
+    if not (os.path.isdir("/usr/include/linux") and os.path.isdir("/usr/include/asm-generic") and asm):
+        return None
+    inc = os.path.join(os.path.abspath(build_temp), "musl-include")
+    os.makedirs(inc, exist_ok=True)
+    for name, target in (("linux", "/usr/include/linux"), ("asm-generic", "/usr/include/asm-generic"), ("asm", asm)):
+        link = os.path.join(inc, name)
+        if os.path.islink(link) and os.readlink(link) == target:
+            continue
+        if os.path.lexists(link):
+            os.unlink(link)
+        os.symlink(target, link)
+    return [cc, "-isystem", inc, "-DISOLATE_MUSL=1"]
 
 
 class BuildWithInit(build_ext):
@@ -82,26 +79,19 @@ class BuildWithInit(build_ext):
         os.makedirs(out_dir, exist_ok=True)
         out = os.path.join(out_dir, "isolate-init")
         cc = os.environ.get("CC") or sysconfig.get_config_var("CC").split()[0] or "cc"
-        os.makedirs(self.build_temp, exist_ok=True)
-        helper_cc = _static_cc(cc, os.path.abspath(self.build_temp))
-        cmd = [*helper_cc, *CFLAGS, "-static", "-o", out, src]
-        self.announce(" ".join(cmd), level=2)
-        subprocess.check_call(cmd)
+        musl = _musl(self.build_temp)
+        self._static(musl, [cc], ["-o", out, src])
         os.chmod(out, 0o755)
         # isolate-agentd: the program of an isolate.Session's sandbox (static, like isolate-init).
         agent_out = os.path.join(os.path.dirname(out_dir), "agent", "isolate-agentd")
         os.makedirs(os.path.dirname(agent_out), exist_ok=True)
-        cmd = [*helper_cc, *CFLAGS, "-static", "-o", agent_out, os.path.join(here, "isolate", "agent", "_agentd.c")]
-        self.announce(" ".join(cmd), level=2)
-        subprocess.check_call(cmd)
+        self._static(musl, [cc], ["-o", agent_out, os.path.join(here, "isolate", "agent", "_agentd.c")])
         os.chmod(agent_out, 0o755)
         # The native `isolate` command: `isolate run` of a cached plan without Python
         # (scripts/install.sh puts it at .venv/bin/isolate; anything else it hands to isolate-py).
         native_out = os.path.join(out_dir, "isolate-native")
-        cmd = [cc, *CFLAGS, "-static", f'-DISOLATE_BUILD_ID="{BUILD_ID}"', "-o", native_out,
-               os.path.join(here, "isolate", "launch", "_cli.c")]
-        self.announce(" ".join(cmd), level=2)
-        subprocess.check_call(cmd)
+        self._static(musl, [cc], [f'-DISOLATE_BUILD_ID="{BUILD_ID}"', "-o", native_out,
+                                  os.path.join(here, "isolate", "launch", "_cli.c")])
         os.chmod(native_out, 0o755)
         # A venv whose `isolate` is already the native command (scripts/install.sh) gets the
         # new build too: an old copy has another build id and would never find its plans.
@@ -116,6 +106,18 @@ class BuildWithInit(build_ext):
             shutil.copyfile(native_out, tmp)
             os.chmod(tmp, 0o755)
             os.replace(tmp, installed)
+
+    def _static(self, musl, cc, args):
+        """A static program, with musl where it builds (see _musl), else with the C compiler."""
+        if musl:
+            cmd = [*musl, *CFLAGS, "-static", *args]
+            self.announce(" ".join(cmd), level=2)
+            if subprocess.call(cmd) == 0:
+                return
+            self.warn("musl-gcc failed: building with glibc (its start-up is slower on a VM)")
+        cmd = [*cc, *CFLAGS, "-static", *args]
+        self.announce(" ".join(cmd), level=2)
+        subprocess.check_call(cmd)
 
 
 setup(

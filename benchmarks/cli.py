@@ -22,6 +22,7 @@ import argparse
 import dataclasses
 import json
 import os
+import random
 import shutil
 import subprocess
 import sys
@@ -153,15 +154,23 @@ def usable(argv: list[str], env=None, cwd=None) -> str | None:
 
 
 def round_robin(cmds: dict, env: dict, cwd: str, rounds: int) -> dict[str, list[float]]:
-    """One launch of each command per round, posix_spawn + waitpid, timed with perf_counter_ns."""
+    """One launch of each command per round, posix_spawn + waitpid, timed with perf_counter_ns.
+    The order is shuffled each round (seeded): what a command leaves to the kernel's workers
+    after it has returned (a network namespace's cleanup, a cgroup's release) runs during
+    the next command, and a fixed order (or a rotated one: the same neighbours) would make
+    one command pay for its predecessor's every round."""
     times: dict = {n: [] for n in cmds}
     devnull = os.open(os.devnull, os.O_RDWR)
     exes = {n: shutil.which(c[0]) or c[0] for n, c in cmds.items()}
+    names = list(cmds)
+    order = random.Random(13)
     here = os.getcwd()
     os.chdir(cwd)
     try:
         for _ in range(rounds):
-            for name, cmd in cmds.items():
+            order.shuffle(names)
+            for name in names:
+                cmd = cmds[name]
                 t = time.perf_counter_ns()
                 pid = os.posix_spawn(exes[name], cmd, env, file_actions=[(os.POSIX_SPAWN_DUP2, devnull, 1),
                                                                          (os.POSIX_SPAWN_DUP2, devnull, 2)])

