@@ -25,7 +25,7 @@ import time
 from typing import Callable
 
 from ..profile.hosts import HostRule, parse_host_entry
-from . import dns, netns
+from . import _relay, dns, netns
 
 SYNTHETIC = ipaddress.ip_network("198.18.0.0/15")
 # The IPv6 synthetic addresses: the local-use translation prefix of RFC 8215, the IPv4
@@ -133,24 +133,17 @@ class Policy:
 
 
 class RateLimit:
-    """A token bucket shared by a sandbox's connections (bytes per second)."""
+    """A token bucket shared by a sandbox's connections (bytes per second; None = no
+    limit). The bucket is C's (_relay.Bucket: a mutex, no GIL), so that the relay loops,
+    which run without the GIL, take from it directly."""
 
     def __init__(self, rate: int | None):
-        self.rate, self.tokens, self.t, self.lock = rate, float(rate or 0), time.monotonic(), threading.Lock()
+        self.rate = rate
+        self.bucket = _relay.Bucket(rate) if rate else None
 
     def take(self, n: int) -> None:
-        if not self.rate:
-            return
-        while True:
-            with self.lock:
-                now = time.monotonic()
-                self.tokens = min(float(self.rate), self.tokens + (now - self.t) * self.rate)
-                self.t = now
-                if self.tokens >= min(n, self.rate):
-                    self.tokens -= n
-                    return
-                wait = (min(n, self.rate) - self.tokens) / self.rate
-            time.sleep(wait)
+        if self.bucket is not None:
+            self.bucket.take(n)
 
 
 _ids = itertools.count(1)
@@ -293,38 +286,30 @@ class SandboxNet:
     def _worker(self) -> None:
         """Accept (the TCP listeners, in an epoll of its own with EPOLLEXCLUSIVE: one idle
         worker is woken per connection), check and relay, and again; a worker beyond the
-        spare ones that finds nothing to do for IDLE_WORKER seconds ends."""
+        spare ones that finds nothing to do for IDLE_WORKER seconds ends. Waiting,
+        accepting (with the original destination), peeking and relaying are C calls
+        (_relay) that run without the GIL; only the decision is Python."""
         ep = select.epoll()
-        listeners = {}
         try:
             for (kind, _fam), ls in self.socks.items():
                 if kind == "tcp":
                     ep.register(ls.fileno(), select.EPOLLIN | select.EPOLLEXCLUSIVE)
-                    listeners[ls.fileno()] = ls
             ep.register(self._wake_r, select.EPOLLIN)   # readable once close() has begun
+            epfd, idle_ms = ep.fileno(), int(IDLE_WORKER * 1000)
             while not self._closed.is_set():
-                events = ep.poll(IDLE_WORKER)
-                if self._closed.is_set():
+                got = _relay.accept(epfd, self._wake_r, idle_ms)
+                if self._closed.is_set() or got == -1:
+                    if got not in (None, -1):
+                        os.close(got[0])
                     return
-                if not events:
+                if got is None:
                     with self._lock:
                         if self._idle > SPARE_WORKERS:
                             self._idle -= 1
                             return
                     continue
-                for fd, _ev in events:
-                    ls = listeners.get(fd)
-                    if ls is None:
-                        return
-                    try:
-                        conn, _peer = ls.accept()
-                    except (BlockingIOError, InterruptedError):
-                        continue
-                    except OSError:
-                        if self._closed.is_set():
-                            return
-                        continue
-                    self._take(conn)
+                fd, family, ip, port = got
+                self._take(socket.socket(family, socket.SOCK_STREAM, 0, fd), ip, port)
         except (OSError, ValueError):   # closed under it (close())
             return
         finally:
@@ -336,8 +321,9 @@ class SandboxNet:
             if last:
                 self._close_pipes()
 
-    def _take(self, conn) -> None:
-        """One accepted connection, served by the calling worker (or refused over the limit)."""
+    def _take(self, conn, ip: str, port: int) -> None:
+        """One accepted connection (to ip:port before the capture), served by the calling
+        worker (or refused over the limit)."""
         with self._lock:
             self.stats["connections"] += 1
             over = self.open >= self.max_connections
@@ -349,13 +335,11 @@ class SandboxNet:
             os.write(self._spawn_w, b"s")    # the serving thread starts another worker
         try:
             if over:
-                dst = original_dst(conn)
                 conn.close()
                 self.refuse(f"more than network.max_connections = {self.max_connections} connections open",
-                            host=dst[0], port=dst[1], name=self.names.get(dst[0]))
+                            host=ip, port=port, name=self.names.get(ip))
             else:
-                conn.setblocking(True)
-                self._handle(conn)
+                self._handle(conn, ip, port)
         finally:
             with self._lock:
                 self._idle += 1
@@ -387,9 +371,9 @@ class SandboxNet:
             s.sendto(dns.answer(q, 0), src)
 
     # -- one connection ----------------------------------------------------
-    def _handle(self, conn) -> None:
+    def _handle(self, conn, ip: str, port: int) -> None:
         try:
-            self._handle_one(conn)
+            self._handle_one(conn, ip, port)
         except OSError:
             pass
         finally:
@@ -397,12 +381,13 @@ class SandboxNet:
             with self._lock:
                 self.open -= 1
 
-    def _handle_one(self, conn) -> None:
-        ip, port = original_dst(conn)
+    def _handle_one(self, conn, ip: str, port: int) -> None:
         if port == netns.PROXY_PORT and (ip.startswith("127.") or ip == "::1"):
             return self._explicit(conn)
         name = self.names.get(ip)
         first = peek(conn)
+        if first is None:    # the client failed or left without sending
+            return
         hint = sniff_name(first)
         if hint is not None and is_ip(hint):
             hint = None if hint.strip("[]") == ip else hint
@@ -463,6 +448,8 @@ class SandboxNet:
                 return self.refuse(f"CONNECT: {why}", port=port, **self.host_or_name(host))
             conn.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
             first = peek(conn)
+            if first is None:
+                return
             hint = sniff_name(first)
             if hint and hint != host.lower():
                 return self.refuse(f"Host/SNI {hint!r} inside a CONNECT to {host} differs", port=port, name=hint)
@@ -497,22 +484,19 @@ class SandboxNet:
         return self.policy.name_allowed(host.lower(), port)
 
     def _relay(self, conn, addrs, port: int, send: bytes, label: str, reply: bytes = b"") -> None:
-        up = connect_upstream(addrs, port)
-        if up is None:
-            return self.refuse(f"could not connect from the host to {', '.join(addrs)}", host=addrs[0], port=port,
-                               name=None if is_ip(label) else label)
-        with self._lock:
-            self.stats["allowed"] += 1
-        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        try:
-            if reply:
-                conn.sendall(reply)
-            if send:  # bytes already read from the client (a proxy request's head)
-                self.limit.take(len(send))
-                up.sendall(send)
-            pump(conn, up, self.limit, self._closed, self._wake_r)
-        finally:
-            up.close()
+        """Connect from the host to the first of `addrs` that answers, send `send` (bytes
+        already read from the client: a proxy request's head) and relay both ways: one C
+        call, without the GIL (_relay.connect_pump)."""
+        if reply:
+            conn.sendall(reply)
+        rc = _relay.connect_pump(conn.fileno(), list(addrs), port, send, self._wake_r, self.limit.bucket,
+                                 int(CONNECT_TIMEOUT * 1000))
+        if rc != -1:
+            with self._lock:
+                self.stats["allowed"] += 1
+        else:
+            self.refuse(f"could not connect from the host to {', '.join(addrs)}", host=addrs[0], port=port,
+                        name=None if is_ip(label) else label)
 
     def close(self) -> None:
         """End the proxy and the namespace (idempotent; from any thread); the violations stay."""
@@ -553,37 +537,6 @@ def proxy_env() -> dict:
             "ALL_PROXY": url, "all_proxy": url, "NO_PROXY": "", "no_proxy": "", "NODE_USE_ENV_PROXY": "1"}
 
 
-def connect_upstream(addrs, port: int):
-    """A connected socket to the first of `addrs` (IP literals) that answers, or None.
-    (socket.create_connection would run getaddrinfo on each literal: a needless ~0.1 ms.)"""
-    for a in addrs:
-        fam = socket.AF_INET6 if ":" in a else socket.AF_INET
-        s = socket.socket(fam, socket.SOCK_STREAM)
-        try:
-            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            s.settimeout(CONNECT_TIMEOUT)
-            s.connect((a, port))
-            s.settimeout(None)
-            return s
-        except OSError:
-            s.close()
-    return None
-
-
-def original_dst(conn) -> tuple:
-    try:
-        if conn.family == socket.AF_INET:
-            d = conn.getsockopt(socket.SOL_IP, SO_ORIGINAL_DST, 16)
-            port, ip = struct.unpack("!2xH4s8x", d)
-            return socket.inet_ntop(socket.AF_INET, ip), port
-        d = conn.getsockopt(socket.IPPROTO_IPV6, SO_ORIGINAL_DST, 28)
-        port, ip = struct.unpack("!2xH4x16s4x", d)
-        return socket.inet_ntop(socket.AF_INET6, ip), port
-    except OSError:
-        h = conn.getsockname()
-        return h[0], h[1]
-
-
 def udp_original_dst(anc) -> tuple:
     for _level, _type, d in anc:
         if len(d) >= 16 and struct.unpack("=H", d[:2])[0] == socket.AF_INET:
@@ -595,25 +548,21 @@ def udp_original_dst(anc) -> tuple:
     return None, None
 
 
-def peek(conn) -> bytes:
-    """The client's first bytes, left in the socket (MSG_PEEK); b"" when it sends nothing soon."""
-    conn.settimeout(PEEK_TIMEOUT)
-    try:
-        data = conn.recv(HEAD_MAX, socket.MSG_PEEK)
-        # A TLS ClientHello or an HTTP head may come in pieces: wait a little for the rest.
-        for _ in range(20):
-            if not data or b"\r\n\r\n" in data or tls_complete(data) or not looks_like_head(data):
-                break
-            time.sleep(0.01)
-            more = conn.recv(HEAD_MAX, socket.MSG_PEEK)
-            if len(more) == len(data):
-                break
-            data = more
-        return data
-    except (socket.timeout, BlockingIOError):
-        return b""
-    finally:
-        conn.settimeout(None)
+def peek(conn) -> bytes | None:
+    """The client's first bytes, left in the socket (MSG_PEEK); b"" when it sends nothing
+    within PEEK_TIMEOUT; None when the client failed or left without sending."""
+    fd, ms = conn.fileno(), int(PEEK_TIMEOUT * 1000)
+    data = _relay.peek(fd, ms, HEAD_MAX)
+    # A TLS ClientHello or an HTTP head may come in pieces: wait a little for the rest.
+    for _ in range(20):
+        if not data or b"\r\n\r\n" in data or tls_complete(data) or not looks_like_head(data):
+            break
+        time.sleep(0.01)
+        more = _relay.peek(fd, 0, HEAD_MAX)
+        if not more or len(more) == len(data):
+            break
+        data = more
+    return data
 
 
 def looks_like_head(data: bytes) -> bool:
@@ -699,35 +648,3 @@ def sni(data: bytes) -> str | None:
     except (IndexError, struct.error):
         return None
     return None
-
-
-def pump(a, b, limit: RateLimit, closed: threading.Event, wake: int = -1) -> None:
-    """Relay a <-> b until both ends are done, or `closed` (`wake` readable: at once)."""
-    socks = [a, b]
-    while not closed.is_set():
-        try:
-            r, _, _ = select.select(socks + ([wake] if wake >= 0 else []), [], [], 1.0)
-        except (OSError, ValueError):
-            return
-        for s in r:
-            if isinstance(s, int):   # the wake pipe
-                return
-            try:
-                data = s.recv(65536)
-            except OSError:
-                return
-            if not data:
-                other = b if s is a else a
-                try:
-                    other.shutdown(socket.SHUT_WR)
-                except OSError:
-                    pass
-                socks = [x for x in socks if x is not s]
-                if not socks:
-                    return
-                continue
-            limit.take(len(data))
-            try:
-                (b if s is a else a).sendall(data)
-            except OSError:
-                return
