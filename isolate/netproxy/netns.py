@@ -34,12 +34,22 @@ _libc = ctypes.CDLL(None, use_errno=True)
 
 NFT_RULES = f"""
 table inet isolate {{
+  chain notrack_out {{
+    type filter hook output priority raw; policy accept;
+    meta l4proto tcp notrack
+  }}
+  chain notrack_in {{
+    type filter hook prerouting priority raw; policy accept;
+    meta l4proto tcp notrack
+  }}
   chain capture {{
     type nat hook output priority -100; policy accept;
     udp dport 53 redirect to :{DNS_PORT}
-    ip daddr 127.0.0.0/8 return
-    ip6 daddr ::1 return
-    meta l4proto tcp redirect to :{PROXY_PORT}
+  }}
+  chain capture_tcp {{
+    type filter hook prerouting priority mangle; policy accept;
+    meta l4proto tcp ip daddr != 127.0.0.0/8 tproxy ip to 127.0.0.1:{PROXY_PORT}
+    meta l4proto tcp ip6 daddr != ::1 tproxy ip6 to [::1]:{PROXY_PORT}
   }}
   chain sink_udp {{
     type filter hook prerouting priority mangle; policy accept;
@@ -113,6 +123,9 @@ def make_sockets() -> dict:
         t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if fam == socket.AF_INET6:
             t.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            t.setsockopt(socket.IPPROTO_IPV6, IPV6_TRANSPARENT, 1)
+        else:
+            t.setsockopt(socket.SOL_IP, IP_TRANSPARENT, 1)
         t.bind((host, PROXY_PORT))
         t.listen(128)
         t.setblocking(False)
