@@ -25,6 +25,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -33,6 +34,7 @@
 #ifndef SO_ORIGINAL_DST
 #define SO_ORIGINAL_DST 80
 #endif
+#define PROXY_PORT_ 3128   /* isolate/netproxy/netns.py: PROXY_PORT */
 
 #define BUF_SIZE 65536
 
@@ -291,20 +293,13 @@ static int original_dst(int fd, int family, char *ip, size_t iplen, int *port) {
     return inet_ntop(AF_INET6, &a.sin6_addr, ip, (socklen_t)iplen) ? 0 : -1;
 }
 
-/* accept(epfd, wake, timeout_ms): wait (without the GIL) in the epoll `epfd` whose fds are
-   non-blocking listening sockets and `wake`, and accept one connection. None after
-   timeout_ms (-1: no timeout) with nothing accepted, -1 when `wake` is readable, else
-   (fd, family, original destination address, port): the new socket is blocking, close-on-exec
-   and has TCP_NODELAY. */
-static PyObject *relay_accept(PyObject *self, PyObject *args) {
-    int epfd, wake, timeout_ms;
-    if (!PyArg_ParseTuple(args, "iii", &epfd, &wake, &timeout_ms))
-        return NULL;
+/* Wait (the caller has released the GIL) in the epoll `epfd`, whose fds are non-blocking
+   listening sockets and `wake`, and accept one connection: 1 (fd, family, ip, port set;
+   the socket is blocking, close-on-exec, TCP_NODELAY), 0 after timeout_ms (-1: none) with
+   nothing accepted, -1 when `wake` is readable, -2 on an error (errno). */
+static int accept_one(int epfd, int wake, int timeout_ms, int *fd, int *family, char *ip, size_t iplen, int *port) {
     struct timespec t0;
     clock_gettime(CLOCK_MONOTONIC, &t0);
-    int fd = -1, family = 0, port = 0, woken = 0, err = 0;
-    char ip[INET6_ADDRSTRLEN] = "";
-    Py_BEGIN_ALLOW_THREADS
     for (;;) {
         struct epoll_event ev[4];
         int left = timeout_ms;
@@ -317,48 +312,55 @@ static PyObject *relay_accept(PyObject *self, PyObject *args) {
         if (n < 0) {
             if (errno == EINTR)
                 continue;
-            err = errno;
-            break;
+            return -2;
         }
         if (n == 0)
-            break;
-        for (int i = 0; i < n && fd < 0 && !woken; i++) {
-            if (ev[i].data.fd == wake) {
-                woken = 1;
-                break;
-            }
+            return 0;
+        for (int i = 0; i < n; i++)
+            if (ev[i].data.fd == wake)
+                return -1;
+        for (int i = 0; i < n; i++) {
             struct sockaddr_storage peer;
             socklen_t pl = sizeof peer;
             int c = accept4(ev[i].data.fd, (struct sockaddr *)&peer, &pl, SOCK_CLOEXEC);
             if (c < 0)
                 continue;   /* another worker took it (EAGAIN), or the client is gone already */
-            family = peer.ss_family;
+            *family = peer.ss_family;
             int one = 1;
             setsockopt(c, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-            if (original_dst(c, family, ip, sizeof ip, &port) < 0) {
+            if (original_dst(c, *family, ip, iplen, port) < 0) {
                 close(c);
                 continue;
             }
-            fd = c;
+            *fd = c;
+            /* More than one ready: the others stay queued for the next call (level-triggered). */
+            return 1;
         }
-        if (fd >= 0 || woken)
-            break;
         if (timeout_ms >= 0 && ms_since(&t0) >= timeout_ms)
-            break;
+            return 0;
     }
-    Py_END_ALLOW_THREADS
-    if (err) {
-        errno = err;
-        return PyErr_SetFromErrno(PyExc_OSError);
+}
+
+/* recv(MSG_PEEK) of up to max bytes, waiting at most timeout_ms for the first: > 0 bytes,
+   0 = nothing within the time, -1 = failed or closed without sending. */
+static ssize_t peek_fd(int fd, char *buf, size_t max, int timeout_ms) {
+    for (;;) {
+        ssize_t got = recv(fd, buf, max, MSG_PEEK | MSG_DONTWAIT);
+        if (got > 0)
+            return got;
+        if (got == 0)
+            return -1;
+        if (errno == EINTR)
+            continue;
+        if (errno != EAGAIN && errno != EWOULDBLOCK)
+            return -1;
+        struct pollfd p = {fd, POLLIN, 0};
+        int n = poll(&p, 1, timeout_ms);
+        if (n == 0)
+            return 0;
+        if (n < 0 && errno != EINTR)
+            return -1;
     }
-    if (woken)
-        return PyLong_FromLong(-1);
-    if (fd < 0)
-        Py_RETURN_NONE;
-    PyObject *r = Py_BuildValue("(iisi)", fd, family, ip, port);
-    if (r == NULL)
-        close(fd);
-    return r;
 }
 
 /* peek(fd, timeout_ms, max): up to `max` of the first bytes the client sent, left in the
@@ -457,6 +459,26 @@ static int connect_one(const char *ip, int port, int timeout_ms, int wake) {
     return s;
 }
 
+/* Connect to the first of ips[0..n) that answers, write send[0..len), relay conn <-> it and
+   close it: -1 = no address answered (nothing sent), else relay()'s answer. No GIL. */
+static int connect_send_relay(int conn, const char *const *ips, int n, int port, const void *send, size_t len,
+                              int wake, Bucket *b, int timeout_ms, char *buf) {
+    int up = -1, rc = 1;
+    for (int i = 0; i < n && up < 0; i++)
+        up = connect_one(ips[i], port, timeout_ms, wake);
+    if (up < 0)
+        return -1;
+    if (len > 0) {
+        bucket_take(b, len);
+        if (write_all(up, send, len, wake) == 0)
+            rc = relay(conn, up, wake, b, buf);
+    } else {
+        rc = relay(conn, up, wake, b, buf);
+    }
+    close(up);
+    return rc;
+}
+
 /* connect_pump(conn, addrs, port, send, wake, bucket, timeout_ms): connect from here to the
    first of `addrs` (IP literals) that answers within timeout_ms each, write `send` (bytes
    the proxy read from the client already) to it, then pump(conn, upstream); the upstream
@@ -493,26 +515,12 @@ static PyObject *relay_connect_pump(PyObject *self, PyObject *args) {
             return a == NULL ? NULL : PyErr_NoMemory();
         }
     }
-    int rc = -1;
+    int rc;
     Bucket *b = bucket == Py_None ? NULL : (Bucket *)bucket;
     Py_INCREF(bucket);
     Py_BEGIN_ALLOW_THREADS
-    int up = -1;
-    for (Py_ssize_t i = 0; i < n && up < 0; i++)
-        up = connect_one(ips[i], port, timeout_ms, wake);
-    if (up >= 0) {
-        int one = 1;
-        setsockopt(conn, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-        rc = 1;
-        if (send.len > 0) {
-            bucket_take(b, (size_t)send.len);
-            if (write_all(up, send.buf, (size_t)send.len, wake) == 0)
-                rc = relay(conn, up, wake, b, buf);
-        } else {
-            rc = relay(conn, up, wake, b, buf);
-        }
-        close(up);
-    }
+    rc = connect_send_relay(conn, (const char *const *)ips, (int)n, port, send.buf, (size_t)send.len, wake, b,
+                            timeout_ms, buf);
     Py_END_ALLOW_THREADS
     Py_DECREF(bucket);
     for (Py_ssize_t i = 0; i < n; i++)
@@ -523,9 +531,652 @@ static PyObject *relay_connect_pump(PyObject *self, PyObject *args) {
     return PyLong_FromLong(rc);
 }
 
+
+/* -- the gate: a sandbox's counters, its routes and the fast path ---------------------
+
+   One Gate per sandbox holds what its worker threads share without the GIL: the
+   connections open (at most max_open), the workers alive and waiting (spare ones are
+   kept: when a connection leaves fewer than `spare` waiting, a byte on spawn_fd asks the
+   sandbox's serving thread for another), and the routes: decisions the Python proxy
+   made already, kept for as long as the host's answer for the name (ttl):
+     "T<address>|<port>"  a captured connection to a synthetic address of the sandbox's
+                          DNS: the name behind it, allowed on that port, and the host
+                          addresses to connect to;
+     "E<name>|<port>"     an absolute-form http:// request through HTTP_PROXY.
+   Gate.serve() accepts and serves connections itself while a route covers them and the
+   client's first bytes name exactly the route's name (HTTP Host, TLS SNI, the URL of a
+   proxy request); it hands every other connection to Python (which decides, refuses and
+   records), so the fast path never refuses and never allows what Python has not. */
+
+#define MAX_ROUTES 256
+#define MAX_ROUTE_ADDRS 8
+#define ROUTE_KEY 300
+#define ROUTE_NAME 256
+
+typedef struct {
+    char key[ROUTE_KEY];
+    char name[ROUTE_NAME];
+    char addrs[MAX_ROUTE_ADDRS][INET6_ADDRSTRLEN];
+    int naddrs;
+    double expires;
+} Route;
+
+typedef struct {
+    PyObject_HEAD
+    pthread_mutex_t lock;
+    long open, max_open, idle, workers, max_workers, spare;
+    long served_fast;
+    Route *routes;
+    int nroutes;
+} Gate;
+
+static PyObject *Gate_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
+    Gate *self = (Gate *)type->tp_alloc(type, 0);
+    if (self == NULL)
+        return NULL;
+    pthread_mutex_init(&self->lock, NULL);
+    self->routes = calloc(MAX_ROUTES, sizeof(Route));
+    if (self->routes == NULL) {
+        Py_DECREF(self);
+        return PyErr_NoMemory();
+    }
+    return (PyObject *)self;
+}
+
+static int Gate_init(Gate *self, PyObject *args, PyObject *kw) {
+    static char *names[] = {"max_open", "spare", NULL};
+    long max_open, spare;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "ll", names, &max_open, &spare))
+        return -1;
+    if (max_open < 0 || spare < 1) {
+        PyErr_SetString(PyExc_ValueError, "Gate: max_open must be >= 0 and spare >= 1");
+        return -1;
+    }
+    self->max_open = max_open;
+    self->spare = spare;
+    self->max_workers = max_open + spare;
+    return 0;
+}
+
+static void Gate_dealloc(Gate *self) {
+    pthread_mutex_destroy(&self->lock);
+    free(self->routes);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+/* A connection was accepted: count it (unless over max_open) and its worker as busy.
+   *short_ = a worker should be started. Returns 1 when over the limit. Lock held by caller? no. */
+static int gate_take(Gate *g, int *short_) {
+    pthread_mutex_lock(&g->lock);
+    int over = g->open >= g->max_open;
+    if (!over)
+        g->open++;
+    g->idle--;
+    *short_ = g->idle < g->spare && g->workers < g->max_workers;
+    pthread_mutex_unlock(&g->lock);
+    return over;
+}
+
+static void gate_done(Gate *g, int over) {
+    pthread_mutex_lock(&g->lock);
+    if (!over)
+        g->open--;
+    g->idle++;
+    pthread_mutex_unlock(&g->lock);
+}
+
+/* Copy the route `key` out (under the lock), if it has not expired. */
+static int gate_route(Gate *g, const char *key, Route *out) {
+    int found = 0;
+    double now = now_s();
+    pthread_mutex_lock(&g->lock);
+    for (int i = 0; i < g->nroutes; i++)
+        if (strcmp(g->routes[i].key, key) == 0) {
+            if (g->routes[i].expires > now) {
+                *out = g->routes[i];
+                found = 1;
+            }
+            break;
+        }
+    pthread_mutex_unlock(&g->lock);
+    return found;
+}
+
+static int is_ws(unsigned char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == 0x0b || c == 0x0c; }
+
+/* [*b, *e) without the ASCII whitespace around it (as bytes.strip()). */
+static void strip(const unsigned char **b, const unsigned char **e) {
+    while (*b < *e && is_ws(**b))
+        (*b)++;
+    while (*e > *b && is_ws(*(*e - 1)))
+        (*e)--;
+}
+
+static const unsigned char *find(const unsigned char *b, const unsigned char *e, const char *needle) {
+    size_t n = strlen(needle);
+    for (const unsigned char *p = b; p + n <= e; p++)
+        if (memcmp(p, needle, n) == 0)
+            return p;
+    return NULL;
+}
+
+/* name[0..n) (a Host value without its port, or an SNI) equals `want`: ASCII only, case
+   folded; trailing dots dropped when `dots` (as the Python proxy does for Host). */
+static int name_is(const unsigned char *b, const unsigned char *e, const char *want, int dots) {
+    if (dots)
+        while (e > b && e[-1] == '.')
+            e--;
+    size_t n = (size_t)(e - b);
+    if (n == 0 || n != strlen(want))
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = b[i];
+        if (c >= 0x80 || c < 0x21)
+            return 0;
+        if (c >= 'A' && c <= 'Z')
+            c = (unsigned char)(c - 'A' + 'a');
+        if (c != (unsigned char)want[i])
+            return 0;
+    }
+    return 1;
+}
+
+/* The head [b, e) (without the blank line) has, as its first Host header, exactly the name
+   `want` (with an optional valid port). 0 for anything else: no Host, another name, a
+   Host the Python proxy would read otherwise (no colon, brackets, a bad port). */
+static int host_is(const unsigned char *b, const unsigned char *e, const char *want) {
+    const unsigned char *line = find(b, e, "\r\n");
+    if (line == NULL)
+        return 0;
+    line += 2;
+    while (line <= e) {
+        const unsigned char *end = find(line, e, "\r\n");
+        if (end == NULL)
+            end = e;
+        const unsigned char *colon = memchr(line, ':', (size_t)(end - line));
+        const unsigned char *kb = line, *ke = colon ? colon : end;
+        strip(&kb, &ke);
+        if (ke - kb == 4 && strncasecmp((const char *)kb, "host", 4) == 0) {
+            if (colon == NULL)
+                return 0;
+            const unsigned char *vb = colon + 1, *ve = end;
+            strip(&vb, &ve);
+            if (vb == ve || *vb == '[')
+                return 0;
+            const unsigned char *pc = NULL;
+            for (const unsigned char *q = vb; q < ve; q++)
+                if (*q == ':')
+                    pc = q;
+            if (pc != NULL) {
+                long port = 0;
+                if (pc + 1 == ve || ve - (pc + 1) > 5)
+                    return 0;
+                for (const unsigned char *q = pc + 1; q < ve; q++) {
+                    if (*q < '0' || *q > '9')
+                        return 0;
+                    port = port * 10 + (*q - '0');
+                }
+                if (port < 1 || port > 65535)
+                    return 0;
+                ve = pc;
+            }
+            return name_is(vb, ve, want, 1);
+        }
+        if (end == e)
+            break;
+        line = end + 2;
+    }
+    return 0;
+}
+
+static unsigned u16(const unsigned char *d) { return ((unsigned)d[0] << 8) | d[1]; }
+
+/* A complete TLS record holding a ClientHello whose first host_name SNI is `want`. */
+static int sni_is(const unsigned char *d, size_t n, const char *want) {
+    if (n < 6 || d[0] != 0x16 || n < 5 + (size_t)u16(d + 3) || d[5] != 1)
+        return 0;
+    size_t p = 43;
+    if (p >= n)
+        return 0;
+    p += 1 + d[p];                          /* session id */
+    if (p + 2 > n)
+        return 0;
+    p += 2 + u16(d + p);                    /* cipher suites */
+    if (p >= n)
+        return 0;
+    p += 1 + d[p];                          /* compression */
+    if (p + 2 > n)
+        return 0;
+    size_t end = p + 2 + u16(d + p);
+    if (end > n)
+        return 0;
+    p += 2;
+    while (p + 4 <= end) {
+        unsigned etype = u16(d + p), elen = u16(d + p + 2);
+        if (etype == 0) {
+            size_t q = p + 6;
+            if (q + 3 > n)
+                return 0;
+            if (d[q] == 0) {
+                size_t len = u16(d + q + 1);
+                if (q + 3 + len > n)
+                    return 0;
+                return name_is(d + q + 3, d + q + 3 + len, want, 0);
+            }
+        }
+        p += 4 + elen;
+    }
+    return 0;
+}
+
+/* A captured connection's first bytes [d, d+n) name exactly `want` (Host or SNI). */
+static int first_bytes_name(const unsigned char *d, size_t n, const char *want) {
+    if (n == 0)
+        return 0;
+    if (d[0] == 0x16)
+        return sni_is(d, n, want);
+    const unsigned char *blank = find(d, d + n, "\r\n\r\n");
+    return blank != NULL && host_is(d, blank, want);
+}
+
+/* A proxy request (absolute-form http://, not CONNECT) in [d, d+n): its route key
+   ("E<host>|<port>", the host lower-cased) in key, the length of its head in *head_len.
+   The request line is METHOD SP http://HOST[:PORT][/PATH] SP VERSION, the Host header
+   names HOST; *port_out: PORT (80 when absent). *path_b, *path_e: PATH (after its slash), *ver_b: the version; 0 = not one. */
+static int proxy_request(const unsigned char *d, size_t n, char *key, size_t keylen, char *host, size_t hostlen,
+                         int *port_out, const unsigned char **method_e, const unsigned char **path_b, const unsigned char **path_e,
+                         const unsigned char **ver_b, const unsigned char **line_e) {
+    const unsigned char *blank = find(d, d + n, "\r\n\r\n");
+    if (blank == NULL)
+        return 0;
+    const unsigned char *le = find(d, blank + 2, "\r\n");
+    const unsigned char *sp1 = memchr(d, ' ', (size_t)(le - d));
+    if (sp1 == NULL || sp1 == d)
+        return 0;
+    const unsigned char *sp2 = memchr(sp1 + 1, ' ', (size_t)(le - sp1 - 1));
+    if (sp2 == NULL || memchr(sp2 + 1, ' ', (size_t)(le - sp2 - 1)) != NULL)
+        return 0;
+    for (const unsigned char *q = d; q < sp1; q++)
+        if (!((*q >= 'A' && *q <= 'Z') || (*q >= 'a' && *q <= 'z')))
+            return 0;
+    if (sp1 - d == 7 && strncasecmp((const char *)d, "CONNECT", 7) == 0)
+        return 0;
+    const unsigned char *t = sp1 + 1;
+    if (sp2 - t < 8 || strncasecmp((const char *)t, "http://", 7) != 0)
+        return 0;
+    const unsigned char *hb = t + 7, *he = memchr(hb, '/', (size_t)(sp2 - hb));
+    const unsigned char *pb = he ? he + 1 : sp2;
+    if (he == NULL)
+        he = sp2;
+    if (hb == he || *hb == '[')
+        return 0;
+    long port = 80;
+    const unsigned char *pc = NULL;
+    for (const unsigned char *q = hb; q < he; q++)
+        if (*q == ':')
+            pc = q;
+    if (pc != NULL) {
+        if (pc + 1 == he || he - (pc + 1) > 5)
+            return 0;
+        port = 0;
+        for (const unsigned char *q = pc + 1; q < he; q++) {
+            if (*q < '0' || *q > '9')
+                return 0;
+            port = port * 10 + (*q - '0');
+        }
+        if (port < 1 || port > 65535)
+            return 0;
+    }
+    const unsigned char *ne = pc ? pc : he;
+    size_t hl = (size_t)(ne - hb);
+    if (hl == 0 || hl >= hostlen)
+        return 0;
+    for (size_t i = 0; i < hl; i++) {
+        unsigned char c = hb[i];
+        if (c >= 0x80 || c < 0x21)
+            return 0;
+        host[i] = (char)((c >= 'A' && c <= 'Z') ? c - 'A' + 'a' : c);
+    }
+    host[hl] = 0;
+    if (!host_is(d, blank, host) || host[hl - 1] == '.')
+        return 0;
+    if ((size_t)snprintf(key, keylen, "E%s|%ld", host, port) >= keylen)
+        return 0;
+    *port_out = (int)port;
+    *method_e = sp1;
+    *path_b = pb;
+    *path_e = sp2;
+    *ver_b = sp2 + 1;
+    *line_e = le;
+    return 1;
+}
+
+/* Serve one accepted connection by its route if it has one and its first bytes agree:
+   1 = served (and closed), 0 = not (nothing was sent either way; *first / *nfirst: what was
+   peeked, for Python). No GIL. */
+static int serve_fast(Gate *g, int fd, const char *ip, int port, int wake, Bucket *b, int peek_ms,
+                      int connect_ms, char *buf, size_t peek_max, ssize_t *nfirst) {
+    char key[ROUTE_KEY];
+    Route r;
+    *nfirst = -2;       /* not peeked */
+    int explicit_ = port == PROXY_PORT_ && (strncmp(ip, "127.", 4) == 0 || strcmp(ip, "::1") == 0);
+    if (!explicit_) {
+        if ((size_t)snprintf(key, sizeof key, "T%s|%d", ip, port) >= sizeof key || !gate_route(g, key, &r))
+            return 0;
+    }
+    ssize_t got = peek_fd(fd, buf, peek_max, peek_ms);
+    *nfirst = got;
+    if (got <= 0)
+        return 0;
+    const char *ips[MAX_ROUTE_ADDRS];
+    if (!explicit_) {
+        if (!first_bytes_name((const unsigned char *)buf, (size_t)got, r.name))
+            return 0;
+        for (int i = 0; i < r.naddrs; i++)
+            ips[i] = r.addrs[i];
+        if (connect_send_relay(fd, ips, r.naddrs, port, NULL, 0, wake, b, connect_ms, buf) == -1)
+            return 0;
+        close(fd);
+        return 1;
+    }
+    /* Through HTTP_PROXY: an absolute-form request whose route is known; its head is
+       read, and sent on with the request line in origin form (METHOD /PATH VERSION). */
+    char host[ROUTE_NAME];
+    const unsigned char *me, *pb, *pe, *vb, *le;
+    const unsigned char *d = (const unsigned char *)buf;
+    int target_port;
+    if (!proxy_request(d, (size_t)got, key, sizeof key, host, sizeof host, &target_port, &me, &pb, &pe, &vb, &le) ||
+        !gate_route(g, key, &r))
+        return 0;
+    for (int i = 0; i < r.naddrs; i++)
+        ips[i] = r.addrs[i];
+    /* The rewritten head: METHOD " /" PATH " " VERSION, then the rest as it came. */
+    size_t nm = (size_t)(me - d), np = (size_t)(pe - pb), nv = (size_t)(le - vb), nrest = (size_t)got - (size_t)(le - d);
+    size_t total = nm + 2 + np + 1 + nv + nrest;
+    char *out = malloc(total);
+    if (out == NULL)
+        return 0;
+    char *o = out;
+    memcpy(o, d, nm), o += nm;
+    memcpy(o, " /", 2), o += 2;
+    memcpy(o, pb, np), o += np;
+    *o++ = ' ';
+    memcpy(o, vb, nv), o += nv;
+    memcpy(o, le, nrest);
+    /* Connect first: when no address answers, Python tries again and records it, and
+       the client's bytes must still be there for it. */
+    int up = -1;
+    for (int i = 0; i < r.naddrs && up < 0; i++)
+        up = connect_one(ips[i], target_port, connect_ms, wake);
+    if (up < 0) {
+        free(out);
+        return 0;
+    }
+    /* Take exactly the bytes peeked (they are in the socket: recv returns them all). */
+    size_t have = 0;
+    while (have < (size_t)got) {
+        ssize_t k = recv(fd, buf + have, (size_t)got - have, 0);
+        if (k <= 0) {
+            if (k < 0 && errno == EINTR)
+                continue;
+            break;
+        }
+        have += (size_t)k;
+    }
+    if (have == (size_t)got) {
+        bucket_take(b, total);
+        if (write_all(up, out, total, wake) == 0)
+            relay(fd, up, wake, b, buf);
+    }
+    free(out);
+    close(up);
+    close(fd);
+    return 1;
+}
+
+/* Gate.serve(epfd, wake, spawn_fd, idle_ms, peek_ms, peek_max, connect_ms, bucket): the
+   loop of one worker thread, without the GIL: accept, count, serve by a route, again.
+   Returns None after idle_ms with nothing accepted, -1 when `wake` is readable, or a
+   connection for Python: (fd, family, address, port, over the limit?, first bytes peeked
+   or None when not peeked / b"" when none came / False when the client failed); Python
+   calls Gate.done(over) when it is finished with it. */
+static PyObject *Gate_serve(Gate *self, PyObject *args) {
+    int epfd, wake, spawn_fd, idle_ms, peek_ms, connect_ms;
+    Py_ssize_t peek_max;
+    PyObject *bucket;
+    if (!PyArg_ParseTuple(args, "iiiiiniO", &epfd, &wake, &spawn_fd, &idle_ms, &peek_ms, &peek_max, &connect_ms,
+                          &bucket))
+        return NULL;
+    if (bucket != Py_None && !PyObject_TypeCheck(bucket, &BucketType)) {
+        PyErr_SetString(PyExc_TypeError, "serve: bucket must be a Bucket or None");
+        return NULL;
+    }
+    if (peek_max <= 0 || peek_max > BUF_SIZE) {
+        PyErr_SetString(PyExc_ValueError, "serve: peek_max must be 1..65536");
+        return NULL;
+    }
+    char *buf = malloc(BUF_SIZE);
+    if (buf == NULL)
+        return PyErr_NoMemory();
+    Bucket *b = bucket == Py_None ? NULL : (Bucket *)bucket;
+    int rc, fd = -1, family = 0, port = 0, over = 0, err = 0;
+    ssize_t nfirst = -2;
+    char ip[INET6_ADDRSTRLEN] = "";
+    Py_INCREF(bucket);
+    Py_BEGIN_ALLOW_THREADS
+    for (;;) {
+        rc = accept_one(epfd, wake, idle_ms, &fd, &family, ip, sizeof ip, &port);
+        if (rc != 1) {
+            err = errno;
+            break;
+        }
+        int short_ = 0;
+        over = gate_take(self, &short_);
+        if (short_) {
+            char c = 's';
+            (void)!write(spawn_fd, &c, 1);
+        }
+        if (over) {
+            nfirst = -2;
+            break;
+        }
+        if (!serve_fast(self, fd, ip, port, wake, b, peek_ms, connect_ms, buf, (size_t)peek_max, &nfirst))
+            break;
+        pthread_mutex_lock(&self->lock);
+        self->served_fast++;
+        pthread_mutex_unlock(&self->lock);
+        gate_done(self, 0);
+        fd = -1;
+    }
+    Py_END_ALLOW_THREADS
+    Py_DECREF(bucket);
+    PyObject *out = NULL;
+    if (rc == 1) {
+        PyObject *first;
+        if (nfirst == -2) {
+            first = Py_None;
+            Py_INCREF(first);
+        } else if (nfirst < 0) {
+            first = Py_False;
+            Py_INCREF(first);
+        } else {
+            first = PyBytes_FromStringAndSize(buf, nfirst);
+        }
+        if (first != NULL)
+            out = Py_BuildValue("(iisiON)", fd, family, ip, port, over ? Py_True : Py_False, first);
+        if (out == NULL) {
+            close(fd);
+            gate_done(self, over);
+        }
+    } else if (rc == -1) {
+        out = PyLong_FromLong(-1);
+    } else if (rc == 0) {
+        out = Py_None;
+        Py_INCREF(out);
+    } else {
+        errno = err;
+        PyErr_SetFromErrno(PyExc_OSError);
+    }
+    free(buf);
+    return out;
+}
+
+static PyObject *Gate_done(Gate *self, PyObject *arg) {
+    int over = PyObject_IsTrue(arg);
+    if (over < 0)
+        return NULL;
+    gate_done(self, over);
+    Py_RETURN_NONE;
+}
+
+/* reserve_worker(): True (and the worker counted as alive and waiting) when one more
+   should be started: fewer than `spare` wait and fewer than max_open + spare are alive. */
+static PyObject *Gate_reserve_worker(Gate *self, PyObject *unused) {
+    int yes;
+    pthread_mutex_lock(&self->lock);
+    yes = self->idle < self->spare && self->workers < self->max_workers;
+    if (yes) {
+        self->idle++;
+        self->workers++;
+    }
+    pthread_mutex_unlock(&self->lock);
+    return PyBool_FromLong(yes);
+}
+
+/* retire_idle(): True (and the worker no longer counted as waiting) when a worker that
+   found nothing to do may end: more than `spare` wait. */
+static PyObject *Gate_retire_idle(Gate *self, PyObject *unused) {
+    int yes;
+    pthread_mutex_lock(&self->lock);
+    yes = self->idle > self->spare;
+    if (yes)
+        self->idle--;
+    pthread_mutex_unlock(&self->lock);
+    return PyBool_FromLong(yes);
+}
+
+/* worker_gone(): a worker ended (not waiting any more: its idle count was taken back
+   already, or it ends while waiting: waiting=True); the workers left. */
+static PyObject *Gate_worker_gone(Gate *self, PyObject *arg) {
+    int waiting = PyObject_IsTrue(arg);
+    if (waiting < 0)
+        return NULL;
+    long left;
+    pthread_mutex_lock(&self->lock);
+    self->workers--;
+    if (waiting)
+        self->idle--;
+    left = self->workers;
+    pthread_mutex_unlock(&self->lock);
+    return PyLong_FromLong(left);
+}
+
+/* add_route(key, name, addrs, ttl): connections that `key` names go to `addrs` for ttl seconds. */
+static PyObject *Gate_add_route(Gate *self, PyObject *args) {
+    const char *key, *name;
+    PyObject *addrs;
+    double ttl;
+    if (!PyArg_ParseTuple(args, "ssO!d", &key, &name, &PyList_Type, &addrs, &ttl))
+        return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(addrs);
+    if (strlen(key) >= ROUTE_KEY || strlen(name) >= ROUTE_NAME || n < 1 || n > MAX_ROUTE_ADDRS || ttl <= 0)
+        Py_RETURN_FALSE;   /* not kept: such connections go through Python */
+    for (const char *c = name; *c; c++)
+        if ((unsigned char)*c >= 0x80 || (unsigned char)*c < 0x21 || (*c >= 'A' && *c <= 'Z'))
+            Py_RETURN_FALSE;
+    Route r;
+    memset(&r, 0, sizeof r);
+    strcpy(r.key, key);
+    strcpy(r.name, name);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        const char *a = PyUnicode_AsUTF8(PyList_GET_ITEM(addrs, i));
+        if (a == NULL)
+            return NULL;
+        if (strlen(a) >= INET6_ADDRSTRLEN)
+            Py_RETURN_FALSE;
+        strcpy(r.addrs[i], a);
+    }
+    r.naddrs = (int)n;
+    double now = now_s();
+    r.expires = now + ttl;
+    pthread_mutex_lock(&self->lock);
+    int slot = -1;
+    for (int i = 0; i < self->nroutes; i++)
+        if (strcmp(self->routes[i].key, key) == 0 || self->routes[i].expires <= now) {
+            slot = i;
+            if (strcmp(self->routes[i].key, key) == 0)
+                break;
+        }
+    if (slot < 0)
+        slot = self->nroutes < MAX_ROUTES ? self->nroutes++ : 0;
+    self->routes[slot] = r;
+    pthread_mutex_unlock(&self->lock);
+    Py_RETURN_TRUE;
+}
+
+static PyObject *Gate_counts(Gate *self, PyObject *unused) {
+    pthread_mutex_lock(&self->lock);
+    PyObject *r = Py_BuildValue("{sl,sl,sl,sl,si}", "open", self->open, "idle", self->idle, "workers", self->workers,
+                                "served_fast", self->served_fast, "routes", self->nroutes);
+    pthread_mutex_unlock(&self->lock);
+    return r;
+}
+
+static PyMethodDef Gate_methods[] = {
+    {"serve", (PyCFunction)Gate_serve, METH_VARARGS,
+     "serve(epfd, wake, spawn_fd, idle_ms, peek_ms, peek_max, connect_ms, bucket) -> None | -1 | "
+     "(fd, family, address, port, over, first)"},
+    {"done", (PyCFunction)Gate_done, METH_O, "done(over): a connection serve() handed over is finished"},
+    {"reserve_worker", (PyCFunction)Gate_reserve_worker, METH_NOARGS, "reserve_worker() -> start one more worker?"},
+    {"retire_idle", (PyCFunction)Gate_retire_idle, METH_NOARGS, "retire_idle() -> may an idle worker end?"},
+    {"worker_gone", (PyCFunction)Gate_worker_gone, METH_O, "worker_gone(waiting) -> workers left"},
+    {"add_route", (PyCFunction)Gate_add_route, METH_VARARGS, "add_route(key, name, addrs, ttl) -> kept?"},
+    {"counts", (PyCFunction)Gate_counts, METH_NOARGS, "counts() -> {open, idle, workers, served_fast, routes}"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject GateType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "isolate.netproxy._relay.Gate",
+    .tp_basicsize = sizeof(Gate),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Gate(max_open, spare): one sandbox's connection counts, routes and fast path",
+    .tp_new = Gate_new,
+    .tp_init = (initproc)Gate_init,
+    .tp_dealloc = (destructor)Gate_dealloc,
+    .tp_methods = Gate_methods,
+};
+
+/* The fast path's readings of a client's first bytes, for tests (the same functions). */
+static PyObject *relay_first_names(PyObject *self, PyObject *args) {
+    Py_buffer d;
+    const char *want;
+    if (!PyArg_ParseTuple(args, "y*s", &d, &want))
+        return NULL;
+    int r = first_bytes_name(d.buf, (size_t)d.len, want);
+    PyBuffer_Release(&d);
+    return PyBool_FromLong(r);
+}
+
+static PyObject *relay_proxy_route(PyObject *self, PyObject *args) {
+    Py_buffer d;
+    if (!PyArg_ParseTuple(args, "y*", &d))
+        return NULL;
+    char key[ROUTE_KEY], host[ROUTE_NAME];
+    const unsigned char *me, *pb, *pe, *vb, *le;
+    int port;
+    int r = proxy_request(d.buf, (size_t)d.len, key, sizeof key, host, sizeof host, &port, &me, &pb, &pe, &vb, &le);
+    PyBuffer_Release(&d);
+    if (!r)
+        Py_RETURN_NONE;
+    return PyUnicode_FromString(key);
+}
+
 static PyMethodDef methods[] = {
-    {"accept", relay_accept, METH_VARARGS,
-     "accept(epfd, wake, timeout_ms) -> None | -1 | (fd, family, original address, port)"},
+    {"first_names", relay_first_names, METH_VARARGS,
+     "first_names(data, name) -> do a captured connection's first bytes name exactly `name` (Host, SNI)?"},
+    {"proxy_route", relay_proxy_route, METH_VARARGS,
+     "proxy_route(data) -> the route key of an absolute-form proxy request (E<host>|<port>), or None"},
     {"peek", relay_peek, METH_VARARGS, "peek(fd, timeout_ms, max) -> bytes (b\"\" on timeout) | None (failed)"},
     {"connect_pump", relay_connect_pump, METH_VARARGS,
      "connect_pump(conn, addrs, port, send, wake, bucket, timeout_ms) -> -1 (no address answered) | pump's answer"},
@@ -539,7 +1190,7 @@ static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "isolate.netproxy._re
                                     "The network proxy's relay loop and token bucket, in C.", -1, methods};
 
 PyMODINIT_FUNC PyInit__relay(void) {
-    if (PyType_Ready(&BucketType) < 0)
+    if (PyType_Ready(&BucketType) < 0 || PyType_Ready(&GateType) < 0)
         return NULL;
     PyObject *m = PyModule_Create(&module);
     if (m == NULL)
@@ -547,6 +1198,12 @@ PyMODINIT_FUNC PyInit__relay(void) {
     Py_INCREF(&BucketType);
     if (PyModule_AddObject(m, "Bucket", (PyObject *)&BucketType) < 0) {
         Py_DECREF(&BucketType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    Py_INCREF(&GateType);
+    if (PyModule_AddObject(m, "Gate", (PyObject *)&GateType) < 0) {
+        Py_DECREF(&GateType);
         Py_DECREF(m);
         return NULL;
     }

@@ -165,11 +165,11 @@ class SandboxNet:
         self.addrs: dict[str, str] = {}       # name -> synthetic address
         self._next = 1
         self._lock = threading.Lock()
-        self.open = 0
-        self.stats = {"connections": 0, "allowed": 0, "refused": 0, "dns": 0}
+        self.stats = {"connections": 0, "allowed": 0, "refused": 0, "dns": 0}   # of the connections Python saw
         self._closed = threading.Event()
-        self._idle = 0                        # workers waiting for a connection
-        self._workers = 0                     # worker threads alive
+        # The connections open, the workers alive and waiting, and the routes the fast path
+        # serves (C: the workers share them without the GIL).
+        self.gate = _relay.Gate(self.max_connections, SPARE_WORKERS)
         self._released = False                # close() is done but for the pipes the workers use
         self._threads: set = set()            # the worker threads
         self.fd = netns.make_captured_namespace()
@@ -224,6 +224,11 @@ class SandboxNet:
             self._resolved[name] = (now, addrs)
         return addrs
 
+    def resolved_for(self, name: str) -> float:
+        """Seconds the host's kept answer for `name` stays valid (0: none kept)."""
+        hit = self._resolved.get(name)
+        return 0.0 if hit is None else RESOLVE_TTL - (time.monotonic() - hit[0])
+
     def address_for(self, name: str) -> str:
         with self._lock:
             ip = self.addrs.get(name)
@@ -274,11 +279,8 @@ class SandboxNet:
     def _spawn_workers(self) -> None:
         while True:
             with self._lock:
-                if (self._closed.is_set() or self._idle >= SPARE_WORKERS
-                        or self._workers >= self.max_connections + SPARE_WORKERS):
+                if self._closed.is_set() or not self.gate.reserve_worker():
                     return
-                self._idle += 1
-                self._workers += 1
                 t = threading.Thread(target=self._worker, daemon=True, name="isolate-netproxy-conn")
                 self._threads.add(t)
             t.start()
@@ -286,63 +288,61 @@ class SandboxNet:
     def _worker(self) -> None:
         """Accept (the TCP listeners, in an epoll of its own with EPOLLEXCLUSIVE: one idle
         worker is woken per connection), check and relay, and again; a worker beyond the
-        spare ones that finds nothing to do for IDLE_WORKER seconds ends. Waiting,
-        accepting (with the original destination), peeking and relaying are C calls
-        (_relay) that run without the GIL; only the decision is Python."""
+        spare ones that finds nothing to do for IDLE_WORKER seconds ends. The loop is C's
+        (Gate.serve, without the GIL): it serves a connection itself when a route (a
+        decision made here before, for that address and port or that proxy target) covers
+        it and the client's first bytes name the route's name exactly; every other
+        connection comes back here, to be decided (and refused, recorded) in Python."""
         ep = select.epoll()
+        waiting = True
         try:
             for (kind, _fam), ls in self.socks.items():
                 if kind == "tcp":
                     ep.register(ls.fileno(), select.EPOLLIN | select.EPOLLEXCLUSIVE)
             ep.register(self._wake_r, select.EPOLLIN)   # readable once close() has begun
-            epfd, idle_ms = ep.fileno(), int(IDLE_WORKER * 1000)
+            args = (ep.fileno(), self._wake_r, self._spawn_w, int(IDLE_WORKER * 1000), int(PEEK_TIMEOUT * 1000),
+                    HEAD_MAX, int(CONNECT_TIMEOUT * 1000), self.limit.bucket)
             while not self._closed.is_set():
-                got = _relay.accept(epfd, self._wake_r, idle_ms)
-                if self._closed.is_set() or got == -1:
-                    if got not in (None, -1):
-                        os.close(got[0])
-                    return
+                got = self.gate.serve(*args)
                 if got is None:
-                    with self._lock:
-                        if self._idle > SPARE_WORKERS:
-                            self._idle -= 1
-                            return
+                    if self.gate.retire_idle():
+                        waiting = False
+                        return
                     continue
-                fd, family, ip, port = got
-                self._take(socket.socket(family, socket.SOCK_STREAM, 0, fd), ip, port)
+                if got == -1:
+                    return
+                fd, family, ip, port, over, first = got
+                try:
+                    conn = socket.socket(family, socket.SOCK_STREAM, 0, fd)
+                except OSError:
+                    os.close(fd)
+                    self.gate.done(over)
+                    continue
+                try:
+                    self._take(conn, ip, port, over, first)
+                finally:
+                    self.gate.done(over)
         except (OSError, ValueError):   # closed under it (close())
             return
         finally:
             ep.close()
             with self._lock:
-                self._workers -= 1
+                left = self.gate.worker_gone(waiting)
                 self._threads.discard(threading.current_thread())
-                last = self._workers == 0 and self._released
+                last = left == 0 and self._released
             if last:
                 self._close_pipes()
 
-    def _take(self, conn, ip: str, port: int) -> None:
-        """One accepted connection (to ip:port before the capture), served by the calling
-        worker (or refused over the limit)."""
+    def _take(self, conn, ip: str, port: int, over: bool, first) -> None:
+        """One accepted connection (to ip:port before the capture; `first`: its first bytes
+        if the fast path peeked them), refused over the limit, else decided and relayed."""
         with self._lock:
             self.stats["connections"] += 1
-            over = self.open >= self.max_connections
-            if not over:
-                self.open += 1
-            self._idle -= 1
-            short = self._idle < SPARE_WORKERS and self._workers < self.max_connections + SPARE_WORKERS
-        if short:
-            os.write(self._spawn_w, b"s")    # the serving thread starts another worker
-        try:
-            if over:
-                conn.close()
-                self.refuse(f"more than network.max_connections = {self.max_connections} connections open",
-                            host=ip, port=port, name=self.names.get(ip))
-            else:
-                self._handle(conn, ip, port)
-        finally:
-            with self._lock:
-                self._idle += 1
+        if over:
+            conn.close()
+            return self.refuse(f"more than network.max_connections = {self.max_connections} connections open",
+                               host=ip, port=port, name=self.names.get(ip))
+        self._handle(conn, ip, port, first)
 
     def _dns(self, s) -> None:
         data, src = s.recvfrom(4096)
@@ -371,21 +371,19 @@ class SandboxNet:
             s.sendto(dns.answer(q, 0), src)
 
     # -- one connection ----------------------------------------------------
-    def _handle(self, conn, ip: str, port: int) -> None:
+    def _handle(self, conn, ip: str, port: int, first=None) -> None:
         try:
-            self._handle_one(conn, ip, port)
-        except OSError:
+            self._handle_one(conn, ip, port, first)
+        except (OSError, ValueError, UnicodeError):   # the client's bytes or socket: this connection ends
             pass
         finally:
             conn.close()
-            with self._lock:
-                self.open -= 1
 
-    def _handle_one(self, conn, ip: str, port: int) -> None:
+    def _handle_one(self, conn, ip: str, port: int, first=None) -> None:
         if port == netns.PROXY_PORT and (ip.startswith("127.") or ip == "::1"):
             return self._explicit(conn)
         name = self.names.get(ip)
-        first = peek(conn)
+        first = peek(conn, first)
         if first is None:    # the client failed or left without sending
             return
         hint = sniff_name(first)
@@ -405,9 +403,13 @@ class SandboxNet:
         if hint and hint != name:
             return self.refuse(f"Host/SNI {hint!r} differs from the name connected to ({name})", host=ip,
                                port=port, name=name)
-        self._connect_name(conn, name, port, b"")
+        self._connect_name(conn, name, port, b"", route=f"T{ip}|{port}")
 
-    def _connect_name(self, conn, name: str, port: int, send: bytes, reply: bytes = b"") -> None:
+    def _connect_name(self, conn, name: str, port: int, send: bytes, reply: bytes = b"",
+                      route: str | None = None) -> None:
+        """Check name:port, resolve it on the host, drop internal addresses, relay; `route`:
+        the key under which the fast path may serve the next such connections itself
+        (Gate.add_route), for as long as the host's answer is kept."""
         why = self.policy.name_allowed(name, port)
         if why:
             return self.refuse(why, port=port, name=name)
@@ -425,6 +427,10 @@ class SandboxNet:
         if not ok:
             return self.refuse(f"resolves to {', '.join(addrs)}: loopback, link-local, private or denied "
                                "(allow the address explicitly to reach it)", host=addrs[0], port=port, name=name)
+        if route is not None:
+            left = self.resolved_for(name)
+            if left > 0:
+                self.gate.add_route(route, name, ok[:8], left)
         self._relay(conn, ok, port, send, name, reply)
 
     def _explicit(self, conn) -> None:
@@ -473,7 +479,7 @@ class SandboxNet:
         head = method + b" /" + path.encode("latin-1") + b" " + version + b"\r\n" + rest
         if is_ip(host):
             return self._relay(conn, [host], port, head, host)
-        self._connect_name(conn, host.lower(), port, head)
+        self._connect_name(conn, host.lower(), port, head, route=f"E{host.lower()}|{port}")
 
     def host_or_name(self, host: str) -> dict:
         return {"host": host} if is_ip(host) else {"name": host.lower()}
@@ -519,7 +525,7 @@ class SandboxNet:
         # The pipes go with the last worker (if one is still finishing a connection).
         with self._lock:
             self._released = True
-            last = self._workers == 0
+            last = self.gate.counts()["workers"] == 0
         if last:
             self._close_pipes()
 
@@ -548,11 +554,14 @@ def udp_original_dst(anc) -> tuple:
     return None, None
 
 
-def peek(conn) -> bytes | None:
+def peek(conn, first=None) -> bytes | None:
     """The client's first bytes, left in the socket (MSG_PEEK); b"" when it sends nothing
-    within PEEK_TIMEOUT; None when the client failed or left without sending."""
+    within PEEK_TIMEOUT; None when the client failed or left without sending. `first`:
+    what the fast path peeked already (False: the client failed), else None."""
+    if first is False:
+        return None
     fd, ms = conn.fileno(), int(PEEK_TIMEOUT * 1000)
-    data = _relay.peek(fd, ms, HEAD_MAX)
+    data = _relay.peek(fd, ms, HEAD_MAX) if first is None else first
     # A TLS ClientHello or an HTTP head may come in pieces: wait a little for the rest.
     for _ in range(20):
         if not data or b"\r\n\r\n" in data or tls_complete(data) or not looks_like_head(data):
@@ -606,7 +615,7 @@ def split_hostport(s: str, default: int | None):
     else:
         host, _, port_s = s.rpartition(":") if ":" in s else (s, "", "")
     if port_s:
-        if not port_s.isdigit() or not 0 < int(port_s) < 65536:
+        if not (port_s.isascii() and port_s.isdigit()) or not 0 < int(port_s) < 65536:
             return None, None
         return host or None, int(port_s)
     return host or None, default
