@@ -31,9 +31,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#ifndef SO_ORIGINAL_DST
-#define SO_ORIGINAL_DST 80
-#endif
 #define PROXY_PORT_ 3128   /* isolate/netproxy/netns.py: PROXY_PORT */
 
 #define BUF_SIZE 65536
@@ -268,29 +265,22 @@ static long ms_since(const struct timespec *t0) {
     return (long)(t.tv_sec - t0->tv_sec) * 1000 + (t.tv_nsec - t0->tv_nsec) / 1000000;
 }
 
-/* The address a captured connection was sent to (SO_ORIGINAL_DST, IPv4 or IPv6), or,
-   when it was not redirected, the address it reached. 0 = ok. */
+/* The address a captured connection was sent to: TPROXY (isolate/netproxy/netns.py)
+   hands the connection to the listener unchanged, so it is the accepted socket's own
+   address (no NAT, no conntrack: SO_ORIGINAL_DST has nothing to say). 0 = ok. */
 static int original_dst(int fd, int family, char *ip, size_t iplen, int *port) {
-    if (family == AF_INET) {
-        struct sockaddr_in a;
-        socklen_t l = sizeof a;
-        if (getsockopt(fd, SOL_IP, SO_ORIGINAL_DST, &a, &l) < 0) {
-            l = sizeof a;
-            if (getsockname(fd, (struct sockaddr *)&a, &l) < 0)
-                return -1;
-        }
-        *port = ntohs(a.sin_port);
-        return inet_ntop(AF_INET, &a.sin_addr, ip, (socklen_t)iplen) ? 0 : -1;
+    struct sockaddr_storage ss;
+    socklen_t l = sizeof ss;
+    if (getsockname(fd, (struct sockaddr *)&ss, &l) < 0)
+        return -1;
+    if (ss.ss_family == AF_INET) {
+        struct sockaddr_in *a = (struct sockaddr_in *)&ss;
+        *port = ntohs(a->sin_port);
+        return inet_ntop(AF_INET, &a->sin_addr, ip, (socklen_t)iplen) ? 0 : -1;
     }
-    struct sockaddr_in6 a;
-    socklen_t l = sizeof a;
-    if (getsockopt(fd, SOL_IPV6, SO_ORIGINAL_DST, &a, &l) < 0) {
-        l = sizeof a;
-        if (getsockname(fd, (struct sockaddr *)&a, &l) < 0)
-            return -1;
-    }
-    *port = ntohs(a.sin6_port);
-    return inet_ntop(AF_INET6, &a.sin6_addr, ip, (socklen_t)iplen) ? 0 : -1;
+    struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
+    *port = ntohs(a->sin6_port);
+    return inet_ntop(AF_INET6, &a->sin6_addr, ip, (socklen_t)iplen) ? 0 : -1;
 }
 
 /* Wait (the caller has released the GIL) in the epoll `epfd`, whose fds are non-blocking
@@ -325,9 +315,7 @@ static int accept_one(int epfd, int wake, int timeout_ms, int *fd, int *family, 
             int c = accept4(ev[i].data.fd, (struct sockaddr *)&peer, &pl, SOCK_CLOEXEC);
             if (c < 0)
                 continue;   /* another worker took it (EAGAIN), or the client is gone already */
-            *family = peer.ss_family;
-            int one = 1;
-            setsockopt(c, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+            *family = peer.ss_family;   /* TCP_NODELAY: from the listener */
             if (original_dst(c, *family, ip, iplen, port) < 0) {
                 close(c);
                 continue;
@@ -459,15 +447,31 @@ static int connect_one(const char *ip, int port, int timeout_ms, int wake) {
     return s;
 }
 
-/* Connect to the first of ips[0..n) that answers, write send[0..len), relay conn <-> it and
-   close it: -1 = no address answered (nothing sent), else relay()'s answer. No GIL. */
+/* Connect to the first of ips[0..n) that answers, write send[0..len) (or, with `pending`,
+   the first `pending` bytes waiting in conn, peeked already: no poll for them), relay
+   conn <-> it and close it: -1 = no address answered (nothing sent), else relay()'s
+   answer. No GIL. */
 static int connect_send_relay(int conn, const char *const *ips, int n, int port, const void *send, size_t len,
-                              int wake, Bucket *b, int timeout_ms, char *buf) {
+                              int wake, Bucket *b, int timeout_ms, char *buf, size_t pending) {
     int up = -1, rc = 1;
     for (int i = 0; i < n && up < 0; i++)
         up = connect_one(ips[i], port, timeout_ms, wake);
     if (up < 0)
         return -1;
+    if (pending > 0 && pending <= BUF_SIZE) {
+        size_t have = 0;
+        while (have < pending) {
+            ssize_t k = recv(conn, buf + have, pending - have, MSG_DONTWAIT);
+            if (k <= 0) {
+                if (k < 0 && errno == EINTR)
+                    continue;
+                break;
+            }
+            have += (size_t)k;
+        }
+        send = buf;
+        len = have;
+    }
     if (len > 0) {
         bucket_take(b, len);
         if (write_all(up, send, len, wake) == 0)
@@ -520,7 +524,7 @@ static PyObject *relay_connect_pump(PyObject *self, PyObject *args) {
     Py_INCREF(bucket);
     Py_BEGIN_ALLOW_THREADS
     rc = connect_send_relay(conn, (const char *const *)ips, (int)n, port, send.buf, (size_t)send.len, wake, b,
-                            timeout_ms, buf);
+                            timeout_ms, buf, 0);
     Py_END_ALLOW_THREADS
     Py_DECREF(bucket);
     for (Py_ssize_t i = 0; i < n; i++)
@@ -874,7 +878,7 @@ static int serve_fast(Gate *g, int fd, const char *ip, int port, int wake, Bucke
             return 0;
         for (int i = 0; i < r.naddrs; i++)
             ips[i] = r.addrs[i];
-        if (connect_send_relay(fd, ips, r.naddrs, port, NULL, 0, wake, b, connect_ms, buf) == -1)
+        if (connect_send_relay(fd, ips, r.naddrs, port, NULL, 0, wake, b, connect_ms, buf, (size_t)got) == -1)
             return 0;
         close(fd);
         return 1;

@@ -126,6 +126,7 @@ def make_sockets() -> dict:
             t.setsockopt(socket.IPPROTO_IPV6, IPV6_TRANSPARENT, 1)
         else:
             t.setsockopt(socket.SOL_IP, IP_TRANSPARENT, 1)
+        t.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)   # inherited by each accepted connection
         t.bind((host, PROXY_PORT))
         t.listen(128)
         t.setblocking(False)

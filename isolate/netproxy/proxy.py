@@ -208,6 +208,15 @@ class SandboxNet:
     def env(self) -> dict:
         return proxy_env()
 
+    def counters(self) -> dict:
+        """The connections Python decided (connections, allowed, refused, dns) and the fast
+        path's: served_fast (connections served by a route without Python), open, routes."""
+        c = self.gate.counts()
+        with self._lock:
+            out = dict(self.stats)
+        out.update(served_fast=c["served_fast"], open=c["open"], routes=c["routes"])
+        return out
+
     # -- names -------------------------------------------------------------
     def resolve(self, name: str, port: int) -> list:
         """The host's addresses for an allowed name, kept RESOLVE_TTL seconds (a client making
