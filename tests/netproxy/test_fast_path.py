@@ -244,3 +244,17 @@ def test_proxy_request_reading_agrees_with_python(method, sp, scheme, host, port
     c = _relay.proxy_route(head)
     if c is not None:
         assert c == _python_proxy_route(head), head
+
+
+def test_the_benchmark_is_judged_and_reported():
+    """benchmarks/netproxy.py feeds benchmarks/targets.py and its section of
+    docs/performance.md (a tiny run: the wiring, not the speed)."""
+    from benchmarks import netproxy as bench
+    from benchmarks import targets
+
+    r = bench.measure_all(rounds=1)
+    got = [t for t in targets.evaluate(targets.Results(netproxy=r)) if "allowlist proxy" in t.goal]
+    assert [t.goal.rsplit("— ", 1)[1] for t in got] == list(bench.PROXIED)
+    assert all(t.status in (targets.MET, targets.NOT_MET) and "ms vs" in t.measured for t in got), got
+    text = "\n".join(bench.section(r))
+    assert text.startswith(bench.BEGIN) and text.rstrip().endswith(bench.END) and "transparent" in text
