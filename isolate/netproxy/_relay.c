@@ -53,10 +53,11 @@ static double now_s(void) {
 
 /* Take n bytes' worth of tokens, sleeping until there are enough (a request larger than
    one second's budget waits for a full bucket, then takes it all: the bucket goes
-   negative and the next writers wait longer). The caller does not hold the GIL. */
-static void bucket_take(Bucket *b, size_t n) {
+   negative and the next writers wait longer). The sleep ends early when `wake` (if >= 0)
+   becomes readable: -1 then, else 0. The caller does not hold the GIL. */
+static int bucket_take(Bucket *b, size_t n, int wake) {
     if (b == NULL || b->rate <= 0)
-        return;
+        return 0;
     for (;;) {
         double want, wait;
         pthread_mutex_lock(&b->lock);
@@ -69,13 +70,20 @@ static void bucket_take(Bucket *b, size_t n) {
         if (b->tokens >= want) {
             b->tokens -= (double)n;
             pthread_mutex_unlock(&b->lock);
-            return;
+            return 0;
         }
         wait = (want - b->tokens) / b->rate;
         pthread_mutex_unlock(&b->lock);
-        struct timespec ts = {(time_t)wait, (long)((wait - (double)(time_t)wait) * 1e9)};
-        while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
-            ;
+        if (wake >= 0) {
+            struct pollfd p = {wake, POLLIN, 0};
+            int ms = (int)(wait * 1000) + 1;
+            if (poll(&p, 1, ms) > 0)
+                return -1;
+        } else {
+            struct timespec ts = {(time_t)wait, (long)((wait - (double)(time_t)wait) * 1e9)};
+            while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+                ;
+        }
     }
 }
 
@@ -114,7 +122,7 @@ static PyObject *Bucket_take(Bucket *self, PyObject *arg) {
         return NULL;
     }
     Py_BEGIN_ALLOW_THREADS
-    bucket_take(self, (size_t)n);
+    bucket_take(self, (size_t)n, -1);
     Py_END_ALLOW_THREADS
     Py_RETURN_NONE;
 }
@@ -211,18 +219,25 @@ static int relay(int a, int b, int wake, Bucket *bucket, char *buf) {
             if (!p[k].revents)
                 continue;
             int i = idx[k], src = fds[i], dst = fds[1 - i];
-            ssize_t got = recv(src, buf, BUF_SIZE, MSG_DONTWAIT);
+            /* With a limit, at most one second's budget at a time (the burst it allows). */
+            size_t want = BUF_SIZE;
+            if (bucket != NULL && bucket->rate > 0 && bucket->rate < (double)BUF_SIZE)
+                want = bucket->rate >= 1 ? (size_t)bucket->rate : 1;
+            ssize_t got = recv(src, buf, want, MSG_DONTWAIT);
             if (got < 0) {
                 if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
                     continue;
                 return 1;
             }
             if (got == 0) {
-                shutdown(dst, SHUT_WR);
                 open_[i] = 0;
+                if (!open_[1 - i])
+                    return 0;   /* both at end of file: the caller closes both (no shutdown needed) */
+                shutdown(dst, SHUT_WR);
                 continue;
             }
-            bucket_take(bucket, (size_t)got);
+            if (bucket_take(bucket, (size_t)got, wake) < 0)
+                return 2;
             if (write_all(dst, buf, (size_t)got, wake) < 0)
                 return 1;
         }
@@ -473,8 +488,7 @@ static int connect_send_relay(int conn, const char *const *ips, int n, int port,
         len = have;
     }
     if (len > 0) {
-        bucket_take(b, len);
-        if (write_all(up, send, len, wake) == 0)
+        if (bucket_take(b, len, wake) == 0 && write_all(up, send, len, wake) == 0)
             rc = relay(conn, up, wake, b, buf);
     } else {
         rc = relay(conn, up, wake, b, buf);
@@ -927,11 +941,8 @@ static int serve_fast(Gate *g, int fd, const char *ip, int port, int wake, Bucke
         }
         have += (size_t)k;
     }
-    if (have == (size_t)got) {
-        bucket_take(b, total);
-        if (write_all(up, out, total, wake) == 0)
-            relay(fd, up, wake, b, buf);
-    }
+    if (have == (size_t)got && bucket_take(b, total, wake) == 0 && write_all(up, out, total, wake) == 0)
+        relay(fd, up, wake, b, buf);
     free(out);
     close(up);
     close(fd);

@@ -383,7 +383,7 @@ class SandboxNet:
     def _handle(self, conn, ip: str, port: int, first=None) -> None:
         try:
             self._handle_one(conn, ip, port, first)
-        except (OSError, ValueError, UnicodeError):   # the client's bytes or socket: this connection ends
+        except Exception:   # the client's bytes or socket (or a bug): this connection ends, nothing relayed
             pass
         finally:
             conn.close()
