@@ -2,10 +2,13 @@
 
 It has only lo, but `local default dev lo` (and the same for IPv6) makes every address
 local, so a connect() to any address is routed into the namespace itself instead of
-failing; nftables' nat output chain then REDIRECTs every TCP connection not to loopback
-to the proxy's listener (127.0.0.1/::1 port PROXY_PORT), every UDP datagram to port 53
-to the DNS responder; every other UDP datagram, which `local default` loops back through
-lo, is taken by TPROXY in prerouting to a sink that records its original destination. The listeners are sockets
+failing, and loops back through lo. In prerouting, TPROXY hands every TCP packet not to
+loopback to the proxy's listener (127.0.0.1/::1 port PROXY_PORT, IP_TRANSPARENT): the
+accepted socket's own address is the destination the program asked for, and TCP is not
+tracked (notrack: no conntrack entry, no NAT, per packet). nftables' nat output chain
+REDIRECTs every UDP datagram to port 53 to the DNS responder (conntrack gives the reply
+the address the program asked); every other UDP datagram is taken by TPROXY in
+prerouting to a sink that records its original destination. The listeners are sockets
 that isolate's host process creates inside the namespace (a thread joins it only for
 that) and keeps: nothing of isolate runs inside the sandbox, and the sandbox, which
 holds no capability over this namespace (it is owned by the host's user namespace),

@@ -9,6 +9,16 @@ connection, so a connection does not pay for starting a thread nor for a hand-ov
 between threads. A sandbox has at most max_connections connections open, and so at most
 that many busy workers: a flood from one sandbox costs its own threads and its own
 budget, not the others'.
+
+The data path is C (_relay.c), without the GIL: a worker's loop (Gate.serve) accepts,
+counts the connection against the limit, and serves it itself when a route covers it: a
+decision made here before for the same synthetic address and port (or the same proxy
+target), kept as long as the host's answer for the name (RESOLVE_TTL), and first bytes
+that name the route's name exactly (HTTP Host, TLS SNI, the URL and Host of a proxy
+request). Every other connection comes back to Python, which decides, refuses and
+records as it always did; the C readings are conservative (yes only where the Python
+ones say the same: tests/netproxy/test_fast_path.py), so the fast path never allows
+what Python would not, and never refuses anything.
 """
 
 from __future__ import annotations
@@ -31,7 +41,6 @@ SYNTHETIC = ipaddress.ip_network("198.18.0.0/15")
 # The IPv6 synthetic addresses: the local-use translation prefix of RFC 8215, the IPv4
 # synthetic address of the same name in the low 32 bits (64:ff9b:1::c612:1 = 198.18.0.1).
 SYNTHETIC6 = ipaddress.ip_network("64:ff9b:1::/96")
-SO_ORIGINAL_DST = 80
 MAX_VIOLATIONS = 1000
 PEEK_TIMEOUT = 0.5      # seconds to wait for a client's first bytes (protocols where the server speaks first)
 CONNECT_TIMEOUT = 10.0
@@ -170,6 +179,7 @@ class SandboxNet:
         # The connections open, the workers alive and waiting, and the routes the fast path
         # serves (C: the workers share them without the GIL).
         self.gate = _relay.Gate(self.max_connections, SPARE_WORKERS)
+        self.fast = True                      # False: no routes, every connection decided in Python
         self._released = False                # close() is done but for the pipes the workers use
         self._threads: set = set()            # the worker threads
         self.fd = netns.make_captured_namespace()
@@ -436,7 +446,7 @@ class SandboxNet:
         if not ok:
             return self.refuse(f"resolves to {', '.join(addrs)}: loopback, link-local, private or denied "
                                "(allow the address explicitly to reach it)", host=addrs[0], port=port, name=name)
-        if route is not None:
+        if route is not None and self.fast:
             left = self.resolved_for(name)
             if left > 0:
                 self.gate.add_route(route, name, ok[:8], left)
