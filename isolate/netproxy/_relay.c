@@ -415,8 +415,12 @@ static PyObject *relay_peek(PyObject *self, PyObject *args) {
     return out;
 }
 
-/* A connected socket to ip:port, or -1; waits at most timeout_ms, and not after `wake`. */
-static int connect_one(const char *ip, int port, int timeout_ms, int wake) {
+/* A connected socket to ip:port with first[0..len) written to it, or -1 (-2: `wake` became
+   readable); waits at most timeout_ms in all, not after `wake`. With bytes to write, they
+   go as soon as the connection is up, without waiting for it apart (on loopback it is up
+   when connect() returns): a failed connect shows as a failed write, before which nothing
+   was sent. */
+static int connect_one(const char *ip, int port, int timeout_ms, int wake, const char *first, size_t len) {
     struct sockaddr_storage ss;
     socklen_t sl;
     memset(&ss, 0, sizeof ss);
@@ -441,58 +445,104 @@ static int connect_one(const char *ip, int port, int timeout_ms, int wake) {
         return -1;
     int one = 1;
     setsockopt(s, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    int pending = 0;    /* connect() still in progress, as far as we know */
     if (connect(s, (struct sockaddr *)&ss, sl) < 0) {
         if (errno != EINPROGRESS) {
             close(s);
             return -1;
         }
-        struct pollfd p[2] = {{s, POLLOUT, 0}, {wake, POLLIN, 0}};
-        int n;
-        do
-            n = poll(p, wake >= 0 ? 2 : 1, timeout_ms);
-        while (n < 0 && errno == EINTR);
-        int e = 0;
-        socklen_t el = sizeof e;
-        if (n <= 0 || (wake >= 0 && p[1].revents) ||
-            getsockopt(s, SOL_SOCKET, SO_ERROR, &e, &el) < 0 || e != 0) {
+        pending = 1;
+    }
+    size_t off = 0;
+    for (;;) {
+        if (off == len && !pending)
+            return s;
+        if (off < len) {
+            ssize_t w = send(s, first + off, len - off, MSG_DONTWAIT | MSG_NOSIGNAL);
+            if (w > 0) {
+                off += (size_t)w;
+                pending = 0;    /* it is connected */
+                continue;
+            }
+            if (w < 0 && errno == EINTR)
+                continue;
+            if (w < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
+                close(s);       /* refused, reset: nothing was sent, or the peer is gone */
+                return -1;
+            }
+        }
+        int left = timeout_ms - (int)ms_since(&t0);
+        if (left <= 0) {
             close(s);
             return -1;
         }
+        struct pollfd p[2] = {{s, POLLOUT, 0}, {wake, POLLIN, 0}};
+        int n = poll(p, wake >= 0 ? 2 : 1, left);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n > 0 && wake >= 0 && p[1].revents) {
+            close(s);
+            return -2;
+        }
+        if (n <= 0 || (p[0].revents & (POLLERR | POLLHUP | POLLNVAL))) {
+            close(s);
+            return -1;
+        }
+        if (pending && off == len) {
+            int e = 0;
+            socklen_t el = sizeof e;
+            if (getsockopt(s, SOL_SOCKET, SO_ERROR, &e, &el) < 0 || e != 0) {
+                close(s);
+                return -1;
+            }
+            pending = 0;
+        }
     }
-    return s;
 }
 
-/* Connect to the first of ips[0..n) that answers, write send[0..len) (or, with `pending`,
-   the first `pending` bytes waiting in conn, peeked already: no poll for them), relay
-   conn <-> it and close it: -1 = no address answered (nothing sent), else relay()'s
-   answer. No GIL. */
+/* Take exactly n bytes from fd (they are in it: peeked before). 0 = taken. */
+static int consume(int fd, char *buf, size_t n) {
+    size_t have = 0;
+    while (have < n) {
+        ssize_t k = recv(fd, buf + have, n - have, MSG_DONTWAIT);
+        if (k <= 0) {
+            if (k < 0 && errno == EINTR)
+                continue;
+            return -1;
+        }
+        have += (size_t)k;
+    }
+    return 0;
+}
+
+/* Connect to the first of ips[0..n) that answers, writing send[0..len) first (or, with
+   `pending`, the first `pending` bytes waiting in conn, peeked already into buf: taken
+   from conn once sent), relay conn <-> it and close it: -1 = no address answered
+   (nothing sent, nothing taken from conn), else relay()'s answer (2: woken). No GIL. */
 static int connect_send_relay(int conn, const char *const *ips, int n, int port, const void *send, size_t len,
                               int wake, Bucket *b, int timeout_ms, char *buf, size_t pending) {
-    int up = -1, rc = 1;
-    for (int i = 0; i < n && up < 0; i++)
-        up = connect_one(ips[i], port, timeout_ms, wake);
+    int up = -1, rc;
+    if (pending > 0) {
+        if (pending > BUF_SIZE)
+            return -1;
+        send = buf;
+        len = pending;
+    }
+    if (len > 0 && bucket_take(b, len, wake) < 0)
+        return 2;
+    for (int i = 0; i < n && up < 0; i++) {
+        up = connect_one(ips[i], port, timeout_ms, wake, send, len);
+        if (up == -2)
+            return 2;
+    }
     if (up < 0)
         return -1;
-    if (pending > 0 && pending <= BUF_SIZE) {
-        size_t have = 0;
-        while (have < pending) {
-            ssize_t k = recv(conn, buf + have, pending - have, MSG_DONTWAIT);
-            if (k <= 0) {
-                if (k < 0 && errno == EINTR)
-                    continue;
-                break;
-            }
-            have += (size_t)k;
-        }
-        send = buf;
-        len = have;
-    }
-    if (len > 0) {
-        if (bucket_take(b, len, wake) == 0 && write_all(up, send, len, wake) == 0)
-            rc = relay(conn, up, wake, b, buf);
-    } else {
+    if (pending > 0 && consume(conn, buf, pending) < 0)
+        rc = 1;
+    else
         rc = relay(conn, up, wake, b, buf);
-    }
     close(up);
     return rc;
 }
@@ -921,29 +971,28 @@ static int serve_fast(Gate *g, int fd, const char *ip, int port, int wake, Bucke
     *o++ = ' ';
     memcpy(o, vb, nv), o += nv;
     memcpy(o, le, nrest);
-    /* Connect first: when no address answers, Python tries again and records it, and
-       the client's bytes must still be there for it. */
+    /* Connect and send first, then take the client's bytes: when no address answers,
+       Python tries again and records it, and the client's bytes must still be there. */
     int up = -1;
-    for (int i = 0; i < r.naddrs && up < 0; i++)
-        up = connect_one(ips[i], target_port, connect_ms, wake);
-    if (up < 0) {
+    if (bucket_take(b, total, wake) < 0) {
         free(out);
-        return 0;
+        close(fd);
+        return 1;       /* closing */
     }
-    /* Take exactly the bytes peeked (they are in the socket: recv returns them all). */
-    size_t have = 0;
-    while (have < (size_t)got) {
-        ssize_t k = recv(fd, buf + have, (size_t)got - have, 0);
-        if (k <= 0) {
-            if (k < 0 && errno == EINTR)
-                continue;
+    for (int i = 0; i < r.naddrs && up < 0; i++) {
+        up = connect_one(ips[i], target_port, connect_ms, wake, out, total);
+        if (up == -2)
             break;
-        }
-        have += (size_t)k;
     }
-    if (have == (size_t)got && bucket_take(b, total, wake) == 0 && write_all(up, out, total, wake) == 0)
-        relay(fd, up, wake, b, buf);
     free(out);
+    if (up == -2) {
+        close(fd);
+        return 1;       /* closing */
+    }
+    if (up < 0)
+        return 0;
+    if (consume(fd, buf, (size_t)got) == 0)
+        relay(fd, up, wake, b, buf);
     close(up);
     close(fd);
     return 1;

@@ -96,6 +96,44 @@ out["nohost"] = req(addr, "GET /n HTTP/1.0\\r\\n\\r\\n")
     assert counters["routes"] >= 2, counters
 
 
+def test_a_route_whose_server_is_gone_goes_back_to_python(env):
+    """A route's connect that fails is not the fast path's to refuse: Python tries again
+    and records it (nothing was sent, the client's bytes were left for it)."""
+    srv, port = http_server("gone")
+    prof = json.loads(json.dumps(env["profile"]))
+    prof["network"]["allow"] += [f"gone.test:{port}", f"127.0.0.1:{port}"]
+    code = REQ + f"""
+import sys
+addr = (socket.gethostbyname("gone.test"), {port})
+out["before"] = [req(addr, "GET /b HTTP/1.0\\r\\nHost: gone.test\\r\\n\\r\\n") for _ in range(3)]
+out["proxied"] = [req(("127.0.0.1", 3128), "GET http://gone.test:{port}/p HTTP/1.0\\r\\nHost: gone.test\\r\\n\\r\\n")
+                  for _ in range(3)]
+print("ready", flush=True)
+sys.stdin.readline()
+out["after"] = req(addr, "GET /a HTTP/1.0\\r\\nHost: gone.test\\r\\n\\r\\n")
+out["after_proxied"] = req(("127.0.0.1", 3128), "GET http://gone.test:{port}/q HTTP/1.0\\r\\nHost: gone.test\\r\\n\\r\\n")
+"""
+    src = f"HOST_NETNS = {HOST_NETNS!r}\n" + PRELUDE + code + "\ndone()\n"
+    import subprocess
+    p = netproxy.Popen([PY, "-c", src], profile=prof, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline().strip() == "ready"
+        srv.shutdown()
+        srv.server_close()          # nothing listens on the port any more
+        p.stdin.write("go\n")
+        p.stdin.flush()
+        stdout, _ = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    out = json.loads(stdout.strip().splitlines()[-1])
+    assert all('"/b"' in r for r in out["before"]) and all('"/p"' in r for r in out["proxied"]), out
+    assert '"server"' not in out["after"] and '"server"' not in out["after_proxied"], out
+    got = [v for v in p.violations if "could not connect" in v["reason"]]
+    assert len(got) == 2 and all(v["name"] == "gone.test" for v in got), p.violations
+    assert netproxy.stats_for(p.netproxy_id)["served_fast"] >= 4
+
+
 def test_tls_sni_on_the_fast_path(env):
     out, violations, counters = run_inside(f"""
 ctx = ssl.create_default_context(cadata={env['ca']!r})
