@@ -1,17 +1,24 @@
 /* isolate.netproxy._relay: the proxy's data path in C, without the interpreter lock.
 
-   Once the proxy (isolate/netproxy/proxy.py) has decided a connection and connected
-   upstream, pump() relays the two sockets both ways in a poll loop of its own with the
-   GIL released: no Python code runs per read, and no other Python thread of the caller
-   waits for this one. Bucket is a sandbox's bytes-per-second token bucket, shared by its
-   connections (a mutex, no GIL), taken before every write.
+   Gate (one per sandbox): the workers' loop, Gate.serve(): wait in the sandbox's epoll,
+   accept, read the destination (the socket's own address under TPROXY), count the
+   connection against max_connections, and serve it without Python when a route covers
+   it (a decision proxy.py made before, kept as long as the host's answer for the name)
+   and its first bytes name the route's name exactly; every other connection goes back
+   to Python with what was peeked. The readings of first bytes (Host, SNI, proxy request
+   line) are bounds-checked at every step and conservative: they say yes only where the
+   Python ones give the same name (tests/netproxy/test_fast_path.py), else hand over.
 
-   pump(a, b, wake, bucket=None): a and b are connected stream sockets (fds), wake an fd
-   that becomes readable when the proxy closes (pump returns at once then). Each direction
-   is relayed until its reader sees end of file, which is passed on as shutdown(SHUT_WR)
-   to the other socket; pump returns when both directions are done, on the first error of
-   either socket, or when `wake` is readable. Writes never block: a full socket waits in
-   poll() with `wake`, so a peer that stops reading cannot keep pump from returning.
+   connect_pump(): the relay of a connection Python decided (connect, send what was read
+   already, relay). pump(): the relay alone. peek(): the first bytes (MSG_PEEK) with a
+   timeout. Bucket: a sandbox's bytes-per-second token bucket, shared by its connections
+   (a mutex, no GIL), taken before every write; its sleep ends when `wake` is readable.
+
+   The relay: each direction until its reader sees end of file, passed on as
+   shutdown(SHUT_WR) to the other socket; it returns when both directions are done, on
+   the first error of either socket, or when `wake` (readable once the proxy closes) is.
+   Writes never block: a full socket waits in poll() with `wake`, so a peer that stops
+   reading cannot keep it from returning.
 */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
