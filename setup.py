@@ -129,7 +129,9 @@ setup(
             depends=[src for src in LAUNCH_SOURCES if src != "isolate/launch/_launch.c"],
             define_macros=[("ISOLATE_BUILD_ID", f'"{BUILD_ID}"')],
             extra_compile_args=CFLAGS,
-        )
+        ),
+        # The network proxy's relay loop and token bucket (isolate/netproxy/proxy.py).
+        Extension("isolate.netproxy._relay", sources=["isolate/netproxy/_relay.c"], extra_compile_args=CFLAGS),
     ],
     cmdclass={"build_ext": BuildWithInit},
 )

@@ -22,7 +22,7 @@ from matplotlib.ticker import FuncFormatter  # noqa: E402
 
 import isolate  # noqa: E402
 
-from . import cli, latency, mounts, netpool, parent_size, phases, programs, targets, throughput  # noqa: E402
+from . import cli, latency, mounts, netpool, netproxy, parent_size, phases, programs, targets, throughput  # noqa: E402
 from .stats import Summary, fmt_ms, fmt_ratio, median  # noqa: E402
 
 PHASE_DOC = {
@@ -902,6 +902,8 @@ def write(res: targets.Results, out_dir: Path, info: dict, command: str, elapsed
         lines += _section_cli(res.cli)
     if res.fuzz:
         lines += _section_fuzz(res.fuzz)
+    if res.netproxy:
+        lines += netproxy.section(res.netproxy)
     lines += _section_method(res, opts)
     path = out_dir / "performance.md"
     # The agent sessions' section (benchmarks.sessions, run on its own) is kept.

@@ -14,6 +14,7 @@ from . import cli, latency, parent_size, phases, throughput
 from . import fuzz as fuzz_mod
 from . import mounts as mounts_mod
 from . import netpool as netpool_mod
+from . import netproxy as netproxy_mod
 from .stats import Ratio, fmt_ms, fmt_ratio, median
 
 STRICT_VS_SUBPROCESS = 1.5     # cold strict launch <= 1.5x subprocess.run of the same program
@@ -25,6 +26,7 @@ PARENT_8G_VS_50M = 1.1         # 8 GB parent's launch <= 1.1x the 50 MB parent's
 THREADS_SPEEDUP = 1.8          # throughput from 2 threads >= 1.8x one thread
 MANY_VS_8_THREADS = 1.0        # throughput from 32 threads >= the one from 8
 FUZZ_VS_UNSANDBOXED = 0.9      # a fuzzing engine in its job sandbox >= 0.9x its exec/s unsandboxed
+NETPROXY_VS_DIRECT = 1.5       # an allowed HTTP request through the allowlist proxy <= 1.5x the direct one
 
 MET, NOT_MET, NOT_EVALUATED = "MET", "NOT MET", "NOT EVALUATED"
 
@@ -48,6 +50,7 @@ class Results:
     netns_stats_end: dict | None = None     # isolate.net.pool().stats at the end of the run
     cli: cli.CliResult | None = None
     fuzz: fuzz_mod.FuzzResult | None = None  # exec/s of the fuzzing engines, sandboxed and not
+    netproxy: netproxy_mod.NetproxyResult | None = None  # a request through the allowlist proxy and direct
 
 
 def _top_phases(b: phases.Breakdown, k: int = 3) -> str:
@@ -245,5 +248,31 @@ def _fuzz_targets(r: Results) -> list[Target]:
     return out
 
 
+def _netproxy_targets(r: Results) -> list[Target]:
+    goal = (f"an allowed HTTP request through the allowlist proxy ≤ {NETPROXY_VS_DIRECT:g}× the same request "
+            f"made directly (server on loopback answering at once)")
+    np_ = r.netproxy
+    if np_ is None:
+        return [Target(goal, NOT_EVALUATED, "the network allowlist was not measured in this run")]
+    out = []
+    res = np_.runs[0.0]
+    direct = median(res[netproxy_mod.DIRECT]["request"])
+    for v in netproxy_mod.PROXIED:
+        value, lo, hi = np_.ratio(v, 0.0)
+        s = median(res[v]["request"])
+        met = value <= NETPROXY_VS_DIRECT
+        why = "" if met else (
+            f"It takes {fmt_ms(s)} ms against a budget of {fmt_ms(NETPROXY_VS_DIRECT * direct)} ms; the connect "
+            f"takes {fmt_ms(median(res[v]['connect']))} ms (direct {fmt_ms(median(res[netproxy_mod.DIRECT]['connect']))}), "
+            f"the first byte {fmt_ms(median(res[v]['first byte']))} ms (direct "
+            f"{fmt_ms(median(res[netproxy_mod.DIRECT]['first byte']))}): the proxy's wake-ups (accept, the answer, "
+            f"its end) and its second connection; load {np_.load[0.0][1]:.1f} on {np_.cpus} CPUs.")
+        out.append(Target(f"{goal} — {v}", MET if met else NOT_MET,
+                          f"{fmt_ms(s)} ms vs {fmt_ms(direct)} ms: {fmt_ratio(value)} (per round p10–p90 "
+                          f"{fmt_ratio(lo)}–{fmt_ratio(hi)})", why))
+    return out
+
+
 def evaluate(r: Results) -> list[Target]:
-    return _strict_targets(r) + _cli_targets(r) + [_parent_target(r)] + _throughput_targets(r) + _fuzz_targets(r)
+    return (_strict_targets(r) + _cli_targets(r) + [_parent_target(r)] + _throughput_targets(r) + _fuzz_targets(r)
+            + _netproxy_targets(r))

@@ -2,10 +2,13 @@
 
 It has only lo, but `local default dev lo` (and the same for IPv6) makes every address
 local, so a connect() to any address is routed into the namespace itself instead of
-failing; nftables' nat output chain then REDIRECTs every TCP connection not to loopback
-to the proxy's listener (127.0.0.1/::1 port PROXY_PORT), every UDP datagram to port 53
-to the DNS responder; every other UDP datagram, which `local default` loops back through
-lo, is taken by TPROXY in prerouting to a sink that records its original destination. The listeners are sockets
+failing, and loops back through lo. In prerouting, TPROXY hands every TCP packet not to
+loopback to the proxy's listener (127.0.0.1/::1 port PROXY_PORT, IP_TRANSPARENT): the
+accepted socket's own address is the destination the program asked for, and TCP is not
+tracked (notrack: no conntrack entry, no NAT, per packet). nftables' nat output chain
+REDIRECTs every UDP datagram to port 53 to the DNS responder (conntrack gives the reply
+the address the program asked); every other UDP datagram is taken by TPROXY in
+prerouting to a sink that records its original destination. The listeners are sockets
 that isolate's host process creates inside the namespace (a thread joins it only for
 that) and keeps: nothing of isolate runs inside the sandbox, and the sandbox, which
 holds no capability over this namespace (it is owned by the host's user namespace),
@@ -34,12 +37,22 @@ _libc = ctypes.CDLL(None, use_errno=True)
 
 NFT_RULES = f"""
 table inet isolate {{
+  chain notrack_out {{
+    type filter hook output priority raw; policy accept;
+    meta l4proto tcp notrack
+  }}
+  chain notrack_in {{
+    type filter hook prerouting priority raw; policy accept;
+    meta l4proto tcp notrack
+  }}
   chain capture {{
     type nat hook output priority -100; policy accept;
     udp dport 53 redirect to :{DNS_PORT}
-    ip daddr 127.0.0.0/8 return
-    ip6 daddr ::1 return
-    meta l4proto tcp redirect to :{PROXY_PORT}
+  }}
+  chain capture_tcp {{
+    type filter hook prerouting priority mangle; policy accept;
+    meta l4proto tcp ip daddr != 127.0.0.0/8 tproxy ip to 127.0.0.1:{PROXY_PORT}
+    meta l4proto tcp ip6 daddr != ::1 tproxy ip6 to [::1]:{PROXY_PORT}
   }}
   chain sink_udp {{
     type filter hook prerouting priority mangle; policy accept;
@@ -113,6 +126,10 @@ def make_sockets() -> dict:
         t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if fam == socket.AF_INET6:
             t.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            t.setsockopt(socket.IPPROTO_IPV6, IPV6_TRANSPARENT, 1)
+        else:
+            t.setsockopt(socket.SOL_IP, IP_TRANSPARENT, 1)
+        t.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)   # inherited by each accepted connection
         t.bind((host, PROXY_PORT))
         t.listen(128)
         t.setblocking(False)

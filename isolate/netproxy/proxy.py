@@ -9,6 +9,16 @@ connection, so a connection does not pay for starting a thread nor for a hand-ov
 between threads. A sandbox has at most max_connections connections open, and so at most
 that many busy workers: a flood from one sandbox costs its own threads and its own
 budget, not the others'.
+
+The data path is C (_relay.c), without the GIL: a worker's loop (Gate.serve) accepts,
+counts the connection against the limit, and serves it itself when a route covers it: a
+decision made here before for the same synthetic address and port (or the same proxy
+target), kept as long as the host's answer for the name (RESOLVE_TTL), and first bytes
+that name the route's name exactly (HTTP Host, TLS SNI, the URL and Host of a proxy
+request). Every other connection comes back to Python, which decides, refuses and
+records as it always did; the C readings are conservative (yes only where the Python
+ones say the same: tests/netproxy/test_fast_path.py), so the fast path never allows
+what Python would not, and never refuses anything.
 """
 
 from __future__ import annotations
@@ -25,13 +35,12 @@ import time
 from typing import Callable
 
 from ..profile.hosts import HostRule, parse_host_entry
-from . import dns, netns
+from . import _relay, dns, netns
 
 SYNTHETIC = ipaddress.ip_network("198.18.0.0/15")
 # The IPv6 synthetic addresses: the local-use translation prefix of RFC 8215, the IPv4
 # synthetic address of the same name in the low 32 bits (64:ff9b:1::c612:1 = 198.18.0.1).
 SYNTHETIC6 = ipaddress.ip_network("64:ff9b:1::/96")
-SO_ORIGINAL_DST = 80
 MAX_VIOLATIONS = 1000
 PEEK_TIMEOUT = 0.5      # seconds to wait for a client's first bytes (protocols where the server speaks first)
 CONNECT_TIMEOUT = 10.0
@@ -133,24 +142,17 @@ class Policy:
 
 
 class RateLimit:
-    """A token bucket shared by a sandbox's connections (bytes per second)."""
+    """A token bucket shared by a sandbox's connections (bytes per second; None = no
+    limit). The bucket is C's (_relay.Bucket: a mutex, no GIL), so that the relay loops,
+    which run without the GIL, take from it directly."""
 
     def __init__(self, rate: int | None):
-        self.rate, self.tokens, self.t, self.lock = rate, float(rate or 0), time.monotonic(), threading.Lock()
+        self.rate = rate
+        self.bucket = _relay.Bucket(rate) if rate else None
 
     def take(self, n: int) -> None:
-        if not self.rate:
-            return
-        while True:
-            with self.lock:
-                now = time.monotonic()
-                self.tokens = min(float(self.rate), self.tokens + (now - self.t) * self.rate)
-                self.t = now
-                if self.tokens >= min(n, self.rate):
-                    self.tokens -= n
-                    return
-                wait = (min(n, self.rate) - self.tokens) / self.rate
-            time.sleep(wait)
+        if self.bucket is not None:
+            self.bucket.take(n)
 
 
 _ids = itertools.count(1)
@@ -172,11 +174,12 @@ class SandboxNet:
         self.addrs: dict[str, str] = {}       # name -> synthetic address
         self._next = 1
         self._lock = threading.Lock()
-        self.open = 0
-        self.stats = {"connections": 0, "allowed": 0, "refused": 0, "dns": 0}
+        self.stats = {"connections": 0, "allowed": 0, "refused": 0, "dns": 0}   # of the connections Python saw
         self._closed = threading.Event()
-        self._idle = 0                        # workers waiting for a connection
-        self._workers = 0                     # worker threads alive
+        # The connections open, the workers alive and waiting, and the routes the fast path
+        # serves (C: the workers share them without the GIL).
+        self.gate = _relay.Gate(self.max_connections, SPARE_WORKERS)
+        self.fast = True                      # False: no routes, every connection decided in Python
         self._released = False                # close() is done but for the pipes the workers use
         self._threads: set = set()            # the worker threads
         self.fd = netns.make_captured_namespace()
@@ -215,6 +218,15 @@ class SandboxNet:
     def env(self) -> dict:
         return proxy_env()
 
+    def counters(self) -> dict:
+        """The connections Python decided (connections, allowed, refused, dns) and the fast
+        path's: served_fast (connections served by a route without Python), open, routes."""
+        c = self.gate.counts()
+        with self._lock:
+            out = dict(self.stats)
+        out.update(served_fast=c["served_fast"], open=c["open"], routes=c["routes"])
+        return out
+
     # -- names -------------------------------------------------------------
     def resolve(self, name: str, port: int) -> list:
         """The host's addresses for an allowed name, kept RESOLVE_TTL seconds (a client making
@@ -230,6 +242,11 @@ class SandboxNet:
                 self._resolved.clear()
             self._resolved[name] = (now, addrs)
         return addrs
+
+    def resolved_for(self, name: str) -> float:
+        """Seconds the host's kept answer for `name` stays valid (0: none kept)."""
+        hit = self._resolved.get(name)
+        return 0.0 if hit is None else RESOLVE_TTL - (time.monotonic() - hit[0])
 
     def address_for(self, name: str) -> str:
         with self._lock:
@@ -281,11 +298,8 @@ class SandboxNet:
     def _spawn_workers(self) -> None:
         while True:
             with self._lock:
-                if (self._closed.is_set() or self._idle >= SPARE_WORKERS
-                        or self._workers >= self.max_connections + SPARE_WORKERS):
+                if self._closed.is_set() or not self.gate.reserve_worker():
                     return
-                self._idle += 1
-                self._workers += 1
                 t = threading.Thread(target=self._worker, daemon=True, name="isolate-netproxy-conn")
                 self._threads.add(t)
             t.start()
@@ -293,72 +307,61 @@ class SandboxNet:
     def _worker(self) -> None:
         """Accept (the TCP listeners, in an epoll of its own with EPOLLEXCLUSIVE: one idle
         worker is woken per connection), check and relay, and again; a worker beyond the
-        spare ones that finds nothing to do for IDLE_WORKER seconds ends."""
+        spare ones that finds nothing to do for IDLE_WORKER seconds ends. The loop is C's
+        (Gate.serve, without the GIL): it serves a connection itself when a route (a
+        decision made here before, for that address and port or that proxy target) covers
+        it and the client's first bytes name the route's name exactly; every other
+        connection comes back here, to be decided (and refused, recorded) in Python."""
         ep = select.epoll()
-        listeners = {}
+        waiting = True
         try:
             for (kind, _fam), ls in self.socks.items():
                 if kind == "tcp":
                     ep.register(ls.fileno(), select.EPOLLIN | select.EPOLLEXCLUSIVE)
-                    listeners[ls.fileno()] = ls
             ep.register(self._wake_r, select.EPOLLIN)   # readable once close() has begun
+            args = (ep.fileno(), self._wake_r, self._spawn_w, int(IDLE_WORKER * 1000), int(PEEK_TIMEOUT * 1000),
+                    HEAD_MAX, int(CONNECT_TIMEOUT * 1000), self.limit.bucket)
             while not self._closed.is_set():
-                events = ep.poll(IDLE_WORKER)
-                if self._closed.is_set():
-                    return
-                if not events:
-                    with self._lock:
-                        if self._idle > SPARE_WORKERS:
-                            self._idle -= 1
-                            return
-                    continue
-                for fd, _ev in events:
-                    ls = listeners.get(fd)
-                    if ls is None:
+                got = self.gate.serve(*args)
+                if got is None:
+                    if self.gate.retire_idle():
+                        waiting = False
                         return
-                    try:
-                        conn, _peer = ls.accept()
-                    except (BlockingIOError, InterruptedError):
-                        continue
-                    except OSError:
-                        if self._closed.is_set():
-                            return
-                        continue
-                    self._take(conn)
+                    continue
+                if got == -1:
+                    return
+                fd, family, ip, port, over, first = got
+                try:
+                    conn = socket.socket(family, socket.SOCK_STREAM, 0, fd)
+                except OSError:
+                    os.close(fd)
+                    self.gate.done(over)
+                    continue
+                try:
+                    self._take(conn, ip, port, over, first)
+                finally:
+                    self.gate.done(over)
         except (OSError, ValueError):   # closed under it (close())
             return
         finally:
             ep.close()
             with self._lock:
-                self._workers -= 1
+                left = self.gate.worker_gone(waiting)
                 self._threads.discard(threading.current_thread())
-                last = self._workers == 0 and self._released
+                last = left == 0 and self._released
             if last:
                 self._close_pipes()
 
-    def _take(self, conn) -> None:
-        """One accepted connection, served by the calling worker (or refused over the limit)."""
+    def _take(self, conn, ip: str, port: int, over: bool, first) -> None:
+        """One accepted connection (to ip:port before the capture; `first`: its first bytes
+        if the fast path peeked them), refused over the limit, else decided and relayed."""
         with self._lock:
             self.stats["connections"] += 1
-            over = self.open >= self.max_connections
-            if not over:
-                self.open += 1
-            self._idle -= 1
-            short = self._idle < SPARE_WORKERS and self._workers < self.max_connections + SPARE_WORKERS
-        if short:
-            os.write(self._spawn_w, b"s")    # the serving thread starts another worker
-        try:
-            if over:
-                dst = original_dst(conn)
-                conn.close()
-                self.refuse(f"more than network.max_connections = {self.max_connections} connections open",
-                            host=dst[0], port=dst[1], name=self.names.get(dst[0]))
-            else:
-                conn.setblocking(True)
-                self._handle(conn)
-        finally:
-            with self._lock:
-                self._idle += 1
+        if over:
+            conn.close()
+            return self.refuse(f"more than network.max_connections = {self.max_connections} connections open",
+                               host=ip, port=port, name=self.names.get(ip))
+        self._handle(conn, ip, port, first)
 
     def _dns(self, s) -> None:
         data, src = s.recvfrom(4096)
@@ -387,22 +390,21 @@ class SandboxNet:
             s.sendto(dns.answer(q, 0), src)
 
     # -- one connection ----------------------------------------------------
-    def _handle(self, conn) -> None:
+    def _handle(self, conn, ip: str, port: int, first=None) -> None:
         try:
-            self._handle_one(conn)
-        except OSError:
+            self._handle_one(conn, ip, port, first)
+        except Exception:   # the client's bytes or socket (or a bug): this connection ends, nothing relayed
             pass
         finally:
             conn.close()
-            with self._lock:
-                self.open -= 1
 
-    def _handle_one(self, conn) -> None:
-        ip, port = original_dst(conn)
+    def _handle_one(self, conn, ip: str, port: int, first=None) -> None:
         if port == netns.PROXY_PORT and (ip.startswith("127.") or ip == "::1"):
             return self._explicit(conn)
         name = self.names.get(ip)
-        first = peek(conn)
+        first = peek(conn, first)
+        if first is None:    # the client failed or left without sending
+            return
         hint = sniff_name(first)
         if hint is not None and is_ip(hint):
             hint = None if hint.strip("[]") == ip else hint
@@ -420,9 +422,13 @@ class SandboxNet:
         if hint and hint != name:
             return self.refuse(f"Host/SNI {hint!r} differs from the name connected to ({name})", host=ip,
                                port=port, name=name)
-        self._connect_name(conn, name, port, b"")
+        self._connect_name(conn, name, port, b"", route=f"T{ip}|{port}")
 
-    def _connect_name(self, conn, name: str, port: int, send: bytes, reply: bytes = b"") -> None:
+    def _connect_name(self, conn, name: str, port: int, send: bytes, reply: bytes = b"",
+                      route: str | None = None) -> None:
+        """Check name:port, resolve it on the host, drop internal addresses, relay; `route`:
+        the key under which the fast path may serve the next such connections itself
+        (Gate.add_route), for as long as the host's answer is kept."""
         why = self.policy.name_allowed(name, port)
         if why:
             return self.refuse(why, port=port, name=name)
@@ -440,6 +446,10 @@ class SandboxNet:
         if not ok:
             return self.refuse(f"resolves to {', '.join(addrs)}: loopback, link-local, private or denied "
                                "(allow the address explicitly to reach it)", host=addrs[0], port=port, name=name)
+        if route is not None and self.fast:
+            left = self.resolved_for(name)
+            if left > 0:
+                self.gate.add_route(route, name, ok[:8], left)
         self._relay(conn, ok, port, send, name, reply)
 
     def _explicit(self, conn) -> None:
@@ -463,6 +473,8 @@ class SandboxNet:
                 return self.refuse(f"CONNECT: {why}", port=port, **self.host_or_name(host))
             conn.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
             first = peek(conn)
+            if first is None:
+                return
             hint = sniff_name(first)
             if hint and hint != host.lower():
                 return self.refuse(f"Host/SNI {hint!r} inside a CONNECT to {host} differs", port=port, name=hint)
@@ -486,7 +498,7 @@ class SandboxNet:
         head = method + b" /" + path.encode("latin-1") + b" " + version + b"\r\n" + rest
         if is_ip(host):
             return self._relay(conn, [host], port, head, host)
-        self._connect_name(conn, host.lower(), port, head)
+        self._connect_name(conn, host.lower(), port, head, route=f"E{host.lower()}|{port}")
 
     def host_or_name(self, host: str) -> dict:
         return {"host": host} if is_ip(host) else {"name": host.lower()}
@@ -497,22 +509,19 @@ class SandboxNet:
         return self.policy.name_allowed(host.lower(), port)
 
     def _relay(self, conn, addrs, port: int, send: bytes, label: str, reply: bytes = b"") -> None:
-        up = connect_upstream(addrs, port)
-        if up is None:
-            return self.refuse(f"could not connect from the host to {', '.join(addrs)}", host=addrs[0], port=port,
-                               name=None if is_ip(label) else label)
-        with self._lock:
-            self.stats["allowed"] += 1
-        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        try:
-            if reply:
-                conn.sendall(reply)
-            if send:  # bytes already read from the client (a proxy request's head)
-                self.limit.take(len(send))
-                up.sendall(send)
-            pump(conn, up, self.limit, self._closed, self._wake_r)
-        finally:
-            up.close()
+        """Connect from the host to the first of `addrs` that answers, send `send` (bytes
+        already read from the client: a proxy request's head) and relay both ways: one C
+        call, without the GIL (_relay.connect_pump)."""
+        if reply:
+            conn.sendall(reply)
+        rc = _relay.connect_pump(conn.fileno(), list(addrs), port, send, self._wake_r, self.limit.bucket,
+                                 int(CONNECT_TIMEOUT * 1000))
+        if rc != -1:
+            with self._lock:
+                self.stats["allowed"] += 1
+        else:
+            self.refuse(f"could not connect from the host to {', '.join(addrs)}", host=addrs[0], port=port,
+                        name=None if is_ip(label) else label)
 
     def close(self) -> None:
         """End the proxy and the namespace (idempotent; from any thread); the violations stay."""
@@ -535,7 +544,7 @@ class SandboxNet:
         # The pipes go with the last worker (if one is still finishing a connection).
         with self._lock:
             self._released = True
-            last = self._workers == 0
+            last = self.gate.counts()["workers"] == 0
         if last:
             self._close_pipes()
 
@@ -553,37 +562,6 @@ def proxy_env() -> dict:
             "ALL_PROXY": url, "all_proxy": url, "NO_PROXY": "", "no_proxy": "", "NODE_USE_ENV_PROXY": "1"}
 
 
-def connect_upstream(addrs, port: int):
-    """A connected socket to the first of `addrs` (IP literals) that answers, or None.
-    (socket.create_connection would run getaddrinfo on each literal: a needless ~0.1 ms.)"""
-    for a in addrs:
-        fam = socket.AF_INET6 if ":" in a else socket.AF_INET
-        s = socket.socket(fam, socket.SOCK_STREAM)
-        try:
-            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            s.settimeout(CONNECT_TIMEOUT)
-            s.connect((a, port))
-            s.settimeout(None)
-            return s
-        except OSError:
-            s.close()
-    return None
-
-
-def original_dst(conn) -> tuple:
-    try:
-        if conn.family == socket.AF_INET:
-            d = conn.getsockopt(socket.SOL_IP, SO_ORIGINAL_DST, 16)
-            port, ip = struct.unpack("!2xH4s8x", d)
-            return socket.inet_ntop(socket.AF_INET, ip), port
-        d = conn.getsockopt(socket.IPPROTO_IPV6, SO_ORIGINAL_DST, 28)
-        port, ip = struct.unpack("!2xH4x16s4x", d)
-        return socket.inet_ntop(socket.AF_INET6, ip), port
-    except OSError:
-        h = conn.getsockname()
-        return h[0], h[1]
-
-
 def udp_original_dst(anc) -> tuple:
     for _level, _type, d in anc:
         if len(d) >= 16 and struct.unpack("=H", d[:2])[0] == socket.AF_INET:
@@ -595,25 +573,24 @@ def udp_original_dst(anc) -> tuple:
     return None, None
 
 
-def peek(conn) -> bytes:
-    """The client's first bytes, left in the socket (MSG_PEEK); b"" when it sends nothing soon."""
-    conn.settimeout(PEEK_TIMEOUT)
-    try:
-        data = conn.recv(HEAD_MAX, socket.MSG_PEEK)
-        # A TLS ClientHello or an HTTP head may come in pieces: wait a little for the rest.
-        for _ in range(20):
-            if not data or b"\r\n\r\n" in data or tls_complete(data) or not looks_like_head(data):
-                break
-            time.sleep(0.01)
-            more = conn.recv(HEAD_MAX, socket.MSG_PEEK)
-            if len(more) == len(data):
-                break
-            data = more
-        return data
-    except (socket.timeout, BlockingIOError):
-        return b""
-    finally:
-        conn.settimeout(None)
+def peek(conn, first=None) -> bytes | None:
+    """The client's first bytes, left in the socket (MSG_PEEK); b"" when it sends nothing
+    within PEEK_TIMEOUT; None when the client failed or left without sending. `first`:
+    what the fast path peeked already (False: the client failed), else None."""
+    if first is False:
+        return None
+    fd, ms = conn.fileno(), int(PEEK_TIMEOUT * 1000)
+    data = _relay.peek(fd, ms, HEAD_MAX) if first is None else first
+    # A TLS ClientHello or an HTTP head may come in pieces: wait a little for the rest.
+    for _ in range(20):
+        if not data or b"\r\n\r\n" in data or tls_complete(data) or not looks_like_head(data):
+            break
+        time.sleep(0.01)
+        more = _relay.peek(fd, 0, HEAD_MAX)
+        if not more or len(more) == len(data):
+            break
+        data = more
+    return data
 
 
 def looks_like_head(data: bytes) -> bool:
@@ -657,7 +634,7 @@ def split_hostport(s: str, default: int | None):
     else:
         host, _, port_s = s.rpartition(":") if ":" in s else (s, "", "")
     if port_s:
-        if not port_s.isdigit() or not 0 < int(port_s) < 65536:
+        if not (port_s.isascii() and port_s.isdigit()) or not 0 < int(port_s) < 65536:
             return None, None
         return host or None, int(port_s)
     return host or None, default
@@ -699,35 +676,3 @@ def sni(data: bytes) -> str | None:
     except (IndexError, struct.error):
         return None
     return None
-
-
-def pump(a, b, limit: RateLimit, closed: threading.Event, wake: int = -1) -> None:
-    """Relay a <-> b until both ends are done, or `closed` (`wake` readable: at once)."""
-    socks = [a, b]
-    while not closed.is_set():
-        try:
-            r, _, _ = select.select(socks + ([wake] if wake >= 0 else []), [], [], 1.0)
-        except (OSError, ValueError):
-            return
-        for s in r:
-            if isinstance(s, int):   # the wake pipe
-                return
-            try:
-                data = s.recv(65536)
-            except OSError:
-                return
-            if not data:
-                other = b if s is a else a
-                try:
-                    other.shutdown(socket.SHUT_WR)
-                except OSError:
-                    pass
-                socks = [x for x in socks if x is not s]
-                if not socks:
-                    return
-                continue
-            limit.take(len(data))
-            try:
-                (b if s is a else a).sendall(data)
-            except OSError:
-                return

@@ -29,6 +29,13 @@ def violations_for(sandbox_id: str, since: int = 0) -> list:
     return net.recorded(since)
 
 
+def stats_for(sandbox_id: str) -> dict:
+    """The proxy's counters for a sandbox (by Popen.netproxy_id): SandboxNet.counters()."""
+    with _registry_lock:
+        net = _registry.get(sandbox_id)
+    return {} if net is None else net.counters()
+
+
 def _register(net: SandboxNet) -> None:
     with _registry_lock:
         _registry[net.id] = net
