@@ -539,6 +539,7 @@ def write_summary(out_dir: str, crashes: list, jobs_totals: dict) -> dict:
         if row["state_id"] in this:
             item["known"] = this[row["state_id"]].get("known", False)
             item["new"] = not item["known"]
+            item["replayer"] = this[row["state_id"]].get("replayer")
         else:
             item["known"], item["new"] = True, False
         listed.append(item)
