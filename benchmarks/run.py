@@ -20,6 +20,7 @@ from pathlib import Path
 from isolate.launch import net
 
 from . import cli, fuzz, latency, mounts, netpool, parent_size, phases, programs, report, targets, throughput
+from . import triage as triage_bench
 
 # The full run: about five minutes on a quiet 2-CPU machine; the *_seconds caps stop a
 # measurement early (with fewer rounds, reported) when the machine is much slower.
@@ -32,6 +33,7 @@ FULL = {
     "mounts_rounds": 900, "mounts_passes": 3,
     "cli_passes": 5, "cli_runs": 40, "cli_rounds": 200,
     "fuzz_time": 5, "fuzz_rounds": 5,
+    "triage_inputs": 100, "triage_rounds": 3,
     "warmup": 5,
 }
 # A smoke run: few iterations, and only the 50 MB and 1 GB parents (touching 8 GB alone
@@ -45,6 +47,7 @@ QUICK = {
     "mounts_rounds": 12, "mounts_passes": 1,
     "cli_passes": 1, "cli_runs": 5, "cli_rounds": 5,
     "fuzz_time": 1, "fuzz_rounds": 1,
+    "triage_inputs": 10, "triage_rounds": 1,
     "warmup": 1,
 }
 
@@ -105,6 +108,8 @@ def main(argv: list[str] | None = None) -> int:
                           rounds=opts["cli_rounds"], log=_log)
     _log("fuzzing engines")
     res.fuzz = fuzz.measure(opts["fuzz_time"], opts["fuzz_rounds"], log=_log)
+    _log("fuzz triage replays")
+    res.triage = triage_bench.measure(opts["triage_inputs"], 3, opts["triage_rounds"], log=_log)
     pool = net.pool()
     res.netns_stats_end = dict(pool.stats) if pool is not None else None
 

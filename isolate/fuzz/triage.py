@@ -259,9 +259,14 @@ class _Replayer:
         self.env = sanitizer_env(None, None if engine == "libfuzzer" else rss_limit_mb)
         self.base, self.stage = profile, stage
         self.profile = self.profile_for([])
-        self.symbolizer = Symbolizer(symbolizer(), self.profile)
         self.pool = None
         self.pool_lock = threading.Lock()
+        self.warm()   # its sandboxes are prepared while the symbolizer starts and the inputs are staged
+        try:
+            self.symbolizer = Symbolizer(symbolizer(), self.profile)
+        except BaseException:
+            self.pool.close()
+            raise
         # The replay shim for a libFuzzer target that can take it (else why not, in shim_reason).
         self.spec = None
         self.shim_reason = ""
@@ -279,12 +284,12 @@ class _Replayer:
                     self.shim_reason = spec.reason
 
     def close(self):
-        self.symbolizer.close()
         if self.pool is not None:
             self.pool.close()
+        self.symbolizer.close()
 
     def warm(self) -> WarmPool:
-        """The pool of fresh replay sandboxes (each serves one replay), made on first use."""
+        """The pool of fresh replay sandboxes (each serves one replay)."""
         with self.pool_lock:
             if self.pool is None:
                 self.pool = WarmPool(self.profile, size=REPLAY_WORKERS, cwd="/tmp")
