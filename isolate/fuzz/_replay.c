@@ -146,39 +146,61 @@ static int isolate_replay_read(const char *path, uint8_t **data, size_t *size) {
     return 0;
 }
 
+/* libFuzzer's flags that change a one-input replay: -runs=N calls the target N times on
+ * the input, -max_len=N cuts the input to N bytes (the last of each wins, as in libFuzzer).
+ * triage hands every other flag to libFuzzer's own main (isolate.fuzz.shim.SHIM_FLAGS). */
+static void isolate_replay_flags(int argc, char **argv, long *runs, long *max_len) {
+    for (int i = 1; i < argc - 1; i++) {
+        if (!strncmp(argv[i], "-runs=", 6))
+            *runs = strtol(argv[i] + 6, NULL, 10);
+        else if (!strncmp(argv[i], "-max_len=", 9))
+            *max_len = strtol(argv[i] + 9, NULL, 10);
+    }
+}
+
 static int isolate_replay_main(int argc, char **argv, char **envp) {
     const char *path = argv[argc - 1];
     uint8_t *data;
     size_t size;
+    long runs = 1, max_len = 0;
+    isolate_replay_flags(argc, argv, &runs, &max_len);
+    if (runs < 1)
+        runs = 1;
     if (isolate_replay_init)
         isolate_replay_init(&argc, &argv);
     if (isolate_replay_read(path, &data, &size) < 0) {
         isolate_replay_say("isolate-replay: cannot read %s: %s\n", path, strerror(errno));
         return 1;
     }
+    if (max_len > 0 && (size_t)max_len < size)
+        size = (size_t)max_len;
     isolate_replay_say(MARKER "%s (%zu bytes) without libFuzzer's driver\n", path, size);
-    /* An exactly sized copy, as libFuzzer's ExecuteCallback makes: a read one past the
-     * end of the input is a heap-buffer-overflow. */
-    uint8_t *copy = malloc(size ? size : 1);
-    if (!copy)
-        return 1;
-    memcpy(copy, data, size);
     if (isolate_replay_timeout) {
         struct sigaction sa;
         memset(&sa, 0, sizeof sa);
         sa.sa_handler = isolate_replay_alarm;
         sigemptyset(&sa.sa_mask);
         sigaction(SIGALRM, &sa, NULL);
-        alarm(isolate_replay_timeout);
     }
-    isolate_replay_test(copy, size);
-    if (isolate_replay_timeout)
-        alarm(0);
-    if (size && memcmp(copy, data, size) != 0) {
-        isolate_replay_say("==%d== ERROR: isolate-replay: fuzz target overwrites its const input\n", (int)getpid());
-        _exit(ERROR_EXIT);
+    for (long run = 0; run < runs; run++) {
+        /* An exactly sized copy, as libFuzzer's ExecuteCallback makes: a read one past the
+         * end of the input is a heap-buffer-overflow. */
+        uint8_t *copy = malloc(size ? size : 1);
+        if (!copy)
+            return 1;
+        memcpy(copy, data, size);
+        if (isolate_replay_timeout)
+            alarm(isolate_replay_timeout);
+        isolate_replay_test(copy, size);
+        if (isolate_replay_timeout)
+            alarm(0);
+        if (size && memcmp(copy, data, size) != 0) {
+            isolate_replay_say("==%d== ERROR: isolate-replay: fuzz target overwrites its const input\n",
+                               (int)getpid());
+            _exit(ERROR_EXIT);
+        }
+        free(copy);
     }
-    free(copy);
     free(data);
     isolate_replay_say("isolate-replay: done\n");
     return 0;

@@ -25,6 +25,32 @@ MARKER = "isolate-replay: running "   # the shim's first line, once it has read 
 TEST_ONE_INPUT = b"LLVMFuzzerTestOneInput"
 INITIALIZE = b"LLVMFuzzerInitialize"
 
+# libFuzzer flags a one-input replay by the shim honours (-runs, -max_len: in the shim;
+# -timeout and -rss_limit_mb: triage's own, as the shim's alarm and ASan's limits) or that
+# do not change it (fuzzing-loop, corpus, output and exit-code settings). With any other
+# target argument (a flag the shim does not know, or a positional one, which libFuzzer
+# would run as a further input or corpus) libFuzzer's own main replays.
+SHIM_FLAGS = frozenset({
+    "runs", "max_len", "timeout", "rss_limit_mb", "dict", "only_ascii", "use_value_profile", "max_total_time",
+    "seed", "print_final_stats", "print_pcs", "print_funcs", "print_coverage", "print_corpus_stats", "reload",
+    "reduce_inputs", "mutate_depth", "len_control", "use_cmp", "use_memmem", "entropic",
+    "entropic_feature_frequency_threshold", "entropic_number_of_rarest_features", "entropic_scale_per_exec_time",
+    "shrink", "prefer_small", "artifact_prefix", "exact_artifact_path", "verbosity", "error_exitcode",
+    "timeout_exitcode", "cross_over", "cross_over_uniform_dist", "shuffle", "focus_function", "keep_seed",
+    "use_counters", "reduce_depth", "report_slow_units",
+})
+
+
+def unsupported_args(target_args) -> list:
+    """The target arguments that make the shim replay differ from libFuzzer's main."""
+    out = []
+    for a in target_args:
+        name = a[1:].split("=", 1)[0] if a.startswith("-") and not a.startswith("--") and "=" in a else None
+        if name not in SHIM_FLAGS:
+            out.append(a)
+    return out
+
+
 _PT_INTERP, _PT_DYNAMIC = 3, 2
 _SHT_SYMTAB, _SHT_DYNSYM = 2, 11
 _STT_FUNC = 2

@@ -274,6 +274,9 @@ class _Replayer:
         if engine == "libfuzzer":
             if replayer == "libfuzzer":
                 self.shim_reason = "replayer='libfuzzer' was asked for"
+            elif shim.unsupported_args(target_args):
+                self.shim_reason = (f"target arguments the replay shim does not handle like libFuzzer: "
+                                    f"{' '.join(shim.unsupported_args(target_args))}")
             else:
                 spec = shim.target_spec(target, max(1, math.ceil(timeout)))
                 if spec.ok:

@@ -408,3 +408,25 @@ def test_other_engines_and_minimize_keep_their_replayer(target, tmp_path):
     with pytest.raises(triage.TriageError, match="replayer"):
         triage.triage(target, [], [str(big)], str(tmp_path / "OUT2"), engine="libfuzzer", replayer="nope")
     assert not (tmp_path / "OUT2").exists()
+
+
+def test_libfuzzer_flags_in_the_target_arguments(target, inputs, tmp_path):
+    # -runs=3 makes libFuzzer's main call the target three times on the input: the planted
+    # bug that crashes only on the third call reproduces, with the shim as with libFuzzer.
+    got = {}
+    for replayer in ("auto", "libfuzzer"):
+        [c] = triage.triage(target, ["-runs=3"], [inputs["crash-fl"]], str(tmp_path / f"OUT-{replayer}"),
+                            engine="libfuzzer", runs=2, timeout=TIMEOUT, rss_limit_mb=RSS_MB, replayer=replayer)
+        got[replayer] = c
+    assert got["auto"]["replayer"] == "shim" and got["libfuzzer"]["replayer"] == "libfuzzer"
+    for c in got.values():
+        assert c["type"] == "Abrt" and c["reproduced"] == 2, c
+        assert [f["function"] for f in c["frames"]] == ["flaky_abort", "LLVMFuzzerTestOneInput"]
+    # A flag the shim does not handle like libFuzzer (here its malloc limit): libFuzzer's main.
+    [c] = triage.triage(target, ["-malloc_limit_mb=64"], [inputs["crash-hw"]], str(tmp_path / "OUT-flag"),
+                        engine="libfuzzer", runs=1, timeout=TIMEOUT, rss_limit_mb=RSS_MB)
+    assert c["replayer"] == "libfuzzer" and "-malloc_limit_mb=64" in c["replayer_note"]
+    assert c["type"] == "Heap-buffer-overflow WRITE 1"
+    assert shim.unsupported_args(["-dict=d", "-runs=2", "-max_len=9"]) == []
+    assert shim.unsupported_args(["corpus", "-jobs=4", "-close_fd_mask=3", "--x=1"]) == \
+        ["corpus", "-jobs=4", "-close_fd_mask=3", "--x=1"]
