@@ -259,14 +259,6 @@ class _Replayer:
         self.env = sanitizer_env(None, None if engine == "libfuzzer" else rss_limit_mb)
         self.base, self.stage = profile, stage
         self.profile = self.profile_for([])
-        self.pool = None
-        self.pool_lock = threading.Lock()
-        self.warm()   # its sandboxes are prepared while the symbolizer starts and the inputs are staged
-        try:
-            self.symbolizer = Symbolizer(symbolizer(), self.profile)
-        except BaseException:
-            self.pool.close()
-            raise
         # The replay shim for a libFuzzer target that can take it (else why not, in shim_reason).
         self.spec = None
         self.shim_reason = ""
@@ -277,6 +269,8 @@ class _Replayer:
             elif shim.unsupported_args(target_args):
                 self.shim_reason = (f"target arguments the replay shim does not handle like libFuzzer: "
                                     f"{' '.join(shim.unsupported_args(target_args))}")
+            elif any(c in stage for c in " :\t\n"):
+                self.shim_reason = f"OUT's path {stage!r} has a character LD_PRELOAD splits on"
             else:
                 spec = shim.target_spec(target, max(1, math.ceil(timeout)))
                 if spec.ok:
@@ -285,6 +279,14 @@ class _Replayer:
                     _install(shim.PATH, self.shim_path)
                 else:
                     self.shim_reason = spec.reason
+        self.pool = None
+        self.pool_lock = threading.Lock()
+        self.warm()   # its sandboxes are prepared while the symbolizer starts and the inputs are staged
+        try:
+            self.symbolizer = Symbolizer(symbolizer(), self.profile)
+        except BaseException:
+            self.pool.close()
+            raise
 
     def close(self):
         if self.pool is not None:
