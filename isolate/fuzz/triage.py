@@ -84,7 +84,8 @@ def sanitizer_env(symbolizer_path: str | None, rss_limit_mb: int | None = None) 
     rss_limit_mb: ASan's own RSS limit (hard_rss_limit_mb), for targets without libFuzzer's
     -rss_limit_mb, so that an OOM is ASan's report rather than the cgroup's kill."""
     sym = f"symbolize=1:external_symbolizer_path={symbolizer_path}" if symbolizer_path else "symbolize=0"
-    common = f"{sym}:print_summary=1:dedup_token_length=3"
+    # color=never: the report goes to a pipe anyway; "auto" asks isatty() for every shadow byte printed.
+    common = f"{sym}:print_summary=1:dedup_token_length=3:color=never"
     rss = f":hard_rss_limit_mb={rss_limit_mb}" if rss_limit_mb else ""
     return {
         "ASAN_OPTIONS": f"{common}:detect_leaks=1:abort_on_error=0:handle_abort=1:handle_segv=1:handle_sigbus=1:"
