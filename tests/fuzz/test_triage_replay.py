@@ -200,6 +200,7 @@ def test_cli_triage_and_bad_input(target, inputs, tmp_path):
                        ((target, str(tmp_path / "missing-input")), "no such file"),
                        (("--engine", "nosuch", target, inputs["crash-hw"]), "engine"),
                        (("--engine", "afl", "--minimize", target, inputs["crash-hw"]), "minimizer"),
+                       (("--replayer", "nope", target, inputs["crash-hw"]), "replayer"),
                        (("-p", "no-such-profile", target, inputs["crash-hw"]), "no-such-profile")]:
         r = run_cli("--out", str(bad), *args)
         assert r.returncode == 2 and word in r.stderr and "Traceback" not in r.stderr, (args, r.stderr)
