@@ -93,6 +93,16 @@ class BuildWithInit(build_ext):
         self._static(musl, [cc], [f'-DISOLATE_BUILD_ID="{BUILD_ID}"', "-o", native_out,
                                   os.path.join(here, "isolate", "launch", "_cli.c")])
         os.chmod(native_out, 0o755)
+        # isolate-replay.so: preloaded into libFuzzer targets by isolate.fuzz.triage, it replays an
+        # input without libFuzzer's driver (isolate/fuzz/_replay.c). Dynamic, against the system libc.
+        replay_out = os.path.join(os.path.dirname(out_dir), "fuzz", "isolate-replay.so")
+        os.makedirs(os.path.dirname(replay_out), exist_ok=True)
+        # One code segment fewer (-z noseparate-code): the replay's /proc/self/maps, which ASan
+        # reads a dozen times per start, stays shorter.
+        cmd = [cc, *CFLAGS, "-g", "-shared", "-fPIC", "-Wl,-z,noseparate-code", "-o", replay_out,
+               os.path.join(here, "isolate", "fuzz", "_replay.c"), "-ldl"]
+        self.announce(" ".join(cmd), level=2)
+        subprocess.check_call(cmd)
         # A venv whose `isolate` is already the native command (scripts/install.sh) gets the
         # new build too: an old copy has another build id and would never find its plans.
         installed = os.path.join(sys.prefix, "bin", "isolate")

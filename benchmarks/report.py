@@ -23,6 +23,7 @@ from matplotlib.ticker import FuncFormatter  # noqa: E402
 import isolate  # noqa: E402
 
 from . import cli, latency, mounts, netpool, netproxy, parent_size, phases, programs, targets, throughput  # noqa: E402
+from . import triage as triage_bench  # noqa: E402
 from .stats import Summary, fmt_ms, fmt_ratio, median  # noqa: E402
 
 PHASE_DOC = {
@@ -720,6 +721,19 @@ def _section_fuzz(fz) -> list[str]:
     return out + [""]
 
 
+def _section_triage(tr) -> list[str]:
+    out = ["## 9. Fuzz triage replays", "",
+           f"`benchmarks/triage.py`: {tr.replays} replays per variant (inputs × 3 runs) of a 3-byte "
+           f"heap-buffer-overflow input of `tests/fuzz/planted.c` (`-fsanitize=fuzzer,address,undefined`), "
+           f"{tr.rounds} rounds with every variant side by side, the order alternating. `triage()` replays "
+           f"with the replay shim (`isolate-replay.so`: LLVMFuzzerTestOneInput called without libFuzzer's start) "
+           f"or, for comparison, with libFuzzer's own main; beside it the same replays without the triage "
+           f"around them, sandboxed and not. CPU is this process's and its children's per replay. Load "
+           f"{tr.load_end:.1f} at the end on {tr.cpus} CPUs.", ""]
+    out += triage_bench.table(tr)
+    return out + [""]
+
+
 def _section_summary(res: targets.Results) -> list[str]:
     """The headline ratios, in words."""
     out = ["## Summary", ""]
@@ -902,6 +916,8 @@ def write(res: targets.Results, out_dir: Path, info: dict, command: str, elapsed
         lines += _section_cli(res.cli)
     if res.fuzz:
         lines += _section_fuzz(res.fuzz)
+    if res.triage:
+        lines += _section_triage(res.triage)
     if res.netproxy:
         lines += netproxy.section(res.netproxy)
     lines += _section_method(res, opts)

@@ -20,6 +20,7 @@ from pathlib import Path
 from isolate.launch import net
 
 from . import cli, fuzz, latency, mounts, netpool, netproxy, parent_size, phases, programs, report, targets, throughput
+from . import triage as triage_bench
 
 # The full run: about five minutes on a quiet 2-CPU machine; the *_seconds caps stop a
 # measurement early (with fewer rounds, reported) when the machine is much slower.
@@ -33,6 +34,7 @@ FULL = {
     "cli_passes": 5, "cli_runs": 40, "cli_rounds": 200,
     "fuzz_time": 5, "fuzz_rounds": 5,
     "netproxy_rounds": 60,
+    "triage_inputs": 100, "triage_rounds": 3,
     "warmup": 5,
 }
 # A smoke run: few iterations, and only the 50 MB and 1 GB parents (touching 8 GB alone
@@ -47,6 +49,7 @@ QUICK = {
     "cli_passes": 1, "cli_runs": 5, "cli_rounds": 5,
     "fuzz_time": 1, "fuzz_rounds": 1,
     "netproxy_rounds": 5,
+    "triage_inputs": 10, "triage_rounds": 1,
     "warmup": 1,
 }
 
@@ -109,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     res.fuzz = fuzz.measure(opts["fuzz_time"], opts["fuzz_rounds"], log=_log)
     _log("network allowlist (a request through the proxy and direct)")
     res.netproxy = netproxy.measure_all(opts["netproxy_rounds"], log=_log)
+    _log("fuzz triage replays")
+    res.triage = triage_bench.measure(opts["triage_inputs"], 3, opts["triage_rounds"], log=_log)
     pool = net.pool()
     res.netns_stats_end = dict(pool.stats) if pool is not None else None
 

@@ -12,6 +12,7 @@ import dataclasses
 
 from . import cli, latency, parent_size, phases, throughput
 from . import fuzz as fuzz_mod
+from . import triage as triage_mod
 from . import mounts as mounts_mod
 from . import netpool as netpool_mod
 from . import netproxy as netproxy_mod
@@ -27,6 +28,7 @@ THREADS_SPEEDUP = 1.8          # throughput from 2 threads >= 1.8x one thread
 MANY_VS_8_THREADS = 1.0        # throughput from 32 threads >= the one from 8
 FUZZ_VS_UNSANDBOXED = 0.9      # a fuzzing engine in its job sandbox >= 0.9x its exec/s unsandboxed
 NETPROXY_VS_DIRECT = 1.5       # an allowed HTTP request through the allowlist proxy <= 1.5x the direct one
+TRIAGE_REPLAYS_PER_S = triage_mod.GOAL   # triage() >= 200 replays/s of a small crashing input
 
 MET, NOT_MET, NOT_EVALUATED = "MET", "NOT MET", "NOT EVALUATED"
 
@@ -51,6 +53,7 @@ class Results:
     cli: cli.CliResult | None = None
     fuzz: fuzz_mod.FuzzResult | None = None  # exec/s of the fuzzing engines, sandboxed and not
     netproxy: netproxy_mod.NetproxyResult | None = None  # a request through the allowlist proxy and direct
+    triage: triage_mod.TriageResult | None = None  # replays/s of isolate.fuzz.triage.triage and its parts
 
 
 def _top_phases(b: phases.Breakdown, k: int = 3) -> str:
@@ -273,6 +276,29 @@ def _netproxy_targets(r: Results) -> list[Target]:
     return out
 
 
+def _triage_target(r: Results) -> Target:
+    goal = (f"fuzz triage ≥ {TRIAGE_REPLAYS_PER_S:g} replays/s of a small crashing input (`triage()`: a fresh "
+            f"sandbox per replay, symbolized, parsed, merged, recorded)")
+    t = r.triage
+    if t is None:
+        return Target(goal, NOT_EVALUATED, "triage not measured in this run")
+    tm = triage_mod
+    rate = t.rate(tm.TRIAGE_SHIM)
+    met = rate >= TRIAGE_REPLAYS_PER_S and t.replayer == "shim"
+    measured = (f"{rate:.0f} replays/s (median of {t.rounds} rounds of {t.replays}; replayer: {t.replayer}), "
+                f"{t.cpu_ms(tm.TRIAGE_SHIM):.1f} ms CPU per replay; with libFuzzer's main "
+                f"{t.rate(tm.TRIAGE_MAIN):.0f} replays/s, {t.cpu_ms(tm.TRIAGE_MAIN):.1f} ms")
+    why = ""
+    if not met:
+        why = (f"Per replay `triage()` used {t.cpu_ms(tm.TRIAGE_SHIM):.1f} ms of CPU: the shim replay itself takes "
+               f"{t.cpu_ms(tm.PLAIN_SHIM):.1f} ms unsandboxed (libFuzzer's main {t.cpu_ms(tm.PLAIN_MAIN):.1f} ms), "
+               f"in a warm sandbox {t.cpu_ms(tm.POOL_SHIM):.1f} ms. {t.cpus} CPUs give at most "
+               f"{t.ceiling(tm.TRIAGE_SHIM):.0f} replays/s at that CPU cost (the unsandboxed shim loop "
+               f"{t.ceiling(tm.PLAIN_SHIM):.0f}/s); the load was {t.load_end:.1f} at the end, other work shares "
+               f"the CPUs.")
+    return Target(goal, MET if met else NOT_MET, measured, why)
+
+
 def evaluate(r: Results) -> list[Target]:
     return (_strict_targets(r) + _cli_targets(r) + [_parent_target(r)] + _throughput_targets(r) + _fuzz_targets(r)
-            + _netproxy_targets(r))
+            + _netproxy_targets(r) + [_triage_target(r)])

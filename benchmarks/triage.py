@@ -5,16 +5,19 @@
 Builds tests/fuzz/planted.c with clang (-fsanitize=fuzzer,address,undefined), makes
 --inputs distinct inputs that all hit the same heap-buffer-overflow WRITE, and times
 isolate.fuzz.triage.triage over them (each replayed --runs times, each replay a fresh
-sandbox, symbolized, parsed, merged into one crash, recorded in SQLite). Beside it, the
-same replays unsandboxed (subprocess.run, the same environment, the same parallelism) and
-sandboxed without the triage around it (a WarmPool as triage uses, and isolate.run cold):
-where the time goes.
+sandbox, symbolized, parsed, merged into one crash, recorded in SQLite), once with the
+replay shim (the default: LLVMFuzzerTestOneInput called without libFuzzer's start) and once
+with libFuzzer's own main (replayer="libfuzzer"). Beside them, the same replays by both
+replayers sandboxed without the triage around them (a WarmPool as triage uses; isolate.run
+cold for the shim) and unsandboxed (subprocess.run, the same environment, the same
+parallelism): where the time goes. All variants run in every round, side by side.
 """
 
 from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import dataclasses
 import os
 import resource
 import shutil
@@ -26,9 +29,40 @@ import time
 from pathlib import Path
 
 import isolate
-from isolate.fuzz import triage
+from isolate.fuzz import shim, triage
 
 ROOT = Path(__file__).resolve().parent.parent
+GOAL = 200.0   # replays/s (issue 12)
+
+TRIAGE_SHIM = "triage(), shim replay (sandboxed, parsed, merged, recorded)"
+TRIAGE_MAIN = "triage(), libFuzzer-main replay"
+POOL_SHIM = "WarmPool.run only, shim"
+POOL_MAIN = "WarmPool.run only, libFuzzer main"
+COLD_SHIM = "isolate.run (cold) only, shim"
+PLAIN_SHIM = "subprocess.run (unsandboxed), shim"
+PLAIN_MAIN = "subprocess.run (unsandboxed), libFuzzer main"
+VARIANTS = (TRIAGE_SHIM, TRIAGE_MAIN, POOL_SHIM, POOL_MAIN, COLD_SHIM, PLAIN_SHIM, PLAIN_MAIN)
+
+
+@dataclasses.dataclass
+class TriageResult:
+    rates: dict          # variant -> [replays/s per round]
+    cpu: dict            # variant -> [ms of CPU (this process and its children) per replay, per round]
+    replays: int         # per variant and round
+    rounds: int
+    cpus: int
+    load_end: float
+    replayer: str        # what triage() reported for the shim rounds ("shim" if the shim ran)
+
+    def rate(self, variant: str) -> float:
+        return statistics.median(self.rates[variant])
+
+    def cpu_ms(self, variant: str) -> float:
+        return statistics.median(self.cpu[variant])
+
+    def ceiling(self, variant: str) -> float:
+        """CPUs / CPU per replay: the most replays/s this machine gives that variant."""
+        return self.cpus * 1000 / self.cpu_ms(variant)
 
 
 def _cpu() -> float:
@@ -46,64 +80,108 @@ def build(d: str) -> str:
     return exe
 
 
+def measure(inputs: int = 100, runs: int = 3, rounds: int = 3, log=None) -> TriageResult:
+    with tempfile.TemporaryDirectory() as d:
+        exe = build(d)
+        ind = os.path.join(d, "in")
+        os.mkdir(ind)
+        files = []
+        for i in range(inputs):
+            p = os.path.join(ind, f"crash-{i}")
+            Path(p).write_bytes(b"HW" + str(i).encode())
+            files.append(p)
+        n = inputs * runs
+        workers = triage.REPLAY_WORKERS
+        spec = shim.target_spec(exe, 25)
+        assert spec.ok, spec.reason
+        shim_copy = os.path.join(d, "isolate-replay.so")
+        shutil.copy(shim.PATH, shim_copy)
+        argv = [exe, "-timeout=25", "-rss_limit_mb=2048"]
+        main_env = triage.sanitizer_env(None)   # as triage: symbolized afterwards, once per address
+        shim_env = dict(main_env, LD_PRELOAD=shim_copy, **{shim.ENV_NAME: spec.env_value})
+        shim_env["ASAN_OPTIONS"] = triage.shim_asan_options(main_env["ASAN_OPTIONS"], 2048)
+        rates = {k: [] for k in VARIANTS}
+        cpu = {k: [] for k in VARIANTS}
+        replayer = ""
+        for r in range(rounds):
+            prof = isolate.load_profile(triage.replay_profile(None, [d], [], main_env, 3072))
+            warm = isolate.WarmPool(prof, size=workers, cwd="/tmp")
+            box_shim_env = dict(warm.plan.environment(), **{k: shim_env[k] for k in
+                                                           ("LD_PRELOAD", shim.ENV_NAME, "ASAN_OPTIONS")})
+
+            def pooled_shim(p):
+                return warm.run(argv + [p], capture_output=True, cwd="/tmp", env=box_shim_env).returncode
+
+            def pooled_main(p):
+                return warm.run(argv + [p], capture_output=True, cwd="/tmp").returncode
+
+            def cold_shim(p):
+                return isolate.run(argv + [p], profile=prof, capture_output=True, cwd="/tmp",
+                                   env=box_shim_env).returncode
+
+            def plain_shim(p):
+                return subprocess.run(argv + [p], env=dict(os.environ, **shim_env), capture_output=True).returncode
+
+            def plain_main(p):
+                return subprocess.run(argv + [p], env=dict(os.environ, **main_env), capture_output=True).returncode
+
+            def triaged(replayer_arg):
+                def go():
+                    crashes = triage.triage(exe, [], files, os.path.join(d, f"out-{replayer_arg}-{r}"),
+                                            engine="libfuzzer", runs=runs, replayer=replayer_arg)
+                    assert len(crashes) == 1 and crashes[0]["reproduced"] == n, crashes
+                    return crashes[0]["replayer"]
+                return go
+
+            def looped(fn):
+                def go():
+                    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+                        codes = list(pool.map(fn, files * runs))
+                    assert all(c != 0 for c in codes), set(codes)
+                return go
+
+            order = [(TRIAGE_SHIM, triaged("auto")), (TRIAGE_MAIN, triaged("libfuzzer")),
+                     (POOL_SHIM, looped(pooled_shim)), (POOL_MAIN, looped(pooled_main)),
+                     (COLD_SHIM, looped(cold_shim)), (PLAIN_SHIM, looped(plain_shim)),
+                     (PLAIN_MAIN, looped(plain_main))]
+            if r % 2:
+                order.reverse()   # alternate, so that a drift of the load is shared out
+            for label, go in order:
+                t, c = time.perf_counter(), _cpu()
+                out = go()
+                rates[label].append(n / (time.perf_counter() - t))
+                cpu[label].append((_cpu() - c) / n * 1000)
+                if label == TRIAGE_SHIM:
+                    replayer = out
+            warm.close()
+            if log:
+                log(f"triage round {r + 1}/{rounds}: {rates[TRIAGE_SHIM][-1]:.0f} replays/s with the shim, "
+                    f"{rates[TRIAGE_MAIN][-1]:.0f} with libFuzzer's main")
+        return TriageResult(rates, cpu, n, rounds, os.cpu_count() or 1, os.getloadavg()[0], replayer)
+
+
+def table(res: TriageResult) -> list[str]:
+    lines = ["| | replays/s (median, min–max) | CPU per replay | CPUs / CPU per replay |", "|---|---|---|---|"]
+    for label in VARIANTS:
+        v = res.rates[label]
+        lines.append(f"| {label} | {res.rate(label):.1f} ({min(v):.1f}–{max(v):.1f}) | {res.cpu_ms(label):.1f} ms | "
+                     f"{res.ceiling(label):.0f}/s |")
+    return lines
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser()
     ap.add_argument("--inputs", type=int, default=100)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--rounds", type=int, default=3)
     a = ap.parse_args(argv)
-    with tempfile.TemporaryDirectory() as d:
-        exe = build(d)
-        ind = os.path.join(d, "in")
-        os.mkdir(ind)
-        files = []
-        for i in range(a.inputs):
-            p = os.path.join(ind, f"crash-{i}")
-            Path(p).write_bytes(b"HW" + str(i).encode())
-            files.append(p)
-        n = a.inputs * a.runs
-        env = dict(os.environ, **triage.sanitizer_env(None))  # as triage: symbolized afterwards, once per address
-        workers = triage.REPLAY_WORKERS
-        rates = {"triage (sandboxed, parsed, merged, recorded)": [], "WarmPool.run only": [],
-                 "isolate.run only": [], "subprocess.run": []}
-        cpu = {k: [] for k in rates}   # ms of CPU (this process and its children) per replay
-        for r in range(a.rounds):
-            out = os.path.join(d, f"out{r}")
-            t, c = time.perf_counter(), _cpu()
-            crashes = triage.triage(exe, [], files, out, engine="libfuzzer", runs=a.runs)
-            rates["triage (sandboxed, parsed, merged, recorded)"].append(n / (time.perf_counter() - t))
-            cpu["triage (sandboxed, parsed, merged, recorded)"].append((_cpu() - c) / n * 1000)
-            assert len(crashes) == 1 and crashes[0]["reproduced"] == n, crashes
-            prof = isolate.load_profile(triage.replay_profile(None, [d], [], triage.sanitizer_env(None), 3072))
-            warm = isolate.WarmPool(prof, size=workers, cwd="/tmp")
-
-            def pooled(p):
-                return warm.run([exe, "-timeout=25", "-rss_limit_mb=2048", p], capture_output=True,
-                                cwd="/tmp").returncode
-
-            def sandboxed(p):
-                return isolate.run([exe, "-timeout=25", "-rss_limit_mb=2048", p], profile=prof,
-                                   capture_output=True, cwd="/tmp").returncode
-
-            def plain(p):
-                return subprocess.run([exe, "-timeout=25", "-rss_limit_mb=2048", p], env=env,
-                                      capture_output=True).returncode
-            for label, fn in (("WarmPool.run only", pooled), ("isolate.run only", sandboxed),
-                              ("subprocess.run", plain)):
-                t, c = time.perf_counter(), _cpu()
-                with concurrent.futures.ThreadPoolExecutor(workers) as pool:
-                    codes = list(pool.map(fn, files * a.runs))
-                rates[label].append(n / (time.perf_counter() - t))
-                cpu[label].append((_cpu() - c) / n * 1000)
-                assert all(c != 0 for c in codes), set(codes)
-            warm.close()
-        print(f"{n} replays of a 3-byte heap-buffer-overflow input, {os.cpu_count()} CPUs, load "
-              f"{os.getloadavg()[0]:.1f}, {a.rounds} rounds (median, min-max):")
-        for label, v in rates.items():
-            print(f"  {label:48} {statistics.median(v):7.1f} replays/s  ({min(v):.1f}-{max(v):.1f}), "
-                  f"{statistics.median(cpu[label]):5.1f} ms CPU per replay")
-        print(f"  ({os.cpu_count()} CPUs / the unsandboxed CPU per replay = the most any replayer gets here: "
-              f"{(os.cpu_count() or 1) * 1000 / statistics.median(cpu['subprocess.run']):.0f} replays/s)")
+    res = measure(a.inputs, a.runs, a.rounds)
+    print(f"{res.replays} replays of a 3-byte heap-buffer-overflow input per variant, {res.cpus} CPUs, load "
+          f"{res.load_end:.1f} at the end, {res.rounds} rounds side by side (triage() replayer: {res.replayer}):")
+    print("\n".join(table(res)))
+    print(f"goal {GOAL:.0f} replays/s: triage() with the shim {res.rate(TRIAGE_SHIM):.1f}/s -> "
+          f"{'MET' if res.rate(TRIAGE_SHIM) >= GOAL else 'NOT MET'}; "
+          f"{res.rate(TRIAGE_SHIM) / res.rate(TRIAGE_MAIN):.2f}x the libFuzzer-main triage")
 
 
 if __name__ == "__main__":

@@ -106,6 +106,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("-p", "--profile", default=None, help="sandbox profile (default: the fuzz profile)")
     t.add_argument("--minimize", action="store_true", help="shrink each crash with the engine's minimizer, "
                                                             "keeping its state")
+    t.add_argument("--replayer", default="auto", help="libFuzzer targets: auto (default: the replay shim, no "
+                                                      "libFuzzer start, where the target takes it) or libfuzzer")
     t.add_argument("--json", action="store_true", help="print the summary as JSON")
     t.add_argument("target", metavar="TARGET", help="the fuzz target (sanitizer build)")
     t.add_argument("files", nargs="+", metavar="FILE", help="inputs to triage")
@@ -432,7 +434,7 @@ def _fuzz_triage(args) -> int:
     try:
         crashes = triage.triage(args.target, [], args.files, args.out, engine=args.engine, runs=args.runs,
                                 timeout=args.timeout, rss_limit_mb=args.rss_limit_mb, profile=args.profile,
-                                minimize=args.minimize)
+                                minimize=args.minimize, replayer=args.replayer)
     except triage.TriageError as e:
         print(f"isolate: fuzz triage: {e}", file=sys.stderr)
         return EXIT_USAGE

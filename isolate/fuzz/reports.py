@@ -28,7 +28,8 @@ _ACCESS = re.compile(r"^(READ|WRITE) of size (\d+)", re.M)
 _SEGV_ACCESS = re.compile(r"The signal is caused by a (READ|WRITE) memory access")
 _SEGV_NULL_HINT = re.compile(r"Hint: address points to the zero page")
 _UBSAN = re.compile(r"runtime error: (.*)")
-_LIBFUZZER = re.compile(r"ERROR: libFuzzer: ([\w-]+)")
+# libFuzzer's own findings, and the same findings of isolate's replay shim (isolate/fuzz/_replay.c).
+_LIBFUZZER = re.compile(r"ERROR: (libFuzzer|isolate-replay): ([\w-]+)")
 _LEAK = re.compile(r"ERROR: LeakSanitizer: detected memory leaks")
 # The sanitizer's own RSS limit (ASAN_OPTIONS hard_rss_limit_mb, what the runner gives AFL++ jobs).
 _RSS_LIMIT = re.compile(r"(?:Address|Memory|Thread|HWAddress)Sanitizer: (?:hard|soft) rss limit exhausted|"
@@ -110,7 +111,7 @@ _IGNORE_FUNCTIONS = re.compile("|".join([
     r"printf_chk|memcpy_chk|memset_chk|stack_chk_fail|fortify_fail)",
     r"^(asan|lsan|msan|ubsan|hwasan|__sanitizer|__asan|__ubsan)_", r"^__sanitizer::", r"^__asan::",
     r"^__ubsan::", r"^__lsan::", r"^__interception::", r"^__hwasan::", r"^__msan::",
-    r"^fuzzer::", r"^LLVMFuzzerRunDriver$", r"^main$", r"^_start$", r"^start_thread$", r"^clone3?$",
+    r"^fuzzer::", r"^LLVMFuzzerRunDriver$", r"^isolate_replay_", r"^main$", r"^_start$", r"^start_thread$", r"^clone3?$",
     r"^(std|__gnu_cxx|__cxxabiv1)::", r"^operator (new|delete)",
     r"^(malloc|calloc|realloc|free|valloc|pvalloc|memalign|posix_memalign|aligned_alloc|cfree|"
     r"reallocarray|strdup|strndup)$",
@@ -120,6 +121,7 @@ _IGNORE_FUNCTIONS = re.compile("|".join([
     r"__assert_fail|__assert_fail_base|_Unwind_\w+|__GI_\w+|__libc_\w+|exit|_exit)$",
 ]))
 _IGNORE_FILES = re.compile(r"compiler-rt/lib/|/sanitizer_common/|/libfuzzer/|/fuzzer/Fuzzer\w+\.cpp|"
+                           r"/isolate/fuzz/_replay\.c$|(^|/)isolate-replay\.so$|"
                            r"/(libc|libc\+\+|libc\+\+abi|libstdc\+\+)[\w.+-]*\.so|^(\.\./)?(csu|nptl|stdlib|"
                            r"string|sysdeps|libio|malloc|signal)/|/include/c\+\+/|/usr/include/")
 
@@ -273,9 +275,9 @@ def _parse_text(lines) -> Report | None:
     text = "\n".join(lines)
     # libFuzzer's own findings (no sanitizer report before them).
     i, m = _line_index(lines, _LIBFUZZER)
-    if m and m.group(1) in ("timeout", "out-of-memory"):
-        kind = "Timeout" if m.group(1) == "timeout" else "Out-of-memory"
-        return Report(kind, stack=_first_stack(lines, i + 1), sanitizer="libFuzzer")
+    if m and m.group(2) in ("timeout", "out-of-memory"):
+        kind = "Timeout" if m.group(2) == "timeout" else "Out-of-memory"
+        return Report(kind, stack=_first_stack(lines, i + 1), sanitizer=m.group(1))
 
     i, m = _line_index(lines, _RSS_LIMIT)
     if m:

@@ -28,10 +28,16 @@ import threading
 from ..errors import IsolateError
 from ..launch.process import DEVNULL, PIPE, Popen, load_profile, run
 from ..launch.warm import WarmPool
-from . import reports
+from . import reports, shim
 from .store import Store
 
 ENGINES = ("libfuzzer", "afl", "honggfuzz", "plain")
+# Who replays a libFuzzer target's input: "auto" = the replay shim (shim.py: no libFuzzer
+# start, ~1/4 of the CPU) where the target can take it, else libFuzzer's own main;
+# "libfuzzer" = always libFuzzer's main. Other engines' targets run as they are.
+REPLAYERS = ("auto", "libfuzzer")
+SHIM, LIBFUZZER_MAIN, TARGET = "shim", "libfuzzer", "target"   # the replayer a result names
+SHIM_FILE = "isolate-replay.so"   # the shim's copy in OUT/.triage (the sandbox sees it read-only)
 MINIMIZE_ENGINES = ("libfuzzer",)
 CGROUP_OVERHEAD_MB = 1024  # cgroup memory = the engine's RSS limit + this (ClusterFuzz: MEMORY_OVERHEAD)
 MINIMIZE_RUNS = 5000
@@ -78,7 +84,8 @@ def sanitizer_env(symbolizer_path: str | None, rss_limit_mb: int | None = None) 
     rss_limit_mb: ASan's own RSS limit (hard_rss_limit_mb), for targets without libFuzzer's
     -rss_limit_mb, so that an OOM is ASan's report rather than the cgroup's kill."""
     sym = f"symbolize=1:external_symbolizer_path={symbolizer_path}" if symbolizer_path else "symbolize=0"
-    common = f"{sym}:print_summary=1:dedup_token_length=3"
+    # color=never: the report goes to a pipe anyway; "auto" asks isatty() for every shadow byte printed.
+    common = f"{sym}:print_summary=1:dedup_token_length=3:color=never"
     rss = f":hard_rss_limit_mb={rss_limit_mb}" if rss_limit_mb else ""
     return {
         "ASAN_OPTIONS": f"{common}:detect_leaks=1:abort_on_error=0:handle_abort=1:handle_segv=1:handle_sigbus=1:"
@@ -106,9 +113,11 @@ def replay_profile(base, ro: list, rw: list, env: dict, memory_mb: int) -> dict:
 
 
 def _check(target: str, inputs, out_dir: str, engine: str, runs: int, timeout: float, rss_limit_mb: int,
-           minimize: bool, profile=None):
+           minimize: bool, profile=None, replayer: str = "auto"):
     if engine not in ENGINES:
         raise TriageError(f"engine: expected one of {', '.join(ENGINES)}, got {engine!r}")
+    if replayer not in REPLAYERS:
+        raise TriageError(f"replayer: expected one of {', '.join(REPLAYERS)}, got {replayer!r}")
     if minimize and engine not in MINIMIZE_ENGINES:
         raise TriageError(f"--minimize: engine {engine!r} has no crash minimizer here (only "
                           f"{', '.join(MINIMIZE_ENGINES)})")
@@ -234,24 +243,59 @@ class Symbolizer:
         return "\n".join(out) + ("\n" if text.endswith("\n") else "")
 
 
+def shim_asan_options(asan_options: str, rss_limit_mb: int) -> str:
+    """ASAN_OPTIONS of a shim replay: libFuzzer's -rss_limit_mb and -malloc_limit_mb are
+    ASan's soft RSS limit (the next malloc past it reports with its stack, as libFuzzer's
+    memory profile names the allocating frames), max_allocation_size_mb (one allocation over
+    the limit: allocation-size-too-big) and, for memory that grows without malloc, the hard
+    RSS limit halfway to the sandbox's cgroup limit."""
+    return (f"{asan_options}:soft_rss_limit_mb={rss_limit_mb}:max_allocation_size_mb={rss_limit_mb}:"
+            f"hard_rss_limit_mb={rss_limit_mb + CGROUP_OVERHEAD_MB // 2}")
+
+
 class _Replayer:
-    def __init__(self, target, target_args, engine, timeout, rss_limit_mb, profile, stage):
+    def __init__(self, target, target_args, engine, timeout, rss_limit_mb, profile, stage, replayer="auto"):
         self.target, self.args, self.engine = target, list(target_args), engine
         self.timeout, self.rss = timeout, rss_limit_mb
         self.env = sanitizer_env(None, None if engine == "libfuzzer" else rss_limit_mb)
         self.base, self.stage = profile, stage
         self.profile = self.profile_for([])
-        self.symbolizer = Symbolizer(symbolizer(), self.profile)
+        # The replay shim for a libFuzzer target that can take it (else why not, in shim_reason).
+        self.spec = None
+        self.shim_reason = ""
+        self.envs: dict = {}
+        if engine == "libfuzzer":
+            if replayer == "libfuzzer":
+                self.shim_reason = "replayer='libfuzzer' was asked for"
+            elif shim.unsupported_args(target_args):
+                self.shim_reason = (f"target arguments the replay shim does not handle like libFuzzer: "
+                                    f"{' '.join(shim.unsupported_args(target_args))}")
+            elif any(c in stage for c in " :\t\n"):
+                self.shim_reason = f"OUT's path {stage!r} has a character LD_PRELOAD splits on"
+            else:
+                spec = shim.target_spec(target, max(1, math.ceil(timeout)))
+                if spec.ok:
+                    self.spec = spec
+                    self.shim_path = os.path.join(stage, SHIM_FILE)
+                    _install(shim.PATH, self.shim_path)
+                else:
+                    self.shim_reason = spec.reason
         self.pool = None
         self.pool_lock = threading.Lock()
+        self.warm()   # its sandboxes are prepared while the symbolizer starts and the inputs are staged
+        try:
+            self.symbolizer = Symbolizer(symbolizer(), self.profile)
+        except BaseException:
+            self.pool.close()
+            raise
 
     def close(self):
-        self.symbolizer.close()
         if self.pool is not None:
             self.pool.close()
+        self.symbolizer.close()
 
     def warm(self) -> WarmPool:
-        """The pool of fresh replay sandboxes (each serves one replay), made on first use."""
+        """The pool of fresh replay sandboxes (each serves one replay)."""
         with self.pool_lock:
             if self.pool is None:
                 self.pool = WarmPool(self.profile, size=REPLAY_WORKERS, cwd="/tmp")
@@ -262,7 +306,32 @@ class _Replayer:
         return load_profile(replay_profile(self.base, [os.path.dirname(self.target), self.stage], rw, self.env,
                                            self.rss + CGROUP_OVERHEAD_MB))
 
-    def once(self, path: str, profile=None):
+    def env_for(self, use_shim: bool):
+        """The environment of a replay (the profile's, plus the shim's for a shim replay)."""
+        env = self.envs.get(use_shim)
+        if env is None:
+            env = self.warm().plan.environment()
+            if use_shim:
+                env = dict(env, LD_PRELOAD=self.shim_path, **{shim.ENV_NAME: self.spec.env_value})
+                env["ASAN_OPTIONS"] = shim_asan_options(env.get("ASAN_OPTIONS", ""), self.rss)
+            self.envs[use_shim] = env
+        return env
+
+    def replay(self, path: str, use_shim: bool | None = None):
+        """(Report, replayer) of one replay of `path` in a fresh sandbox: by the shim when
+        this target takes it (and use_shim is not False), else by libFuzzer's main (or the
+        target itself, for other engines). A shim replay whose output lacks the shim's
+        first line (the shim did not run, e.g. the preload failed) is done again by
+        libFuzzer's main."""
+        if use_shim is None:
+            use_shim = self.spec is not None
+        if use_shim and self.spec is not None:
+            rep = self.once(path, use_shim=True)
+            if shim.MARKER in rep.text:
+                return rep, SHIM
+        return self.once(path), (LIBFUZZER_MAIN if self.engine == "libfuzzer" else TARGET)
+
+    def once(self, path: str, profile=None, use_shim: bool = False):
         argv, stdin = _command(self.target, self.args, path, self.engine, self.timeout, self.rss)
         # The engine's own timeout comes first (libFuzzer reports it with a stack); the
         # sandbox's is the backstop, and the only one for engines without it.
@@ -271,6 +340,8 @@ class _Replayer:
         extra = {"stdin": fin} if fin else {"stdin": DEVNULL}
         try:
             if profile is None:   # a fresh sandbox of the replay profile, prepared ahead
+                if use_shim:
+                    extra["env"] = self.env_for(True)
                 r = self.warm().run(argv, capture_output=True, timeout=limit, on_timeout="result", cwd="/tmp",
                                     **extra)
             else:
@@ -313,17 +384,19 @@ def _engine_log(path: str):
 
 
 def triage(target: str, target_args: list, inputs: list, out_dir: str, *, engine: str, runs: int = 3,
-           timeout: float = 25.0, rss_limit_mb: int = 2048, profile=None, minimize: bool = False) -> list:
+           timeout: float = 25.0, rss_limit_mb: int = 2048, profile=None, minimize: bool = False,
+           replayer: str = "auto") -> list:
     """Replay, classify, deduplicate and record `inputs`; returns one dict per crash state
-    (see the module docstring and docs/fuzzing-triage.md). Raises TriageError on bad input
-    before anything runs."""
-    _check(target, inputs, out_dir, engine, runs, timeout, rss_limit_mb, minimize, profile)
+    (see the module docstring and docs/fuzzing-triage.md). `replayer` (libFuzzer targets):
+    "auto" replays with the shim where the target takes it, "libfuzzer" always with
+    libFuzzer's main. Raises TriageError on bad input before anything runs."""
+    _check(target, inputs, out_dir, engine, runs, timeout, rss_limit_mb, minimize, profile, replayer)
     target = os.path.realpath(target)
     os.makedirs(out_dir, exist_ok=True)
     out_dir = os.path.realpath(out_dir)
     stage = os.path.join(out_dir, STAGE)
     os.makedirs(stage, exist_ok=True)
-    rp = _Replayer(target, target_args, engine, timeout, rss_limit_mb, profile, stage)
+    rp = _Replayer(target, target_args, engine, timeout, rss_limit_mb, profile, stage, replayer)
     try:
         return _triage(rp, target_args, inputs, out_dir, stage, runs, minimize)
     finally:
@@ -337,12 +410,20 @@ def _triage(rp, target_args, inputs, out_dir, stage, runs, minimize):
         by_sha[s["sha1"]].append(s["path"])
 
     with concurrent.futures.ThreadPoolExecutor(REPLAY_WORKERS) as pool:
-        futures = {(s["sha1"], i): pool.submit(rp.once, s["staged"]) for s in staged for i in range(runs)}
+        futures = {(s["sha1"], i): pool.submit(rp.replay, s["staged"]) for s in staged for i in range(runs)}
         results = {k: f.result() for k, f in futures.items()}
+        # Every input is an engine's crash artifact: one that no shim replay crashed is
+        # replayed again, `runs` times, by libFuzzer's own main, whose verdict stands.
+        again = [s for s in staged if all(results[(s["sha1"], i)][1] == SHIM and
+                                          not results[(s["sha1"], i)][0].crashed for i in range(runs))]
+        futures = {(s["sha1"], i): pool.submit(rp.replay, s["staged"], False) for s in again for i in range(runs)}
+        results.update({k: f.result() for k, f in futures.items()})
 
     per_input = []
     for s in staged:
-        reps = [results[(s["sha1"], i)] for i in range(runs)]
+        reps = [results[(s["sha1"], i)][0] for i in range(runs)]
+        used = sorted({results[(s["sha1"], i)][1] for i in range(runs)})
+        s["replayer"] = used[0] if len(used) == 1 else "+".join(used)
         crashed = [r for r in reps if r.crashed]
         if crashed:
             state = collections.Counter(r.state for r in crashed).most_common(1)[0][0]
@@ -384,11 +465,15 @@ def _triage(rp, target_args, inputs, out_dir, stage, runs, minimize):
                 "reproducible": reproduced > 0, "reproduced": reproduced, "runs": runs * len(members),
                 "inputs": sorted({p for m in members for p in by_sha[m[0]["sha1"]]}),
                 "inputs_detail": [{"path": m[0]["path"], "sha1": m[0]["sha1"], "size": m[0]["size"],
-                                   "reproduced": m[2], "runs": runs} for m in members],
+                                   "reproduced": m[2], "runs": runs, "replayer": m[0]["replayer"]}
+                                  for m in members],
+                "replayer": s["replayer"],
                 "input": os.path.relpath(os.path.join(crash_dir, "input"), out_dir), "input_size": len(data),
                 "report": os.path.relpath(os.path.join(crash_dir, "report.txt"), out_dir),
                 "minimized": minimized is not None,
             }
+            if rp.shim_reason and rp.engine == "libfuzzer":
+                crash["replayer_note"] = f"no replay shim: {rp.shim_reason}"
             seen = store.record(crash)
             crash.update(known=seen["known"], first_seen=seen["first_seen"], total_reproduced=seen["reproduced"],
                          total_runs=seen["runs"])
@@ -413,11 +498,27 @@ def _minimize(rp: _Replayer, inp: dict, rep, runs: int, crash_dir: str):
     if len(data) >= inp["size"]:
         return None
     staged = _stage([result], rp.stage)[0]
-    again = [rp.once(staged["staged"]) for _ in range(runs)]
+    again = [rp.replay(staged["staged"])[0] for _ in range(runs)]
     same = [r for r in again if r.state == rep.state]
     if not same:
         return None
     return data, same[0].text
+
+
+def _install(src: str, dst: str):
+    """Copy `src` to `dst` unless an identical copy is there (atomically: concurrent triages
+    of one OUT may install it at once)."""
+    data = open(src, "rb").read()
+    try:
+        if open(dst, "rb").read() == data:
+            return
+    except OSError:
+        pass
+    tmp = f"{dst}.{os.getpid()}.{threading.get_ident()}.tmp"
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.chmod(tmp, 0o755)
+    os.replace(tmp, dst)
 
 
 def _write(path: str, data: bytes):
@@ -432,7 +533,8 @@ _SUMMARY_FIELDS = ("state_id", "state", "type", "frames", "security", "reproduci
 
 
 def _public(crash: dict) -> dict:
-    return {k: crash[k] for k in _SUMMARY_FIELDS + ("report", "minimized", "sanitizer") if k in crash}
+    return {k: crash[k] for k in _SUMMARY_FIELDS + ("report", "minimized", "sanitizer", "replayer", "replayer_note")
+            if k in crash}
 
 
 def write_summary(out_dir: str, crashes: list, jobs_totals: dict) -> dict:
@@ -448,6 +550,7 @@ def write_summary(out_dir: str, crashes: list, jobs_totals: dict) -> dict:
         if row["state_id"] in this:
             item["known"] = this[row["state_id"]].get("known", False)
             item["new"] = not item["known"]
+            item["replayer"] = this[row["state_id"]].get("replayer")
         else:
             item["known"], item["new"] = True, False
         listed.append(item)

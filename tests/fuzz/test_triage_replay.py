@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from isolate.fuzz import reports, triage
+from isolate.fuzz import reports, shim, triage
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
@@ -99,6 +99,8 @@ def test_a_crash_only_on_the_third_call_in_one_process_is_unreproducible_not_dro
     fl = by_input(crashes, inputs["crash-fl"])
     assert fl["reproducible"] is False and fl["reproduced"] == 0 and fl["runs"] == 3
     assert fl["inputs"] == [inputs["crash-fl"]]
+    # No shim replay crashed, so libFuzzer's own main replayed it again: its verdict stands.
+    assert fl["replayer"] == "libfuzzer"
 
 
 def test_out_holds_the_smallest_input_the_report_and_crash_json(first, inputs):
@@ -198,6 +200,7 @@ def test_cli_triage_and_bad_input(target, inputs, tmp_path):
                        ((target, str(tmp_path / "missing-input")), "no such file"),
                        (("--engine", "nosuch", target, inputs["crash-hw"]), "engine"),
                        (("--engine", "afl", "--minimize", target, inputs["crash-hw"]), "minimizer"),
+                       (("--replayer", "nope", target, inputs["crash-hw"]), "replayer"),
                        (("-p", "no-such-profile", target, inputs["crash-hw"]), "no-such-profile")]:
         r = run_cli("--out", str(bad), *args)
         assert r.returncode == 2 and word in r.stderr and "Traceback" not in r.stderr, (args, r.stderr)
@@ -205,3 +208,226 @@ def test_cli_triage_and_bad_input(target, inputs, tmp_path):
     # An OUT that cannot be made: its parent is a file (root may write anywhere else).
     r = run_cli("--out", str(notexec / "OUT"), target, inputs["crash-hw"])
     assert r.returncode == 2 and "not a writable directory" in r.stderr, r.stderr
+
+
+# The replay shim (isolate/fuzz/_replay.c, isolate-replay.so): libFuzzer targets' inputs
+# replayed without libFuzzer's driver, checked against libFuzzer's own main.
+
+@pytest.fixture(scope="module")
+def by_main(target, inputs, tmp_path_factory):
+    out = tmp_path_factory.mktemp("out-main") / "OUT"
+    return out, triage.triage(target, [], list(inputs.values()), str(out), engine="libfuzzer", runs=3,
+                              timeout=TIMEOUT, rss_limit_mb=RSS_MB, replayer="libfuzzer")
+
+
+def test_the_shim_gives_the_states_libfuzzers_main_gives(first, by_main, inputs):
+    _, shimmed, _ = first
+    _, mained = by_main
+    assert len(shimmed) == len(mained) == 11
+    for name in INPUTS:
+        a, b = by_input(shimmed, inputs[name]), by_input(mained, inputs[name])
+        assert (a["type"], a["state"], a["security"], a["reproducible"], a["reproduced"], a["runs"]) == \
+            (b["type"], b["state"], b["security"], b["reproducible"], b["reproduced"], b["runs"]), name
+        assert [(f["function"], f["file"]) for f in a["frames"]] == [(f["function"], f["file"]) for f in b["frames"]]
+        assert a["replayer"] == ("libfuzzer" if name == "crash-fl" else "shim"), (name, a["replayer"])
+        assert b["replayer"] == "libfuzzer" and "replayer='libfuzzer'" in b["replayer_note"]
+        assert "replayer_note" not in a
+
+
+def test_the_shim_replay_ran_without_libfuzzers_start(first, by_main):
+    # From the replays' own output: the shim's line, none of libFuzzer's INFO lines, and a
+    # crash stack that goes from LLVMFuzzerTestOneInput straight to the shim's main.
+    out, shimmed, _ = first
+    out_main, mained = by_main
+    for c in shimmed:
+        if not c["reproducible"]:
+            continue
+        text = (out / c["report"]).read_text()
+        assert shim.MARKER in text and "without libFuzzer's driver" in text, c["type"]
+        assert "INFO:" not in text and "Running:" not in text and "fuzzer::" not in text, c["type"]
+        stack = [f.function for f in reports.parse(text).stack]
+        if c["type"] != "Stack-overflow":   # its stack is cut off after ~250 frames of recursion
+            assert "isolate_replay_main" in stack and "main" not in stack, (c["type"], stack)
+        assert json.loads((out / "crashes" / c["state_id"] / "crash.json").read_text())["replayer"] == "shim"
+    for c in mained:
+        if c["reproducible"]:
+            text = (out_main / c["report"]).read_text()
+            assert "INFO: Seed:" in text and shim.MARKER not in text, c["type"]
+    # Timeouts come from the shim's alarm, OOMs from ASan's RSS limit, leaks from LSan at exit.
+    sanitizers = {c["type"]: c["sanitizer"] for c in shimmed}
+    assert sanitizers["Timeout"] == "isolate-replay" and sanitizers["Memory leak"] == "LeakSanitizer"
+    assert sanitizers["Out-of-memory"] == "AddressSanitizer"
+
+
+PROBE = r"""
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sanitizer/allocator_interface.h>
+static int inits, calls, init_argc;
+static const char *init_last = "-";
+int LLVMFuzzerInitialize(int *argc, char ***argv) {
+    inits++;
+    init_argc = *argc;
+    init_last = (*argv)[*argc - 1];
+    return 0;
+}
+int LLVMFuzzerTestOneInput(const uint8_t *d, size_t n) {
+    calls++;
+    if (n >= 2 && d[0] == 'P' && d[1] == 'R') {
+        const char *pre = getenv("LD_PRELOAD"), *rep = getenv("ISOLATE_REPLAY");
+        fprintf(stderr, "PROBE inits=%d calls=%d argc=%d last=%s size=%zu allocated=%zu preload=%s replay=%s\n",
+                inits, calls, init_argc, init_last, n, __sanitizer_get_allocated_size(d), pre ? pre : "-",
+                rep ? rep : "-");
+        abort();
+    }
+    return 0;
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def probe_target(tmp_path_factory):
+    d = tmp_path_factory.mktemp("probe")
+    (d / "probe.c").write_text(PROBE)
+    subprocess.run([CLANG, "-g", "-O1", "-fsanitize=fuzzer,address", str(d / "probe.c"), "-o", str(d / "probe")],
+                   check=True, timeout=300)
+    return str(d / "probe")
+
+
+def _probe_line(out, crash):
+    [line] = [ln for ln in (out / crash["report"]).read_text().splitlines() if ln.startswith("PROBE ")]
+    return dict(kv.split("=", 1) for kv in line.split()[1:])
+
+
+def test_inside_the_shim_replay_initialize_runs_once_and_the_input_is_an_exact_copy(probe_target, tmp_path):
+    inp = tmp_path / "crash-probe"
+    inp.write_bytes(b"PR" + b"x" * 37)
+    seen = {}
+    for replayer in ("auto", "libfuzzer"):
+        out = tmp_path / f"OUT-{replayer}"
+        [c] = triage.triage(probe_target, [], [str(inp)], str(out), engine="libfuzzer", runs=1, timeout=TIMEOUT,
+                            rss_limit_mb=RSS_MB, replayer=replayer)
+        assert c["type"] == "Abrt" and [f["function"] for f in c["frames"]] == ["LLVMFuzzerTestOneInput"]
+        seen[replayer] = (c, _probe_line(out, c))
+    c, p = seen["auto"]
+    assert c["replayer"] == "shim"
+    # LLVMFuzzerInitialize once, with libFuzzer's argv (the flags, then the input); one call
+    # of LLVMFuzzerTestOneInput on a heap copy of exactly the input's size; the shim's
+    # variables gone from the environment the target (and whatever it starts) sees.
+    assert (p["inits"], p["calls"], p["argc"]) == ("1", "1", "4")
+    assert p["last"].startswith(str(tmp_path / "OUT-auto" / ".triage"))
+    assert p["size"] == p["allocated"] == "39"
+    assert p["preload"] == "-" and p["replay"] == "-"
+    c_main, p_main = seen["libfuzzer"]
+    assert c_main["replayer"] == "libfuzzer" and c_main["state"] == c["state"]
+    assert (p_main["inits"], p_main["size"], p_main["allocated"]) == ("1", "39", "39")
+
+
+def test_target_spec_reads_the_elf_symbol_table(target, tmp_path):
+    spec = shim.target_spec(target, 7)
+    nm = subprocess.run(["nm", target], capture_output=True, text=True, check=True).stdout
+    [addr] = [ln.split()[0] for ln in nm.splitlines() if ln.endswith(" T LLVMFuzzerTestOneInput")]
+    assert spec.ok and spec.test_one_input == int(addr, 16) and spec.initialize == 0 and spec.timeout == 7
+    assert spec.env_value == f"{int(addr, 16):x}:0:7"
+    # Not in the dynamic symbol table: dlsym could not find it.
+    assert "LLVMFuzzerTestOneInput" not in subprocess.run(["nm", "-D", target], capture_output=True,
+                                                          text=True).stdout
+    for path, word in [("/etc/passwd", "not an ELF"), (sys.executable, "LLVMFuzzerTestOneInput is not"),
+                       (str(tmp_path / "missing"), "cannot read")]:
+        s = shim.target_spec(path, 5)
+        assert not s.ok and word in s.reason, (path, s.reason)
+
+
+def test_a_target_without_the_symbol_falls_back_to_libfuzzers_main(target, inputs, first, tmp_path):
+    # LLVMFuzzerTestOneInput removed from the symbol table (its debug information stays, so
+    # frames keep their names): the shim cannot find it; libFuzzer's main replays, same state.
+    exe = tmp_path / "planted-nosym"
+    subprocess.run(["objcopy", "--strip-symbol=LLVMFuzzerTestOneInput", target, str(exe)], check=True)
+    assert not shim.target_spec(str(exe), 5).ok
+    [c] = triage.triage(str(exe), [], [inputs["crash-hw"]], str(tmp_path / "OUT"), engine="libfuzzer", runs=1,
+                        timeout=TIMEOUT, rss_limit_mb=RSS_MB)
+    assert c["replayer"] == "libfuzzer" and "LLVMFuzzerTestOneInput is not in its symbol tables" in c["replayer_note"]
+    assert c["state"] == by_input(first[1], inputs["crash-hw"])["state"]
+    assert "INFO: Seed:" in (tmp_path / "OUT" / c["report"]).read_text()
+
+
+STATIC_TARGET = r"""
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+int LLVMFuzzerTestOneInput(const uint8_t *d, size_t n) {
+    if (n >= 2 && d[0] == 'A' && d[1] == 'B') abort();
+    return 0;
+}
+int main(int argc, char **argv) {   /* a stand-in for a statically linked libFuzzer binary */
+    uint8_t buf[64];
+    FILE *f = fopen(argv[argc - 1], "rb");
+    size_t n = f ? fread(buf, 1, sizeof buf, f) : 0;
+    printf("STATIC MAIN ran with %d args\n", argc);
+    fflush(stdout);
+    return LLVMFuzzerTestOneInput(buf, n);
+}
+"""
+
+
+def test_a_static_target_falls_back_to_its_own_main(inputs, tmp_path):
+    (tmp_path / "static.c").write_text(STATIC_TARGET)
+    exe = tmp_path / "static-target"
+    subprocess.run(["cc", "-static", "-O1", str(tmp_path / "static.c"), "-o", str(exe)], check=True, timeout=120)
+    spec = shim.target_spec(str(exe), 5)
+    assert not spec.ok and "statically linked" in spec.reason
+    [c] = triage.triage(str(exe), [], [inputs["crash-ab"]], str(tmp_path / "OUT"), engine="libfuzzer", runs=2,
+                        timeout=TIMEOUT, rss_limit_mb=RSS_MB)
+    assert c["replayer"] == "libfuzzer" and "statically linked" in c["replayer_note"]
+    assert c["type"] == "Abrt" and c["reproduced"] == 2
+    assert "STATIC MAIN ran with 4 args" in (tmp_path / "OUT" / c["report"]).read_text()
+
+
+def test_a_shim_replay_that_did_not_run_is_done_again_by_libfuzzers_main(target, inputs, first, tmp_path,
+                                                                          monkeypatch):
+    # An offset outside the program's code: the shim refuses it and lets libFuzzer's main
+    # run; its line missing from the output, triage replays with libFuzzer's main again.
+    monkeypatch.setattr(shim, "target_spec", lambda path, timeout: shim.Spec(True, test_one_input=0x10,
+                                                                             timeout=timeout))
+    [c] = triage.triage(target, [], [inputs["crash-ur"]], str(tmp_path / "OUT"), engine="libfuzzer", runs=2,
+                        timeout=TIMEOUT, rss_limit_mb=RSS_MB)
+    assert c["replayer"] == "libfuzzer" and c["reproduced"] == 2
+    assert c["state"] == by_input(first[1], inputs["crash-ur"])["state"]
+    text = (tmp_path / "OUT" / c["report"]).read_text()
+    assert shim.MARKER not in text and "INFO: Seed:" in text
+
+
+def test_other_engines_and_minimize_keep_their_replayer(target, tmp_path):
+    # --minimize runs libFuzzer's own minimizer (-minimize_crash=1); the check of its result
+    # replays through the shim.
+    big = tmp_path / "crash-big"
+    big.write_bytes(b"HW" + b"\xff" * 100)
+    [c] = triage.triage(target, [], [str(big)], str(tmp_path / "OUT"), engine="libfuzzer", runs=1,
+                        timeout=TIMEOUT, rss_limit_mb=RSS_MB, minimize=True)
+    assert c["minimized"] and c["replayer"] == "shim"
+    with pytest.raises(triage.TriageError, match="replayer"):
+        triage.triage(target, [], [str(big)], str(tmp_path / "OUT2"), engine="libfuzzer", replayer="nope")
+    assert not (tmp_path / "OUT2").exists()
+
+
+def test_libfuzzer_flags_in_the_target_arguments(target, inputs, tmp_path):
+    # -runs=3 makes libFuzzer's main call the target three times on the input: the planted
+    # bug that crashes only on the third call reproduces, with the shim as with libFuzzer.
+    got = {}
+    for replayer in ("auto", "libfuzzer"):
+        [c] = triage.triage(target, ["-runs=3"], [inputs["crash-fl"]], str(tmp_path / f"OUT-{replayer}"),
+                            engine="libfuzzer", runs=2, timeout=TIMEOUT, rss_limit_mb=RSS_MB, replayer=replayer)
+        got[replayer] = c
+    assert got["auto"]["replayer"] == "shim" and got["libfuzzer"]["replayer"] == "libfuzzer"
+    for c in got.values():
+        assert c["type"] == "Abrt" and c["reproduced"] == 2, c
+        assert [f["function"] for f in c["frames"]] == ["flaky_abort", "LLVMFuzzerTestOneInput"]
+    # A flag the shim does not handle like libFuzzer (here its malloc limit): libFuzzer's main.
+    [c] = triage.triage(target, ["-malloc_limit_mb=64"], [inputs["crash-hw"]], str(tmp_path / "OUT-flag"),
+                        engine="libfuzzer", runs=1, timeout=TIMEOUT, rss_limit_mb=RSS_MB)
+    assert c["replayer"] == "libfuzzer" and "-malloc_limit_mb=64" in c["replayer_note"]
+    assert c["type"] == "Heap-buffer-overflow WRITE 1"
+    assert shim.unsupported_args(["-dict=d", "-runs=2", "-max_len=9"]) == []
+    assert shim.unsupported_args(["corpus", "-jobs=4", "-close_fd_mask=3", "--x=1"]) == \
+        ["corpus", "-jobs=4", "-close_fd_mask=3", "--x=1"]

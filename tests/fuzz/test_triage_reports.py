@@ -132,3 +132,25 @@ def test_cpp_frames_lose_their_parameters_and_std_frames_go():
             "    #2 0x3 in LLVMFuzzerTestOneInput /src/fuzz.cc:9:3\n")
     r = reports.parse(text)
     assert r.state == "Heap-use-after-free WRITE 8\nns::Parser::feed\nLLVMFuzzerTestOneInput"
+
+
+@pytest.mark.parametrize("name, type_, frames, sanitizer", [
+    ("shim-HW", "Heap-buffer-overflow WRITE 1", ["heap_overflow_write", "LLVMFuzzerTestOneInput"], "AddressSanitizer"),
+    ("shim-AB", "Abrt", ["LLVMFuzzerTestOneInput"], "AddressSanitizer"),
+    ("shim-LK", "Memory leak", ["leak", "LLVMFuzzerTestOneInput"], "LeakSanitizer"),
+    # ASan's soft RSS limit (the shim's stand-in for libFuzzer's -rss_limit_mb): the stack of
+    # the malloc past it, as libFuzzer's memory profile names the allocating frames.
+    ("shim-OM", "Out-of-memory", ["out_of_memory", "LLVMFuzzerTestOneInput"], "AddressSanitizer"),
+    # The shim's own alarm (its stand-in for libFuzzer's -timeout), printed like libFuzzer's.
+    ("shim-TO", "Timeout", ["hang", "LLVMFuzzerTestOneInput"], "isolate-replay"),
+])
+def test_reports_of_the_replay_shim_drop_its_frames(name, type_, frames, sanitizer):
+    # Captured from tests/fuzz/planted.c replayed by isolate-replay.so (no libFuzzer driver):
+    # the same type and frames as libFuzzer's main gives (test_captured_reports), the shim's
+    # own frames (isolate_replay_main, isolate_replay_alarm) dropped like fuzzer:: ones.
+    r = parse(name)
+    assert r.type == type_ and [f.function for f in r.frames] == frames and r.sanitizer == sanitizer
+    assert any(f.function.startswith("isolate_replay_") for f in r.stack)
+    assert not any(f.function.startswith("fuzzer::") for f in r.stack)
+    base = parse(name.split("-")[1])
+    assert r.state == base.state and r.security == base.security
