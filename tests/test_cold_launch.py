@@ -440,3 +440,28 @@ def test_kept_host_id_lock_files_still_exclude_other_holders(monkeypatch):
     # A sandbox's id is held while it runs, free after, through the kept fds too.
     r = isolate.run(["true"])
     assert r.returncode == 0 and hostids.held() == frozenset() and not hostids.in_use(low)
+
+
+def test_a_kept_lock_fd_the_caller_closed_is_neither_used_nor_closed(monkeypatch, tmp_path):
+    # As CPython's own subprocess tests do: the caller closes numbers it does not own, and
+    # opens files of its own at them. The kept fd is then not ours: not locked, not closed.
+    monkeypatch.setattr(hostids, "BASE", hostids.BASE + hostids.COUNT - 2)
+    monkeypatch.setattr(hostids, "COUNT", 2)
+    first = hostids.allocate()
+    low = first.id
+    first.release()
+    kept = hostids._idle[low][0]
+    src = os.open(tmp_path / "callers-file", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC)
+    mine = os.dup2(src, kept, inheritable=False)  # the caller's file now has the kept fd's number
+    os.close(src)
+    try:
+        lease = hostids.allocate()
+        try:
+            assert lease.id == low and hostids.in_use(low)
+        finally:
+            lease.release()
+        os.fstat(mine)  # still the caller's file
+        assert os.path.samestat(os.fstat(mine), os.stat(tmp_path / "callers-file"))
+        assert not hostids.in_use(low)
+    finally:
+        os.close(mine)

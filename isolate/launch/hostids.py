@@ -30,7 +30,9 @@ _held: dict = {}      # id -> fd of its lock file (this process holds the flock)
 # flock on it (one system call) instead of opening the file again (an id held by another
 # process's sandbox is tried at every launch). After the flock, the fd is checked to still
 # be the file at the id's path. Dropped in a forked child (its copies share the parent's
-# open files, and with them the parent's locks).
+# open files, and with them the parent's locks). Kept as (fd, st_dev, st_ino): a caller
+# may close any number (CPython's own subprocess tests close 0, 1 and 2), so a kept fd is
+# used, or closed, only while it is still that file; otherwise it is no longer ours.
 _idle: dict = {}
 IDLE_MAX = 64
 _userns: dict = {}    # id -> fd of a user namespace mapping 0 <-> id (uid and gid), for idmapped binds
@@ -138,7 +140,8 @@ def allocate() -> Lease:
         for id_ in range(BASE, BASE + COUNT):
             if id_ in _held or id_ in SHARED:
                 continue
-            fd = _idle.pop(id_, None)
+            kept = _idle.pop(id_, None)
+            fd = _still_ours(kept)
             if fd is not None:
                 if _lock_idle(id_, fd):
                     _held[id_] = fd
@@ -159,7 +162,7 @@ def allocate() -> Lease:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 if len(_idle) < IDLE_MAX:
-                    _idle[id_] = fd
+                    _keep_idle(id_, fd)
                 else:
                     os.close(fd)
                 continue
@@ -172,13 +175,32 @@ def allocate() -> Lease:
                            "are in use")
 
 
+def _keep_idle(id_: int, fd: int) -> None:
+    st = os.fstat(fd)
+    _idle[id_] = (fd, st.st_dev, st.st_ino)
+
+
+def _still_ours(kept) -> int | None:
+    """The fd of an _idle entry if it is still the lock file it was kept as, else None
+    (the caller closed that number, maybe reopened it: not ours to use or close)."""
+    if kept is None:
+        return None
+    fd, dev, ino = kept
+    try:
+        st = os.fstat(fd)
+    except OSError:
+        return None
+    return fd if (st.st_dev, st.st_ino) == (dev, ino) else None
+
+
 def _lock_idle(id_: int, fd: int) -> bool:
-    """flock an idle lock fd of `id_`: True if it is ours now (and still the file at its
-    path); False if another process holds it (the fd stays idle) or it was stale (closed)."""
+    """flock an idle lock fd of `id_` (checked by _still_ours): True if it is ours now
+    (and still the file at its path); False if another process holds it (the fd stays
+    idle) or it was stale (closed)."""
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        _idle[id_] = fd
+        _keep_idle(id_, fd)
         return False
     except OSError:
         os.close(fd)
@@ -203,7 +225,7 @@ def release(id_: int) -> None:
         if fd is not None and len(_idle) < IDLE_MAX:
             try:
                 fcntl.flock(fd, fcntl.LOCK_UN)  # free for any process; the fd stays for our next launch
-                _idle[id_] = fd
+                _keep_idle(id_, fd)
                 fd = None
             except OSError:
                 pass
@@ -255,11 +277,10 @@ def _after_fork_in_child():
     global _lock
     _lock = threading.Lock()
     _held.clear()
-    for fd in _idle.values():  # shared with the parent's open files: never locked from here
-        try:
+    for kept in _idle.values():  # shared with the parent's open files: never locked from here
+        fd = _still_ours(kept)
+        if fd is not None:
             os.close(fd)
-        except OSError:
-            pass
     _idle.clear()
 
 
