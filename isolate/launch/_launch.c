@@ -1143,6 +1143,19 @@ struct launch_result {
     int mntns_fd;                     /* with hold_mntns: the child's mount namespace, or -1 */
 };
 
+/* fd itself, or a close-on-exec copy of it at 3 or above (the original closed) when it
+ * is 0, 1 or 2; fd when no copy can be made (it stays ours). */
+static int above_std(int fd)
+{
+    if (fd < 0 || fd > 2)
+        return fd;
+    int moved = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+    if (moved < 0)
+        return fd;
+    close(fd);
+    return moved;
+}
+
 #ifndef PIDFD_GET_MNT_NAMESPACE
 #define PIDFD_GET_MNT_NAMESPACE _IO(0xFF, 3) /* linux/pidfd.h, 6.11+ */
 #endif
@@ -1359,6 +1372,12 @@ static void launch_core(struct launch *l, int mntns_fd, int ncgroups, char *cons
         status_fd = -1;
     }
     }
+    /* The fds the caller keeps go above 0, 1 and 2: a caller that closed those (CPython's
+     * own subprocess tests do) dup2s its files back onto them later, which would replace
+     * ours (subprocess does the same for its error pipe). */
+    pidfd = above_std(pidfd);
+    status_fd = above_std(status_fd);
+    held_mntns = above_std(held_mntns);
     res->pid = pid;
     res->pidfd = pidfd;
     res->status_fd = err ? -1 : status_fd;
