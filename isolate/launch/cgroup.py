@@ -124,15 +124,17 @@ class Group:
         """The cgroup.procs files the launch path puts the child into."""
         return [os.fsencode(os.path.join(d, "cgroup.procs")) for d in self.dirs]
 
-    def usage(self) -> Usage:
+    def usage(self, pids: bool = True) -> Usage:
+        """pids=False: pids_refused and pids_peak are not read (None), for a caller that
+        reports only the memory side (run()'s Result)."""
         if self.version == "v2":
             d = self.dirs[0]
             events = _keyed(_read(os.path.join(d, "memory.events")))
-            pids = _keyed(_read(os.path.join(d, "pids.events")))
-            with_mem, with_pids = "memory_max" in self.limits, "pids_max" in self.limits
+            events_p = _keyed(_read(os.path.join(d, "pids.events"))) if pids and "pids_max" in self.limits else {}
+            with_mem, with_pids = "memory_max" in self.limits, pids and "pids_max" in self.limits
             return Usage(events.get("oom_kill") if with_mem else None,
                          _read_int(os.path.join(d, "memory.peak")) if with_mem else None, None,
-                         pids.get("max") if with_pids else None,
+                         events_p.get("max") if with_pids else None,
                          _read_int(os.path.join(d, "pids.peak")) if with_pids else None)
         oom = peak = failcnt = refused = pids_peak = None
         for i, d in enumerate(self.dirs):
@@ -141,6 +143,8 @@ class Group:
                 oom = _keyed(_read(os.path.join(d, "memory.oom_control"))).get("oom_kill")
                 peak = _read_int(os.path.join(d, "memory.max_usage_in_bytes"))
                 failcnt = _read_int(os.path.join(d, "memory.failcnt"))
+            elif not pids and kind == "pids":
+                continue
             elif kind == "pids" or (kind is None and os.path.exists(os.path.join(d, "pids.max"))):
                 refused = _keyed(_read(os.path.join(d, "pids.events"))).get("max")
                 pids_peak = _read_int(os.path.join(d, "pids.peak"))
@@ -172,9 +176,10 @@ class Group:
                 _pending.append((self.version, left))
         return not left
 
-    def finish(self) -> Usage:
-        """After the sandbox has been reaped: what happened, then the cgroup is removed."""
-        u = self.usage()
+    def finish(self, pids: bool = True) -> Usage:
+        """After the sandbox has been reaped: what happened, then the cgroup is removed
+        (pids=False: see usage())."""
+        u = self.usage(pids)
         self.destroy()
         return u
 
@@ -385,7 +390,7 @@ def _own_tasks_fd(controller: str, own_cgroups: str | None = None) -> int:
     """This thread's own v1 cgroup `tasks` file of `controller`, opened now (-1: none).
     Opened per launch, not kept: the caller may be moved to another cgroup meanwhile.
     own_cgroups: this thread's /proc/thread-self/cgroup as read for this launch."""
-    key = (os.getpid(), controller)
+    key = (procfs.pid(), controller)
     with _own_lock:
         if key not in _hierarchies:
             _hierarchies[key] = next((m for m in kmounts.mounts() if m.fstype == "cgroup"
@@ -503,7 +508,7 @@ class CgroupPool:
         self._wake = threading.Event()
         self._making = threading.Lock()  # held while one is made and stored (drain waits for it)
         self._thread: threading.Thread | None = None
-        self._pid = os.getpid()
+        self._pid = procfs.pid()
         self._closed = False
         self.stats = {"made": 0, "taken": 0, "missed": 0, "refused": 0}
 
@@ -513,7 +518,7 @@ class CgroupPool:
 
     def take(self, version: str, bases: Mapping[str, str], limits: Mapping[str, int]) -> Group | None:
         """A prepared cgroup of this kind (checked empty), or None: the caller makes one."""
-        if os.getpid() != self._pid:  # inherited across fork: the parent's, not ours
+        if procfs.pid() != self._pid:  # inherited across fork: the parent's, not ours
             return None
         key = self._key(version, bases, limits)
         with self._lock:

@@ -1009,10 +1009,15 @@ def _run_direct(args, plan: Plan, input, std, env, cwd, timeout, check: bool, on
     argl = popen_args.check_call_args(args, False, None, None, env, -1)
     program = os.fspath(argl[0])
     argv = [os.fsencode(a) for a in argl]
-    environment = plan.environment() if env is None else env
-    envp = _envp(environment)
-    exec_paths = Popen._exec_paths(os.fsencode(program), environment, given=env is not None)
-    cwd_b = os.fsencode(os.path.abspath(os.fspath(cwd))) if cwd is not None else os.fsencode(plan.cwd)
+    fixed = _fixed(plan) if env is None else None
+    if fixed is not None:
+        envp, exec_paths = fixed.envp, fixed.exec_paths(argv[0])
+    else:
+        environment = plan.environment() if env is None else env
+        envp = _envp(environment)
+        exec_paths = Popen._exec_paths(os.fsencode(program), environment, given=env is not None)
+    cwd_b = os.fsencode(os.path.abspath(os.fspath(cwd))) if cwd is not None else \
+        (fixed.cwd if fixed is not None else os.fsencode(plan.cwd))
     child = [-1, -1, -1]   # the program's 0, 1, 2 (-1: the caller's own)
     ours = [-1, -1, -1]    # our end of a pipe to it
     opened: list = []      # closed once the launch has its copies
@@ -1031,7 +1036,8 @@ def _run_direct(args, plan: Plan, input, std, env, cwd, timeout, check: bool, on
                 opened.append(child[i])
             else:
                 child[i] = v   # a file of the profile's [fds] (in opened)
-        src, dst = _fd_table(child[0], child[1], child[2], tuple(sorted(set(plan.pass_fds))))
+        src, dst = _fd_table(child[0], child[1], child[2],
+                             fixed.pass_fds if fixed is not None else tuple(sorted(set(plan.pass_fds))))
         try:
             slot = launch(plan, exec_paths, argv, envp, cwd_b, src, dst, hold_ns=True)
         except _launch.ChildError as e:
@@ -1083,6 +1089,59 @@ def _run_direct(args, plan: Plan, input, std, env, cwd, timeout, check: bool, on
     if check and not timed_out:
         result.check_returncode()
     return result
+
+
+class _Fixed:
+    """What run()'s direct path derives from a Plan alone (env= not given): the program's
+    environment as bytes, the working directory, the passed fds, and exec paths per
+    argv[0]. A Plan is immutable; its environment depends on the caller's only through
+    env.keep, so the entry is made again when one of the kept variables changed (a Plan
+    whose env.keep has a pattern, or keeps the caller's whole environment, has none)."""
+
+    __slots__ = ("plan", "kept", "envp", "path", "cwd", "pass_fds", "_paths")
+
+    def __init__(self, plan: Plan, kept: tuple):
+        self.plan = plan  # the entry holds its Plan: the id() it is filed under stays its own
+        self.kept = kept
+        environment = plan.environment()
+        self.envp = _envp(environment)
+        self.path = environment.get("PATH")
+        self.cwd = os.fsencode(plan.cwd)
+        self.pass_fds = tuple(sorted(set(plan.pass_fds)))
+        self._paths: dict = {}
+
+    def exec_paths(self, program: bytes) -> list:
+        if b"/" in program:
+            return [program]
+        if not self.path:  # no PATH in the program's environment: the caller's is searched, as before
+            return Popen._exec_paths(program, {})
+        paths = self._paths.get(program)
+        if paths is None:
+            paths = Popen._exec_paths(program, {"PATH": self.path})
+            if len(self._paths) < 64:
+                self._paths[program] = paths
+        return list(paths)
+
+
+_fixed_cache: dict = {}   # id(plan) -> _Fixed
+FIXED_MAX = 64
+
+
+def _fixed(plan: Plan) -> _Fixed | None:
+    """The plan's _Fixed for the caller's environment now, or None (env.keep has a pattern
+    or env.clear = false: the environment is built for each launch, as before)."""
+    keep = plan.env_keep
+    if not plan.env_clear or any(c in p for p in keep for c in "*?["):
+        return None
+    environ = os.environ
+    kept = tuple(environ.get(name) for name in keep) if keep else ()
+    entry = _fixed_cache.get(id(plan))
+    if entry is None or entry.plan is not plan or entry.kept != kept:
+        entry = _Fixed(plan, kept)
+        if len(_fixed_cache) >= FIXED_MAX:
+            _fixed_cache.clear()
+        _fixed_cache[id(plan)] = entry
+    return entry
 
 
 def _direct_io(stdin_fd: int, outs: dict, input, deadline) -> bool:
@@ -1188,7 +1247,7 @@ def _reap(slot: "Launched", plan: Plan):
         net.pool().give_back(slot.netns, reusable=plan.pidns)  # as Popen: empty once pid 1 is reaped
         slot.netns = -1
     group, slot.cgroup = slot.cgroup, None
-    slot.cgroup_usage = group.finish() if group is not None else None
+    slot.cgroup_usage = group.finish(pids=False) if group is not None else None  # Result reports memory only
     if slot.ids is not None:
         slot.ids.release()
     return sts, ru
