@@ -125,8 +125,9 @@ class Group:
         return [os.fsencode(os.path.join(d, "cgroup.procs")) for d in self.dirs]
 
     def usage(self, pids: bool = True) -> Usage:
-        """pids=False: pids_refused and pids_peak are not read (None), for a caller that
-        reports only the memory side (run()'s Result)."""
+        """pids=False: only what run()'s Result reports (the OOM outcome and the memory
+        peak): pids_refused and pids_peak are not read (None), nor memory_failcnt where
+        the kernel reports OOM kills."""
         if self.version == "v2":
             d = self.dirs[0]
             events = _keyed(_read(os.path.join(d, "memory.events")))
@@ -142,7 +143,8 @@ class Group:
             if kind == "memory" or (kind is None and os.path.exists(os.path.join(d, "memory.limit_in_bytes"))):
                 oom = _keyed(_read(os.path.join(d, "memory.oom_control"))).get("oom_kill")
                 peak = _read_int(os.path.join(d, "memory.max_usage_in_bytes"))
-                failcnt = _read_int(os.path.join(d, "memory.failcnt"))
+                if pids or oom is None:  # (run() looks at failcnt only where oom_kill is not reported)
+                    failcnt = _read_int(os.path.join(d, "memory.failcnt"))
             elif not pids and kind == "pids":
                 continue
             elif kind == "pids" or (kind is None and os.path.exists(os.path.join(d, "pids.max"))):
@@ -377,7 +379,10 @@ def _own_cgroups() -> str:
         chunks = []
         while True:
             chunk = os.read(fd, 65536)
-            if not chunk:
+            if not chunk or (not chunks and len(chunk) < 4096):
+                # (a seq_file read fills the buffer while there is more: a short first
+                # read of a small buffer's worth is the whole file)
+                chunks.append(chunk)
                 return b"".join(chunks).decode(errors="replace")
             chunks.append(chunk)
     except OSError:
@@ -398,20 +403,32 @@ def _own_tasks_fd(controller: str, own_cgroups: str | None = None) -> int:
         mount = _hierarchies[key]
     if mount is None:
         return -1
-    path = None
     if own_cgroups is None:
         own_cgroups = _own_cgroups()
-    for line in own_cgroups.strip().splitlines():
-        parts = line.split(":", 2)
-        if len(parts) == 3 and controller in parts[1].split(","):
-            path = parts[2]
-    own = kmounts.join(mount, path)
-    if own is None:
+    # The path of the `tasks` file follows from the text read now (and the mount): parsed
+    # once per distinct text, not at every launch.
+    ckey = (own_cgroups, controller, mount)
+    tasks = _own_tasks_paths.get(ckey)
+    if tasks is None:
+        path = None
+        for line in own_cgroups.strip().splitlines():
+            parts = line.split(":", 2)
+            if len(parts) == 3 and controller in parts[1].split(","):
+                path = parts[2]
+        own = kmounts.join(mount, path)
+        tasks = os.path.join(own, "tasks") if own is not None else ""
+        if len(_own_tasks_paths) >= 256:
+            _own_tasks_paths.clear()
+        _own_tasks_paths[ckey] = tasks
+    if not tasks:
         return -1
     try:
-        return os.open(os.path.join(own, "tasks"), os.O_WRONLY | os.O_CLOEXEC)
+        return os.open(tasks, os.O_WRONLY | os.O_CLOEXEC)
     except OSError:
         return -1
+
+
+_own_tasks_paths: dict = {}  # (/proc/thread-self/cgroup text, controller, mount) -> its tasks file, or ""
 
 
 def thread_moves(group: "Group") -> list:

@@ -632,7 +632,8 @@ TASK_MAX = 1 << 20
 
 def launch(plan: Plan, exec_paths, argv, envp, cwd: bytes, src, dst, warm: bool = False,
            ctty: bool = False, umask: int = -1, keep_ignored: bool = False, groups=None,
-           seccomp_log: bool = False, network=None, early_seccomp: bool = False, hold_ns: bool = False) -> Launched:
+           seccomp_log: bool = False, network=None, early_seccomp: bool = False, hold_ns: bool = False,
+           src_stats: dict | None = None) -> Launched:
     """One start of the launch path. With warm=True, pid 1 is set up and then waits for
     its task on fd 0 (a socket returned as Launched.ctl) instead of starting a program.
     With ctty=True, fd 0 (a fresh pty) becomes the controlling terminal of the program,
@@ -645,7 +646,10 @@ def launch(plan: Plan, exec_paths, argv, envp, cwd: bytes, src, dst, warm: bool 
 
     hold_ns: Launched.mntns is a reference to the sandbox's mount namespace, taken
     right after the clone; whoever reaps the sandbox passes it to release_mntns()
-    (its teardown then runs in a thread of the launch path, not before the reap)."""
+    (its teardown then runs in a thread of the launch path, not before the reap).
+
+    src_stats: {fd: os.fstat(fd)} of fds of `src` the caller has just looked at (run()'s
+    direct path, the caller's own 0, 1, 2), not looked at again."""
     first_private = max(dst + [2]) + 1
     init_fd, self_pidfd = process_fds()
     # A fresh cgroup per launch; the launch path puts the child in before it runs anything.
@@ -680,7 +684,7 @@ def launch(plan: Plan, exec_paths, argv, envp, cwd: bytes, src, dst, warm: bool 
             # A host uid/gid of its own for this sandbox, and its binds as trees idmapped to it.
             lease = hostids.allocate()
             trees = mounts.detached_trees(plan, hostids.userns_fd(lease.id))
-            _give_pipes(src, lease.id)
+            _give_pipes(src, lease.id, src_stats)
             args += (b"%d %d 1\n" % (plan.inside_uid, lease.id), b"%d %d 1\n" % (plan.inside_gid, lease.id),
                      plan.inside_uid, plan.inside_gid, trees)
         else:
@@ -769,7 +773,7 @@ def _caller_umask() -> int:
 _pipefs_dev = None
 
 
-def _give_pipes(fds, id_: int) -> None:
+def _give_pipes(fds, id_: int, stats: dict | None = None) -> None:
     """Anonymous pipes of the program's fd table become owned by its host id.
 
     A pipe's inode belongs to its creator (root, mode 0600); the program, another id now,
@@ -783,7 +787,9 @@ def _give_pipes(fds, id_: int) -> None:
         os.close(w)
     for fd in fds:
         try:
-            st = os.fstat(fd)
+            st = stats.get(fd) if stats else None
+            if st is None:
+                st = os.fstat(fd)
             if stat.S_ISFIFO(st.st_mode) and st.st_dev == _pipefs_dev and st.st_uid != id_:
                 os.fchown(fd, id_, id_)
         except OSError:
@@ -822,14 +828,19 @@ def _await_start(status_fd: int) -> None:
 STEP_NUMBERS = {"init": 19, "exec": 17, "seccomp": 16, "landlock": 22, "chdir": 9, "fds": 7, "setsid": 3}
 
 
-def _fd_table(p2cread: int, c2pwrite: int, errwrite: int, passed) -> tuple[list, list]:
-    """The program's fd table: 0, 1, 2 (-1 = the caller's own) and the passed fds at their numbers."""
+def _fd_table(p2cread: int, c2pwrite: int, errwrite: int, passed, stats: dict | None = None) -> tuple[list, list]:
+    """The program's fd table: 0, 1, 2 (-1 = the caller's own) and the passed fds at their numbers.
+    stats: filled with fd -> os.stat_result of the caller's own 0, 1, 2 found open (for launch())."""
     src, dst = [], []
     for target, fd in ((0, p2cread), (1, c2pwrite), (2, errwrite)):
         if fd == -1:
             fd = target
-            if not _fd_open(fd):
+            try:
+                st = os.fstat(fd)
+            except OSError:
                 continue
+            if stats is not None:
+                stats[fd] = st
         src.append(fd)
         dst.append(target)
     for fd in passed:
@@ -1036,10 +1047,11 @@ def _run_direct(args, plan: Plan, input, std, env, cwd, timeout, check: bool, on
                 opened.append(child[i])
             else:
                 child[i] = v   # a file of the profile's [fds] (in opened)
+        stats: dict = {}
         src, dst = _fd_table(child[0], child[1], child[2],
-                             fixed.pass_fds if fixed is not None else tuple(sorted(set(plan.pass_fds))))
+                             fixed.pass_fds if fixed is not None else tuple(sorted(set(plan.pass_fds))), stats)
         try:
-            slot = launch(plan, exec_paths, argv, envp, cwd_b, src, dst, hold_ns=True)
+            slot = launch(plan, exec_paths, argv, envp, cwd_b, src, dst, hold_ns=True, src_stats=stats)
         except _launch.ChildError as e:
             raise _setup_error(e.args, plan, program, cwd_b, getattr(e, "cgroup_procs", ())) from None
     except BaseException:
