@@ -118,11 +118,16 @@ class Group:
         self.dirs = list(dirs)
         self.limits = dict(limits)
         self.controllers = list(controllers_) if controllers_ is not None else None  # v1: per dir
+        self._procs: tuple = (None, [])  # (the dirs list they were made from, the cgroup.procs paths)
 
     @property
     def procs(self) -> list[bytes]:
-        """The cgroup.procs files the launch path puts the child into."""
-        return [os.fsencode(os.path.join(d, "cgroup.procs")) for d in self.dirs]
+        """The cgroup.procs files the launch path puts the child into (made once per dirs list)."""
+        made_from, procs = self._procs
+        if made_from is not self.dirs:
+            procs = [os.fsencode(os.path.join(d, "cgroup.procs")) for d in self.dirs]
+            self._procs = (self.dirs, procs)
+        return list(procs)
 
     def usage(self, pids: bool = True) -> Usage:
         """pids=False: only what run()'s Result reports (the OOM outcome and the memory

@@ -432,7 +432,8 @@ class Popen(subprocess.Popen):
         environment = plan.environment() if self._env is None else self._env
         envp = _envp(environment)
         exec_paths = self._exec_paths(os.fsencode(program), environment, given=self._env is not None)
-        src, dst = _fd_table(p2cread, c2pwrite, errwrite, self._pass)
+        stats: dict = {}
+        src, dst = _fd_table(p2cread, c2pwrite, errwrite, self._pass, stats)
         cwd_b = os.fsencode(os.path.abspath(os.fspath(cwd))) if cwd is not None else os.fsencode(plan.cwd)
         try:
             if getattr(self, "_pty_late", False):
@@ -451,7 +452,7 @@ class Popen(subprocess.Popen):
                                    ctty=getattr(self, "_ctty", False), umask=self._umask,
                                    keep_ignored=self._keep_ignored, groups=self._groups,
                                    seccomp_log=self._seccomp_log, network=self._network_for_launch,
-                                   hold_ns=True))
+                                   hold_ns=True, src_stats=stats))
                 self._child_created = True
         except BaseException as e:
             self._close_pipe_fds(p2cread, p2cwrite, c2pread, c2pwrite, errread, errwrite)
