@@ -1116,7 +1116,8 @@ class _Fixed:
     def __init__(self, plan: Plan, kept: tuple):
         self.plan = plan  # the entry holds its Plan: the id() it is filed under stays its own
         self.kept = kept
-        environment = plan.environment()
+        # (from the values looked at, not os.environ again: the entry is what `kept` says)
+        environment = plan.environment({n: v for n, v in zip(plan.env_keep, kept) if v is not None})
         self.envp = _envp(environment)
         self.path = environment.get("PATH")
         self.cwd = os.fsencode(plan.cwd)
