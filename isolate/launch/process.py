@@ -20,6 +20,7 @@ import stat
 import struct
 import subprocess
 import time
+import weakref
 from typing import Any, Mapping, Sequence
 
 # The error types are also this module's names (isolate exports them from here).
@@ -1114,7 +1115,7 @@ class _Fixed:
     __slots__ = ("plan", "kept", "envp", "path", "cwd", "pass_fds", "_paths")
 
     def __init__(self, plan: Plan, kept: tuple):
-        self.plan = plan  # the entry holds its Plan: the id() it is filed under stays its own
+        self.plan = weakref.ref(plan)  # not kept alive by this entry (an evicted Plan closes its fds)
         self.kept = kept
         # (from the values looked at, not os.environ again: the entry is what `kept` says)
         environment = plan.environment({n: v for n, v in zip(plan.env_keep, kept) if v is not None})
@@ -1150,7 +1151,7 @@ def _fixed(plan: Plan) -> _Fixed | None:
     environ = os.environ
     kept = tuple(environ.get(name) for name in keep) if keep else ()
     entry = _fixed_cache.get(id(plan))
-    if entry is None or entry.plan is not plan or entry.kept != kept:
+    if entry is None or entry.plan() is not plan or entry.kept != kept:
         entry = _Fixed(plan, kept)
         if len(_fixed_cache) >= FIXED_MAX:
             _fixed_cache.clear()
