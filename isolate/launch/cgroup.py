@@ -385,8 +385,8 @@ def _own_cgroups() -> str:
         while True:
             chunk = os.read(fd, 65536)
             if not chunk or (not chunks and len(chunk) < 4096):
-                # (a seq_file read fills the buffer while there is more: a short first
-                # read of a small buffer's worth is the whole file)
+                # (/proc/PID/cgroup is one seq_file show: its first read returns all of it,
+                # up to the size asked, so a short first read is the whole file)
                 chunks.append(chunk)
                 return b"".join(chunks).decode(errors="replace")
             chunks.append(chunk)
