@@ -532,3 +532,27 @@ def test_the_pid_the_pools_check_is_the_forked_childs_own():
     os.close(r)
     os.waitpid(pid, 0)
     assert data[0] == data[1] == str(pid).encode()
+
+
+def test_a_kept_host_id_lock_fd_closed_by_the_caller_is_not_an_error():
+    # The caller may close any fd number (subprocess's own tests close 0-2 and dup2 over
+    # them): a kept lock fd that is gone is dropped, and the launch takes an id as usual.
+    isolate.run(["true"])
+    with hostids._lock:
+        kept = dict(hostids._idle)
+    if not kept:
+        r, w = os.pipe()  # nothing kept: nothing to close behind its back (still a valid run)
+        os.close(r)
+        os.close(w)
+    for fd in kept.values():
+        os.close(fd)
+    try:
+        r = isolate.run(["cat", "/proc/self/uid_map"], capture_output=True)
+        host = int(r.stdout.split()[1])  # the sandbox's host id, as the program sees its map
+        assert r.returncode == 0 and hostids.BASE <= host < hostids.BASE + hostids.COUNT
+        assert hostids.held() == frozenset()
+    finally:
+        with hostids._lock:
+            for id_, fd in list(hostids._idle.items()):
+                if kept.get(id_) == fd:
+                    hostids._idle.pop(id_)

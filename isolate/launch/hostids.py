@@ -33,6 +33,10 @@ _held: dict = {}      # id -> fd of its lock file (this process holds the flock)
 # be the file at the id's path. Dropped in a forked child (its copies share the parent's
 # open files, and with them the parent's locks).
 _idle: dict = {}
+# id -> (st_dev, st_ino) of the lock file its fd was opened on: an idle fd is used (and
+# closed) only while that number is still that file (the caller may close any fd number
+# and open something else on it).
+_ident: dict = {}
 IDLE_MAX = 64
 _userns: dict = {}    # id -> fd of a user namespace mapping 0 <-> id (uid and gid), for idmapped binds
 
@@ -153,6 +157,8 @@ def allocate() -> Lease:
                 except FileNotFoundError:  # the directory was removed since: make it again
                     _make_lock_dir()
                     fd = os.open(_lock_path(id_), flags, 0o600)
+                st = os.fstat(fd)
+                _ident[id_] = (st.st_dev, st.st_ino)
             except OSError as e:
                 raise SandboxSetupError("identity", e.errno, "reserving a host id for the sandbox",
                                         _lock_path(id_)) from None
@@ -175,7 +181,15 @@ def allocate() -> Lease:
 
 def _lock_idle(id_: int, fd: int) -> bool:
     """flock an idle lock fd of `id_`: True if it is ours now (and still the file at its
-    path); False if another process holds it (the fd stays idle) or it was stale (closed)."""
+    path); False if another process holds it (the fd stays idle) or it was stale (closed),
+    or that fd number is no longer our lock file (dropped, not closed: not ours now)."""
+    ident = _ident.get(id_)
+    try:
+        mine = os.fstat(fd)
+    except OSError:
+        return False  # closed behind our back
+    if ident is None or (mine.st_dev, mine.st_ino) != ident:
+        return False  # the caller's file now, on that number
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -185,8 +199,8 @@ def _lock_idle(id_: int, fd: int) -> bool:
         os.close(fd)
         return False
     try:
-        st, mine = os.stat(_lock_path(id_), follow_symlinks=False), os.fstat(fd)
-        same = (st.st_dev, st.st_ino) == (mine.st_dev, mine.st_ino)
+        st = os.stat(_lock_path(id_), follow_symlinks=False)
+        same = (st.st_dev, st.st_ino) == ident
     except OSError:
         same = False
     if not same:  # the lock directory was made again since: this lock excludes nobody
@@ -262,6 +276,7 @@ def _after_fork_in_child():
         except OSError:
             pass
     _idle.clear()
+    _ident.clear()
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
