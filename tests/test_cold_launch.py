@@ -465,3 +465,95 @@ def test_a_kept_lock_fd_the_caller_closed_is_neither_used_nor_closed(monkeypatch
         assert not hostids.in_use(low)
     finally:
         os.close(mine)
+
+
+# ---- what run()'s direct path keeps per Plan (process._fixed) and per caller ------------
+def test_kept_variables_are_read_at_every_launch(monkeypatch, direct_only):
+    # default keeps TERM: the program sees the caller's TERM of the moment, also when the
+    # per-plan environment was made with another value (or with none).
+    seen = []
+    for value in ("vt100", "xterm-256color", None, "dumb"):
+        if value is None:
+            monkeypatch.delenv("TERM", raising=False)
+        else:
+            monkeypatch.setenv("TERM", value)
+        r = isolate.run(["sh", "-c", 'echo "${TERM-unset}"; echo "$PATH"; echo "$LANG"'], capture_output=True)
+        seen.append(r.stdout.decode().split("\n")[:3])
+    assert [s[0] for s in seen] == ["vt100", "xterm-256color", "unset", "dumb"]
+    assert all(s[1:] == ["/usr/local/bin:/usr/bin:/bin", "C.UTF-8"] for s in seen)
+    assert not direct_only
+
+
+def test_the_plans_path_is_searched_not_the_callers(monkeypatch, direct_only):
+    # The program is looked up in its own environment's PATH (the profile's), whatever the
+    # caller's PATH says at that moment; the per-plan exec paths follow argv[0].
+    import pathlib
+    import shutil
+    import tempfile
+
+    d = pathlib.Path(tempfile.mkdtemp(dir="/var/tmp"))  # (/tmp is the sandbox's own tmpfs)
+    try:
+        d.chmod(0o755)
+        (d / "isolate-only-here").write_text("#!/bin/sh\necho found\n")
+        (d / "isolate-only-here").chmod(0o755)
+        prof = with_python("default", ro=[str(d)])
+        for path in (f"{d}:/usr/bin:/bin", "/nonexistent"):
+            monkeypatch.setenv("PATH", path)
+            with pytest.raises(isolate.ExecutableNotFound):
+                isolate.run(["isolate-only-here"], profile=prof, capture_output=True)
+            assert isolate.run([str(d / "isolate-only-here")], profile=prof, capture_output=True).stdout == b"found\n"
+            assert isolate.run(["sh", "-c", "command -v sh"], profile=prof, capture_output=True).stdout.strip() \
+                in (b"/usr/local/bin/sh", b"/usr/bin/sh", b"/bin/sh")
+            assert isolate.run(["printf", "x"], profile=prof, capture_output=True).stdout == b"x"
+    finally:
+        shutil.rmtree(d)
+    assert not direct_only
+
+
+def test_env_given_and_glob_keeps_are_built_per_launch(monkeypatch, direct_only):
+    r = isolate.run(["sh", "-c", "echo $A"], env={"A": "given", "PATH": "/usr/bin:/bin"}, capture_output=True)
+    assert r.stdout == b"given\n"
+    prof = {"extends": "default", "env": {"keep": ["ISOLATE_T_*"]}}
+    for value in ("1", "2"):
+        monkeypatch.setenv("ISOLATE_T_X", value)
+        r = isolate.run(["sh", "-c", "echo $ISOLATE_T_X"], profile=prof, capture_output=True)
+        assert r.stdout == value.encode() + b"\n"
+    with pytest.raises(ValueError, match="embedded null byte"):
+        isolate.run(["true"], env={"A": "x\0y"})
+    assert not direct_only
+
+
+def test_plan_lookup_follows_the_caller_context(tmp_path, monkeypatch):
+    # The plan cache's quick key: the same profile from another cwd ({cwd} in the view)
+    # and another ISOLATE_DOCTOR_DISABLE is another plan, as with the hashed key.
+    from isolate.launch import plans
+
+    a = plans.plan_for("default")
+    assert plans.plan_for("default") is a
+    monkeypatch.chdir(tmp_path)
+    b = plans.plan_for("default")
+    assert b is not a
+    monkeypatch.setenv("ISOLATE_DOCTOR_DISABLE", "nothing-real")
+    assert plans.plan_for("default") is not b
+    monkeypatch.delenv("ISOLATE_DOCTOR_DISABLE")
+    assert plans.plan_for("default") is b
+    r = isolate.run(["sh", "-c", "pwd"], capture_output=True)
+    assert r.stdout.strip() == os.fsencode(tmp_path)
+
+
+def test_the_pid_the_pools_check_is_the_forked_childs_own():
+    from isolate.kernel import procfs
+
+    assert procfs.pid() == os.getpid()
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.write(w, b"%d %d" % (procfs.pid(), os.getpid()))
+        finally:
+            os._exit(0)
+    os.close(w)
+    data = os.read(r, 64).split()
+    os.close(r)
+    os.waitpid(pid, 0)
+    assert data[0] == data[1] == str(pid).encode()

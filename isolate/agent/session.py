@@ -165,6 +165,7 @@ class Session:
                     self._net.close()
                 raise
         self._base_env = self.plan.environment(extra=env)
+        self._env_given = env is not None
         self._devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
         self._popen = None
         self._ctl = None
@@ -202,7 +203,7 @@ class Session:
             try:
                 self._popen = Popen(argv, profile=self.plan,
                                     stdin=theirs.fileno(), stdout=self._devnull, stderr=self._devnull,
-                                    pass_fds=pass_fds, env=dict(self._base_env), cwd=None,
+                                    pass_fds=pass_fds, env=self._launch_env(), cwd=None,
                                     seccomp_log=self._seccomp_log, network=self._net, **overlay_args)
             except SandboxSetupError as e:
                 if getattr(e, "step", None) != "exec":
@@ -245,6 +246,14 @@ class Session:
         self.files = Files(self._root_fd, self.uid, self.gid, lambda: self._pwd or self.plan.cwd)
         self.pid = self._popen.pid
         self.start_time = time.monotonic() - t0
+
+    def _launch_env(self):
+        """agentd's environment for Popen: None (the plan's, which is _base_env, built again
+        by the launch without the checks of a caller's env=) unless env= was given, or the
+        caller's environment changed since _base_env was made (an env.keep name)."""
+        if not self._env_given and self.plan.environment() == self._base_env:
+            return None
+        return dict(self._base_env)
 
     def _watch(self) -> None:
         while not self._closed:

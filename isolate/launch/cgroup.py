@@ -118,21 +118,29 @@ class Group:
         self.dirs = list(dirs)
         self.limits = dict(limits)
         self.controllers = list(controllers_) if controllers_ is not None else None  # v1: per dir
+        self._procs: tuple = (None, [])  # (the dirs list they were made from, the cgroup.procs paths)
 
     @property
     def procs(self) -> list[bytes]:
-        """The cgroup.procs files the launch path puts the child into."""
-        return [os.fsencode(os.path.join(d, "cgroup.procs")) for d in self.dirs]
+        """The cgroup.procs files the launch path puts the child into (made once per dirs list)."""
+        made_from, procs = self._procs
+        if made_from is not self.dirs:
+            procs = [os.fsencode(os.path.join(d, "cgroup.procs")) for d in self.dirs]
+            self._procs = (self.dirs, procs)
+        return list(procs)
 
-    def usage(self) -> Usage:
+    def usage(self, pids: bool = True) -> Usage:
+        """pids=False: only what run()'s Result reports (the OOM outcome and the memory
+        peak): pids_refused and pids_peak are not read (None), nor memory_failcnt where
+        the kernel reports OOM kills."""
         if self.version == "v2":
             d = self.dirs[0]
             events = _keyed(_read(os.path.join(d, "memory.events")))
-            pids = _keyed(_read(os.path.join(d, "pids.events")))
-            with_mem, with_pids = "memory_max" in self.limits, "pids_max" in self.limits
+            events_p = _keyed(_read(os.path.join(d, "pids.events"))) if pids and "pids_max" in self.limits else {}
+            with_mem, with_pids = "memory_max" in self.limits, pids and "pids_max" in self.limits
             return Usage(events.get("oom_kill") if with_mem else None,
                          _read_int(os.path.join(d, "memory.peak")) if with_mem else None, None,
-                         pids.get("max") if with_pids else None,
+                         events_p.get("max") if with_pids else None,
                          _read_int(os.path.join(d, "pids.peak")) if with_pids else None)
         oom = peak = failcnt = refused = pids_peak = None
         for i, d in enumerate(self.dirs):
@@ -140,7 +148,10 @@ class Group:
             if kind == "memory" or (kind is None and os.path.exists(os.path.join(d, "memory.limit_in_bytes"))):
                 oom = _keyed(_read(os.path.join(d, "memory.oom_control"))).get("oom_kill")
                 peak = _read_int(os.path.join(d, "memory.max_usage_in_bytes"))
-                failcnt = _read_int(os.path.join(d, "memory.failcnt"))
+                if pids or oom is None:  # (run() looks at failcnt only where oom_kill is not reported)
+                    failcnt = _read_int(os.path.join(d, "memory.failcnt"))
+            elif not pids and kind == "pids":
+                continue
             elif kind == "pids" or (kind is None and os.path.exists(os.path.join(d, "pids.max"))):
                 refused = _keyed(_read(os.path.join(d, "pids.events"))).get("max")
                 pids_peak = _read_int(os.path.join(d, "pids.peak"))
@@ -172,9 +183,10 @@ class Group:
                 _pending.append((self.version, left))
         return not left
 
-    def finish(self) -> Usage:
-        """After the sandbox has been reaped: what happened, then the cgroup is removed."""
-        u = self.usage()
+    def finish(self, pids: bool = True) -> Usage:
+        """After the sandbox has been reaped: what happened, then the cgroup is removed
+        (pids=False: see usage())."""
+        u = self.usage(pids)
         self.destroy()
         return u
 
@@ -372,7 +384,10 @@ def _own_cgroups() -> str:
         chunks = []
         while True:
             chunk = os.read(fd, 65536)
-            if not chunk:
+            if not chunk or (not chunks and len(chunk) < 4096):
+                # (/proc/PID/cgroup is one seq_file show: its first read returns all of it,
+                # up to the size asked, so a short first read is the whole file)
+                chunks.append(chunk)
                 return b"".join(chunks).decode(errors="replace")
             chunks.append(chunk)
     except OSError:
@@ -385,7 +400,7 @@ def _own_tasks_fd(controller: str, own_cgroups: str | None = None) -> int:
     """This thread's own v1 cgroup `tasks` file of `controller`, opened now (-1: none).
     Opened per launch, not kept: the caller may be moved to another cgroup meanwhile.
     own_cgroups: this thread's /proc/thread-self/cgroup as read for this launch."""
-    key = (os.getpid(), controller)
+    key = (procfs.pid(), controller)
     with _own_lock:
         if key not in _hierarchies:
             _hierarchies[key] = next((m for m in kmounts.mounts() if m.fstype == "cgroup"
@@ -393,20 +408,32 @@ def _own_tasks_fd(controller: str, own_cgroups: str | None = None) -> int:
         mount = _hierarchies[key]
     if mount is None:
         return -1
-    path = None
     if own_cgroups is None:
         own_cgroups = _own_cgroups()
-    for line in own_cgroups.strip().splitlines():
-        parts = line.split(":", 2)
-        if len(parts) == 3 and controller in parts[1].split(","):
-            path = parts[2]
-    own = kmounts.join(mount, path)
-    if own is None:
+    # The path of the `tasks` file follows from the text read now (and the mount): parsed
+    # once per distinct text, not at every launch.
+    ckey = (own_cgroups, controller, mount)
+    tasks = _own_tasks_paths.get(ckey)
+    if tasks is None:
+        path = None
+        for line in own_cgroups.strip().splitlines():
+            parts = line.split(":", 2)
+            if len(parts) == 3 and controller in parts[1].split(","):
+                path = parts[2]
+        own = kmounts.join(mount, path)
+        tasks = os.path.join(own, "tasks") if own is not None else ""
+        if len(_own_tasks_paths) >= 256:
+            _own_tasks_paths.clear()
+        _own_tasks_paths[ckey] = tasks
+    if not tasks:
         return -1
     try:
-        return os.open(os.path.join(own, "tasks"), os.O_WRONLY | os.O_CLOEXEC)
+        return os.open(tasks, os.O_WRONLY | os.O_CLOEXEC)
     except OSError:
         return -1
+
+
+_own_tasks_paths: dict = {}  # (/proc/thread-self/cgroup text, controller, mount) -> its tasks file, or ""
 
 
 def thread_moves(group: "Group") -> list:
@@ -503,7 +530,7 @@ class CgroupPool:
         self._wake = threading.Event()
         self._making = threading.Lock()  # held while one is made and stored (drain waits for it)
         self._thread: threading.Thread | None = None
-        self._pid = os.getpid()
+        self._pid = procfs.pid()
         self._closed = False
         self.stats = {"made": 0, "taken": 0, "missed": 0, "refused": 0}
 
@@ -513,7 +540,7 @@ class CgroupPool:
 
     def take(self, version: str, bases: Mapping[str, str], limits: Mapping[str, int]) -> Group | None:
         """A prepared cgroup of this kind (checked empty), or None: the caller makes one."""
-        if os.getpid() != self._pid:  # inherited across fork: the parent's, not ours
+        if procfs.pid() != self._pid:  # inherited across fork: the parent's, not ours
             return None
         key = self._key(version, bases, limits)
         with self._lock:

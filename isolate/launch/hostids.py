@@ -18,6 +18,7 @@ import os
 import threading
 
 from ..errors import SandboxSetupError, UnsupportedError
+from ..kernel import procfs
 # The range (BASE, COUNT, SHARED) is the plan's: a Landlock-mode plan maps to BASE itself.
 from ..plan.ids import BASE, COUNT, SHARED
 from . import _launch
@@ -126,7 +127,7 @@ def _make_lock_dir() -> None:
         os.makedirs(LOCK_DIR, mode=0o700, exist_ok=True)
     except OSError as e:
         raise SandboxSetupError("identity", e.errno, "reserving a host id for the sandbox", LOCK_DIR) from None
-    _lock_dir_made = (os.getpid(), LOCK_DIR)
+    _lock_dir_made = (procfs.pid(), LOCK_DIR)
 
 
 def allocate() -> Lease:
@@ -134,7 +135,7 @@ def allocate() -> Lease:
 
     Held by an flock on LOCK_DIR/<id>, taken on an fd of this process and dropped when
     the sandbox is reaped (release) or this process dies; within the process, a set."""
-    if _lock_dir_made != (os.getpid(), LOCK_DIR):
+    if _lock_dir_made != (procfs.pid(), LOCK_DIR):
         _make_lock_dir()
     with _lock:
         for id_ in range(BASE, BASE + COUNT):

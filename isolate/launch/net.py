@@ -30,6 +30,7 @@ import struct
 import threading
 from collections import deque
 
+from ..kernel import procfs
 from ..kernel.constants import CLONE_NEWNET
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -84,7 +85,7 @@ class NetnsPool:
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
-        self._pid = os.getpid()
+        self._pid = procfs.pid()
         self.stats = {"made": 0, "reused": 0, "taken": 0, "missed": 0}
 
     def _ensure_thread(self) -> None:
@@ -109,7 +110,7 @@ class NetnsPool:
 
     def take(self) -> int:
         """A namespace fd for one sandbox, or -1 when none is ready (clone makes one)."""
-        if os.getpid() != self._pid:  # inherited across fork: not ours to hand out
+        if procfs.pid() != self._pid:  # inherited across fork: not ours to hand out
             return -1
         with self._lock:
             fd = self._free.popleft() if self._free else -1
@@ -129,7 +130,7 @@ class NetnsPool:
         """Return a namespace once its sandbox is gone; close it unless it is reusable."""
         with self._lock:
             self._in_use = max(0, self._in_use - 1)
-            if reusable and os.getpid() == self._pid and len(self._free) < self.size:
+            if reusable and procfs.pid() == self._pid and len(self._free) < self.size:
                 self._free.append(fd)
                 self.stats["reused"] += 1
                 return
@@ -155,8 +156,8 @@ def pool() -> NetnsPool | None:
     global _pool
     if os.geteuid() != 0:
         return None
-    if _pool is None or _pool._pid != os.getpid():
+    if _pool is None or _pool._pid != procfs.pid():
         with _pool_lock:
-            if _pool is None or _pool._pid != os.getpid():
+            if _pool is None or _pool._pid != procfs.pid():
                 _pool = NetnsPool()
     return _pool

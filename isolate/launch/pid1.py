@@ -8,6 +8,7 @@ import os
 import threading
 
 from ..errors import SandboxSetupError
+from ..kernel import procfs
 
 INIT_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "isolate-init")
 FLAG_PIDNS, FLAG_DIE_WITH_PARENT = 1, 2
@@ -24,7 +25,7 @@ _proc_fds: dict = {}
 
 def process_fds() -> tuple[int, int]:
     """(O_PATH fd of isolate-init, pidfd of this process), opened once per process."""
-    pid = os.getpid()
+    pid = procfs.pid()
     fds = _proc_fds.get(pid)
     if fds is None:
         with _proc_lock:

@@ -41,17 +41,32 @@ CACHE_SIZE = 64
 stats = {"compiled": 0, "hits": 0}
 
 
-def _compiler():
-    from ..plan import compile  # the compiler, its probes and views: ~10 ms, loaded by the first compile
+_compile_mod = None
+_keys: dict = {}   # compile.quick_key(...) -> compile.cache_key(...) of the same profile and caller
+KEYS_MAX = 256
 
-    return compile
+
+def _compiler():
+    global _compile_mod
+    if _compile_mod is None:
+        from ..plan import compile  # the compiler, its probes and views: ~10 ms, loaded by the first compile
+
+        _compile_mod = compile
+    return _compile_mod
 
 
 def compile_profile(profile, cwd: str | None = None) -> Plan:
     """The Plan of `profile` for this caller; cached by content, compiled at most once."""
     compile_mod = _compiler()
     ctx = compile_mod.caller_context(cwd)
-    key = compile_mod.cache_key(profile, ctx)
+    quick = compile_mod.quick_key(profile, ctx)
+    key = _keys.get(quick) if quick is not None else None
+    if key is None:
+        key = compile_mod.cache_key(profile, ctx)
+        if quick is not None:
+            if len(_keys) >= KEYS_MAX:
+                _keys.clear()
+            _keys[quick] = key
     with _cache_lock:
         plan = _cache.get(key)
         if plan is not None:

@@ -20,6 +20,7 @@ import stat
 import struct
 import subprocess
 import time
+import weakref
 from typing import Any, Mapping, Sequence
 
 # The error types are also this module's names (isolate exports them from here).
@@ -432,7 +433,8 @@ class Popen(subprocess.Popen):
         environment = plan.environment() if self._env is None else self._env
         envp = _envp(environment)
         exec_paths = self._exec_paths(os.fsencode(program), environment, given=self._env is not None)
-        src, dst = _fd_table(p2cread, c2pwrite, errwrite, self._pass)
+        stats: dict = {}
+        src, dst = _fd_table(p2cread, c2pwrite, errwrite, self._pass, stats)
         cwd_b = os.fsencode(os.path.abspath(os.fspath(cwd))) if cwd is not None else os.fsencode(plan.cwd)
         try:
             if getattr(self, "_pty_late", False):
@@ -451,7 +453,7 @@ class Popen(subprocess.Popen):
                                    ctty=getattr(self, "_ctty", False), umask=self._umask,
                                    keep_ignored=self._keep_ignored, groups=self._groups,
                                    seccomp_log=self._seccomp_log, network=self._network_for_launch,
-                                   hold_ns=True))
+                                   hold_ns=True, src_stats=stats))
                 self._child_created = True
         except BaseException as e:
             self._close_pipe_fds(p2cread, p2cwrite, c2pread, c2pwrite, errread, errwrite)
@@ -632,7 +634,8 @@ TASK_MAX = 1 << 20
 
 def launch(plan: Plan, exec_paths, argv, envp, cwd: bytes, src, dst, warm: bool = False,
            ctty: bool = False, umask: int = -1, keep_ignored: bool = False, groups=None,
-           seccomp_log: bool = False, network=None, early_seccomp: bool = False, hold_ns: bool = False) -> Launched:
+           seccomp_log: bool = False, network=None, early_seccomp: bool = False, hold_ns: bool = False,
+           src_stats: dict | None = None) -> Launched:
     """One start of the launch path. With warm=True, pid 1 is set up and then waits for
     its task on fd 0 (a socket returned as Launched.ctl) instead of starting a program.
     With ctty=True, fd 0 (a fresh pty) becomes the controlling terminal of the program,
@@ -645,7 +648,10 @@ def launch(plan: Plan, exec_paths, argv, envp, cwd: bytes, src, dst, warm: bool 
 
     hold_ns: Launched.mntns is a reference to the sandbox's mount namespace, taken
     right after the clone; whoever reaps the sandbox passes it to release_mntns()
-    (its teardown then runs in a thread of the launch path, not before the reap)."""
+    (its teardown then runs in a thread of the launch path, not before the reap).
+
+    src_stats: {fd: os.fstat(fd)} of fds of `src` the caller has just looked at (run()'s
+    direct path, the caller's own 0, 1, 2), not looked at again."""
     first_private = max(dst + [2]) + 1
     init_fd, self_pidfd = process_fds()
     # A fresh cgroup per launch; the launch path puts the child in before it runs anything.
@@ -680,7 +686,7 @@ def launch(plan: Plan, exec_paths, argv, envp, cwd: bytes, src, dst, warm: bool 
             # A host uid/gid of its own for this sandbox, and its binds as trees idmapped to it.
             lease = hostids.allocate()
             trees = mounts.detached_trees(plan, hostids.userns_fd(lease.id))
-            _give_pipes(src, lease.id)
+            _give_pipes(src, lease.id, src_stats)
             args += (b"%d %d 1\n" % (plan.inside_uid, lease.id), b"%d %d 1\n" % (plan.inside_gid, lease.id),
                      plan.inside_uid, plan.inside_gid, trees)
         else:
@@ -769,7 +775,7 @@ def _caller_umask() -> int:
 _pipefs_dev = None
 
 
-def _give_pipes(fds, id_: int) -> None:
+def _give_pipes(fds, id_: int, stats: dict | None = None) -> None:
     """Anonymous pipes of the program's fd table become owned by its host id.
 
     A pipe's inode belongs to its creator (root, mode 0600); the program, another id now,
@@ -783,7 +789,9 @@ def _give_pipes(fds, id_: int) -> None:
         os.close(w)
     for fd in fds:
         try:
-            st = os.fstat(fd)
+            st = stats.get(fd) if stats else None
+            if st is None:
+                st = os.fstat(fd)
             if stat.S_ISFIFO(st.st_mode) and st.st_dev == _pipefs_dev and st.st_uid != id_:
                 os.fchown(fd, id_, id_)
         except OSError:
@@ -822,14 +830,19 @@ def _await_start(status_fd: int) -> None:
 STEP_NUMBERS = {"init": 19, "exec": 17, "seccomp": 16, "landlock": 22, "chdir": 9, "fds": 7, "setsid": 3}
 
 
-def _fd_table(p2cread: int, c2pwrite: int, errwrite: int, passed) -> tuple[list, list]:
-    """The program's fd table: 0, 1, 2 (-1 = the caller's own) and the passed fds at their numbers."""
+def _fd_table(p2cread: int, c2pwrite: int, errwrite: int, passed, stats: dict | None = None) -> tuple[list, list]:
+    """The program's fd table: 0, 1, 2 (-1 = the caller's own) and the passed fds at their numbers.
+    stats: filled with fd -> os.stat_result of the caller's own 0, 1, 2 found open (for launch())."""
     src, dst = [], []
     for target, fd in ((0, p2cread), (1, c2pwrite), (2, errwrite)):
         if fd == -1:
             fd = target
-            if not _fd_open(fd):
+            try:
+                st = os.fstat(fd)
+            except OSError:
                 continue
+            if stats is not None:
+                stats[fd] = st
         src.append(fd)
         dst.append(target)
     for fd in passed:
@@ -1009,10 +1022,15 @@ def _run_direct(args, plan: Plan, input, std, env, cwd, timeout, check: bool, on
     argl = popen_args.check_call_args(args, False, None, None, env, -1)
     program = os.fspath(argl[0])
     argv = [os.fsencode(a) for a in argl]
-    environment = plan.environment() if env is None else env
-    envp = _envp(environment)
-    exec_paths = Popen._exec_paths(os.fsencode(program), environment, given=env is not None)
-    cwd_b = os.fsencode(os.path.abspath(os.fspath(cwd))) if cwd is not None else os.fsencode(plan.cwd)
+    fixed = _fixed(plan) if env is None else None
+    if fixed is not None:
+        envp, exec_paths = fixed.envp, fixed.exec_paths(argv[0])
+    else:
+        environment = plan.environment() if env is None else env
+        envp = _envp(environment)
+        exec_paths = Popen._exec_paths(os.fsencode(program), environment, given=env is not None)
+    cwd_b = os.fsencode(os.path.abspath(os.fspath(cwd))) if cwd is not None else \
+        (fixed.cwd if fixed is not None else os.fsencode(plan.cwd))
     child = [-1, -1, -1]   # the program's 0, 1, 2 (-1: the caller's own)
     ours = [-1, -1, -1]    # our end of a pipe to it
     opened: list = []      # closed once the launch has its copies
@@ -1031,9 +1049,11 @@ def _run_direct(args, plan: Plan, input, std, env, cwd, timeout, check: bool, on
                 opened.append(child[i])
             else:
                 child[i] = v   # a file of the profile's [fds] (in opened)
-        src, dst = _fd_table(child[0], child[1], child[2], tuple(sorted(set(plan.pass_fds))))
+        stats: dict = {}
+        src, dst = _fd_table(child[0], child[1], child[2],
+                             fixed.pass_fds if fixed is not None else tuple(sorted(set(plan.pass_fds))), stats)
         try:
-            slot = launch(plan, exec_paths, argv, envp, cwd_b, src, dst, hold_ns=True)
+            slot = launch(plan, exec_paths, argv, envp, cwd_b, src, dst, hold_ns=True, src_stats=stats)
         except _launch.ChildError as e:
             raise _setup_error(e.args, plan, program, cwd_b, getattr(e, "cgroup_procs", ())) from None
     except BaseException:
@@ -1083,6 +1103,60 @@ def _run_direct(args, plan: Plan, input, std, env, cwd, timeout, check: bool, on
     if check and not timed_out:
         result.check_returncode()
     return result
+
+
+class _Fixed:
+    """What run()'s direct path derives from a Plan alone (env= not given): the program's
+    environment as bytes, the working directory, the passed fds, and exec paths per
+    argv[0]. A Plan is immutable; its environment depends on the caller's only through
+    env.keep, so the entry is made again when one of the kept variables changed (a Plan
+    whose env.keep has a pattern, or keeps the caller's whole environment, has none)."""
+
+    __slots__ = ("plan", "kept", "envp", "path", "cwd", "pass_fds", "_paths")
+
+    def __init__(self, plan: Plan, kept: tuple):
+        self.plan = weakref.ref(plan)  # not kept alive by this entry (an evicted Plan closes its fds)
+        self.kept = kept
+        # (from the values looked at, not os.environ again: the entry is what `kept` says)
+        environment = plan.environment({n: v for n, v in zip(plan.env_keep, kept) if v is not None})
+        self.envp = _envp(environment)
+        self.path = environment.get("PATH")
+        self.cwd = os.fsencode(plan.cwd)
+        self.pass_fds = tuple(sorted(set(plan.pass_fds)))
+        self._paths: dict = {}
+
+    def exec_paths(self, program: bytes) -> list:
+        if b"/" in program:
+            return [program]
+        if not self.path:  # no PATH in the program's environment: the caller's is searched, as before
+            return Popen._exec_paths(program, {})
+        paths = self._paths.get(program)
+        if paths is None:
+            paths = Popen._exec_paths(program, {"PATH": self.path})
+            if len(self._paths) < 64:
+                self._paths[program] = paths
+        return list(paths)
+
+
+_fixed_cache: dict = {}   # id(plan) -> _Fixed
+FIXED_MAX = 64
+
+
+def _fixed(plan: Plan) -> _Fixed | None:
+    """The plan's _Fixed for the caller's environment now, or None (env.keep has a pattern
+    or env.clear = false: the environment is built for each launch, as before)."""
+    keep = plan.env_keep
+    if not plan.env_clear or any(c in p for p in keep for c in "*?["):
+        return None
+    environ = os.environ
+    kept = tuple(environ.get(name) for name in keep) if keep else ()
+    entry = _fixed_cache.get(id(plan))
+    if entry is None or entry.plan() is not plan or entry.kept != kept:
+        entry = _Fixed(plan, kept)
+        if len(_fixed_cache) >= FIXED_MAX:
+            _fixed_cache.clear()
+        _fixed_cache[id(plan)] = entry
+    return entry
 
 
 def _direct_io(stdin_fd: int, outs: dict, input, deadline) -> bool:
@@ -1188,7 +1262,7 @@ def _reap(slot: "Launched", plan: Plan):
         net.pool().give_back(slot.netns, reusable=plan.pidns)  # as Popen: empty once pid 1 is reaped
         slot.netns = -1
     group, slot.cgroup = slot.cgroup, None
-    slot.cgroup_usage = group.finish() if group is not None else None
+    slot.cgroup_usage = group.finish(pids=False) if group is not None else None  # Result reports memory only
     if slot.ids is not None:
         slot.ids.release()
     return sts, ru

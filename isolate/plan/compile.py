@@ -115,6 +115,14 @@ def cache_key(profile, ctx: Mapping[str, str]) -> str:
     return hashlib.sha256(repr((profile.hash, sorted(ctx.items()), disabled, oci)).encode()).hexdigest()
 
 
+def quick_key(profile, ctx: Mapping[str, str]) -> tuple | None:
+    """What cache_key() hashes, as a tuple to look its hash up by (no repr, no sha256 per
+    launch), or None when the key needs more than that (an OCI seccomp file's content)."""
+    if profile.data["seccomp"].get("oci") is not None:
+        return None
+    return (profile.hash, tuple(sorted(ctx.items())), os.environ.get(features_mod.DISABLE_ENV, ""))
+
+
 @dataclasses.dataclass(frozen=True)
 class Parts:
     """What compile_parts() makes of a profile; isolate.launch.plans turns it into a Plan."""
