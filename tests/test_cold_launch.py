@@ -467,6 +467,25 @@ def test_a_kept_lock_fd_the_caller_closed_is_neither_used_nor_closed(monkeypatch
         os.close(mine)
 
 
+def test_a_held_lock_fd_the_caller_closed_is_not_closed_at_release(monkeypatch, tmp_path):
+    # While a sandbox runs, the caller closes the held lock fd's number and opens a file of
+    # its own there: release() must leave that file alone (it is not the lock any more).
+    monkeypatch.setattr(hostids, "BASE", hostids.BASE + hostids.COUNT - 2)
+    monkeypatch.setattr(hostids, "COUNT", 2)
+    lease = hostids.allocate()
+    held = hostids._held[lease.id][0]
+    src = os.open(tmp_path / "callers-file", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC)
+    mine = os.dup2(src, held, inheritable=False)  # closes the lock fd (its flock goes with it)
+    os.close(src)
+    try:
+        lease.release()
+        assert os.path.samestat(os.fstat(mine), os.stat(tmp_path / "callers-file"))
+        assert lease.id not in hostids.held() and not hostids.in_use(lease.id)
+        assert lease.id not in hostids._idle
+    finally:
+        os.close(mine)
+
+
 # ---- what run()'s direct path keeps per Plan (process._fixed) and per caller ------------
 def test_kept_variables_are_read_at_every_launch(monkeypatch, direct_only):
     # default keeps TERM: the program sees the caller's TERM of the moment, also when the

@@ -26,7 +26,7 @@ from . import _launch
 LOCK_DIR = "/run/isolate/ids"   # one lock file per id; flock-ed by the process whose sandbox has it
 
 _lock = threading.Lock()
-_held: dict = {}      # id -> fd of its lock file (this process holds the flock)
+_held: dict = {}      # id -> (fd, st_dev, st_ino) of its lock file (this process holds the flock)
 # id -> fd of its lock file, open but not locked by us: the next allocation tries the
 # flock on it (one system call) instead of opening the file again (an id held by another
 # process's sandbox is tried at every launch). After the flock, the fd is checked to still
@@ -145,7 +145,7 @@ def allocate() -> Lease:
             fd = _still_ours(kept)
             if fd is not None:
                 if _lock_idle(id_, fd):
-                    _held[id_] = fd
+                    _held[id_] = kept
                     return Lease(id_)
                 if id_ in _idle:
                     continue  # held by another process's sandbox: tried again next time
@@ -170,15 +170,19 @@ def allocate() -> Lease:
             except BaseException:
                 os.close(fd)
                 raise
-            _held[id_] = fd
+            _held[id_] = _kept(fd)
             return Lease(id_)
     raise UnsupportedError("identity", f"all {COUNT} host ids reserved for sandboxes ({BASE}..{BASE + COUNT - 1}) "
                            "are in use")
 
 
-def _keep_idle(id_: int, fd: int) -> None:
+def _kept(fd: int) -> tuple:
     st = os.fstat(fd)
-    _idle[id_] = (fd, st.st_dev, st.st_ino)
+    return (fd, st.st_dev, st.st_ino)
+
+
+def _keep_idle(id_: int, fd: int) -> None:
+    _idle[id_] = _kept(fd)
 
 
 def _still_ours(kept) -> int | None:
@@ -221,7 +225,7 @@ USERNS_CACHE = 64      # user namespaces kept for ids not in use (more while mor
 
 def release(id_: int) -> None:
     with _lock:
-        fd = _held.pop(id_, None)
+        fd = _still_ours(_held.pop(id_, None))  # the caller may have closed that number meanwhile
         userns = _userns.pop(id_, None) if len(_userns) > USERNS_CACHE else None
         if fd is not None and len(_idle) < IDLE_MAX:
             try:
