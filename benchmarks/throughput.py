@@ -116,3 +116,40 @@ def measure(launches: int, repetitions: int, deadline: float | None = None, log=
         configs[n] = Config(n, d["rates"], walls, d["cpu"], phases.Breakdown.of(per_launch, walls))
     return ThroughputResult(launches, len(raw[1]["rates"]), configs, cpus, time.monotonic() - t_begin)
 
+
+
+
+def main(argv=None) -> int:
+    """python -m benchmarks.throughput [--launches N] [--repetitions R]: rates, ratios, CPU
+    per launch and the phases, for a quick side-by-side look (the full benchmark is
+    benchmarks.run)."""
+    import argparse
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.throughput")
+    ap.add_argument("--launches", type=int, default=200)
+    ap.add_argument("--repetitions", type=int, default=3)
+    ap.add_argument("--seconds", type=float, default=None)
+    ap.add_argument("--phases", action="store_true", help="also each phase's median per configuration")
+    args = ap.parse_args(argv)
+    r = measure(args.launches, args.repetitions,
+                deadline=None if args.seconds is None else time.monotonic() + args.seconds, log=lambda *a: None)
+    print(f"{r.launches} launches x {r.repetitions} repetitions, {r.cpus} CPUs, {r.seconds:.0f} s, "
+          f"load {os.getloadavg()[0]:.1f}")
+    for n, c in r.configs.items():
+        cpu_ms = sorted(b * r.cpus * 1e3 / rate for b, rate in zip(c.cpu_busy, c.rates))[len(c.rates) // 2]
+        out = c.breakdown.phases.get(phases.OUTSIDE)
+        print(f"  {n:2d} threads: {c.rate.median:6.0f}/s  x{r.ratio(n).value:.2f} of 1 "
+              f"(pairs {r.ratio(n).p10:.2f}-{r.ratio(n).p90:.2f})  CPU busy "
+              f"{sorted(c.cpu_busy)[len(c.cpu_busy) // 2] * 100:3.0f}%  CPU/launch {cpu_ms:.2f} ms  "
+              f"wall {c.breakdown.total.median:.2f} ms  outside {out.median if out else 0:.2f} ms")
+    if args.phases:
+        names = r.configs[1].breakdown.order
+        print("  phase medians, ms: " + "  ".join(f"{n:>8.8}" for n in names))
+        for n, c in r.configs.items():
+            print(f"  {n:2d} threads:        " + "  ".join(
+                f"{c.breakdown.phases[p].median:8.3f}" if p in c.breakdown.phases else " " * 8 for p in names))
+    print(f"  32 / 8 threads: x{Ratio.of(r.configs[32].rates, r.configs[8].rates).value:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -60,10 +60,14 @@ def open_fds() -> set:
     """Our open fds, less the prepared network namespaces the pool keeps on purpose (and the
     user namespaces and lock files hostids keeps per host id). The mount namespaces of
     reaped sandboxes that the launch path's closing thread has not closed yet are waited for
-    first (_launch.drain_deferred: they are closed within moments, see docs/launch-path.md)."""
+    first (_launch.drain_deferred: they are closed within moments, see docs/launch-path.md);
+    the socket of the thread that holds them is the launch path's own."""
     _launch.drain_deferred()
     out = set()
+    holder = set(_launch.closer_fds())  # the holding thread's socket (its namespaces are not in this table)
     for x in os.listdir("/proc/self/fd"):
+        if int(x) in holder:
+            continue
         try:
             if os.readlink(f"/proc/self/fd/{x}").startswith(("net:[", "user:[", hostids.LOCK_DIR + "/")):
                 continue  # (and the host ids' lock files it keeps open to flock them again)

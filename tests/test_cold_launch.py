@@ -286,34 +286,63 @@ def _ns_inode(text: str) -> int:
     return int(text.strip().split("[")[1].rstrip("]"))
 
 
+def _held_by_closer() -> set:
+    """The mount namespaces (inode numbers) in the holding thread's own fd table."""
+    tid = _launch.closer_tid()
+    out = set()
+    for x in os.listdir(f"/proc/self/task/{tid}/fd") if tid else ():
+        try:
+            link = os.readlink(f"/proc/self/task/{tid}/fd/{x}")
+        except OSError:
+            continue
+        if link.startswith("mnt:["):
+            out.add(_ns_inode(link))
+    return out
+
+
+def _in_process_table(ino: int) -> bool:
+    for x in os.listdir("/proc/self/fd"):
+        try:
+            if os.readlink(f"/proc/self/fd/{x}") == f"mnt:[{ino}]":
+                return True
+        except OSError:
+            pass
+    return False
+
+
 def test_held_mount_namespace_is_the_sandboxes_own_and_goes_after_the_reap():
     # The launch path holds the namespace clone made for the sandbox (what the program
-    # reports as its own), from before the program runs until it was reaped.
+    # reports as its own), from before the program runs until it was reaped: in the
+    # holding thread's own fd table, not in the process's (where every child another
+    # launch clones would copy it, and the last copy's close would tear it down there).
     with isolate.Popen(["sh", "-c", "readlink /proc/self/ns/mnt; read x || true"], stdin=isolate.PIPE,
                        stdout=isolate.PIPE) as p:
         inside = _ns_inode(p.stdout.readline().decode())
         held = p._mntns
-        assert held >= 0 and os.fstat(held).st_ino == inside
+        assert held >= 2 ** 32, "a token of the holding thread, not an fd of ours"
+        assert inside in _held_by_closer()
+        assert not _in_process_table(inside)
         assert inside != os.stat("/proc/self/ns/mnt").st_ino
         p.stdin.close()
         assert p.wait(30) == 0
     assert p._mntns == -1
     _launch.drain_deferred()
     assert _launch.deferred() == 0
-    try:
-        link = os.readlink(f"/proc/self/fd/{held}")
-    except OSError:
-        link = None   # closed (the number may have been taken again since)
-    assert link != f"mnt:[{inside}]"
-    # run()'s direct path holds it too: the slot's reference is handed over when reaped.
+    assert inside not in _held_by_closer()
+    assert _launch.closer_fds() and all(os.readlink(f"/proc/self/fd/{fd}").startswith("socket:[")
+                                        for fd in _launch.closer_fds())
+    # run()'s direct path holds it too: the slot's token is handed over when reaped.
     seen = []
     real = process.release_mntns
-    process.release_mntns = lambda fd: (seen.append(os.fstat(fd).st_ino), real(fd))
+    process.release_mntns = lambda token: (seen.append((token, _held_by_closer())), real(token))
     try:
         r = isolate.run(["sh", "-c", "readlink /proc/self/ns/mnt"], capture_output=True)
     finally:
         process.release_mntns = real
-    assert seen == [_ns_inode(r.stdout.decode())]
+    ino = _ns_inode(r.stdout.decode())
+    assert len(seen) == 1 and seen[0][0] >= 2 ** 32 and ino in seen[0][1]
+    _launch.drain_deferred()
+    assert ino not in _held_by_closer()
 
 
 def test_after_run_returns_what_the_caller_sees_is_final(tmp_path):

@@ -32,6 +32,7 @@
 #include <linux/sched.h>
 #include <linux/seccomp.h>
 #include <net/if.h>
+#include <poll.h>
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
@@ -1141,7 +1142,13 @@ struct launch_result {
     int err, step, index, used_clone3;
     int64_t t_start, t_end;
     int mntns_fd;                     /* with hold_mntns: the child's mount namespace, or -1 */
+    long long mntns_token;            /* or, held by the closing thread instead: its token (else 0) */
 };
+
+#ifndef ISOLATE_NO_PYTHON
+static long long hold_give(int fd);
+static void hold_release(long long token);
+#endif
 
 /* fd itself, or a close-on-exec copy of it at 3 or above (the original closed) when it
  * is 0, 1 or 2; fd when no copy can be made (it stays ours). */
@@ -1173,6 +1180,7 @@ static void launch_core(struct launch *l, int mntns_fd, int ncgroups, char *cons
     int have_msg = 0;
     int64_t t_start = 0, t_end = 0;
     int held_mntns = -1;
+    long long held_token = 0;
 
     t_start = now_ns();
     stack = mmap(NULL, CHILD_STACK_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
@@ -1269,6 +1277,13 @@ static void launch_core(struct launch *l, int mntns_fd, int ncgroups, char *cons
              * (before 6.11): no reference, the exit tears it down as before. */
             if (l->hold_mntns && (flags & CLONE_NEWNS) && pidfd >= 0)
                 held_mntns = ioctl(pidfd, PIDFD_GET_MNT_NAMESPACE, 0);
+#ifndef ISOLATE_NO_PYTHON
+            /* Out of the process's fd table at once, into the closing thread's own: a
+             * child cloned by another launch copies the table, and the last copy closed
+             * tears the namespace down (in that child's setup, if it came last). */
+            if (held_mntns >= 0 && (held_token = hold_give(held_mntns)) > 0)
+                held_mntns = -1;
+#endif
             if (syncfd[1] >= 0) {
                 /* Only the parent may write a map of more than its own id. Without
                  * privilege, setgroups must be denied before gid_map is written. */
@@ -1356,6 +1371,11 @@ static void launch_core(struct launch *l, int mntns_fd, int ncgroups, char *cons
         if (held_mntns >= 0)
             close(held_mntns); /* the child was reaped above: this is the last reference */
         held_mntns = -1;
+#ifndef ISOLATE_NO_PYTHON
+        if (held_token > 0)
+            hold_release(held_token);
+#endif
+        held_token = 0;
     }
     int status_fd = -1;
     if (!err) {
@@ -1388,7 +1408,180 @@ static void launch_core(struct launch *l, int mntns_fd, int ncgroups, char *cons
     res->t_start = t_start;
     res->t_end = t_end;
     res->mntns_fd = held_mntns < 0 ? -1 : held_mntns;
+    res->mntns_token = held_token;
 }
+
+#ifndef ISOLATE_NO_PYTHON
+/* ---- admission: at most `admit_limit` launches in the launch path at once ----------
+ *
+ * With many more launching threads than CPUs (32 threads on 2 CPUs), every launch in
+ * flight has a child doing its mount steps, and they contend for the CPUs and for the
+ * kernel's mount and RCU machinery: each one takes longer, and the CPUs idle in the
+ * convoys. A launch beyond the limit waits (no GIL, no spinning) on a condition of its
+ * own, in a FIFO queue; a launch leaving hands its slot to the first in line. A
+ * waiter that has waited ADMIT_PATIENCE_NS goes ahead anyway: the limit shapes the
+ * load, it never makes a launch wait on one that hangs (a bind source on a dead NFS
+ * server, say). admit_limit 0 = no limit. Fork: the child starts with nobody
+ * admitted (the other threads are not in it). */
+#define ADMIT_PATIENCE_NS 1000000000LL
+struct admit_waiter {
+    pthread_cond_t cv;
+    long long granted; /* the admission's number (admit_seq), once admitted */
+    struct admit_waiter *next;
+};
+static pthread_mutex_t admit_mu = PTHREAD_MUTEX_INITIALIZER;
+static int admit_limit = -1, admit_busy; /* -1: not set yet (admit_init) */
+static struct admit_waiter *admit_head, *admit_tail;
+static long long admit_stats[3]; /* launches admitted at once, after waiting, gone ahead after ADMIT_PATIENCE */
+static long long admit_seq;      /* admissions so far: each one's number, in the order they were let in */
+static pthread_once_t admit_once = PTHREAD_ONCE_INIT;
+
+static void admit_prepare(void) { pthread_mutex_lock(&admit_mu); }
+static void admit_parent(void) { pthread_mutex_unlock(&admit_mu); }
+static void admit_child(void)
+{
+    pthread_mutex_init(&admit_mu, NULL);
+    admit_busy = 0;
+    admit_head = admit_tail = NULL;
+}
+static void admit_init(void)
+{
+    pthread_atfork(admit_prepare, admit_parent, admit_child);
+    /* Enough to keep the CPUs busy while some launches wait for the kernel (RCU grace
+     * periods, the child's exec), few enough that 32 threads on 2 CPUs do not convoy. */
+    cpu_set_t set;
+    int cpus = sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : 1;
+    pthread_mutex_lock(&admit_mu);
+    if (admit_limit < 0)
+        admit_limit = cpus * 4 > 8 ? cpus * 4 : 8;
+    pthread_mutex_unlock(&admit_mu);
+}
+
+/* Hand free slots to the first waiters; call with admit_mu held. */
+static void admit_grant(void)
+{
+    while (admit_head && (admit_limit <= 0 || admit_busy < admit_limit)) {
+        struct admit_waiter *w = admit_head;
+        admit_head = w->next;
+        if (!admit_head)
+            admit_tail = NULL;
+        w->granted = ++admit_seq;
+        admit_busy++;
+        pthread_cond_signal(&w->cv);
+    }
+}
+
+/* The admission's number (> 0: call admit_leave after the launch), or 0: went ahead
+ * after waiting too long. */
+static long long admit_enter(void)
+{
+    pthread_once(&admit_once, admit_init);
+    pthread_mutex_lock(&admit_mu);
+    if (!admit_head && (admit_limit <= 0 || admit_busy < admit_limit)) {
+        admit_busy++;
+        admit_stats[0]++;
+        long long seq = ++admit_seq;
+        pthread_mutex_unlock(&admit_mu);
+        return seq;
+    }
+    struct admit_waiter w = {.granted = 0, .next = NULL};
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&w.cv, &ca);
+    pthread_condattr_destroy(&ca);
+    if (admit_tail)
+        admit_tail->next = &w;
+    else
+        admit_head = &w;
+    admit_tail = &w;
+    int64_t deadline = now_ns() + ADMIT_PATIENCE_NS;
+    struct timespec ts = {(time_t)(deadline / 1000000000LL), (long)(deadline % 1000000000LL)};
+    while (!w.granted) {
+        if (pthread_cond_timedwait(&w.cv, &admit_mu, &ts) == ETIMEDOUT && !w.granted) {
+            struct admit_waiter **pp = &admit_head, *prev = NULL;
+            while (*pp != &w) {
+                prev = *pp;
+                pp = &(*pp)->next;
+            }
+            *pp = w.next;
+            if (admit_tail == &w)
+                admit_tail = prev;
+            admit_stats[2]++;
+            break;
+        }
+    }
+    long long granted = w.granted;
+    if (granted)
+        admit_stats[1]++;
+    pthread_mutex_unlock(&admit_mu);
+    pthread_cond_destroy(&w.cv);
+    return granted;
+}
+
+static void admit_leave(void)
+{
+    pthread_mutex_lock(&admit_mu);
+    admit_busy--;
+    admit_grant();
+    pthread_mutex_unlock(&admit_mu);
+}
+
+/* set_admission(limit) -> the previous limit (0: none). */
+static PyObject *set_admission(PyObject *self, PyObject *arg)
+{
+    long n = PyLong_AsLong(arg);
+    if (n == -1 && PyErr_Occurred())
+        return NULL;
+    if (n < 0 || n > 65536) {
+        PyErr_SetString(PyExc_ValueError, "set_admission: expected 0 (no limit) to 65536 launches at once");
+        return NULL;
+    }
+    pthread_once(&admit_once, admit_init);
+    pthread_mutex_lock(&admit_mu);
+    int old = admit_limit;
+    admit_limit = (int)n;
+    admit_grant();
+    pthread_mutex_unlock(&admit_mu);
+    return PyLong_FromLong(old);
+}
+
+/* admission() -> (limit, launches in the launch path now, waiting now,
+ *                 admitted at once, admitted after waiting, gone ahead after waiting too long) */
+static PyObject *admission(PyObject *self, PyObject *unused)
+{
+    pthread_once(&admit_once, admit_init);
+    pthread_mutex_lock(&admit_mu);
+    int waiting = 0;
+    for (struct admit_waiter *w = admit_head; w; w = w->next)
+        waiting++;
+    PyObject *r = Py_BuildValue("(iiiLLL)", admit_limit, admit_busy, waiting, admit_stats[0], admit_stats[1],
+                                admit_stats[2]);
+    pthread_mutex_unlock(&admit_mu);
+    return r;
+}
+
+/* admitted_read(fd) -> the admission's number (0: went ahead without): for tests, what a
+ * launch does around the launch path, with a read of one byte from fd instead of it. */
+static PyObject *admitted_read(PyObject *self, PyObject *arg)
+{
+    int fd = (int)PyLong_AsLong(arg);
+    if (fd == -1 && PyErr_Occurred())
+        return NULL;
+    long long seq;
+    ssize_t n;
+    char c;
+    Py_BEGIN_ALLOW_THREADS
+    seq = admit_enter();
+    n = read(fd, &c, 1);
+    if (seq)
+        admit_leave();
+    Py_END_ALLOW_THREADS
+    if (n < 0)
+        return PyErr_SetFromErrno(PyExc_OSError);
+    return PyLong_FromLongLong(seq);
+}
+#endif /* ISOLATE_NO_PYTHON */
 
 #ifndef ISOLATE_NO_PYTHON
 /* launch_core in a short-lived thread of its own, for a launch from a template mount
@@ -1424,6 +1617,7 @@ static void launch_core_template(struct launch *l, int mntns_fd, int ncgroups, c
         res->err = e;
         res->step = STEP_CLONE;
         res->mntns_fd = -1;
+        res->mntns_token = 0;
         return;
     }
     pthread_join(th, NULL);
@@ -1564,10 +1758,13 @@ static PyObject *spawn(PyObject *self, PyObject *args)
 
     struct launch_result res;
     Py_BEGIN_ALLOW_THREADS
+    long long admitted = admit_enter();
     if (mntns_fd >= 0)
         launch_core_template(&l, mntns_fd, ncgroups, c_cgroups, timings, &res);
     else
         launch_core(&l, mntns_fd, ncgroups, c_cgroups, timings, &res);
+    if (admitted)
+        admit_leave();
     Py_END_ALLOW_THREADS
     long pid = res.pid;
     int pidfd = res.pidfd, status_fd = res.status_fd, used_clone3 = res.used_clone3;
@@ -1597,12 +1794,16 @@ static PyObject *spawn(PyObject *self, PyObject *args)
     item = Py_BuildValue("(sL)", "returned", (long long)t_end);
     PyList_Append(tl, item);
     Py_XDECREF(item);
-    if (hold_mntns)
+    if (hold_mntns && res.mntns_token > 0) /* a token >= 2**32 stands for the held namespace */
+        result = Py_BuildValue("(liiNiL)", pid, pidfd, status_fd, tl, used_clone3, res.mntns_token);
+    else if (hold_mntns)
         result = Py_BuildValue("(liiNii)", pid, pidfd, status_fd, tl, used_clone3, res.mntns_fd);
     else
         result = Py_BuildValue("(liiNi)", pid, pidfd, status_fd, tl, used_clone3);
     if (!result && res.mntns_fd >= 0)
         close(res.mntns_fd);
+    if (!result && res.mntns_token > 0)
+        hold_release(res.mntns_token);
 
 done:
     Py_XDECREF(ep);
@@ -1706,13 +1907,287 @@ static int defer_start(void)
     return e;
 }
 
+/* ---- the holding thread: held namespaces outside the process's fd table ------------
+ *
+ * A held namespace's fd in the process's fd table is copied into every child that
+ * another launch clones meanwhile (clone copies the table; the child closes its copies
+ * in its fds step). When the closing thread's close is not the last, the last copy's
+ * close tears the namespace down there: in another sandbox's setup, before its program
+ * may run (a perf trace of two launching threads found it in a third of the launches).
+ * So launch_core hands the fd, right after the ioctl, to a thread with an fd table of
+ * its own (unshare(CLONE_FILES)) over a SOCK_SEQPACKET socketpair (SCM_RIGHTS; the
+ * caller's copy is closed at once), and gets a token (>= 2**32, never an fd number);
+ * releasing the token closes it there. The thread keeps in the process's table only
+ * the sending end (hold_tx, checked by inode before each use: the caller may have
+ * closed that number and opened something else on it). Anything that does not work
+ * (no thread, the socket full or gone) leaves the fd where it was, as before.
+ * Fork: the child closes its copy of hold_tx; its own thread starts when needed. */
+#define HOLD_BASE (1LL << 32)
+struct hold_msg {
+    long long token;
+    int release;
+};
+static pthread_mutex_t hold_mu = PTHREAD_MUTEX_INITIALIZER; /* the thread's state and hold_tx; never held
+                                                                * across a wait for the thread */
+static pthread_cond_t hold_cv = PTHREAD_COND_INITIALIZER;
+static pthread_mutex_t pend_mu = PTHREAD_MUTEX_INITIALIZER;  /* hold_pending; the thread takes only this one */
+static pthread_cond_t pend_cv = PTHREAD_COND_INITIALIZER;
+static int hold_tx = -1, hold_state, hold_atfork; /* hold_state: 0 not started, 1 running, -1 cannot */
+static dev_t hold_dev;
+static ino_t hold_ino;
+static long long hold_next = HOLD_BASE, hold_pending;
+static pid_t hold_tid;
+
+static void *hold_main(void *arg)
+{
+    int rx = (int)(intptr_t)arg;
+    int ok = syscall(SYS_unshare, CLONE_FILES) == 0;
+    if (ok) { /* the copy of the process's table: only rx stays */
+        if (rx > 0)
+            syscall(SYS_close_range, 0, rx - 1, 0);
+        syscall(SYS_close_range, rx + 1, ~0U, 0);
+    }
+    pthread_mutex_lock(&hold_mu);
+    hold_tid = (pid_t)syscall(SYS_gettid);
+    hold_state = ok ? 1 : -1;
+    pthread_cond_broadcast(&hold_cv);
+    pthread_mutex_unlock(&hold_mu);
+    if (!ok)
+        return NULL;
+    long long *tokens = NULL;
+    int *fds = NULL, n = 0, cap = 0;
+    for (;;) {
+        struct hold_msg m;
+        char cbuf[CMSG_SPACE(sizeof(int))];
+        struct iovec iov = {&m, sizeof m};
+        struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf, .msg_controllen = sizeof cbuf};
+        ssize_t got = recvmsg(rx, &mh, MSG_CMSG_CLOEXEC);
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got <= 0)
+            break; /* every sending end is closed: nothing more can come */
+        int fd = -1;
+        struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+        if (c && c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS && c->cmsg_len == CMSG_LEN(sizeof(int)))
+            memcpy(&fd, CMSG_DATA(c), sizeof fd);
+        if (got != (ssize_t)sizeof m) {
+            if (fd >= 0)
+                close(fd);
+            continue;
+        }
+        if (!m.release) {
+            if (fd < 0)
+                continue; /* not received (MSG_CTRUNC: no fd free here): dropped already */
+            if (n == cap) {
+                int ncap = cap ? cap * 2 : 64;
+                long long *nt = realloc(tokens, ncap * sizeof *nt);
+                if (nt)
+                    tokens = nt;
+                int *nf = nt ? realloc(fds, ncap * sizeof *nf) : NULL;
+                if (!nt || !nf) {
+                    close(fd); /* cannot keep it: its teardown happens now, here */
+                    continue;
+                }
+                fds = nf;
+                cap = ncap;
+            }
+            tokens[n] = m.token;
+            fds[n++] = fd;
+            continue;
+        }
+        if (fd >= 0)
+            close(fd);
+        for (int i = n - 1; i >= 0; i--)
+            if (tokens[i] == m.token) {
+                close(fds[i]); /* the teardown: here, off every launch's path */
+                tokens[i] = tokens[n - 1];
+                fds[i] = fds[--n];
+                break;
+            }
+        pthread_mutex_lock(&pend_mu);
+        hold_pending--;
+        pthread_cond_broadcast(&pend_cv);
+        pthread_mutex_unlock(&pend_mu);
+    }
+    for (int i = 0; i < n; i++)
+        close(fds[i]);
+    free(tokens);
+    free(fds);
+    close(rx);
+    pthread_mutex_lock(&pend_mu);
+    hold_pending = 0;
+    pthread_cond_broadcast(&pend_cv);
+    pthread_mutex_unlock(&pend_mu);
+    return NULL;
+}
+
+static void hold_prepare(void) { pthread_mutex_lock(&hold_mu); }
+static void hold_parent(void) { pthread_mutex_unlock(&hold_mu); }
+static void hold_child(void)
+{
+    if (hold_tx >= 0)
+        close(hold_tx);
+    hold_tx = -1;
+    hold_state = 0;
+    hold_pending = 0;
+    hold_tid = 0;
+    pthread_mutex_init(&hold_mu, NULL);
+    pthread_cond_init(&hold_cv, NULL);
+    pthread_mutex_init(&pend_mu, NULL);
+    pthread_cond_init(&pend_cv, NULL);
+}
+
+/* hold_tx checked to be our socket still; call with hold_mu held. */
+static int hold_tx_ours(void)
+{
+    struct stat st;
+    return hold_tx >= 0 && fstat(hold_tx, &st) == 0 && st.st_dev == hold_dev && st.st_ino == hold_ino;
+}
+
+/* Start the thread if needed; call with hold_mu held. 1 when it runs. */
+static int hold_start(void)
+{
+    if (hold_state == 1 && hold_tx_ours())
+        return 1;
+    if (hold_state == -1)
+        return 0;
+    if (hold_state == 1)
+        return 0; /* hold_tx is not ours any more: the thread ends once its other copies go */
+    if (!hold_atfork) {
+        if (pthread_atfork(hold_prepare, hold_parent, hold_child))
+            return 0;
+        hold_atfork = 1;
+    }
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
+        return 0;
+    int tx = fcntl(sv[0], F_DUPFD_CLOEXEC, 3); /* above 0-2, as the other fds the caller keeps */
+    close(sv[0]);
+    struct stat st;
+    if (tx < 0 || fstat(tx, &st) < 0) {
+        if (tx >= 0)
+            close(tx);
+        close(sv[1]);
+        return 0;
+    }
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    pthread_attr_t at;
+    pthread_attr_init(&at);
+    pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+    pthread_attr_setstacksize(&at, 64 * 1024);
+    pthread_t th;
+    hold_state = 0;
+    int e = pthread_create(&th, &at, hold_main, (void *)(intptr_t)sv[1]);
+    pthread_attr_destroy(&at);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (e) {
+        close(tx);
+        close(sv[1]);
+        return 0;
+    }
+    while (hold_state == 0)
+        pthread_cond_wait(&hold_cv, &hold_mu);
+    close(sv[1]); /* the thread has its own copy now (or failed and closed its table's) */
+    if (hold_state != 1) {
+        close(tx);
+        return 0;
+    }
+    hold_tx = tx;
+    hold_dev = st.st_dev;
+    hold_ino = st.st_ino;
+    return 1;
+}
+
+/* Hand a held namespace's fd to the holding thread: its token (the fd is closed here),
+ * or 0 (nothing changed: the fd stays the caller's). No GIL needed. */
+static long long hold_give(int fd)
+{
+    long long token = 0;
+    pthread_mutex_lock(&hold_mu);
+    if (hold_start()) {
+        struct hold_msg m = {hold_next, 0};
+        char cbuf[CMSG_SPACE(sizeof(int))];
+        memset(cbuf, 0, sizeof cbuf);
+        struct iovec iov = {&m, sizeof m};
+        struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf, .msg_controllen = sizeof cbuf};
+        struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+        c->cmsg_level = SOL_SOCKET;
+        c->cmsg_type = SCM_RIGHTS;
+        c->cmsg_len = CMSG_LEN(sizeof(int));
+        memcpy(CMSG_DATA(c), &fd, sizeof fd);
+        if (sendmsg(hold_tx, &mh, MSG_DONTWAIT | MSG_NOSIGNAL) == (ssize_t)sizeof m)
+            token = hold_next++;
+    }
+    pthread_mutex_unlock(&hold_mu);
+    if (token)
+        close(fd); /* the message holds it now: not the last reference */
+    return token;
+}
+
+/* Close a held namespace in the holding thread. No GIL needed (it may wait for room
+ * in the socket, without holding hold_mu: the thread never waits for that lock). */
+static void hold_release(long long token)
+{
+    struct hold_msg m = {token, 1};
+    pthread_mutex_lock(&pend_mu);
+    hold_pending++;
+    pthread_mutex_unlock(&pend_mu);
+    for (;;) {
+        pthread_mutex_lock(&hold_mu);
+        int tx = hold_state == 1 && hold_tx_ours() ? hold_tx : -1;
+        ssize_t r = tx < 0 ? -1 : send(tx, &m, sizeof m, MSG_DONTWAIT | MSG_NOSIGNAL);
+        int e = errno;
+        pthread_mutex_unlock(&hold_mu);
+        if (r == (ssize_t)sizeof m)
+            return;
+        if (tx >= 0 && (e == EAGAIN || e == EINTR)) { /* full: the thread is closing; wait for room */
+            struct pollfd pfd = {tx, POLLOUT, 0};
+            poll(&pfd, 1, 20);
+            continue;
+        }
+        break; /* the thread is gone (it closed what it held), or this fd is not its socket now */
+    }
+    pthread_mutex_lock(&pend_mu);
+    hold_pending--;
+    pthread_cond_broadcast(&pend_cv);
+    pthread_mutex_unlock(&pend_mu);
+}
+
+/* closer_tid() -> the thread id of the holding thread (0: not running), for tests:
+ * /proc/self/task/TID/fd lists the namespaces it holds. */
+static PyObject *closer_tid(PyObject *self, PyObject *unused)
+{
+    pthread_mutex_lock(&hold_mu);
+    long tid = hold_state == 1 ? (long)hold_tid : 0;
+    pthread_mutex_unlock(&hold_mu);
+    return PyLong_FromLong(tid);
+}
+
+/* closer_fds() -> the fds the holding thread keeps in the process's table (its socket). */
+static PyObject *closer_fds(PyObject *self, PyObject *unused)
+{
+    pthread_mutex_lock(&hold_mu);
+    PyObject *r = hold_state == 1 && hold_tx_ours() ? Py_BuildValue("[i]", hold_tx) : PyList_New(0);
+    pthread_mutex_unlock(&hold_mu);
+    return r;
+}
+
 /* defer_close(fd): close fd in the closing thread (now, here, when it is full). */
 static PyObject *defer_close(PyObject *self, PyObject *arg)
 {
-    int fd = (int)PyLong_AsLong(arg);
-    if (fd == -1 && PyErr_Occurred())
+    long long v = PyLong_AsLongLong(arg);
+    if (v == -1 && PyErr_Occurred())
         return NULL;
-    if (fd < 0) {
+    if (v >= HOLD_BASE) { /* a token: the namespace is in the holding thread */
+        Py_BEGIN_ALLOW_THREADS
+        hold_release(v);
+        Py_END_ALLOW_THREADS
+        Py_RETURN_NONE;
+    }
+    int fd = (int)v;
+    if (fd < 0 || v > INT32_MAX) {
         PyErr_SetString(PyExc_ValueError, "defer_close: expected an open fd");
         return NULL;
     }
@@ -1736,9 +2211,12 @@ static PyObject *defer_close(PyObject *self, PyObject *arg)
 static PyObject *deferred(PyObject *self, PyObject *unused)
 {
     pthread_mutex_lock(&defer_mu);
-    int n = defer_n + defer_busy;
+    long long n = defer_n + defer_busy;
     pthread_mutex_unlock(&defer_mu);
-    return PyLong_FromLong(n);
+    pthread_mutex_lock(&pend_mu);
+    n += hold_pending;
+    pthread_mutex_unlock(&pend_mu);
+    return PyLong_FromLongLong(n);
 }
 
 /* drain_deferred(): returns once every queued fd is closed. */
@@ -1749,6 +2227,10 @@ static PyObject *drain_deferred(PyObject *self, PyObject *unused)
     while (defer_n || defer_busy)
         pthread_cond_wait(&defer_cv, &defer_mu);
     pthread_mutex_unlock(&defer_mu);
+    pthread_mutex_lock(&pend_mu);
+    while (hold_pending > 0)
+        pthread_cond_wait(&pend_cv, &pend_mu);
+    pthread_mutex_unlock(&pend_mu);
     Py_END_ALLOW_THREADS
     Py_RETURN_NONE;
 }
@@ -1926,7 +2408,12 @@ static PyMethodDef methods[] = {
     {"spawn", spawn, METH_VARARGS, "Start one sandbox from a plan."},
     {"defer_close", defer_close, METH_O, "Close an fd in the closing thread (held namespaces)."},
     {"deferred", deferred, METH_NOARGS, "How many fds wait to be closed by the closing thread."},
+    {"closer_tid", closer_tid, METH_NOARGS, "The thread id of the thread holding namespaces (0: none)."},
+    {"closer_fds", closer_fds, METH_NOARGS, "The fds that thread keeps in the process's table."},
     {"drain_deferred", drain_deferred, METH_NOARGS, "Wait until the closing thread has closed every fd."},
+    {"set_admission", set_admission, METH_O, "At most this many launches in the launch path at once (0: no limit)."},
+    {"admission", admission, METH_NOARGS, "The admission limit, launches in the path and waiting, and counts."},
+    {"admitted_read", admitted_read, METH_O, "For tests: read a byte from fd as if it were a launch (admitted)."},
     {"make_userns", make_userns, METH_VARARGS, "A user namespace with these maps, as an fd."},
     {"detached_tree", detached_tree, METH_VARARGS, "open_tree(OPEN_TREE_CLONE) of a path, idmapped."},
     {"set_force_legacy_clone", set_force_legacy_clone, METH_O, "Use clone instead of clone3 (for tests)."},
