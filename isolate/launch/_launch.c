@@ -25,6 +25,7 @@
 #include <stdlib.h>
 #endif
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/capability.h>
@@ -1938,15 +1939,42 @@ static ino_t hold_ino;
 static long long hold_next = HOLD_BASE, hold_pending;
 static pid_t hold_tid;
 
+/* Close every fd of this thread's table but `keep` (close_range, else one by one). */
+static void hold_close_others(int keep)
+{
+    if ((keep == 0 || syscall(SYS_close_range, 0, keep - 1, 0) == 0) &&
+        syscall(SYS_close_range, keep + 1, ~0U, 0) == 0)
+        return;
+    struct rlimit rl;
+    long top = getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY ? (long)rl.rlim_cur : 1L << 20;
+    for (;;) { /* a kernel without close_range: what /proc lists, else every number below the limit */
+        DIR *d = opendir("/proc/thread-self/fd");
+        if (!d)
+            break;
+        int dfd = dirfd(d), closed = 0;
+        struct dirent *e;
+        while ((e = readdir(d))) {
+            char *end;
+            long fd = strtol(e->d_name, &end, 10);
+            if (*end || end == e->d_name || fd == keep || fd == dfd)
+                continue;
+            closed += close((int)fd) == 0;
+        }
+        closedir(d);
+        if (!closed)
+            return;
+    }
+    for (long fd = 0; fd < top; fd++)
+        if (fd != keep)
+            close((int)fd);
+}
+
 static void *hold_main(void *arg)
 {
     int rx = (int)(intptr_t)arg;
     int ok = syscall(SYS_unshare, CLONE_FILES) == 0;
-    if (ok) { /* the copy of the process's table: only rx stays */
-        if (rx > 0)
-            syscall(SYS_close_range, 0, rx - 1, 0);
-        syscall(SYS_close_range, rx + 1, ~0U, 0);
-    }
+    if (ok) /* the copy of the process's table: only rx stays (a caller's pipe must reach EOF) */
+        hold_close_others(rx);
     pthread_mutex_lock(&hold_mu);
     hold_tid = (pid_t)syscall(SYS_gettid);
     hold_state = ok ? 1 : -1;
