@@ -49,9 +49,9 @@ class _Limit:
         _launch.set_admission(self.old)
 
 
-def test_the_default_limit_lets_as_many_in_as_there_are_cpus_times_four():
+def test_the_default_limit_lets_eight_per_cpu_in():
     limit, busy, waiting = _launch.admission()[:3]
-    assert limit == max(8, 4 * len(os.sched_getaffinity(0)))
+    assert limit == max(16, 8 * len(os.sched_getaffinity(0)))
     assert (busy, waiting) == (0, 0)
 
 
@@ -155,8 +155,7 @@ def test_set_admission_refuses_what_is_not_a_limit():
 
 
 def test_held_namespaces_from_many_threads_all_go_and_a_fork_holds_none():
-    # 16 threads launch at once (more than the admission limit lets into the launch path
-    # together): every launch succeeds, every namespace is released, none stays held,
+    # 16 threads launch at once: every launch succeeds, every namespace is released, none stays held,
     # no fd is left in the process.
     isolate.run(["true"])
     before = open_fds()

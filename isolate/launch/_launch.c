@@ -1448,13 +1448,14 @@ static void admit_child(void)
 static void admit_init(void)
 {
     pthread_atfork(admit_prepare, admit_parent, admit_child);
-    /* Enough to keep the CPUs busy while some launches wait for the kernel (RCU grace
-     * periods, the child's exec), few enough that 32 threads on 2 CPUs do not convoy. */
+    /* Enough to keep the CPUs busy while launches wait for the kernel (RCU grace periods
+     * take milliseconds on a loaded machine: 8 at once on 2 CPUs lost ~12% there), few
+     * enough that hundreds of threads do not all convoy in the kernel at once. */
     cpu_set_t set;
     int cpus = sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : 1;
     pthread_mutex_lock(&admit_mu);
     if (admit_limit < 0)
-        admit_limit = cpus * 4 > 8 ? cpus * 4 : 8;
+        admit_limit = cpus * 8 > 16 ? cpus * 8 : 16;
     pthread_mutex_unlock(&admit_mu);
 }
 
