@@ -1938,7 +1938,64 @@ static int hold_tx = -1, hold_state, hold_atfork; /* hold_state: 0 not started, 
 static dev_t hold_dev;
 static ino_t hold_ino;
 static long long hold_next = HOLD_BASE, hold_pending;
+static long long hold_given, hold_refused; /* fds handed to the thread; left with the caller (see hold_give) */
 static pid_t hold_tid;
+
+/* The closes themselves run in HOLD_WORKERS threads that share the holding thread's fd
+ * table: a teardown waits for an RCU grace period (milliseconds on a loaded machine),
+ * and closes that run at once share one (one thread closing one after the other was
+ * slower than 32 launching threads, and each close was a grace period of its own that
+ * the launches' children waited behind). */
+#define HOLD_WORKERS 4
+static pthread_mutex_t work_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t work_cv = PTHREAD_COND_INITIALIZER;
+static int *work_fds, work_n, work_cap;
+
+static void hold_done(void)
+{
+    pthread_mutex_lock(&pend_mu);
+    hold_pending--;
+    pthread_cond_broadcast(&pend_cv);
+    pthread_mutex_unlock(&pend_mu);
+}
+
+static void *work_main(void *unused)
+{
+    (void)unused;
+    pthread_mutex_lock(&work_mu);
+    for (;;) {
+        while (!work_n)
+            pthread_cond_wait(&work_cv, &work_mu);
+        int fd = work_fds[--work_n];
+        pthread_mutex_unlock(&work_mu);
+        close(fd); /* the teardown: here, off every launch's path */
+        hold_done();
+        pthread_mutex_lock(&work_mu);
+    }
+    return NULL;
+}
+
+/* Queue a close for the workers; 0 when it cannot be queued (then close it yourself). */
+static int work_push(int fd, int workers)
+{
+    if (!workers)
+        return 0;
+    pthread_mutex_lock(&work_mu);
+    if (work_n == work_cap) {
+        int ncap = work_cap ? work_cap * 2 : 64;
+        int *nw = realloc(work_fds, ncap * sizeof *nw);
+        if (!nw) {
+            pthread_mutex_unlock(&work_mu);
+            return 0;
+        }
+        work_fds = nw;
+        work_cap = ncap;
+    }
+    work_fds[work_n++] = fd;
+    pthread_cond_signal(&work_cv);
+    pthread_mutex_unlock(&work_mu);
+    return 1;
+}
 
 /* Close every fd of this thread's table but `keep` (close_range, else one by one). */
 static void hold_close_others(int keep)
@@ -1983,6 +2040,16 @@ static void *hold_main(void *arg)
     pthread_mutex_unlock(&hold_mu);
     if (!ok)
         return NULL;
+    int workers = 0;
+    pthread_attr_t at;
+    pthread_attr_init(&at);
+    pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+    pthread_attr_setstacksize(&at, 64 * 1024);
+    for (int i = 0; i < HOLD_WORKERS; i++) { /* (they share this thread's fd table; signals blocked) */
+        pthread_t th;
+        workers += pthread_create(&th, &at, work_main, NULL) == 0;
+    }
+    pthread_attr_destroy(&at);
     long long *tokens = NULL;
     int *fds = NULL, n = 0, cap = 0;
     for (;;) {
@@ -2026,17 +2093,18 @@ static void *hold_main(void *arg)
         }
         if (fd >= 0)
             close(fd);
-        for (int i = n - 1; i >= 0; i--)
+        int found = -1;
+        for (int i = n - 1; i >= 0 && found < 0; i--)
             if (tokens[i] == m.token) {
-                close(fds[i]); /* the teardown: here, off every launch's path */
+                found = fds[i];
                 tokens[i] = tokens[n - 1];
                 fds[i] = fds[--n];
-                break;
             }
-        pthread_mutex_lock(&pend_mu);
-        hold_pending--;
-        pthread_cond_broadcast(&pend_cv);
-        pthread_mutex_unlock(&pend_mu);
+        if (found >= 0 && work_push(found, workers))
+            continue; /* hold_done once a worker has closed it */
+        if (found >= 0)
+            close(found);
+        hold_done();
     }
     for (int i = 0; i < n; i++)
         close(fds[i]);
@@ -2060,6 +2128,9 @@ static void hold_child(void)
     hold_state = 0;
     hold_pending = 0;
     hold_tid = 0;
+    work_n = 0; /* (the workers were threads of the parent: their queue is not ours) */
+    pthread_mutex_init(&work_mu, NULL);
+    pthread_cond_init(&work_cv, NULL);
     pthread_mutex_init(&hold_mu, NULL);
     pthread_cond_init(&hold_cv, NULL);
     pthread_mutex_init(&pend_mu, NULL);
@@ -2092,6 +2163,9 @@ static int hold_start(void)
         return 0;
     int tx = fcntl(sv[0], F_DUPFD_CLOEXEC, 3); /* above 0-2, as the other fds the caller keeps */
     close(sv[0]);
+    int room = 4 << 20; /* a burst of holds while the thread waits for the CPU (else: left with the caller) */
+    if (tx >= 0 && setsockopt(tx, SOL_SOCKET, SO_SNDBUFFORCE, &room, sizeof room) < 0)
+        setsockopt(tx, SOL_SOCKET, SO_SNDBUF, &room, sizeof room);
     struct stat st;
     if (tx < 0 || fstat(tx, &st) < 0) {
         if (tx >= 0)
@@ -2135,6 +2209,7 @@ static long long hold_give(int fd)
 {
     long long token = 0;
     pthread_mutex_lock(&hold_mu);
+    hold_refused++; /* (taken back below when given) */
     if (hold_start()) {
         struct hold_msg m = {hold_next, 0};
         char cbuf[CMSG_SPACE(sizeof(int))];
@@ -2146,8 +2221,11 @@ static long long hold_give(int fd)
         c->cmsg_type = SCM_RIGHTS;
         c->cmsg_len = CMSG_LEN(sizeof(int));
         memcpy(CMSG_DATA(c), &fd, sizeof fd);
-        if (sendmsg(hold_tx, &mh, MSG_DONTWAIT | MSG_NOSIGNAL) == (ssize_t)sizeof m)
+        if (sendmsg(hold_tx, &mh, MSG_DONTWAIT | MSG_NOSIGNAL) == (ssize_t)sizeof m) {
             token = hold_next++;
+            hold_given++;
+            hold_refused--;
+        }
     }
     pthread_mutex_unlock(&hold_mu);
     if (token)
@@ -2192,6 +2270,19 @@ static PyObject *closer_tid(PyObject *self, PyObject *unused)
     long tid = hold_state == 1 ? (long)hold_tid : 0;
     pthread_mutex_unlock(&hold_mu);
     return PyLong_FromLong(tid);
+}
+
+/* closer_stats() -> (namespaces handed to the holding thread, left with the caller because
+ * it could not take them, releases not closed yet). */
+static PyObject *closer_stats(PyObject *self, PyObject *unused)
+{
+    pthread_mutex_lock(&hold_mu);
+    long long given = hold_given, refused = hold_refused;
+    pthread_mutex_unlock(&hold_mu);
+    pthread_mutex_lock(&pend_mu);
+    long long pending = hold_pending;
+    pthread_mutex_unlock(&pend_mu);
+    return Py_BuildValue("(LLL)", given, refused, pending);
 }
 
 /* closer_fds() -> the fds the holding thread keeps in the process's table (its socket). */
@@ -2439,6 +2530,7 @@ static PyMethodDef methods[] = {
     {"deferred", deferred, METH_NOARGS, "How many fds wait to be closed by the closing thread."},
     {"closer_tid", closer_tid, METH_NOARGS, "The thread id of the thread holding namespaces (0: none)."},
     {"closer_fds", closer_fds, METH_NOARGS, "The fds that thread keeps in the process's table."},
+    {"closer_stats", closer_stats, METH_NOARGS, "Namespaces given to that thread, left with the caller, pending."},
     {"drain_deferred", drain_deferred, METH_NOARGS, "Wait until the closing thread has closed every fd."},
     {"set_admission", set_admission, METH_O, "At most this many launches in the launch path at once (0: no limit)."},
     {"admission", admission, METH_NOARGS, "The admission limit, launches in the path and waiting, and counts."},
