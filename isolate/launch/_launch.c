@@ -2197,37 +2197,54 @@ static int hold_start(void)
         close(tx);
         return 0;
     }
-    hold_tx = tx;
     hold_dev = st.st_dev;
     hold_ino = st.st_ino;
+    __atomic_store_n(&hold_tx, tx, __ATOMIC_RELEASE); /* (published last: hold_give reads it first) */
     return 1;
 }
 
+/* Send one HOLD of fd with `token`; 1 when the message is queued. */
+static int hold_send(int tx, long long token, int fd)
+{
+    struct hold_msg m = {token, 0};
+    char cbuf[CMSG_SPACE(sizeof(int))];
+    memset(cbuf, 0, sizeof cbuf);
+    struct iovec iov = {&m, sizeof m};
+    struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf, .msg_controllen = sizeof cbuf};
+    struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(c), &fd, sizeof fd);
+    return sendmsg(tx, &mh, MSG_DONTWAIT | MSG_NOSIGNAL) == (ssize_t)sizeof m;
+}
+
 /* Hand a held namespace's fd to the holding thread: its token (the fd is closed here),
- * or 0 (nothing changed: the fd stays the caller's). No GIL needed. */
+ * or 0 (nothing changed: the fd stays the caller's). No GIL needed. Once the thread
+ * runs, no lock is taken: the time the fd spends in the process's table (where a
+ * child another launch clones now would copy it) is the ioctl, this send and the
+ * close; messages of one socket keep their order, and a token's release is sent only
+ * after this returned. */
 static long long hold_give(int fd)
 {
     long long token = 0;
-    pthread_mutex_lock(&hold_mu);
-    hold_refused++; /* (taken back below when given) */
-    if (hold_start()) {
-        struct hold_msg m = {hold_next, 0};
-        char cbuf[CMSG_SPACE(sizeof(int))];
-        memset(cbuf, 0, sizeof cbuf);
-        struct iovec iov = {&m, sizeof m};
-        struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf, .msg_controllen = sizeof cbuf};
-        struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
-        c->cmsg_level = SOL_SOCKET;
-        c->cmsg_type = SCM_RIGHTS;
-        c->cmsg_len = CMSG_LEN(sizeof(int));
-        memcpy(CMSG_DATA(c), &fd, sizeof fd);
-        if (sendmsg(hold_tx, &mh, MSG_DONTWAIT | MSG_NOSIGNAL) == (ssize_t)sizeof m) {
-            token = hold_next++;
-            hold_given++;
-            hold_refused--;
+    int tx = __atomic_load_n(&hold_tx, __ATOMIC_ACQUIRE);
+    struct stat st;
+    if (tx >= 0 && __atomic_load_n(&hold_state, __ATOMIC_ACQUIRE) == 1 && fstat(tx, &st) == 0 &&
+        st.st_dev == hold_dev && st.st_ino == hold_ino) {
+        long long t = __atomic_fetch_add(&hold_next, 1, __ATOMIC_RELAXED);
+        if (hold_send(tx, t, fd))
+            token = t;
+    } else {
+        pthread_mutex_lock(&hold_mu);
+        if (hold_start()) {
+            long long t = __atomic_fetch_add(&hold_next, 1, __ATOMIC_RELAXED);
+            if (hold_send(hold_tx, t, fd))
+                token = t;
         }
+        pthread_mutex_unlock(&hold_mu);
     }
-    pthread_mutex_unlock(&hold_mu);
+    __atomic_fetch_add(token ? &hold_given : &hold_refused, 1, __ATOMIC_RELAXED);
     if (token)
         close(fd); /* the message holds it now: not the last reference */
     return token;
@@ -2276,9 +2293,8 @@ static PyObject *closer_tid(PyObject *self, PyObject *unused)
  * it could not take them, releases not closed yet). */
 static PyObject *closer_stats(PyObject *self, PyObject *unused)
 {
-    pthread_mutex_lock(&hold_mu);
-    long long given = hold_given, refused = hold_refused;
-    pthread_mutex_unlock(&hold_mu);
+    long long given = __atomic_load_n(&hold_given, __ATOMIC_RELAXED);
+    long long refused = __atomic_load_n(&hold_refused, __ATOMIC_RELAXED);
     pthread_mutex_lock(&pend_mu);
     long long pending = hold_pending;
     pthread_mutex_unlock(&pend_mu);
