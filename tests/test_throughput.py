@@ -193,3 +193,21 @@ def test_held_namespaces_from_many_threads_all_go_and_a_fork_holds_none():
     assert _held_by_closer() == set()
 
 
+
+
+def test_with_holding_off_the_namespace_stays_in_the_process_table_as_before():
+    # The knob that measures one against the other: off, the held namespace is an fd of
+    # the process (as before the holding thread), still closed once reaped.
+    was = _launch.set_holding(False)
+    try:
+        with isolate.Popen(["sh", "-c", "readlink /proc/self/ns/mnt; read x || true"], stdin=isolate.PIPE,
+                           stdout=isolate.PIPE) as p:
+            inside = int(p.stdout.readline().decode().strip()[5:-1])
+            assert 0 <= p._mntns < 2 ** 32 and os.fstat(p._mntns).st_ino == inside
+            p.stdin.close()
+            assert p.wait(30) == 0
+        _launch.drain_deferred()
+        assert inside not in _held_by_closer()
+    finally:
+        _launch.set_holding(was)
+    assert _launch.set_holding(True) is True

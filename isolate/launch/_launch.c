@@ -1939,6 +1939,7 @@ static dev_t hold_dev;
 static ino_t hold_ino;
 static long long hold_next = HOLD_BASE, hold_pending;
 static long long hold_given, hold_refused; /* fds handed to the thread; left with the caller (see hold_give) */
+static int hold_off; /* set_holding(False): every held fd stays with the caller (for side-by-side measurements) */
 static pid_t hold_tid;
 
 /* The closes themselves run in HOLD_WORKERS threads that share the holding thread's fd
@@ -2230,7 +2231,8 @@ static long long hold_give(int fd)
     long long token = 0;
     int tx = __atomic_load_n(&hold_tx, __ATOMIC_ACQUIRE);
     struct stat st;
-    if (tx >= 0 && __atomic_load_n(&hold_state, __ATOMIC_ACQUIRE) == 1 && fstat(tx, &st) == 0 &&
+    if (__atomic_load_n(&hold_off, __ATOMIC_RELAXED)) {
+    } else if (tx >= 0 && __atomic_load_n(&hold_state, __ATOMIC_ACQUIRE) == 1 && fstat(tx, &st) == 0 &&
         st.st_dev == hold_dev && st.st_ino == hold_ino) {
         long long t = __atomic_fetch_add(&hold_next, 1, __ATOMIC_RELAXED);
         if (hold_send(tx, t, fd))
@@ -2299,6 +2301,17 @@ static PyObject *closer_stats(PyObject *self, PyObject *unused)
     long long pending = hold_pending;
     pthread_mutex_unlock(&pend_mu);
     return Py_BuildValue("(LLL)", given, refused, pending);
+}
+
+/* set_holding(on) -> whether it was on: off, launches keep their held namespace's fd in
+ * the process's table as before the holding thread (to measure one against the other). */
+static PyObject *set_holding(PyObject *self, PyObject *arg)
+{
+    int on = PyObject_IsTrue(arg);
+    if (on < 0)
+        return NULL;
+    int was = !__atomic_exchange_n(&hold_off, !on, __ATOMIC_RELAXED);
+    return PyBool_FromLong(was);
 }
 
 /* closer_fds() -> the fds the holding thread keeps in the process's table (its socket). */
@@ -2547,6 +2560,7 @@ static PyMethodDef methods[] = {
     {"closer_tid", closer_tid, METH_NOARGS, "The thread id of the thread holding namespaces (0: none)."},
     {"closer_fds", closer_fds, METH_NOARGS, "The fds that thread keeps in the process's table."},
     {"closer_stats", closer_stats, METH_NOARGS, "Namespaces given to that thread, left with the caller, pending."},
+    {"set_holding", set_holding, METH_O, "Off: held namespaces stay in the process's fd table (measurements)."},
     {"drain_deferred", drain_deferred, METH_NOARGS, "Wait until the closing thread has closed every fd."},
     {"set_admission", set_admission, METH_O, "At most this many launches in the launch path at once (0: no limit)."},
     {"admission", admission, METH_NOARGS, "The admission limit, launches in the path and waiting, and counts."},
