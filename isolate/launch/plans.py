@@ -30,8 +30,10 @@ from . import _launch, hostids, mounts
 # launch child: both must mean the same steps.
 _C_CODES = {name: getattr(_launch, name) for name in mountops.OP_NAMES.values()}
 if _C_CODES != {name: code for code, name in mountops.OP_NAMES.items()} or \
-        (_launch.BIND_READONLY, _launch.BIND_OPTIONAL, _launch.BIND_DEV, _launch.BIND_NOEXEC) != \
-        (mountops.BIND_READONLY, mountops.BIND_OPTIONAL, mountops.BIND_DEV, mountops.BIND_NOEXEC):
+        (_launch.BIND_READONLY, _launch.BIND_OPTIONAL, _launch.BIND_DEV, _launch.BIND_NOEXEC, _launch.BIND_ASIS,
+         _launch.MP_THERE) != \
+        (mountops.BIND_READONLY, mountops.BIND_OPTIONAL, mountops.BIND_DEV, mountops.BIND_NOEXEC, mountops.BIND_ASIS,
+         mountops.MP_THERE):
     raise ImportError("isolate.launch._launch was built from another isolate: its mount operation codes differ "
                       "from isolate.plan.mountops (rebuild the extension)")
 
@@ -89,11 +91,23 @@ def _make(profile, ctx, key: str) -> Plan:
     ops = fields["mount_ops"]
     capsule = _launch.make_plan(ops=[op.as_tuple() for op in ops], **parts.native)
     bpf = fields["bpf"]
+    # The view as a template of its own (each launch makes only its own mounts on a copy);
+    # else the template of the sources; else none (the launch copies the caller's tree).
+    mntns_fd, view_capsule, view_index = -1, None, ()
+    if parts.view is not None:
+        mntns_fd = mounts.make_template(parts.view.template_ops, pidns=True)
+        if mntns_fd >= 0:
+            view_capsule = _launch.make_plan(ops=[op.as_tuple() for op in parts.view.launch_ops], **parts.native)
+            view_index = parts.view.index
+    if mntns_fd < 0 and parts.template_ops:
+        mntns_fd = mounts.make_template(parts.template_ops)
     plan = Plan(
         **fields,
         capsule=capsule,
         bpf_fd=_sealed_memfd(bpf) if (bpf and fields["use_init"]) else -1,
-        mntns_fd=mounts.make_template(parts.template_ops) if parts.template_ops else -1,
+        mntns_fd=mntns_fd,
+        view_capsule=view_capsule,
+        view_index=view_index,
         idmap_binds=_idmap_binds(parts.host_binds) if fields["host_ids"] else (),
     )
     # Fail closed: whatever this plan asks of the kernel (and of its fd table) must be there.

@@ -678,8 +678,9 @@ def launch(plan: Plan, exec_paths, argv, envp, cwd: bytes, src, dst, warm: bool 
     pool = net.pool() if plan.netns_pool and network is None else None
     netns = pool.take() if pool is not None else -1
     lease, trees, moves = None, None, []
+    view = plan.view_capsule is not None  # the template is the view: the child makes only its own mounts
     try:
-        args = (plan.capsule, exec_paths, argv, envp, cwd, src, dst, init_fd, init_argv, first_private,
+        args = (plan.view_capsule if view else plan.capsule, exec_paths, argv, envp, cwd, src, dst, init_fd, init_argv, first_private,
                 self_pidfd if plan.die_with_parent else -1, bpf_fd, netns if network is None else network.fd,
                 group.procs if group is not None else None, cgroup_fd, plan.mntns_fd)
         if plan.host_ids:
@@ -688,7 +689,7 @@ def launch(plan: Plan, exec_paths, argv, envp, cwd: bytes, src, dst, warm: bool 
             trees = mounts.detached_trees(plan, hostids.userns_fd(lease.id))
             _give_pipes(src, lease.id, src_stats)
             args += (b"%d %d 1\n" % (plan.inside_uid, lease.id), b"%d %d 1\n" % (plan.inside_gid, lease.id),
-                     plan.inside_uid, plan.inside_gid, trees)
+                     plan.inside_uid, plan.inside_gid, [trees[i] for i in plan.view_index] if view else trees)
         else:
             args += (None, None, -1, -1, None)
         moves = cgroup.thread_moves(group) if group is not None else []
@@ -703,6 +704,9 @@ def launch(plan: Plan, exec_paths, argv, envp, cwd: bytes, src, dst, warm: bool 
     except BaseException as e:
         if netns >= 0:
             pool.give_back(netns, reusable=False)
+        if view and isinstance(e, _launch.ChildError) and e.args[0] == "mount" and \
+                0 <= e.args[1] < len(plan.view_index):
+            e.args = (e.args[0], plan.view_index[e.args[1]], *e.args[2:])  # the view op it comes from
         if group is not None:
             if isinstance(e, _launch.ChildError):
                 e.cgroup_procs = group.procs
