@@ -29,7 +29,7 @@ for l in open("/proc/self/mountinfo"):
     f = l.split()
     sep = f.index("-")
     mi.append({"id": f[0], "parent": f[1], "dev": f[2], "root": f[3], "point": f[4], "opts": f[5].split(","),
-               "fstype": f[sep + 1], "source": f[sep + 2], "super": f[sep + 3].split(",")})
+               "fstype": f[sep + 1], "source": f[sep + 2], "super": f[sep + 3].split(","), "tags": f[6:sep]})
 out = {"mounts": mi, "mntns": os.readlink("/proc/self/ns/mnt"), "root": sorted(os.listdir("/")),
        "proc1": open("/proc/1/cmdline", "rb").read().split(b"\0")[0].decode(),
        "self": os.readlink("/proc/self"), "pid": os.getpid()}
@@ -103,6 +103,9 @@ def test_no_host_tree_is_in_the_sandboxes_mount_namespace(name):
     # Every mount hangs off the root: nothing detached or outside it is listed.
     ids = {m["id"] for m in mounts}
     assert all(m["parent"] in ids for m in mounts if m["point"] != "/"), mounts
+    # Every mount private: no peer group or master shared with the template, another
+    # sandbox or the host (the template was built under a private /; copies stay private).
+    assert all(not m["tags"] for m in mounts), [m for m in mounts if m["tags"]]
     # Its own mount namespace: not the caller's, not the template's.
     template_ns = os.readlink(f"/proc/self/fd/{plan.mntns_fd}")
     assert rep["mntns"] not in (os.readlink("/proc/self/ns/mnt"), template_ns)

@@ -423,12 +423,16 @@ def view_template(ops, live_binds=()) -> ViewTemplate | None:
     template, launch, index = list(ops[:first + 1]), [], []
     empties: set = set()
     live: list = []  # view paths of the mounts each launch makes, in order
+    live_proc: list = []  # of them, the proc mounts
     for i in range(first + 1, last):
         op = ops[i]
         path = _view_path(op.b)
         if path is None:
             return None
         under = any(_under(path, t) for t in live)
+        # An entry of the launch's own /proc (a mask): its mount point is the entry itself,
+        # there (optional: a bind onto an entry this kernel lacks is skipped, ENOENT).
+        in_proc = any(_under(path, t) for t in live_proc)
         mount_kind = op.kind in (OP_MOUNT, OP_BIND)
         if not under and mount_kind and any(_under(t, path) for t in live):
             return None  # a template mount over one each launch makes: it would end up under it
@@ -469,11 +473,12 @@ def view_template(ops, live_binds=()) -> ViewTemplate | None:
                 # The view's own /dev/null (read-only, nosuid, devices allowed): a bind keeps its
                 # flags, which are those asked for where devices are allowed (else nodev is added).
                 asis = BIND_ASIS if op.flags & BIND_DEV and not op.flags & BIND_NOEXEC else 0
-                launch_op = dataclasses.replace(op, a="/dev/null", b=path, flags=op.flags | asis)
+                launch_op = dataclasses.replace(op, a="/dev/null", b=path, flags=op.flags | asis,
+                                                num=MP_THERE if in_proc and op.flags & BIND_OPTIONAL else op.num)
             elif src in EMPTY.values():
                 # An empty directory of the staging, which each launch no longer has: one of the
                 # template's, under the mount point of a tmpfs the launch mounts last (below).
-                launch_op = dataclasses.replace(op, a="\0" + src, b=path)
+                launch_op = dataclasses.replace(op, a="\0" + src, b=path, num=MP_THERE if in_proc else op.num)
                 empties.add(src)
             else:
                 return None  # a host path under a mount of each launch
@@ -488,6 +493,8 @@ def view_template(ops, live_binds=()) -> ViewTemplate | None:
         index.append(i)
         if launch_op.kind in (OP_MOUNT, OP_BIND):
             live.append(path)
+            if launch_op.kind == OP_MOUNT and launch_op.c == "proc":
+                live_proc.append(path)
     if empties:
         # The empty directories go under a writable tmpfs of the launch that nothing else of
         # the launch is under or over (/tmp): made read-only in the template's root, bound
