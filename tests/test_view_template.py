@@ -230,3 +230,20 @@ def test_a_bind_source_gone_after_compile_names_its_entry(tmp_path):
     with pytest.raises(isolate.SandboxSetupError) as e:
         isolate.run([sys.executable, "-c", "pass"], profile=prof, capture_output=True, timeout=60)
     assert e.value.step == "mount" and entry in str(e.value), str(e.value)
+
+
+def test_run_from_under_tmp_hides_with_another_cover(tmp_path):
+    """From a directory under /tmp, `default` binds it under the launch's /tmp: the empty
+    directories that hide /etc/ssh... go under /dev/shm's mount point then."""
+    (tmp_path / "mine").write_text("here")
+    prof = with_python("default")
+    plan = plans.plan_for_cwd(prof, (), str(tmp_path))
+    assert plan.view_capsule is not None
+    code = ("import json, os; print(json.dumps({'cwd': os.listdir('.'), 'ssh': os.listdir('/etc/ssh'),"
+            " 'shm': os.listdir('/dev/shm'), 'mi': [l.split()[3:5] for l in open('/proc/self/mountinfo')]}))")
+    r = isolate.run([sys.executable, "-c", code], profile=prof, cwd=str(tmp_path), capture_output=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert "mine" in out["cwd"] and out["shm"] == []
+    if os.path.isdir("/etc/ssh"):
+        assert out["ssh"] == [] and ["/shm/.empty-755", "/etc/ssh"] in out["mi"], out["mi"]

@@ -507,9 +507,11 @@ def view_template(ops, live_binds=()) -> ViewTemplate | None:
         if cover is None:
             return None
         top = launch[cover].b.rstrip("/")
-        for src in sorted(empties):
-            mode = next(m for m, p in EMPTY.items() if p == src)
-            template.append(_op(OP_MKDIR, None, NEW + top + src, num=mode, source="filesystem (view template)"))
+        # Right after the template makes that mount point (before anything above it, such as
+        # /dev, is made read-only).
+        at = next((j + 1 for j, op in enumerate(template) if op.kind == OP_MKDIR and op.b == NEW + top), len(template))
+        template[at:at] = [_op(OP_MKDIR, None, NEW + top + src, num=next(m for m, p in EMPTY.items() if p == src),
+                               source="filesystem (view template)") for src in sorted(empties)]
         launch = [dataclasses.replace(op, a=top + op.a[1:]) if op.a and op.a.startswith("\0") else op
                   for op in launch]
         launch.append(launch.pop(cover))
