@@ -63,8 +63,8 @@ def make_template(template_ops, pidns: bool = False) -> int:
     /proc is of that namespace, empty once the process is gone)."""
     if os.geteuid() != 0:
         return -1
-    capsule = _launch.make_plan(clone_flags=CLONE_NEWNS | (CLONE_NEWPID if pidns else 0), drop_caps=False, no_new_privs=False, use_init=True,
-                                ops=[op.as_tuple() for op in template_ops])
+    capsule = _launch.make_plan(clone_flags=CLONE_NEWNS | (CLONE_NEWPID if pidns else 0), drop_caps=False,
+                                no_new_privs=False, use_init=True, ops=[op.as_tuple() for op in template_ops])
     init_fd, _self_pidfd = pid1.process_fds()
     mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
     devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)

@@ -680,9 +680,10 @@ def launch(plan: Plan, exec_paths, argv, envp, cwd: bytes, src, dst, warm: bool 
     lease, trees, moves = None, None, []
     view = plan.view_capsule is not None  # the template is the view: the child makes only its own mounts
     try:
-        args = (plan.view_capsule if view else plan.capsule, exec_paths, argv, envp, cwd, src, dst, init_fd, init_argv, first_private,
-                self_pidfd if plan.die_with_parent else -1, bpf_fd, netns if network is None else network.fd,
-                group.procs if group is not None else None, cgroup_fd, plan.mntns_fd)
+        args = (plan.view_capsule if view else plan.capsule, exec_paths, argv, envp, cwd, src, dst, init_fd,
+                init_argv, first_private, self_pidfd if plan.die_with_parent else -1, bpf_fd,
+                netns if network is None else network.fd, group.procs if group is not None else None, cgroup_fd,
+                plan.mntns_fd)
         if plan.host_ids:
             # A host uid/gid of its own for this sandbox, and its binds as trees idmapped to it.
             lease = hostids.allocate()
