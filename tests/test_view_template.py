@@ -247,3 +247,25 @@ def test_run_from_under_tmp_hides_with_another_cover(tmp_path):
     assert "mine" in out["cwd"] and out["shm"] == []
     if os.path.isdir("/etc/ssh"):
         assert out["ssh"] == [] and ["/shm/.empty-755", "/etc/ssh"] in out["mi"], out["mi"]
+
+
+def test_a_file_only_its_owner_may_read_keeps_the_old_path(tmp_path):
+    """The template's files belong to host root, not to the sandbox: a file of mode 0600
+    (readable by its owner, the program, before) makes the plan keep the old path."""
+    base = with_python("strict")
+    prof = {**base, "filesystem": {**base["filesystem"],
+                                   "files": list(base["filesystem"]["files"]) + [
+                                       {"path": "/etc/secret", "content": "s3cret\n", "mode": 0o600}]}}
+    plan = _plan(prof)
+    assert plan.view_capsule is None and plan.mntns_fd >= 0
+    r = isolate.run([sys.executable, "-c", "print(open('/etc/secret').read(), end='')"], profile=prof,
+                    capture_output=True, timeout=60)
+    assert r.returncode == 0 and r.stdout == b"s3cret\n", r.stderr
+    # A readable one (0644) is in the template, read-only, and readable.
+    prof2 = {**base, "filesystem": {**base["filesystem"],
+                                    "files": list(base["filesystem"]["files"]) + [
+                                        {"path": "/etc/motd", "content": "hi\n", "mode": 0o644}]}}
+    assert _plan(prof2).view_capsule is not None
+    r = isolate.run([sys.executable, "-c", "print(open('/etc/motd').read(), end='')"], profile=prof2,
+                    capture_output=True, timeout=60)
+    assert r.returncode == 0 and r.stdout == b"hi\n", r.stderr

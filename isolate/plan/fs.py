@@ -484,6 +484,11 @@ def view_template(ops, live_binds=()) -> ViewTemplate | None:
                 return None  # a host path under a mount of each launch
         elif op.kind in (OP_MKDIR, OP_SYMLINK, OP_WRITE, OP_CHMOD, OP_REMOUNT):
             if not under and not (op.kind == OP_REMOUNT and path in live):
+                if op.kind in (OP_MKDIR, OP_WRITE, OP_CHMOD) and (op.num >> 6) & 0o5 & ~op.num:
+                    # The template's files are host root's, not the sandbox's (whose ids its
+                    # user namespace maps): one that only its owner may read (a file of mode
+                    # 0600) would no longer be readable by the program.
+                    return None
                 template.append(op)
                 continue
             launch_op = dataclasses.replace(op, b=path)
