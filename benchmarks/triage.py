@@ -98,16 +98,14 @@ def measure(inputs: int = 100, runs: int = 3, rounds: int = 3, log=None) -> Tria
         shutil.copy(shim.PATH, shim_copy)
         argv = [exe, "-timeout=25", "-rss_limit_mb=2048"]
         main_env = triage.sanitizer_env(None)   # as triage: symbolized afterwards, once per address
-        shim_env = dict(main_env, LD_PRELOAD=shim_copy, **{shim.ENV_NAME: spec.env_value})
-        shim_env["ASAN_OPTIONS"] = triage.shim_asan_options(main_env["ASAN_OPTIONS"], 2048)
+        shim_env = triage.shim_environment(main_env, shim_copy, spec, 2048)   # as triage() gives a shim replay
         rates = {k: [] for k in VARIANTS}
         cpu = {k: [] for k in VARIANTS}
         replayer = ""
         for r in range(rounds):
             prof = isolate.load_profile(triage.replay_profile(None, [d], [], main_env, 3072))
             warm = isolate.WarmPool(prof, size=workers, cwd="/tmp")
-            box_shim_env = dict(warm.plan.environment(), **{k: shim_env[k] for k in
-                                                           ("LD_PRELOAD", shim.ENV_NAME, "ASAN_OPTIONS")})
+            box_shim_env = triage.shim_environment(warm.plan.environment(), shim_copy, spec, 2048)
 
             def pooled_shim(p):
                 return warm.run(argv + [p], capture_output=True, cwd="/tmp", env=box_shim_env).returncode

@@ -22,6 +22,14 @@ from dataclasses import dataclass
 PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "isolate-replay.so")
 ENV_NAME = "ISOLATE_REPLAY"
 MARKER = "isolate-replay: running "   # the shim's first line, once it has read the input
+# The shim's module map (before the input runs and again after a sanitizer's report): one
+# line per loaded object, "isolate-replay: module <base> <start>-<end>... <path>".
+MODULE_LINE = "isolate-replay: module "
+# Common sanitizer flags of a shim replay (in ASAN_, LSAN_ and UBSAN_OPTIONS: each parses
+# the common flags again, the last one read wins): bare frame addresses and no SUMMARY line,
+# so that ASan's report skips its module-list refresh (a dl_iterate_phdr walk and two reads
+# of /proc/self/maps); the shim's module map turns the addresses into (module+offset).
+RAW_FRAME_OPTIONS = "stack_trace_format='    #%n %p':print_summary=0"
 TEST_ONE_INPUT = b"LLVMFuzzerTestOneInput"
 INITIALIZE = b"LLVMFuzzerInitialize"
 

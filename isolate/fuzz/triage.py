@@ -173,6 +173,37 @@ def _kind_from_name(path: str) -> str:
 
 _RAW_FRAME = re.compile(r"^(\s*)#(\d+)\s+(0x[0-9a-fA-F]+)\s+(?:in\s+\S*\s*)?\(([^()+]+)\+(0x[0-9a-fA-F]+)\)"
                         r"(\s*\(BuildId: [0-9a-fA-F]+\))?\s*$")
+_BARE_FRAME = re.compile(r"^(\s*)#(\d+)\s+(0x[0-9a-fA-F]+)\s*$")   # shim replays: stack_trace_format "#%n %p"
+_MODULE_MAP = re.compile(r"^" + re.escape(shim.MODULE_LINE) + r"0x([0-9a-f]+)((?: 0x[0-9a-f]+-0x[0-9a-f]+)+) (.+)$")
+
+
+def module_maps(lines) -> list:
+    """The shim's module maps in `lines`, last first: each a list of (start, end, base, path)."""
+    maps, block, prev = [], None, False
+    for line in lines:
+        m = line.startswith(shim.MODULE_LINE) and _MODULE_MAP.match(line)
+        if not m:
+            prev = False
+            continue
+        if not prev:
+            block = []
+            maps.append(block)
+        prev = True
+        base = int(m.group(1), 16)
+        for rng in m.group(2).split():
+            a, _, b = rng.partition("-")
+            block.append((int(a, 16), int(b, 16), base, m.group(3)))
+    return maps[::-1]
+
+
+def locate(maps, pc: int):
+    """(path, offset) of address pc in the latest module map that has it (ASan's
+    module+offset: offset from the object's load bias), else None."""
+    for block in maps:
+        for start, end, base, path in block:
+            if start <= pc < end:
+                return path, pc - base
+    return None
 
 
 class Symbolizer:
@@ -220,9 +251,28 @@ class Symbolizer:
             return out
 
     def symbolize(self, text: str) -> str:
-        """`text` with each (module+offset) frame replaced by its symbolized frames."""
+        """`text` with each (module+offset) frame replaced by its symbolized frames. A shim
+        replay's bare frames (`#N 0xPC`) are located with its module maps first (as ASan
+        would print them: `(module+offset)`, or `(<unknown module>)`); the map lines go."""
+        lines = text.splitlines()
+        if shim.MODULE_LINE in text:
+            maps = None
+            fixed = []
+            for line in lines:
+                if line.startswith(shim.MODULE_LINE) and _MODULE_MAP.match(line):
+                    continue
+                b = _BARE_FRAME.match(line) if "#" in line else None
+                if b:
+                    indent, n, pc = b.groups()
+                    if maps is None:
+                        maps = module_maps(lines)
+                    where = locate(maps, int(pc, 16))
+                    line = (f"{indent}#{n} {pc}  ({where[0]}+0x{where[1]:x})" if where else
+                            f"{indent}#{n} {pc}  (<unknown module>)")
+                fixed.append(line)
+            lines = fixed
         out, renumber = [], None
-        for line in text.splitlines():
+        for line in lines:
             m = _RAW_FRAME.match(line)
             if not m:
                 if renumber is not None and not line.strip():
@@ -251,6 +301,17 @@ def shim_asan_options(asan_options: str, rss_limit_mb: int) -> str:
     RSS limit halfway to the sandbox's cgroup limit."""
     return (f"{asan_options}:soft_rss_limit_mb={rss_limit_mb}:max_allocation_size_mb={rss_limit_mb}:"
             f"hard_rss_limit_mb={rss_limit_mb + CGROUP_OVERHEAD_MB // 2}")
+
+
+def shim_environment(env: dict, shim_path: str, spec, rss_limit_mb: int) -> dict:
+    """`env` (a replay's environment) for a shim replay: the preload and ISOLATE_REPLAY,
+    libFuzzer's limits as ASan's (shim_asan_options), and bare frame addresses with the
+    shim's module map instead of ASan's module-list refresh (shim.RAW_FRAME_OPTIONS)."""
+    env = dict(env, LD_PRELOAD=shim_path, **{shim.ENV_NAME: spec.env_value})
+    env["ASAN_OPTIONS"] = shim_asan_options(env.get("ASAN_OPTIONS", ""), rss_limit_mb)
+    for name in ("ASAN_OPTIONS", "LSAN_OPTIONS", "UBSAN_OPTIONS"):
+        env[name] = f"{env.get(name, '')}:{shim.RAW_FRAME_OPTIONS}"
+    return env
 
 
 class _Replayer:
@@ -312,8 +373,7 @@ class _Replayer:
         if env is None:
             env = self.warm().plan.environment()
             if use_shim:
-                env = dict(env, LD_PRELOAD=self.shim_path, **{shim.ENV_NAME: self.spec.env_value})
-                env["ASAN_OPTIONS"] = shim_asan_options(env.get("ASAN_OPTIONS", ""), self.rss)
+                env = shim_environment(env, self.shim_path, self.spec, self.rss)
             self.envs[use_shim] = env
         return env
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+import isolate
 from isolate.fuzz import reports, shim, triage
 
 HERE = Path(__file__).resolve().parent
@@ -431,3 +432,115 @@ def test_libfuzzer_flags_in_the_target_arguments(target, inputs, tmp_path):
     assert shim.unsupported_args(["-dict=d", "-runs=2", "-max_len=9"]) == []
     assert shim.unsupported_args(["corpus", "-jobs=4", "-close_fd_mask=3", "--x=1"]) == \
         ["corpus", "-jobs=4", "-close_fd_mask=3", "--x=1"]
+
+
+# Bare frame addresses (shim.RAW_FRAME_OPTIONS) and the shim's module map: ASan's report
+# skips its module-list refresh; triage locates each address with the shim's map.
+
+def _traced_replay(target, inp, stage, bare=True):
+    """One shim replay of `inp` in a replay sandbox, under strace (ptrace is allowed there:
+    LeakSanitizer needs it): (the replay's own stderr, the files it opened). bare=False:
+    without shim.RAW_FRAME_OPTIONS (ASan's own frames)."""
+    strace = shutil.which("strace")
+    assert strace, "strace is not installed (apt-get install strace)"
+    stage.mkdir()
+    shim_copy = stage / "isolate-replay.so"
+    shutil.copy(shim.PATH, shim_copy)
+    spec = shim.target_spec(target, TIMEOUT)
+    env = triage.sanitizer_env(None)
+    prof = triage.replay_profile(None, [os.path.dirname(target), os.path.dirname(inp), str(stage)], [], env,
+                                 RSS_MB + triage.CGROUP_OVERHEAD_MB)
+    box_env = triage.shim_environment(dict(env, PATH="/usr/bin:/bin"), str(shim_copy), spec, RSS_MB)
+    if not bare:
+        box_env = {k: v.replace(":" + shim.RAW_FRAME_OPTIONS, "") for k, v in box_env.items()}
+    # strace gets neither the preload nor ISOLATE_REPLAY; the target does (-E).
+    pre, rep = box_env.pop("LD_PRELOAD"), box_env.pop(shim.ENV_NAME)
+    script = (f"{strace} -f -qq -e trace=open,openat -o /tmp/trace -E LD_PRELOAD={pre} -E {shim.ENV_NAME}={rep} "
+              f"{target} -timeout={TIMEOUT} {inp}; cat /tmp/trace >&2")
+    r = isolate.run(["/bin/sh", "-c", script], profile=prof, env=box_env, capture_output=True, cwd="/tmp",
+                    timeout=60)
+    lines = r.stderr.decode().splitlines()
+    opened = [ln for ln in lines if ln.split(" ", 1)[0].isdigit() and " open" in ln]
+    report = "\n".join(ln for ln in lines if ln not in opened) + "\n"
+    return report, opened
+
+
+def test_inside_a_shim_replay_asan_prints_bare_frames_and_does_not_look_up_modules(target, inputs, first,
+                                                                                  tmp_path):
+    text, opened = _traced_replay(target, inputs["crash-hw"], tmp_path / "bare")
+    lines = text.splitlines()
+    frames = [ln for ln in lines if ln.lstrip().startswith("#")]
+    assert frames and all(len(ln.split()) == 2 for ln in frames), frames   # "#N 0xPC" only
+    assert "SUMMARY: AddressSanitizer" not in text
+    [err] = [i for i, ln in enumerate(lines) if "ERROR: AddressSanitizer" in ln]
+    maps = [i for i, ln in enumerate(lines) if ln.startswith(shim.MODULE_LINE)]
+    assert min(maps) < err < max(maps), maps   # the map before the input runs, and after the report
+    assert any(ln.endswith(" " + target) for ln in lines if ln.startswith(shim.MODULE_LINE))
+    # The same replay with ASan's own frames reads /proc/self/maps again for its report.
+    text_asan, opened_asan = _traced_replay(target, inputs["crash-hw"], tmp_path / "asan", bare=False)
+    reads = sum("/proc/self/maps" in ln for ln in opened)
+    reads_asan = sum("/proc/self/maps" in ln for ln in opened_asan)
+    assert reads > 0 and reads + 2 <= reads_asan, (reads, reads_asan)
+    assert "SUMMARY: AddressSanitizer: heap-buffer-overflow" in text_asan
+    # Located with the shim's map, the frames are ASan's own (module+offset): symbolized, the same.
+    sym = triage.Symbolizer(triage.symbolizer(), triage.replay_profile(
+        None, [os.path.dirname(target)], [], {}, RSS_MB + triage.CGROUP_OVERHEAD_MB))
+    try:
+        ours, theirs = sym.symbolize(text), sym.symbolize(text_asan)
+    finally:
+        sym.close()
+    assert shim.MODULE_LINE not in ours
+    a, b = reports.parse(ours), reports.parse(theirs)
+    assert a.type == b.type == "Heap-buffer-overflow WRITE 1"
+    assert [(f.function, f.file, f.line) for f in a.stack] == [(f.function, f.file, f.line) for f in b.stack]
+    assert a.state == b.state == by_input(first[1], inputs["crash-hw"])["state"]
+
+
+DLOPEN_LIB = r"""
+#include <stdlib.h>
+volatile int plugin_sink;
+__attribute__((noinline)) void plugin_overflow(int n) {
+    char *p = malloc(8);
+    p[8 + n] = 1;
+    plugin_sink = p[0];
+    free(p);
+}
+"""
+DLOPEN_TARGET = r"""
+#include <dlfcn.h>
+#include <stdint.h>
+#include <stdlib.h>
+int LLVMFuzzerTestOneInput(const uint8_t *d, size_t n) {
+    if (n >= 2 && d[0] == 'D' && d[1] == 'L') {   /* loaded only now: not in the shim's first map */
+        void *h = dlopen(getenv("PLUGIN") ? getenv("PLUGIN") : PLUGIN, RTLD_NOW);
+        if (!h) abort();
+        ((void (*)(int))dlsym(h, "plugin_overflow"))(0);
+    }
+    return 0;
+}
+"""
+
+
+def test_a_library_dlopened_during_the_input_is_located_by_the_shims_later_map(tmp_path):
+    (tmp_path / "plugin.c").write_text(DLOPEN_LIB)
+    (tmp_path / "target.c").write_text(DLOPEN_TARGET)
+    lib, exe = tmp_path / "libplugin.so", tmp_path / "dltarget"
+    subprocess.run([CLANG, "-g", "-O1", "-fsanitize=address", "-shared", "-fPIC", str(tmp_path / "plugin.c"), "-o",
+                    str(lib)], check=True, timeout=300)
+    subprocess.run([CLANG, "-g", "-O1", "-fsanitize=fuzzer,address", f'-DPLUGIN="{lib}"', str(tmp_path / "target.c"),
+                    "-o", str(exe), "-ldl"], check=True, timeout=300)
+    inp = tmp_path / "crash-dl"
+    inp.write_bytes(b"DL")
+    got = {}
+    for replayer in ("auto", "libfuzzer"):
+        out = tmp_path / f"OUT-{replayer}"
+        [c] = triage.triage(str(exe), [], [str(inp)], str(out), engine="libfuzzer", runs=1, timeout=TIMEOUT,
+                            rss_limit_mb=RSS_MB, replayer=replayer)
+        got[replayer] = c
+        text = (out / c["report"]).read_text()
+        assert f"in plugin_overflow {tmp_path}/plugin.c:6" in text, text
+    assert got["auto"]["replayer"] == "shim" and got["libfuzzer"]["replayer"] == "libfuzzer"
+    for c in got.values():
+        assert c["type"] == "Heap-buffer-overflow WRITE 1"
+        assert [f["function"] for f in c["frames"]] == ["plugin_overflow", "LLVMFuzzerTestOneInput"]
+    assert got["auto"]["state"] == got["libfuzzer"]["state"]
