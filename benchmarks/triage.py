@@ -9,7 +9,8 @@ sandbox, symbolized, parsed, merged into one crash, recorded in SQLite), once wi
 replay shim (the default: LLVMFuzzerTestOneInput called without libFuzzer's start) and once
 with libFuzzer's own main (replayer="libfuzzer"). Beside them, the same replays by both
 replayers sandboxed without the triage around them (a WarmPool as triage uses; isolate.run
-cold for the shim) and unsandboxed (subprocess.run, the same environment, the same
+cold for the shim; the shim with ASan's own frame lookup instead of bare addresses and the
+shim's module map) and unsandboxed (subprocess.run, the same environment, the same
 parallelism): where the time goes. All variants run in every round, side by side.
 """
 
@@ -37,11 +38,14 @@ GOAL = 200.0   # replays/s (issue 12)
 TRIAGE_SHIM = "triage(), shim replay (sandboxed, parsed, merged, recorded)"
 TRIAGE_MAIN = "triage(), libFuzzer-main replay"
 POOL_SHIM = "WarmPool.run only, shim"
+# The same shim replays with ASan's own frames (module+offset: its report refreshes its module
+# list), i.e. without shim.RAW_FRAME_OPTIONS: what the bare addresses and the shim's map save.
+POOL_SHIM_ASAN = "WarmPool.run only, shim, ASan's own frame lookup"
 POOL_MAIN = "WarmPool.run only, libFuzzer main"
 COLD_SHIM = "isolate.run (cold) only, shim"
 PLAIN_SHIM = "subprocess.run (unsandboxed), shim"
 PLAIN_MAIN = "subprocess.run (unsandboxed), libFuzzer main"
-VARIANTS = (TRIAGE_SHIM, TRIAGE_MAIN, POOL_SHIM, POOL_MAIN, COLD_SHIM, PLAIN_SHIM, PLAIN_MAIN)
+VARIANTS = (TRIAGE_SHIM, TRIAGE_MAIN, POOL_SHIM, POOL_SHIM_ASAN, POOL_MAIN, COLD_SHIM, PLAIN_SHIM, PLAIN_MAIN)
 
 
 @dataclasses.dataclass
@@ -106,9 +110,13 @@ def measure(inputs: int = 100, runs: int = 3, rounds: int = 3, log=None) -> Tria
             prof = isolate.load_profile(triage.replay_profile(None, [d], [], main_env, 3072))
             warm = isolate.WarmPool(prof, size=workers, cwd="/tmp")
             box_shim_env = triage.shim_environment(warm.plan.environment(), shim_copy, spec, 2048)
+            box_asan_env = {k: v.replace(":" + shim.RAW_FRAME_OPTIONS, "") for k, v in box_shim_env.items()}
 
             def pooled_shim(p):
                 return warm.run(argv + [p], capture_output=True, cwd="/tmp", env=box_shim_env).returncode
+
+            def pooled_shim_asan(p):
+                return warm.run(argv + [p], capture_output=True, cwd="/tmp", env=box_asan_env).returncode
 
             def pooled_main(p):
                 return warm.run(argv + [p], capture_output=True, cwd="/tmp").returncode
@@ -139,7 +147,8 @@ def measure(inputs: int = 100, runs: int = 3, rounds: int = 3, log=None) -> Tria
                 return go
 
             order = [(TRIAGE_SHIM, triaged("auto")), (TRIAGE_MAIN, triaged("libfuzzer")),
-                     (POOL_SHIM, looped(pooled_shim)), (POOL_MAIN, looped(pooled_main)),
+                     (POOL_SHIM, looped(pooled_shim)), (POOL_SHIM_ASAN, looped(pooled_shim_asan)),
+                     (POOL_MAIN, looped(pooled_main)),
                      (COLD_SHIM, looped(cold_shim)), (PLAIN_SHIM, looped(plain_shim)),
                      (PLAIN_MAIN, looped(plain_main))]
             if r % 2:
