@@ -37,6 +37,10 @@ GOAL = 200.0   # replays/s (issue 12)
 
 TRIAGE_SHIM = "triage(), shim replay (sandboxed, parsed, merged, recorded)"
 TRIAGE_MAIN = "triage(), libFuzzer-main replay"
+# triage() with twice triage.REPLAY_WORKERS replays at once (and a pool as large): whether
+# more replays in flight fill the CPUs' idle gaps (judge it on a quiet machine: with other
+# work on the CPUs, more threads also take a larger share of them).
+TRIAGE_SHIM_2X = "triage(), shim replay, 2x REPLAY_WORKERS"
 POOL_SHIM = "WarmPool.run only, shim"
 # The same shim replays with ASan's own frames (module+offset: its report refreshes its module
 # list), i.e. without shim.RAW_FRAME_OPTIONS: what the bare addresses and the shim's map save.
@@ -45,7 +49,8 @@ POOL_MAIN = "WarmPool.run only, libFuzzer main"
 COLD_SHIM = "isolate.run (cold) only, shim"
 PLAIN_SHIM = "subprocess.run (unsandboxed), shim"
 PLAIN_MAIN = "subprocess.run (unsandboxed), libFuzzer main"
-VARIANTS = (TRIAGE_SHIM, TRIAGE_MAIN, POOL_SHIM, POOL_SHIM_ASAN, POOL_MAIN, COLD_SHIM, PLAIN_SHIM, PLAIN_MAIN)
+VARIANTS = (TRIAGE_SHIM, TRIAGE_SHIM_2X, TRIAGE_MAIN, POOL_SHIM, POOL_SHIM_ASAN, POOL_MAIN, COLD_SHIM, PLAIN_SHIM,
+            PLAIN_MAIN)
 
 
 @dataclasses.dataclass
@@ -131,10 +136,15 @@ def measure(inputs: int = 100, runs: int = 3, rounds: int = 3, log=None) -> Tria
             def plain_main(p):
                 return subprocess.run(argv + [p], env=dict(os.environ, **main_env), capture_output=True).returncode
 
-            def triaged(replayer_arg):
+            def triaged(replayer_arg, replay_workers=workers):
                 def go():
-                    crashes = triage.triage(exe, [], files, os.path.join(d, f"out-{replayer_arg}-{r}"),
-                                            engine="libfuzzer", runs=runs, replayer=replayer_arg)
+                    saved, triage.REPLAY_WORKERS = triage.REPLAY_WORKERS, replay_workers
+                    try:
+                        out = os.path.join(d, f"out-{replayer_arg}-{replay_workers}-{r}")
+                        crashes = triage.triage(exe, [], files, out, engine="libfuzzer", runs=runs,
+                                                replayer=replayer_arg)
+                    finally:
+                        triage.REPLAY_WORKERS = saved
                     assert len(crashes) == 1 and crashes[0]["reproduced"] == n, crashes
                     return crashes[0]["replayer"]
                 return go
@@ -146,7 +156,8 @@ def measure(inputs: int = 100, runs: int = 3, rounds: int = 3, log=None) -> Tria
                     assert all(c != 0 for c in codes), set(codes)
                 return go
 
-            order = [(TRIAGE_SHIM, triaged("auto")), (TRIAGE_MAIN, triaged("libfuzzer")),
+            order = [(TRIAGE_SHIM, triaged("auto")), (TRIAGE_SHIM_2X, triaged("auto", 2 * workers)),
+                     (TRIAGE_MAIN, triaged("libfuzzer")),
                      (POOL_SHIM, looped(pooled_shim)), (POOL_SHIM_ASAN, looped(pooled_shim_asan)),
                      (POOL_MAIN, looped(pooled_main)),
                      (COLD_SHIM, looped(cold_shim)), (PLAIN_SHIM, looped(plain_shim)),
