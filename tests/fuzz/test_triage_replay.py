@@ -544,3 +544,32 @@ def test_a_library_dlopened_during_the_input_is_located_by_the_shims_later_map(t
         assert c["type"] == "Heap-buffer-overflow WRITE 1"
         assert [f["function"] for f in c["frames"]] == ["plugin_overflow", "LLVMFuzzerTestOneInput"]
     assert got["auto"]["state"] == got["libfuzzer"]["state"]
+
+
+def test_module_maps_the_last_one_wins_and_an_address_outside_them_is_unknown():
+    text = "\n".join([
+        shim.MARKER + "x (2 bytes) without libFuzzer's driver",
+        shim.MODULE_LINE + "0x1000 0x1000-0x2000 0x3000-0x3800 /opt/a b/prog",
+        shim.MODULE_LINE + "0x7000 0x7000-0x7100 /lib/libc.so.6",
+        "==1==ERROR: AddressSanitizer: SEGV on unknown address 0x000000000000",
+        "    #0 0x1234", "    #1 0x7004", "    #2 0x9000", "    #3 0x9008",
+        "",
+        shim.MODULE_LINE + "0x1000 0x1000-0x2000 0x3000-0x3800 /opt/a b/prog",
+        shim.MODULE_LINE + "0x9000 0x9000-0x9100 /lib/plugin.so",
+    ])
+    maps = triage.module_maps(text.splitlines())
+    assert len(maps) == 2 and maps[0][-1] == (0x9000, 0x9100, 0x9000, "/lib/plugin.so")
+    assert triage.locate(maps, 0x3004) == ("/opt/a b/prog", 0x2004)
+    assert triage.locate(maps, 0x7004) == ("/lib/libc.so.6", 4)      # only in the earlier map
+    assert triage.locate(maps, 0x9008) == ("/lib/plugin.so", 8)
+    assert triage.locate(maps, 0x5000) is None
+    # A Symbolizer that knows no function: the frames come out as ASan prints unsymbolized ones.
+    sym = triage.Symbolizer.__new__(triage.Symbolizer)
+    sym.lookup = lambda module, offset: []
+    out = sym.symbolize(text).splitlines()
+    assert not any(ln.startswith(shim.MODULE_LINE) for ln in out)
+    assert [ln for ln in out if "#" in ln] == [
+        "    #0 0x1234  (/opt/a b/prog+0x234)", "    #1 0x7004  (/lib/libc.so.6+0x4)",
+        "    #2 0x9000  (/lib/plugin.so+0x0)", "    #3 0x9008  (/lib/plugin.so+0x8)"]
+    text2 = text.replace("    #2 0x9000", "    #2 0x5000")
+    assert "    #2 0x5000  (<unknown module>)" in sym.symbolize(text2).splitlines()
