@@ -41,6 +41,8 @@ TRIAGE_MAIN = "triage(), libFuzzer-main replay"
 # more replays in flight fill the CPUs' idle gaps (judge it on a quiet machine: with other
 # work on the CPUs, more threads also take a larger share of them).
 TRIAGE_SHIM_2X = "triage(), shim replay, 2x REPLAY_WORKERS"
+# ... and with a cold isolate.run per replay instead of the WarmPool (triage.WARM_REPLAYS = False).
+TRIAGE_SHIM_COLD_2X = "triage(), shim replay, cold isolate.run per replay, 2x REPLAY_WORKERS"
 POOL_SHIM = "WarmPool.run only, shim"
 # The same shim replays with ASan's own frames (module+offset: its report refreshes its module
 # list), i.e. without shim.RAW_FRAME_OPTIONS: what the bare addresses and the shim's map save.
@@ -49,8 +51,8 @@ POOL_MAIN = "WarmPool.run only, libFuzzer main"
 COLD_SHIM = "isolate.run (cold) only, shim"
 PLAIN_SHIM = "subprocess.run (unsandboxed), shim"
 PLAIN_MAIN = "subprocess.run (unsandboxed), libFuzzer main"
-VARIANTS = (TRIAGE_SHIM, TRIAGE_SHIM_2X, TRIAGE_MAIN, POOL_SHIM, POOL_SHIM_ASAN, POOL_MAIN, COLD_SHIM, PLAIN_SHIM,
-            PLAIN_MAIN)
+VARIANTS = (TRIAGE_SHIM, TRIAGE_SHIM_2X, TRIAGE_SHIM_COLD_2X, TRIAGE_MAIN, POOL_SHIM, POOL_SHIM_ASAN, POOL_MAIN,
+            COLD_SHIM, PLAIN_SHIM, PLAIN_MAIN)
 
 
 @dataclasses.dataclass
@@ -136,15 +138,16 @@ def measure(inputs: int = 100, runs: int = 3, rounds: int = 3, log=None) -> Tria
             def plain_main(p):
                 return subprocess.run(argv + [p], env=dict(os.environ, **main_env), capture_output=True).returncode
 
-            def triaged(replayer_arg, replay_workers=workers):
+            def triaged(replayer_arg, replay_workers=workers, warm_replays=True):
                 def go():
-                    saved, triage.REPLAY_WORKERS = triage.REPLAY_WORKERS, replay_workers
+                    saved = triage.REPLAY_WORKERS, triage.WARM_REPLAYS
+                    triage.REPLAY_WORKERS, triage.WARM_REPLAYS = replay_workers, warm_replays
                     try:
-                        out = os.path.join(d, f"out-{replayer_arg}-{replay_workers}-{r}")
+                        out = os.path.join(d, f"out-{replayer_arg}-{replay_workers}-{warm_replays}-{r}")
                         crashes = triage.triage(exe, [], files, out, engine="libfuzzer", runs=runs,
                                                 replayer=replayer_arg)
                     finally:
-                        triage.REPLAY_WORKERS = saved
+                        triage.REPLAY_WORKERS, triage.WARM_REPLAYS = saved
                     assert len(crashes) == 1 and crashes[0]["reproduced"] == n, crashes
                     return crashes[0]["replayer"]
                 return go
@@ -157,6 +160,7 @@ def measure(inputs: int = 100, runs: int = 3, rounds: int = 3, log=None) -> Tria
                 return go
 
             order = [(TRIAGE_SHIM, triaged("auto")), (TRIAGE_SHIM_2X, triaged("auto", 2 * workers)),
+                     (TRIAGE_SHIM_COLD_2X, triaged("auto", 2 * workers, warm_replays=False)),
                      (TRIAGE_MAIN, triaged("libfuzzer")),
                      (POOL_SHIM, looped(pooled_shim)), (POOL_SHIM_ASAN, looped(pooled_shim_asan)),
                      (POOL_MAIN, looped(pooled_main)),

@@ -26,6 +26,7 @@ import shutil
 import threading
 
 from ..errors import IsolateError
+from ..launch.plans import plan_for_cwd
 from ..launch.process import DEVNULL, PIPE, Popen, load_profile, run
 from ..launch.warm import WarmPool
 from . import reports, shim
@@ -47,6 +48,11 @@ STAGE = ".triage"
 # an ASan + libFuzzer binary is ~20 ms of CPU before it reads its input); the warm pool
 # holds as many ready sandboxes.
 REPLAY_WORKERS = max(2, os.cpu_count() or 1)
+# Where a replay's sandbox comes from: True, a WarmPool of the replay profile (prepared while
+# earlier replays run: the launch is off the replay's path); False, a cold isolate.run per
+# replay (the same fresh sandbox, launched on the replay's path: a little less CPU in all,
+# which wants more REPLAY_WORKERS to keep the CPUs busy; benchmarks/triage.py has both).
+WARM_REPLAYS = True
 
 # Until the runner ships profiles/fuzz.toml: "default" with what fuzzing needs. ptrace is
 # allowed (default's deny list minus @debug: LeakSanitizer stops the world with it), no
@@ -343,11 +349,14 @@ class _Replayer:
                     self.shim_reason = spec.reason
         self.pool = None
         self.pool_lock = threading.Lock()
-        self.warm()   # its sandboxes are prepared while the symbolizer starts and the inputs are staged
+        self.warm_replays = WARM_REPLAYS
+        if self.warm_replays:
+            self.warm()   # its sandboxes are prepared while the symbolizer starts and the inputs are staged
         try:
             self.symbolizer = Symbolizer(symbolizer(), self.profile)
         except BaseException:
-            self.pool.close()
+            if self.pool is not None:
+                self.pool.close()
             raise
 
     def close(self):
@@ -371,7 +380,7 @@ class _Replayer:
         """The environment of a replay (the profile's, plus the shim's for a shim replay)."""
         env = self.envs.get(use_shim)
         if env is None:
-            env = self.warm().plan.environment()
+            env = (self.warm().plan if self.warm_replays else plan_for_cwd(self.profile, (), "/tmp")).environment()
             if use_shim:
                 env = shim_environment(env, self.shim_path, self.spec, self.rss)
             self.envs[use_shim] = env
@@ -399,11 +408,14 @@ class _Replayer:
         fin = open(stdin, "rb") if stdin else None
         extra = {"stdin": fin} if fin else {"stdin": DEVNULL}
         try:
-            if profile is None:   # a fresh sandbox of the replay profile, prepared ahead
-                if use_shim:
-                    extra["env"] = self.env_for(True)
+            if use_shim and profile is None:
+                extra["env"] = self.env_for(True)
+            if profile is None and self.warm_replays:   # a fresh sandbox of the replay profile, prepared ahead
                 r = self.warm().run(argv, capture_output=True, timeout=limit, on_timeout="result", cwd="/tmp",
                                     **extra)
+            elif profile is None:   # a fresh sandbox of the replay profile, launched now
+                r = run(argv, profile=self.profile, capture_output=True, timeout=limit, on_timeout="result",
+                        cwd="/tmp", **extra)
             else:
                 r = run(argv, profile=profile, capture_output=True, timeout=limit, on_timeout="result",
                         cwd="/tmp", **extra)

@@ -573,3 +573,18 @@ def test_module_maps_the_last_one_wins_and_an_address_outside_them_is_unknown():
         "    #2 0x9000  (/lib/plugin.so+0x0)", "    #3 0x9008  (/lib/plugin.so+0x8)"]
     text2 = text.replace("    #2 0x9000", "    #2 0x5000")
     assert "    #2 0x5000  (<unknown module>)" in sym.symbolize(text2).splitlines()
+
+
+def test_cold_replays_give_the_warm_pools_states(target, inputs, first, tmp_path, monkeypatch):
+    # triage.WARM_REPLAYS = False: a cold isolate.run per replay (no WarmPool at all), the
+    # same fresh sandbox of the same profile: the same crashes as the pooled replays.
+    monkeypatch.setattr(triage, "WARM_REPLAYS", False)
+    monkeypatch.setattr(triage, "WarmPool", None)   # any use of a pool would fail
+    names = ["crash-hw", "crash-io", "leak-lk", "timeout-to", "crash-fl", "crash-so"]
+    crashes = triage.triage(target, [], [inputs[n] for n in names], str(tmp_path / "OUT"), engine="libfuzzer",
+                            runs=2, timeout=TIMEOUT, rss_limit_mb=RSS_MB)
+    for n in names:
+        a, b = by_input(crashes, inputs[n]), by_input(first[1], inputs[n])
+        assert (a["type"], a["state"], a["security"], a["reproducible"], a["replayer"]) == \
+            (b["type"], b["state"], b["security"], b["reproducible"], b["replayer"]), n
+        assert a["reproduced"] == (2 if b["reproducible"] else 0), (n, a["reproduced"])
