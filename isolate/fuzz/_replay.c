@@ -43,6 +43,10 @@
 #include <unistd.h>
 
 #define ENV_NAME "ISOLATE_REPLAY"
+/* isolate.fuzz.shim.RAW_FRAME_OPTIONS, which triage appends to the sanitizers' options of a
+ * shim replay: the sanitizers have read them by the time the shim runs, so the shim takes
+ * them out again and the target (and whatever it starts) sees the options as they were. */
+#define RAW_FRAME_OPTIONS ":stack_trace_format='    #%n %p':print_summary=0"
 #define MARKER "isolate-replay: running "
 #define TIMEOUT_EXIT 70   /* libFuzzer's -timeout_exitcode */
 #define ERROR_EXIT 77     /* libFuzzer's -error_exitcode */
@@ -319,7 +323,10 @@ int __libc_start_main(isolate_replay_main_t main, int argc, char **argv, void (*
                 isolate_replay_print_stack = (void (*)(void))dlsym(RTLD_DEFAULT, "__sanitizer_print_stack_trace");
                 isolate_replay_acquire = (int (*)(void))dlsym(RTLD_DEFAULT, "__sanitizer_acquire_crash_state");
                 ssize_t n = readlink("/proc/self/exe", isolate_replay_exe, sizeof isolate_replay_exe - 1);
-                isolate_replay_exe[n > 0 ? n : 0] = 0;
+                if (n > 0)
+                    isolate_replay_exe[n] = 0;
+                else   /* as ASan names the program when /proc/self/exe cannot be read */
+                    snprintf(isolate_replay_exe, sizeof isolate_replay_exe, "%s", argv[0]);
                 /* After a sanitizer's report (Die() calls it): the modules as they are then. */
                 void (*set_death)(void (*)(void)) =
                     (void (*)(void (*)(void)))dlsym(RTLD_DEFAULT, "__sanitizer_set_death_callback");
@@ -330,6 +337,18 @@ int __libc_start_main(isolate_replay_main_t main, int argc, char **argv, void (*
         }
         unsetenv(ENV_NAME);
         unsetenv("LD_PRELOAD");
+        static const char *const names[] = {"ASAN_OPTIONS", "LSAN_OPTIONS", "UBSAN_OPTIONS"};
+        for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+            const char *v = getenv(names[i]);
+            size_t n = v ? strlen(v) : 0, k = sizeof RAW_FRAME_OPTIONS - 1;
+            if (n >= k && !strcmp(v + n - k, RAW_FRAME_OPTIONS)) {
+                char *was = strndup(v, n - k);
+                if (was) {
+                    setenv(names[i], was, 1);
+                    free(was);
+                }
+            }
+        }
     }
     return real(main, argc, argv, init, fini, rtld_fini, stack_end);
 }

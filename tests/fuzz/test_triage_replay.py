@@ -264,6 +264,7 @@ PROBE = r"""
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sanitizer/allocator_interface.h>
 static int inits, calls, init_argc;
 static const char *init_last = "-";
@@ -277,9 +278,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *d, size_t n) {
     calls++;
     if (n >= 2 && d[0] == 'P' && d[1] == 'R') {
         const char *pre = getenv("LD_PRELOAD"), *rep = getenv("ISOLATE_REPLAY");
-        fprintf(stderr, "PROBE inits=%d calls=%d argc=%d last=%s size=%zu allocated=%zu preload=%s replay=%s\n",
-                inits, calls, init_argc, init_last, n, __sanitizer_get_allocated_size(d), pre ? pre : "-",
-                rep ? rep : "-");
+        const char *as = getenv("ASAN_OPTIONS"), *ub = getenv("UBSAN_OPTIONS"), *ls = getenv("LSAN_OPTIONS");
+        int raw = (as && strstr(as, "stack_trace_format")) || (ub && strstr(ub, "stack_trace_format")) ||
+                  (ls && strstr(ls, "stack_trace_format"));
+        fprintf(stderr, "PROBE inits=%d calls=%d argc=%d last=%s size=%zu allocated=%zu preload=%s replay=%s "
+                "raw=%d asan_end=%s\n", inits, calls, init_argc, init_last, n, __sanitizer_get_allocated_size(d),
+                pre ? pre : "-", rep ? rep : "-", raw, as && strlen(as) > 12 ? as + strlen(as) - 12 : "-");
         abort();
     }
     return 0;
@@ -320,6 +324,9 @@ def test_inside_the_shim_replay_initialize_runs_once_and_the_input_is_an_exact_c
     assert p["last"].startswith(str(tmp_path / "OUT-auto" / ".triage"))
     assert p["size"] == p["allocated"] == "39"
     assert p["preload"] == "-" and p["replay"] == "-"
+    # The sanitizers read shim.RAW_FRAME_OPTIONS at their start; the target sees its options
+    # as they were (as under libFuzzer's main), and so does whatever it starts.
+    assert p["raw"] == "0" and p["asan_end"] == f"hard_rss_limit_mb={RSS_MB + 512}"[-12:], p
     c_main, p_main = seen["libfuzzer"]
     assert c_main["replayer"] == "libfuzzer" and c_main["state"] == c["state"]
     assert (p_main["inits"], p_main["size"], p_main["allocated"]) == ("1", "39", "39")
