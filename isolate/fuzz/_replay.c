@@ -337,17 +337,14 @@ int __libc_start_main(isolate_replay_main_t main, int argc, char **argv, void (*
         }
         unsetenv(ENV_NAME);
         unsetenv("LD_PRELOAD");
+        /* In place (the strings the kernel put on the stack): setenv() would allocate, and
+         * ASan's allocator pays page faults for every size class it first serves. */
         static const char *const names[] = {"ASAN_OPTIONS", "LSAN_OPTIONS", "UBSAN_OPTIONS"};
         for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
-            const char *v = getenv(names[i]);
+            char *v = getenv(names[i]);
             size_t n = v ? strlen(v) : 0, k = sizeof RAW_FRAME_OPTIONS - 1;
-            if (n >= k && !strcmp(v + n - k, RAW_FRAME_OPTIONS)) {
-                char *was = strndup(v, n - k);
-                if (was) {
-                    setenv(names[i], was, 1);
-                    free(was);
-                }
-            }
+            if (n >= k && !strcmp(v + n - k, RAW_FRAME_OPTIONS))
+                memset(v + n - k, 0, k);
         }
     }
     return real(main, argc, argv, init, fini, rtld_fini, stack_end);
