@@ -37,12 +37,11 @@ GOAL = 200.0   # replays/s (issue 12)
 
 TRIAGE_SHIM = "triage(), shim replay (sandboxed, parsed, merged, recorded)"
 TRIAGE_MAIN = "triage(), libFuzzer-main replay"
-# triage() with twice triage.REPLAY_WORKERS replays at once (and a pool as large): whether
-# more replays in flight fill the CPUs' idle gaps (judge it on a quiet machine: with other
-# work on the CPUs, more threads also take a larger share of them).
-TRIAGE_SHIM_2X = "triage(), shim replay, 2x REPLAY_WORKERS"
-# ... and with a cold isolate.run per replay instead of the WarmPool (triage.WARM_REPLAYS = False).
-TRIAGE_SHIM_COLD_2X = "triage(), shim replay, cold isolate.run per replay, 2x REPLAY_WORKERS"
+# triage() with a WarmPool instead of a cold isolate.run per replay (triage.WARM_REPLAYS),
+# with the default REPLAY_WORKERS and with one per CPU (the defaults before): judge the rates
+# on a quiet machine (with other work on the CPUs, more threads also take a larger share).
+TRIAGE_SHIM_WARM = "triage(), shim replay, WarmPool sandboxes"
+TRIAGE_SHIM_WARM_1X = "triage(), shim replay, WarmPool sandboxes, one worker per CPU"
 POOL_SHIM = "WarmPool.run only, shim"
 # The same shim replays with ASan's own frames (module+offset: its report refreshes its module
 # list), i.e. without shim.RAW_FRAME_OPTIONS: what the bare addresses and the shim's map save.
@@ -51,7 +50,7 @@ POOL_MAIN = "WarmPool.run only, libFuzzer main"
 COLD_SHIM = "isolate.run (cold) only, shim"
 PLAIN_SHIM = "subprocess.run (unsandboxed), shim"
 PLAIN_MAIN = "subprocess.run (unsandboxed), libFuzzer main"
-VARIANTS = (TRIAGE_SHIM, TRIAGE_SHIM_2X, TRIAGE_SHIM_COLD_2X, TRIAGE_MAIN, POOL_SHIM, POOL_SHIM_ASAN, POOL_MAIN,
+VARIANTS = (TRIAGE_SHIM, TRIAGE_SHIM_WARM, TRIAGE_SHIM_WARM_1X, TRIAGE_MAIN, POOL_SHIM, POOL_SHIM_ASAN, POOL_MAIN,
             COLD_SHIM, PLAIN_SHIM, PLAIN_MAIN)
 
 
@@ -138,7 +137,7 @@ def measure(inputs: int = 100, runs: int = 3, rounds: int = 3, log=None) -> Tria
             def plain_main(p):
                 return subprocess.run(argv + [p], env=dict(os.environ, **main_env), capture_output=True).returncode
 
-            def triaged(replayer_arg, replay_workers=workers, warm_replays=True):
+            def triaged(replayer_arg, replay_workers=workers, warm_replays=triage.WARM_REPLAYS):
                 def go():
                     saved = triage.REPLAY_WORKERS, triage.WARM_REPLAYS
                     triage.REPLAY_WORKERS, triage.WARM_REPLAYS = replay_workers, warm_replays
@@ -159,8 +158,8 @@ def measure(inputs: int = 100, runs: int = 3, rounds: int = 3, log=None) -> Tria
                     assert all(c != 0 for c in codes), set(codes)
                 return go
 
-            order = [(TRIAGE_SHIM, triaged("auto")), (TRIAGE_SHIM_2X, triaged("auto", 2 * workers)),
-                     (TRIAGE_SHIM_COLD_2X, triaged("auto", 2 * workers, warm_replays=False)),
+            order = [(TRIAGE_SHIM, triaged("auto")), (TRIAGE_SHIM_WARM, triaged("auto", warm_replays=True)),
+                     (TRIAGE_SHIM_WARM_1X, triaged("auto", max(2, os.cpu_count() or 1), warm_replays=True)),
                      (TRIAGE_MAIN, triaged("libfuzzer")),
                      (POOL_SHIM, looped(pooled_shim)), (POOL_SHIM_ASAN, looped(pooled_shim_asan)),
                      (POOL_MAIN, looped(pooled_main)),

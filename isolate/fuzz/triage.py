@@ -1,7 +1,7 @@
 """Triage: every crash, timeout, OOM and leak input replayed in fresh sandboxes.
 
-Each input is run `runs` times, each time in a new sandbox (one task per sandbox of a
-WarmPool of the replay profile, prepared while earlier replays run; REPLAY_WORKERS at once),
+Each input is run `runs` times, each time in a new sandbox (a cold isolate.run of the replay
+profile, or with WARM_REPLAYS the one task of a sandbox of a WarmPool; REPLAY_WORKERS at once),
 with the sanitizers told to symbolize and to report in a form reports.parse reads. The
 reports give a ClusterFuzz crash type, frames and state; inputs with the same state are one
 crash. An input that never crashes again is kept, marked unreproducible (its state comes
@@ -44,15 +44,18 @@ CGROUP_OVERHEAD_MB = 1024  # cgroup memory = the engine's RSS limit + this (Clus
 MINIMIZE_RUNS = 5000
 SYMBOLIZERS = ("llvm-symbolizer", "llvm-symbolizer-14", "/usr/lib/llvm-14/bin/llvm-symbolizer")
 STAGE = ".triage"
-# Replays at once: one per CPU keeps both busy (a replay is mostly the target's own start:
-# an ASan + libFuzzer binary is ~20 ms of CPU before it reads its input); the warm pool
-# holds as many ready sandboxes.
-REPLAY_WORKERS = max(2, os.cpu_count() or 1)
-# Where a replay's sandbox comes from: True, a WarmPool of the replay profile (prepared while
-# earlier replays run: the launch is off the replay's path); False, a cold isolate.run per
-# replay (the same fresh sandbox, launched on the replay's path: a little less CPU in all,
-# which wants more REPLAY_WORKERS to keep the CPUs busy; benchmarks/triage.py has both).
-WARM_REPLAYS = True
+# Where a replay's sandbox comes from: False (the default), a cold isolate.run of the replay
+# profile per replay; True, a WarmPool of it (prepared while earlier replays run: the launch
+# off the replay's path). Both give each replay one fresh sandbox. Side by side
+# (benchmarks/triage.py) the cold launch used 0.3-0.6 ms less CPU per replay in most runs
+# (no zygote hand-over, no pool thread), which is what decides the rate once the CPUs are
+# busy; its launch on the replay's path wants more replays in flight.
+WARM_REPLAYS = False
+# Replays at once: two per CPU (at least 4), so that while some replays' sandboxes are being
+# launched or torn down the others keep the CPUs busy (a replay is mostly the target's start:
+# ~6 ms of CPU for an ASan + libFuzzer binary through the shim, ~3.5 ms for its sandbox).
+# The warm pool, when used, holds as many ready sandboxes.
+REPLAY_WORKERS = max(4, 2 * (os.cpu_count() or 1))
 
 # Until the runner ships profiles/fuzz.toml: "default" with what fuzzing needs. ptrace is
 # allowed (default's deny list minus @debug: LeakSanitizer stops the world with it), no

@@ -582,11 +582,20 @@ def test_module_maps_the_last_one_wins_and_an_address_outside_them_is_unknown():
     assert "    #2 0x5000  (<unknown module>)" in sym.symbolize(text2).splitlines()
 
 
-def test_cold_replays_give_the_warm_pools_states(target, inputs, first, tmp_path, monkeypatch):
-    # triage.WARM_REPLAYS = False: a cold isolate.run per replay (no WarmPool at all), the
-    # same fresh sandbox of the same profile: the same crashes as the pooled replays.
-    monkeypatch.setattr(triage, "WARM_REPLAYS", False)
-    monkeypatch.setattr(triage, "WarmPool", None)   # any use of a pool would fail
+def test_pooled_replays_give_the_cold_replays_states(target, inputs, first, tmp_path, monkeypatch):
+    # triage.WARM_REPLAYS = True: each replay the one task of a WarmPool sandbox instead of a
+    # cold isolate.run (the default), the same fresh sandbox of the same profile: the same
+    # crashes. From the pool's own counters: every replay was served by a sandbox of it.
+    assert triage.WARM_REPLAYS is False
+    monkeypatch.setattr(triage, "WARM_REPLAYS", True)
+    pools = []
+    real = triage.WarmPool
+
+    def pool(*args, **kwargs):
+        pools.append(real(*args, **kwargs))
+        return pools[-1]
+
+    monkeypatch.setattr(triage, "WarmPool", pool)
     names = ["crash-hw", "crash-io", "leak-lk", "timeout-to", "crash-fl", "crash-so"]
     crashes = triage.triage(target, [], [inputs[n] for n in names], str(tmp_path / "OUT"), engine="libfuzzer",
                             runs=2, timeout=TIMEOUT, rss_limit_mb=RSS_MB)
@@ -595,3 +604,6 @@ def test_cold_replays_give_the_warm_pools_states(target, inputs, first, tmp_path
         assert (a["type"], a["state"], a["security"], a["reproducible"], a["replayer"]) == \
             (b["type"], b["state"], b["security"], b["reproducible"], b["replayer"]), n
         assert a["reproduced"] == (2 if b["reproducible"] else 0), (n, a["reproduced"])
+    [p] = pools
+    # 6 inputs x 2 shim replays, and crash-fl's 2 replays again by libFuzzer's main
+    assert p.stats["served_warm"] + p.stats["served_cold"] == 14, p.stats
