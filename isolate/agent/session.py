@@ -169,6 +169,11 @@ class Session:
         self._devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
         self._popen = None
         self._ctl = None
+        self._root_fd = -1
+        self._agent_pid = self._agent_pid_inside = self._uid = self._gid = self._files = None
+        self._hello_done = False
+        self._hello_lock = threading.Lock()
+        self._start_error: str | None = None
         try:
             self._start()
             if self._overlay is not None:
@@ -216,36 +221,97 @@ class Session:
             theirs.close()
             os.close(agent_fd)
         self._ctl = mine
-        mine.settimeout(START_TIMEOUT)
+        mine.setblocking(False)
+        self.pid = self._popen.pid
+        self.start_time = time.monotonic() - t0
+        # Ready: agentd has been exec'd (the launch returns once pid 1 reported that exec),
+        # and the control socket holds what is sent until agentd reads it. Its hello (its
+        # pid, with the host pid, uid and gid the kernel attaches) is read when first
+        # needed: before the first message to agentd (check_open, send_ctl) or the first
+        # look at agent_pid, uid, gid or files. If agentd ended instead, that first call
+        # raises the start error (SessionError) and the session is closed.
+
+    def _await_hello(self) -> None:
+        """Read agentd's hello, once (see _start); a SessionError if it never came."""
+        if self._hello_done:
+            return
+        with self._hello_lock:
+            if self._start_error is not None:
+                raise SessionError(self._start_error)
+            if self._hello_done or self._closed:
+                return   # (closed before its hello was needed: the caller reports that)
+            try:
+                self._read_hello()
+            except SessionError as e:
+                self._start_error = str(e)
+                self._close_reason = f"its sandbox did not start: {e}"
+                self.close()
+                raise
+            self._hello_done = True
+
+    def _read_hello(self) -> None:
+        mine = self._ctl
         creds = None
-        try:
-            data, anc, _flags, _addr = mine.recvmsg(64, socket.CMSG_SPACE(_UCRED.size))
-            # The kernel attached agentd's pid, uid and gid, as this process sees them (SO_PASSCRED).
-            for level, kind, value in anc:
-                if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS and len(value) >= _UCRED.size:
-                    creds = _UCRED.unpack_from(value)
-        except (socket.timeout, OSError):
-            data = b""
+        data = b""
+        if mine is not None:
+            wait = select.poll()
+            wait.register(mine.fileno(), select.POLLIN)
+            try:
+                if wait.poll(START_TIMEOUT * 1000):
+                    data, anc, _flags, _addr = mine.recvmsg(64, socket.CMSG_SPACE(_UCRED.size))
+                    # The kernel attached agentd's pid, uid and gid, as this process sees them (SO_PASSCRED).
+                    for level, kind, value in anc:
+                        if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS and len(value) >= _UCRED.size:
+                            creds = _UCRED.unpack_from(value)
+            except OSError:
+                data = b""
         if len(data) < MSG.size or MSG.unpack_from(data)[0] != R_HELLO:
-            rc = self._popen.poll()
+            try:
+                rc = self._popen.wait(1)   # it ended (EOF): its status is at most a moment away
+            except Exception:
+                rc = self._popen.poll()
             raise SessionError(f"the session's sandbox did not start (its program ended with {rc}); "
                                f"does the profile give it /proc?")
         mine.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 0)
-        mine.setblocking(False)
-        self.agent_pid_inside = MSG.unpack_from(data)[2]
-        if creds is not None and creds[0] > 0 and _inside_pid(creds[0]) == self.agent_pid_inside:
-            self.agent_pid, self.uid, self.gid = creds
+        self._agent_pid_inside = MSG.unpack_from(data)[2]
+        if creds is not None and creds[0] > 0 and _inside_pid(creds[0]) == self._agent_pid_inside:
+            self._agent_pid, self._uid, self._gid = creds
         else:
             kids = _tree(self._popen.pid)
-            self.agent_pid = next((p for p in kids[1:] if _inside_pid(p) == self.agent_pid_inside), None)
-            if self.agent_pid is None:
+            self._agent_pid = next((p for p in kids[1:] if _inside_pid(p) == self._agent_pid_inside), None)
+            if self._agent_pid is None:
                 raise SessionError("the session's sandbox started, but its program cannot be found from the host")
-            st = os.stat(f"/proc/{self.agent_pid}")
-            self.uid, self.gid = st.st_uid, st.st_gid
-        self._root_fd = os.open(f"/proc/{self.agent_pid}/root", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-        self.files = Files(self._root_fd, self.uid, self.gid, lambda: self._pwd or self.plan.cwd)
-        self.pid = self._popen.pid
-        self.start_time = time.monotonic() - t0
+            st = os.stat(f"/proc/{self._agent_pid}")
+            self._uid, self._gid = st.st_uid, st.st_gid
+        self._root_fd = os.open(f"/proc/{self._agent_pid}/root", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        self._files = Files(self._root_fd, self._uid, self._gid, lambda: self._pwd or self.plan.cwd)
+
+    # agentd's pid (host and sandbox), the sandbox's host uid and gid, and file access
+    # through its root: known from agentd's hello (read here if it was not yet).
+    @property
+    def agent_pid(self) -> int:
+        self._await_hello()
+        return self._agent_pid
+
+    @property
+    def agent_pid_inside(self) -> int:
+        self._await_hello()
+        return self._agent_pid_inside
+
+    @property
+    def uid(self) -> int:
+        self._await_hello()
+        return self._uid
+
+    @property
+    def gid(self) -> int:
+        self._await_hello()
+        return self._gid
+
+    @property
+    def files(self) -> Files:
+        self._await_hello()
+        return self._files
 
     def _launch_env(self):
         """agentd's environment for Popen: None (the plan's, which is _base_env, built again
@@ -316,7 +382,7 @@ class Session:
         self._procs.clear()
         if self._drainer is not None:
             self._drainer.stop()
-        if getattr(self, "_root_fd", -1) >= 0:
+        if self._root_fd >= 0:
             close_fd(self._root_fd)
             self._root_fd = -1
         close_fd(self._devnull)
@@ -369,6 +435,8 @@ class Session:
         return self._net_events
 
     def check_open(self, what: str) -> None:
+        if not self._hello_done:
+            self._await_hello()
         if self.closed:
             raise SessionClosed(f"{what}: the session is closed ({self._close_reason})")
         self._last_used = time.monotonic()
@@ -421,6 +489,8 @@ class Session:
 
     # ---- the control socket ----------------------------------------------------------
     def send_ctl(self, kind: int, id_: int, a: int = 0, b: int = 0, data: bytes = b"", fds=()) -> None:
+        if not self._hello_done:
+            self._await_hello()
         msg = MSG.pack(kind, id_, a, b) + data
         with self._send_lock:
             if self._ctl is None or self._closed:
@@ -444,6 +514,8 @@ class Session:
 
     def read_ctl(self) -> bool:
         """Dispatch what agentd sent; False when it is gone."""
+        if not self._hello_done:
+            self._await_hello()
         while True:
             try:
                 data = self._ctl.recv(64)
@@ -500,6 +572,7 @@ class Session:
     def shell_path(self) -> str:
         if self._shell_path:
             return self._shell_path
+        self._await_hello()   # (the sandbox's root)
         for cand in ("/bin/bash", "/usr/bin/bash"):
             try:
                 os.close(_openat_root(self._root_fd, cand))
