@@ -43,11 +43,13 @@ import socket
 import struct
 import threading
 import time
+import weakref
 from typing import Any, Callable, Mapping, Sequence
 
-from ..errors import SandboxSetupError
 from ..launch.plans import plan_for
-from ..launch.process import Popen
+from ..plan.plan import Plan, check_nofile
+from ..profile.cache import load_profile
+from ..launch.process import ChildError, environment_list, fd_table, kill_slot, launch, reap_slot, setup_error
 from .. import netproxy
 from . import output as output_mod
 from .errors import JobNotFound, SessionClosed, SessionError
@@ -96,6 +98,67 @@ def _inside_pid(host_pid: int) -> int | None:
     except (OSError, ValueError):
         pass
     return None
+
+
+_start_cache: dict = {}   # id(plan) -> (weakref to the plan, at, argv without "net", argv with it, cwd)
+
+
+def _start_args(plan, net: bool) -> tuple:
+    """What a session's launch derives from its Plan alone (immutable), made once per plan:
+    the fd number of agentd's binary (the first above the profile's passed fds, checked
+    against rlimits.nofile as Popen(pass_fds=) would), agentd's argv, the working directory."""
+    entry = _start_cache.get(id(plan))
+    if entry is None or entry[0]() is not plan:
+        at = max((2,) + tuple(plan.pass_fds)) + 1
+        check_nofile(plan, tuple(plan.pass_fds) + (at,), file=plan.profile_name,
+                     what=f" with agentd's fd {at} (a session)")
+        argv = [b"/proc/self/fd/%d" % at, b"%d" % at]
+        if len(_start_cache) >= 64:
+            _start_cache.clear()
+        entry = _start_cache[id(plan)] = (weakref.ref(plan), at, argv, argv + [b"net"], os.fsencode(plan.cwd))
+    return entry[1], list(entry[3] if net else entry[2]), entry[4]
+
+
+class _Sandbox:
+    """The session's sandbox as launched (process.launch, no subprocess.Popen around it):
+    pid, poll(), wait(timeout), kill() as Popen's, and what Popen does once it is reaped
+    (process.reap_slot: the program's status, the cgroup, the host id, the namespaces)."""
+
+    def __init__(self, slot, plan):
+        self.slot, self.plan, self.pid = slot, plan, slot.pid
+        self.returncode = None
+        self._lock = threading.Lock()
+
+    def _ended(self, timeout: float) -> bool:
+        if self.slot.pidfd < 0:
+            return True
+        p = select.poll()
+        p.register(self.slot.pidfd, select.POLLIN)
+        return bool(p.poll(timeout * 1000))
+
+    def _reap(self) -> None:
+        with self._lock:
+            if self.returncode is None:
+                sts, _ru = reap_slot(self.slot, self.plan)
+                self.slot.pidfd = -1   # (closed by reap_slot)
+                self.returncode = os.waitstatus_to_exitcode(sts)
+
+    def poll(self):
+        if self.returncode is None and self._ended(0):
+            self._reap()
+        return self.returncode
+
+    def wait(self, timeout: float):
+        if self.returncode is None:
+            if not self._ended(timeout):
+                raise TimeoutError(f"the session's sandbox (pid {self.pid}) did not end within {timeout} s")
+            self._reap()
+        return self.returncode
+
+    def kill(self) -> None:
+        with self._lock:
+            if self.returncode is None and self.slot.pidfd >= 0:
+                kill_slot(self.slot, self.plan.pidns)
 
 
 class Session:
@@ -157,7 +220,9 @@ class Session:
         if _plan is not None:
             self.plan = _plan
         else:
-            launch_profile, launch_overrides, self._net = netproxy.prepare(profile, overrides)
+            # Loaded once (its files looked at once): netproxy and the plan take the Profile.
+            loaded = profile if isinstance(profile, Plan) else load_profile(profile, overrides)
+            launch_profile, launch_overrides, self._net = netproxy.prepare(loaded, ())
             try:
                 self.plan = plan_for(launch_profile, launch_overrides, cwd=self.workspace)
             except BaseException:
@@ -192,31 +257,31 @@ class Session:
     # ---- start and stop -----------------------------------------------------------------
     def _start(self) -> None:
         t0 = time.monotonic()
-        agent_fd = os.open(AGENTD, os.O_PATH)   # not close-on-exec: agentd is run from it
+        agent_fd = os.open(AGENTD, os.O_PATH | os.O_CLOEXEC)   # agentd is run from it (fd 3 in the sandbox)
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
         mine.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)  # agentd's hello comes with its host pid
         try:
-            pass_fds = [agent_fd]
-            overlay_args = {}
-            if self._overlay is not None:
-                overlay_args = self._overlay.launch_args(self.plan)
-            argv = [f"/proc/self/fd/{agent_fd}", str(agent_fd)]
-            if self._watch_net and self.plan.network_mode == "none" and self._net is None:
-                argv.append("net")   # (an allowlist session's proxy reports its own refusals)
+            plan = self.plan
+            at, argv, cwd = _start_args(plan, self._watch_net and plan.network_mode == "none" and self._net is None)
+            # The program's fd table: 0 the control socket, 1 and 2 /dev/null, the profile's
+            # own passed fds, agentd's binary at `at`.
+            src, dst = fd_table(theirs.fileno(), self._devnull, self._devnull, plan.pass_fds)
+            src.append(agent_fd)
+            dst.append(at)
             if self._seccomp_log:
                 reader()   # listening before the first command runs
             try:
-                self._popen = Popen(argv, profile=self.plan,
-                                    stdin=theirs.fileno(), stdout=self._devnull, stderr=self._devnull,
-                                    pass_fds=pass_fds, env=self._launch_env(), cwd=None,
-                                    seccomp_log=self._seccomp_log, network=self._net, **overlay_args)
-            except SandboxSetupError as e:
-                if getattr(e, "step", None) != "exec":
-                    raise
+                slot = launch(plan, argv[:1], argv, environment_list(self._base_env), cwd,
+                              src, dst, seccomp_log=self._seccomp_log, network=self._net, hold_ns=True)
+            except ChildError as e:
+                err = setup_error(e.args, plan, os.fsdecode(argv[0]), cwd, getattr(e, "cgroup_procs", ()))
+                if err.step != "exec":
+                    raise err from None
                 raise SessionError(
-                    f"profile {self.plan.profile_name!r} cannot hold a session: its sandbox cannot run the "
+                    f"profile {plan.profile_name!r} cannot hold a session: its sandbox cannot run the "
                     f"session's program (isolate-agentd, executed from an fd through /proc/self/fd: the profile "
-                    f"needs filesystem.proc = true, and Landlock must not enforce the view): {e}") from None
+                    f"needs filesystem.proc = true, and Landlock must not enforce the view): {err}") from None
+            self._popen = _Sandbox(slot, plan)
         finally:
             theirs.close()
             os.close(agent_fd)
@@ -312,14 +377,6 @@ class Session:
     def files(self) -> Files:
         self._await_hello()
         return self._files
-
-    def _launch_env(self):
-        """agentd's environment for Popen: None (the plan's, which is _base_env, built again
-        by the launch without the checks of a caller's env=) unless env= was given, or the
-        caller's environment changed since _base_env was made (an env.keep name)."""
-        if not self._env_given and self.plan.environment() == self._base_env:
-            return None
-        return dict(self._base_env)
 
     def _watch(self) -> None:
         while not self._closed:
