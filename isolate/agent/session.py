@@ -130,11 +130,20 @@ class _Sandbox:
         self._lock = threading.Lock()
 
     def _ended(self, timeout: float) -> bool:
-        if self.slot.pidfd < 0:
-            return True
-        p = select.poll()
-        p.register(self.slot.pidfd, select.POLLIN)
-        return bool(p.poll(timeout * 1000))
+        """pid 1 has exited (or was reaped) within `timeout` seconds. The pidfd is polled
+        under the lock (a reap in another thread closes it), at most 50 ms at a time."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._lock:
+                if self.returncode is not None or self.slot.pidfd < 0:
+                    return True
+                p = select.poll()
+                p.register(self.slot.pidfd, select.POLLIN)
+                left = deadline - time.monotonic()
+                if p.poll(max(0.0, min(left, 0.05)) * 1000):
+                    return True
+            if left <= 0.05:
+                return False
 
     def _reap(self) -> None:
         with self._lock:
