@@ -317,6 +317,8 @@ class Session:
             try:
                 self._read_hello()
             except SessionError as e:
+                if self._closed:   # closed meanwhile by another thread (close(), TTL): not a start error
+                    raise SessionClosed(f"the session is closed ({self._close_reason})") from None
                 self._start_error = str(e)
                 self._close_reason = f"its sandbox did not start: {e}"
                 self.close()
@@ -357,7 +359,10 @@ class Session:
                 raise SessionError("the session's sandbox started, but its program cannot be found from the host")
             st = os.stat(f"/proc/{self._agent_pid}")
             self._uid, self._gid = st.st_uid, st.st_gid
-        self._root_fd = os.open(f"/proc/{self._agent_pid}/root", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            self._root_fd = os.open(f"/proc/{self._agent_pid}/root", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError as e:
+            raise SessionError(f"the session's sandbox ended right after its start ({os.strerror(e.errno)})") from None
         self._files = Files(self._root_fd, self._uid, self._gid, lambda: self._pwd or self.plan.cwd)
 
     # agentd's pid (host and sandbox), the sandbox's host uid and gid, and file access
