@@ -128,6 +128,8 @@ class _Sandbox:
         self.slot, self.plan, self.pid = slot, plan, slot.pid
         self.returncode = None
         self._lock = threading.Lock()
+        self._poller = select.poll()   # pid 1's pidfd: readable once it has exited
+        self._poller.register(slot.pidfd, select.POLLIN)
 
     def _ended(self, timeout: float) -> bool:
         """pid 1 has exited (or was reaped) within `timeout` seconds. The pidfd is polled
@@ -137,10 +139,8 @@ class _Sandbox:
             with self._lock:
                 if self.returncode is not None or self.slot.pidfd < 0:
                     return True
-                p = select.poll()
-                p.register(self.slot.pidfd, select.POLLIN)
                 left = deadline - time.monotonic()
-                if p.poll(max(0.0, min(left, 0.05)) * 1000):
+                if self._poller.poll(max(0.0, min(left, 0.05)) * 1000):
                     return True
             if left <= 0.05:
                 return False
@@ -153,8 +153,11 @@ class _Sandbox:
                 self.returncode = os.waitstatus_to_exitcode(sts)
 
     def poll(self):
-        if self.returncode is None and self._ended(0):
-            self._reap()
+        if self.returncode is None:
+            with self._lock:   # (every check_open of the session asks: one poll(2), no more)
+                ended = self.slot.pidfd < 0 or bool(self._poller.poll(0))
+            if ended:
+                self._reap()
         return self.returncode
 
     def wait(self, timeout: float):
