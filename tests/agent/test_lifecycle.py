@@ -327,3 +327,29 @@ def test_hello_is_read_when_first_needed(tmp_path):
         with open(f"/proc/{s.agent_pid}/status") as f:
             assert f"NSpid:\t{s.agent_pid}\t{s.agent_pid_inside}\n" in f.read()
         assert uid == "0"   # root inside; s.uid is its host id
+
+
+def test_a_caller_with_many_fds_starts_sessions(tmp_path):
+    # agentd's binary is handed in at a fixed low number (above the profile's own passed
+    # fds) whatever the caller's number for it: a caller whose free fds start above the
+    # agent profile's rlimits.nofile (1024) starts a session, and neither agentd nor its
+    # commands see an fd of the caller's.
+    import resource
+
+    from conftest import fill_fds
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 1400:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(1400, hard), hard))
+    held = fill_fds(os.devnull, 1100)
+    try:
+        with isolate.Session("agent", workspace=tmp_path) as s:
+            r = s.exec(["sh", "-c", "ls /proc/self/fd; ls /proc/$PPID/fd"])
+            assert r.returncode == 0, r
+            fds = [int(x) for x in r.stdout.split()]
+            assert fds and max(fds) < 1024, fds
+            assert s.agent_pid > 0
+    finally:
+        for fd in held:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
