@@ -1319,3 +1319,6 @@ fd_table = _fd_table
 give_pipes = _give_pipes
 setup_error = _setup_error
 kill_slot = _kill_slot
+# isolate.agent's Session: a sandbox it holds without subprocess.Popen.
+reap_slot = _reap
+ChildError = _launch.ChildError   # a failed setup step, before setup_error() names it
