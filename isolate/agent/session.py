@@ -46,6 +46,7 @@ import time
 from typing import Any, Callable, Mapping, Sequence
 
 from ..errors import SandboxSetupError
+from ..launch import plans
 from ..launch.plans import plan_for
 from ..launch.process import Popen
 from .. import netproxy
@@ -55,11 +56,13 @@ from .files import DEFAULT_READ_MAX, Files, SessionPathError, openat2
 from .jobs import Drainer, Run
 from .overlay import Overlay
 from .procs import Proc, Shell
-from .protocol import (A_KILL, A_RUN, A_SHELL, AGENTD, MAX_SLOTS, MSG, R_EXIT, R_HELLO, R_NET, R_STARTED,
+from .protocol import (A_KILL, A_RUN, A_SHELL, AGENTD, MAX_SLOTS, MSG, R_DENIED, R_EXIT, R_HELLO, R_NET, R_STARTED,
                        KILL_GRACE, RUN_SHELL, START_TIMEOUT, check_env, check_seconds, close_fd)
 from .pty import start_pty
 from .results import ExecResult, Truncated  # Truncated: re-exported, importable from here as before
-from .violations import network_event, reader
+from . import denials
+from . import violations as viol
+from .violations import RULE_LABELS, network_event, reader, same_event, syscall_name
 
 
 _UCRED = struct.Struct("=iII")  # struct ucred: pid, uid, gid
@@ -126,7 +129,10 @@ class Session:
         self._torn_down = threading.Event()
         self._seccomp_log = bool(violations)
         self._watch_net = bool(violations)
-        self._net_events: list = []
+        self._net_events: list = []           # agentd's reports: connect() watched, R_DENIED
+        self._events_dropped = 0              # reports beyond MAX_EVENTS (counted, not kept)
+        self._merge_floor = 0                 # a report merges only into one at or above this
+        self._notify = False                  # the filter's refusals come from agentd (denials.py)
         self._close_reason = "closed"
         self._lock = threading.RLock()        # session state
         self._send_lock = threading.Lock()    # the control socket
@@ -196,15 +202,25 @@ class Session:
             if self._overlay is not None:
                 overlay_args = self._overlay.launch_args(self.plan)
             argv = [f"/proc/self/fd/{agent_fd}", str(agent_fd)]
-            if self._watch_net and self.plan.network_mode == "none" and self._net is None:
-                argv.append("net")   # (an allowlist session's proxy reports its own refusals)
+            watch = self._watch_net and self.plan.network_mode == "none" and self._net is None
+            # (an allowlist session's proxy reports its own refusals)
+            self._notify = self._seccomp_log and denials.usable(self.plan)
+            notify = None
+            if self._notify:
+                notify = "denials+connect" if watch else "denials"
+                bpf = plans.notify_bpf_fd(self.plan, watch)
+                pass_fds.append(bpf)
+                argv.append(f"notify:{bpf}:{1 if watch else 0}")
+            elif watch:
+                argv.append("net")
             if self._seccomp_log:
-                reader()   # listening before the first command runs
+                reader()   # listening before the first command runs (kills, Landlock's paths)
             try:
                 self._popen = Popen(argv, profile=self.plan,
                                     stdin=theirs.fileno(), stdout=self._devnull, stderr=self._devnull,
                                     pass_fds=pass_fds, env=self._launch_env(), cwd=None,
-                                    seccomp_log=self._seccomp_log, network=self._net, **overlay_args)
+                                    seccomp_log=self._seccomp_log and not self._notify, network=self._net,
+                                    seccomp_notify=notify, **overlay_args)
             except SandboxSetupError as e:
                 if getattr(e, "step", None) != "exec":
                     raise
@@ -446,7 +462,7 @@ class Session:
         """Dispatch what agentd sent; False when it is gone."""
         while True:
             try:
-                data = self._ctl.recv(64)
+                data = self._ctl.recv(128)
             except BlockingIOError:
                 return True
             except OSError:
@@ -459,9 +475,13 @@ class Session:
             kind, id_, a, b = MSG.unpack_from(data)
             if kind == R_NET:
                 try:
-                    self._net_events.append(network_event(self, id_, a, b, data[MSG.size:]))
+                    self._add_event(network_event(self, id_, a, b, data[MSG.size:]))
                 except ValueError:
                     pass
+                continue
+            if kind == R_DENIED:
+                if len(data) >= MSG.size + denials.PAYLOAD.size:
+                    self._add_event(denials.event(syscall_name, id_, a, b, data[MSG.size:], RULE_LABELS))
                 continue
             p = self._procs.get(id_)
             if p is None:
@@ -471,6 +491,33 @@ class Session:
             elif kind == R_EXIT:
                 self._procs.pop(id_, None)
                 p.on_exit(a)
+
+    def _add_event(self, ev: dict) -> None:
+        # A program repeating a refused call (a loop) costs one entry, with a count; past
+        # MAX_EVENTS different ones are counted only.
+        last = self._net_events[-1] if len(self._net_events) > self._merge_floor else None
+        if last is not None and same_event(last, ev):
+            last["count"] = last.get("count", 1) + 1
+        elif len(self._net_events) < viol.MAX_EVENTS:
+            self._net_events.append(ev)
+        else:
+            self._events_dropped += 1
+
+    def events_mark(self) -> tuple[int, int]:
+        """Where a command's window of agentd's reports starts: (kept, dropped) so far;
+        reports from here on are not merged into earlier ones."""
+        self._merge_floor = len(self._net_events)
+        return self._merge_floor, self._events_dropped
+
+    @property
+    def events_dropped(self) -> int:
+        """agentd's reports not kept (past MAX_EVENTS), so far."""
+        return self._events_dropped
+
+    @property
+    def notify(self) -> bool:
+        """True when the filter's refusals are reported by agentd with their arguments."""
+        return self._notify
 
     def _agent_gone(self) -> None:
         for p in list(self._procs.values()):
