@@ -691,16 +691,21 @@ class Session:
     # ---- commands ------------------------------------------------------------------------
     def exec(self, cmd, *, timeout: float | None = None, yield_after: float | None = None, input=None,
              cwd=None, env: Mapping[str, str] | None = None, max_output: int | None = None,
-             on_stdout: Callable | None = None, on_stderr: Callable | None = None) -> ExecResult:
+             on_stdout: Callable | None = None, on_stderr: Callable | None = None,
+             yield_when_quiet: float | None = None) -> ExecResult:
         """Run `cmd` (a shell string for the session's shell, or an argv list) and return
-        what it did. See the module's documentation for timeouts and yield_after."""
+        what it did. See the module's documentation for timeouts and yield_after;
+        yield_when_quiet is soft too: it returns (running=True, a job) once the command
+        has written nothing new for that many seconds (a prompt waiting for input, a
+        stalled download), whichever of the two comes first."""
         timeout = check_seconds(timeout, "timeout")
         yield_after = check_seconds(yield_after, "yield_after")
+        quiet = check_seconds(yield_when_quiet, "yield_when_quiet")
         limit = self._max_output if max_output is None else output_mod.check_max_output(max_output)
         self.check_open("exec")
         run = Run(self, cmd, input=input, cwd=cwd, env=env, limit=limit, on_stdout=on_stdout,
                   on_stderr=on_stderr, stdin_pipe=False)
-        return run.execute(timeout, yield_after)
+        return run.execute(timeout, yield_after, quiet)
 
     def spawn(self, cmd, *, cwd=None, env: Mapping[str, str] | None = None, max_output: int | None = None,
               timeout: float | None = None, on_stdout: Callable | None = None,
