@@ -53,6 +53,7 @@
 #include <string.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <dirent.h>
 #include <sys/syscall.h>
@@ -518,6 +519,38 @@ static void reap(void)
     }
 }
 
+/* The notify mode's first process (see main): answers the filter's notifications until
+ * agentd (its child) or the caller is gone. */
+static void notifier(int listener, pid_t agent)
+{
+    /* The two fds at 3 and 4, from numbers above both (neither may land on the other). */
+    int pidfd = (int)syscall(SYS_pidfd_open, agent, 0);
+    int hi_pidfd = pidfd < 0 ? -1 : fcntl(pidfd, F_DUPFD_CLOEXEC, 100);
+    int hi_listener = fcntl(listener, F_DUPFD_CLOEXEC, 100);
+    if (prctl(PR_SET_DUMPABLE, 0) < 0 || hi_pidfd < 0 || hi_listener < 0 || dup2(hi_listener, 3) < 0 ||
+        dup2(hi_pidfd, 4) < 0) {
+        kill(agent, SIGKILL);
+        _exit(124);
+    }
+    close_fds(5); /* keeps 0 (to report on), 1, 2 (/dev/null or the caller's), 3, 4 */
+    for (;;) {
+        struct pollfd p[3] = {{3, POLLIN, 0}, {4, POLLIN, 0}, {0, 0, 0}};
+        if (poll(p, 3, -1) < 0) {
+            if (errno == EINTR)
+                continue;
+            break;
+        }
+        if (p[0].revents & POLLIN)
+            on_notify(3);
+        else if (p[0].revents & (POLLHUP | POLLERR | POLLNVAL))
+            break;
+        if (p[1].revents || (p[2].revents & (POLLHUP | POLLERR)))
+            break; /* agentd ended, or the caller closed the session */
+    }
+    kill(agent, SIGKILL);
+    _exit(0);
+}
+
 int main(int argc, char **argv)
 {
     /* argv[1]: the fd this program was executed from (closed here); argv[2] "net":
@@ -536,7 +569,21 @@ int main(int argc, char **argv)
         nprog_start = watch_net ? CONNECT_PREFIX : 0;
         if (load_program(pfd) < 0 || nprog_len <= nprog_start || (listener = find_listener()) < 0)
             return 124; /* the session reports that its sandbox did not start */
-        notify = 1;
+        /* The listener goes to a process of its own, which we become the child of: it is
+         * never blocked by our waits (a vforked child's refused call waits for its answer
+         * while we wait for that child), it is not dumpable (the session's processes, of
+         * our uid, can neither ptrace it nor take its fds: answering the filter's
+         * notifications themselves would lift the filter), and every process of the
+         * session descends from it (reading a connect()'s address in /proc/PID/mem). */
+        pid_t me = getpid(), agent = fork();
+        if (agent < 0)
+            return 124;
+        if (agent > 0)
+            notifier(listener, agent);
+        close(listener);
+        listener = -1;
+        if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != me)
+            return 124; /* without the notifier, no session */
     }
     signal(SIGPIPE, SIG_IGN);
     sigset_t mask, oldmask;

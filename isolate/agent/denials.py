@@ -6,10 +6,11 @@ handed to isolate-agentd, which answers it with that errno and reports it (R_DEN
 with the call's arguments. The report names the argument that decided where one did:
 the socket family, the ioctl request, the namespace flags, the mode bits.
 
-agentd itself and the children it starts (between their fork and exec) run under the
-same filter and cannot wait for their own answer: `usable(plan)` is True only when the
-filter lets every call agentd makes (AGENTD_CALLS, with the arguments it uses) through;
-otherwise the session keeps the audit-record path (no arguments).
+The notifications are answered by a process of agentd's (its parent, not dumpable: the
+session's processes can take neither its fds nor its memory), itself under the filter:
+`usable(plan)` is True only when the filter lets every call that process, and agentd
+before it, makes (AGENTD_CALLS, with the arguments they use) through; otherwise the
+session keeps the audit-record path (no arguments).
 """
 
 from __future__ import annotations
@@ -32,21 +33,26 @@ _SECCOMP_IOCTL_NOTIF_SEND = 0xC0182101
 _SECCOMP_IOCTL_NOTIF_ID_VALID = 0x40082102
 _F_DUPFD_CLOEXEC = 1030
 
-# What isolate-agentd and the child it vforks (until its exec) call, with the arguments
-# that matter to a filter; isolate-init's program process makes the first ones after
-# loading the filter (fcntl F_SETFD 0, execve, write, exit_group).
+# The calls made under the filter before anyone answers its notifications, and by the
+# one process that answers them (they would wait for themselves), with the arguments that
+# matter to a filter: isolate-init's program process after loading the filter, agentd's
+# start until it forks the notifier (_agentd.c main), agentd after the fork (before the
+# notifier could be gone), and the notifier itself (notifier, on_notify, report_connect).
 AGENTD_CALLS = (
-    ("fcntl", (0, fcntl.F_SETFD, 0)), ("fcntl", (0, fcntl.F_SETFD, fcntl.FD_CLOEXEC)),
-    ("fcntl", (0, fcntl.F_GETFD)), ("fcntl", (0, _F_DUPFD_CLOEXEC, 3)), ("execve", ()), ("write", ()),
-    ("exit_group", ()), ("exit", ()), ("arch_prctl", (0x1002,)), ("set_tid_address", ()), ("close", ()),
-    ("open", ()), ("openat", ()), ("read", ()), ("pread64", ()), ("fstat", ()), ("newfstatat", ()),
-    ("readlink", ()), ("getdents64", ()), ("lseek", ()), ("brk", ()), ("mmap", ()), ("munmap", ()),
-    ("mremap", ()), ("madvise", ()), ("rt_sigaction", (signal.SIGPIPE,)), ("rt_sigaction", (signal.SIGCHLD,)),
-    ("rt_sigprocmask", ()), ("signalfd4", ()), ("dup2", ()), ("dup3", ()), ("getpid", ()),
-    ("sendto", (0, 0, 0, 0x4000)), ("sendmsg", ()), ("recvmsg", ()), ("recvfrom", ()), ("poll", ()),
-    ("ioctl", (0, _SECCOMP_IOCTL_NOTIF_RECV)), ("ioctl", (0, _SECCOMP_IOCTL_NOTIF_SEND)),
-    ("ioctl", (0, _SECCOMP_IOCTL_NOTIF_ID_VALID)), ("pipe2", ()), ("vfork", ()), ("wait4", ()),
-    ("kill", ()), ("setsid", ()), ("chdir", ()), ("close_range", ()),
+    # isolate-init's program process: the listener kept across the exec, the exec, its error
+    ("fcntl", (0, fcntl.F_SETFD, 0)), ("execve", ()), ("write", ()), ("exit_group", ()),
+    # agentd's start (musl): the program fd, the listener found in /proc/self/fd, the fork
+    ("arch_prctl", (0x1002,)), ("set_tid_address", ()), ("close", ()), ("fstat", ()), ("brk", ()),
+    ("mmap", ()), ("pread64", ()), ("open", ()), ("fcntl", (0, fcntl.F_SETFD, fcntl.FD_CLOEXEC)),
+    ("getdents64", ()), ("readlink", ()), ("fcntl", (0, _F_DUPFD_CLOEXEC, 266)), ("getpid", ()),
+    ("rt_sigprocmask", ()), ("fork", ()),
+    # agentd after the fork
+    ("prctl", (1, signal.SIGKILL)), ("getppid", ()),
+    # the notifier
+    ("pidfd_open", ()), ("fcntl", (0, _F_DUPFD_CLOEXEC, 100)), ("prctl", (4, 0)), ("dup2", ()),
+    ("close_range", ()), ("poll", ()), ("ioctl", (3, _SECCOMP_IOCTL_NOTIF_RECV)),
+    ("ioctl", (3, _SECCOMP_IOCTL_NOTIF_SEND)), ("ioctl", (3, _SECCOMP_IOCTL_NOTIF_ID_VALID)), ("read", ()),
+    ("sendto", (0, 0, 0, 0x4000)), ("kill", ()),
 )
 
 _usable: dict = {}

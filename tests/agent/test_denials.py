@@ -96,17 +96,82 @@ def test_connect_denied_by_the_profile_stays_denied_while_watched(tmp_path):
         assert r.returncode == 1 and r.violations[0]["syscall"] == "connect"
 
 
-def test_a_filter_that_refuses_what_agentd_needs_keeps_the_audit_records(tmp_path):
-    # agentd's vfork child calls setsid before its exec: under notify it would wait for
-    # agentd, which waits for it. Such a plan is not run in notify mode.
-    plan = plans.plan_for("agent", ['seccomp.deny=["setsid", "unshare"]'])
-    assert not denials.usable(plan)
-    with isolate.Session("agent", workspace=tmp_path, overrides=['seccomp.deny=["setsid", "unshare"]']) as s:
+def test_a_filter_that_refuses_what_the_notifier_needs_keeps_the_audit_records(tmp_path):
+    # The process that answers the notifications calls prctl(PR_SET_DUMPABLE) and
+    # pidfd_open under the same filter: refused, it would wait for its own answer. Such a
+    # plan is not run in notify mode.
+    deny = ['seccomp.deny=["pidfd_open", "unshare"]']
+    assert not denials.usable(plans.plan_for("agent", deny))
+    with isolate.Session("agent", workspace=tmp_path, overrides=deny) as s:
         assert not s.notify
         r = s.exec(["unshare", "-U", "true"])
         assert r.returncode != 0
         v = [v for v in r.violations if v.get("syscall") == "unshare"]
         assert v and v[0]["program"] == "unshare" and "argument" not in v[0]
+
+
+def test_a_refused_call_in_agentds_own_child_is_answered_not_waited_on(tmp_path):
+    # agentd's vforked child calls setsid() before its exec while agentd waits for it: the
+    # notifier (another process) answers, the command runs, the refusal is listed.
+    deny = ['seccomp.deny=["setsid", "unshare"]']
+    assert denials.usable(plans.plan_for("agent", deny))
+    with isolate.Session("agent", workspace=tmp_path, overrides=deny) as s:
+        assert s.notify
+        r = s.exec(["sh", "-c", "echo ran"], timeout=20)
+        assert r.stdout == "ran\n" and not r.timed_out
+        assert [v["errno"] for v in r.violations if v.get("syscall") == "setsid"] == ["EPERM"]
+
+
+def test_the_notifier_is_not_dumpable_and_its_fds_cannot_be_taken(session):
+    # A process of the session has agentd's uid: with the listener it could answer the
+    # filter's notifications itself (CONTINUE) and lift the filter. It can reach neither
+    # the fd (/proc/PID/fd, pidfd_getfd) nor the process (ptrace) of the one holding it.
+    script = r"""
+import ctypes, glob, json, os
+libc = ctypes.CDLL(None, use_errno=True)
+assert os.getpid() != 1 and os.path.exists("/proc/1/status")  # in the session's pid namespace
+out = {}
+for d in glob.glob("/proc/[0-9]*"):
+    pid = int(d.split("/")[-1])
+    try:
+        names = [os.readlink(d + "/fd/" + n) for n in os.listdir(d + "/fd")]
+    except OSError as e:
+        names = e.errno
+    comm = open(d + "/comm").read().strip()
+    st = dict(l.split(":	", 1) for l in open(d + "/status").read().splitlines() if ":	" in l)
+    out[pid] = {"comm": comm, "ppid": int(st["PPid"]), "fds": names}
+print(json.dumps(out))
+"""
+    r = session.exec(["python3", "-c", script])
+    procs = {int(k): v for k, v in __import__("json").loads(r.stdout).items()}
+    agent = next(p for p, v in procs.items() if p == session.agent_pid_inside)
+    notifier = procs[agent]["ppid"]
+    assert notifier not in (0, 1) and procs[notifier]["fds"] == 13   # not dumpable: EACCES on its fds
+    assert isinstance(procs[agent]["fds"], list)                     # (agentd's are readable, as before)
+    probe = (f"import ctypes, os\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+             f"pfd = os.pidfd_open({notifier})\nres = []\n"
+             f"for fd in range(3, 8):\n    r = libc.syscall(438, pfd, fd, 0)\n    res.append(ctypes.get_errno() if r < 0 else 0)\n"
+             f"r = libc.syscall(101, 16, {notifier}, 0, 0)\nres.append(ctypes.get_errno() if r < 0 else 0)\n"
+             f"print(res)")
+    r = session.exec(["python3", "-c", probe])
+    got = eval(r.stdout)
+    assert 0 not in got   # neither pidfd_getfd nor ptrace(PTRACE_ATTACH) worked
+
+
+def test_killing_the_notifier_ends_the_session(session):
+    # A hostile program may kill the process that reports its refusals: the session then
+    # ends (agentd dies with it), it does not go on with refusals unreported.
+    notifier = int(session.exec(["sh", "-c", f"grep PPid /proc/{session.agent_pid_inside}/status"])
+                   .stdout.split()[1])
+    session.exec(["kill", "-9", str(notifier)])
+    import time
+    for _ in range(100):
+        if session.closed:
+            break
+        time.sleep(0.05)
+    assert session.closed
+    with pytest.raises(isolate.agent.SessionClosed):
+        session.exec("true")
 
 
 @pytest.mark.parametrize("name", ["default", "strict", "agent"])
