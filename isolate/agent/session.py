@@ -46,6 +46,8 @@ import time
 import weakref
 from typing import Any, Callable, Mapping, Sequence
 
+from ..errors import ProfileError
+from ..launch import plans
 from ..launch.plans import plan_for
 from ..plan.plan import Plan, check_nofile
 from ..profile.cache import load_profile
@@ -57,11 +59,13 @@ from .files import DEFAULT_READ_MAX, Files, SessionPathError, openat2
 from .jobs import Drainer, Run
 from .overlay import Overlay
 from .procs import Proc, Shell
-from .protocol import (A_KILL, A_RUN, A_SHELL, AGENTD, MAX_SLOTS, MSG, R_EXIT, R_HELLO, R_NET, R_STARTED,
+from .protocol import (A_KILL, A_RUN, A_SHELL, AGENTD, MAX_SLOTS, MSG, R_DENIED, R_EXIT, R_HELLO, R_NET, R_STARTED,
                        KILL_GRACE, RUN_SHELL, START_TIMEOUT, check_env, check_seconds, close_fd)
 from .pty import start_pty
 from .results import ExecResult, Truncated  # Truncated: re-exported, importable from here as before
-from .violations import network_event, reader
+from . import denials
+from . import violations as viol
+from .violations import RULE_LABELS, network_event, reader, same_event, syscall_name
 
 
 _UCRED = struct.Struct("=iII")  # struct ucred: pid, uid, gid
@@ -103,20 +107,30 @@ def _inside_pid(host_pid: int) -> int | None:
 _start_cache: dict = {}   # id(plan) -> (weakref to the plan, at, argv without "net", argv with it, cwd)
 
 
-def _start_args(plan, net: bool) -> tuple:
+def _start_args(plan, net: bool, notify: bool) -> tuple:
     """What a session's launch derives from its Plan alone (immutable), made once per plan:
     the fd number of agentd's binary (the first above the profile's passed fds, checked
-    against rlimits.nofile as Popen(pass_fds=) would), agentd's argv, the working directory."""
+    against rlimits.nofile as Popen(pass_fds=) would), agentd's argv, the working directory,
+    and in notify mode (denials.py) the fd of the filter's program (the next number; None
+    where rlimits.nofile leaves no room for it: the session then runs without notify)."""
     entry = _start_cache.get(id(plan))
     if entry is None or entry[0]() is not plan:
         at = max((2,) + tuple(plan.pass_fds)) + 1
         check_nofile(plan, tuple(plan.pass_fds) + (at,), file=plan.profile_name,
                      what=f" with agentd's fd {at} (a session)")
+        try:
+            check_nofile(plan, tuple(plan.pass_fds) + (at, at + 1))
+            bpf_at = at + 1
+        except ProfileError:
+            bpf_at = None
         argv = [b"/proc/self/fd/%d" % at, b"%d" % at]
         if len(_start_cache) >= 64:
             _start_cache.clear()
-        entry = _start_cache[id(plan)] = (weakref.ref(plan), at, argv, argv + [b"net"], os.fsencode(plan.cwd))
-    return entry[1], list(entry[3] if net else entry[2]), entry[4]
+        entry = _start_cache[id(plan)] = (weakref.ref(plan), at, argv, os.fsencode(plan.cwd), bpf_at)
+    _ref, at, argv, cwd, bpf_at = entry
+    if notify and bpf_at is not None:
+        return at, argv + [b"notify:%d:%d" % (bpf_at, 1 if net else 0)], cwd, bpf_at
+    return at, argv + [b"net"] if net else list(argv), cwd, None
 
 
 class _Sandbox:
@@ -201,7 +215,10 @@ class Session:
         self._torn_down = threading.Event()
         self._seccomp_log = bool(violations)
         self._watch_net = bool(violations)
-        self._net_events: list = []
+        self._net_events: list = []           # agentd's reports: connect() watched, R_DENIED
+        self._events_dropped = 0              # reports beyond MAX_EVENTS (counted, not kept)
+        self._merge_floor = 0                 # a report merges only into one at or above this
+        self._notify = False                  # the filter's refusals come from agentd (denials.py)
         self._close_reason = "closed"
         self._lock = threading.RLock()        # session state
         self._send_lock = threading.Lock()    # the control socket
@@ -274,17 +291,24 @@ class Session:
         mine.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)  # agentd's hello comes with its host pid
         try:
             plan = self.plan
-            at, argv, cwd = _start_args(plan, self._watch_net and plan.network_mode == "none" and self._net is None)
+            # (an allowlist session's proxy reports its own refusals: no connect() watch)
+            watch = self._watch_net and plan.network_mode == "none" and self._net is None
+            at, argv, cwd, bpf_at = _start_args(plan, watch, self._seccomp_log and denials.usable(plan))
+            self._notify = bpf_at is not None
             # The program's fd table: 0 the control socket, 1 and 2 /dev/null, the profile's
-            # own passed fds, agentd's binary at `at`.
+            # own passed fds, agentd's binary at `at`, in notify mode the filter's program.
             src, dst = fd_table(theirs.fileno(), self._devnull, self._devnull, plan.pass_fds)
             src.append(agent_fd)
             dst.append(at)
+            if self._notify:
+                src.append(plans.notify_bpf_fd(plan, watch))
+                dst.append(bpf_at)
             if self._seccomp_log:
-                reader()   # listening before the first command runs
+                reader()   # listening before the first command runs (kills, Landlock's paths)
             try:
-                slot = launch(plan, argv[:1], argv, environment_list(self._base_env), cwd,
-                              src, dst, seccomp_log=self._seccomp_log, network=self._net, hold_ns=True)
+                slot = launch(plan, argv[:1], argv, environment_list(self._base_env), cwd, src, dst,
+                              seccomp_log=self._seccomp_log and not self._notify, network=self._net, hold_ns=True,
+                              seccomp_notify=("denials+connect" if watch else "denials") if self._notify else None)
             except ChildError as e:
                 err = setup_error(e.args, plan, os.fsdecode(argv[0]), cwd, getattr(e, "cgroup_procs", ()))
                 if err.step != "exec":
@@ -592,7 +616,7 @@ class Session:
             self._await_hello()
         while True:
             try:
-                data = self._ctl.recv(64)
+                data = self._ctl.recv(128)
             except BlockingIOError:
                 return True
             except OSError:
@@ -605,9 +629,13 @@ class Session:
             kind, id_, a, b = MSG.unpack_from(data)
             if kind == R_NET:
                 try:
-                    self._net_events.append(network_event(self, id_, a, b, data[MSG.size:]))
+                    self._add_event(network_event(self, id_, a, b, data[MSG.size:]))
                 except ValueError:
                     pass
+                continue
+            if kind == R_DENIED:
+                if len(data) >= MSG.size + denials.PAYLOAD.size:
+                    self._add_event(denials.event(syscall_name, id_, a, b, data[MSG.size:], RULE_LABELS))
                 continue
             p = self._procs.get(id_)
             if p is None:
@@ -617,6 +645,33 @@ class Session:
             elif kind == R_EXIT:
                 self._procs.pop(id_, None)
                 p.on_exit(a)
+
+    def _add_event(self, ev: dict) -> None:
+        # A program repeating a refused call (a loop) costs one entry, with a count; past
+        # MAX_EVENTS different ones are counted only.
+        last = self._net_events[-1] if len(self._net_events) > self._merge_floor else None
+        if last is not None and same_event(last, ev):
+            last["count"] = last.get("count", 1) + 1
+        elif len(self._net_events) < viol.MAX_EVENTS:
+            self._net_events.append(ev)
+        else:
+            self._events_dropped += 1
+
+    def events_mark(self) -> tuple[int, int]:
+        """Where a command's window of agentd's reports starts: (kept, dropped) so far;
+        reports from here on are not merged into earlier ones."""
+        self._merge_floor = len(self._net_events)
+        return self._merge_floor, self._events_dropped
+
+    @property
+    def events_dropped(self) -> int:
+        """agentd's reports not kept (past MAX_EVENTS), so far."""
+        return self._events_dropped
+
+    @property
+    def notify(self) -> bool:
+        """True when the filter's refusals are reported by agentd with their arguments."""
+        return self._notify
 
     def _agent_gone(self) -> None:
         for p in list(self._procs.values()):
@@ -791,16 +846,21 @@ class Session:
     # ---- commands ------------------------------------------------------------------------
     def exec(self, cmd, *, timeout: float | None = None, yield_after: float | None = None, input=None,
              cwd=None, env: Mapping[str, str] | None = None, max_output: int | None = None,
-             on_stdout: Callable | None = None, on_stderr: Callable | None = None) -> ExecResult:
+             on_stdout: Callable | None = None, on_stderr: Callable | None = None,
+             yield_when_quiet: float | None = None) -> ExecResult:
         """Run `cmd` (a shell string for the session's shell, or an argv list) and return
-        what it did. See the module's documentation for timeouts and yield_after."""
+        what it did. See the module's documentation for timeouts and yield_after;
+        yield_when_quiet is soft too: it returns (running=True, a job) once the command
+        has written nothing new for that many seconds (a prompt waiting for input, a
+        stalled download), whichever of the two comes first."""
         timeout = check_seconds(timeout, "timeout")
         yield_after = check_seconds(yield_after, "yield_after")
+        quiet = check_seconds(yield_when_quiet, "yield_when_quiet")
         limit = self._max_output if max_output is None else output_mod.check_max_output(max_output)
         self.check_open("exec")
         run = Run(self, cmd, input=input, cwd=cwd, env=env, limit=limit, on_stdout=on_stdout,
                   on_stderr=on_stderr, stdin_pipe=False)
-        return run.execute(timeout, yield_after)
+        return run.execute(timeout, yield_after, quiet)
 
     def spawn(self, cmd, *, cwd=None, env: Mapping[str, str] | None = None, max_output: int | None = None,
               timeout: float | None = None, on_stdout: Callable | None = None,

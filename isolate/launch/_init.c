@@ -48,6 +48,9 @@
 #define FLAG_SECCOMP_LOG 16 /* load the filter with SECCOMP_FILTER_FLAG_LOG: denials go to the audit log */
 #define FLAG_SECCOMP_EARLY 32 /* warm: the zygote loads the filter before its task (the caller checked that
                                * the filter allows every call the zygote makes after it: warm.py) */
+#define FLAG_SECCOMP_NOTIFY 128 /* load the filter with SECCOMP_FILTER_FLAG_NEW_LISTENER and leave the
+                                 * listener open across the exec: the program (isolate-agentd) answers
+                                 * the calls its USER_NOTIF returns send (never loaded early) */
 #define MSG_RUSAGE 5 /* just before MSG_EXITED, with a pid namespace: a = maxrss KiB, b.c = utime s.us, t = stime us */
 #define TASK_MAGIC 0x544f5349u /* "ISOT" */
 #define TASK_QUIET 1 /* a task's flags: pid 1 reports the start only with the end, and stays until killed */
@@ -426,7 +429,7 @@ int main(int argc, char **argv)
             parent_pidfd = cgroup_fd = -1;
             int no_sfd = -1;
             alloc_task();
-            if ((flags & FLAG_SECCOMP_EARLY) && !(flags & FLAG_CTTY) && prog.filter) {
+            if ((flags & FLAG_SECCOMP_EARLY) && !(flags & (FLAG_CTTY | FLAG_SECCOMP_NOTIFY)) && prog.filter) {
                 /* Loaded now, off the task's path: from here the zygote makes only calls the
                  * caller found the filter to allow (recvmsg, fcntl, dup2, close, close_range,
                  * chdir, umask, rt_sigprocmask, write, execve, exit_group). */
@@ -446,15 +449,23 @@ int main(int argc, char **argv)
         sigemptyset(&none);
         sigprocmask(SIG_SETMASK, &none, NULL);
         struct isolate_msg m = {MSG_ERROR, 0, 0, 0, 0};
+        long listener = -1; /* FLAG_SECCOMP_NOTIFY: the program finds it among its fds */
         /* A terminal of its own: a session of its own whose controlling terminal is
          * the fresh pty on fd 0. Before seccomp, which denies TIOCSCTTY. */
         if ((flags & FLAG_CTTY) && (setsid() < 0 || ioctl(0, TIOCSCTTY, 0) < 0)) {
             m.a = STEP_SETSID;
             m.b = 1;
             m.c = errno;
-        } else if (prog.filter && syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER,
-                                          (flags & FLAG_SECCOMP_LOG) ? SECCOMP_FILTER_FLAG_LOG : 0, &prog) < 0) {
+        } else if (prog.filter && (listener = syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER,
+                                                      ((flags & FLAG_SECCOMP_LOG) ? SECCOMP_FILTER_FLAG_LOG : 0) |
+                                                          ((flags & FLAG_SECCOMP_NOTIFY) ? SECCOMP_FILTER_FLAG_NEW_LISTENER
+                                                                                         : 0),
+                                                      &prog)) < 0) {
             m.a = STEP_SECCOMP;
+            m.c = errno;
+        } else if ((flags & FLAG_SECCOMP_NOTIFY) && prog.filter && fcntl((int)listener, F_SETFD, 0) < 0) {
+            m.a = STEP_SECCOMP;
+            m.b = 1;
             m.c = errno;
         } else {
             int err = ENOENT;

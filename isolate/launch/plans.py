@@ -16,11 +16,13 @@ from __future__ import annotations
 import fcntl
 import os
 import threading
+import weakref
 from collections import OrderedDict
 
 from typing import Any, Sequence
 
 from ..errors import ProfileError, WorkingDirectoryNotFound
+from ..kernel import seccomp_notify
 from ..plan import mountops
 from ..plan.plan import Plan
 from ..profile.cache import load_profile
@@ -113,6 +115,32 @@ def _make(profile, ctx, key: str) -> Plan:
     # Fail closed: whatever this plan asks of the kernel (and of its fd table) must be there.
     compile_mod.check_runnable(plan, parts, profile.name)
     return plan
+
+
+_notify_fds: dict = {}   # (id(plan), watch_connect) -> sealed memfd of the notify variant
+_notify_lock = threading.Lock()
+
+
+def notify_bpf_fd(plan: Plan, watch_connect: bool) -> int:
+    """A sealed memfd of plan.bpf's notify variant (isolate.plan.seccomp.notify), made
+    once per plan and closed with it."""
+    key = (id(plan), bool(watch_connect))
+    fd = _notify_fds.get(key)
+    if fd is None:
+        with _notify_lock:
+            fd = _notify_fds.get(key)
+            if fd is None:
+                fd = _sealed_memfd(seccomp_notify.notify_variant(plan.bpf, watch_connect))
+                _notify_fds[key] = fd
+                weakref.finalize(plan, _forget_notify_fd, key, fd)
+    return fd
+
+
+def _forget_notify_fd(key, fd: int) -> None:
+    with _notify_lock:
+        if _notify_fds.get(key) == fd:
+            del _notify_fds[key]
+    os.close(fd)
 
 
 def _sealed_memfd(data: bytes) -> int:

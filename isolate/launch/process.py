@@ -28,8 +28,9 @@ from ..errors import (ExecutableNotFound, ExecutablePermission, SandboxSetupErro
                       WorkingDirectoryNotADirectory, WorkingDirectoryNotFound, WorkingDirectoryPermission)
 from ..kernel.constants import RLIMIT_NAMES
 from ..plan.plan import Plan, check_nofile
-from . import _launch, cgroup, hostids, mounts, net, popen_args, terminal
-from .pid1 import (FLAG_CTTY, FLAG_DIE_WITH_PARENT, FLAG_PIDNS, FLAG_SECCOMP_EARLY, FLAG_SECCOMP_LOG, FLAG_WARM,
+from . import _launch, cgroup, hostids, mounts, net, plans, popen_args, terminal
+from .pid1 import (FLAG_CTTY, FLAG_DIE_WITH_PARENT, FLAG_PIDNS, FLAG_SECCOMP_EARLY, FLAG_SECCOMP_LOG,
+                   FLAG_SECCOMP_NOTIFY, FLAG_WARM,
                    process_fds)
 from ..profile.cache import load_profile  # noqa: F401 - public here too (isolate.load_profile)
 from .plans import compile_profile, no_nul, plan_for, plan_for_cwd  # noqa: F401 - plan_for*: public here too
@@ -161,6 +162,11 @@ class Popen(subprocess.Popen):
     seccomp_log=True loads the filter with SECCOMP_FILTER_FLAG_LOG: each denial becomes a
     kernel audit record (type 1326; isolate.agent.violations reads them).
 
+    seccomp_notify="denials" (or "denials+connect") loads a variant of the filter whose
+    errno returns are SECCOMP_RET_USER_NOTIF (isolate.plan.seccomp.notify), with a
+    listener the program inherits and must answer (isolate-agentd does); "+connect" also
+    sends it every connect(). The plan must run under isolate-init and have a filter.
+
     network=: a network namespace a layer above made for this one sandbox (see launch();
     isolate.netproxy's allowlist); the sandbox joins it, `violations` lists what it
     refused, and it is closed once the sandbox is reaped (or the launch failed).
@@ -173,9 +179,14 @@ class Popen(subprocess.Popen):
                  group=None, extra_groups=None, encoding=None, errors=None, text=None, umask=-1, pipesize=-1,
                  process_group=None, profile: Any = "default", overrides: Sequence[str] = (), warm=None,
                  pty: bool | None = None, pty_size: Sequence[int] | None = None, seccomp_log: bool = False,
-                 network=None):
+                 network=None, seccomp_notify: str | None = None):
         popen_args.check_popen_args(preexec_fn, close_fds, startupinfo, creationflags)
         self._seccomp_log = bool(seccomp_log)  # denials of the filter go to the kernel's audit log
+        if seccomp_notify not in (None, "denials", "denials+connect"):
+            raise ValueError(f"seccomp_notify: None, 'denials' or 'denials+connect', not {seccomp_notify!r}")
+        if seccomp_notify is not None and warm is not None:
+            raise ValueError("seccomp_notify: not available with a WarmPool")
+        self._seccomp_notify = seccomp_notify
         popen_args.check_call_args(args, shell, executable, cwd, env, umask)
         if warm is not None:
             if user is not None or group is not None or extra_groups is not None:
@@ -453,7 +464,7 @@ class Popen(subprocess.Popen):
                                    ctty=getattr(self, "_ctty", False), umask=self._umask,
                                    keep_ignored=self._keep_ignored, groups=self._groups,
                                    seccomp_log=self._seccomp_log, network=self._network_for_launch,
-                                   hold_ns=True, src_stats=stats))
+                                   hold_ns=True, src_stats=stats, seccomp_notify=self._seccomp_notify))
                 self._child_created = True
         except BaseException as e:
             self._close_pipe_fds(p2cread, p2cwrite, c2pread, c2pwrite, errread, errwrite)
@@ -635,7 +646,7 @@ TASK_MAX = 1 << 20
 def launch(plan: Plan, exec_paths, argv, envp, cwd: bytes, src, dst, warm: bool = False,
            ctty: bool = False, umask: int = -1, keep_ignored: bool = False, groups=None,
            seccomp_log: bool = False, network=None, early_seccomp: bool = False, hold_ns: bool = False,
-           src_stats: dict | None = None) -> Launched:
+           src_stats: dict | None = None, seccomp_notify: str | None = None) -> Launched:
     """One start of the launch path. With warm=True, pid 1 is set up and then waits for
     its task on fd 0 (a socket returned as Launched.ctl) instead of starting a program.
     With ctty=True, fd 0 (a fresh pty) becomes the controlling terminal of the program,
@@ -651,7 +662,9 @@ def launch(plan: Plan, exec_paths, argv, envp, cwd: bytes, src, dst, warm: bool 
     (its teardown then runs in a thread of the launch path, not before the reap).
 
     src_stats: {fd: os.fstat(fd)} of fds of `src` the caller has just looked at (run()'s
-    direct path, the caller's own 0, 1, 2), not looked at again."""
+    direct path, the caller's own 0, 1, 2), not looked at again.
+
+    seccomp_notify: see Popen (pid 1 loads plans.notify_bpf_fd's program with a listener)."""
     first_private = max(dst + [2]) + 1
     init_fd, self_pidfd = process_fds()
     # A fresh cgroup per launch; the launch path puts the child in before it runs anything.
@@ -663,6 +676,10 @@ def launch(plan: Plan, exec_paths, argv, envp, cwd: bytes, src, dst, warm: bool 
         if group is not None and plan.use_init and not plan.pidns and plan.die_with_parent else -1
     init_argv: list = []
     bpf_fd = plan.bpf_fd
+    if seccomp_notify is not None:
+        if not plan.use_init or bpf_fd < 0:
+            raise ValueError("seccomp_notify: the plan must have a seccomp filter and run under isolate-init")
+        bpf_fd = plans.notify_bpf_fd(plan, seccomp_notify == "denials+connect")
     if plan.use_init:
         # The private fds follow the program's table at fixed slots (PRIV_* in _launch.c).
         pidfd_slot = first_private + 1 if plan.die_with_parent else -1
@@ -670,7 +687,8 @@ def launch(plan: Plan, exec_paths, argv, envp, cwd: bytes, src, dst, warm: bool 
         cgroup_slot = first_private + 3 if cgroup_fd >= 0 else -1
         flags = ((FLAG_PIDNS if plan.pidns else 0) | (FLAG_DIE_WITH_PARENT if plan.die_with_parent else 0)
                  | (FLAG_WARM if warm else 0) | (FLAG_CTTY if ctty else 0)
-                 | (FLAG_SECCOMP_LOG if seccomp_log else 0) | (FLAG_SECCOMP_EARLY if early_seccomp and warm else 0))
+                 | (FLAG_SECCOMP_LOG if seccomp_log else 0) | (FLAG_SECCOMP_EARLY if early_seccomp and warm else 0)
+                 | (FLAG_SECCOMP_NOTIFY if seccomp_notify is not None else 0))
         init_argv = [b"isolate-init", b"%d" % first_private, b"%d" % pidfd_slot, b"%d" % bpf_slot, b"%d" % flags,
                      b"%d" % first_private, b"%d" % cgroup_slot, b"%d" % len(exec_paths), *exec_paths, *argv]
     if network is not None and plan.network_mode != "none":

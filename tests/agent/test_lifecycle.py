@@ -183,6 +183,7 @@ def test_caller_death_leaves_nothing_behind(tmp_path):
 @pytest.mark.parametrize("kw, err", [
     ({"timeout": -1}, ValueError), ({"timeout": math.nan}, ValueError), ({"timeout": math.inf}, ValueError),
     ({"timeout": "5"}, TypeError), ({"yield_after": -0.5}, ValueError), ({"yield_after": math.nan}, ValueError),
+    ({"yield_when_quiet": -1}, ValueError), ({"yield_when_quiet": math.inf}, ValueError), ({"yield_when_quiet": "1"}, TypeError),
     ({"max_output": -1}, ValueError), ({"max_output": 1.5}, ValueError), ({"env": {"A=B": "x"}}, ValueError),
     ({"env": {"A": "x\0y"}}, ValueError), ({"cwd": "a\0b"}, ValueError), ({"input": 5}, TypeError),
     ({"on_stdout": "print"}, TypeError),
