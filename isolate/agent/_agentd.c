@@ -431,21 +431,9 @@ static void report_connect(int listener, struct seccomp_notif *rq)
     }
 }
 
-static void on_connect(int listener)
-{
-    struct seccomp_notif req;
-    struct seccomp_notif_resp resp;
-    memset(&req, 0, sizeof req);
-    if (ioctl(listener, SECCOMP_IOCTL_NOTIF_RECV, &req) < 0)
-        return;
-    report_connect(listener, &req);
-    memset(&resp, 0, sizeof resp);
-    resp.id = req.id;
-    resp.flags = SECCOMP_USER_NOTIF_FLAG_CONTINUE;
-    ioctl(listener, SECCOMP_IOCTL_NOTIF_SEND, &resp);
-}
-
-/* Notify mode: a call the profile's filter sent us (its refusals; connect() with WATCH). */
+/* A call a filter sent us: in notify mode the profile's (its refusals; connect() with
+ * WATCH), else our own watch filter's (connect(), which that filter alone does not decide:
+ * nprog is NULL, the answer is "go on"). */
 static void on_notify(int listener)
 {
     struct seccomp_notif req;
@@ -455,7 +443,7 @@ static void on_notify(int listener)
         return;
     memset(&resp, 0, sizeof resp);
     resp.id = req.id;
-    uint32_t ret = bpf_run(nprog, nprog_len, nprog_start, &req.data);
+    uint32_t ret = nprog ? bpf_run(nprog, nprog_len, nprog_start, &req.data) : SECCOMP_RET_ALLOW;
     uint32_t action = ret & SECCOMP_RET_ACTION_FULL;
     if (action == SECCOMP_RET_ALLOW || action == SECCOMP_RET_LOG) {
         if (watch_net && req.data.nr == SYS_connect && req.data.arch == AUDIT_ARCH_X86_64)
@@ -557,11 +545,12 @@ int main(int argc, char **argv)
      * report connect() calls to non-loopback addresses. */
     if (argc > 1)
         close(atoi(argv[1]));
-    int listener = -1, notify = 0;
+    int listener = -1;
     if (argc > 2 && !strcmp(argv[2], "net")) {
         listener = watch_connect();
         if (listener >= 0)
             fcntl(listener, F_SETFD, FD_CLOEXEC);
+        watch_net = 1;
     } else if (argc > 2 && !strncmp(argv[2], "notify:", 7)) {
         char *end = NULL;
         int pfd = (int)strtol(argv[2] + 7, &end, 10);
@@ -620,12 +609,8 @@ int main(int argc, char **argv)
                 ;
             reap();
         }
-        if (listener >= 0 && (p[2].revents & POLLIN)) {
-            if (notify)
-                on_notify(listener);
-            else
-                on_connect(listener);
-        }
+        if (listener >= 0 && (p[2].revents & POLLIN))
+            on_notify(listener);
         if (!p[0].revents)
             continue;
         char cbuf[CMSG_SPACE(sizeof(int) * 8)] __attribute__((aligned(8)));

@@ -108,6 +108,9 @@ def test_a_filter_that_refuses_what_the_notifier_needs_keeps_the_audit_records(t
         assert r.returncode != 0
         v = [v for v in r.violations if v.get("syscall") == "unshare"]
         assert v and v[0]["program"] == "unshare" and "argument" not in v[0]
+        # connect() is watched by agentd's own filter then
+        r = s.exec(["python3", "-c", "import socket; socket.create_connection(('1.2.3.4', 443), timeout=5)"])
+        assert [(v["host"], v["port"]) for v in r.violations if v["kind"] == "network"] == [("1.2.3.4", 443)]
 
 
 def test_a_refused_call_in_agentds_own_child_is_answered_not_waited_on(tmp_path):
