@@ -27,6 +27,7 @@ import subprocess
 import sys
 import threading
 import time
+import weakref
 from collections import deque
 from typing import Any, Sequence
 
@@ -41,6 +42,11 @@ _DIRECT = frozenset({"input", "capture_output", "timeout", "check", "on_timeout"
                      "stderr", "text", "encoding", "errors", "universal_newlines", "pass_fds", "umask", "shell",
                      "executable"})
 _STEP_NAMES = {v: k for k, v in process.STEP_NUMBERS.items()}
+
+
+# pid 1's usual report of a quiet task's end, in one write: MSG_STARTED, MSG_RUSAGE, MSG_EXITED.
+_REPORT = struct.Struct("=" + "iiiiq" * 3)
+assert _REPORT.size == 3 * process.MSG.size
 
 
 class WarmPool:
@@ -65,6 +71,10 @@ class WarmPool:
         self._lock = threading.Condition()
         self._closed = False
         self._pid = os.getpid()
+        self._forks = _forks[0]  # this process's count of forks (no getpid per task)
+        self._passed = tuple(sorted(set(self.plan.pass_fds)))
+        self._status = threading.local()     # each calling thread's status file (caller_umask)
+        self._status_fds = weakref.WeakSet()  # the same, closed by close()
         self.stats = {"prepared": 0, "served_warm": 0, "served_cold": 0}
         # run()'s direct path: the last environment's C strings, and exec paths by program
         # and PATH (the same inputs give the same lists: any change of them is a new entry).
@@ -111,7 +121,7 @@ class WarmPool:
     def _take(self, direct: bool = False) -> process.Launched:
         """A ready sandbox (or one prepared now). Only run()'s direct path (direct=True)
         reads its memory counters through the fds opened ahead; other paths close them."""
-        if os.getpid() != self._pid:
+        if _forks[0] != self._forks:
             raise RuntimeError("a WarmPool cannot be used in a forked child")
         with self._lock:
             if self._closed:
@@ -154,6 +164,8 @@ class WarmPool:
         for slot in slots:
             _discard(slot)
         self._clean_used()
+        for kept in list(self._status_fds):
+            kept.close()
 
     def __enter__(self):
         return self
@@ -217,12 +229,19 @@ class WarmPool:
                 shell_prog = plan.shell
         program = os.fspath(executable if executable is not None else argl[0])
         argv = [os.fsencode(a) for a in argl]
-        environment = plan.environment() if env is None else env
-        envp = self._envp(environment)
-        paths = self._exec_paths(os.fsencode(program), environment, env is not None)
-        passed = tuple(sorted(set(plan.pass_fds) | set(int(f) for f in pass_fds)))
-        if set(passed) != set(plan.pass_fds):
-            check_nofile(plan, passed, warm=True, file=plan.profile_name, what=f" with pass_fds={list(passed)}")
+        fixed = process.fixed_for(plan) if env is None else None
+        if fixed is not None:  # the plan's environment and exec paths, kept as run()'s direct path keeps them
+            envp, paths = fixed.envp, fixed.exec_paths(os.fsencode(program))
+        else:
+            environment = plan.environment() if env is None else env
+            envp = self._envp(environment)
+            paths = self._exec_paths(os.fsencode(program), environment, env is not None)
+        if pass_fds:
+            passed = tuple(sorted(set(plan.pass_fds) | set(int(f) for f in pass_fds)))
+            if set(passed) != set(plan.pass_fds):
+                check_nofile(plan, passed, warm=True, file=plan.profile_name, what=f" with pass_fds={list(passed)}")
+        else:
+            passed = self._passed
         cwd_b = os.fsencode(os.path.abspath(os.fspath(cwd))) if cwd is not None else b""
 
         # The fd table: the child's ends (ours to close once handed over) and our ends.
@@ -248,7 +267,8 @@ class WarmPool:
                     child[i] = v
                 else:
                     child[i] = v.fileno()
-            src, dst = process.fd_table(child[0], child[1], child[2], passed)
+            stats: dict = {}  # the caller's own 0, 1, 2 as fd_table found them (give_pipes needs no fstat again)
+            src, dst = process.fd_table(child[0], child[1], child[2], passed, stats)
         except BaseException:
             for fd in made + [m for m in mine if m >= 0]:
                 os.close(fd)
@@ -261,9 +281,10 @@ class WarmPool:
             try:
                 try:
                     if slot.ids is not None:
-                        process.give_pipes(src, slot.ids.id)
-                    slot.send_task(cwd_b, paths, argv, envp, src, dst, umask=umask if umask >= 0 else -1,
-                                   quiet=True)
+                        process.give_pipes(src, slot.ids.id, stats)
+                    # The socket stays open until the sandbox is cleaned up (off the task's path).
+                    slot.send_task(cwd_b, paths, argv, envp, src, dst, umask=umask if umask >= 0 else caller_umask(self._status, self._status_fds),
+                                   quiet=True, keep_ctl=True)
                 finally:
                     for fd in made:
                         os.close(fd)
@@ -273,7 +294,17 @@ class WarmPool:
                     if isinstance(input, str):
                         input = input.encode(encoding, errors)
                 try:
-                    timed_out, outs, status, ended = _communicate(slot, mine, input, timeout)
+                    if timeout is None and mine[0] < 0 and mine[1] < 0 and mine[2] < 0:
+                        # Nothing to read or write but pid 1's report (one write: started, rusage,
+                        # status): wait for it in one read. Anything else (an error record, pid 1
+                        # gone without its report) goes on in the poll loop.
+                        first = os.read(slot.status_fd, 65536)
+                        if _ended(first):
+                            timed_out, outs, status, ended = False, [None, [], []], first, True
+                        else:
+                            timed_out, outs, status, ended = _communicate(slot, mine, input, timeout, first)
+                    else:
+                        timed_out, outs, status, ended = _communicate(slot, mine, input, timeout)
                 except BaseException:
                     _kill(slot)
                     raise
@@ -343,7 +374,15 @@ class WarmPool:
     def _task_result(self, args, slot, status, outs, mine, sts, rusage, usage, timed_out, start, program, cwd_b,
                      shell_prog, text_mode, encoding, errors, check, on_timeout, timeout) -> process.Result:
         plan = self.plan
-        # What pid 1 said: why the program did not start, or how it ended.
+        # What pid 1 said: why the program did not start, or how it ended. Its usual word
+        # is exactly (started, rusage, exited), in one write.
+        if len(status) == _REPORT.size and rusage is None:
+            k1, _pid, _, _, _, k2, maxrss, us, uus, st, k3, exit_sts, _, _, _ = _REPORT.unpack(status)
+            if k1 == _launch.MSG_STARTED and k2 == MSG_RUSAGE and k3 == _launch.MSG_EXITED:
+                sts = exit_sts
+                rusage = process.Rusage(maxrss, us + uus / 1e6, st / 1e6)
+                return self._make_result(args, slot, outs, mine, sts, rusage, usage, timed_out, start, text_mode,
+                                         encoding, errors, check, on_timeout, timeout)
         msgs = [process.MSG.unpack_from(status, off) for off in range(0, len(status) - process.MSG.size + 1,
                                                                           process.MSG.size)]
         for kind, a, b, c, _t in msgs:
@@ -361,7 +400,15 @@ class WarmPool:
         for kind, a, b, c, t in msgs:
             if kind == MSG_RUSAGE and rusage is None:
                 rusage = process.Rusage(a, b + c / 1e6, t / 1e6)
-        out, err = (None if mine[i] < 0 else b"".join(outs[i]) for i in (1, 2))
+        return self._make_result(args, slot, outs, mine, sts, rusage, usage, timed_out, start, text_mode, encoding,
+                                 errors, check, on_timeout, timeout)
+
+    def _make_result(self, args, slot, outs, mine, sts, rusage, usage, timed_out, start, text_mode, encoding, errors,
+                     check, on_timeout, timeout) -> process.Result:
+        if mine[1] < 0 and mine[2] < 0:
+            out = err = None
+        else:
+            out, err = (None if mine[i] < 0 else b"".join(outs[i]) for i in (1, 2))
         if text_mode:
             out, err = (None if d is None else d.decode(encoding, errors).replace("\r\n", "\n").replace("\r", "\n")
                         for d in (out, err))
@@ -393,6 +440,9 @@ class WarmPool:
                 slot = self._used.popleft()
             try:
                 _close_counters(slot)
+                if slot.ctl is not None:  # kept open by the task (send_task(keep_ctl=True))
+                    slot.ctl.close()
+                    slot.ctl = None
                 if not getattr(slot, "reaped", True):
                     # pid 1 of a quiet task has reported and waits to be killed: its exit (the
                     # namespaces' teardown) happens here, off the caller's path.
@@ -423,19 +473,102 @@ class WarmPool:
                 self._task_done()
 
 
+# Forks of this process: a pool made before a fork is not usable in the child (its
+# sandboxes, their pid 1 and the refill thread are the parent's).
+_forks = [0]
+
+
+def _count_fork() -> None:
+    _forks[0] += 1
+
+
+os.register_at_fork(after_in_child=_count_fork)
+
+
+class _StatusFd:
+    """One thread's /proc/thread-self/status, kept open by a pool (caller_umask)."""
+
+    __slots__ = ("fd", "forks", "key", "__weakref__")
+
+    def __init__(self, fd: int):
+        self.fd, self.forks = fd, _forks[0]
+        st = os.fstat(fd)
+        self.key = (st.st_dev, st.st_ino)
+
+    def close(self) -> None:
+        """Close it if that number is still this file (the caller may have closed it and
+        opened its own there); never in a forked child (it is the parent's thread's)."""
+        try:
+            if self.forks == _forks[0]:
+                self.forks = -1
+                st = os.fstat(self.fd)
+                if (st.st_dev, st.st_ino) == self.key:
+                    os.close(self.fd)
+        except Exception:  # noqa: BLE001 - closed already, or the interpreter is shutting down
+            pass
+
+    __del__ = close  # its thread has ended (threading.local dropped it)
+
+
+def _umask_of(data: bytes, tid: int | None) -> int:
+    """The Umask line of a /proc/<tid>/status text (-1: not there; tid given: -1 unless it
+    is the status of that thread)."""
+    i = data.find(b"\nUmask:\t")
+    if i < 0 or not data.startswith(b"Name:"):
+        return -1
+    if tid is not None and data.find(b"\nPid:\t%d\n" % tid) < 0:
+        return -1
+    j = data.find(b"\n", i + 8)
+    return int(data[i + 8:j], 8) if j > 0 else -1
+
+
+def caller_umask(local: threading.local, kept_fds: weakref.WeakSet) -> int:
+    """This thread's umask now, read without changing it (os.umask would, for a moment, for
+    every thread): one pread of this thread's /proc/thread-self/status, kept open in
+    `local` (and in `kept_fds`, for its owner to close). A kept fd is used only while it
+    still reads as this very thread's status (its number may have been closed and reused
+    by the caller); otherwise it is forgotten, not closed, and opened again. -1 if it
+    cannot be read (send_task then reads it its own way)."""
+    kept = getattr(local, "kept", None)
+    if kept is not None and kept.forks == _forks[0]:
+        try:
+            mask = _umask_of(os.pread(kept.fd, 256, 0), threading.get_native_id())
+            if mask >= 0:
+                return mask
+        except (OSError, ValueError):
+            pass
+        kept.forks = -1  # not ours any more: never closed by us
+    local.kept = None
+    try:
+        fd = os.open("/proc/thread-self/status", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return -1
+    try:
+        mask = _umask_of(os.read(fd, 256), None)
+    except (OSError, ValueError):
+        mask = -1
+    if mask < 0:
+        os.close(fd)
+        return -1
+    local.kept = _StatusFd(fd)
+    kept_fds.add(local.kept)
+    return mask
+
+
 def _kill(slot: process.Launched) -> None:
     """Kill a task's whole sandbox (pid 1 of its pid namespace, and its cgroup): as Popen.kill()."""
     process.kill_slot(slot, pidns=True)  # a WarmPool's plans always have a pid namespace
 
 
-def _communicate(slot: process.Launched, mine: list, input, timeout):
+def _communicate(slot: process.Launched, mine: list, input, timeout, first: bytes = b""):
     """Write `input`, read the output pipes and pid 1's status pipe in one poll loop,
     until pid 1 has reported the program's end (it has killed every other process of
     the sandbox by then) and the output pipes are at EOF, or until pid 1 is gone. On
-    the timeout the sandbox is killed and the rest read. Returns (timed_out,
-    [_, stdout chunks, stderr chunks], status bytes, ended: pid 1 reported the end)."""
+    the timeout the sandbox is killed and the rest read. `first`: what was read of the
+    status pipe already. Returns (timed_out, [_, stdout chunks, stderr chunks], status
+    bytes, ended: pid 1 reported the end)."""
     outs: list = [None, [], []]
-    status: list = []
+    status: list = [first] if first else []
     poller = select.poll()
     readers = {slot.status_fd: status}
     for i in (1, 2):
@@ -666,6 +799,15 @@ def _read_small(path: str) -> bytes:
         os.close(fd)
 
 
+def _keyed_int(data: bytes, key: bytes) -> int | None:
+    """The value of `key` in a flat-keyed cgroup file ("name value" lines), or None."""
+    i = 0 if data.startswith(key + b" ") else data.find(b"\n" + key + b" ") + 1
+    if i == 0 and not data.startswith(key + b" "):
+        return None
+    j = data.find(b"\n", i)
+    return int(data[i + len(key) + 1:j if j >= 0 else len(data)])
+
+
 def _memory_usage(group, fds: tuple = ()) -> cgroup.Usage | None:
     """What a Result needs of the task's cgroup (OOM kills, peak memory), in the fewest
     reads: one pread each of the counters opened ahead (`fds`, _open_counters), or by name."""
@@ -678,15 +820,14 @@ def _memory_usage(group, fds: tuple = ()) -> cgroup.Usage | None:
                 events_b, peak_b = os.pread(fds[0], 4096, 0), os.pread(fds[1], 4096, 0)
             else:
                 events_b, peak_b = _read_small(os.path.join(d, "memory.events")), _read_small(os.path.join(d, "memory.peak"))
-            events = dict(line.split() for line in events_b.decode().splitlines())
-            return cgroup.Usage(int(events.get("oom_kill", 0)), int(peak_b), None, None, None)
+            oom = _keyed_int(events_b, b"oom_kill")
+            return cgroup.Usage(0 if oom is None else oom, int(peak_b), None, None, None)
         for d in ([None] if fds else group.dirs):
             try:
-                ctl = (os.pread(fds[0], 4096, 0) if fds else _read_small(os.path.join(d, "memory.oom_control"))).decode()
+                ctl = os.pread(fds[0], 4096, 0) if fds else _read_small(os.path.join(d, "memory.oom_control"))
             except FileNotFoundError:
                 continue
-            keyed = dict(line.split() for line in ctl.splitlines() if line.strip())
-            oom = int(keyed["oom_kill"]) if "oom_kill" in keyed else None
+            oom = _keyed_int(ctl, b"oom_kill")
             # failcnt only stands in for oom_kill on a kernel without it (see Popen)
             failcnt = None if oom is not None else int(
                 os.pread(fds[2], 4096, 0) if fds else _read_small(os.path.join(d, "memory.failcnt")))
