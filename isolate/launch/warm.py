@@ -47,6 +47,7 @@ _STEP_NAMES = {v: k for k, v in process.STEP_NUMBERS.items()}
 # pid 1's usual report of a quiet task's end, in one write: MSG_STARTED, MSG_RUSAGE, MSG_EXITED.
 _REPORT = struct.Struct("=" + "iiiiq" * 3)
 assert _REPORT.size == 3 * process.MSG.size
+_EXITED_KIND = struct.pack("=i", _launch.MSG_EXITED)
 
 
 class WarmPool:
@@ -73,6 +74,8 @@ class WarmPool:
         self._pid = os.getpid()
         self._forks = _forks[0]  # this process's count of forks (no getpid per task)
         self._passed = tuple(sorted(set(self.plan.pass_fds)))
+        self._inherit_all = self.plan.stdio == ("inherit", "inherit", "inherit")
+        self._prepared: dict = {}  # run(args) alone: tuple(args) -> (its _Fixed, program, task strings)
         self._status = threading.local()     # each calling thread's status file (caller_umask)
         self._status_fds = weakref.WeakSet()  # the same, closed by close()
         self.stats = {"prepared": 0, "served_warm": 0, "served_cold": 0}
@@ -194,6 +197,18 @@ class WarmPool:
         loop over the pipes, pid 1's status pipe and its pidfd, until pid 1 reports the
         program's end; reaping and cleaning up are the refill thread's); with any other,
         the path of isolate.run(warm=pool). Both behave the same (docs/warm-path.md)."""
+        if len(popenargs) == 1 and not kwargs and not self.plan.pty:
+            args = popenargs[0]
+            if type(args) is list:
+                try:
+                    prepared = self._prepared.get(tuple(args))
+                except TypeError:  # an unhashable argument: the checks say what is wrong with it
+                    prepared = None
+                # (only lists of exact str were kept: an object merely equal to one is no hit)
+                if prepared is not None and prepared[0] is process.fixed_for(self.plan) \
+                        and all(type(a) is str for a in args):
+                    return self._run_direct(args, prepared=prepared)
+            return self._run_direct(args)
         if len(popenargs) == 1 and "args" not in kwargs and _DIRECT.issuperset(kwargs) and not self.plan.pty:
             return self._run_direct(popenargs[0], **kwargs)
         return process.run(*popenargs, warm=self, **kwargs)
@@ -201,7 +216,42 @@ class WarmPool:
     def _run_direct(self, args, *, input=None, capture_output=False, timeout=None, check=False, on_timeout="raise",
                     cwd=None, env=None, stdin=process.FROM_PROFILE, stdout=process.FROM_PROFILE,
                     stderr=process.FROM_PROFILE, text=None, encoding=None, errors=None, universal_newlines=None,
-                    pass_fds=(), umask=-1, shell=False, executable=None) -> process.Result:
+                    pass_fds=(), umask=-1, shell=False, executable=None, prepared=None) -> process.Result:
+        plan = self.plan
+        if prepared is not None:
+            # run(args) alone, with args seen before (checked then, and the same strings now):
+            # the task's strings as kept, the plan's fd table.
+            program, task = prepared[1], prepared[2]
+            text_mode, shell_prog, passed, cwd_b = False, None, self._passed, b""
+        else:
+            program, task, text_mode, shell_prog, passed, cwd_b = self._task_args(
+                args, input, capture_output, timeout, on_timeout, cwd, env, stdin, stdout, stderr, text, encoding,
+                errors, universal_newlines, pass_fds, umask, shell, executable)
+            if input is not None:
+                stdin = process.PIPE
+            if capture_output:
+                stdout = stderr = process.PIPE
+
+        # The fd table: the child's ends (ours to close once handed over) and our ends.
+        mine = [-1, -1, -1]      # p2cwrite, c2pread, errread
+        child = [-1, -1, -1]
+        made: list = []          # fds opened here for the child
+        try:
+            if not (self._inherit_all and stdin is stdout is stderr is process.FROM_PROFILE):
+                self._stdio(stdin, stdout, stderr, mine, child, made)
+            stats: dict = {}  # the caller's own 0, 1, 2 as fd_table found them (give_pipes needs no fstat again)
+            src, dst = process.fd_table(child[0], child[1], child[2], passed, stats)
+        except BaseException:
+            for fd in made + [m for m in mine if m >= 0]:
+                os.close(fd)
+            raise
+        return self._run_task(args, task, src, dst, stats, mine, made, input, timeout, check, on_timeout, umask,
+                              text_mode, encoding, errors, program, cwd_b, shell_prog)
+
+    def _task_args(self, args, input, capture_output, timeout, on_timeout, cwd, env, stdin, stdout, stderr, text,
+                   encoding, errors, universal_newlines, pass_fds, umask, shell, executable):
+        """run()'s arguments checked (as run() and Popen check them, in their order) and the
+        task's strings: (program, task_strings, text mode, the shell, passed fds, cwd)."""
         plan = self.plan
         # The checks of run() and Popen, in their order, before anything is taken.
         process.check_timeout(timeout)
@@ -211,11 +261,9 @@ class WarmPool:
         if input is not None:
             if stdin not in (process.FROM_PROFILE, None):
                 raise ValueError("stdin and input arguments may not both be used.")
-            stdin = process.PIPE
         if capture_output:
             if stdout not in (process.FROM_PROFILE, None) or stderr not in (process.FROM_PROFILE, None):
                 raise ValueError("stdout and stderr arguments may not be used with capture_output.")
-            stdout = stderr = process.PIPE
         if universal_newlines is not None and text is not None and bool(universal_newlines) != bool(text):
             raise subprocess.SubprocessError("Cannot disambiguate when both text and universal_newlines are "
                                              "supplied but different. Pass one or the other.")
@@ -229,13 +277,14 @@ class WarmPool:
                 shell_prog = plan.shell
         program = os.fspath(executable if executable is not None else argl[0])
         argv = [os.fsencode(a) for a in argl]
+        program_b = os.fsencode(program)
         fixed = process.fixed_for(plan) if env is None else None
         if fixed is not None:  # the plan's environment and exec paths, kept as run()'s direct path keeps them
-            envp, paths = fixed.envp, fixed.exec_paths(os.fsencode(program))
+            envp, paths = fixed.envp, fixed.exec_paths(program_b)
         else:
             environment = plan.environment() if env is None else env
             envp = self._envp(environment)
-            paths = self._exec_paths(os.fsencode(program), environment, env is not None)
+            paths = self._exec_paths(program_b, environment, env is not None)
         if pass_fds:
             passed = tuple(sorted(set(plan.pass_fds) | set(int(f) for f in pass_fds)))
             if set(passed) != set(plan.pass_fds):
@@ -243,37 +292,42 @@ class WarmPool:
         else:
             passed = self._passed
         cwd_b = os.fsencode(os.path.abspath(os.fspath(cwd))) if cwd is not None else b""
+        task = process.task_strings(cwd_b, paths, argv, envp)
+        # run(args) alone may take these strings again for the same args: kept when nothing
+        # else went into them (the exec paths from the plan's PATH, not this process's).
+        if fixed is not None and cwd is None and not shell and executable is None and type(args) is list \
+                and (b"/" in program_b or fixed.path) and all(type(a) is str for a in args):
+            if len(self._prepared) >= 64:
+                self._prepared.clear()
+            self._prepared[tuple(args)] = (fixed, program, task)
+        return program, task, text_mode, shell_prog, passed, cwd_b
 
-        # The fd table: the child's ends (ours to close once handed over) and our ends.
-        mine = [-1, -1, -1]      # p2cwrite, c2pread, errread
-        child = [-1, -1, -1]
-        made: list = []          # fds opened here for the child
-        try:
-            for i, v in enumerate((stdin, stdout, stderr)):
-                if v is process.FROM_PROFILE:
-                    v = process.stdio_from_profile(plan.stdio[i], i, made)
-                if v is None:
-                    continue
-                if v == process.PIPE:
-                    r, w = os.pipe()
-                    mine[i], child[i] = (w, r) if i == 0 else (r, w)
-                    made.append(child[i])
-                elif v == process.DEVNULL:
-                    child[i] = os.open(os.devnull, (os.O_RDONLY if i == 0 else os.O_WRONLY) | os.O_CLOEXEC)
-                    made.append(child[i])
-                elif v == process.STDOUT and i == 2:
-                    child[2] = child[1] if child[1] != -1 else sys.__stdout__.fileno()
-                elif isinstance(v, int):
-                    child[i] = v
-                else:
-                    child[i] = v.fileno()
-            stats: dict = {}  # the caller's own 0, 1, 2 as fd_table found them (give_pipes needs no fstat again)
-            src, dst = process.fd_table(child[0], child[1], child[2], passed, stats)
-        except BaseException:
-            for fd in made + [m for m in mine if m >= 0]:
-                os.close(fd)
-            raise
+    def _stdio(self, stdin, stdout, stderr, mine: list, child: list, made: list) -> None:
+        """The program's 0, 1, 2 from run()'s stdin/stdout/stderr (or the profile's): the
+        child's ends into `child` (and `made`, ours to close once handed over), ours into `mine`."""
+        plan = self.plan
+        for i, v in enumerate((stdin, stdout, stderr)):
+            if v is process.FROM_PROFILE:
+                v = process.stdio_from_profile(plan.stdio[i], i, made)
+            if v is None:
+                continue
+            if v == process.PIPE:
+                r, w = os.pipe()
+                mine[i], child[i] = (w, r) if i == 0 else (r, w)
+                made.append(child[i])
+            elif v == process.DEVNULL:
+                child[i] = os.open(os.devnull, (os.O_RDONLY if i == 0 else os.O_WRONLY) | os.O_CLOEXEC)
+                made.append(child[i])
+            elif v == process.STDOUT and i == 2:
+                child[2] = child[1] if child[1] != -1 else sys.__stdout__.fileno()
+            elif isinstance(v, int):
+                child[i] = v
+            else:
+                child[i] = v.fileno()
 
+    def _run_task(self, args, task, src, dst, stats, mine, made, input, timeout, check, on_timeout, umask, text_mode,
+                  encoding, errors, program, cwd_b, shell_prog) -> process.Result:
+        """Hand the task to a ready sandbox and wait for its end (the fd table laid out)."""
         start = time.monotonic()
         slot = self._take(direct=True)
         reaped = ended = False
@@ -283,8 +337,8 @@ class WarmPool:
                     if slot.ids is not None:
                         process.give_pipes(src, slot.ids.id, stats)
                     # The socket stays open until the sandbox is cleaned up (off the task's path).
-                    slot.send_task(cwd_b, paths, argv, envp, src, dst, umask=umask if umask >= 0 else caller_umask(self._status, self._status_fds),
-                                   quiet=True, keep_ctl=True)
+                    slot.send_task(b"", (), (), (), src, dst, quiet=True, keep_ctl=True, prepared=task,
+                                   umask=umask if umask >= 0 else caller_umask(self._status, self._status_fds))
                 finally:
                     for fd in made:
                         os.close(fd)
@@ -751,6 +805,8 @@ def zygote_may_filter_early(plan) -> bool:
 
 def _ended(status: bytes) -> bool:
     """pid 1's status records include its report of the program's end."""
+    if len(status) == _REPORT.size and status[48:52] == _EXITED_KIND:  # the usual report, in one write
+        return True
     size = process.MSG.size
     return any(process.MSG.unpack_from(status, off)[0] == _launch.MSG_EXITED
                for off in range(0, len(status) - size + 1, size))

@@ -1,0 +1,134 @@
+"""What WarmPool.run keeps between tasks to do less per task (docs/warm-path.md, "the
+direct path") changes nothing the program sees: each test runs a program in a warm
+strict sandbox that reports what it sees, and checks it against what it must see.
+
+- run(args) alone, with args seen before, sends the task's strings as kept: a change
+  of the caller's environment (a kept variable), of its umask or of the args is still
+  seen by the next task, and only lists of exact str are taken as seen before.
+- The caller's umask is read with one pread of a kept /proc/thread-self/status per
+  thread: a closed and reused fd number is never read as ours nor closed by the pool.
+
+The profile's stdout is "pipe": run(args) without any keyword captures it.
+"""
+
+import os
+import threading
+
+import pytest
+
+import isolate
+
+from conftest import fill_fds, with_python
+
+SHOW = ["sh", "-c", "echo ${ISOLATE_PREP_T-unset} $(umask) $0", "arg0"]
+
+
+@pytest.fixture(scope="module")
+def pool():
+    profile = isolate.load_profile(with_python("strict", env={"keep": ["ISOLATE_PREP_T"]},
+                                               fds={"stdout": "pipe"}))
+    with isolate.WarmPool(profile, size=2) as p:
+        assert p.wait_ready(30)
+        yield p
+
+
+def _seen(pool, argv=SHOW) -> str:
+    res = pool.run(argv)
+    assert res.returncode == 0, res
+    return res.stdout.decode()
+
+
+def test_a_task_seen_before_still_sees_the_callers_environment_and_umask(pool):
+    old_env = os.environ.pop("ISOLATE_PREP_T", None)
+    old_mask = os.umask(0o022)
+    try:
+        assert _seen(pool) == "unset 0022 arg0\n"
+        assert tuple(SHOW) in pool._prepared  # the second run(SHOW) takes the kept strings
+        os.umask(0o077)
+        assert _seen(pool) == "unset 0077 arg0\n"
+        os.environ["ISOLATE_PREP_T"] = "a"
+        assert _seen(pool) == "a 0077 arg0\n"
+        os.environ["ISOLATE_PREP_T"] = "b"
+        os.umask(0o027)
+        assert _seen(pool) == "b 0027 arg0\n"
+        del os.environ["ISOLATE_PREP_T"]
+        assert _seen(pool) == "unset 0027 arg0\n"
+        # Other args: their own strings.
+        assert _seen(pool, SHOW[:-1] + ["other"]) == "unset 0027 other\n"
+        assert _seen(pool) == "unset 0027 arg0\n"
+    finally:
+        os.umask(old_mask)
+        if old_env is not None:
+            os.environ["ISOLATE_PREP_T"] = old_env
+
+
+class _Str(str):
+    """Equal to its str and hashed alike, but not a str: never taken as seen before."""
+
+
+def test_only_exact_strings_are_taken_as_seen_before(pool):
+    _seen(pool)
+    odd = SHOW[:-1] + [_Str("arg0")]
+    assert odd == SHOW and hash(tuple(odd)) == hash(tuple(SHOW))
+    calls = []
+    orig = pool._run_direct
+
+    def spy(args, **kw):
+        calls.append(kw.get("prepared"))
+        return orig(args, **kw)
+
+    pool._run_direct = spy
+    try:
+        assert _seen(pool, odd).endswith(" arg0\n")
+        assert _seen(pool).endswith(" arg0\n")
+    finally:
+        del pool._run_direct
+    assert calls[0] is None and calls[1] is not None
+    with pytest.raises(TypeError):
+        pool.run(SHOW[:-1] + [["a list"]])  # unhashable: the checks say what is wrong
+    with pytest.raises(ValueError, match="null byte"):
+        pool.run(SHOW[:-1] + ["a\0b"])
+
+
+def test_the_kept_status_fd_of_a_thread_is_never_taken_for_another_file(pool):
+    old_mask = os.umask(0o022)
+    mine: list = []
+    try:
+        assert _seen(pool).split()[1] == "0022"
+        assert pool.wait_ready(30)  # the refill thread opens nothing meanwhile
+        kept = pool._status.kept
+        assert kept is not None
+        # The caller closes our fd and opens a file of its own at that number.
+        os.close(kept.fd)
+        mine = fill_fds("/etc/passwd", kept.fd)
+        assert kept.fd in mine
+        os.umask(0o077)
+        assert _seen(pool).split()[1] == "0077"
+        assert pool._status.kept is not kept
+        for fd in mine:
+            os.fstat(fd)  # still open: the pool did not close the caller's files
+    finally:
+        os.umask(old_mask)
+        for fd in mine:
+            os.close(fd)
+
+
+def test_each_thread_reads_its_own_status(pool):
+    seen = {}
+    all_ran = threading.Barrier(3, timeout=60)
+
+    def task(name):
+        seen[name] = (_seen(pool).split()[1], pool._status.kept.fd)
+        all_ran.wait()  # no thread ends (and closes its fd) before each has its own
+
+    old_mask = os.umask(0o007)
+    try:
+        threads = [threading.Thread(target=task, args=(n,)) for n in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+    finally:
+        os.umask(old_mask)
+    assert sorted(m for m, _fd in seen.values()) == ["0007"] * 3
+    assert len({fd for _m, fd in seen.values()}) == 3  # one kept fd per thread
