@@ -132,3 +132,27 @@ def test_each_thread_reads_its_own_status(pool):
         os.umask(old_mask)
     assert sorted(m for m, _fd in seen.values()) == ["0007"] * 3
     assert len({fd for _m, fd in seen.values()}) == 3  # one kept fd per thread
+
+
+def test_a_sandbox_given_back_without_waking_the_refill_is_still_cleaned_up(pool):
+    # run() gives its sandbox back without waking the refill thread (while `low` are ready):
+    # the refill thread's own look finds it, with no further call into the pool.
+    assert pool.wait_ready(30)
+    taken = []
+    orig = pool._give_back
+
+    def spy(slot):
+        taken.append(slot.pid)
+        orig(slot)
+
+    pool._give_back = spy
+    try:
+        assert _seen(pool).endswith(" arg0\n")
+    finally:
+        del pool._give_back
+    for _ in range(500):
+        if not os.path.exists(f"/proc/{taken[0]}"):
+            break
+        threading.Event().wait(0.01)
+    assert not os.path.exists(f"/proc/{taken[0]}")
+    assert pool.wait_ready(30)

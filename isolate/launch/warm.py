@@ -42,6 +42,11 @@ _DIRECT = frozenset({"input", "capture_output", "timeout", "check", "on_timeout"
                      "stderr", "text", "encoding", "errors", "universal_newlines", "pass_fds", "umask", "shell",
                      "executable"})
 _STEP_NAMES = {v: k for k, v in process.STEP_NUMBERS.items()}
+# While tasks run, the refill thread looks for the ones that ended after this long, doubling
+# up to _IDLE_MAX (a direct task gives its sandbox back without waking it). The first look
+# comes after a short task's end, not in the middle of its hand-over (which needs the GIL).
+_IDLE_MIN, _IDLE_MAX = 0.005, 0.1
+_ALERT = 1.0  # ... for this long after the last take; then it sleeps until a take wakes it
 
 
 # pid 1's usual report of a quiet task's end, in one write: MSG_STARTED, MSG_RUSAGE, MSG_EXITED.
@@ -67,6 +72,9 @@ class WarmPool:
         # for the CPUs; while at least `low` are ready, wait until a task has ended.
         self.low = max(1, size // 2)
         self._running = 0
+        self._idle = _IDLE_MIN  # how long the refill thread waits before it looks for ended tasks again
+        self._last_task = 0.0   # time.monotonic() of the last take
+        self._asleep = False    # the refill thread waits until woken (no task for _ALERT seconds)
         self._ready: deque = deque()
         self._used: deque = deque()  # direct tasks' reaped sandboxes, for the refill thread to clean up
         self._lock = threading.Condition()
@@ -102,7 +110,19 @@ class WarmPool:
             with self._lock:
                 while not self._closed and not self._used and (len(self._ready) >= self.size
                                                                or (len(self._ready) >= self.low and self._running)):
-                    self._lock.wait()
+                    # A direct task gives its sandbox back without waking us (that wake-up, an
+                    # IPI to this thread's idle CPU, was the caller's to pay): while tasks run,
+                    # or ran lately, look again soon, then less often. Idle for longer, sleep
+                    # until woken: the next take wakes us.
+                    if self._running or time.monotonic() - self._last_task < _ALERT:
+                        if not self._lock.wait(self._idle):
+                            self._idle = min(self._idle * 2, _IDLE_MAX)
+                    else:
+                        self._asleep = True
+                        self._lock.wait()
+                        self._asleep = False
+                if self._used:
+                    self._idle = _IDLE_MIN
                 if self._closed:
                     return
                 if self._used:
@@ -131,6 +151,10 @@ class WarmPool:
                 raise RuntimeError("the WarmPool is closed")
             slot = self._ready.popleft() if self._ready else None
             self._running += 1
+            self._idle = _IDLE_MIN  # the refill thread looks for its end soon (see _refill)
+            self._last_task = time.monotonic()
+            if self._asleep:  # idle for a while: it would not look (see _refill)
+                self._lock.notify_all()
             # The refill thread waits while `low` are ready and a task runs: waking it now
             # for nothing would cost this task a wake-up and a hand-over of the GIL.
             if len(self._ready) < self.low:
@@ -157,6 +181,7 @@ class WarmPool:
     def wait_ready(self, timeout: float = 10.0) -> bool:
         """Block until `size` sandboxes are ready (a warm-up before timing, say)."""
         with self._lock:
+            self._lock.notify_all()  # a sandbox given back silently is cleaned up now, not at the next look
             return self._lock.wait_for(lambda: len(self._ready) >= self.size or self._closed, timeout)
 
     def close(self) -> None:
@@ -384,7 +409,7 @@ class WarmPool:
             return self._task_result(args, slot, status, outs, mine, sts, rusage, usage, timed_out, start, program,
                                      cwd_b, shell_prog, text_mode, encoding, errors, check, on_timeout, timeout)
         finally:
-            # Last: the refill thread this wakes then no longer competes with the caller.
+            # Last: the refill thread that cleans it up then no longer competes with the caller.
             self._give_back(slot)
 
     def _envp(self, environment) -> list:
@@ -420,7 +445,10 @@ class WarmPool:
         """A direct task's sandbox, to be reaped and cleaned up by the refill thread."""
         with self._lock:
             self._used.append(slot)
-            self._lock.notify_all()
+            # The refill thread finds it within _IDLE_MIN.._IDLE_MAX (it looks while tasks
+            # run); woken now only when the pool runs low or is closed.
+            if len(self._ready) < self.low or self._closed:
+                self._lock.notify_all()
             closed = self._closed
         if closed:  # no refill thread any more
             self._clean_used()
