@@ -156,3 +156,37 @@ def test_a_sandbox_given_back_without_waking_the_refill_is_still_cleaned_up(pool
         threading.Event().wait(0.01)
     assert not os.path.exists(f"/proc/{taken[0]}")
     assert pool.wait_ready(30)
+
+
+SCHED = ("import ctypes, struct\n"
+         "libc = ctypes.CDLL(None, use_errno=True)\n"
+         "buf = ctypes.create_string_buffer(48)\n"
+         "assert libc.syscall(315, 0, buf, 48, 0) == 0\n"
+         "size, policy, flags, nice, prio, runtime, _d, _p = struct.unpack('=IIQiIQQQ', buf.raw)\n"
+         "print(policy, nice, runtime)\n")
+
+
+def _sched_of(pid: int) -> tuple:
+    import ctypes
+    import struct
+    libc = ctypes.CDLL(None, use_errno=True)
+    buf = ctypes.create_string_buffer(48)
+    assert libc.syscall(315, pid, buf, 48, 0) == 0, ctypes.get_errno()
+    _size, policy, _flags, nice, _prio, runtime, _d, _p = struct.unpack("=IIQiIQQQ", buf.raw)
+    return policy, nice, runtime
+
+
+def test_pid1_waits_with_a_short_slice_and_the_program_has_the_callers_scheduling(pool):
+    import sys
+    assert pool.wait_ready(30)
+    slot = pool._ready[0]
+    # Seen from here: pid 1 of a ready sandbox has the kernel's shortest slice (0.1 ms);
+    # its zygote (the program's process to be) has this thread's.
+    mine = _sched_of(0)
+    assert _sched_of(slot.pid)[2] == 100_000
+    zygote = int(open(f"/proc/{slot.pid}/task/{slot.pid}/children").read().split()[0])
+    assert _sched_of(zygote) == mine
+    # Seen from the inside: the program's policy, nice value and slice are the caller's.
+    res = pool.run([sys.executable, "-c", SCHED])
+    assert res.returncode == 0, res
+    assert tuple(int(x) for x in res.stdout.split()) == mine

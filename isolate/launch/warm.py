@@ -570,10 +570,11 @@ os.register_at_fork(after_in_child=_count_fork)
 class _StatusFd:
     """One thread's /proc/thread-self/status, kept open by a pool (caller_umask)."""
 
-    __slots__ = ("fd", "forks", "key", "__weakref__")
+    __slots__ = ("fd", "forks", "key", "tid", "__weakref__")
 
     def __init__(self, fd: int):
         self.fd, self.forks = fd, _forks[0]
+        self.tid = threading.get_native_id()  # the thread that opened it, the only one that reads it
         st = os.fstat(fd)
         self.key = (st.st_dev, st.st_ino)
 
@@ -614,7 +615,7 @@ def caller_umask(local: threading.local, kept_fds: weakref.WeakSet) -> int:
     kept = getattr(local, "kept", None)
     if kept is not None and kept.forks == _forks[0]:
         try:
-            mask = _umask_of(os.pread(kept.fd, 256, 0), threading.get_native_id())
+            mask = _umask_of(os.pread(kept.fd, 256, 0), kept.tid)
             if mask >= 0:
                 return mask
         except (OSError, ValueError):
