@@ -176,17 +176,46 @@ def _sched_of(pid: int) -> tuple:
     return policy, nice, runtime
 
 
-def test_pid1_waits_with_a_short_slice_and_the_program_has_the_callers_scheduling(pool):
+def test_pid1_and_the_zygote_wait_with_a_short_slice_and_the_program_has_the_callers(pool):
     import sys
     assert pool.wait_ready(30)
     slot = pool._ready[0]
-    # Seen from here: pid 1 of a ready sandbox has the kernel's shortest slice (0.1 ms);
-    # its zygote (the program's process to be) has this thread's.
+    # Seen from here: pid 1 of a ready sandbox and its zygote (the program's process to
+    # be) have the kernel's shortest slice (0.1 ms), this thread's policy and nice value.
     mine = _sched_of(0)
-    assert _sched_of(slot.pid)[2] == 100_000
     zygote = int(open(f"/proc/{slot.pid}/task/{slot.pid}/children").read().split()[0])
-    assert _sched_of(zygote) == mine
+    assert _sched_of(slot.pid) == _sched_of(zygote) == (mine[0], mine[1], 100_000)
     # Seen from the inside: the program's policy, nice value and slice are the caller's.
     res = pool.run([sys.executable, "-c", SCHED])
     assert res.returncode == 0, res
     assert tuple(int(x) for x in res.stdout.split()) == mine
+
+
+def _set_slice(ns: int) -> None:
+    import ctypes
+    import struct
+    libc = ctypes.CDLL(None, use_errno=True)
+    policy, nice, _runtime = _sched_of(0)
+    buf = ctypes.create_string_buffer(struct.pack("=IIQiIQQQ", 48, policy, 0, nice, 0, ns, 0, 0))
+    assert libc.syscall(314, 0, buf, 0) == 0, ctypes.get_errno()
+
+
+def test_a_custom_slice_of_the_caller_reaches_the_program():
+    import sys
+    out = {}
+
+    def in_thread():  # a thread of its own: its slice (and its pool's refill thread's) is 3 ms
+        _set_slice(3_000_000)
+        profile = isolate.load_profile(with_python("strict", fds={"stdout": "pipe"}))
+        with isolate.WarmPool(profile, size=1) as p:
+            assert p.wait_ready(30)
+            out["pid1"] = _sched_of(p._ready[0].pid)[2]
+            res = p.run([sys.executable, "-c", SCHED])
+            out["seen"] = (res.returncode, res.stdout)
+
+    t = threading.Thread(target=in_thread)
+    t.start()
+    t.join(120)
+    assert out["pid1"] == 100_000
+    rc, seen = out["seen"]
+    assert rc == 0 and int(seen.split()[2]) == 3_000_000, seen

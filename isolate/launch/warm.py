@@ -749,7 +749,8 @@ _ZYGOTE_CALLS = (
     [(14, (2, _P, 0, 8)), (59, (_P, _P, _P))] +                # rt_sigprocmask(SIG_SETMASK), execve
     [(1, (fd, _P, 24)) for fd in _FDS] +                       # write(start pipe, record, 24): a failure
     [(1, (fd, _P, 8)) for fd in _FDS] +                        # write(watch eventfd, 1, 8): not a quiet task
-    [(231, (127,)), (228, (1, _P))])                           # exit_group(127), clock_gettime (no vDSO)
+    [(231, (127,)), (228, (1, _P))] +                          # exit_group(127), clock_gettime (no vDSO)
+    [(314, (0, _P, 0))])                                       # sched_setattr: the caller's slice back
 _AUDIT_ARCH_X86_64 = 0xC000003E
 _ALLOW, _LOG = 0x7FFF0000, 0x7FFC0000
 
