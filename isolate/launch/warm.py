@@ -373,17 +373,10 @@ class WarmPool:
                     if isinstance(input, str):
                         input = input.encode(encoding, errors)
                 try:
-                    if timeout is None and mine[0] < 0 and mine[1] < 0 and mine[2] < 0:
-                        # Nothing to read or write but pid 1's report (one write: started, rusage,
-                        # status): wait for it in one read. Anything else (an error record, pid 1
-                        # gone without its report) goes on in the poll loop.
-                        first = os.read(slot.status_fd, 65536)
-                        if _ended(first):
-                            timed_out, outs, status, ended = False, [None, [], []], first, True
-                        else:
-                            timed_out, outs, status, ended = _communicate(slot, mine, input, timeout, first)
-                    else:
-                        timed_out, outs, status, ended = _communicate(slot, mine, input, timeout)
+                    # (Not one blocking read of the status pipe even with nothing else to wait
+                    # for: pid 1's write wakes a reader synchronously, onto pid 1's CPU, which
+                    # measured ~0.15 ms slower per task than poll's wake-up on the caller's own.)
+                    timed_out, outs, status, ended = _communicate(slot, mine, input, timeout)
                 except BaseException:
                     _kill(slot)
                     raise
@@ -643,15 +636,14 @@ def _kill(slot: process.Launched) -> None:
     process.kill_slot(slot, pidns=True)  # a WarmPool's plans always have a pid namespace
 
 
-def _communicate(slot: process.Launched, mine: list, input, timeout, first: bytes = b""):
+def _communicate(slot: process.Launched, mine: list, input, timeout):
     """Write `input`, read the output pipes and pid 1's status pipe in one poll loop,
     until pid 1 has reported the program's end (it has killed every other process of
     the sandbox by then) and the output pipes are at EOF, or until pid 1 is gone. On
-    the timeout the sandbox is killed and the rest read. `first`: what was read of the
-    status pipe already. Returns (timed_out, [_, stdout chunks, stderr chunks], status
-    bytes, ended: pid 1 reported the end)."""
+    the timeout the sandbox is killed and the rest read. Returns (timed_out,
+    [_, stdout chunks, stderr chunks], status bytes, ended: pid 1 reported the end)."""
     outs: list = [None, [], []]
-    status: list = [first] if first else []
+    status: list = []
     poller = select.poll()
     readers = {slot.status_fd: status}
     for i in (1, 2):
