@@ -615,27 +615,35 @@ class Launched:
     cgroup_usage: Any = None  # after it was reaped (run()'s direct path): cgroup.Usage, or None
     mntns: int = -1       # launch(hold_ns=True): its mount namespace, for release_mntns once reaped
 
-    def send_task(self, cwd: bytes, exec_paths, argv, envp, src, dst, umask: int = -1, quiet: bool = False) -> None:
+    def send_task(self, cwd: bytes, exec_paths, argv, envp, src, dst, umask: int = -1, quiet: bool = False,
+                  keep_ctl: bool = False, prepared: tuple | None = None) -> None:
         """Hand a warm sandbox its one task: strings and the fd table, in one message.
 
         quiet=True (WarmPool.run's direct path): pid 1 is not woken at the exec; it reports
         the start with the end (one write: MSG_STARTED, MSG_RUSAGE, MSG_EXITED), then stays
         until it is killed (or its status pipe's reader is closed): the caller must kill it
         before reaping it. Otherwise pid 1 reports MSG_STARTED at the exec and exits after
-        its report, as on a cold launch."""
+        its report, as on a cold launch. keep_ctl=True leaves the socket open (self.ctl):
+        whoever cleans the sandbox up closes it, off the task's path. prepared: what
+        task_strings(cwd, exec_paths, argv, envp) returned for them (kept by the caller)."""
         head = struct.pack(f"=II{len(dst)}i", TASK_MAGIC, len(src), *dst)
         if umask < 0:  # pid 1 was started earlier, maybe from another thread: the caller's umask now
             umask = _caller_umask()
-        counts = struct.pack("=IIIiI", len(exec_paths), len(argv), len(envp), umask, TASK_QUIET if quiet else 0)
-        strings = b"".join(s + b"\0" for s in [cwd, *exec_paths, *argv, *envp])
-        payload = head + counts + strings
+        nexec, nargv, nenv, strings = prepared if prepared is not None else task_strings(cwd, exec_paths, argv, envp)
+        payload = head + struct.pack("=IIIiI", nexec, nargv, nenv, umask, TASK_QUIET if quiet else 0) + strings
         if len(payload) > TASK_MAX:
             raise ValueError(f"the task's argv and environment exceed {TASK_MAX} bytes")
         try:
             socket.send_fds(self.ctl, [payload], src)
         finally:
-            self.ctl.close()
-            self.ctl = None
+            if not keep_ctl:
+                self.ctl.close()
+                self.ctl = None
+
+
+def task_strings(cwd: bytes, exec_paths, argv, envp) -> tuple:
+    """The strings of a warm task's message (Launched.send_task) and their counts."""
+    return len(exec_paths), len(argv), len(envp), b"".join(s + b"\0" for s in [cwd, *exec_paths, *argv, *envp])
 
 
 TASK_MAGIC = 0x544F5349
@@ -1332,6 +1340,7 @@ MSG = _MSG
 check_timeout = _check_timeout
 stdio_from_profile = _stdio_from_profile
 exec_paths = Popen._exec_paths
+fixed_for = _fixed  # env= not given: the plan's environment and exec paths, kept (shared with run())
 environment_list = _envp
 fd_table = _fd_table
 give_pipes = _give_pipes
