@@ -9,7 +9,8 @@ sandbox, symbolized, parsed, merged into one crash, recorded in SQLite), once wi
 replay shim (the default: LLVMFuzzerTestOneInput called without libFuzzer's start) and once
 with libFuzzer's own main (replayer="libfuzzer"). Beside them, the same replays by both
 replayers sandboxed without the triage around them (a WarmPool as triage uses; isolate.run
-cold for the shim) and unsandboxed (subprocess.run, the same environment, the same
+cold for the shim; the shim with ASan's own frame lookup instead of bare addresses and the
+shim's module map) and unsandboxed (subprocess.run, the same environment, the same
 parallelism): where the time goes. All variants run in every round, side by side.
 """
 
@@ -36,12 +37,21 @@ GOAL = 200.0   # replays/s (issue 12)
 
 TRIAGE_SHIM = "triage(), shim replay (sandboxed, parsed, merged, recorded)"
 TRIAGE_MAIN = "triage(), libFuzzer-main replay"
+# triage() with a WarmPool instead of a cold isolate.run per replay (triage.WARM_REPLAYS),
+# with the default REPLAY_WORKERS and with one per CPU (the defaults before): judge the rates
+# on a quiet machine (with other work on the CPUs, more threads also take a larger share).
+TRIAGE_SHIM_WARM = "triage(), shim replay, WarmPool sandboxes"
+TRIAGE_SHIM_WARM_1X = "triage(), shim replay, WarmPool sandboxes, one worker per CPU"
 POOL_SHIM = "WarmPool.run only, shim"
+# The same shim replays with ASan's own frames (module+offset: its report refreshes its module
+# list), i.e. without shim.RAW_FRAME_OPTIONS: what the bare addresses and the shim's map save.
+POOL_SHIM_ASAN = "WarmPool.run only, shim, ASan's own frame lookup"
 POOL_MAIN = "WarmPool.run only, libFuzzer main"
 COLD_SHIM = "isolate.run (cold) only, shim"
 PLAIN_SHIM = "subprocess.run (unsandboxed), shim"
 PLAIN_MAIN = "subprocess.run (unsandboxed), libFuzzer main"
-VARIANTS = (TRIAGE_SHIM, TRIAGE_MAIN, POOL_SHIM, POOL_MAIN, COLD_SHIM, PLAIN_SHIM, PLAIN_MAIN)
+VARIANTS = (TRIAGE_SHIM, TRIAGE_SHIM_WARM, TRIAGE_SHIM_WARM_1X, TRIAGE_MAIN, POOL_SHIM, POOL_SHIM_ASAN, POOL_MAIN,
+            COLD_SHIM, PLAIN_SHIM, PLAIN_MAIN)
 
 
 @dataclasses.dataclass
@@ -98,19 +108,21 @@ def measure(inputs: int = 100, runs: int = 3, rounds: int = 3, log=None) -> Tria
         shutil.copy(shim.PATH, shim_copy)
         argv = [exe, "-timeout=25", "-rss_limit_mb=2048"]
         main_env = triage.sanitizer_env(None)   # as triage: symbolized afterwards, once per address
-        shim_env = dict(main_env, LD_PRELOAD=shim_copy, **{shim.ENV_NAME: spec.env_value})
-        shim_env["ASAN_OPTIONS"] = triage.shim_asan_options(main_env["ASAN_OPTIONS"], 2048)
+        shim_env = triage.shim_environment(main_env, shim_copy, spec, 2048)   # as triage() gives a shim replay
         rates = {k: [] for k in VARIANTS}
         cpu = {k: [] for k in VARIANTS}
         replayer = ""
         for r in range(rounds):
             prof = isolate.load_profile(triage.replay_profile(None, [d], [], main_env, 3072))
             warm = isolate.WarmPool(prof, size=workers, cwd="/tmp")
-            box_shim_env = dict(warm.plan.environment(), **{k: shim_env[k] for k in
-                                                           ("LD_PRELOAD", shim.ENV_NAME, "ASAN_OPTIONS")})
+            box_shim_env = triage.shim_environment(warm.plan.environment(), shim_copy, spec, 2048)
+            box_asan_env = {k: v.replace(":" + shim.RAW_FRAME_OPTIONS, "") for k, v in box_shim_env.items()}
 
             def pooled_shim(p):
                 return warm.run(argv + [p], capture_output=True, cwd="/tmp", env=box_shim_env).returncode
+
+            def pooled_shim_asan(p):
+                return warm.run(argv + [p], capture_output=True, cwd="/tmp", env=box_asan_env).returncode
 
             def pooled_main(p):
                 return warm.run(argv + [p], capture_output=True, cwd="/tmp").returncode
@@ -125,10 +137,16 @@ def measure(inputs: int = 100, runs: int = 3, rounds: int = 3, log=None) -> Tria
             def plain_main(p):
                 return subprocess.run(argv + [p], env=dict(os.environ, **main_env), capture_output=True).returncode
 
-            def triaged(replayer_arg):
+            def triaged(replayer_arg, replay_workers=workers, warm_replays=triage.WARM_REPLAYS):
                 def go():
-                    crashes = triage.triage(exe, [], files, os.path.join(d, f"out-{replayer_arg}-{r}"),
-                                            engine="libfuzzer", runs=runs, replayer=replayer_arg)
+                    saved = triage.REPLAY_WORKERS, triage.WARM_REPLAYS
+                    triage.REPLAY_WORKERS, triage.WARM_REPLAYS = replay_workers, warm_replays
+                    try:
+                        out = os.path.join(d, f"out-{replayer_arg}-{replay_workers}-{warm_replays}-{r}")
+                        crashes = triage.triage(exe, [], files, out, engine="libfuzzer", runs=runs,
+                                                replayer=replayer_arg)
+                    finally:
+                        triage.REPLAY_WORKERS, triage.WARM_REPLAYS = saved
                     assert len(crashes) == 1 and crashes[0]["reproduced"] == n, crashes
                     return crashes[0]["replayer"]
                 return go
@@ -140,8 +158,11 @@ def measure(inputs: int = 100, runs: int = 3, rounds: int = 3, log=None) -> Tria
                     assert all(c != 0 for c in codes), set(codes)
                 return go
 
-            order = [(TRIAGE_SHIM, triaged("auto")), (TRIAGE_MAIN, triaged("libfuzzer")),
-                     (POOL_SHIM, looped(pooled_shim)), (POOL_MAIN, looped(pooled_main)),
+            order = [(TRIAGE_SHIM, triaged("auto")), (TRIAGE_SHIM_WARM, triaged("auto", warm_replays=True)),
+                     (TRIAGE_SHIM_WARM_1X, triaged("auto", max(2, os.cpu_count() or 1), warm_replays=True)),
+                     (TRIAGE_MAIN, triaged("libfuzzer")),
+                     (POOL_SHIM, looped(pooled_shim)), (POOL_SHIM_ASAN, looped(pooled_shim_asan)),
+                     (POOL_MAIN, looped(pooled_main)),
                      (COLD_SHIM, looped(cold_shim)), (PLAIN_SHIM, looped(plain_shim)),
                      (PLAIN_MAIN, looped(plain_main))]
             if r % 2:

@@ -22,6 +22,16 @@
  *               address (watched with a SECCOMP_RET_USER_NOTIF filter on connect that
  *               agentd installs on itself, so on every process it starts; agentd only
  *               looks: the kernel then does the call as it would have, CONTINUE).
+ *     R_DENIED  pid nr ret  | u32 arch, u32 0, u64 args[6], char comm[16]
+ *               (argv[2] "notify:FD:WATCH") the profile's filter refused a call of a
+ *               process of the session: isolate-init loaded it with its errno returns
+ *               turned into SECCOMP_RET_USER_NOTIF and left us its listener; FD holds that
+ *               program. We run it on the call (bpf_run) to learn the profile's answer
+ *               (ret: the original action and errno), report it, and answer the call with
+ *               that errno. WATCH=1: the program starts with CONNECT_PREFIX instructions
+ *               that send every connect() (isolate.kernel.seccomp_notify); the profile's
+ *               answer is then the program's from there on, and an allowed connect() is
+ *               watched as with "net".
  *
  * When the caller's end of the socket closes, agentd exits, and isolate-init then ends
  * every process of the sandbox.
@@ -43,6 +53,9 @@
 #include <string.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <dirent.h>
 #include <sys/syscall.h>
 #include <stdio.h>
 #include <sys/wait.h>
@@ -56,6 +69,8 @@
 #define R_STARTED 17
 #define R_EXIT 18
 #define R_NET 19
+#define R_DENIED 20
+#define CONNECT_PREFIX 5 /* isolate.kernel.seccomp_notify.CONNECT_PREFIX */
 #define RUN_SHELL 1
 #define HOLD_FD 10
 #define MAX_MSG (1 << 20)
@@ -253,13 +268,124 @@ static int watch_connect(void)
     return (int)syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_NEW_LISTENER, &prog);
 }
 
-static void on_connect(int listener)
+/* The profile's filter (notify mode) and where its decisions start. */
+static struct sock_filter *nprog;
+static int nprog_len, nprog_start, watch_net;
+
+/* Classic BPF as the kernel runs a seccomp filter: the program's return value for d. */
+static uint32_t bpf_run(const struct sock_filter *f, int n, int pc, const struct seccomp_data *d)
 {
-    struct seccomp_notif req;
-    struct seccomp_notif_resp resp;
-    memset(&req, 0, sizeof req);
-    if (ioctl(listener, SECCOMP_IOCTL_NOTIF_RECV, &req) < 0)
-        return;
+    uint32_t a = 0, x = 0, mem[16] = {0};
+    const unsigned char *data = (const unsigned char *)d;
+    while (pc >= 0 && pc < n) {
+        const struct sock_filter *i = &f[pc++];
+        uint32_t k = i->k, src = (BPF_SRC(i->code) == BPF_X) ? x : k;
+        switch (BPF_CLASS(i->code)) {
+        case BPF_LD:
+            switch (BPF_MODE(i->code)) {
+            case BPF_ABS:
+                if (k % 4 || k + 4 > sizeof *d)
+                    return SECCOMP_RET_KILL_THREAD;
+                memcpy(&a, data + k, 4);
+                break;
+            case BPF_IMM: a = k; break;
+            case BPF_MEM: a = mem[k & 15]; break;
+            case BPF_LEN: a = sizeof *d; break;
+            default: return SECCOMP_RET_KILL_THREAD;
+            }
+            break;
+        case BPF_LDX:
+            x = BPF_MODE(i->code) == BPF_IMM ? k : BPF_MODE(i->code) == BPF_MEM ? mem[k & 15] : (uint32_t)sizeof *d;
+            break;
+        case BPF_ST: mem[k & 15] = a; break;
+        case BPF_STX: mem[k & 15] = x; break;
+        case BPF_ALU:
+            switch (BPF_OP(i->code)) {
+            case BPF_ADD: a += src; break;
+            case BPF_SUB: a -= src; break;
+            case BPF_MUL: a *= src; break;
+            case BPF_DIV: if (!src) return SECCOMP_RET_KILL_THREAD; a /= src; break;
+            case BPF_MOD: if (!src) return SECCOMP_RET_KILL_THREAD; a %= src; break;
+            case BPF_OR: a |= src; break;
+            case BPF_AND: a &= src; break;
+            case BPF_XOR: a ^= src; break;
+            case BPF_LSH: a <<= (src & 31); break;
+            case BPF_RSH: a >>= (src & 31); break;
+            case BPF_NEG: a = -a; break;
+            }
+            break;
+        case BPF_JMP:
+            if (BPF_OP(i->code) == BPF_JA) {
+                pc += (int)k;
+                break;
+            }
+            {
+                int taken = BPF_OP(i->code) == BPF_JEQ   ? a == src
+                            : BPF_OP(i->code) == BPF_JGT ? a > src
+                            : BPF_OP(i->code) == BPF_JGE ? a >= src
+                                                         : (a & src) != 0;
+                pc += taken ? i->jt : i->jf;
+            }
+            break;
+        case BPF_RET:
+            return BPF_RVAL(i->code) == BPF_A ? a : k;
+        case BPF_MISC:
+            if (BPF_MISCOP(i->code) == BPF_TXA)
+                a = x;
+            else
+                x = a;
+            break;
+        }
+    }
+    return SECCOMP_RET_KILL_THREAD;
+}
+
+/* The listener isolate-init left open for us (notify mode): "anon_inode:seccomp notify". */
+static int find_listener(void)
+{
+    DIR *dir = opendir("/proc/self/fd");
+    if (!dir)
+        return -1;
+    int found = -1;
+    struct dirent *e;
+    while (found < 0 && (e = readdir(dir))) {
+        char path[300], link[64];
+        if (e->d_name[0] < '0' || e->d_name[0] > '9')
+            continue;
+        snprintf(path, sizeof path, "/proc/self/fd/%s", e->d_name);
+        ssize_t n = readlink(path, link, sizeof link - 1);
+        if (n > 0) {
+            link[n] = 0;
+            if (!strcmp(link, "anon_inode:seccomp notify"))
+                found = atoi(e->d_name);
+        }
+    }
+    closedir(dir);
+    if (found < 0)
+        return -1;
+    int d = fcntl(found, F_DUPFD_CLOEXEC, HOLD_FD + 4 * 64);
+    if (d >= 0)
+        close(found);
+    return d;
+}
+
+static int load_program(int fd)
+{
+    struct stat st;
+    if (fstat(fd, &st) < 0 || st.st_size <= 0 || st.st_size % sizeof(struct sock_filter) ||
+        st.st_size > 4096 * (off_t)sizeof(struct sock_filter))
+        return -1;
+    nprog = malloc((size_t)st.st_size);
+    if (!nprog || pread(fd, nprog, (size_t)st.st_size, 0) != st.st_size)
+        return -1;
+    nprog_len = (int)(st.st_size / sizeof(struct sock_filter));
+    close(fd);
+    return 0;
+}
+
+static void report_connect(int listener, struct seccomp_notif *rq)
+{
+    struct seccomp_notif req = *rq;
     unsigned char sa[128];
     memset(sa, 0, sizeof sa);
     size_t len = req.data.args[2] < sizeof sa ? (size_t)req.data.args[2] : sizeof sa;
@@ -303,9 +429,64 @@ static void on_connect(int listener)
                 ;
         }
     }
+}
+
+/* A call a filter sent us: in notify mode the profile's (its refusals; connect() with
+ * WATCH), else our own watch filter's (connect(), which that filter alone does not decide:
+ * nprog is NULL, the answer is "go on"). */
+static void on_notify(int listener)
+{
+    struct seccomp_notif req;
+    struct seccomp_notif_resp resp;
+    memset(&req, 0, sizeof req);
+    if (ioctl(listener, SECCOMP_IOCTL_NOTIF_RECV, &req) < 0)
+        return;
     memset(&resp, 0, sizeof resp);
     resp.id = req.id;
-    resp.flags = SECCOMP_USER_NOTIF_FLAG_CONTINUE;
+    uint32_t ret = nprog ? bpf_run(nprog, nprog_len, nprog_start, &req.data) : SECCOMP_RET_ALLOW;
+    uint32_t action = ret & SECCOMP_RET_ACTION_FULL;
+    if (action == SECCOMP_RET_ALLOW || action == SECCOMP_RET_LOG) {
+        if (watch_net && req.data.nr == SYS_connect && req.data.arch == AUDIT_ARCH_X86_64)
+            report_connect(listener, &req);
+        resp.flags = SECCOMP_USER_NOTIF_FLAG_CONTINUE;
+        ioctl(listener, SECCOMP_IOCTL_NOTIF_SEND, &resp);
+        return;
+    }
+    int err = EPERM;
+    uint32_t orig = ret;
+    if (action == SECCOMP_RET_USER_NOTIF) { /* a rewritten SECCOMP_RET_ERRNO | errno */
+        err = (int)(ret & SECCOMP_RET_DATA);
+        orig = SECCOMP_RET_ERRNO | (ret & SECCOMP_RET_DATA);
+    }
+    struct {
+        struct amsg m;
+        uint32_t arch, pad;
+        uint64_t args[6];
+        char comm[16];
+    } out;
+    memset(&out, 0, sizeof out);
+    out.m.kind = R_DENIED;
+    out.m.id = (uint32_t)req.pid;
+    out.m.a = req.data.nr;
+    out.m.b = (int32_t)orig;
+    out.arch = req.data.arch;
+    memcpy(out.args, req.data.args, sizeof out.args);
+    char path[40];
+    snprintf(path, sizeof path, "/proc/%d/comm", (int)req.pid);
+    int cfd = open(path, O_RDONLY | O_CLOEXEC);
+    if (cfd >= 0) {
+        ssize_t n = read(cfd, out.comm, sizeof out.comm - 1);
+        if (n > 0 && out.comm[n - 1] == '\n')
+            out.comm[n - 1] = 0;
+        close(cfd);
+    }
+    if (ioctl(listener, SECCOMP_IOCTL_NOTIF_ID_VALID, &req.id) == 0) { /* pid and comm were still its */
+        while (send(0, &out, sizeof out, MSG_NOSIGNAL) < 0 && errno == EINTR)
+            ;
+    }
+    if (action != SECCOMP_RET_USER_NOTIF) /* kill, trap, trace: only a watched connect() gets here */
+        kill((pid_t)req.pid, SIGKILL);
+    resp.error = -err;
     ioctl(listener, SECCOMP_IOCTL_NOTIF_SEND, &resp);
 }
 
@@ -326,6 +507,38 @@ static void reap(void)
     }
 }
 
+/* The notify mode's first process (see main): answers the filter's notifications until
+ * agentd (its child) or the caller is gone. */
+static void notifier(int listener, pid_t agent)
+{
+    /* The two fds at 3 and 4, from numbers above both (neither may land on the other). */
+    int pidfd = (int)syscall(SYS_pidfd_open, agent, 0);
+    int hi_pidfd = pidfd < 0 ? -1 : fcntl(pidfd, F_DUPFD_CLOEXEC, 100);
+    int hi_listener = fcntl(listener, F_DUPFD_CLOEXEC, 100);
+    if (prctl(PR_SET_DUMPABLE, 0) < 0 || hi_pidfd < 0 || hi_listener < 0 || dup2(hi_listener, 3) < 0 ||
+        dup2(hi_pidfd, 4) < 0) {
+        kill(agent, SIGKILL);
+        _exit(124);
+    }
+    close_fds(5); /* keeps 0 (to report on), 1, 2 (/dev/null or the caller's), 3, 4 */
+    for (;;) {
+        struct pollfd p[3] = {{3, POLLIN, 0}, {4, POLLIN, 0}, {0, 0, 0}};
+        if (poll(p, 3, -1) < 0) {
+            if (errno == EINTR)
+                continue;
+            break;
+        }
+        if (p[0].revents & POLLIN)
+            on_notify(3);
+        else if (p[0].revents & (POLLHUP | POLLERR | POLLNVAL))
+            break;
+        if (p[1].revents || (p[2].revents & (POLLHUP | POLLERR)))
+            break; /* agentd ended, or the caller closed the session */
+    }
+    kill(agent, SIGKILL);
+    _exit(0);
+}
+
 int main(int argc, char **argv)
 {
     /* argv[1]: the fd this program was executed from (closed here); argv[2] "net":
@@ -337,6 +550,29 @@ int main(int argc, char **argv)
         listener = watch_connect();
         if (listener >= 0)
             fcntl(listener, F_SETFD, FD_CLOEXEC);
+        watch_net = 1;
+    } else if (argc > 2 && !strncmp(argv[2], "notify:", 7)) {
+        char *end = NULL;
+        int pfd = (int)strtol(argv[2] + 7, &end, 10);
+        watch_net = end && *end == ':' && end[1] == '1';
+        nprog_start = watch_net ? CONNECT_PREFIX : 0;
+        if (load_program(pfd) < 0 || nprog_len <= nprog_start || (listener = find_listener()) < 0)
+            return 124; /* the session reports that its sandbox did not start */
+        /* The listener goes to a process of its own, which we become the child of: it is
+         * never blocked by our waits (a vforked child's refused call waits for its answer
+         * while we wait for that child), it is not dumpable (the session's processes, of
+         * our uid, can neither ptrace it nor take its fds: answering the filter's
+         * notifications themselves would lift the filter), and every process of the
+         * session descends from it (reading a connect()'s address in /proc/PID/mem). */
+        pid_t me = getpid(), agent = fork();
+        if (agent < 0)
+            return 124;
+        if (agent > 0)
+            notifier(listener, agent);
+        close(listener);
+        listener = -1;
+        if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != me)
+            return 124; /* without the notifier, no session */
     }
     signal(SIGPIPE, SIG_IGN);
     sigset_t mask, oldmask;
@@ -374,7 +610,7 @@ int main(int argc, char **argv)
             reap();
         }
         if (listener >= 0 && (p[2].revents & POLLIN))
-            on_connect(listener);
+            on_notify(listener);
         if (!p[0].revents)
             continue;
         char cbuf[CMSG_SPACE(sizeof(int) * 8)] __attribute__((aligned(8)));

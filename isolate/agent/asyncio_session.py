@@ -112,10 +112,12 @@ class AsyncSession:
 
     async def exec(self, cmd, *, timeout: float | None = None, yield_after: float | None = None, input=None,
                    cwd=None, env: Mapping[str, str] | None = None, max_output: int | None = None,
-                   on_stdout: Callable | None = None, on_stderr: Callable | None = None) -> ExecResult:
+                   on_stdout: Callable | None = None, on_stderr: Callable | None = None,
+                   yield_when_quiet: float | None = None) -> ExecResult:
         loop = asyncio.get_running_loop()
         pending: list = []
         r = await asyncio.to_thread(self._s().exec, cmd, timeout=timeout, yield_after=yield_after, input=input,
+                                    yield_when_quiet=yield_when_quiet,
                                     cwd=cwd, env=env, max_output=max_output,
                                     on_stdout=_on_loop(on_stdout, loop, pending),
                                     on_stderr=_on_loop(on_stderr, loop, pending))

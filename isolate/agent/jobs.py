@@ -68,6 +68,7 @@ class Run:
         self.finished = False
         self.finished_event = threading.Event()
         self.start = time.monotonic()
+        self.last_output = self.start   # when the command last wrote something (yield_when_quiet)
         self.end: float | None = None
         self.job = None
         self.violations: list = []
@@ -147,22 +148,22 @@ class Run:
                 close_fd(fd)
 
     # ---- running --------------------------------------------------------------------------
-    def execute(self, timeout, yield_after) -> ExecResult:
+    def execute(self, timeout, yield_after, quiet=None) -> ExecResult:
         s = self.session
         deadline = None if timeout is None else self.start + timeout
         yield_at = None if yield_after is None else self.start + yield_after
-        self.killable = timeout is not None or yield_after is not None
+        self.killable = timeout is not None or yield_after is not None or quiet is not None
         if self.shell_cmd:
             with s.shell_lock:
                 s.check_open("exec")
                 self._start_shell_cmd()
-                state = self.pump(deadline, yield_at)
+                state = self.pump(deadline, yield_at, quiet)
                 if state == "yield":
                     s.give_shell_away()   # the shell stays with the job; the next command gets a new one
                     return self._to_background(deadline)
         else:
             self._start_argv()
-            state = self.pump(deadline, yield_at)
+            state = self.pump(deadline, yield_at, quiet)
             if state == "yield":
                 return self._to_background(deadline)
         if state == "timeout":
@@ -229,20 +230,22 @@ class Run:
                 pass
         self.shell_restarted = True
 
-    def pump(self, deadline, yield_at) -> str:
-        """Move output and input until the command ends ('done') or a time is reached."""
+    def pump(self, deadline, yield_at, quiet=None) -> str:
+        """Move output and input until the command ends ('done') or a time is reached
+        (yield_at; or `quiet` seconds without new output: 'yield')."""
         s = self.session
         ctl = s.ctl
         while not self.finished:
             now = time.monotonic()
             if deadline is not None and now >= deadline:
                 return "timeout"
-            if yield_at is not None and now >= yield_at:
+            quiet_at = None if quiet is None else self.last_output + quiet
+            if yield_at is not None and now >= yield_at or quiet_at is not None and now >= quiet_at:
                 return "yield"
             if s.closing:
                 self._finish(-signal.SIGKILL)
                 break
-            limits = [t for t in (deadline, yield_at) if t is not None]
+            limits = [t for t in (deadline, yield_at, quiet_at) if t is not None]
             wait = None if not limits else max(0.0, min(limits) - now)
             p = select.poll()
             for fd in self.fds:
@@ -296,6 +299,7 @@ class Run:
             self.fds[i] = -1
             return False
         (self.out if i == 0 else self.err).write(data)
+        self.last_output = time.monotonic()
         cb = self.callbacks[i]
         if cb is not None:
             text = self.decoders[i].decode(data)

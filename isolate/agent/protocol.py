@@ -11,7 +11,7 @@ from typing import Mapping
 
 AGENTD = os.path.join(os.path.dirname(os.path.abspath(__file__)), "isolate-agentd")
 A_RUN, A_SHELL, A_RELEASE, A_KILL = 1, 2, 3, 4
-R_HELLO, R_STARTED, R_EXIT, R_NET = 16, 17, 18, 19
+R_HELLO, R_STARTED, R_EXIT, R_NET, R_DENIED = 16, 17, 18, 19, 20
 RUN_SHELL = 1
 HOLD_FD = 10
 MAX_SLOTS = 64

@@ -43,11 +43,15 @@ import socket
 import struct
 import threading
 import time
+import weakref
 from typing import Any, Callable, Mapping, Sequence
 
-from ..errors import SandboxSetupError
+from ..errors import ProfileError
+from ..launch import plans
 from ..launch.plans import plan_for
-from ..launch.process import Popen
+from ..plan.plan import Plan, check_nofile
+from ..profile.cache import load_profile
+from ..launch.process import ChildError, environment_list, fd_table, kill_slot, launch, reap_slot, setup_error
 from .. import netproxy
 from . import output as output_mod
 from .errors import JobNotFound, SessionClosed, SessionError
@@ -55,11 +59,13 @@ from .files import DEFAULT_READ_MAX, Files, SessionPathError, openat2
 from .jobs import Drainer, Run
 from .overlay import Overlay
 from .procs import Proc, Shell
-from .protocol import (A_KILL, A_RUN, A_SHELL, AGENTD, MAX_SLOTS, MSG, R_EXIT, R_HELLO, R_NET, R_STARTED,
+from .protocol import (A_KILL, A_RUN, A_SHELL, AGENTD, MAX_SLOTS, MSG, R_DENIED, R_EXIT, R_HELLO, R_NET, R_STARTED,
                        KILL_GRACE, RUN_SHELL, START_TIMEOUT, check_env, check_seconds, close_fd)
 from .pty import start_pty
 from .results import ExecResult, Truncated  # Truncated: re-exported, importable from here as before
-from .violations import network_event, reader
+from . import denials
+from . import violations as viol
+from .violations import RULE_LABELS, network_event, reader, same_event, syscall_name
 
 
 _UCRED = struct.Struct("=iII")  # struct ucred: pid, uid, gid
@@ -98,6 +104,89 @@ def _inside_pid(host_pid: int) -> int | None:
     return None
 
 
+_start_cache: dict = {}   # id(plan) -> (weakref to the plan, at, argv without "net", argv with it, cwd)
+
+
+def _start_args(plan, net: bool, notify: bool) -> tuple:
+    """What a session's launch derives from its Plan alone (immutable), made once per plan:
+    the fd number of agentd's binary (the first above the profile's passed fds, checked
+    against rlimits.nofile as Popen(pass_fds=) would), agentd's argv, the working directory,
+    and in notify mode (denials.py) the fd of the filter's program (the next number; None
+    where rlimits.nofile leaves no room for it: the session then runs without notify)."""
+    entry = _start_cache.get(id(plan))
+    if entry is None or entry[0]() is not plan:
+        at = max((2,) + tuple(plan.pass_fds)) + 1
+        check_nofile(plan, tuple(plan.pass_fds) + (at,), file=plan.profile_name,
+                     what=f" with agentd's fd {at} (a session)")
+        try:
+            check_nofile(plan, tuple(plan.pass_fds) + (at, at + 1))
+            bpf_at = at + 1
+        except ProfileError:
+            bpf_at = None
+        argv = [b"/proc/self/fd/%d" % at, b"%d" % at]
+        if len(_start_cache) >= 64:
+            _start_cache.clear()
+        entry = _start_cache[id(plan)] = (weakref.ref(plan), at, argv, os.fsencode(plan.cwd), bpf_at)
+    _ref, at, argv, cwd, bpf_at = entry
+    if notify and bpf_at is not None:
+        return at, argv + [b"notify:%d:%d" % (bpf_at, 1 if net else 0)], cwd, bpf_at
+    return at, argv + [b"net"] if net else list(argv), cwd, None
+
+
+class _Sandbox:
+    """The session's sandbox as launched (process.launch, no subprocess.Popen around it):
+    pid, poll(), wait(timeout), kill() as Popen's, and what Popen does once it is reaped
+    (process.reap_slot: the program's status, the cgroup, the host id, the namespaces)."""
+
+    def __init__(self, slot, plan):
+        self.slot, self.plan, self.pid = slot, plan, slot.pid
+        self.returncode = None
+        self._lock = threading.Lock()
+        self._poller = select.poll()   # pid 1's pidfd: readable once it has exited
+        self._poller.register(slot.pidfd, select.POLLIN)
+
+    def _ended(self, timeout: float) -> bool:
+        """pid 1 has exited (or was reaped) within `timeout` seconds. The pidfd is polled
+        under the lock (a reap in another thread closes it), at most 50 ms at a time."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._lock:
+                if self.returncode is not None or self.slot.pidfd < 0:
+                    return True
+                left = deadline - time.monotonic()
+                if self._poller.poll(max(0.0, min(left, 0.05)) * 1000):
+                    return True
+            if left <= 0.05:
+                return False
+
+    def _reap(self) -> None:
+        with self._lock:
+            if self.returncode is None:
+                sts, _ru = reap_slot(self.slot, self.plan)
+                self.slot.pidfd = -1   # (closed by reap_slot)
+                self.returncode = os.waitstatus_to_exitcode(sts)
+
+    def poll(self):
+        if self.returncode is None:
+            with self._lock:   # (every check_open of the session asks: one poll(2), no more)
+                ended = self.slot.pidfd < 0 or bool(self._poller.poll(0))
+            if ended:
+                self._reap()
+        return self.returncode
+
+    def wait(self, timeout: float):
+        if self.returncode is None:
+            if not self._ended(timeout):
+                raise TimeoutError(f"the session's sandbox (pid {self.pid}) did not end within {timeout} s")
+            self._reap()
+        return self.returncode
+
+    def kill(self) -> None:
+        with self._lock:
+            if self.returncode is None and self.slot.pidfd >= 0:
+                kill_slot(self.slot, self.plan.pidns)
+
+
 class Session:
     """One sandbox from `profile`, serving many commands until close().
 
@@ -126,7 +215,10 @@ class Session:
         self._torn_down = threading.Event()
         self._seccomp_log = bool(violations)
         self._watch_net = bool(violations)
-        self._net_events: list = []
+        self._net_events: list = []           # agentd's reports: connect() watched, R_DENIED
+        self._events_dropped = 0              # reports beyond MAX_EVENTS (counted, not kept)
+        self._merge_floor = 0                 # a report merges only into one at or above this
+        self._notify = False                  # the filter's refusals come from agentd (denials.py)
         self._close_reason = "closed"
         self._lock = threading.RLock()        # session state
         self._send_lock = threading.Lock()    # the control socket
@@ -157,7 +249,9 @@ class Session:
         if _plan is not None:
             self.plan = _plan
         else:
-            launch_profile, launch_overrides, self._net = netproxy.prepare(profile, overrides)
+            # Loaded once (its files looked at once): netproxy and the plan take the Profile.
+            loaded = profile if isinstance(profile, Plan) else load_profile(profile, overrides)
+            launch_profile, launch_overrides, self._net = netproxy.prepare(loaded, ())
             try:
                 self.plan = plan_for(launch_profile, launch_overrides, cwd=self.workspace)
             except BaseException:
@@ -169,6 +263,11 @@ class Session:
         self._devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
         self._popen = None
         self._ctl = None
+        self._root_fd = -1
+        self._agent_pid = self._agent_pid_inside = self._uid = self._gid = self._files = None
+        self._hello_done = False
+        self._hello_lock = threading.Lock()
+        self._start_error: str | None = None
         try:
             self._start()
             if self._overlay is not None:
@@ -187,73 +286,138 @@ class Session:
     # ---- start and stop -----------------------------------------------------------------
     def _start(self) -> None:
         t0 = time.monotonic()
-        agent_fd = os.open(AGENTD, os.O_PATH)   # not close-on-exec: agentd is run from it
+        agent_fd = os.open(AGENTD, os.O_PATH | os.O_CLOEXEC)   # agentd is run from it (fd 3 in the sandbox)
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
         mine.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)  # agentd's hello comes with its host pid
         try:
-            pass_fds = [agent_fd]
-            overlay_args = {}
-            if self._overlay is not None:
-                overlay_args = self._overlay.launch_args(self.plan)
-            argv = [f"/proc/self/fd/{agent_fd}", str(agent_fd)]
-            if self._watch_net and self.plan.network_mode == "none" and self._net is None:
-                argv.append("net")   # (an allowlist session's proxy reports its own refusals)
+            plan = self.plan
+            # (an allowlist session's proxy reports its own refusals: no connect() watch)
+            watch = self._watch_net and plan.network_mode == "none" and self._net is None
+            at, argv, cwd, bpf_at = _start_args(plan, watch, self._seccomp_log and denials.usable(plan))
+            self._notify = bpf_at is not None
+            # The program's fd table: 0 the control socket, 1 and 2 /dev/null, the profile's
+            # own passed fds, agentd's binary at `at`, in notify mode the filter's program.
+            src, dst = fd_table(theirs.fileno(), self._devnull, self._devnull, plan.pass_fds)
+            src.append(agent_fd)
+            dst.append(at)
+            if self._notify:
+                src.append(plans.notify_bpf_fd(plan, watch))
+                dst.append(bpf_at)
             if self._seccomp_log:
-                reader()   # listening before the first command runs
+                reader()   # listening before the first command runs (kills, Landlock's paths)
             try:
-                self._popen = Popen(argv, profile=self.plan,
-                                    stdin=theirs.fileno(), stdout=self._devnull, stderr=self._devnull,
-                                    pass_fds=pass_fds, env=self._launch_env(), cwd=None,
-                                    seccomp_log=self._seccomp_log, network=self._net, **overlay_args)
-            except SandboxSetupError as e:
-                if getattr(e, "step", None) != "exec":
-                    raise
+                slot = launch(plan, argv[:1], argv, environment_list(self._base_env), cwd, src, dst,
+                              seccomp_log=self._seccomp_log and not self._notify, network=self._net, hold_ns=True,
+                              seccomp_notify=("denials+connect" if watch else "denials") if self._notify else None)
+            except ChildError as e:
+                err = setup_error(e.args, plan, os.fsdecode(argv[0]), cwd, getattr(e, "cgroup_procs", ()))
+                if err.step != "exec":
+                    raise err from None
                 raise SessionError(
-                    f"profile {self.plan.profile_name!r} cannot hold a session: its sandbox cannot run the "
+                    f"profile {plan.profile_name!r} cannot hold a session: its sandbox cannot run the "
                     f"session's program (isolate-agentd, executed from an fd through /proc/self/fd: the profile "
-                    f"needs filesystem.proc = true, and Landlock must not enforce the view): {e}") from None
+                    f"needs filesystem.proc = true, and Landlock must not enforce the view): {err}") from None
+            self._popen = _Sandbox(slot, plan)
         finally:
             theirs.close()
             os.close(agent_fd)
         self._ctl = mine
-        mine.settimeout(START_TIMEOUT)
+        mine.setblocking(False)
+        self.pid = self._popen.pid
+        self.start_time = time.monotonic() - t0
+        # Ready: agentd has been exec'd (the launch returns once pid 1 reported that exec),
+        # and the control socket holds what is sent until agentd reads it. Its hello (its
+        # pid, with the host pid, uid and gid the kernel attaches) is read when first
+        # needed: before the first message to agentd (check_open, send_ctl) or the first
+        # look at agent_pid, uid, gid or files. If agentd ended instead, that first call
+        # raises the start error (SessionError) and the session is closed.
+
+    def _await_hello(self) -> None:
+        """Read agentd's hello, once (see _start); a SessionError if it never came."""
+        if self._hello_done:
+            return
+        with self._hello_lock:
+            if self._start_error is not None:
+                raise SessionError(self._start_error)
+            if self._hello_done or self._closed:
+                return   # (closed before its hello was needed: the caller reports that)
+            try:
+                self._read_hello()
+            except SessionError as e:
+                if self._closed:   # closed meanwhile by another thread (close(), TTL): not a start error
+                    raise SessionClosed(f"the session is closed ({self._close_reason})") from None
+                self._start_error = str(e)
+                self._close_reason = f"its sandbox did not start: {e}"
+                self.close()
+                raise
+            self._hello_done = True
+
+    def _read_hello(self) -> None:
+        mine = self._ctl
         creds = None
-        try:
-            data, anc, _flags, _addr = mine.recvmsg(64, socket.CMSG_SPACE(_UCRED.size))
-            # The kernel attached agentd's pid, uid and gid, as this process sees them (SO_PASSCRED).
-            for level, kind, value in anc:
-                if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS and len(value) >= _UCRED.size:
-                    creds = _UCRED.unpack_from(value)
-        except (socket.timeout, OSError):
-            data = b""
+        data = b""
+        if mine is not None:
+            wait = select.poll()
+            wait.register(mine.fileno(), select.POLLIN)
+            try:
+                if wait.poll(START_TIMEOUT * 1000):
+                    data, anc, _flags, _addr = mine.recvmsg(64, socket.CMSG_SPACE(_UCRED.size))
+                    # The kernel attached agentd's pid, uid and gid, as this process sees them (SO_PASSCRED).
+                    for level, kind, value in anc:
+                        if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS and len(value) >= _UCRED.size:
+                            creds = _UCRED.unpack_from(value)
+            except OSError:
+                data = b""
         if len(data) < MSG.size or MSG.unpack_from(data)[0] != R_HELLO:
-            rc = self._popen.poll()
+            try:
+                rc = self._popen.wait(1)   # it ended (EOF): its status is at most a moment away
+            except Exception:
+                rc = self._popen.poll()
             raise SessionError(f"the session's sandbox did not start (its program ended with {rc}); "
                                f"does the profile give it /proc?")
         mine.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 0)
-        mine.setblocking(False)
-        self.agent_pid_inside = MSG.unpack_from(data)[2]
-        if creds is not None and creds[0] > 0 and _inside_pid(creds[0]) == self.agent_pid_inside:
-            self.agent_pid, self.uid, self.gid = creds
+        self._agent_pid_inside = MSG.unpack_from(data)[2]
+        if creds is not None and creds[0] > 0 and _inside_pid(creds[0]) == self._agent_pid_inside:
+            self._agent_pid, self._uid, self._gid = creds
         else:
             kids = _tree(self._popen.pid)
-            self.agent_pid = next((p for p in kids[1:] if _inside_pid(p) == self.agent_pid_inside), None)
-            if self.agent_pid is None:
+            self._agent_pid = next((p for p in kids[1:] if _inside_pid(p) == self._agent_pid_inside), None)
+            if self._agent_pid is None:
                 raise SessionError("the session's sandbox started, but its program cannot be found from the host")
-            st = os.stat(f"/proc/{self.agent_pid}")
-            self.uid, self.gid = st.st_uid, st.st_gid
-        self._root_fd = os.open(f"/proc/{self.agent_pid}/root", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-        self.files = Files(self._root_fd, self.uid, self.gid, lambda: self._pwd or self.plan.cwd)
-        self.pid = self._popen.pid
-        self.start_time = time.monotonic() - t0
+            st = os.stat(f"/proc/{self._agent_pid}")
+            self._uid, self._gid = st.st_uid, st.st_gid
+        try:
+            self._root_fd = os.open(f"/proc/{self._agent_pid}/root", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError as e:
+            raise SessionError(f"the session's sandbox ended right after its start ({os.strerror(e.errno)})") from None
+        self._files = Files(self._root_fd, self._uid, self._gid, lambda: self._pwd or self.plan.cwd)
 
-    def _launch_env(self):
-        """agentd's environment for Popen: None (the plan's, which is _base_env, built again
-        by the launch without the checks of a caller's env=) unless env= was given, or the
-        caller's environment changed since _base_env was made (an env.keep name)."""
-        if not self._env_given and self.plan.environment() == self._base_env:
-            return None
-        return dict(self._base_env)
+    # agentd's pid (host and sandbox), the sandbox's host uid and gid, and file access
+    # through its root: known from agentd's hello (read here if it was not yet).
+    @property
+    def agent_pid(self) -> int:
+        self._await_hello()
+        return self._agent_pid
+
+    @property
+    def agent_pid_inside(self) -> int:
+        self._await_hello()
+        return self._agent_pid_inside
+
+    @property
+    def uid(self) -> int:
+        self._await_hello()
+        return self._uid
+
+    @property
+    def gid(self) -> int:
+        self._await_hello()
+        return self._gid
+
+    @property
+    def files(self) -> Files:
+        self._await_hello()
+        return self._files
 
     def _watch(self) -> None:
         while not self._closed:
@@ -316,7 +480,7 @@ class Session:
         self._procs.clear()
         if self._drainer is not None:
             self._drainer.stop()
-        if getattr(self, "_root_fd", -1) >= 0:
+        if self._root_fd >= 0:
             close_fd(self._root_fd)
             self._root_fd = -1
         close_fd(self._devnull)
@@ -369,6 +533,8 @@ class Session:
         return self._net_events
 
     def check_open(self, what: str) -> None:
+        if not self._hello_done:
+            self._await_hello()
         if self.closed:
             raise SessionClosed(f"{what}: the session is closed ({self._close_reason})")
         self._last_used = time.monotonic()
@@ -421,6 +587,8 @@ class Session:
 
     # ---- the control socket ----------------------------------------------------------
     def send_ctl(self, kind: int, id_: int, a: int = 0, b: int = 0, data: bytes = b"", fds=()) -> None:
+        if not self._hello_done:
+            self._await_hello()
         msg = MSG.pack(kind, id_, a, b) + data
         with self._send_lock:
             if self._ctl is None or self._closed:
@@ -444,9 +612,11 @@ class Session:
 
     def read_ctl(self) -> bool:
         """Dispatch what agentd sent; False when it is gone."""
+        if not self._hello_done:
+            self._await_hello()
         while True:
             try:
-                data = self._ctl.recv(64)
+                data = self._ctl.recv(128)
             except BlockingIOError:
                 return True
             except OSError:
@@ -459,9 +629,13 @@ class Session:
             kind, id_, a, b = MSG.unpack_from(data)
             if kind == R_NET:
                 try:
-                    self._net_events.append(network_event(self, id_, a, b, data[MSG.size:]))
+                    self._add_event(network_event(self, id_, a, b, data[MSG.size:]))
                 except ValueError:
                     pass
+                continue
+            if kind == R_DENIED:
+                if len(data) >= MSG.size + denials.PAYLOAD.size:
+                    self._add_event(denials.event(syscall_name, id_, a, b, data[MSG.size:], RULE_LABELS))
                 continue
             p = self._procs.get(id_)
             if p is None:
@@ -471,6 +645,33 @@ class Session:
             elif kind == R_EXIT:
                 self._procs.pop(id_, None)
                 p.on_exit(a)
+
+    def _add_event(self, ev: dict) -> None:
+        # A program repeating a refused call (a loop) costs one entry, with a count; past
+        # MAX_EVENTS different ones are counted only.
+        last = self._net_events[-1] if len(self._net_events) > self._merge_floor else None
+        if last is not None and same_event(last, ev):
+            last["count"] = last.get("count", 1) + 1
+        elif len(self._net_events) < viol.MAX_EVENTS:
+            self._net_events.append(ev)
+        else:
+            self._events_dropped += 1
+
+    def events_mark(self) -> tuple[int, int]:
+        """Where a command's window of agentd's reports starts: (kept, dropped) so far;
+        reports from here on are not merged into earlier ones."""
+        self._merge_floor = len(self._net_events)
+        return self._merge_floor, self._events_dropped
+
+    @property
+    def events_dropped(self) -> int:
+        """agentd's reports not kept (past MAX_EVENTS), so far."""
+        return self._events_dropped
+
+    @property
+    def notify(self) -> bool:
+        """True when the filter's refusals are reported by agentd with their arguments."""
+        return self._notify
 
     def _agent_gone(self) -> None:
         for p in list(self._procs.values()):
@@ -500,6 +701,7 @@ class Session:
     def shell_path(self) -> str:
         if self._shell_path:
             return self._shell_path
+        self._await_hello()   # (the sandbox's root)
         for cand in ("/bin/bash", "/usr/bin/bash"):
             try:
                 os.close(_openat_root(self._root_fd, cand))
@@ -644,16 +846,21 @@ class Session:
     # ---- commands ------------------------------------------------------------------------
     def exec(self, cmd, *, timeout: float | None = None, yield_after: float | None = None, input=None,
              cwd=None, env: Mapping[str, str] | None = None, max_output: int | None = None,
-             on_stdout: Callable | None = None, on_stderr: Callable | None = None) -> ExecResult:
+             on_stdout: Callable | None = None, on_stderr: Callable | None = None,
+             yield_when_quiet: float | None = None) -> ExecResult:
         """Run `cmd` (a shell string for the session's shell, or an argv list) and return
-        what it did. See the module's documentation for timeouts and yield_after."""
+        what it did. See the module's documentation for timeouts and yield_after;
+        yield_when_quiet is soft too: it returns (running=True, a job) once the command
+        has written nothing new for that many seconds (a prompt waiting for input, a
+        stalled download), whichever of the two comes first."""
         timeout = check_seconds(timeout, "timeout")
         yield_after = check_seconds(yield_after, "yield_after")
+        quiet = check_seconds(yield_when_quiet, "yield_when_quiet")
         limit = self._max_output if max_output is None else output_mod.check_max_output(max_output)
         self.check_open("exec")
         run = Run(self, cmd, input=input, cwd=cwd, env=env, limit=limit, on_stdout=on_stdout,
                   on_stderr=on_stderr, stdin_pipe=False)
-        return run.execute(timeout, yield_after)
+        return run.execute(timeout, yield_after, quiet)
 
     def spawn(self, cmd, *, cwd=None, env: Mapping[str, str] | None = None, max_output: int | None = None,
               timeout: float | None = None, on_stdout: Callable | None = None,

@@ -2,20 +2,28 @@
 
 Sources, each as far as this host lets isolate read it (`status()` says which):
 
-- **syscalls denied by the filter**: a session's sandbox loads its seccomp filter with
-  SECCOMP_FILTER_FLAG_LOG (Popen(seccomp_log=True)), so the kernel writes an audit
-  record (type 1326, AUDIT_SECCOMP) for every denial: host pid and uid, syscall number,
-  the action (errno). isolate reads them from the audit netlink socket's read-only
-  multicast group (CAP_AUDIT_READ: root), without an audit daemon and without the
-  printk rate limit. A record belongs to the session whose host uid it names (a root
-  caller's sessions each have a host uid of their own) or, for a caller that is not
-  root, whose processes include its pid; it belongs to the command during whose run
-  it was stamped. The filter's arguments are not in the record: the label names the
-  rule that can deny that syscall (a socket family outside socket_families, namespace
-  flags, setuid bits, a denied ioctl request).
+- **syscalls denied by the filter, with their arguments** (where denials.usable(plan)):
+  the session's filter is loaded as its notify variant (isolate.kernel.seccomp_notify:
+  errno returns become SECCOMP_RET_USER_NOTIF); isolate-agentd answers each such call
+  with the profile's errno and reports it (R_DENIED: syscall, arguments, pid, program
+  name): {"kind": "syscall", "syscall", "argument" (the one that decided: "family
+  AF_NETLINK (16), type SOCK_RAW", "request TIOCSTI (0x5412)", "flags CLONE_NEWUSER"),
+  "errno", "args", "result", "program", "pid", "reason"}. Kills (SECCOMP_RET_KILL) are
+  not sent to agentd: they come from the audit records below.
+- **syscalls denied by the filter, audit records** (the other plans, and kills): the
+  filter is loaded with SECCOMP_FILTER_FLAG_LOG (Popen(seccomp_log=True)), so the kernel
+  writes an audit record (type 1326, AUDIT_SECCOMP) for every denial: host pid and uid,
+  syscall number, the action (errno). isolate reads them from the audit netlink
+  socket's read-only multicast group (CAP_AUDIT_READ: root), without an audit daemon
+  and without the printk rate limit. A record belongs to the session whose host uid it
+  names (a root caller's sessions each have a host uid of their own) or, for a caller
+  that is not root, whose processes include its pid; it belongs to the command during
+  whose run it was stamped. The filter's arguments are not in the record: the label
+  names the rule that can deny that syscall (a socket family outside socket_families,
+  namespace flags, setuid bits, a denied ioctl request).
 - **network connections**: isolate-agentd watches connect() (a SECCOMP_RET_USER_NOTIF
-  filter of its own, on top of the profile's: it only looks, the kernel then does the
-  call) and reports non-loopback inet addresses; in a session with network mode
+  filter of its own on top of the profile's, or in notify mode a prefix of the
+  profile's own; it only looks, the kernel then does the call as the profile decides) and reports non-loopback inet addresses; in a session with network mode
   "none" such a connection is refused by the kernel (ENETUNREACH), and is listed as
   {"kind": "network", "host", "port", "reason": "no network"}.
 - **the network allowlist's refusals** (a profile with network.mode = "allowlist"): the
@@ -48,6 +56,7 @@ NETLINK_AUDIT = 9
 AUDIT_NLGRP_READLOG = 1
 COARSE = 0.012       # the audit stamp is CLOCK_REALTIME_COARSE (a jiffy, up to 10 ms at HZ=100)
 LATE = 0.05          # seconds to wait for the kernel's records of a command that failed
+MAX_EVENTS = 10000   # agentd's reports a session keeps (different ones; repeats are counted)
 
 _FIELD = re.compile(r'(\w+)=("[^"]*"|\S+)')
 _STAMP = re.compile(r"audit\((\d+)\.(\d+):(\d+)\)")
@@ -67,7 +76,7 @@ RULE_LABELS = {
 }
 
 
-def _syscall_name(nr: int) -> str:
+def syscall_name(nr: int) -> str:
     try:
         import pyseccomp as seccomp
 
@@ -165,13 +174,16 @@ def mark(session):
     """Where a command's window begins (wall clock, and the session's network events)."""
     r = reader() if session.seccomp_log else None
     proxy = session.network
-    return (time.time(), len(session.net_events), r.count if r is not None else 0,
-            proxy.count() if proxy is not None else 0)
+    kept, dropped = session.events_mark()
+    return (time.time(), kept, r.count if r is not None else 0,
+            proxy.count() if proxy is not None else 0, dropped)
 
 
 def collect(session, mark_, run) -> list:
-    t0, net0, seq, proxied0 = mark_
+    t0, net0, seq, proxied0, dropped0 = mark_
     out = []
+    if session.notify:
+        session.read_ctl()   # agentd reported each refusal before the call returned
     failed = run.returncode not in (0, None) or run.timed_out
     r = reader() if session.seccomp_log else None
     if r is not None and r.sock is not None and (failed or r.count > seq):
@@ -201,7 +213,11 @@ def collect(session, mark_, run) -> list:
             out.append(ev)
     if session.network is not None:   # recorded by the proxy before the program saw the refusal
         out.extend(session.network.recorded(proxied0))
-    return _dedupe(out)
+    out = _dedupe(out)
+    if session.events_dropped > dropped0:
+        out.append({"kind": "omitted", "count": session.events_dropped - dropped0,
+                    "reason": f"more different refusals than a session keeps ({MAX_EVENTS})"})
+    return out
 
 
 def _ours(session, rec) -> bool:
@@ -217,7 +233,7 @@ def _ours(session, rec) -> bool:
 def _seccomp_violation(rec) -> dict:
     f = rec["fields"]
     nr = int(f.get("syscall", -1))
-    name = _syscall_name(nr)
+    name = syscall_name(nr)
     code = int(f.get("code", "0"), 16)
     action = code & 0xFFFF0000   # the record has the action, not its errno
     if action == 0x00050000:
@@ -240,12 +256,21 @@ def network_event(session, pid: int, family: int, port: int, addr: bytes) -> dic
             "reason": reason, "refused": mode == "none"}
 
 
+def _key(v: dict) -> tuple:
+    return tuple(sorted((k, str(x)) for k, x in v.items() if k not in ("pid", "time", "args", "count")))
+
+
+def same_event(a: dict, b: dict) -> bool:
+    """The same refusal, as a model is told it (another pid or pointer argument apart)."""
+    return _key(a) == _key(b)
+
+
 def _dedupe(items) -> list:
     seen, out = {}, []
     for v in items:
-        key = tuple(sorted((k, str(x)) for k, x in v.items() if k not in ("pid", "time")))
+        key = _key(v)
         if key in seen:
-            seen[key]["count"] = seen[key].get("count", 1) + 1
+            seen[key]["count"] = seen[key].get("count", 1) + v.get("count", 1)
             continue
         v = dict(v)
         seen[key] = v
@@ -270,7 +295,10 @@ def render(violations) -> str:
             verb = "UDP to" if v.get("proto") == "udp" else "connect to"
             parts.append(f"{verb} {dest} ({v['reason']}){n}")
         elif v["kind"] == "syscall":
-            parts.append(f"{v['syscall']} by {v['program']} ({v['reason']}){n}")
+            call = f"{v['syscall']}({v['argument']})" if v.get("argument") else v["syscall"]
+            parts.append(f"{call} by {v['program']} ({v['reason']}){n}")
+        elif v["kind"] == "omitted":
+            parts.append(f"{v['count']} more not listed ({v['reason']})")
         elif v["kind"] == "path":
             parts.append(f"{v['access']} on {v['path']} ({v['reason']}){n}")
     if not parts:

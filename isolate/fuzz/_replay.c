@@ -13,6 +13,16 @@
  * set by triage) stand in for libFuzzer's -rss_limit_mb/-malloc_limit_mb, and an alarm here
  * for its -timeout, reported with the stack like libFuzzer's.
  *
+ * Module map: triage has the sanitizers print bare frame addresses (stack_trace_format
+ * "#%n %p", print_summary=0), which spares ASan's report its module-list refresh (a
+ * dl_iterate_phdr walk plus two reads of /proc/self/maps, ~10% of a crash replay's CPU). The
+ * shim prints the loaded modules instead, from dl_iterate_phdr, once before the input runs
+ * and again from the sanitizers' death callback, after the report (so a library the target
+ * dlopen()ed is listed): one line per object, "isolate-replay: module <base> <start>-<end>...
+ * <path>", with ASan's own module names, ranges and offsets (base = load bias; the main
+ * program's path from /proc/self/exe). triage turns each address back into (module+offset)
+ * with the last map printed before the end.
+ *
  * Without ISOLATE_REPLAY it changes nothing. It removes ISOLATE_REPLAY and LD_PRELOAD from
  * the environment before the target runs, so programs the target starts do not get it.
  * Every function of its own is named isolate_replay_* (isolate.fuzz.reports drops them
@@ -33,6 +43,10 @@
 #include <unistd.h>
 
 #define ENV_NAME "ISOLATE_REPLAY"
+/* isolate.fuzz.shim.RAW_FRAME_OPTIONS, which triage appends to the sanitizers' options of a
+ * shim replay: the sanitizers have read them by the time the shim runs, so the shim takes
+ * them out again and the target (and whatever it starts) sees the options as they were. */
+#define RAW_FRAME_OPTIONS ":stack_trace_format='    #%n %p':print_summary=0"
 #define MARKER "isolate-replay: running "
 #define TIMEOUT_EXIT 70   /* libFuzzer's -timeout_exitcode */
 #define ERROR_EXIT 77     /* libFuzzer's -error_exitcode */
@@ -92,6 +106,77 @@ static int isolate_replay_phdr(struct dl_phdr_info *info, size_t size, void *dat
     return 1;
 }
 
+static void isolate_replay_write(const char *p, size_t n) {
+    while (n > 0) {
+        ssize_t w = write(2, p, n);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return;
+        p += w;
+        n -= (size_t)w;
+    }
+}
+
+static char isolate_replay_exe[4096];
+
+struct isolate_replay_buf {
+    char data[16384];
+    size_t len;
+    int first;
+};
+
+static void isolate_replay_put(struct isolate_replay_buf *b, const char *p, size_t n) {
+    if (b->len + n > sizeof b->data) {
+        isolate_replay_write(b->data, b->len);
+        b->len = 0;
+        if (n > sizeof b->data) {
+            isolate_replay_write(p, n);
+            return;
+        }
+    }
+    memcpy(b->data + b->len, p, n);
+    b->len += n;
+}
+
+/* One line per loaded object: "isolate-replay: module <base> <start>-<end>... <path>",
+ * base its load bias and a range per PT_LOAD segment (hex), as ASan's module list has
+ * them; the main program named by /proc/self/exe, objects without a name skipped. */
+static int isolate_replay_module(struct dl_phdr_info *info, size_t size, void *data) {
+    struct isolate_replay_buf *b = data;
+    const char *name = info->dlpi_name;
+    if (b->first) {
+        b->first = 0;
+        name = isolate_replay_exe;
+    }
+    if (!name || !*name || strchr(name, '\n'))
+        return 0;
+    char num[64];
+    int n = snprintf(num, sizeof num, "isolate-replay: module 0x%lx", (unsigned long)info->dlpi_addr);
+    isolate_replay_put(b, num, (size_t)n);
+    for (int i = 0; i < info->dlpi_phnum; i++) {
+        const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+        if (ph->p_type != PT_LOAD)
+            continue;
+        uintptr_t start = info->dlpi_addr + ph->p_vaddr;
+        n = snprintf(num, sizeof num, " 0x%lx-0x%lx", (unsigned long)start, (unsigned long)(start + ph->p_memsz));
+        isolate_replay_put(b, num, (size_t)n);
+    }
+    isolate_replay_put(b, " ", 1);
+    isolate_replay_put(b, name, strlen(name));
+    isolate_replay_put(b, "\n", 1);
+    return 0;
+}
+
+/* The module map, in one write. */
+static void isolate_replay_modules(void) {
+    static struct isolate_replay_buf b;   /* not on the stack: this may run on a signal stack */
+    b.len = 0;
+    b.first = 1;
+    dl_iterate_phdr(isolate_replay_module, &b);
+    isolate_replay_write(b.data, b.len);
+}
+
 static void isolate_replay_alarm(int sig) {
     if (isolate_replay_acquire && !isolate_replay_acquire())
         return;   /* a sanitizer report is already under way */
@@ -99,6 +184,7 @@ static void isolate_replay_alarm(int sig) {
                        isolate_replay_timeout);
     if (isolate_replay_print_stack)
         isolate_replay_print_stack();
+    isolate_replay_modules();
     isolate_replay_say("SUMMARY: isolate-replay: timeout\n");
     _exit(TIMEOUT_EXIT);
 }
@@ -175,6 +261,7 @@ static int isolate_replay_main(int argc, char **argv, char **envp) {
     if (max_len > 0 && (size_t)max_len < size)
         size = (size_t)max_len;
     isolate_replay_say(MARKER "%s (%zu bytes) without libFuzzer's driver\n", path, size);
+    isolate_replay_modules();
     if (isolate_replay_timeout) {
         struct sigaction sa;
         memset(&sa, 0, sizeof sa);
@@ -235,11 +322,30 @@ int __libc_start_main(isolate_replay_main_t main, int argc, char **argv, void (*
                 isolate_replay_timeout = (unsigned)timeout;
                 isolate_replay_print_stack = (void (*)(void))dlsym(RTLD_DEFAULT, "__sanitizer_print_stack_trace");
                 isolate_replay_acquire = (int (*)(void))dlsym(RTLD_DEFAULT, "__sanitizer_acquire_crash_state");
+                ssize_t n = readlink("/proc/self/exe", isolate_replay_exe, sizeof isolate_replay_exe - 1);
+                if (n > 0)
+                    isolate_replay_exe[n] = 0;
+                else   /* as ASan names the program when /proc/self/exe cannot be read */
+                    snprintf(isolate_replay_exe, sizeof isolate_replay_exe, "%s", argv[0]);
+                /* After a sanitizer's report (Die() calls it): the modules as they are then. */
+                void (*set_death)(void (*)(void)) =
+                    (void (*)(void (*)(void)))dlsym(RTLD_DEFAULT, "__sanitizer_set_death_callback");
+                if (set_death)
+                    set_death(isolate_replay_modules);
                 main = isolate_replay_main;
             }
         }
         unsetenv(ENV_NAME);
         unsetenv("LD_PRELOAD");
+        /* In place (the strings the kernel put on the stack): setenv() would allocate, and
+         * ASan's allocator pays page faults for every size class it first serves. */
+        static const char *const names[] = {"ASAN_OPTIONS", "LSAN_OPTIONS", "UBSAN_OPTIONS"};
+        for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+            char *v = getenv(names[i]);
+            size_t n = v ? strlen(v) : 0, k = sizeof RAW_FRAME_OPTIONS - 1;
+            if (n >= k && !strcmp(v + n - k, RAW_FRAME_OPTIONS))
+                memset(v + n - k, 0, k);
+        }
     }
     return real(main, argc, argv, init, fini, rtld_fini, stack_end);
 }

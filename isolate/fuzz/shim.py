@@ -22,6 +22,14 @@ from dataclasses import dataclass
 PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "isolate-replay.so")
 ENV_NAME = "ISOLATE_REPLAY"
 MARKER = "isolate-replay: running "   # the shim's first line, once it has read the input
+# The shim's module map (before the input runs and again after a sanitizer's report): one
+# line per loaded object, "isolate-replay: module <base> <start>-<end>... <path>".
+MODULE_LINE = "isolate-replay: module "
+# Common sanitizer flags of a shim replay (in ASAN_, LSAN_ and UBSAN_OPTIONS: each parses
+# the common flags again, the last one read wins): bare frame addresses and no SUMMARY line,
+# so that ASan's report skips its module-list refresh (a dl_iterate_phdr walk and two reads
+# of /proc/self/maps); the shim's module map turns the addresses into (module+offset).
+RAW_FRAME_OPTIONS = "stack_trace_format='    #%n %p':print_summary=0"
 TEST_ONE_INPUT = b"LLVMFuzzerTestOneInput"
 INITIALIZE = b"LLVMFuzzerInitialize"
 
@@ -148,9 +156,23 @@ def _spec(f, timeout: int, machine) -> Spec:
                     at = names.find(name + b"\0", at + 1)
             if not wanted or s[9] != 24:
                 continue
-            for st_name, st_info, _, st_shndx, st_value, _ in struct.iter_unpack("<IBBHQQ", syms[:len(syms) // 24 * 24]):
-                if st_name in wanted and st_shndx != 0 and (st_info & 0xF) == _STT_FUNC and st_value:
-                    found.setdefault(wanted[st_name], st_value)
+            # The entries whose st_name (their first 4 bytes) is one of those offsets, in table
+            # order (found by bytes.find rather than unpacking every symbol of a large table).
+            n = len(syms) // 24 * 24
+            hits = []
+            for at, name in wanted.items():
+                key = struct.pack("<I", at)
+                pos = syms.find(key, 0, n)
+                while pos >= 0:
+                    if pos % 24 == 0:
+                        hits.append((pos, name))
+                        pos = syms.find(key, pos + 24, n)
+                    else:
+                        pos = syms.find(key, pos + 1, n)
+            for pos, name in sorted(hits):
+                _, st_info, _, st_shndx, st_value, _ = struct.unpack_from("<IBBHQQ", syms, pos)
+                if st_shndx != 0 and (st_info & 0xF) == _STT_FUNC and st_value:
+                    found.setdefault(name, st_value)
         if TEST_ONE_INPUT in found:
             break
     if TEST_ONE_INPUT not in found:

@@ -1,7 +1,7 @@
 """Triage: every crash, timeout, OOM and leak input replayed in fresh sandboxes.
 
-Each input is run `runs` times, each time in a new sandbox (one task per sandbox of a
-WarmPool of the replay profile, prepared while earlier replays run; REPLAY_WORKERS at once),
+Each input is run `runs` times, each time in a new sandbox (a cold isolate.run of the replay
+profile, or with WARM_REPLAYS the one task of a sandbox of a WarmPool; REPLAY_WORKERS at once),
 with the sanitizers told to symbolize and to report in a form reports.parse reads. The
 reports give a ClusterFuzz crash type, frames and state; inputs with the same state are one
 crash. An input that never crashes again is kept, marked unreproducible (its state comes
@@ -26,6 +26,7 @@ import shutil
 import threading
 
 from ..errors import IsolateError
+from ..launch.plans import plan_for_cwd
 from ..launch.process import DEVNULL, PIPE, Popen, load_profile, run
 from ..launch.warm import WarmPool
 from . import reports, shim
@@ -43,10 +44,18 @@ CGROUP_OVERHEAD_MB = 1024  # cgroup memory = the engine's RSS limit + this (Clus
 MINIMIZE_RUNS = 5000
 SYMBOLIZERS = ("llvm-symbolizer", "llvm-symbolizer-14", "/usr/lib/llvm-14/bin/llvm-symbolizer")
 STAGE = ".triage"
-# Replays at once: one per CPU keeps both busy (a replay is mostly the target's own start:
-# an ASan + libFuzzer binary is ~20 ms of CPU before it reads its input); the warm pool
-# holds as many ready sandboxes.
-REPLAY_WORKERS = max(2, os.cpu_count() or 1)
+# Where a replay's sandbox comes from: False (the default), a cold isolate.run of the replay
+# profile per replay; True, a WarmPool of it (prepared while earlier replays run: the launch
+# off the replay's path). Both give each replay one fresh sandbox. Side by side
+# (benchmarks/triage.py) the cold launch used 0.3-0.6 ms less CPU per replay in most runs
+# (no zygote hand-over, no pool thread), which is what decides the rate once the CPUs are
+# busy; its launch on the replay's path wants more replays in flight.
+WARM_REPLAYS = False
+# Replays at once: two per CPU (at least 4), so that while some replays' sandboxes are being
+# launched or torn down the others keep the CPUs busy (a replay is mostly the target's start:
+# ~6 ms of CPU for an ASan + libFuzzer binary through the shim, ~3.5 ms for its sandbox).
+# The warm pool, when used, holds as many ready sandboxes.
+REPLAY_WORKERS = max(4, 2 * (os.cpu_count() or 1))
 
 # Until the runner ships profiles/fuzz.toml: "default" with what fuzzing needs. ptrace is
 # allowed (default's deny list minus @debug: LeakSanitizer stops the world with it), no
@@ -173,6 +182,37 @@ def _kind_from_name(path: str) -> str:
 
 _RAW_FRAME = re.compile(r"^(\s*)#(\d+)\s+(0x[0-9a-fA-F]+)\s+(?:in\s+\S*\s*)?\(([^()+]+)\+(0x[0-9a-fA-F]+)\)"
                         r"(\s*\(BuildId: [0-9a-fA-F]+\))?\s*$")
+_BARE_FRAME = re.compile(r"^(\s*)#(\d+)\s+(0x[0-9a-fA-F]+)\s*$")   # shim replays: stack_trace_format "#%n %p"
+_MODULE_MAP = re.compile(r"^" + re.escape(shim.MODULE_LINE) + r"0x([0-9a-f]+)((?: 0x[0-9a-f]+-0x[0-9a-f]+)+) (.+)$")
+
+
+def module_maps(lines) -> list:
+    """The shim's module maps in `lines`, last first: each a list of (start, end, base, path)."""
+    maps, block, prev = [], None, False
+    for line in lines:
+        m = line.startswith(shim.MODULE_LINE) and _MODULE_MAP.match(line)
+        if not m:
+            prev = False
+            continue
+        if not prev:
+            block = []
+            maps.append(block)
+        prev = True
+        base = int(m.group(1), 16)
+        for rng in m.group(2).split():
+            a, _, b = rng.partition("-")
+            block.append((int(a, 16), int(b, 16), base, m.group(3)))
+    return maps[::-1]
+
+
+def locate(maps, pc: int):
+    """(path, offset) of address pc in the latest module map that has it (ASan's
+    module+offset: offset from the object's load bias), else None."""
+    for block in maps:
+        for start, end, base, path in block:
+            if start <= pc < end:
+                return path, pc - base
+    return None
 
 
 class Symbolizer:
@@ -220,9 +260,28 @@ class Symbolizer:
             return out
 
     def symbolize(self, text: str) -> str:
-        """`text` with each (module+offset) frame replaced by its symbolized frames."""
+        """`text` with each (module+offset) frame replaced by its symbolized frames. A shim
+        replay's bare frames (`#N 0xPC`) are located with its module maps first (as ASan
+        would print them: `(module+offset)`, or `(<unknown module>)`); the map lines go."""
+        lines = text.splitlines()
+        if shim.MODULE_LINE in text:
+            maps = None
+            fixed = []
+            for line in lines:
+                if line.startswith(shim.MODULE_LINE) and _MODULE_MAP.match(line):
+                    continue
+                b = _BARE_FRAME.match(line) if "#" in line else None
+                if b:
+                    indent, n, pc = b.groups()
+                    if maps is None:
+                        maps = module_maps(lines)
+                    where = locate(maps, int(pc, 16))
+                    line = (f"{indent}#{n} {pc}  ({where[0]}+0x{where[1]:x})" if where else
+                            f"{indent}#{n} {pc}  (<unknown module>)")
+                fixed.append(line)
+            lines = fixed
         out, renumber = [], None
-        for line in text.splitlines():
+        for line in lines:
             m = _RAW_FRAME.match(line)
             if not m:
                 if renumber is not None and not line.strip():
@@ -251,6 +310,17 @@ def shim_asan_options(asan_options: str, rss_limit_mb: int) -> str:
     RSS limit halfway to the sandbox's cgroup limit."""
     return (f"{asan_options}:soft_rss_limit_mb={rss_limit_mb}:max_allocation_size_mb={rss_limit_mb}:"
             f"hard_rss_limit_mb={rss_limit_mb + CGROUP_OVERHEAD_MB // 2}")
+
+
+def shim_environment(env: dict, shim_path: str, spec, rss_limit_mb: int) -> dict:
+    """`env` (a replay's environment) for a shim replay: the preload and ISOLATE_REPLAY,
+    libFuzzer's limits as ASan's (shim_asan_options), and bare frame addresses with the
+    shim's module map instead of ASan's module-list refresh (shim.RAW_FRAME_OPTIONS)."""
+    env = dict(env, LD_PRELOAD=shim_path, **{shim.ENV_NAME: spec.env_value})
+    env["ASAN_OPTIONS"] = shim_asan_options(env.get("ASAN_OPTIONS", ""), rss_limit_mb)
+    for name in ("ASAN_OPTIONS", "LSAN_OPTIONS", "UBSAN_OPTIONS"):
+        env[name] = f"{env.get(name, '')}:{shim.RAW_FRAME_OPTIONS}"
+    return env
 
 
 class _Replayer:
@@ -282,11 +352,14 @@ class _Replayer:
                     self.shim_reason = spec.reason
         self.pool = None
         self.pool_lock = threading.Lock()
-        self.warm()   # its sandboxes are prepared while the symbolizer starts and the inputs are staged
+        self.warm_replays = WARM_REPLAYS
+        if self.warm_replays:
+            self.warm()   # its sandboxes are prepared while the symbolizer starts and the inputs are staged
         try:
             self.symbolizer = Symbolizer(symbolizer(), self.profile)
         except BaseException:
-            self.pool.close()
+            if self.pool is not None:
+                self.pool.close()
             raise
 
     def close(self):
@@ -310,10 +383,9 @@ class _Replayer:
         """The environment of a replay (the profile's, plus the shim's for a shim replay)."""
         env = self.envs.get(use_shim)
         if env is None:
-            env = self.warm().plan.environment()
+            env = (self.warm().plan if self.warm_replays else plan_for_cwd(self.profile, (), "/tmp")).environment()
             if use_shim:
-                env = dict(env, LD_PRELOAD=self.shim_path, **{shim.ENV_NAME: self.spec.env_value})
-                env["ASAN_OPTIONS"] = shim_asan_options(env.get("ASAN_OPTIONS", ""), self.rss)
+                env = shim_environment(env, self.shim_path, self.spec, self.rss)
             self.envs[use_shim] = env
         return env
 
@@ -339,11 +411,14 @@ class _Replayer:
         fin = open(stdin, "rb") if stdin else None
         extra = {"stdin": fin} if fin else {"stdin": DEVNULL}
         try:
-            if profile is None:   # a fresh sandbox of the replay profile, prepared ahead
-                if use_shim:
-                    extra["env"] = self.env_for(True)
+            if use_shim and profile is None:
+                extra["env"] = self.env_for(True)
+            if profile is None and self.warm_replays:   # a fresh sandbox of the replay profile, prepared ahead
                 r = self.warm().run(argv, capture_output=True, timeout=limit, on_timeout="result", cwd="/tmp",
                                     **extra)
+            elif profile is None:   # a fresh sandbox of the replay profile, launched now
+                r = run(argv, profile=self.profile, capture_output=True, timeout=limit, on_timeout="result",
+                        cwd="/tmp", **extra)
             else:
                 r = run(argv, profile=profile, capture_output=True, timeout=limit, on_timeout="result",
                         cwd="/tmp", **extra)

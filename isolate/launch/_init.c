@@ -23,6 +23,7 @@
 #include <linux/filter.h>
 #include <linux/seccomp.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -48,6 +49,9 @@
 #define FLAG_SECCOMP_LOG 16 /* load the filter with SECCOMP_FILTER_FLAG_LOG: denials go to the audit log */
 #define FLAG_SECCOMP_EARLY 32 /* warm: the zygote loads the filter before its task (the caller checked that
                                * the filter allows every call the zygote makes after it: warm.py) */
+#define FLAG_SECCOMP_NOTIFY 128 /* load the filter with SECCOMP_FILTER_FLAG_NEW_LISTENER and leave the
+                                 * listener open across the exec: the program (isolate-agentd) answers
+                                 * the calls its USER_NOTIF returns send (never loaded early) */
 #define MSG_RUSAGE 5 /* just before MSG_EXITED, with a pid namespace: a = maxrss KiB, b.c = utime s.us, t = stime us */
 #define TASK_MAGIC 0x544f5349u /* "ISOT" */
 #define TASK_QUIET 1 /* a task's flags: pid 1 reports the start only with the end, and stays until killed */
@@ -94,6 +98,58 @@ static void fail(int step, int index, int err)
 {
     send_msg(status_fd, MSG_ERROR, step, index, err);
     _exit(127);
+}
+
+/* The scheduling attributes of sched_setattr(2) (SCHED_ATTR_SIZE_VER0). */
+struct sched_attr0 {
+    uint32_t size, policy;
+    uint64_t flags;
+    int32_t nice;
+    uint32_t priority;
+    uint64_t runtime, deadline, period;
+};
+#define SHORT_SLICE_NS 100000ULL /* the shortest the kernel takes (0.1 ms) */
+
+static int sched_get(struct sched_attr0 *a)
+{
+    memset(a, 0, sizeof *a);
+    return (int)syscall(SYS_sched_getattr, 0, a, sizeof *a, 0);
+}
+
+static int sched_set(const struct sched_attr0 *a)
+{
+    struct sched_attr0 b = *a;
+    b.size = sizeof b;
+    b.flags &= 1; /* SCHED_FLAG_RESET_ON_FORK only */
+    return (int)syscall(SYS_sched_setattr, 0, &b, 0);
+}
+
+/* Warm: this process's EEVDF slice made short (Linux 6.12+; otherwise nothing changes and
+ * 0 is returned), its policy, nice value and flags as they were. *orig is what to give
+ * the program back: the same attributes, with runtime 0 if the slice was the kernel's
+ * default (sched_getattr reports a default slice as a number, like a custom one). */
+static int short_slice(struct sched_attr0 *orig)
+{
+    struct sched_attr0 a, d;
+    if (sched_get(orig) < 0 || (orig->policy != SCHED_OTHER && orig->policy != SCHED_BATCH))
+        return 0;
+    a = *orig;
+    a.runtime = 0; /* the default slice: is that what we had? */
+    if (sched_set(&a) < 0)
+        return 0;
+    if (sched_get(&d) < 0) {
+        sched_set(orig);
+        return 0;
+    }
+    if (d.runtime == orig->runtime)
+        orig->runtime = 0;
+    a = *orig;
+    a.runtime = SHORT_SLICE_NS;
+    if (sched_set(&a) < 0) {
+        sched_set(orig);
+        return 0;
+    }
+    return 1;
 }
 
 static const int forwarded[] = {SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH};
@@ -406,6 +462,13 @@ int main(int argc, char **argv)
     if ((flags & FLAG_WARM) && (watch_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0)
         fail(STEP_INIT, 8, errno);
 
+    /* Warm: pid 1 and the zygote wait with the kernel's shortest EEVDF slice: the zygote
+     * at its task's arrival and pid 1 at the program's end are then picked before the
+     * other runnable tasks of a busy CPU (and may preempt one), instead of waiting behind
+     * them. The zygote gives the program the caller's scheduling back before execve. */
+    struct sched_attr0 orig_sched;
+    int short_sliced = (flags & FLAG_WARM) ? short_slice(&orig_sched) : 0;
+
     /* The program's process. Warm (FLAG_WARM), it is forked now, before its task: the
      * zygote waits for the task itself, so that a task costs only the hand-over and
      * the exec. It keeps nothing of pid 1's: its errors go to pid 1 over the start
@@ -426,7 +489,7 @@ int main(int argc, char **argv)
             parent_pidfd = cgroup_fd = -1;
             int no_sfd = -1;
             alloc_task();
-            if ((flags & FLAG_SECCOMP_EARLY) && !(flags & FLAG_CTTY) && prog.filter) {
+            if ((flags & FLAG_SECCOMP_EARLY) && !(flags & (FLAG_CTTY | FLAG_SECCOMP_NOTIFY)) && prog.filter) {
                 /* Loaded now, off the task's path: from here the zygote makes only calls the
                  * caller found the filter to allow (recvmsg, fcntl, dup2, close, close_range,
                  * chdir, umask, rt_sigprocmask, write, execve, exit_group). */
@@ -437,6 +500,10 @@ int main(int argc, char **argv)
             }
             receive_task(&paths, &nexec, &prog_argv, &first_private, &parent_pidfd, &no_sfd, watch_fd);
             started[1] = status_fd; /* moved above the program's table */
+            /* The program runs with the caller's slice, never pid 1's (the early filter, if
+             * loaded, allows this call: warm.py checked). */
+            if (short_sliced && sched_set(&orig_sched) < 0)
+                fail(STEP_INIT, 21, errno);
         }
         /* The program's table is 0..first_private-1 as laid out by the launch path (or
          * receive_task); nothing of ours above it may reach the program. Ours are
@@ -446,15 +513,23 @@ int main(int argc, char **argv)
         sigemptyset(&none);
         sigprocmask(SIG_SETMASK, &none, NULL);
         struct isolate_msg m = {MSG_ERROR, 0, 0, 0, 0};
+        long listener = -1; /* FLAG_SECCOMP_NOTIFY: the program finds it among its fds */
         /* A terminal of its own: a session of its own whose controlling terminal is
          * the fresh pty on fd 0. Before seccomp, which denies TIOCSCTTY. */
         if ((flags & FLAG_CTTY) && (setsid() < 0 || ioctl(0, TIOCSCTTY, 0) < 0)) {
             m.a = STEP_SETSID;
             m.b = 1;
             m.c = errno;
-        } else if (prog.filter && syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER,
-                                          (flags & FLAG_SECCOMP_LOG) ? SECCOMP_FILTER_FLAG_LOG : 0, &prog) < 0) {
+        } else if (prog.filter && (listener = syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER,
+                                                      ((flags & FLAG_SECCOMP_LOG) ? SECCOMP_FILTER_FLAG_LOG : 0) |
+                                                          ((flags & FLAG_SECCOMP_NOTIFY) ? SECCOMP_FILTER_FLAG_NEW_LISTENER
+                                                                                         : 0),
+                                                      &prog)) < 0) {
             m.a = STEP_SECCOMP;
+            m.c = errno;
+        } else if ((flags & FLAG_SECCOMP_NOTIFY) && prog.filter && fcntl((int)listener, F_SETFD, 0) < 0) {
+            m.a = STEP_SECCOMP;
+            m.b = 1;
             m.c = errno;
         } else {
             int err = ENOENT;

@@ -110,6 +110,10 @@ enum mount_op_kind {
 #define BIND_OPTIONAL 2
 #define BIND_DEV 4
 #define BIND_NOEXEC 8
+/* The bind keeps the flags of its source mount (a bind copies them): no mount_setattr.
+ * For binds whose source already has exactly the flags asked for (a mask of a /proc
+ * entry bound from the view's own read-only /dev/null, in a view template). */
+#define BIND_ASIS 16
 
 struct mount_op {
     int kind;
@@ -323,6 +327,7 @@ static void step_hostname(const struct launch *l)
  * that the launch need not look it up; 0: look (an optional source may be gone). */
 #define MP_DIR 1
 #define MP_FILE 2
+#define MP_THERE 3   /* the mount point exists (a view template made it): nothing to make */
 
 /* The mount point at dst (left as it is when something is there already: the mount
  * goes over it): a directory for a directory, else an empty file (mknod of a regular
@@ -337,6 +342,8 @@ static long mount_point_at(const char *dst, int dir)
  * file for anything else (type: MP_DIR or MP_FILE as the plan saw src, else 0). */
 static long make_mount_point(const char *src, const char *dst, long type)
 {
+    if (type == MP_THERE)
+        return 0;
     if (type == MP_DIR || type == MP_FILE)
         return mount_point_at(dst, type == MP_DIR);
     struct stat st;
@@ -359,15 +366,18 @@ static long make_mount_point(const char *src, const char *dst, long type)
 /* A detached tree the parent prepared (idmapped where it could be): a mount point of
  * its type, then attach it. The parent opened it, so no host path above it needs to
  * be searchable by our ids. */
-static long attach_tree(int fd, const char *dst)
+static long attach_tree(int fd, const char *dst, long type)
 {
     struct stat st;
-    long r = rsys4(SYS_newfstatat, fd, "", &st, AT_EMPTY_PATH);
-    if (r < 0)
-        return r;
-    r = mount_point_at(dst, S_ISDIR(st.st_mode));
-    if (r < 0)
-        return r;
+    long r;
+    if (type != MP_THERE) {
+        r = rsys4(SYS_newfstatat, fd, "", &st, AT_EMPTY_PATH);
+        if (r < 0)
+            return r;
+        r = mount_point_at(dst, S_ISDIR(st.st_mode));
+        if (r < 0)
+            return r;
+    }
     r = rsys5(SYS_move_mount, fd, "", AT_FDCWD, dst, MOVE_MOUNT_F_EMPTY_PATH);
     rsys1(SYS_close, fd);
     return r;
@@ -417,7 +427,7 @@ static void step_mounts(const struct launch *l)
         }
         case OP_BIND: {
             if (l->op_fds && l->op_fds[i] >= 0) {
-                r = attach_tree(l->op_fds[i], op->b);
+                r = attach_tree(l->op_fds[i], op->b, op->num);
                 if (r < 0)
                     break;
                 goto bind_attrs;
@@ -438,6 +448,8 @@ static void step_mounts(const struct launch *l)
                 break;
             }
             if (r < 0)
+                break;
+            if (op->flags & BIND_ASIS)
                 break;
         bind_attrs:;
             /* A bind ignores MS_RDONLY and friends; mount_setattr sets them on the
@@ -2604,6 +2616,8 @@ PyMODINIT_FUNC PyInit__launch(void)
     PyModule_AddIntConstant(m, "BIND_OPTIONAL", BIND_OPTIONAL);
     PyModule_AddIntConstant(m, "BIND_DEV", BIND_DEV);
     PyModule_AddIntConstant(m, "BIND_NOEXEC", BIND_NOEXEC);
+    PyModule_AddIntConstant(m, "BIND_ASIS", BIND_ASIS);
+    PyModule_AddIntConstant(m, "MP_THERE", MP_THERE);
     PyModule_AddIntConstant(m, "MSG_ERROR", MSG_ERROR);
     PyModule_AddIntConstant(m, "MSG_STARTED", MSG_STARTED);
     PyModule_AddIntConstant(m, "MSG_EXITED", MSG_EXITED);

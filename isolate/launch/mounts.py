@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import socket
 
-from ..kernel.constants import CLONE_NEWNS
+from ..kernel.constants import CLONE_NEWNS, CLONE_NEWPID
 from . import _launch, pid1
 
 
@@ -53,16 +53,18 @@ def detached_trees(plan, userns_fd: int) -> list:
 
 # ---- a template mount namespace: see isolate.plan.fs.template_ops
 
-def make_template(template_ops) -> int:
+def make_template(template_ops, pidns: bool = False) -> int:
     """A template mount namespace built by `template_ops` (isolate.plan.fs.template_ops of a
     view), as an fd (-1 where none can be had).
 
     Made by a short-lived process that builds it (through the launch path itself) and
-    then waits, so that its namespace can be opened; the fd keeps it alive after."""
+    then waits, so that its namespace can be opened; the fd keeps it alive after. pidns:
+    that process is pid 1 of a pid namespace of its own (a view template's placeholder
+    /proc is of that namespace, empty once the process is gone)."""
     if os.geteuid() != 0:
         return -1
-    capsule = _launch.make_plan(clone_flags=CLONE_NEWNS, drop_caps=False, no_new_privs=False, use_init=True,
-                                ops=[op.as_tuple() for op in template_ops])
+    capsule = _launch.make_plan(clone_flags=CLONE_NEWNS | (CLONE_NEWPID if pidns else 0), drop_caps=False,
+                                no_new_privs=False, use_init=True, ops=[op.as_tuple() for op in template_ops])
     init_fd, _self_pidfd = pid1.process_fds()
     mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
     devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)

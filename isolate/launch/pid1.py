@@ -16,6 +16,7 @@ FLAG_WARM = 4  # fd 0 is the task socket: wait for a task instead of starting a 
 FLAG_CTTY = 8  # fd 0 is a fresh pty: the program makes it its controlling terminal (_init.c)
 FLAG_SECCOMP_LOG = 16  # the filter is loaded with SECCOMP_FILTER_FLAG_LOG (_init.c)
 FLAG_SECCOMP_EARLY = 32  # warm: the zygote loads the filter before its task (warm.py checks it may)
+FLAG_SECCOMP_NOTIFY = 128  # the filter is loaded with a listener the program inherits (_init.c)
 # With a pid namespace, just before MSG_EXITED: a = maxrss KiB, b = utime s, c = utime us, t = stime us
 MSG_RUSAGE = 5
 

@@ -16,11 +16,13 @@ from __future__ import annotations
 import fcntl
 import os
 import threading
+import weakref
 from collections import OrderedDict
 
 from typing import Any, Sequence
 
 from ..errors import ProfileError, WorkingDirectoryNotFound
+from ..kernel import seccomp_notify
 from ..plan import mountops
 from ..plan.plan import Plan
 from ..profile.cache import load_profile
@@ -30,8 +32,10 @@ from . import _launch, hostids, mounts
 # launch child: both must mean the same steps.
 _C_CODES = {name: getattr(_launch, name) for name in mountops.OP_NAMES.values()}
 if _C_CODES != {name: code for code, name in mountops.OP_NAMES.items()} or \
-        (_launch.BIND_READONLY, _launch.BIND_OPTIONAL, _launch.BIND_DEV, _launch.BIND_NOEXEC) != \
-        (mountops.BIND_READONLY, mountops.BIND_OPTIONAL, mountops.BIND_DEV, mountops.BIND_NOEXEC):
+        (_launch.BIND_READONLY, _launch.BIND_OPTIONAL, _launch.BIND_DEV, _launch.BIND_NOEXEC, _launch.BIND_ASIS,
+         _launch.MP_THERE) != \
+        (mountops.BIND_READONLY, mountops.BIND_OPTIONAL, mountops.BIND_DEV, mountops.BIND_NOEXEC, mountops.BIND_ASIS,
+         mountops.MP_THERE):
     raise ImportError("isolate.launch._launch was built from another isolate: its mount operation codes differ "
                       "from isolate.plan.mountops (rebuild the extension)")
 
@@ -89,16 +93,54 @@ def _make(profile, ctx, key: str) -> Plan:
     ops = fields["mount_ops"]
     capsule = _launch.make_plan(ops=[op.as_tuple() for op in ops], **parts.native)
     bpf = fields["bpf"]
+    # The view as a template of its own (each launch makes only its own mounts on a copy);
+    # else the template of the sources; else none (the launch copies the caller's tree).
+    mntns_fd, view_capsule, view_index = -1, None, ()
+    if parts.view is not None:
+        mntns_fd = mounts.make_template(parts.view.template_ops, pidns=True)
+        if mntns_fd >= 0:
+            view_capsule = _launch.make_plan(ops=[op.as_tuple() for op in parts.view.launch_ops], **parts.native)
+            view_index = parts.view.index
+    if mntns_fd < 0 and parts.template_ops:
+        mntns_fd = mounts.make_template(parts.template_ops)
     plan = Plan(
         **fields,
         capsule=capsule,
         bpf_fd=_sealed_memfd(bpf) if (bpf and fields["use_init"]) else -1,
-        mntns_fd=mounts.make_template(parts.template_ops) if parts.template_ops else -1,
+        mntns_fd=mntns_fd,
+        view_capsule=view_capsule,
+        view_index=view_index,
         idmap_binds=_idmap_binds(parts.host_binds) if fields["host_ids"] else (),
     )
     # Fail closed: whatever this plan asks of the kernel (and of its fd table) must be there.
     compile_mod.check_runnable(plan, parts, profile.name)
     return plan
+
+
+_notify_fds: dict = {}   # (id(plan), watch_connect) -> sealed memfd of the notify variant
+_notify_lock = threading.Lock()
+
+
+def notify_bpf_fd(plan: Plan, watch_connect: bool) -> int:
+    """A sealed memfd of plan.bpf's notify variant (isolate.plan.seccomp.notify), made
+    once per plan and closed with it."""
+    key = (id(plan), bool(watch_connect))
+    fd = _notify_fds.get(key)
+    if fd is None:
+        with _notify_lock:
+            fd = _notify_fds.get(key)
+            if fd is None:
+                fd = _sealed_memfd(seccomp_notify.notify_variant(plan.bpf, watch_connect))
+                _notify_fds[key] = fd
+                weakref.finalize(plan, _forget_notify_fd, key, fd)
+    return fd
+
+
+def _forget_notify_fd(key, fd: int) -> None:
+    with _notify_lock:
+        if _notify_fds.get(key) == fd:
+            del _notify_fds[key]
+    os.close(fd)
 
 
 def _sealed_memfd(data: bytes) -> int:

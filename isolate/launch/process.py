@@ -28,8 +28,9 @@ from ..errors import (ExecutableNotFound, ExecutablePermission, SandboxSetupErro
                       WorkingDirectoryNotADirectory, WorkingDirectoryNotFound, WorkingDirectoryPermission)
 from ..kernel.constants import RLIMIT_NAMES
 from ..plan.plan import Plan, check_nofile
-from . import _launch, cgroup, hostids, mounts, net, popen_args, terminal
-from .pid1 import (FLAG_CTTY, FLAG_DIE_WITH_PARENT, FLAG_PIDNS, FLAG_SECCOMP_EARLY, FLAG_SECCOMP_LOG, FLAG_WARM,
+from . import _launch, cgroup, hostids, mounts, net, plans, popen_args, terminal
+from .pid1 import (FLAG_CTTY, FLAG_DIE_WITH_PARENT, FLAG_PIDNS, FLAG_SECCOMP_EARLY, FLAG_SECCOMP_LOG,
+                   FLAG_SECCOMP_NOTIFY, FLAG_WARM,
                    process_fds)
 from ..profile.cache import load_profile  # noqa: F401 - public here too (isolate.load_profile)
 from .plans import compile_profile, no_nul, plan_for, plan_for_cwd  # noqa: F401 - plan_for*: public here too
@@ -161,6 +162,11 @@ class Popen(subprocess.Popen):
     seccomp_log=True loads the filter with SECCOMP_FILTER_FLAG_LOG: each denial becomes a
     kernel audit record (type 1326; isolate.agent.violations reads them).
 
+    seccomp_notify="denials" (or "denials+connect") loads a variant of the filter whose
+    errno returns are SECCOMP_RET_USER_NOTIF (isolate.plan.seccomp.notify), with a
+    listener the program inherits and must answer (isolate-agentd does); "+connect" also
+    sends it every connect(). The plan must run under isolate-init and have a filter.
+
     network=: a network namespace a layer above made for this one sandbox (see launch();
     isolate.netproxy's allowlist); the sandbox joins it, `violations` lists what it
     refused, and it is closed once the sandbox is reaped (or the launch failed).
@@ -173,9 +179,14 @@ class Popen(subprocess.Popen):
                  group=None, extra_groups=None, encoding=None, errors=None, text=None, umask=-1, pipesize=-1,
                  process_group=None, profile: Any = "default", overrides: Sequence[str] = (), warm=None,
                  pty: bool | None = None, pty_size: Sequence[int] | None = None, seccomp_log: bool = False,
-                 network=None):
+                 network=None, seccomp_notify: str | None = None):
         popen_args.check_popen_args(preexec_fn, close_fds, startupinfo, creationflags)
         self._seccomp_log = bool(seccomp_log)  # denials of the filter go to the kernel's audit log
+        if seccomp_notify not in (None, "denials", "denials+connect"):
+            raise ValueError(f"seccomp_notify: None, 'denials' or 'denials+connect', not {seccomp_notify!r}")
+        if seccomp_notify is not None and warm is not None:
+            raise ValueError("seccomp_notify: not available with a WarmPool")
+        self._seccomp_notify = seccomp_notify
         popen_args.check_call_args(args, shell, executable, cwd, env, umask)
         if warm is not None:
             if user is not None or group is not None or extra_groups is not None:
@@ -453,7 +464,7 @@ class Popen(subprocess.Popen):
                                    ctty=getattr(self, "_ctty", False), umask=self._umask,
                                    keep_ignored=self._keep_ignored, groups=self._groups,
                                    seccomp_log=self._seccomp_log, network=self._network_for_launch,
-                                   hold_ns=True, src_stats=stats))
+                                   hold_ns=True, src_stats=stats, seccomp_notify=self._seccomp_notify))
                 self._child_created = True
         except BaseException as e:
             self._close_pipe_fds(p2cread, p2cwrite, c2pread, c2pwrite, errread, errwrite)
@@ -604,27 +615,35 @@ class Launched:
     cgroup_usage: Any = None  # after it was reaped (run()'s direct path): cgroup.Usage, or None
     mntns: int = -1       # launch(hold_ns=True): its mount namespace, for release_mntns once reaped
 
-    def send_task(self, cwd: bytes, exec_paths, argv, envp, src, dst, umask: int = -1, quiet: bool = False) -> None:
+    def send_task(self, cwd: bytes, exec_paths, argv, envp, src, dst, umask: int = -1, quiet: bool = False,
+                  keep_ctl: bool = False, prepared: tuple | None = None) -> None:
         """Hand a warm sandbox its one task: strings and the fd table, in one message.
 
         quiet=True (WarmPool.run's direct path): pid 1 is not woken at the exec; it reports
         the start with the end (one write: MSG_STARTED, MSG_RUSAGE, MSG_EXITED), then stays
         until it is killed (or its status pipe's reader is closed): the caller must kill it
         before reaping it. Otherwise pid 1 reports MSG_STARTED at the exec and exits after
-        its report, as on a cold launch."""
+        its report, as on a cold launch. keep_ctl=True leaves the socket open (self.ctl):
+        whoever cleans the sandbox up closes it, off the task's path. prepared: what
+        task_strings(cwd, exec_paths, argv, envp) returned for them (kept by the caller)."""
         head = struct.pack(f"=II{len(dst)}i", TASK_MAGIC, len(src), *dst)
         if umask < 0:  # pid 1 was started earlier, maybe from another thread: the caller's umask now
             umask = _caller_umask()
-        counts = struct.pack("=IIIiI", len(exec_paths), len(argv), len(envp), umask, TASK_QUIET if quiet else 0)
-        strings = b"".join(s + b"\0" for s in [cwd, *exec_paths, *argv, *envp])
-        payload = head + counts + strings
+        nexec, nargv, nenv, strings = prepared if prepared is not None else task_strings(cwd, exec_paths, argv, envp)
+        payload = head + struct.pack("=IIIiI", nexec, nargv, nenv, umask, TASK_QUIET if quiet else 0) + strings
         if len(payload) > TASK_MAX:
             raise ValueError(f"the task's argv and environment exceed {TASK_MAX} bytes")
         try:
             socket.send_fds(self.ctl, [payload], src)
         finally:
-            self.ctl.close()
-            self.ctl = None
+            if not keep_ctl:
+                self.ctl.close()
+                self.ctl = None
+
+
+def task_strings(cwd: bytes, exec_paths, argv, envp) -> tuple:
+    """The strings of a warm task's message (Launched.send_task) and their counts."""
+    return len(exec_paths), len(argv), len(envp), b"".join(s + b"\0" for s in [cwd, *exec_paths, *argv, *envp])
 
 
 TASK_MAGIC = 0x544F5349
@@ -635,7 +654,7 @@ TASK_MAX = 1 << 20
 def launch(plan: Plan, exec_paths, argv, envp, cwd: bytes, src, dst, warm: bool = False,
            ctty: bool = False, umask: int = -1, keep_ignored: bool = False, groups=None,
            seccomp_log: bool = False, network=None, early_seccomp: bool = False, hold_ns: bool = False,
-           src_stats: dict | None = None) -> Launched:
+           src_stats: dict | None = None, seccomp_notify: str | None = None) -> Launched:
     """One start of the launch path. With warm=True, pid 1 is set up and then waits for
     its task on fd 0 (a socket returned as Launched.ctl) instead of starting a program.
     With ctty=True, fd 0 (a fresh pty) becomes the controlling terminal of the program,
@@ -651,7 +670,9 @@ def launch(plan: Plan, exec_paths, argv, envp, cwd: bytes, src, dst, warm: bool 
     (its teardown then runs in a thread of the launch path, not before the reap).
 
     src_stats: {fd: os.fstat(fd)} of fds of `src` the caller has just looked at (run()'s
-    direct path, the caller's own 0, 1, 2), not looked at again."""
+    direct path, the caller's own 0, 1, 2), not looked at again.
+
+    seccomp_notify: see Popen (pid 1 loads plans.notify_bpf_fd's program with a listener)."""
     first_private = max(dst + [2]) + 1
     init_fd, self_pidfd = process_fds()
     # A fresh cgroup per launch; the launch path puts the child in before it runs anything.
@@ -663,6 +684,10 @@ def launch(plan: Plan, exec_paths, argv, envp, cwd: bytes, src, dst, warm: bool 
         if group is not None and plan.use_init and not plan.pidns and plan.die_with_parent else -1
     init_argv: list = []
     bpf_fd = plan.bpf_fd
+    if seccomp_notify is not None:
+        if not plan.use_init or bpf_fd < 0:
+            raise ValueError("seccomp_notify: the plan must have a seccomp filter and run under isolate-init")
+        bpf_fd = plans.notify_bpf_fd(plan, seccomp_notify == "denials+connect")
     if plan.use_init:
         # The private fds follow the program's table at fixed slots (PRIV_* in _launch.c).
         pidfd_slot = first_private + 1 if plan.die_with_parent else -1
@@ -670,7 +695,8 @@ def launch(plan: Plan, exec_paths, argv, envp, cwd: bytes, src, dst, warm: bool 
         cgroup_slot = first_private + 3 if cgroup_fd >= 0 else -1
         flags = ((FLAG_PIDNS if plan.pidns else 0) | (FLAG_DIE_WITH_PARENT if plan.die_with_parent else 0)
                  | (FLAG_WARM if warm else 0) | (FLAG_CTTY if ctty else 0)
-                 | (FLAG_SECCOMP_LOG if seccomp_log else 0) | (FLAG_SECCOMP_EARLY if early_seccomp and warm else 0))
+                 | (FLAG_SECCOMP_LOG if seccomp_log else 0) | (FLAG_SECCOMP_EARLY if early_seccomp and warm else 0)
+                 | (FLAG_SECCOMP_NOTIFY if seccomp_notify is not None else 0))
         init_argv = [b"isolate-init", b"%d" % first_private, b"%d" % pidfd_slot, b"%d" % bpf_slot, b"%d" % flags,
                      b"%d" % first_private, b"%d" % cgroup_slot, b"%d" % len(exec_paths), *exec_paths, *argv]
     if network is not None and plan.network_mode != "none":
@@ -678,17 +704,19 @@ def launch(plan: Plan, exec_paths, argv, envp, cwd: bytes, src, dst, warm: bool 
     pool = net.pool() if plan.netns_pool and network is None else None
     netns = pool.take() if pool is not None else -1
     lease, trees, moves = None, None, []
+    view = plan.view_capsule is not None  # the template is the view: the child makes only its own mounts
     try:
-        args = (plan.capsule, exec_paths, argv, envp, cwd, src, dst, init_fd, init_argv, first_private,
-                self_pidfd if plan.die_with_parent else -1, bpf_fd, netns if network is None else network.fd,
-                group.procs if group is not None else None, cgroup_fd, plan.mntns_fd)
+        args = (plan.view_capsule if view else plan.capsule, exec_paths, argv, envp, cwd, src, dst, init_fd,
+                init_argv, first_private, self_pidfd if plan.die_with_parent else -1, bpf_fd,
+                netns if network is None else network.fd, group.procs if group is not None else None, cgroup_fd,
+                plan.mntns_fd)
         if plan.host_ids:
             # A host uid/gid of its own for this sandbox, and its binds as trees idmapped to it.
             lease = hostids.allocate()
             trees = mounts.detached_trees(plan, hostids.userns_fd(lease.id))
             _give_pipes(src, lease.id, src_stats)
             args += (b"%d %d 1\n" % (plan.inside_uid, lease.id), b"%d %d 1\n" % (plan.inside_gid, lease.id),
-                     plan.inside_uid, plan.inside_gid, trees)
+                     plan.inside_uid, plan.inside_gid, [trees[i] for i in plan.view_index] if view else trees)
         else:
             args += (None, None, -1, -1, None)
         moves = cgroup.thread_moves(group) if group is not None else []
@@ -703,6 +731,9 @@ def launch(plan: Plan, exec_paths, argv, envp, cwd: bytes, src, dst, warm: bool 
     except BaseException as e:
         if netns >= 0:
             pool.give_back(netns, reusable=False)
+        if view and isinstance(e, _launch.ChildError) and e.args[0] == "mount" and \
+                0 <= e.args[1] < len(plan.view_index):
+            e.args = (e.args[0], plan.view_index[e.args[1]], *e.args[2:])  # the view op it comes from
         if group is not None:
             if isinstance(e, _launch.ChildError):
                 e.cgroup_procs = group.procs
@@ -1309,8 +1340,12 @@ MSG = _MSG
 check_timeout = _check_timeout
 stdio_from_profile = _stdio_from_profile
 exec_paths = Popen._exec_paths
+fixed_for = _fixed  # env= not given: the plan's environment and exec paths, kept (shared with run())
 environment_list = _envp
 fd_table = _fd_table
 give_pipes = _give_pipes
 setup_error = _setup_error
 kill_slot = _kill_slot
+# isolate.agent's Session: a sandbox it holds without subprocess.Popen.
+reap_slot = _reap
+ChildError = _launch.ChildError   # a failed setup step, before setup_error() names it

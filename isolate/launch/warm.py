@@ -27,6 +27,7 @@ import subprocess
 import sys
 import threading
 import time
+import weakref
 from collections import deque
 from typing import Any, Sequence
 
@@ -41,6 +42,17 @@ _DIRECT = frozenset({"input", "capture_output", "timeout", "check", "on_timeout"
                      "stderr", "text", "encoding", "errors", "universal_newlines", "pass_fds", "umask", "shell",
                      "executable"})
 _STEP_NAMES = {v: k for k, v in process.STEP_NUMBERS.items()}
+# While tasks run, the refill thread looks for the ones that ended after this long, doubling
+# up to _IDLE_MAX (a direct task gives its sandbox back without waking it). The first look
+# comes after a short task's end, not in the middle of its hand-over (which needs the GIL).
+_IDLE_MIN, _IDLE_MAX = 0.005, 0.1
+_ALERT = 1.0  # ... for this long after the last take; then it sleeps until a take wakes it
+
+
+# pid 1's usual report of a quiet task's end, in one write: MSG_STARTED, MSG_RUSAGE, MSG_EXITED.
+_REPORT = struct.Struct("=" + "iiiiq" * 3)
+assert _REPORT.size == 3 * process.MSG.size
+_EXITED_KIND = struct.pack("=i", _launch.MSG_EXITED)
 
 
 class WarmPool:
@@ -60,11 +72,20 @@ class WarmPool:
         # for the CPUs; while at least `low` are ready, wait until a task has ended.
         self.low = max(1, size // 2)
         self._running = 0
+        self._idle = _IDLE_MIN  # how long the refill thread waits before it looks for ended tasks again
+        self._last_task = 0.0   # time.monotonic() of the last take
+        self._asleep = False    # the refill thread waits until woken (no task for _ALERT seconds)
         self._ready: deque = deque()
         self._used: deque = deque()  # direct tasks' reaped sandboxes, for the refill thread to clean up
         self._lock = threading.Condition()
         self._closed = False
         self._pid = os.getpid()
+        self._forks = _forks[0]  # this process's count of forks (no getpid per task)
+        self._passed = tuple(sorted(set(self.plan.pass_fds)))
+        self._inherit_all = self.plan.stdio == ("inherit", "inherit", "inherit")
+        self._prepared: dict = {}  # run(args) alone: tuple(args) -> (its _Fixed, program, task strings)
+        self._status = threading.local()     # each calling thread's status file (caller_umask)
+        self._status_fds = weakref.WeakSet()  # the same, closed by close()
         self.stats = {"prepared": 0, "served_warm": 0, "served_cold": 0}
         # run()'s direct path: the last environment's C strings, and exec paths by program
         # and PATH (the same inputs give the same lists: any change of them is a new entry).
@@ -89,7 +110,19 @@ class WarmPool:
             with self._lock:
                 while not self._closed and not self._used and (len(self._ready) >= self.size
                                                                or (len(self._ready) >= self.low and self._running)):
-                    self._lock.wait()
+                    # A direct task gives its sandbox back without waking us (that wake-up, an
+                    # IPI to this thread's idle CPU, was the caller's to pay): while tasks run,
+                    # or ran lately, look again soon, then less often. Idle for longer, sleep
+                    # until woken: the next take wakes us.
+                    if self._running or time.monotonic() - self._last_task < _ALERT:
+                        if not self._lock.wait(self._idle):
+                            self._idle = min(self._idle * 2, _IDLE_MAX)
+                    else:
+                        self._asleep = True
+                        self._lock.wait()
+                        self._asleep = False
+                if self._used:
+                    self._idle = _IDLE_MIN
                 if self._closed:
                     return
                 if self._used:
@@ -111,13 +144,17 @@ class WarmPool:
     def _take(self, direct: bool = False) -> process.Launched:
         """A ready sandbox (or one prepared now). Only run()'s direct path (direct=True)
         reads its memory counters through the fds opened ahead; other paths close them."""
-        if os.getpid() != self._pid:
+        if _forks[0] != self._forks:
             raise RuntimeError("a WarmPool cannot be used in a forked child")
         with self._lock:
             if self._closed:
                 raise RuntimeError("the WarmPool is closed")
             slot = self._ready.popleft() if self._ready else None
             self._running += 1
+            self._idle = _IDLE_MIN  # the refill thread looks for its end soon (see _refill)
+            self._last_task = time.monotonic()
+            if self._asleep:  # idle for a while: it would not look (see _refill)
+                self._lock.notify_all()
             # The refill thread waits while `low` are ready and a task runs: waking it now
             # for nothing would cost this task a wake-up and a hand-over of the GIL.
             if len(self._ready) < self.low:
@@ -144,6 +181,7 @@ class WarmPool:
     def wait_ready(self, timeout: float = 10.0) -> bool:
         """Block until `size` sandboxes are ready (a warm-up before timing, say)."""
         with self._lock:
+            self._lock.notify_all()  # a sandbox given back silently is cleaned up now, not at the next look
             return self._lock.wait_for(lambda: len(self._ready) >= self.size or self._closed, timeout)
 
     def close(self) -> None:
@@ -154,6 +192,8 @@ class WarmPool:
         for slot in slots:
             _discard(slot)
         self._clean_used()
+        for kept in list(self._status_fds):
+            kept.close()
 
     def __enter__(self):
         return self
@@ -182,6 +222,18 @@ class WarmPool:
         loop over the pipes, pid 1's status pipe and its pidfd, until pid 1 reports the
         program's end; reaping and cleaning up are the refill thread's); with any other,
         the path of isolate.run(warm=pool). Both behave the same (docs/warm-path.md)."""
+        if len(popenargs) == 1 and not kwargs and not self.plan.pty:
+            args = popenargs[0]
+            if type(args) is list:
+                try:
+                    prepared = self._prepared.get(tuple(args))
+                except TypeError:  # an unhashable argument: the checks say what is wrong with it
+                    prepared = None
+                # (only lists of exact str were kept: an object merely equal to one is no hit)
+                if prepared is not None and prepared[0] is process.fixed_for(self.plan) \
+                        and all(type(a) is str for a in args):
+                    return self._run_direct(args, prepared=prepared)
+            return self._run_direct(args)
         if len(popenargs) == 1 and "args" not in kwargs and _DIRECT.issuperset(kwargs) and not self.plan.pty:
             return self._run_direct(popenargs[0], **kwargs)
         return process.run(*popenargs, warm=self, **kwargs)
@@ -189,7 +241,42 @@ class WarmPool:
     def _run_direct(self, args, *, input=None, capture_output=False, timeout=None, check=False, on_timeout="raise",
                     cwd=None, env=None, stdin=process.FROM_PROFILE, stdout=process.FROM_PROFILE,
                     stderr=process.FROM_PROFILE, text=None, encoding=None, errors=None, universal_newlines=None,
-                    pass_fds=(), umask=-1, shell=False, executable=None) -> process.Result:
+                    pass_fds=(), umask=-1, shell=False, executable=None, prepared=None) -> process.Result:
+        plan = self.plan
+        if prepared is not None:
+            # run(args) alone, with args seen before (checked then, and the same strings now):
+            # the task's strings as kept, the plan's fd table.
+            program, task = prepared[1], prepared[2]
+            text_mode, shell_prog, passed, cwd_b = False, None, self._passed, b""
+        else:
+            program, task, text_mode, shell_prog, passed, cwd_b = self._task_args(
+                args, input, capture_output, timeout, on_timeout, cwd, env, stdin, stdout, stderr, text, encoding,
+                errors, universal_newlines, pass_fds, umask, shell, executable)
+            if input is not None:
+                stdin = process.PIPE
+            if capture_output:
+                stdout = stderr = process.PIPE
+
+        # The fd table: the child's ends (ours to close once handed over) and our ends.
+        mine = [-1, -1, -1]      # p2cwrite, c2pread, errread
+        child = [-1, -1, -1]
+        made: list = []          # fds opened here for the child
+        try:
+            if not (self._inherit_all and stdin is stdout is stderr is process.FROM_PROFILE):
+                self._stdio(stdin, stdout, stderr, mine, child, made)
+            stats: dict = {}  # the caller's own 0, 1, 2 as fd_table found them (give_pipes needs no fstat again)
+            src, dst = process.fd_table(child[0], child[1], child[2], passed, stats)
+        except BaseException:
+            for fd in made + [m for m in mine if m >= 0]:
+                os.close(fd)
+            raise
+        return self._run_task(args, task, src, dst, stats, mine, made, input, timeout, check, on_timeout, umask,
+                              text_mode, encoding, errors, program, cwd_b, shell_prog)
+
+    def _task_args(self, args, input, capture_output, timeout, on_timeout, cwd, env, stdin, stdout, stderr, text,
+                   encoding, errors, universal_newlines, pass_fds, umask, shell, executable):
+        """run()'s arguments checked (as run() and Popen check them, in their order) and the
+        task's strings: (program, task_strings, text mode, the shell, passed fds, cwd)."""
         plan = self.plan
         # The checks of run() and Popen, in their order, before anything is taken.
         process.check_timeout(timeout)
@@ -199,11 +286,9 @@ class WarmPool:
         if input is not None:
             if stdin not in (process.FROM_PROFILE, None):
                 raise ValueError("stdin and input arguments may not both be used.")
-            stdin = process.PIPE
         if capture_output:
             if stdout not in (process.FROM_PROFILE, None) or stderr not in (process.FROM_PROFILE, None):
                 raise ValueError("stdout and stderr arguments may not be used with capture_output.")
-            stdout = stderr = process.PIPE
         if universal_newlines is not None and text is not None and bool(universal_newlines) != bool(text):
             raise subprocess.SubprocessError("Cannot disambiguate when both text and universal_newlines are "
                                              "supplied but different. Pass one or the other.")
@@ -217,43 +302,57 @@ class WarmPool:
                 shell_prog = plan.shell
         program = os.fspath(executable if executable is not None else argl[0])
         argv = [os.fsencode(a) for a in argl]
-        environment = plan.environment() if env is None else env
-        envp = self._envp(environment)
-        paths = self._exec_paths(os.fsencode(program), environment, env is not None)
-        passed = tuple(sorted(set(plan.pass_fds) | set(int(f) for f in pass_fds)))
-        if set(passed) != set(plan.pass_fds):
-            check_nofile(plan, passed, warm=True, file=plan.profile_name, what=f" with pass_fds={list(passed)}")
+        program_b = os.fsencode(program)
+        fixed = process.fixed_for(plan) if env is None else None
+        if fixed is not None:  # the plan's environment and exec paths, kept as run()'s direct path keeps them
+            envp, paths = fixed.envp, fixed.exec_paths(program_b)
+        else:
+            environment = plan.environment() if env is None else env
+            envp = self._envp(environment)
+            paths = self._exec_paths(program_b, environment, env is not None)
+        if pass_fds:
+            passed = tuple(sorted(set(plan.pass_fds) | set(int(f) for f in pass_fds)))
+            if set(passed) != set(plan.pass_fds):
+                check_nofile(plan, passed, warm=True, file=plan.profile_name, what=f" with pass_fds={list(passed)}")
+        else:
+            passed = self._passed
         cwd_b = os.fsencode(os.path.abspath(os.fspath(cwd))) if cwd is not None else b""
+        task = process.task_strings(cwd_b, paths, argv, envp)
+        # run(args) alone may take these strings again for the same args: kept when nothing
+        # else went into them (the exec paths from the plan's PATH, not this process's).
+        if fixed is not None and cwd is None and not shell and executable is None and type(args) is list \
+                and (b"/" in program_b or fixed.path) and all(type(a) is str for a in args):
+            if len(self._prepared) >= 64:
+                self._prepared.clear()
+            self._prepared[tuple(args)] = (fixed, program, task)
+        return program, task, text_mode, shell_prog, passed, cwd_b
 
-        # The fd table: the child's ends (ours to close once handed over) and our ends.
-        mine = [-1, -1, -1]      # p2cwrite, c2pread, errread
-        child = [-1, -1, -1]
-        made: list = []          # fds opened here for the child
-        try:
-            for i, v in enumerate((stdin, stdout, stderr)):
-                if v is process.FROM_PROFILE:
-                    v = process.stdio_from_profile(plan.stdio[i], i, made)
-                if v is None:
-                    continue
-                if v == process.PIPE:
-                    r, w = os.pipe()
-                    mine[i], child[i] = (w, r) if i == 0 else (r, w)
-                    made.append(child[i])
-                elif v == process.DEVNULL:
-                    child[i] = os.open(os.devnull, (os.O_RDONLY if i == 0 else os.O_WRONLY) | os.O_CLOEXEC)
-                    made.append(child[i])
-                elif v == process.STDOUT and i == 2:
-                    child[2] = child[1] if child[1] != -1 else sys.__stdout__.fileno()
-                elif isinstance(v, int):
-                    child[i] = v
-                else:
-                    child[i] = v.fileno()
-            src, dst = process.fd_table(child[0], child[1], child[2], passed)
-        except BaseException:
-            for fd in made + [m for m in mine if m >= 0]:
-                os.close(fd)
-            raise
+    def _stdio(self, stdin, stdout, stderr, mine: list, child: list, made: list) -> None:
+        """The program's 0, 1, 2 from run()'s stdin/stdout/stderr (or the profile's): the
+        child's ends into `child` (and `made`, ours to close once handed over), ours into `mine`."""
+        plan = self.plan
+        for i, v in enumerate((stdin, stdout, stderr)):
+            if v is process.FROM_PROFILE:
+                v = process.stdio_from_profile(plan.stdio[i], i, made)
+            if v is None:
+                continue
+            if v == process.PIPE:
+                r, w = os.pipe()
+                mine[i], child[i] = (w, r) if i == 0 else (r, w)
+                made.append(child[i])
+            elif v == process.DEVNULL:
+                child[i] = os.open(os.devnull, (os.O_RDONLY if i == 0 else os.O_WRONLY) | os.O_CLOEXEC)
+                made.append(child[i])
+            elif v == process.STDOUT and i == 2:
+                child[2] = child[1] if child[1] != -1 else sys.__stdout__.fileno()
+            elif isinstance(v, int):
+                child[i] = v
+            else:
+                child[i] = v.fileno()
 
+    def _run_task(self, args, task, src, dst, stats, mine, made, input, timeout, check, on_timeout, umask, text_mode,
+                  encoding, errors, program, cwd_b, shell_prog) -> process.Result:
+        """Hand the task to a ready sandbox and wait for its end (the fd table laid out)."""
         start = time.monotonic()
         slot = self._take(direct=True)
         reaped = ended = False
@@ -261,9 +360,10 @@ class WarmPool:
             try:
                 try:
                     if slot.ids is not None:
-                        process.give_pipes(src, slot.ids.id)
-                    slot.send_task(cwd_b, paths, argv, envp, src, dst, umask=umask if umask >= 0 else -1,
-                                   quiet=True)
+                        process.give_pipes(src, slot.ids.id, stats)
+                    # The socket stays open until the sandbox is cleaned up (off the task's path).
+                    slot.send_task(b"", (), (), (), src, dst, quiet=True, keep_ctl=True, prepared=task,
+                                   umask=umask if umask >= 0 else caller_umask(self._status, self._status_fds))
                 finally:
                     for fd in made:
                         os.close(fd)
@@ -273,6 +373,9 @@ class WarmPool:
                     if isinstance(input, str):
                         input = input.encode(encoding, errors)
                 try:
+                    # (Not one blocking read of the status pipe even with nothing else to wait
+                    # for: pid 1's write wakes a reader synchronously, onto pid 1's CPU, which
+                    # measured ~0.15 ms slower per task than poll's wake-up on the caller's own.)
                     timed_out, outs, status, ended = _communicate(slot, mine, input, timeout)
                 except BaseException:
                     _kill(slot)
@@ -299,7 +402,7 @@ class WarmPool:
             return self._task_result(args, slot, status, outs, mine, sts, rusage, usage, timed_out, start, program,
                                      cwd_b, shell_prog, text_mode, encoding, errors, check, on_timeout, timeout)
         finally:
-            # Last: the refill thread this wakes then no longer competes with the caller.
+            # Last: the refill thread that cleans it up then no longer competes with the caller.
             self._give_back(slot)
 
     def _envp(self, environment) -> list:
@@ -335,7 +438,10 @@ class WarmPool:
         """A direct task's sandbox, to be reaped and cleaned up by the refill thread."""
         with self._lock:
             self._used.append(slot)
-            self._lock.notify_all()
+            # The refill thread finds it within _IDLE_MIN.._IDLE_MAX (it looks while tasks
+            # run); woken now only when the pool runs low or is closed.
+            if len(self._ready) < self.low or self._closed:
+                self._lock.notify_all()
             closed = self._closed
         if closed:  # no refill thread any more
             self._clean_used()
@@ -343,7 +449,15 @@ class WarmPool:
     def _task_result(self, args, slot, status, outs, mine, sts, rusage, usage, timed_out, start, program, cwd_b,
                      shell_prog, text_mode, encoding, errors, check, on_timeout, timeout) -> process.Result:
         plan = self.plan
-        # What pid 1 said: why the program did not start, or how it ended.
+        # What pid 1 said: why the program did not start, or how it ended. Its usual word
+        # is exactly (started, rusage, exited), in one write.
+        if len(status) == _REPORT.size and rusage is None:
+            k1, _pid, _, _, _, k2, maxrss, us, uus, st, k3, exit_sts, _, _, _ = _REPORT.unpack(status)
+            if k1 == _launch.MSG_STARTED and k2 == MSG_RUSAGE and k3 == _launch.MSG_EXITED:
+                sts = exit_sts
+                rusage = process.Rusage(maxrss, us + uus / 1e6, st / 1e6)
+                return self._make_result(args, slot, outs, mine, sts, rusage, usage, timed_out, start, text_mode,
+                                         encoding, errors, check, on_timeout, timeout)
         msgs = [process.MSG.unpack_from(status, off) for off in range(0, len(status) - process.MSG.size + 1,
                                                                           process.MSG.size)]
         for kind, a, b, c, _t in msgs:
@@ -361,7 +475,15 @@ class WarmPool:
         for kind, a, b, c, t in msgs:
             if kind == MSG_RUSAGE and rusage is None:
                 rusage = process.Rusage(a, b + c / 1e6, t / 1e6)
-        out, err = (None if mine[i] < 0 else b"".join(outs[i]) for i in (1, 2))
+        return self._make_result(args, slot, outs, mine, sts, rusage, usage, timed_out, start, text_mode, encoding,
+                                 errors, check, on_timeout, timeout)
+
+    def _make_result(self, args, slot, outs, mine, sts, rusage, usage, timed_out, start, text_mode, encoding, errors,
+                     check, on_timeout, timeout) -> process.Result:
+        if mine[1] < 0 and mine[2] < 0:
+            out = err = None
+        else:
+            out, err = (None if mine[i] < 0 else b"".join(outs[i]) for i in (1, 2))
         if text_mode:
             out, err = (None if d is None else d.decode(encoding, errors).replace("\r\n", "\n").replace("\r", "\n")
                         for d in (out, err))
@@ -393,6 +515,9 @@ class WarmPool:
                 slot = self._used.popleft()
             try:
                 _close_counters(slot)
+                if slot.ctl is not None:  # kept open by the task (send_task(keep_ctl=True))
+                    slot.ctl.close()
+                    slot.ctl = None
                 if not getattr(slot, "reaped", True):
                     # pid 1 of a quiet task has reported and waits to be killed: its exit (the
                     # namespaces' teardown) happens here, off the caller's path.
@@ -421,6 +546,89 @@ class WarmPool:
                     slot.network.close()
             finally:
                 self._task_done()
+
+
+# Forks of this process: a pool made before a fork is not usable in the child (its
+# sandboxes, their pid 1 and the refill thread are the parent's).
+_forks = [0]
+
+
+def _count_fork() -> None:
+    _forks[0] += 1
+
+
+os.register_at_fork(after_in_child=_count_fork)
+
+
+class _StatusFd:
+    """One thread's /proc/thread-self/status, kept open by a pool (caller_umask)."""
+
+    __slots__ = ("fd", "forks", "key", "tid", "__weakref__")
+
+    def __init__(self, fd: int):
+        self.fd, self.forks = fd, _forks[0]
+        self.tid = threading.get_native_id()  # the thread that opened it, the only one that reads it
+        st = os.fstat(fd)
+        self.key = (st.st_dev, st.st_ino)
+
+    def close(self) -> None:
+        """Close it if that number is still this file (the caller may have closed it and
+        opened its own there); never in a forked child (it is the parent's thread's)."""
+        try:
+            if self.forks == _forks[0]:
+                self.forks = -1
+                st = os.fstat(self.fd)
+                if (st.st_dev, st.st_ino) == self.key:
+                    os.close(self.fd)
+        except Exception:  # noqa: BLE001 - closed already, or the interpreter is shutting down
+            pass
+
+    __del__ = close  # its thread has ended (threading.local dropped it)
+
+
+def _umask_of(data: bytes, tid: int | None) -> int:
+    """The Umask line of a /proc/<tid>/status text (-1: not there; tid given: -1 unless it
+    is the status of that thread)."""
+    i = data.find(b"\nUmask:\t")
+    if i < 0 or not data.startswith(b"Name:"):
+        return -1
+    if tid is not None and data.find(b"\nPid:\t%d\n" % tid) < 0:
+        return -1
+    j = data.find(b"\n", i + 8)
+    return int(data[i + 8:j], 8) if j > 0 else -1
+
+
+def caller_umask(local: threading.local, kept_fds: weakref.WeakSet) -> int:
+    """This thread's umask now, read without changing it (os.umask would, for a moment, for
+    every thread): one pread of this thread's /proc/thread-self/status, kept open in
+    `local` (and in `kept_fds`, for its owner to close). A kept fd is used only while it
+    still reads as this very thread's status (its number may have been closed and reused
+    by the caller); otherwise it is forgotten, not closed, and opened again. -1 if it
+    cannot be read (send_task then reads it its own way)."""
+    kept = getattr(local, "kept", None)
+    if kept is not None and kept.forks == _forks[0]:
+        try:
+            mask = _umask_of(os.pread(kept.fd, 256, 0), kept.tid)
+            if mask >= 0:
+                return mask
+        except (OSError, ValueError):
+            pass
+        kept.forks = -1  # not ours any more: never closed by us
+    local.kept = None
+    try:
+        fd = os.open("/proc/thread-self/status", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return -1
+    try:
+        mask = _umask_of(os.read(fd, 256), None)
+    except (OSError, ValueError):
+        mask = -1
+    if mask < 0:
+        os.close(fd)
+        return -1
+    local.kept = _StatusFd(fd)
+    kept_fds.add(local.kept)
+    return mask
 
 
 def _kill(slot: process.Launched) -> None:
@@ -533,7 +741,8 @@ _ZYGOTE_CALLS = (
     [(14, (2, _P, 0, 8)), (59, (_P, _P, _P))] +                # rt_sigprocmask(SIG_SETMASK), execve
     [(1, (fd, _P, 24)) for fd in _FDS] +                       # write(start pipe, record, 24): a failure
     [(1, (fd, _P, 8)) for fd in _FDS] +                        # write(watch eventfd, 1, 8): not a quiet task
-    [(231, (127,)), (228, (1, _P))])                           # exit_group(127), clock_gettime (no vDSO)
+    [(231, (127,)), (228, (1, _P))] +                          # exit_group(127), clock_gettime (no vDSO)
+    [(314, (0, _P, 0))])                                       # sched_setattr: the caller's slice back
 _AUDIT_ARCH_X86_64 = 0xC000003E
 _ALLOW, _LOG = 0x7FFF0000, 0x7FFC0000
 
@@ -618,6 +827,8 @@ def zygote_may_filter_early(plan) -> bool:
 
 def _ended(status: bytes) -> bool:
     """pid 1's status records include its report of the program's end."""
+    if len(status) == _REPORT.size and status[48:52] == _EXITED_KIND:  # the usual report, in one write
+        return True
     size = process.MSG.size
     return any(process.MSG.unpack_from(status, off)[0] == _launch.MSG_EXITED
                for off in range(0, len(status) - size + 1, size))
@@ -666,6 +877,15 @@ def _read_small(path: str) -> bytes:
         os.close(fd)
 
 
+def _keyed_int(data: bytes, key: bytes) -> int | None:
+    """The value of `key` in a flat-keyed cgroup file ("name value" lines), or None."""
+    i = 0 if data.startswith(key + b" ") else data.find(b"\n" + key + b" ") + 1
+    if i == 0 and not data.startswith(key + b" "):
+        return None
+    j = data.find(b"\n", i)
+    return int(data[i + len(key) + 1:j if j >= 0 else len(data)])
+
+
 def _memory_usage(group, fds: tuple = ()) -> cgroup.Usage | None:
     """What a Result needs of the task's cgroup (OOM kills, peak memory), in the fewest
     reads: one pread each of the counters opened ahead (`fds`, _open_counters), or by name."""
@@ -678,15 +898,14 @@ def _memory_usage(group, fds: tuple = ()) -> cgroup.Usage | None:
                 events_b, peak_b = os.pread(fds[0], 4096, 0), os.pread(fds[1], 4096, 0)
             else:
                 events_b, peak_b = _read_small(os.path.join(d, "memory.events")), _read_small(os.path.join(d, "memory.peak"))
-            events = dict(line.split() for line in events_b.decode().splitlines())
-            return cgroup.Usage(int(events.get("oom_kill", 0)), int(peak_b), None, None, None)
+            oom = _keyed_int(events_b, b"oom_kill")
+            return cgroup.Usage(0 if oom is None else oom, int(peak_b), None, None, None)
         for d in ([None] if fds else group.dirs):
             try:
-                ctl = (os.pread(fds[0], 4096, 0) if fds else _read_small(os.path.join(d, "memory.oom_control"))).decode()
+                ctl = os.pread(fds[0], 4096, 0) if fds else _read_small(os.path.join(d, "memory.oom_control"))
             except FileNotFoundError:
                 continue
-            keyed = dict(line.split() for line in ctl.splitlines() if line.strip())
-            oom = int(keyed["oom_kill"]) if "oom_kill" in keyed else None
+            oom = _keyed_int(ctl, b"oom_kill")
             # failcnt only stands in for oom_kill on a kernel without it (see Popen)
             failcnt = None if oom is not None else int(
                 os.pread(fds[2], 4096, 0) if fds else _read_small(os.path.join(d, "memory.failcnt")))

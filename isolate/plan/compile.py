@@ -132,6 +132,7 @@ class Parts:
     template_ops: tuple  # the ops of the view's template mount namespace (made where the caller is root), or ()
     host_binds: tuple    # a host-id sandbox's binds of host paths, to idmap: ((op index, source), ...)
     cgroup_why: str     # why no cgroup could be had, when one was asked for and cgroup_mode is None
+    view: object = None  # fs.ViewTemplate: the view as a template of its own (tried first, root only), or None
 
 
 def compile_parts(profile, ctx: Mapping[str, str], key: str) -> Parts:
@@ -299,7 +300,8 @@ def compile_parts(profile, ctx: Mapping[str, str], key: str) -> Parts:
                 and any(op.kind == OP_PIVOT for op in ops))
     binds = tuple(fs_mod.host_binds(ops)) if host_ids else ()
     return Parts(fields, native, template_ops=tuple(fs_mod.template_ops(ops, skip={s for _, s in binds}))
-                 if template else (), host_binds=binds, cgroup_why=cg_why)
+                 if template else (), host_binds=binds, cgroup_why=cg_why,
+                 view=fs_mod.view_template(ops, {i for i, _ in binds}) if template else None)
 
 
 def check_runnable(plan: Plan, parts: Parts, file) -> None:

@@ -24,8 +24,8 @@ from typing import Mapping
 from ..errors import ProfileError
 from ..kernel.constants import MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_PRIVATE, MS_RDONLY, MS_REC
 
-from .mountops import (BIND_DEV, BIND_NOEXEC, BIND_OPTIONAL, BIND_READONLY, OP_BIND, OP_MKDIR, OP_MOUNT, OP_NAMES, OP_PIVOT,
-                       OP_REMOUNT, OP_SYMLINK, OP_UMOUNT, OP_WRITE)
+from .mountops import (BIND_ASIS, BIND_DEV, BIND_NOEXEC, BIND_OPTIONAL, BIND_READONLY, MP_THERE, OP_BIND, OP_CHMOD,
+                       OP_MKDIR, OP_MOUNT, OP_NAMES, OP_PIVOT, OP_REMOUNT, OP_SYMLINK, OP_UMOUNT, OP_WRITE)
 
 STAGE = "/tmp"           # any host directory; the staging tmpfs hides it only in our namespace
 NEW = "/newroot"
@@ -368,3 +368,158 @@ def template_ops(ops, skip=()) -> list:
     b.add(OP_UMOUNT, None, OLD, source="template")
     b.add(OP_PIVOT, None, NEW, source="template")
     return b.ops
+
+
+# ---- a view template: the view itself, made once per plan ----------------------------
+#
+# The template above still leaves each launch to build the whole view (~60 mount
+# operations) and to detach the tree it was cloned from, which waits for an RCU grace
+# period. A view template is a mount namespace, made once per plan, whose root IS the
+# view: everything of it that is the same for every launch (the read-only root with its
+# directories, symlinks and files, /dev and its device binds, the binds of host paths
+# that are not idmapped per launch, the hidden paths). A launch clones it (the copy, in
+# the sandbox's user namespace, has every mount locked: it cannot be unmounted, nor its
+# flags cleared) and makes only what must be its own: the writable tmpfs mounts, /proc of
+# its pid namespace with its masks, /dev/pts, and the idmapped trees of a host-id
+# sandbox. No host tree is in the copy, so nothing is detached. The template has a
+# placeholder at /proc, a proc of the template maker's own (then empty) pid namespace
+# with subset=pid (no host-wide entries, no process): the kernel lets a user namespace
+# mount a proc only where one is already fully visible in its mount namespace; the
+# sandbox's own /proc goes on top of it.
+
+@dataclasses.dataclass(frozen=True)
+class ViewTemplate:
+    template_ops: tuple  # the ops that build the template (the view, less what each launch makes)
+    launch_ops: tuple    # what each launch makes, on the template's copy (view paths, no /newroot)
+    index: tuple         # per launch op, the index of the view op it comes from
+
+
+def _under(path: str, top: str) -> bool:
+    return path == top or top == "/" or path.startswith(top.rstrip("/") + "/")
+
+
+def _view_path(p: str | None) -> str | None:
+    if p is None:
+        return None
+    return "/" if p == NEW else p[len(NEW):] if p.startswith(NEW + "/") else None
+
+
+def view_template(ops, live_binds=()) -> ViewTemplate | None:
+    """The view `ops` (mount_ops of a new view) split into a view template and the ops of
+    each launch, or None where the view cannot be shared (a writable root, or something
+    of the template that a per-launch mount would have to cover or hold). `live_binds`:
+    indexes of binds each launch attaches itself (a host-id sandbox's idmapped trees)."""
+    pivots = [i for i, op in enumerate(ops) if op.kind == OP_PIVOT]
+    if len(pivots) != 2 or ops[pivots[0]].a is None or ops[pivots[1]].a is not None:
+        return None
+    first, last = pivots
+    tail = ops[last + 1:]
+    if not any(op.kind == OP_REMOUNT and op.b == "/" and op.flags & MS_RDONLY for op in tail) or \
+            any(op.kind != OP_REMOUNT for op in tail):
+        return None  # a writable root would be shared by every sandbox of the plan
+    remounted_ro = {op.b for op in ops[first:last] if op.kind == OP_REMOUNT and op.flags & MS_RDONLY}
+    has_devnull = any(op.kind == OP_BIND and op.b == NEW + "/dev/null" and op.flags & BIND_READONLY
+                      and op.flags & BIND_DEV and not op.flags & BIND_NOEXEC for op in ops[first:last])
+    template, launch, index = list(ops[:first + 1]), [], []
+    empties: set = set()
+    live: list = []  # view paths of the mounts each launch makes, in order
+    live_proc: list = []  # of them, the proc mounts
+    for i in range(first + 1, last):
+        op = ops[i]
+        path = _view_path(op.b)
+        if path is None:
+            return None
+        under = any(_under(path, t) for t in live)
+        # An entry of the launch's own /proc (a mask): its mount point is the entry itself,
+        # there (optional: a bind onto an entry this kernel lacks is skipped, ENOENT).
+        in_proc = any(_under(path, t) for t in live_proc)
+        mount_kind = op.kind in (OP_MOUNT, OP_BIND)
+        if not under and mount_kind and any(_under(t, path) for t in live):
+            return None  # a template mount over one each launch makes: it would end up under it
+        if op.kind == OP_MOUNT:
+            if op.c == "tmpfs" and not under and op.b in remounted_ro:
+                template.append(op)  # read-only once built (/dev): the same for every launch
+                continue
+            if op.c not in ("tmpfs", "proc", "devpts"):
+                return None
+            launch_op = dataclasses.replace(op, b=path)
+            if op.c == "proc" and not under:
+                # The placeholder that lets the launch mount its own (see above).
+                template.append(dataclasses.replace(op, d=b"subset=pid,hidepid=invisible",
+                                                    source=op.source + " (the view template's placeholder)"))
+        elif op.kind == OP_BIND:
+            src = op.a or ""
+            if i in live_binds:
+                # An idmapped tree of this launch; its mount point is the template's.
+                if under:
+                    launch_op = dataclasses.replace(op, b=path)
+                else:
+                    host = src[len(OLD):]
+                    try:
+                        is_dir = os.path.isdir(host) if os.path.lexists(host) else None
+                    except OSError:
+                        is_dir = None
+                    if is_dir is None:
+                        return None  # an optional source not there now: its type is not known
+                    template.append(_op(OP_MKDIR, None, op.b, num=0o755, source=op.source) if is_dir else
+                                    _op(OP_WRITE, None, op.b, None, b"", num=0o644, source=op.source))
+                    launch_op = dataclasses.replace(op, b=path, num=MP_THERE)
+            elif not under:
+                template.append(op)
+                continue
+            elif src.startswith(NEW + "/") or src == NEW:
+                launch_op = dataclasses.replace(op, a=_view_path(src), b=path)  # a /proc entry onto itself
+            elif src == OLD + "/dev/null" and has_devnull and op.flags & BIND_READONLY:
+                # The view's own /dev/null (read-only, nosuid, devices allowed): a bind keeps its
+                # flags, which are those asked for where devices are allowed (else nodev is added).
+                asis = BIND_ASIS if op.flags & BIND_DEV and not op.flags & BIND_NOEXEC else 0
+                launch_op = dataclasses.replace(op, a="/dev/null", b=path, flags=op.flags | asis,
+                                                num=MP_THERE if in_proc and op.flags & BIND_OPTIONAL else op.num)
+            elif src in EMPTY.values():
+                # An empty directory of the staging, which each launch no longer has: one of the
+                # template's, under the mount point of a tmpfs the launch mounts last (below).
+                launch_op = dataclasses.replace(op, a="\0" + src, b=path, num=MP_THERE if in_proc else op.num)
+                empties.add(src)
+            else:
+                return None  # a host path under a mount of each launch
+        elif op.kind in (OP_MKDIR, OP_SYMLINK, OP_WRITE, OP_CHMOD, OP_REMOUNT):
+            if not under and not (op.kind == OP_REMOUNT and path in live):
+                if op.kind in (OP_MKDIR, OP_WRITE, OP_CHMOD) and (op.num >> 6) & 0o5 & ~op.num:
+                    # The template's files are host root's, not the sandbox's (whose ids its
+                    # user namespace maps): one that only its owner may read (a file of mode
+                    # 0600) would no longer be readable by the program.
+                    return None
+                template.append(op)
+                continue
+            launch_op = dataclasses.replace(op, b=path)
+        else:
+            return None
+        launch.append(launch_op)
+        index.append(i)
+        if launch_op.kind in (OP_MOUNT, OP_BIND):
+            live.append(path)
+            if launch_op.kind == OP_MOUNT and launch_op.c == "proc":
+                live_proc.append(path)
+    if empties:
+        # The empty directories go under a writable tmpfs of the launch that nothing else of
+        # the launch is under or over (/tmp): made read-only in the template's root, bound
+        # by the launch before that tmpfs covers them; nothing of them is reachable after.
+        cover = next((k for k, op in enumerate(launch) if op.kind == OP_MOUNT and op.c == "tmpfs"
+                      and not op.flags & MS_RDONLY and op.b != "/"
+                      and not any(k2 != k and (_under(o.b, op.b) or _under(op.b, o.b)) for k2, o in enumerate(launch)
+                                  if o.kind in (OP_MOUNT, OP_BIND))
+                      and not any(_under(o.b, op.b) for o in launch[k + 1:])), None)
+        if cover is None:
+            return None
+        top = launch[cover].b.rstrip("/")
+        # Right after the template makes that mount point (before anything above it, such as
+        # /dev, is made read-only).
+        at = next((j + 1 for j, op in enumerate(template) if op.kind == OP_MKDIR and op.b == NEW + top), len(template))
+        template[at:at] = [_op(OP_MKDIR, None, NEW + top + src, num=next(m for m, p in EMPTY.items() if p == src),
+                               source="filesystem (view template)") for src in sorted(empties)]
+        launch = [dataclasses.replace(op, a=top + op.a[1:]) if op.a and op.a.startswith("\0") else op
+                  for op in launch]
+        launch.append(launch.pop(cover))
+        index.append(index.pop(cover))
+    template += ops[last:]
+    return ViewTemplate(tuple(template), tuple(launch), tuple(index))

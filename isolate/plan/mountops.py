@@ -16,3 +16,5 @@ BIND_READONLY = 1
 BIND_OPTIONAL = 2
 BIND_DEV = 4
 BIND_NOEXEC = 8   # noexec too (the empty directories that hide a path)
+BIND_ASIS = 16    # no mount_setattr: the bind keeps its source mount's flags, which are the ones asked for
+MP_THERE = 3      # OP_BIND's num: the mount point exists (a view template made it)

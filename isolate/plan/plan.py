@@ -44,6 +44,11 @@ class Plan:
     bpf_fd: int = -1              # sealed memfd holding bpf, for the sandbox's pid 1
     netns_fd: int = -1            # network namespace joined around the clone (mode "netns")
     mntns_fd: int = -1            # template mount namespace the launcher joins around the clone
+    # With a view template (mntns_fd is the view itself, plan.fs.view_template): the launch
+    # child's plan that makes only what each launch needs, and per op of it the index of
+    # the mount_ops entry it comes from (for op fds and error messages). None: no view template.
+    view_capsule: object = dataclasses.field(default=None, repr=False)
+    view_index: tuple = ()
     # Root caller without identity.uid_map/gid_map: the program runs as a host uid/gid of
     # its own (hostids.allocate per launch), mapped "inside_uid S 1" / "inside_gid S 1".
     host_ids: bool = False

@@ -792,8 +792,10 @@ SECTIONS: tuple[Section, ...] = (
         Field("symlinks", ListOf(_SYMLINK), [], "symlinks to create"),
         Field("files", ListOf(_FILE), [], "small files with the given content"),
         Field("root_size", ByteSize(), 16 << 20, "size of the tmpfs that is the new root"),
-        Field("template", Bool(), True, "launch from a template mount namespace that holds only what the "
-                                        "view binds from (root only), so that a launch does not copy the "
+        Field("template", Bool(), True, "launch from a template mount namespace made once per plan (root "
+                                        "only): the view itself where the root is read-only (a launch then "
+                                        "makes only its own mounts: tmpfs, /proc, /dev/pts, idmapped binds), "
+                                        "else what the view binds from, so that a launch does not copy the "
                                         "caller's whole mount table; host mounts made later under a bound "
                                         "directory are then not seen"),
         Field("root_readonly", Bool(), True, "make the new root itself read-only once built "

@@ -29,6 +29,20 @@ def test_soft_timeout_on_an_argv_command(session):
     assert r.job.wait(30).stdout == "a\nb\n"
 
 
+def test_yield_when_quiet_returns_at_a_stall_not_while_output_flows(session):
+    # Output every 0.05 s for ~1 s: never 0.4 s of silence, so the command completes.
+    r = session.exec("for i in $(seq 20); do echo $i; sleep 0.05; done", yield_when_quiet=0.4)
+    assert not r.running and r.returncode == 0 and r.stdout.split() == [str(i) for i in range(1, 21)]
+    # A prompt, then nothing (waiting): exec returns soon after the silence began.
+    r = session.exec("echo 'Continue? [y/N]'; sleep 3; echo after", yield_when_quiet=0.3)
+    assert r.running and r.returncode is None and r.stdout == "Continue? [y/N]\n"
+    assert r.duration < 2.5   # well before the command's own end (3 s)
+    assert r.job.wait(30).stdout == "Continue? [y/N]\nafter\n"
+    # Both soft limits: the earlier one wins (here yield_after, output keeps flowing).
+    r = session.exec(["sh", "-c", "while :; do echo x; sleep 0.05; done"], yield_after=0.5, yield_when_quiet=5)
+    assert r.running and r.job.kill().returncode is not None
+
+
 def test_spawn_write_read_wait(session):
     job = session.spawn(["sh", "-c", "while read x; do echo got:$x; done; echo bye >&2"])
     assert job.pid and job.pid > 1 and job.returncode is None

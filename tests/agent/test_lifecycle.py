@@ -183,6 +183,7 @@ def test_caller_death_leaves_nothing_behind(tmp_path):
 @pytest.mark.parametrize("kw, err", [
     ({"timeout": -1}, ValueError), ({"timeout": math.nan}, ValueError), ({"timeout": math.inf}, ValueError),
     ({"timeout": "5"}, TypeError), ({"yield_after": -0.5}, ValueError), ({"yield_after": math.nan}, ValueError),
+    ({"yield_when_quiet": -1}, ValueError), ({"yield_when_quiet": math.inf}, ValueError), ({"yield_when_quiet": "1"}, TypeError),
     ({"max_output": -1}, ValueError), ({"max_output": 1.5}, ValueError), ({"env": {"A=B": "x"}}, ValueError),
     ({"env": {"A": "x\0y"}}, ValueError), ({"cwd": "a\0b"}, ValueError), ({"input": 5}, TypeError),
     ({"on_stdout": "print"}, TypeError),
@@ -288,3 +289,68 @@ def test_sessions_leave_no_fds_in_the_caller(tmp_path):
     after = open_fds()
     new = {fd: os.readlink(f"/proc/self/fd/{fd}") for fd in after - before if os.path.exists(f"/proc/self/fd/{fd}")}
     assert after <= before, new
+
+
+@pytest.mark.parametrize("first", ["exec", "exec_argv", "spawn", "read_file", "agent_pid"])
+def test_an_agent_that_ends_before_its_hello_fails_the_first_call(monkeypatch, tmp_path, first):
+    # Session() returns once agentd has been exec'd (pid 1 reports the exec); agentd's
+    # hello is read by the first call that needs it. A program that is exec'd but ends
+    # without a hello (here /bin/false in agentd's place) must make that first call,
+    # whatever it is, raise the start error, close the session and leave nothing behind.
+    from isolate.agent import SessionError
+    from isolate.agent import session as session_mod
+
+    monkeypatch.setattr(session_mod, "AGENTD", os.path.realpath("/bin/false"))
+    s = isolate.Session("agent", workspace=tmp_path)
+    pid = s.pid
+    calls = {"exec": lambda: s.exec("true"), "exec_argv": lambda: s.exec(["true"]),
+             "spawn": lambda: s.spawn(["true"]), "read_file": lambda: s.read_file("/etc/hostname"),
+             "agent_pid": lambda: s.agent_pid}
+    with pytest.raises(SessionError, match=r"sandbox did not start \(its program ended with 1\)"):
+        calls[first]()
+    assert s.closed
+    assert not os.path.exists(f"/proc/{pid}")   # its sandbox was reaped
+    # Every later call says the same (not a different, later surprise).
+    for call in calls.values():
+        with pytest.raises(SessionError, match="did not start"):
+            call()
+    s.close()   # idempotent
+
+
+def test_hello_is_read_when_first_needed(tmp_path):
+    # Ready before agentd's hello was read: the first command (or a look at agent_pid/uid)
+    # reads it; the pid and host ids are agentd's own, as the kernel reported them.
+    with isolate.Session("agent", workspace=tmp_path) as s:
+        r = s.exec(["sh", "-c", "echo $PPID; id -u"])
+        ppid, uid = r.stdout.split()
+        assert int(ppid) == s.agent_pid_inside
+        assert os.stat(f"/proc/{s.agent_pid}").st_uid == s.uid
+        with open(f"/proc/{s.agent_pid}/status") as f:
+            assert f"NSpid:\t{s.agent_pid}\t{s.agent_pid_inside}\n" in f.read()
+        assert uid == "0"   # root inside; s.uid is its host id
+
+
+def test_a_caller_with_many_fds_starts_sessions(tmp_path):
+    # agentd's binary is handed in at a fixed low number (above the profile's own passed
+    # fds) whatever the caller's number for it: a caller whose free fds start above the
+    # agent profile's rlimits.nofile (1024) starts a session, and neither agentd nor its
+    # commands see an fd of the caller's.
+    import resource
+
+    from conftest import fill_fds
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 1400:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(1400, hard), hard))
+    held = fill_fds(os.devnull, 1100)
+    try:
+        with isolate.Session("agent", workspace=tmp_path) as s:
+            r = s.exec(["sh", "-c", "ls /proc/self/fd; ls /proc/$PPID/fd"])
+            assert r.returncode == 0, r
+            fds = [int(x) for x in r.stdout.split()]
+            assert fds and max(fds) < 1024, fds
+            assert s.agent_pid > 0
+    finally:
+        for fd in held:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

@@ -30,9 +30,11 @@ def test_denied_syscalls_are_listed(session):
     assert r.returncode == 1 and "Operation not permitted" in r.stderr
     assert [(v["kind"], v["syscall"], v["program"]) for v in r.violations] == [("syscall", "socket", "python3")]
     assert "socket_families" in r.violations[0]["reason"]
+    assert r.violations[0]["argument"] == "family AF_NETLINK (16), type SOCK_RAW"  # the one that decided
+    assert r.violations[0]["errno"] == "EPERM"
     r = session.exec("unshare -U true")
     assert ("syscall", "unshare", "unshare") in [(v["kind"], v["syscall"], v["program"]) for v in r.violations]
-    assert "the sandbox denied: unshare by unshare" in r.for_model()
+    assert "the sandbox denied: unshare(flags CLONE_NEWUSER) by unshare" in r.for_model()
     r = session.exec("python3 -c 'import ctypes; raise SystemExit(ctypes.CDLL(None).ptrace(0, 0, 0, 0))'")
     assert [v["syscall"] for v in r.violations] == ["ptrace"]
 
@@ -54,3 +56,6 @@ def test_render():
         {"kind": "network", "host": "1.2.3.4", "port": 443, "reason": "no network", "refused": True},
         {"kind": "syscall", "syscall": "ptrace", "program": "gdb", "reason": "denied by policy", "count": 2}])
     assert text == "[the sandbox denied: connect to 1.2.3.4:443 (no network); ptrace by gdb (denied by policy) x2]"
+    assert violations.render([{"kind": "syscall", "syscall": "socket", "program": "curl", "reason": "r",
+                               "argument": "family AF_NETLINK (16), type SOCK_RAW"}]) == (
+        "[the sandbox denied: socket(family AF_NETLINK (16), type SOCK_RAW) by curl (r)]")

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+import isolate
 from isolate.fuzz import reports, shim, triage
 
 HERE = Path(__file__).resolve().parent
@@ -263,6 +264,7 @@ PROBE = r"""
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sanitizer/allocator_interface.h>
 static int inits, calls, init_argc;
 static const char *init_last = "-";
@@ -276,9 +278,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *d, size_t n) {
     calls++;
     if (n >= 2 && d[0] == 'P' && d[1] == 'R') {
         const char *pre = getenv("LD_PRELOAD"), *rep = getenv("ISOLATE_REPLAY");
-        fprintf(stderr, "PROBE inits=%d calls=%d argc=%d last=%s size=%zu allocated=%zu preload=%s replay=%s\n",
-                inits, calls, init_argc, init_last, n, __sanitizer_get_allocated_size(d), pre ? pre : "-",
-                rep ? rep : "-");
+        const char *as = getenv("ASAN_OPTIONS"), *ub = getenv("UBSAN_OPTIONS"), *ls = getenv("LSAN_OPTIONS");
+        int raw = (as && strstr(as, "stack_trace_format")) || (ub && strstr(ub, "stack_trace_format")) ||
+                  (ls && strstr(ls, "stack_trace_format"));
+        fprintf(stderr, "PROBE inits=%d calls=%d argc=%d last=%s size=%zu allocated=%zu preload=%s replay=%s "
+                "raw=%d asan_end=%s\n", inits, calls, init_argc, init_last, n, __sanitizer_get_allocated_size(d),
+                pre ? pre : "-", rep ? rep : "-", raw, as && strlen(as) > 12 ? as + strlen(as) - 12 : "-");
         abort();
     }
     return 0;
@@ -319,6 +324,9 @@ def test_inside_the_shim_replay_initialize_runs_once_and_the_input_is_an_exact_c
     assert p["last"].startswith(str(tmp_path / "OUT-auto" / ".triage"))
     assert p["size"] == p["allocated"] == "39"
     assert p["preload"] == "-" and p["replay"] == "-"
+    # The sanitizers read shim.RAW_FRAME_OPTIONS at their start; the target sees its options
+    # as they were (as under libFuzzer's main), and so does whatever it starts.
+    assert p["raw"] == "0" and p["asan_end"] == f"hard_rss_limit_mb={RSS_MB + 512}"[-12:], p
     c_main, p_main = seen["libfuzzer"]
     assert c_main["replayer"] == "libfuzzer" and c_main["state"] == c["state"]
     assert (p_main["inits"], p_main["size"], p_main["allocated"]) == ("1", "39", "39")
@@ -431,3 +439,171 @@ def test_libfuzzer_flags_in_the_target_arguments(target, inputs, tmp_path):
     assert shim.unsupported_args(["-dict=d", "-runs=2", "-max_len=9"]) == []
     assert shim.unsupported_args(["corpus", "-jobs=4", "-close_fd_mask=3", "--x=1"]) == \
         ["corpus", "-jobs=4", "-close_fd_mask=3", "--x=1"]
+
+
+# Bare frame addresses (shim.RAW_FRAME_OPTIONS) and the shim's module map: ASan's report
+# skips its module-list refresh; triage locates each address with the shim's map.
+
+def _traced_replay(target, inp, stage, bare=True):
+    """One shim replay of `inp` in a replay sandbox, under strace (ptrace is allowed there:
+    LeakSanitizer needs it): (the replay's own stderr, the files it opened). bare=False:
+    without shim.RAW_FRAME_OPTIONS (ASan's own frames)."""
+    strace = shutil.which("strace")
+    assert strace, "strace is not installed (apt-get install strace)"
+    stage.mkdir()
+    shim_copy = stage / "isolate-replay.so"
+    shutil.copy(shim.PATH, shim_copy)
+    spec = shim.target_spec(target, TIMEOUT)
+    env = triage.sanitizer_env(None)
+    prof = triage.replay_profile(None, [os.path.dirname(target), os.path.dirname(inp), str(stage)], [], env,
+                                 RSS_MB + triage.CGROUP_OVERHEAD_MB)
+    box_env = triage.shim_environment(dict(env, PATH="/usr/bin:/bin"), str(shim_copy), spec, RSS_MB)
+    if not bare:
+        box_env = {k: v.replace(":" + shim.RAW_FRAME_OPTIONS, "") for k, v in box_env.items()}
+    # strace gets neither the preload nor ISOLATE_REPLAY; the target does (-E).
+    pre, rep = box_env.pop("LD_PRELOAD"), box_env.pop(shim.ENV_NAME)
+    script = (f"{strace} -f -qq -e trace=open,openat -o /tmp/trace -E LD_PRELOAD={pre} -E {shim.ENV_NAME}={rep} "
+              f"{target} -timeout={TIMEOUT} {inp}; cat /tmp/trace >&2")
+    r = isolate.run(["/bin/sh", "-c", script], profile=prof, env=box_env, capture_output=True, cwd="/tmp",
+                    timeout=60)
+    lines = r.stderr.decode().splitlines()
+    opened = [ln for ln in lines if ln.split(" ", 1)[0].isdigit() and " open" in ln]
+    report = "\n".join(ln for ln in lines if ln not in opened) + "\n"
+    return report, opened
+
+
+def test_inside_a_shim_replay_asan_prints_bare_frames_and_does_not_look_up_modules(target, inputs, first,
+                                                                                  tmp_path):
+    text, opened = _traced_replay(target, inputs["crash-hw"], tmp_path / "bare")
+    lines = text.splitlines()
+    frames = [ln for ln in lines if ln.lstrip().startswith("#")]
+    assert frames and all(len(ln.split()) == 2 for ln in frames), frames   # "#N 0xPC" only
+    assert "SUMMARY: AddressSanitizer" not in text
+    [err] = [i for i, ln in enumerate(lines) if "ERROR: AddressSanitizer" in ln]
+    maps = [i for i, ln in enumerate(lines) if ln.startswith(shim.MODULE_LINE)]
+    assert min(maps) < err < max(maps), maps   # the map before the input runs, and after the report
+    assert any(ln.endswith(" " + target) for ln in lines if ln.startswith(shim.MODULE_LINE))
+    # The same replay with ASan's own frames reads /proc/self/maps again for its report.
+    text_asan, opened_asan = _traced_replay(target, inputs["crash-hw"], tmp_path / "asan", bare=False)
+    reads = sum("/proc/self/maps" in ln for ln in opened)
+    reads_asan = sum("/proc/self/maps" in ln for ln in opened_asan)
+    assert reads > 0 and reads + 2 <= reads_asan, (reads, reads_asan)
+    assert "SUMMARY: AddressSanitizer: heap-buffer-overflow" in text_asan
+    # Located with the shim's map, the frames are ASan's own (module+offset): symbolized, the same.
+    sym = triage.Symbolizer(triage.symbolizer(), triage.replay_profile(
+        None, [os.path.dirname(target)], [], {}, RSS_MB + triage.CGROUP_OVERHEAD_MB))
+    try:
+        ours, theirs = sym.symbolize(text), sym.symbolize(text_asan)
+    finally:
+        sym.close()
+    assert shim.MODULE_LINE not in ours
+    a, b = reports.parse(ours), reports.parse(theirs)
+    assert a.type == b.type == "Heap-buffer-overflow WRITE 1"
+    assert [(f.function, f.file, f.line) for f in a.stack] == [(f.function, f.file, f.line) for f in b.stack]
+    assert a.state == b.state == by_input(first[1], inputs["crash-hw"])["state"]
+
+
+DLOPEN_LIB = r"""
+#include <stdlib.h>
+volatile int plugin_sink;
+__attribute__((noinline)) void plugin_overflow(int n) {
+    char *p = malloc(8);
+    p[8 + n] = 1;
+    plugin_sink = p[0];
+    free(p);
+}
+"""
+DLOPEN_TARGET = r"""
+#include <dlfcn.h>
+#include <stdint.h>
+#include <stdlib.h>
+int LLVMFuzzerTestOneInput(const uint8_t *d, size_t n) {
+    if (n >= 2 && d[0] == 'D' && d[1] == 'L') {   /* loaded only now: not in the shim's first map */
+        void *h = dlopen(getenv("PLUGIN") ? getenv("PLUGIN") : PLUGIN, RTLD_NOW);
+        if (!h) abort();
+        ((void (*)(int))dlsym(h, "plugin_overflow"))(0);
+    }
+    return 0;
+}
+"""
+
+
+def test_a_library_dlopened_during_the_input_is_located_by_the_shims_later_map(tmp_path):
+    (tmp_path / "plugin.c").write_text(DLOPEN_LIB)
+    (tmp_path / "target.c").write_text(DLOPEN_TARGET)
+    lib, exe = tmp_path / "libplugin.so", tmp_path / "dltarget"
+    subprocess.run([CLANG, "-g", "-O1", "-fsanitize=address", "-shared", "-fPIC", str(tmp_path / "plugin.c"), "-o",
+                    str(lib)], check=True, timeout=300)
+    subprocess.run([CLANG, "-g", "-O1", "-fsanitize=fuzzer,address", f'-DPLUGIN="{lib}"', str(tmp_path / "target.c"),
+                    "-o", str(exe), "-ldl"], check=True, timeout=300)
+    inp = tmp_path / "crash-dl"
+    inp.write_bytes(b"DL")
+    got = {}
+    for replayer in ("auto", "libfuzzer"):
+        out = tmp_path / f"OUT-{replayer}"
+        [c] = triage.triage(str(exe), [], [str(inp)], str(out), engine="libfuzzer", runs=1, timeout=TIMEOUT,
+                            rss_limit_mb=RSS_MB, replayer=replayer)
+        got[replayer] = c
+        text = (out / c["report"]).read_text()
+        assert f"in plugin_overflow {tmp_path}/plugin.c:6" in text, text
+    assert got["auto"]["replayer"] == "shim" and got["libfuzzer"]["replayer"] == "libfuzzer"
+    for c in got.values():
+        assert c["type"] == "Heap-buffer-overflow WRITE 1"
+        assert [f["function"] for f in c["frames"]] == ["plugin_overflow", "LLVMFuzzerTestOneInput"]
+    assert got["auto"]["state"] == got["libfuzzer"]["state"]
+
+
+def test_module_maps_the_last_one_wins_and_an_address_outside_them_is_unknown():
+    text = "\n".join([
+        shim.MARKER + "x (2 bytes) without libFuzzer's driver",
+        shim.MODULE_LINE + "0x1000 0x1000-0x2000 0x3000-0x3800 /opt/a b/prog",
+        shim.MODULE_LINE + "0x7000 0x7000-0x7100 /lib/libc.so.6",
+        "==1==ERROR: AddressSanitizer: SEGV on unknown address 0x000000000000",
+        "    #0 0x1234", "    #1 0x7004", "    #2 0x9000", "    #3 0x9008",
+        "",
+        shim.MODULE_LINE + "0x1000 0x1000-0x2000 0x3000-0x3800 /opt/a b/prog",
+        shim.MODULE_LINE + "0x9000 0x9000-0x9100 /lib/plugin.so",
+    ])
+    maps = triage.module_maps(text.splitlines())
+    assert len(maps) == 2 and maps[0][-1] == (0x9000, 0x9100, 0x9000, "/lib/plugin.so")
+    assert triage.locate(maps, 0x3004) == ("/opt/a b/prog", 0x2004)
+    assert triage.locate(maps, 0x7004) == ("/lib/libc.so.6", 4)      # only in the earlier map
+    assert triage.locate(maps, 0x9008) == ("/lib/plugin.so", 8)
+    assert triage.locate(maps, 0x5000) is None
+    # A Symbolizer that knows no function: the frames come out as ASan prints unsymbolized ones.
+    sym = triage.Symbolizer.__new__(triage.Symbolizer)
+    sym.lookup = lambda module, offset: []
+    out = sym.symbolize(text).splitlines()
+    assert not any(ln.startswith(shim.MODULE_LINE) for ln in out)
+    assert [ln for ln in out if "#" in ln] == [
+        "    #0 0x1234  (/opt/a b/prog+0x234)", "    #1 0x7004  (/lib/libc.so.6+0x4)",
+        "    #2 0x9000  (/lib/plugin.so+0x0)", "    #3 0x9008  (/lib/plugin.so+0x8)"]
+    text2 = text.replace("    #2 0x9000", "    #2 0x5000")
+    assert "    #2 0x5000  (<unknown module>)" in sym.symbolize(text2).splitlines()
+
+
+def test_pooled_replays_give_the_cold_replays_states(target, inputs, first, tmp_path, monkeypatch):
+    # triage.WARM_REPLAYS = True: each replay the one task of a WarmPool sandbox instead of a
+    # cold isolate.run (the default), the same fresh sandbox of the same profile: the same
+    # crashes. From the pool's own counters: every replay was served by a sandbox of it.
+    assert triage.WARM_REPLAYS is False
+    monkeypatch.setattr(triage, "WARM_REPLAYS", True)
+    pools = []
+    real = triage.WarmPool
+
+    def pool(*args, **kwargs):
+        pools.append(real(*args, **kwargs))
+        return pools[-1]
+
+    monkeypatch.setattr(triage, "WarmPool", pool)
+    names = ["crash-hw", "crash-io", "leak-lk", "timeout-to", "crash-fl", "crash-so"]
+    crashes = triage.triage(target, [], [inputs[n] for n in names], str(tmp_path / "OUT"), engine="libfuzzer",
+                            runs=2, timeout=TIMEOUT, rss_limit_mb=RSS_MB)
+    for n in names:
+        a, b = by_input(crashes, inputs[n]), by_input(first[1], inputs[n])
+        assert (a["type"], a["state"], a["security"], a["reproducible"], a["replayer"]) == \
+            (b["type"], b["state"], b["security"], b["reproducible"], b["replayer"]), n
+        assert a["reproduced"] == (2 if b["reproducible"] else 0), (n, a["reproduced"])
+    [p] = pools
+    # 6 inputs x 2 shim replays, and crash-fl's 2 replays again by libFuzzer's main
+    assert p.stats["served_warm"] + p.stats["served_cold"] == 14, p.stats
