@@ -31,28 +31,13 @@ import time
 import isolate
 
 from . import programs
+from .pycost import count_calls
 from .stats import median, percentile
 
 
 def thread_cpu() -> float:
     ru = resource.getrusage(resource.RUSAGE_THREAD)
     return ru.ru_utime + ru.ru_stime
-
-
-def count_calls(fn) -> int:
-    n = 0
-
-    def hook(frame, event, arg):
-        nonlocal n
-        if event in ("call", "c_call"):
-            n += 1
-
-    sys.setprofile(hook)
-    try:
-        fn()
-    finally:
-        sys.setprofile(None)
-    return n - 1  # the setprofile(None) call itself
 
 
 def measure(rounds: int, profile: str = "strict", program: str = "static") -> dict:

@@ -1,3 +1,4 @@
+import contextlib
 import json
 import os
 import sys
@@ -166,3 +167,36 @@ def no_memory_cgroup(monkeypatch):
     yield
     monkeypatch.delenv(doctor.DISABLE_ENV)
     doctor.features(refresh=True)
+
+
+def held_by_closer() -> set:
+    """The mount namespaces (their inode numbers) in the launch path's holding thread's own
+    fd table (not the process's: _launch.c hold_main)."""
+    tid = _launch.closer_tid()
+    out = set()
+    for x in os.listdir(f"/proc/self/task/{tid}/fd") if tid else ():
+        try:
+            link = os.readlink(f"/proc/self/task/{tid}/fd/{x}")
+        except OSError:
+            continue
+        if link.startswith("mnt:["):
+            out.add(int(link[5:-1]))
+    return out
+
+
+@contextlib.contextmanager
+def given_back(pool):
+    """The pids of pid 1 of the sandboxes `pool` is given back while the block runs (a spy
+    on WarmPool._give_back)."""
+    taken = []
+    orig = pool._give_back
+
+    def spy(slot):
+        taken.append(slot.pid)
+        orig(slot)
+
+    pool._give_back = spy
+    try:
+        yield taken
+    finally:
+        del pool._give_back

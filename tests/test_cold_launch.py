@@ -19,7 +19,7 @@ import pytest
 
 import isolate
 from isolate.launch import _launch, cgroup, hostids, net, process
-from conftest import PROBE, open_fds, with_python
+from conftest import PROBE, held_by_closer, open_fds, with_python
 
 MiB = 1 << 20
 CHECKS = ["syscall:" + n for n in ("netlink_socket", "unix_socket", "inet_socket", "unshare_user", "keyctl",
@@ -286,20 +286,6 @@ def _ns_inode(text: str) -> int:
     return int(text.strip().split("[")[1].rstrip("]"))
 
 
-def _held_by_closer() -> set:
-    """The mount namespaces (inode numbers) in the holding thread's own fd table."""
-    tid = _launch.closer_tid()
-    out = set()
-    for x in os.listdir(f"/proc/self/task/{tid}/fd") if tid else ():
-        try:
-            link = os.readlink(f"/proc/self/task/{tid}/fd/{x}")
-        except OSError:
-            continue
-        if link.startswith("mnt:["):
-            out.add(_ns_inode(link))
-    return out
-
-
 def _in_process_table(ino: int) -> bool:
     for x in os.listdir("/proc/self/fd"):
         try:
@@ -320,7 +306,7 @@ def test_held_mount_namespace_is_the_sandboxes_own_and_goes_after_the_reap():
         inside = _ns_inode(p.stdout.readline().decode())
         held = p._mntns
         assert held >= 2 ** 32, "a token of the holding thread, not an fd of ours"
-        assert inside in _held_by_closer()
+        assert inside in held_by_closer()
         assert not _in_process_table(inside)
         assert inside != os.stat("/proc/self/ns/mnt").st_ino
         p.stdin.close()
@@ -328,13 +314,13 @@ def test_held_mount_namespace_is_the_sandboxes_own_and_goes_after_the_reap():
     assert p._mntns == -1
     _launch.drain_deferred()
     assert _launch.deferred() == 0
-    assert inside not in _held_by_closer()
+    assert inside not in held_by_closer()
     assert _launch.closer_fds() and all(os.readlink(f"/proc/self/fd/{fd}").startswith("socket:[")
                                         for fd in _launch.closer_fds())
     # run()'s direct path holds it too: the slot's token is handed over when reaped.
     seen = []
     real = process.release_mntns
-    process.release_mntns = lambda token: (seen.append((token, _held_by_closer())), real(token))
+    process.release_mntns = lambda token: (seen.append((token, held_by_closer())), real(token))
     try:
         r = isolate.run(["sh", "-c", "readlink /proc/self/ns/mnt"], capture_output=True)
     finally:
@@ -342,7 +328,7 @@ def test_held_mount_namespace_is_the_sandboxes_own_and_goes_after_the_reap():
     ino = _ns_inode(r.stdout.decode())
     assert len(seen) == 1 and seen[0][0] >= 2 ** 32 and ino in seen[0][1]
     _launch.drain_deferred()
-    assert ino not in _held_by_closer()
+    assert ino not in held_by_closer()
 
 
 def test_after_run_returns_what_the_caller_sees_is_final(tmp_path):

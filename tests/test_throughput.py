@@ -11,21 +11,7 @@ import time
 
 import isolate
 from isolate.launch import _launch
-from conftest import open_fds
-
-
-def _held_by_closer() -> set:
-    """The mount namespaces (their inode numbers) in the holding thread's own fd table."""
-    tid = _launch.closer_tid()
-    out = set()
-    for x in os.listdir(f"/proc/self/task/{tid}/fd") if tid else ():
-        try:
-            link = os.readlink(f"/proc/self/task/{tid}/fd/{x}")
-        except OSError:
-            continue
-        if link.startswith("mnt:["):
-            out.add(int(link[5:-1]))
-    return out
+from conftest import held_by_closer, open_fds
 
 
 def _wait_for(cond, what: str, seconds: float = 30.0) -> None:
@@ -86,7 +72,7 @@ def test_many_threads_at_once_all_succeed_and_nothing_is_left(tmp_path):
     assert end[3] + end[4] - start[3] - start[4] >= 72 and end[5] == start[5]  # all admitted, none went ahead
     _launch.drain_deferred()
     assert _launch.deferred() == 0
-    assert _held_by_closer() == set()
+    assert held_by_closer() == set()
     assert open_fds() == before
 
 
@@ -177,7 +163,7 @@ def test_held_namespaces_from_many_threads_all_go_and_a_fork_holds_none():
     assert not errors, errors
     _launch.drain_deferred()
     assert _launch.deferred() == 0
-    assert _held_by_closer() == set()
+    assert held_by_closer() == set()
     assert open_fds() == before
     # A forked child has no copy of the holding socket's namespaces, and holds its own.
     with isolate.Popen(["sh", "-c", "read x || true"], stdin=isolate.PIPE) as p:
@@ -190,7 +176,7 @@ def test_held_namespaces_from_many_threads_all_go_and_a_fork_holds_none():
         assert os.waitpid(pid, 0)[1] == 0
         p.stdin.close()
     _launch.drain_deferred()
-    assert _held_by_closer() == set()
+    assert held_by_closer() == set()
 
 
 
@@ -207,7 +193,7 @@ def test_with_holding_off_the_namespace_stays_in_the_process_table_as_before():
             p.stdin.close()
             assert p.wait(30) == 0
         _launch.drain_deferred()
-        assert inside not in _held_by_closer()
+        assert inside not in held_by_closer()
     finally:
         _launch.set_holding(was)
     assert _launch.set_holding(True) is True

@@ -18,7 +18,7 @@ import pytest
 
 import isolate
 
-from conftest import fill_fds, with_python
+from conftest import fill_fds, given_back, with_python
 
 SHOW = ["sh", "-c", "echo ${ISOLATE_PREP_T-unset} $(umask) $0", "arg0"]
 
@@ -138,18 +138,8 @@ def test_a_sandbox_given_back_without_waking_the_refill_is_still_cleaned_up(pool
     # run() gives its sandbox back without waking the refill thread (while `low` are ready):
     # the refill thread's own look finds it, with no further call into the pool.
     assert pool.wait_ready(30)
-    taken = []
-    orig = pool._give_back
-
-    def spy(slot):
-        taken.append(slot.pid)
-        orig(slot)
-
-    pool._give_back = spy
-    try:
+    with given_back(pool) as taken:
         assert _seen(pool).endswith(" arg0\n")
-    finally:
-        del pool._give_back
     for _ in range(500):
         if not os.path.exists(f"/proc/{taken[0]}"):
             break

@@ -21,7 +21,7 @@ import pytest
 
 import isolate
 
-from conftest import with_python
+from conftest import given_back, with_python
 
 FDS_SEEN = ("import os, sys\n"
             "def is_open(fd):\n"
@@ -71,18 +71,8 @@ def test_every_other_process_is_dead_when_a_quiet_task_returns(pool, script):
 
 
 def test_a_quiet_tasks_pid1_is_reaped_by_the_pool_off_the_callers_path(pool):
-    taken = []
-    orig = pool._give_back
-
-    def spy(slot):
-        taken.append(slot.pid)
-        orig(slot)
-
-    pool._give_back = spy
-    try:
+    with given_back(pool) as taken:
         res = pool.run([sys.executable, "-c", FDS_SEEN], capture_output=True, text=True, timeout=30)
-    finally:
-        del pool._give_back
     # From the inside: pid 1 and the program, nothing else; its parent is pid 1.
     fds, ppid, pids = eval(res.stdout)
     assert (fds, ppid, pids) == ([0, 1, 2], 1, [1, 2]), res.stdout
