@@ -383,25 +383,24 @@ static int load_program(int fd)
     return 0;
 }
 
-static void report_connect(int listener, struct seccomp_notif *rq)
+static void report_connect(int listener, const struct seccomp_notif *req)
 {
-    struct seccomp_notif req = *rq;
     unsigned char sa[128];
     memset(sa, 0, sizeof sa);
-    size_t len = req.data.args[2] < sizeof sa ? (size_t)req.data.args[2] : sizeof sa;
+    size_t len = req->data.args[2] < sizeof sa ? (size_t)req->data.args[2] : sizeof sa;
     char path[64];
-    snprintf(path, sizeof path, "/proc/%d/mem", (int)req.pid);
+    snprintf(path, sizeof path, "/proc/%d/mem", (int)req->pid);
     int mem = open(path, O_RDONLY | O_CLOEXEC);
     ssize_t got = -1;
     if (mem >= 0) {
-        got = pread(mem, sa, len, (off_t)req.data.args[1]);
+        got = pread(mem, sa, len, (off_t)req->data.args[1]);
         close(mem);
     }
-    if (got >= (ssize_t)sizeof(sa_family_t) && ioctl(listener, SECCOMP_IOCTL_NOTIF_ID_VALID, &req.id) == 0) {
+    if (got >= (ssize_t)sizeof(sa_family_t) && ioctl(listener, SECCOMP_IOCTL_NOTIF_ID_VALID, &req->id) == 0) {
         sa_family_t fam;
         memcpy(&fam, sa, sizeof fam);
         char out[sizeof(struct amsg) + 16];
-        struct amsg m = {R_NET, (uint32_t)req.pid, fam, 0};
+        struct amsg m = {R_NET, (uint32_t)req->pid, fam, 0};
         size_t n = 0;
         if (fam == AF_INET && got >= (ssize_t)sizeof(struct sockaddr_in)) {
             struct sockaddr_in in;

@@ -182,8 +182,6 @@ def mark(session):
 def collect(session, mark_, run) -> list:
     t0, net0, seq, proxied0, dropped0 = mark_
     out = []
-    if session.notify:
-        session.read_ctl()   # agentd reported each refusal before the call returned
     failed = run.returncode not in (0, None) or run.timed_out
     r = reader() if session.seccomp_log else None
     if r is not None and r.sock is not None and (failed or r.count > seq):
@@ -207,8 +205,8 @@ def collect(session, mark_, run) -> list:
                 f = x["fields"]
                 out.append({"kind": "path", "path": f.get("path") or f.get("name") or "?",
                             "access": f.get("blockers", "?"), "reason": "refused by Landlock (the profile's view)"})
-    if session.net_events:
-        session.read_ctl()
+    if session.notify or session.net_events:
+        session.read_ctl()   # (in notify mode every refusal was sent before its call returned)
         for ev in list(session.net_events)[net0:]:
             out.append(ev)
     if session.network is not None:   # recorded by the proxy before the program saw the refusal

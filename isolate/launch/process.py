@@ -162,11 +162,6 @@ class Popen(subprocess.Popen):
     seccomp_log=True loads the filter with SECCOMP_FILTER_FLAG_LOG: each denial becomes a
     kernel audit record (type 1326; isolate.agent.violations reads them).
 
-    seccomp_notify="denials" (or "denials+connect") loads a variant of the filter whose
-    errno returns are SECCOMP_RET_USER_NOTIF (isolate.plan.seccomp.notify), with a
-    listener the program inherits and must answer (isolate-agentd does); "+connect" also
-    sends it every connect(). The plan must run under isolate-init and have a filter.
-
     network=: a network namespace a layer above made for this one sandbox (see launch();
     isolate.netproxy's allowlist); the sandbox joins it, `violations` lists what it
     refused, and it is closed once the sandbox is reaped (or the launch failed).
@@ -179,14 +174,9 @@ class Popen(subprocess.Popen):
                  group=None, extra_groups=None, encoding=None, errors=None, text=None, umask=-1, pipesize=-1,
                  process_group=None, profile: Any = "default", overrides: Sequence[str] = (), warm=None,
                  pty: bool | None = None, pty_size: Sequence[int] | None = None, seccomp_log: bool = False,
-                 network=None, seccomp_notify: str | None = None):
+                 network=None):
         popen_args.check_popen_args(preexec_fn, close_fds, startupinfo, creationflags)
         self._seccomp_log = bool(seccomp_log)  # denials of the filter go to the kernel's audit log
-        if seccomp_notify not in (None, "denials", "denials+connect"):
-            raise ValueError(f"seccomp_notify: None, 'denials' or 'denials+connect', not {seccomp_notify!r}")
-        if seccomp_notify is not None and warm is not None:
-            raise ValueError("seccomp_notify: not available with a WarmPool")
-        self._seccomp_notify = seccomp_notify
         popen_args.check_call_args(args, shell, executable, cwd, env, umask)
         if warm is not None:
             if user is not None or group is not None or extra_groups is not None:
@@ -464,7 +454,7 @@ class Popen(subprocess.Popen):
                                    ctty=getattr(self, "_ctty", False), umask=self._umask,
                                    keep_ignored=self._keep_ignored, groups=self._groups,
                                    seccomp_log=self._seccomp_log, network=self._network_for_launch,
-                                   hold_ns=True, src_stats=stats, seccomp_notify=self._seccomp_notify))
+                                   hold_ns=True, src_stats=stats))
                 self._child_created = True
         except BaseException as e:
             self._close_pipe_fds(p2cread, p2cwrite, c2pread, c2pwrite, errread, errwrite)
@@ -672,7 +662,11 @@ def launch(plan: Plan, exec_paths, argv, envp, cwd: bytes, src, dst, warm: bool 
     src_stats: {fd: os.fstat(fd)} of fds of `src` the caller has just looked at (run()'s
     direct path, the caller's own 0, 1, 2), not looked at again.
 
-    seccomp_notify: see Popen (pid 1 loads plans.notify_bpf_fd's program with a listener)."""
+    seccomp_notify="denials" (or "denials+connect"): pid 1 loads plans.notify_bpf_fd's
+    variant of the filter (isolate.kernel.seccomp_notify: its errno returns are
+    SECCOMP_RET_USER_NOTIF; "+connect" also sends every connect()) with a listener the
+    program inherits and must answer (isolate-agentd's notifier does). The plan must run
+    under isolate-init and have a filter."""
     first_private = max(dst + [2]) + 1
     init_fd, self_pidfd = process_fds()
     # A fresh cgroup per launch; the launch path puts the child in before it runs anything.
